@@ -1,0 +1,149 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Redis } from 'ioredis';
+import type pg from 'pg';
+import { parse as parseJson } from 'secure-json-parse';
+import { randomUUID } from 'node:crypto';
+import type { Config } from './config.js';
+import { MAX_BODY_BYTES } from './domain/schemas.js';
+import { registerErrorHandling, registerNotFound } from './http/problem.js';
+import { itemRoutes } from './http/routes/items.js';
+import { operationRoutes } from './http/routes/operations.js';
+import { reservationRoutes } from './http/routes/reservations.js';
+import { Recovery } from './jobs/recovery.js';
+import { Sweeper } from './jobs/sweeper.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { Decisions } from './redis/decisions.js';
+import { Keys } from './redis/keys.js';
+import { ReservationService } from './service/reservations.js';
+import { StockService } from './service/stock.js';
+import { createPool } from './store/database.js';
+import { BatchWriter } from './store/writer.js';
+
+/** The parts of a running node, exposed for tests and the operator tools. */
+export interface Runtime {
+  config: Config;
+  redis: Redis;
+  db: pg.Pool;
+  keys: Keys;
+  metrics: Metrics;
+  decisions: Decisions;
+  writer: BatchWriter;
+  recovery: Recovery;
+  sweeper: Sweeper;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    runtime: Runtime;
+  }
+}
+
+/** Builds the app: clients, jobs, routes. Never listens (server.ts does; tests inject). Migrations run before. */
+export async function buildApp(config: Config): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: { level: config.LOG_LEVEL },
+    disableRequestLogging: true,
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    bodyLimit: MAX_BODY_BYTES,
+    ajv: { customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  const log = app.log;
+
+  const metrics = createMetrics();
+  const redis = new Redis(config.REDIS_URL, {
+    // Fail fast while Redis is away (the request answers 503) instead of queueing commands.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS,
+    retryStrategy: (times) => Math.min(times * 50, 1000),
+    lazyConnect: true,
+  });
+  redis.on('error', (err) => log.debug({ err }, 'redis connection error'));
+  await redis.connect().catch((err: unknown) => log.warn({ err }, 'Redis is unreachable at start; will keep trying'));
+
+  const db = createPool(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE, queryTimeoutMs: config.DATABASE_QUERY_TIMEOUT_MS });
+  const keys = new Keys(config.REDIS_KEY_PREFIX);
+  let recovery: Recovery | undefined;
+  const decisions = new Decisions(redis, keys, metrics, config.TOMBSTONE_RETENTION_SECONDS * 1000, () => void recovery?.ensure());
+  recovery = new Recovery({ redis, db, keys, decisions, metrics, log });
+  const writer = new BatchWriter(db, metrics, { maxBatch: config.WRITER_MAX_BATCH, concurrency: config.WRITER_CONCURRENCY });
+  const sweeper = new Sweeper(
+    { db, decisions, writer, metrics, log },
+    {
+      intervalMs: config.SWEEPER_INTERVAL_MS,
+      unrecordedGraceMs: config.UNRECORDED_GRACE_MS,
+      idempotencyRetentionHours: config.IDEMPOTENCY_RETENTION_HOURS,
+    },
+  );
+  const reservations = new ReservationService({
+    redis,
+    db,
+    keys,
+    decisions,
+    writer,
+    metrics,
+    log,
+    idempotencyRetentionMs: config.IDEMPOTENCY_RETENTION_HOURS * 3_600_000,
+  });
+  const stock = new StockService({ decisions, writer, metrics, log });
+  app.decorate('runtime', { config, redis, db, keys, metrics, decisions, writer, recovery, sweeper });
+
+  // JSON bodies through secure-json-parse; an empty body is "no body" (confirm/release need none).
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    if (body === '') return done(null, undefined);
+    try {
+      done(null, parseJson(body as string, { protoAction: 'error', constructorAction: 'error' }));
+    } catch {
+      done(Object.assign(new Error('malformed JSON'), { statusCode: 400, code: 'FST_ERR_CTP_INVALID_JSON_BODY' }), undefined);
+    }
+  });
+
+  registerErrorHandling(app);
+  registerNotFound(app);
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.httpDuration.observe(
+      { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: reply.statusCode },
+      reply.elapsedTime / 1000,
+    );
+    if (reply.statusCode >= 500) request.log.warn({ url: request.url, statusCode: reply.statusCode }, 'request failed');
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Inventory Reservation Service',
+        version: '0.1.0',
+        description:
+          'Atomic, time-bound inventory holds. Errors are RFC 9457 problem+json with a stable `code`. ' +
+          'POST /reservations needs an Idempotency-Key header.',
+      },
+      tags: [{ name: 'reservations' }, { name: 'stock' }, { name: 'operations' }],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  await app.register(itemRoutes, { stock });
+  await app.register(reservationRoutes, { reservations });
+  await app.register(operationRoutes, { redis, db, recovery, metrics });
+
+  app.addHook('onReady', async () => {
+    await recovery.check();
+    sweeper.start();
+  });
+  app.addHook('onClose', async () => {
+    await sweeper.stop();
+    await writer.drain();
+    await Promise.allSettled([db.end(), redis.quit()]);
+  });
+  return app;
+}

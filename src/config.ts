@@ -1,0 +1,39 @@
+import { envSchema } from 'env-schema';
+import { Type, type Static } from 'typebox';
+
+/** Every setting the service reads, with its default: the README's configuration table mirrors this. */
+export const ConfigSchema = Type.Object({
+  HOST: Type.String({ default: '0.0.0.0' }),
+  PORT: Type.Integer({ default: 8080, minimum: 0, maximum: 65535 }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    { default: 'info' },
+  ),
+  DATABASE_URL: Type.String({ default: 'postgres://postgres@127.0.0.1:5432/inventory' }),
+  DATABASE_POOL_SIZE: Type.Integer({ default: 10, minimum: 2 }),
+  REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379' }),
+  /** Prefix of every Redis key, so several deployments (or test runs) can share one Redis. */
+  REDIS_KEY_PREFIX: Type.String({ default: 'irs:', pattern: '^[A-Za-z0-9:_.-]*$' }),
+  /** Redis commands that take longer fail (the request answers 503) instead of hanging. */
+  REDIS_COMMAND_TIMEOUT_MS: Type.Integer({ default: 2000, minimum: 10 }),
+  /** PostgreSQL statements that take longer fail (503) instead of hanging. */
+  DATABASE_QUERY_TIMEOUT_MS: Type.Integer({ default: 5000, minimum: 10 }),
+  /** Group commit: most operations one PostgreSQL transaction records. */
+  WRITER_MAX_BATCH: Type.Integer({ default: 500, minimum: 1 }),
+  /** Group commit: transactions in flight at once; further operations wait and join the next batch. */
+  WRITER_CONCURRENCY: Type.Integer({ default: 2, minimum: 1 }),
+  SWEEPER_INTERVAL_MS: Type.Integer({ default: 1000, minimum: 10 }),
+  /** How long after its expiry an unrecorded confirm (its process died before the commit) is undone. */
+  UNRECORDED_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
+  /** How long Redis keeps a finished hold's final state, to answer racing retries the same way. */
+  TOMBSTONE_RETENTION_SECONDS: Type.Integer({ default: 600, minimum: 1 }),
+  IDEMPOTENCY_RETENTION_HOURS: Type.Integer({ default: 24, minimum: 1 }),
+  SHUTDOWN_GRACE_MS: Type.Integer({ default: 10000, minimum: 0 }),
+});
+
+export type Config = Static<typeof ConfigSchema>;
+
+/** Reads and validates the environment; throws one error naming every bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  return envSchema<Config>({ schema: ConfigSchema, data: env });
+}

@@ -1,0 +1,66 @@
+/**
+ * The error catalogue: every `code` a client can switch on, with its HTTP status and title (api.md, "Errors").
+ * One place; the problem+json handler and the OpenAPI document both read it.
+ */
+export const errorCatalogue = {
+  validation_failed: { status: 400, title: 'Validation failed' },
+  unauthorized: { status: 401, title: 'Unauthorized' },
+  forbidden: { status: 403, title: 'Forbidden' },
+  item_not_found: { status: 404, title: 'Item not found' },
+  reservation_not_found: { status: 404, title: 'Reservation not found' },
+  not_found: { status: 404, title: 'Not found' },
+  method_not_allowed: { status: 405, title: 'Method not allowed' },
+  insufficient_stock: { status: 409, title: 'Insufficient stock' },
+  reservation_expired: { status: 409, title: 'Reservation expired' },
+  reservation_released: { status: 409, title: 'Reservation released' },
+  reservation_confirmed: { status: 409, title: 'Reservation confirmed' },
+  idempotency_key_in_use: { status: 409, title: 'Idempotency key in use' },
+  unsupported_media_type: { status: 415, title: 'Unsupported media type' },
+  idempotency_key_reused: { status: 422, title: 'Idempotency key reused' },
+  rate_limited: { status: 429, title: 'Too many requests' },
+  internal: { status: 500, title: 'Internal server error' },
+  unavailable: { status: 503, title: 'Service unavailable' },
+} as const;
+
+export type ErrorCode = keyof typeof errorCatalogue;
+
+export interface FieldError {
+  field: string;
+  message: string;
+}
+
+export interface ShortLine {
+  itemId: string;
+  location: string;
+  requested: number;
+  available: number;
+}
+
+/** Extra members of a problem document, beside type/title/status/code/detail. */
+export interface ProblemExtras {
+  errors?: FieldError[];
+  lines?: ShortLine[];
+  /** Readiness: the state of each dependency. */
+  checks?: Record<string, string>;
+}
+
+/** A failure the client is told about; rendered as RFC 9457 problem+json by the HTTP error handler. */
+export class ProblemError extends Error {
+  readonly status: number;
+  readonly title: string;
+
+  constructor(
+    readonly code: ErrorCode,
+    readonly detail?: string,
+    readonly extras: ProblemExtras = {},
+    options?: { cause?: unknown },
+  ) {
+    super(detail ?? errorCatalogue[code].title, options);
+    this.name = 'ProblemError';
+    this.status = errorCatalogue[code].status;
+    this.title = errorCatalogue[code].title;
+  }
+}
+
+export const unavailable = (detail: string, cause?: unknown): ProblemError =>
+  new ProblemError('unavailable', detail, {}, { cause });

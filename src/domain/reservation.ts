@@ -1,0 +1,65 @@
+import type { AvailabilityDocument, ReservationDocument, ReservationStatus } from './schemas.js';
+
+/** One line of a reservation, location resolved. */
+export interface Line {
+  itemId: string;
+  location: string;
+  quantity: number;
+}
+
+/** A reservation as PostgreSQL stores it; `status` is the stored one (pending may have passed its TTL). */
+export interface ReservationRecord {
+  id: string;
+  status: ReservationStatus;
+  reference: string | null;
+  metadata: Record<string, string>;
+  lines: Line[];
+  expiresAt: Date;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** A pending reservation is expired from the instant now >= expiresAt, whether or not the sweeper ran. */
+export function effectiveStatus(r: Pick<ReservationRecord, 'status' | 'expiresAt'>, now: Date): ReservationStatus {
+  return r.status === 'pending' && now.getTime() >= r.expiresAt.getTime() ? 'expired' : r.status;
+}
+
+export function toDocument(r: ReservationRecord, now = new Date()): ReservationDocument {
+  const status = effectiveStatus(r, now);
+  // An expiry the sweeper has not recorded yet happened at expiresAt.
+  const updatedAt = status === 'expired' && r.status === 'pending' ? r.expiresAt : r.updatedAt;
+  return {
+    id: r.id,
+    status,
+    reference: r.reference,
+    lines: r.lines.map(({ itemId, location, quantity }) => ({ itemId, location, quantity })),
+    expiresAt: r.expiresAt.toISOString(),
+    createdAt: r.createdAt.toISOString(),
+    updatedAt: updatedAt.toISOString(),
+    metadata: r.metadata,
+  };
+}
+
+/** The availability document from an item's Redis stock hash (`h:<loc>` on-hand, `r:<loc>` reserved). */
+export function toAvailability(itemId: string, fields: readonly string[]): AvailabilityDocument {
+  const byLocation = new Map<string, { onHand: number; reserved: number }>();
+  for (let i = 0; i < fields.length; i += 2) {
+    const field = fields[i]!;
+    const location = field.slice(2);
+    const entry = byLocation.get(location) ?? { onHand: 0, reserved: 0 };
+    if (field.startsWith('h:')) entry.onHand = Number(fields[i + 1]);
+    else entry.reserved = Number(fields[i + 1]);
+    byLocation.set(location, entry);
+  }
+  const locations = [...byLocation]
+    .filter(([location]) => fields.includes(`h:${location}`))
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([location, { onHand, reserved }]) => ({
+      location,
+      onHand,
+      reserved,
+      available: Math.max(0, onHand - reserved),
+    }));
+  const sum = (key: 'onHand' | 'reserved' | 'available') => locations.reduce((total, l) => total + l[key], 0);
+  return { itemId, onHand: sum('onHand'), reserved: sum('reserved'), available: sum('available'), locations };
+}

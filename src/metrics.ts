@@ -1,0 +1,77 @@
+import { Counter, Histogram, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Every metric the service exports, on a registry of its own (one per app, so tests can build many apps). */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const fast = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+  return {
+    registry,
+    httpDuration: new Histogram({
+      name: 'http_request_duration_seconds',
+      help: 'HTTP request latency by route and status',
+      labelNames: ['method', 'route', 'status_code'] as const,
+      buckets: fast,
+      registers: [registry],
+    }),
+    reservations: new Counter({
+      name: 'irs_reservation_outcomes_total',
+      help: 'Reservation outcomes: created, insufficient, confirmed, released, expired, replayed',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    luaDuration: new Histogram({
+      name: 'irs_lua_duration_seconds',
+      help: 'Latency of each Lua decision script, round trip included',
+      labelNames: ['script'] as const,
+      buckets: fast,
+      registers: [registry],
+    }),
+    pgBatchDuration: new Histogram({
+      name: 'irs_pg_batch_duration_seconds',
+      help: 'Latency of one group-commit transaction in PostgreSQL',
+      buckets: fast,
+      registers: [registry],
+    }),
+    pgBatchSize: new Histogram({
+      name: 'irs_pg_batch_operations',
+      help: 'Operations recorded per group-commit transaction',
+      buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500],
+      registers: [registry],
+    }),
+    pgBatchFailures: new Counter({
+      name: 'irs_pg_batch_failures_total',
+      help: 'Group-commit transactions that failed (their requests were compensated and answered 503)',
+      registers: [registry],
+    }),
+    compensations: new Counter({
+      name: 'irs_compensations_total',
+      help: 'Redis decisions undone because their PostgreSQL record failed',
+      labelNames: ['operation', 'result'] as const,
+      registers: [registry],
+    }),
+    sweeperRuns: new Counter({
+      name: 'irs_sweeper_runs_total',
+      help: 'Sweeper passes, by result',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    sweeperExpired: new Counter({
+      name: 'irs_sweeper_expired_total',
+      help: 'Reservations the sweeper recorded as expired in PostgreSQL',
+      registers: [registry],
+    }),
+    rebuilds: new Counter({
+      name: 'irs_redis_rebuilds_total',
+      help: 'Rebuilds of Redis state from PostgreSQL this node performed',
+      registers: [registry],
+    }),
+    rebuildDuration: new Gauge({
+      name: 'irs_redis_rebuild_last_duration_seconds',
+      help: 'Duration of the last rebuild this node performed',
+      registers: [registry],
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,236 @@
+import type { Redis } from 'ioredis';
+import { unavailable } from '../domain/errors.js';
+import type { Line } from '../domain/reservation.js';
+import type { Metrics } from '../metrics.js';
+import type { Keys } from './keys.js';
+import { defineScripts, type ScriptName, type ScriptReply } from './scripts.js';
+import { ScriptStatus as S } from './status.js';
+
+/** An item's stock hash as the scripts return it: `h:<loc>` on-hand, `r:<loc>` reserved, flattened. */
+export type StockFields = string[];
+
+export type ReserveDecision =
+  | { kind: 'held'; generation: string; nowMs: number }
+  | { kind: 'idempotent'; record: string }
+  | { kind: 'not_found'; lineIndexes: number[] }
+  | { kind: 'insufficient'; short: { lineIndex: number; available: number }[] };
+
+export type SettleDecision =
+  | { kind: 'settled'; generation: string; nowMs: number }
+  | { kind: 'already'; generation: string }
+  | { kind: 'confirmed' | 'released' | 'expired' | 'missing' }
+  | { kind: 'insufficient'; short: { lineIndex: number; onHand: number }[] };
+
+export type StockDecision =
+  | { kind: 'changed'; generation: string; onHandDelta: number; fields: StockFields }
+  | { kind: 'not_found' }
+  | { kind: 'stale' }
+  | { kind: 'insufficient'; onHand: number };
+
+export interface HoldCounts {
+  generation: string;
+  pending: number;
+  confirmed: number;
+  released: number;
+  expired: number;
+  missing: number;
+}
+
+export type SettleAction = 'confirm' | 'release';
+
+/** Pairs of (index, value) that a script returns flattened after its status. */
+function pairs(reply: ScriptReply): [number, number][] {
+  const out: [number, number][] = [];
+  for (let i = 1; i < reply.length; i += 2) out.push([Number(reply[i]) - 1, Number(reply[i + 1])]);
+  return out;
+}
+
+/**
+ * Typed calls of the Lua decision scripts. Builds each script's KEYS (every key it touches, none built in Lua)
+ * and ARGV, times it, and turns a missing generation marker into `onNoState()` plus a 503.
+ */
+export class Decisions {
+  private readonly run: ReturnType<typeof defineScripts>;
+
+  constructor(
+    readonly redis: Redis,
+    private readonly keys: Keys,
+    private readonly metrics: Metrics,
+    private readonly retentionMs: number,
+    private readonly onNoState: () => void,
+  ) {
+    this.run = defineScripts(redis);
+  }
+
+  private async call(name: ScriptName, keys: string[], args: (string | number)[]): Promise<ScriptReply> {
+    const end = this.metrics.luaDuration.startTimer({ script: name });
+    let reply: ScriptReply;
+    try {
+      reply = await this.run(name, keys, args);
+    } catch (err) {
+      throw unavailable('Redis is unreachable', err);
+    } finally {
+      end();
+    }
+    if (reply[0] === S.NO_STATE) {
+      this.onNoState();
+      throw unavailable('Redis state is being rebuilt from PostgreSQL; retry');
+    }
+    return reply;
+  }
+
+  /** KEYS for the distinct items of `lines` (in first-seen order) and ARGV triples pointing at them. */
+  private linesLayout(lines: readonly Line[]): { itemKeys: string[]; itemCount: number; lineArgs: (string | number)[] } {
+    const index = new Map<string, number>();
+    const itemKeys: string[] = [];
+    const lineArgs: (string | number)[] = [];
+    for (const line of lines) {
+      let i = index.get(line.itemId);
+      if (i === undefined) {
+        i = index.size + 1;
+        index.set(line.itemId, i);
+        const k = this.keys.item(line.itemId);
+        itemKeys.push(k.stock, k.holds, k.exp);
+      }
+      lineArgs.push(i, line.location, line.quantity);
+    }
+    return { itemKeys, itemCount: index.size, lineArgs };
+  }
+
+  async reserve(input: {
+    reservationId: string;
+    lines: readonly Line[];
+    ttlMs: number;
+    idempotencyKey: string;
+    inflightRecord: string;
+    inflightTtlMs: number;
+  }): Promise<ReserveDecision> {
+    const { itemKeys, itemCount, lineArgs } = this.linesLayout(input.lines);
+    const reply = await this.call(
+      'reserve',
+      [this.keys.marker, input.idempotencyKey, ...itemKeys],
+      [input.reservationId, input.ttlMs, input.inflightRecord, input.inflightTtlMs, this.retentionMs, itemCount, input.lines.length, ...lineArgs],
+    );
+    switch (reply[0]) {
+      case S.OK:
+        return { kind: 'held', generation: String(reply[1]), nowMs: Number(reply[2]) };
+      case S.IDEMPOTENT:
+        return { kind: 'idempotent', record: String(reply[1]) };
+      case S.NOT_FOUND:
+        return { kind: 'not_found', lineIndexes: reply.slice(1).map((n) => Number(n) - 1) };
+      case S.INSUFFICIENT:
+        return { kind: 'insufficient', short: pairs(reply).map(([lineIndex, available]) => ({ lineIndex, available })) };
+    }
+    throw new Error(`reserve: unexpected status ${reply[0]}`);
+  }
+
+  async settle(action: SettleAction, reservationId: string, lines: readonly Line[]): Promise<SettleDecision> {
+    const { itemKeys, itemCount, lineArgs } = this.linesLayout(lines);
+    const reply = await this.call(
+      'settle',
+      [this.keys.marker, ...itemKeys],
+      [reservationId, action, this.retentionMs, itemCount, lines.length, ...lineArgs],
+    );
+    switch (reply[0]) {
+      case S.OK:
+        return { kind: 'settled', generation: String(reply[1]), nowMs: Number(reply[2]) };
+      case S.ALREADY:
+        return { kind: 'already', generation: String(reply[1]) };
+      case S.CONFIRMED:
+        return { kind: 'confirmed' };
+      case S.RELEASED:
+        return { kind: 'released' };
+      case S.EXPIRED:
+        return { kind: 'expired' };
+      case S.MISSING:
+        return { kind: 'missing' };
+      case S.INSUFFICIENT:
+        return { kind: 'insufficient', short: pairs(reply).map(([lineIndex, onHand]) => ({ lineIndex, onHand })) };
+    }
+    throw new Error(`settle: unexpected status ${reply[0]}`);
+  }
+
+  /** Compensation; resolves to false where the rebuild or a later state made it unnecessary or impossible. */
+  async undoReserve(input: {
+    generation: string;
+    reservationId: string;
+    lines: readonly Line[];
+    idempotencyKey: string;
+    inflightRecord: string;
+  }): Promise<boolean> {
+    const { itemKeys, itemCount, lineArgs } = this.linesLayout(input.lines);
+    const reply = await this.run(
+      'undo_reserve',
+      [this.keys.marker, input.idempotencyKey, ...itemKeys],
+      [input.generation, input.reservationId, input.inflightRecord, itemCount, input.lines.length, ...lineArgs],
+    );
+    return reply[0] === S.OK;
+  }
+
+  async undoSettle(action: SettleAction, generation: string, reservationId: string, lines: readonly Line[]): Promise<boolean> {
+    const { itemKeys, itemCount, lineArgs } = this.linesLayout(lines);
+    const reply = await this.run(
+      'undo_settle',
+      [this.keys.marker, ...itemKeys],
+      [generation, reservationId, action, this.retentionMs, itemCount, lines.length, ...lineArgs],
+    );
+    return reply[0] === S.OK;
+  }
+
+  async expire(reservationId: string, lines: readonly Line[], mode: 'inspect' | 'revert'): Promise<HoldCounts> {
+    const { itemKeys, itemCount, lineArgs } = this.linesLayout(lines);
+    const reply = await this.call(
+      'expire',
+      [this.keys.marker, ...itemKeys],
+      [reservationId, mode, this.retentionMs, itemCount, lines.length, ...lineArgs],
+    );
+    const [, generation, pending, confirmed, released, expired, missing] = reply.map(String);
+    return {
+      generation: generation!,
+      pending: Number(pending),
+      confirmed: Number(confirmed),
+      released: Number(released),
+      expired: Number(expired),
+      missing: Number(missing),
+    };
+  }
+
+  /** `generation`: only change if Redis is still at that generation (a compensation); else `stale`. */
+  async changeStock(
+    itemId: string,
+    location: string,
+    mode: 'set' | 'adjust',
+    amount: number,
+    generation = '',
+  ): Promise<StockDecision> {
+    const k = this.keys.item(itemId);
+    const reply = await this.call(
+      'stock',
+      [this.keys.marker, k.stock, k.holds, k.exp],
+      [mode, location, amount, this.retentionMs, generation],
+    );
+    switch (reply[0]) {
+      case S.OK:
+        return { kind: 'changed', generation: String(reply[1]), onHandDelta: Number(reply[2]), fields: reply[3] as StockFields };
+      case S.NOT_FOUND:
+        return { kind: 'not_found' };
+      case S.INSUFFICIENT:
+        return { kind: 'insufficient', onHand: Number(reply[1]) };
+      case S.STALE:
+        return { kind: 'stale' };
+    }
+    throw new Error(`stock: unexpected status ${reply[0]}`);
+  }
+
+  /** The item's stock fields, or null when the item was never stocked. */
+  async availability(itemId: string): Promise<StockFields | null> {
+    const k = this.keys.item(itemId);
+    const reply = await this.call('availability', [this.keys.marker, k.stock, k.holds, k.exp], [this.retentionMs]);
+    return reply[0] === S.OK ? (reply[2] as StockFields) : null;
+  }
+
+  async finishRebuild(token: string, generation: string): Promise<boolean> {
+    const reply = await this.run('finish_rebuild', [this.keys.marker, this.keys.rebuilding], [token, generation]);
+    return reply[0] === S.OK;
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * The only place Redis keys are made. Everything about one item shares the hash tag `{i:<itemId>}`, so one
+ * script can decide on all its locations atomically and Redis Cluster keeps an item on one node.
+ */
+export interface ItemKeys {
+  /** hash: `h:<location>` on-hand, `r:<location>` reserved */
+  stock: string;
+  /** hash: `<reservationId>:<location>` → `<state>:<quantity>:<expiresAtMs>` */
+  holds: string;
+  /** sorted set: hold field → when it next needs attention (expiry, or tombstone removal) */
+  exp: string;
+}
+
+export class Keys {
+  constructor(readonly prefix: string) {}
+
+  /** The generation of PostgreSQL state this Redis was rebuilt from; missing means Redis lost its state. */
+  get marker(): string {
+    return `${this.prefix}generation`;
+  }
+
+  /** Set while a rebuild is writing; the marker is only set if this survived (no flush mid-rebuild). */
+  get rebuilding(): string {
+    return `${this.prefix}rebuilding`;
+  }
+
+  /** Held by the one node that rebuilds. */
+  get rebuildLock(): string {
+    return `${this.prefix}rebuild-lock`;
+  }
+
+  item(itemId: string): ItemKeys {
+    const tag = `${this.prefix}{i:${itemId}}`;
+    return { stock: `${tag}:stock`, holds: `${tag}:holds`, exp: `${tag}:exp` };
+  }
+
+  /** Pattern matching every item key (for the rebuild's clean-up). */
+  get itemPattern(): string {
+    return `${this.prefix}{i:*`;
+  }
+
+  /** `scope` is the client credential's name (the anonymous scope when authentication is off). */
+  idempotency(scope: string, key: string): string {
+    return `${this.prefix}idem:${scope}:${key}`;
+  }
+}

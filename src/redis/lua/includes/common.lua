@@ -1,0 +1,74 @@
+-- Shared helpers. `S` (status codes) and `H` (hold states) are injected by the loader from src/redis/status.ts.
+
+-- Redis' own clock, in milliseconds: the one clock every decision uses.
+local function nowMs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The generation this Redis was rebuilt from, or nil when its state is gone (never decide on an empty Redis).
+local function generation(markerKey)
+  return redis.call('GET', markerKey)
+end
+
+-- A hold is stored as "<state>:<quantity>:<expiresAtMs>" under the field "<reservationId>:<location>".
+local function parseHold(value)
+  local state, qty, expMs = string.match(value, '^(%a):(%d+):(%d+)$')
+  return state, tonumber(qty), tonumber(expMs)
+end
+
+local function formatHold(state, qty, expMs)
+  return state .. ':' .. qty .. ':' .. expMs
+end
+
+local function holdField(reservationId, location)
+  return reservationId .. ':' .. location
+end
+
+local function fieldLocation(field)
+  return string.sub(field, string.find(field, ':', 1, true) + 1)
+end
+
+-- Keys of the item at 1-based index i, after `fixed` leading keys (3 keys an item: stock, holds, exp).
+local function itemKeys(fixed, i)
+  local base = fixed + (i - 1) * 3
+  return KEYS[base + 1], KEYS[base + 2], KEYS[base + 3]
+end
+
+-- Releases every pending hold of the item whose expiry <= now, so availability is exact the instant a TTL
+-- passes, and drops final-state tombstones whose retention ended. The work per call is bounded; a backlog
+-- beyond the bound only under-reports availability (never oversells) until the next call.
+local function expireDue(stockKey, holdsKey, expKey, now, retentionMs)
+  local due = redis.call('ZRANGEBYSCORE', expKey, '-inf', now, 'LIMIT', 0, 1000)
+  for _, field in ipairs(due) do
+    local value = redis.call('HGET', holdsKey, field)
+    local state, qty, expMs
+    if value then state, qty, expMs = parseHold(value) end
+    if state == H.pending then
+      redis.call('HINCRBY', stockKey, 'r:' .. fieldLocation(field), -qty)
+      redis.call('HSET', holdsKey, field, formatHold(H.expired, qty, expMs))
+      redis.call('ZADD', expKey, now + retentionMs, field)
+    else
+      redis.call('HDEL', holdsKey, field)
+      redis.call('ZREM', expKey, field)
+    end
+  end
+end
+
+-- Reads the line triples "itemIndex, location, quantity" that start at ARGV[first].
+local function readLines(first, count)
+  local lines = {}
+  for n = 1, count do
+    local a = first + (n - 1) * 3
+    lines[n] = { item = tonumber(ARGV[a]), location = ARGV[a + 1], qty = tonumber(ARGV[a + 2]) }
+  end
+  return lines
+end
+
+-- Expires due holds on every item the lines touch (each item once).
+local function expireItems(fixed, itemCount, now, retentionMs)
+  for i = 1, itemCount do
+    local stockKey, holdsKey, expKey = itemKeys(fixed, i)
+    expireDue(stockKey, holdsKey, expKey, now, retentionMs)
+  end
+end

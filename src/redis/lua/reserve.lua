@@ -1,0 +1,64 @@
+--[[
+  reserve: hold every line of a new reservation, or nothing.
+
+  KEYS[1]    generation marker
+  KEYS[2]    idempotency record of the request's key
+  KEYS[3..]  per item: stock, holds, exp (ARGV[6] items)
+  ARGV[1]    reservation id
+  ARGV[2]    ttl in ms
+  ARGV[3]    idempotency record to store while the request is in flight ("i|<hash>|<reservationId>")
+  ARGV[4]    how long the in-flight record lives, ms (outlives any request; a crashed one's key frees after it)
+  ARGV[5]    tombstone retention, ms
+  ARGV[6]    item count
+  ARGV[7]    line count
+  ARGV[8..]  per line: item index (1-based), location, quantity
+
+  Returns
+    {S.OK, generation, nowMs}
+    {S.NO_STATE}
+    {S.IDEMPOTENT, record}                      the key is taken; nothing was held
+    {S.NOT_FOUND, lineIndex, ...}               lines whose item/location was never stocked
+    {S.INSUFFICIENT, lineIndex, available, ...} lines that cannot be held; nothing was held
+]]
+--@include common
+local FIXED = 2
+local gen = generation(KEYS[1])
+if not gen then return { S.NO_STATE } end
+
+local existing = redis.call('GET', KEYS[2])
+if existing then return { S.IDEMPOTENT, existing } end
+
+local now = nowMs()
+local retentionMs = tonumber(ARGV[5])
+local itemCount = tonumber(ARGV[6])
+local lines = readLines(8, tonumber(ARGV[7]))
+expireItems(FIXED, itemCount, now, retentionMs)
+
+local missing, short = {}, {}
+for n, line in ipairs(lines) do
+  local stockKey = itemKeys(FIXED, line.item)
+  local onHand = redis.call('HGET', stockKey, 'h:' .. line.location)
+  if not onHand then
+    missing[#missing + 1] = n
+  else
+    local reserved = tonumber(redis.call('HGET', stockKey, 'r:' .. line.location) or '0')
+    local available = math.max(0, tonumber(onHand) - reserved)
+    if available < line.qty then
+      short[#short + 1] = n
+      short[#short + 1] = available
+    end
+  end
+end
+if #missing > 0 then return { S.NOT_FOUND, unpack(missing) } end
+if #short > 0 then return { S.INSUFFICIENT, unpack(short) } end
+
+local expiresAt = now + tonumber(ARGV[2])
+for _, line in ipairs(lines) do
+  local stockKey, holdsKey, expKey = itemKeys(FIXED, line.item)
+  local field = holdField(ARGV[1], line.location)
+  redis.call('HINCRBY', stockKey, 'r:' .. line.location, line.qty)
+  redis.call('HSET', holdsKey, field, formatHold(H.pending, line.qty, expiresAt))
+  redis.call('ZADD', expKey, expiresAt, field)
+end
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+return { S.OK, gen, now }

@@ -1,0 +1,70 @@
+--[[
+  settle: move every hold of a pending reservation to a final state: confirm (the units are sold and leave
+  on-hand) or release (the units are available again). All lines or none.
+
+  KEYS[1]    generation marker
+  KEYS[2..]  per item: stock, holds, exp (ARGV[4] items)
+  ARGV[1]    reservation id
+  ARGV[2]    "confirm" or "release"
+  ARGV[3]    tombstone retention, ms
+  ARGV[4]    item count
+  ARGV[5]    line count
+  ARGV[6..]  per line: item index (1-based), location, quantity
+
+  Returns
+    {S.OK, generation, nowMs}
+    {S.NO_STATE}
+    {S.ALREADY, generation}      every hold is already in the requested state (a duplicate; nothing changed)
+    {S.CONFIRMED} {S.RELEASED} {S.EXPIRED}   the reservation already ended otherwise
+    {S.MISSING}                  a hold is unknown to Redis
+    {S.INSUFFICIENT, lineIndex, onHand, ...} confirm only: on-hand no longer covers these lines
+]]
+--@include common
+local FIXED = 1
+local gen = generation(KEYS[1])
+if not gen then return { S.NO_STATE } end
+
+local now = nowMs()
+local confirm = ARGV[2] == 'confirm'
+local target = confirm and H.confirmed or H.released
+local retentionMs = tonumber(ARGV[3])
+local lines = readLines(6, tonumber(ARGV[5]))
+expireItems(FIXED, tonumber(ARGV[4]), now, retentionMs)
+
+local counts = { p = 0, c = 0, r = 0, x = 0, missing = 0 }
+local short = {}
+for n, line in ipairs(lines) do
+  local stockKey, holdsKey = itemKeys(FIXED, line.item)
+  local value = redis.call('HGET', holdsKey, holdField(ARGV[1], line.location))
+  if not value then
+    counts.missing = counts.missing + 1
+  else
+    local state = parseHold(value)
+    counts[state] = counts[state] + 1
+    if state == H.pending and confirm then
+      local onHand = tonumber(redis.call('HGET', stockKey, 'h:' .. line.location) or '0')
+      if onHand < line.qty then
+        short[#short + 1] = n
+        short[#short + 1] = onHand
+      end
+    end
+  end
+end
+
+if counts[target] == #lines then return { S.ALREADY, gen } end
+if counts.c > 0 then return { S.CONFIRMED } end
+if counts.r > 0 then return { S.RELEASED } end
+if counts.x > 0 then return { S.EXPIRED } end
+if counts.missing > 0 then return { S.MISSING } end
+if #short > 0 then return { S.INSUFFICIENT, unpack(short) } end
+
+for _, line in ipairs(lines) do
+  local stockKey, holdsKey, expKey = itemKeys(FIXED, line.item)
+  local field = holdField(ARGV[1], line.location)
+  local _, qty, expMs = parseHold(redis.call('HGET', holdsKey, field))
+  redis.call('HINCRBY', stockKey, 'r:' .. line.location, -qty)
+  if confirm then redis.call('HINCRBY', stockKey, 'h:' .. line.location, -qty) end
+  redis.call('HSET', holdsKey, field, formatHold(target, qty, expMs))
+  redis.call('ZADD', expKey, now + retentionMs, field)
+end
+return { S.OK, gen, now }

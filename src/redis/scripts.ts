@@ -1,0 +1,48 @@
+import { readFileSync } from 'node:fs';
+import type { Redis } from 'ioredis';
+import { HoldState, ScriptStatus } from './status.js';
+
+/** The decision scripts in src/redis/lua (one file each). */
+export const scriptNames = [
+  'reserve',
+  'settle',
+  'undo_reserve',
+  'undo_settle',
+  'expire',
+  'stock',
+  'availability',
+  'finish_rebuild',
+] as const;
+export type ScriptName = (typeof scriptNames)[number];
+
+const luaDir = new URL('./lua/', import.meta.url);
+
+const luaTable = (name: string, table: Record<string, string | number>): string =>
+  `local ${name} = { ${Object.entries(table)
+    .map(([k, v]) => `${k} = ${typeof v === 'number' ? v : JSON.stringify(v)}`)
+    .join(', ')} }`;
+
+/**
+ * A script's source as Redis runs it: the status and hold-state tables injected from TypeScript (one source
+ * for both languages), and each `--@include name` line replaced by includes/name.lua.
+ */
+export function scriptSource(name: ScriptName): string {
+  const body = readFileSync(new URL(`${name}.lua`, luaDir), 'utf8').replace(
+    /^--@include (\w+)$/gm,
+    (_, include: string) => readFileSync(new URL(`includes/${include}.lua`, luaDir), 'utf8'),
+  );
+  return `${luaTable('S', ScriptStatus)}\n${luaTable('H', HoldState)}\n${body}`;
+}
+
+export type ScriptReply = [number, ...unknown[]];
+type ScriptCommand = (numberOfKeys: number, ...keysAndArgs: (string | number)[]) => Promise<ScriptReply>;
+
+/**
+ * Registers every script on the client: ioredis sends EVALSHA and falls back to EVAL on NOSCRIPT, so a Redis
+ * that restarted empty gets the scripts back by itself.
+ */
+export function defineScripts(redis: Redis): (name: ScriptName, keys: string[], args: (string | number)[]) => Promise<ScriptReply> {
+  for (const name of scriptNames) redis.defineCommand(name, { lua: scriptSource(name) });
+  const commands = redis as unknown as Record<ScriptName, ScriptCommand>;
+  return (name, keys, args) => commands[name](keys.length, ...keys, ...args);
+}

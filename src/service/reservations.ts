@@ -1,0 +1,295 @@
+import type { Redis } from 'ioredis';
+import type pg from 'pg';
+import type { FastifyBaseLogger as Logger } from 'fastify';
+import { v7 as uuidv7 } from 'uuid';
+import { ProblemError, unavailable } from '../domain/errors.js';
+import { toDocument, type Line, type ReservationRecord } from '../domain/reservation.js';
+import { DEFAULT_LOCATION, DEFAULT_TTL_SECONDS, type ReservationDocument, type ReservationRequest } from '../domain/schemas.js';
+import type { Metrics } from '../metrics.js';
+import type { Decisions, SettleAction } from '../redis/decisions.js';
+import type { Keys } from '../redis/keys.js';
+import { findIdempotency, findReservation } from '../store/reservations.js';
+import { RecordError, type BatchWriter, type RecordOp, type RecordResult } from '../store/writer.js';
+import { idempotencyRecord, parseIdempotencyRecord, requestHash } from './idempotency.js';
+
+export interface ReservationDeps {
+  redis: Redis;
+  db: pg.Pool;
+  keys: Keys;
+  decisions: Decisions;
+  writer: BatchWriter;
+  metrics: Metrics;
+  log: Logger;
+  idempotencyRetentionMs: number;
+}
+
+export interface Answer {
+  statusCode: number;
+  body: ReservationDocument;
+  replayed?: boolean;
+}
+
+/** How long an in-flight idempotency record outlives its request (a crashed request frees its key after this). */
+const INFLIGHT_TTL_MS = 60_000;
+/** How long a duplicate confirm/release waits for the first one's commit before answering 503. */
+const DUPLICATE_WAIT_MS = 2_000;
+
+const lineLabel = (l: Line) => (l.location === DEFAULT_LOCATION ? l.itemId : `${l.itemId}@${l.location}`);
+
+/**
+ * Reserve, read, confirm and release: each mutation decides in Redis (one script), records in PostgreSQL
+ * (group commit), and answers only after the commit; a failed record undoes the decision and answers 503.
+ */
+export class ReservationService {
+  constructor(private readonly d: ReservationDeps) {}
+
+  async reserve(scope: string, key: string, request: ReservationRequest): Promise<Answer> {
+    const lines = normaliseLines(request);
+    const hash = requestHash(request);
+    const id = uuidv7();
+    const ttlMs = (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000;
+    const idempotencyKey = this.d.keys.idempotency(scope, key);
+    const inflightRecord = idempotencyRecord('i', hash, id);
+
+    const decision = await this.d.decisions.reserve({
+      reservationId: id,
+      lines,
+      ttlMs,
+      idempotencyKey,
+      inflightRecord,
+      inflightTtlMs: INFLIGHT_TTL_MS,
+    });
+    switch (decision.kind) {
+      case 'idempotent':
+        return this.answerDuplicate(scope, key, hash, decision.record);
+      case 'not_found':
+        throw new ProblemError(
+          'item_not_found',
+          `not stocked: ${decision.lineIndexes.map((i) => lineLabel(lines[i]!)).join(', ')}`,
+        );
+      case 'insufficient': {
+        this.d.metrics.reservations.inc({ outcome: 'insufficient' });
+        const short = decision.short.map(({ lineIndex, available }) => ({ ...lines[lineIndex]!, available }));
+        throw new ProblemError(
+          'insufficient_stock',
+          short.map((s) => `${lineLabel(s)}: requested ${s.quantity}, available ${s.available}`).join('; '),
+          { lines: short.map((s) => ({ itemId: s.itemId, location: s.location, requested: s.quantity, available: s.available })) },
+        );
+      }
+    }
+
+    const createdAt = new Date(decision.nowMs);
+    const reservation: ReservationRecord = {
+      id,
+      status: 'pending',
+      reference: request.reference ?? null,
+      metadata: request.metadata ?? {},
+      lines,
+      expiresAt: new Date(decision.nowMs + ttlMs),
+      createdAt,
+      updatedAt: createdAt,
+    };
+    const body = toDocument(reservation, createdAt);
+    const undo = () =>
+      this.d.decisions.undoReserve({ generation: decision.generation, reservationId: id, lines, idempotencyKey, inflightRecord });
+    const result = await this.record(
+      {
+        kind: 'reserve',
+        generation: decision.generation,
+        reservation,
+        idempotency: { scope, key, requestHash: hash, statusCode: 201, response: body },
+      },
+      'reserve',
+      undo,
+    );
+    if (result === 'conflict') {
+      // PostgreSQL already knows this key (Redis lost its record): undo our hold and answer as the first time.
+      await undo();
+      return this.answerDuplicate(scope, key, hash, idempotencyRecord('d', hash, id));
+    }
+    this.d.redis
+      .set(idempotencyKey, idempotencyRecord('d', hash, id), 'PX', this.d.idempotencyRetentionMs)
+      .catch((err: unknown) => this.d.log.warn({ err }, 'could not mark idempotency record done'));
+    this.d.metrics.reservations.inc({ outcome: 'created' });
+    return { statusCode: 201, body };
+  }
+
+  /** A key Redis or PostgreSQL already holds: replay the first answer, or say why not. */
+  private async answerDuplicate(scope: string, key: string, hash: string, record: string): Promise<Answer> {
+    if (parseIdempotencyRecord(record).hash !== hash) throw reused();
+    const first = await this.read(() => findIdempotency(this.d.db, scope, key));
+    if (!first) throw new ProblemError('idempotency_key_in_use', 'a request with this Idempotency-Key is still being processed');
+    if (first.requestHash !== hash) throw reused();
+    this.d.metrics.reservations.inc({ outcome: 'replayed' });
+    return { statusCode: first.statusCode, body: first.response as ReservationDocument, replayed: true };
+  }
+
+  async get(id: string): Promise<ReservationDocument> {
+    return toDocument(await this.load(id));
+  }
+
+  async confirm(id: string): Promise<ReservationDocument> {
+    const r = await this.load(id);
+    const now = new Date();
+    if (r.status === 'confirmed') return toDocument(r, now);
+    if (r.status === 'released') throw ended('released');
+    if (r.status === 'expired') throw ended('expired');
+
+    const decision = await this.d.decisions.settle('confirm', id, r.lines);
+    switch (decision.kind) {
+      case 'settled':
+        return this.recordSettle('confirm', r, decision.generation, decision.nowMs);
+      case 'already':
+      case 'confirmed':
+        return this.awaitRecorded(id, 'confirmed');
+      case 'released':
+        throw ended('released');
+      case 'expired':
+        throw ended('expired');
+      case 'missing':
+        return this.missingHolds(r, () => {
+          throw ended('expired');
+        });
+      case 'insufficient': {
+        const short = decision.short.map(({ lineIndex, onHand }) => ({ ...r.lines[lineIndex]!, available: onHand }));
+        throw new ProblemError(
+          'insufficient_stock',
+          short.map((s) => `${lineLabel(s)}: on hand ${s.available} no longer covers ${s.quantity}`).join('; '),
+          { lines: short.map((s) => ({ itemId: s.itemId, location: s.location, requested: s.quantity, available: s.available })) },
+        );
+      }
+    }
+  }
+
+  async release(id: string): Promise<ReservationDocument> {
+    const r = await this.load(id);
+    const now = new Date();
+    if (r.status === 'released' || r.status === 'expired') return toDocument(r, now);
+    if (r.status === 'confirmed') throw ended('confirmed');
+
+    const decision = await this.d.decisions.settle('release', id, r.lines);
+    const expired = () => toDocument({ ...r, status: 'expired', updatedAt: r.expiresAt }, now);
+    switch (decision.kind) {
+      case 'settled':
+        return this.recordSettle('release', r, decision.generation, decision.nowMs);
+      case 'already':
+      case 'released':
+        return this.awaitRecorded(id, 'released');
+      case 'confirmed':
+        throw ended('confirmed');
+      case 'expired':
+        return expired(); // the sweeper records it
+      case 'missing':
+        return this.missingHolds(r, expired);
+      case 'insufficient':
+        throw new Error('release cannot be short');
+    }
+  }
+
+  private async recordSettle(action: SettleAction, r: ReservationRecord, generation: string, nowMs: number): Promise<ReservationDocument> {
+    const to = action === 'confirm' ? 'confirmed' : 'released';
+    const at = new Date(nowMs);
+    const result = await this.record(
+      { kind: 'transition', generation, reservationId: r.id, to, at, lines: r.lines },
+      action,
+      () => this.d.decisions.undoSettle(action, generation, r.id, r.lines),
+    );
+    if (result === 'conflict') {
+      // The sweeper recorded the expiry first; PostgreSQL has the last word.
+      const now = await this.load(r.id);
+      if (now.status !== to) throw ended(now.status === 'pending' ? 'expired' : now.status);
+      return toDocument(now);
+    }
+    this.d.metrics.reservations.inc({ outcome: to });
+    return toDocument({ ...r, status: to, updatedAt: at }, at);
+  }
+
+  /**
+   * Records a decision; on failure undoes it in Redis (unless the commit may have happened: then the decision
+   * stands, and the sweeper or reconciliation settles it) and answers 503.
+   */
+  private async record(op: RecordOp, operation: string, undo: () => Promise<boolean>): Promise<Exclude<RecordResult, 'stale'>> {
+    let result: RecordResult;
+    try {
+      result = await this.d.writer.submit(op);
+    } catch (err) {
+      await this.compensate(err, operation, undo);
+      throw unavailable('PostgreSQL did not record the change; nothing was applied, retry', err);
+    }
+    if (result === 'stale') throw unavailable('Redis was rebuilt while the request was in flight; nothing was applied, retry');
+    return result;
+  }
+
+  private async compensate(err: unknown, operation: string, undo: () => Promise<boolean>): Promise<void> {
+    if (err instanceof RecordError && err.committed === 'unknown') {
+      this.d.metrics.compensations.inc({ operation, result: 'skipped_unknown_commit' });
+      this.d.log.error({ err, operation }, 'commit outcome unknown; Redis decision left for the sweeper and reconciliation');
+      return;
+    }
+    try {
+      const undone = await undo();
+      this.d.metrics.compensations.inc({ operation, result: undone ? 'undone' : 'not_needed' });
+    } catch (undoErr) {
+      this.d.metrics.compensations.inc({ operation, result: 'failed' });
+      this.d.log.error({ err: undoErr, operation }, 'compensation failed; reconciliation will repair Redis');
+    }
+  }
+
+  /** A duplicate of a confirm/release whose first request is committing: answer once PostgreSQL shows it. */
+  private async awaitRecorded(id: string, status: 'confirmed' | 'released'): Promise<ReservationDocument> {
+    const deadline = Date.now() + DUPLICATE_WAIT_MS;
+    for (;;) {
+      const r = await this.load(id);
+      if (r.status === status) return toDocument(r);
+      if (r.status !== 'pending') throw ended(r.status);
+      if (Date.now() >= deadline) throw unavailable(`the reservation is being ${status} by another request; retry`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  /** Redis has no hold for a reservation PostgreSQL calls pending: expired if its TTL passed, else unknown. */
+  private missingHolds(r: ReservationRecord, ifExpired: () => ReservationDocument): ReservationDocument {
+    if (Date.now() >= r.expiresAt.getTime()) return ifExpired();
+    this.d.log.error({ reservationId: r.id }, 'pending reservation has no holds in Redis');
+    throw unavailable('reservation state is being repaired; retry');
+  }
+
+  private async load(id: string): Promise<ReservationRecord> {
+    const r = await this.read(() => findReservation(this.d.db, id));
+    if (!r) throw new ProblemError('reservation_not_found', `no reservation ${id}`);
+    return r;
+  }
+
+  private async read<T>(query: () => Promise<T>): Promise<T> {
+    try {
+      return await query();
+    } catch (err) {
+      throw unavailable('PostgreSQL is unreachable', err);
+    }
+  }
+}
+
+const reused = () =>
+  new ProblemError('idempotency_key_reused', 'this Idempotency-Key was used with a different request body');
+
+const ended = (status: 'released' | 'expired' | 'confirmed') =>
+  new ProblemError(
+    status === 'released' ? 'reservation_released' : status === 'expired' ? 'reservation_expired' : 'reservation_confirmed',
+    `the reservation is ${status}`,
+  );
+
+/** Resolves default locations and rejects a repeated (itemId, location) pair (api.md: at most once). */
+export function normaliseLines(request: ReservationRequest): Line[] {
+  const seen = new Set<string>();
+  return request.lines.map((line, i) => {
+    const l = { itemId: line.itemId, location: line.location ?? DEFAULT_LOCATION, quantity: line.quantity };
+    const pair = `${l.itemId}\u0000${l.location}`;
+    if (seen.has(pair)) {
+      throw new ProblemError('validation_failed', 'a reservation names each (itemId, location) at most once', {
+        errors: [{ field: `lines[${i}]`, message: `duplicates an earlier line for ${l.itemId} at ${l.location}` }],
+      });
+    }
+    seen.add(pair);
+    return l;
+  });
+}

@@ -1,0 +1,55 @@
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { runner } from 'node-pg-migrate';
+import type { FastifyBaseLogger as Logger } from 'fastify';
+
+const migrationsDir = fileURLToPath(new URL('../../migrations/', import.meta.url));
+
+// bigint columns (counts, generation) come back as JS numbers: every value they hold fits in 2^53.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
+
+export function createPool(url: string, options: { max: number; queryTimeoutMs: number }): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.max,
+    connectionTimeoutMillis: options.queryTimeoutMs,
+    query_timeout: options.queryTimeoutMs,
+    application_name: 'inventory-reservation-service',
+  });
+  // An idle client losing its connection (PostgreSQL restarted) must not crash the process; the pool replaces it.
+  pool.on('error', () => {});
+  return pool;
+}
+
+/** Creates the database named in `url` if it does not exist yet (nodes starting at once may race: fine). */
+export async function ensureDatabase(url: string): Promise<void> {
+  const target = new URL(url);
+  const name = decodeURIComponent(target.pathname.slice(1));
+  const admin = new URL(url);
+  admin.pathname = '/postgres';
+  const client = new pg.Client({ connectionString: admin.toString() });
+  await client.connect();
+  try {
+    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (rowCount === 0) {
+      await client.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`).catch((err: { code?: string }) => {
+        if (err.code !== '42P04' && err.code !== '23505') throw err; // another node created it first
+      });
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+/** Applies pending migrations under node-pg-migrate's advisory lock; concurrent starters wait their turn. */
+export async function migrate(url: string, logger: Logger): Promise<void> {
+  await runner({
+    databaseUrl: url,
+    dir: migrationsDir,
+    direction: 'up',
+    migrationsTable: 'schema_migrations',
+    advisoryLockMode: 'wait',
+    checkOrder: true,
+    logger: { debug: () => {}, info: (msg) => logger.debug(msg), warn: (msg) => logger.warn(msg), error: (msg) => logger.error(msg) },
+  });
+}

@@ -1,0 +1,79 @@
+import type pg from 'pg';
+import type { Line, ReservationRecord } from '../domain/reservation.js';
+import type { ReservationStatus } from '../domain/schemas.js';
+
+/** Reads of reservations and idempotency records. Writes go through the BatchWriter. */
+
+interface ReservationRow {
+  id: string;
+  status: ReservationStatus;
+  reference: string | null;
+  metadata: Record<string, string>;
+  lines: Line[];
+  expires_at: Date;
+  created_at: Date;
+  updated_at: Date;
+}
+
+const SELECT_RESERVATION = `
+  SELECT r.id, r.status, r.reference, r.metadata, r.expires_at, r.created_at, r.updated_at,
+         (SELECT json_agg(json_build_object('itemId', l.item_id, 'location', l.location, 'quantity', l.quantity)
+                          ORDER BY l.line_no)
+            FROM reservation_lines l WHERE l.reservation_id = r.id) AS lines
+  FROM reservations r`;
+
+const toRecord = (row: ReservationRow): ReservationRecord => ({
+  id: row.id,
+  status: row.status,
+  reference: row.reference,
+  metadata: row.metadata,
+  lines: row.lines,
+  expiresAt: row.expires_at,
+  createdAt: row.created_at,
+  updatedAt: row.updated_at,
+});
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export async function findReservation(db: pg.Pool, id: string): Promise<ReservationRecord | null> {
+  if (!UUID.test(id)) return null; // any other shape names no reservation
+  const { rows } = await db.query<ReservationRow>(`${SELECT_RESERVATION} WHERE r.id = $1`, [id]);
+  return rows[0] ? toRecord(rows[0]) : null;
+}
+
+export interface IdempotencyRecord {
+  requestHash: string;
+  reservationId: string;
+  statusCode: number;
+  response: unknown;
+}
+
+export async function findIdempotency(db: pg.Pool, scope: string, key: string): Promise<IdempotencyRecord | null> {
+  const { rows } = await db.query<{ request_hash: string; reservation_id: string; status_code: number; response: unknown }>(
+    'SELECT request_hash, reservation_id, status_code, response FROM idempotency_keys WHERE scope = $1 AND key = $2',
+    [scope, key],
+  );
+  const row = rows[0];
+  return row
+    ? { requestHash: row.request_hash, reservationId: row.reservation_id, statusCode: row.status_code, response: row.response }
+    : null;
+}
+
+/** Reservations PostgreSQL still calls pending although their TTL passed (oldest first). */
+export async function findOverdue(db: pg.Pool, limit: number): Promise<ReservationRecord[]> {
+  const { rows } = await db.query<ReservationRow>(
+    `${SELECT_RESERVATION} WHERE r.status = 'pending' AND r.expires_at <= now() ORDER BY r.expires_at LIMIT $1`,
+    [limit],
+  );
+  return rows.map(toRecord);
+}
+
+/** Forgets idempotency keys older than the retention; their keys may be used again. */
+export async function deleteOldIdempotencyKeys(db: pg.Pool, retentionHours: number, limit: number): Promise<number> {
+  const { rowCount } = await db.query(
+    `DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY(
+       SELECT ctid FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1) LIMIT $2))`,
+    [retentionHours, limit],
+  );
+  return rowCount ?? 0;
+}

@@ -1,0 +1,57 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { buildApp } from '../../src/app.js';
+import { loadConfig, type Config } from '../../src/config.js';
+import { migrate } from '../../src/store/database.js';
+import { createTestDatabase, type TestDatabase } from './postgres.js';
+
+export interface TestApp {
+  app: FastifyInstance;
+  config: Config;
+  /** The database this app owns (dropped on close unless it was passed in). */
+  databaseUrl: string;
+  close(): Promise<void>;
+}
+
+/**
+ * A fully wired app on its own PostgreSQL database and its own Redis key prefix (on the local Redis unless
+ * REDIS_URL is overridden), migrated and ready; `close()` removes both.
+ */
+export async function startTestApp(overrides: Record<string, string | number> = {}): Promise<TestApp> {
+  let database: TestDatabase | undefined;
+  let databaseUrl = overrides.DATABASE_URL as string | undefined;
+  if (!databaseUrl) {
+    database = await createTestDatabase();
+    databaseUrl = database.url;
+  }
+  const env: Record<string, string> = {
+    LOG_LEVEL: 'silent',
+    REDIS_KEY_PREFIX: `t${randomBytes(4).toString('hex')}:`,
+    SWEEPER_INTERVAL_MS: '100',
+    ...Object.fromEntries(Object.entries(overrides).map(([k, v]) => [k, String(v)])),
+    DATABASE_URL: databaseUrl,
+  };
+  const config = loadConfig(env);
+  await migrate(databaseUrl, pino({ level: 'silent' }));
+  const app = await buildApp(config);
+  await app.ready();
+  return {
+    app,
+    config,
+    databaseUrl,
+    async close() {
+      const { redis, keys } = app.runtime;
+      const stream = redis.scanStream({ match: `${keys.prefix}*`, count: 1000 });
+      for await (const batch of stream as AsyncIterable<string[]>) if (batch.length) await redis.unlink(...batch).catch(() => {});
+      await app.close();
+      await database?.drop();
+    },
+  };
+}
+
+let keyCounter = 0;
+/** A fresh Idempotency-Key. */
+export const newKey = (): string => `key-${process.pid}-${Date.now()}-${keyCounter++}`;
+/** A fresh item id, so tests never collide even on a shared prefix. */
+export const newItem = (label = 'sku'): string => `${label}-${randomBytes(5).toString('hex')}`;
