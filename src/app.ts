@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -17,6 +17,7 @@ import { Sweeper } from './jobs/sweeper.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { Decisions } from './redis/decisions.js';
 import { Keys } from './redis/keys.js';
+import type { ReservationApi, StockApi } from './service/api.js';
 import { ReservationService } from './service/reservations.js';
 import { StockService } from './service/stock.js';
 import { createPool } from './store/database.js';
@@ -41,11 +42,17 @@ declare module 'fastify' {
   }
 }
 
+export interface BuildOptions {
+  /** Replaces the reservation and stock logic behind the same HTTP layer (the benchmark's baseline designs). */
+  services?: (runtime: Runtime) => { reservations: ReservationApi; stock: StockApi };
+}
+
 /** Builds the app: clients, jobs, routes. Never listens (server.ts does; tests inject). Migrations run before. */
-export async function buildApp(config: Config): Promise<FastifyInstance> {
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
     logger: { level: config.LOG_LEVEL },
-    disableRequestLogging: true,
+    // No access log on the hot path; failures are logged by the error handler and the onResponse hook.
+    logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     bodyLimit: MAX_BODY_BYTES,
@@ -79,18 +86,9 @@ export async function buildApp(config: Config): Promise<FastifyInstance> {
       idempotencyRetentionHours: config.IDEMPOTENCY_RETENTION_HOURS,
     },
   );
-  const reservations = new ReservationService({
-    redis,
-    db,
-    keys,
-    decisions,
-    writer,
-    metrics,
-    log,
-    idempotencyRetentionMs: config.IDEMPOTENCY_RETENTION_HOURS * 3_600_000,
-  });
-  const stock = new StockService({ decisions, writer, metrics, log });
-  app.decorate('runtime', { config, redis, db, keys, metrics, decisions, writer, recovery, sweeper });
+  const runtime: Runtime = { config, redis, db, keys, metrics, decisions, writer, recovery, sweeper };
+  app.decorate('runtime', runtime);
+  const { reservations, stock } = options.services?.(runtime) ?? defaultServices(runtime, log);
 
   // JSON bodies through secure-json-parse; an empty body is "no body" (confirm/release need none).
   app.removeContentTypeParser('application/json');
@@ -146,4 +144,21 @@ export async function buildApp(config: Config): Promise<FastifyInstance> {
     await Promise.allSettled([db.end(), redis.quit()]);
   });
   return app;
+}
+
+function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: ReservationApi; stock: StockApi } {
+  const { redis, db, keys, decisions, writer, metrics, config } = r;
+  return {
+    reservations: new ReservationService({
+      redis,
+      db,
+      keys,
+      decisions,
+      writer,
+      metrics,
+      log,
+      idempotencyRetentionMs: config.IDEMPOTENCY_RETENTION_HOURS * 3_600_000,
+    }),
+    stock: new StockService({ decisions, writer, metrics, log }),
+  };
 }

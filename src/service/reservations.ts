@@ -10,6 +10,7 @@ import type { Decisions, SettleAction } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
 import { findIdempotency, findReservation } from '../store/reservations.js';
 import { RecordError, type BatchWriter, type RecordOp, type RecordResult } from '../store/writer.js';
+import type { ReservationApi, ReserveAnswer } from './api.js';
 import { idempotencyRecord, parseIdempotencyRecord, requestHash } from './idempotency.js';
 
 export interface ReservationDeps {
@@ -23,11 +24,6 @@ export interface ReservationDeps {
   idempotencyRetentionMs: number;
 }
 
-export interface Answer {
-  statusCode: number;
-  body: ReservationDocument;
-  replayed?: boolean;
-}
 
 /** How long an in-flight idempotency record outlives its request (a crashed request frees its key after this). */
 const INFLIGHT_TTL_MS = 60_000;
@@ -40,10 +36,10 @@ const lineLabel = (l: Line) => (l.location === DEFAULT_LOCATION ? l.itemId : `${
  * Reserve, read, confirm and release: each mutation decides in Redis (one script), records in PostgreSQL
  * (group commit), and answers only after the commit; a failed record undoes the decision and answers 503.
  */
-export class ReservationService {
+export class ReservationService implements ReservationApi {
   constructor(private readonly d: ReservationDeps) {}
 
-  async reserve(scope: string, key: string, request: ReservationRequest): Promise<Answer> {
+  async reserve(scope: string, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
     const lines = normaliseLines(request);
     const hash = requestHash(request);
     const id = uuidv7();
@@ -115,7 +111,7 @@ export class ReservationService {
   }
 
   /** A key Redis or PostgreSQL already holds: replay the first answer, or say why not. */
-  private async answerDuplicate(scope: string, key: string, hash: string, record: string): Promise<Answer> {
+  private async answerDuplicate(scope: string, key: string, hash: string, record: string): Promise<ReserveAnswer> {
     if (parseIdempotencyRecord(record).hash !== hash) throw reused();
     const first = await this.read(() => findIdempotency(this.d.db, scope, key));
     if (!first) throw new ProblemError('idempotency_key_in_use', 'a request with this Idempotency-Key is still being processed');

@@ -4,10 +4,11 @@ import { toAvailability } from '../domain/reservation.js';
 import type { AvailabilityDocument } from '../domain/schemas.js';
 import type { Metrics } from '../metrics.js';
 import type { Decisions } from '../redis/decisions.js';
+import type { StockApi } from './api.js';
 import { RecordError, type BatchWriter } from '../store/writer.js';
 
 /** Operator stock changes and availability reads. */
-export class StockService {
+export class StockService implements StockApi {
   constructor(
     private readonly d: { decisions: Decisions; writer: BatchWriter; metrics: Metrics; log: Logger },
   ) {}

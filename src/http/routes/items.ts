@@ -7,9 +7,9 @@ import {
   StockAdjustRequest,
   StockSetRequest,
 } from '../../domain/schemas.js';
-import type { StockService } from '../../service/stock.js';
+import type { StockApi } from '../../service/api.js';
 
-export const itemRoutes: FastifyPluginAsyncTypebox<{ stock: StockService }> = async (app, { stock }) => {
+export const itemRoutes: FastifyPluginAsyncTypebox<{ stock: StockApi }> = async (app, { stock }) => {
   const errors = { 400: Problem, 404: Problem, 409: Problem, 503: Problem };
 
   app.get(

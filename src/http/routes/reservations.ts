@@ -6,12 +6,12 @@ import {
   ReservationParams,
   ReservationRequest,
 } from '../../domain/schemas.js';
-import type { ReservationService } from '../../service/reservations.js';
+import type { ReservationApi } from '../../service/api.js';
 
 /** Idempotency keys are scoped per client credential once authentication is on. */
 const ANONYMOUS_SCOPE = '_';
 
-export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: ReservationService }> = async (
+export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: ReservationApi }> = async (
   app,
   { reservations },
 ) => {
