@@ -1,0 +1,130 @@
+import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ReservationRecord } from '../../src/domain/reservation.js';
+import { createMetrics } from '../../src/metrics.js';
+import { createPool, migrate } from '../../src/store/database.js';
+import { BatchWriter, RecordError, type RecordOp } from '../../src/store/writer.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
+
+let database: TestDatabase;
+let pool: pg.Pool;
+const GEN = '0'; // a fresh database's generation
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  await migrate(database.url, pino({ level: 'silent' }));
+  pool = createPool(database.url, { max: 4, queryTimeoutMs: 5000 });
+});
+afterAll(async () => {
+  await pool.end();
+  await database.drop();
+});
+
+const stockOp = (itemId: string, onHandDelta: number, generation = GEN): RecordOp => ({
+  kind: 'stock',
+  generation,
+  itemId,
+  location: 'default',
+  onHandDelta,
+  movement: 'adjust',
+  reason: null,
+});
+
+function reserveOp(itemId: string, key: string, quantity = 1): RecordOp & { kind: 'reserve' } {
+  const now = new Date();
+  const reservation: ReservationRecord = {
+    id: randomUUID(),
+    status: 'pending',
+    reference: null,
+    metadata: {},
+    lines: [{ itemId, location: 'default', quantity }],
+    expiresAt: new Date(now.getTime() + 60_000),
+    createdAt: now,
+    updatedAt: now,
+  };
+  return { kind: 'reserve', generation: GEN, reservation, idempotency: { scope: '_', key, requestHash: 'h', statusCode: 201, response: {} } };
+}
+
+async function stockRow(itemId: string) {
+  const { rows } = await pool.query<{ on_hand: number; reserved: number }>(
+    'SELECT on_hand, reserved FROM stock WHERE item_id = $1',
+    [itemId],
+  );
+  return rows[0];
+}
+
+describe('BatchWriter (group commit)', () => {
+  it('gathers concurrent operations into few transactions and sums a hot row once per batch', async () => {
+    const metrics = createMetrics();
+    const writer = new BatchWriter(pool, metrics, { maxBatch: 500, concurrency: 2 });
+    const item = `hot-${randomUUID()}`;
+    const results = await Promise.all(Array.from({ length: 300 }, () => writer.submit(stockOp(item, 1))));
+    expect(results.every((r) => r === 'recorded')).toBe(true);
+    expect(await stockRow(item)).toEqual({ on_hand: 300, reserved: 0 });
+    const batches = (await metrics.pgBatchSize.get()).values.find((v) => v.metricName === 'irs_pg_batch_operations_count');
+    expect(batches?.value).toBeLessThan(300);
+    const { rows } = await pool.query('SELECT count(*)::int AS n FROM stock_movements WHERE item_id = $1', [item]);
+    expect(rows[0].n).toBe(300); // the ledger keeps every movement
+  });
+
+  it('answers stale, and applies nothing, for a decision made under another generation', async () => {
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1 });
+    const item = `stale-${randomUUID()}`;
+    expect(await writer.submit(stockOp(item, 5, '999'))).toBe('stale');
+    expect(await stockRow(item)).toBeUndefined();
+  });
+
+  it('lets one idempotency key create one reservation; the loser is a conflict that changes nothing', async () => {
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1 });
+    const item = `idem-${randomUUID()}`;
+    await writer.submit(stockOp(item, 10));
+    const key = randomUUID();
+    const [a, b] = await Promise.all([writer.submit(reserveOp(item, key, 2)), writer.submit(reserveOp(item, key, 3))]);
+    expect([a, b].sort()).toEqual(['conflict', 'recorded']);
+    expect(await stockRow(item)).toEqual({ on_hand: 10, reserved: a === 'recorded' ? 2 : 3 });
+    const { rows } = await pool.query(
+      `SELECT count(*)::int AS n FROM reservation_lines WHERE item_id = $1`,
+      [item],
+    );
+    expect(rows[0].n).toBe(1);
+  });
+
+  it('records a transition only from pending', async () => {
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1 });
+    const item = `tr-${randomUUID()}`;
+    await writer.submit(stockOp(item, 10));
+    const op = reserveOp(item, randomUUID(), 4);
+    await writer.submit(op);
+    const transition = (to: 'confirmed' | 'released'): RecordOp => ({
+      kind: 'transition',
+      generation: GEN,
+      reservationId: op.reservation.id,
+      to,
+      at: new Date(),
+      lines: op.reservation.lines,
+    });
+    expect(await writer.submit(transition('confirmed'))).toBe('recorded');
+    expect(await writer.submit(transition('released'))).toBe('conflict');
+    expect(await stockRow(item)).toEqual({ on_hand: 6, reserved: 0 });
+  });
+
+  it('fails exactly the operations of a failed batch, and nothing of them is applied', async () => {
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1 });
+    const item = `fail-${randomUUID()}`;
+    await writer.submit(stockOp(item, 10));
+    // Same tick, same batch: a line of quantity 0 violates a CHECK constraint and aborts the transaction.
+    const good = writer.submit(reserveOp(item, randomUUID(), 1));
+    const bad = writer.submit(reserveOp(item, randomUUID(), 0));
+    const [g, b] = await Promise.allSettled([good, bad]);
+    expect(g.status).toBe('rejected');
+    expect(b.status).toBe('rejected');
+    expect((b as PromiseRejectedResult).reason).toBeInstanceOf(RecordError);
+    expect(((b as PromiseRejectedResult).reason as RecordError).committed).toBe(false);
+    expect(await stockRow(item)).toEqual({ on_hand: 10, reserved: 0 });
+    // The next batch is unaffected.
+    expect(await writer.submit(reserveOp(item, randomUUID(), 1))).toBe('recorded');
+    expect(await stockRow(item)).toEqual({ on_hand: 10, reserved: 1 });
+  });
+});
