@@ -9,10 +9,12 @@ import { randomUUID } from 'node:crypto';
 import type { Config } from './config.js';
 import { MAX_BODY_BYTES } from './domain/schemas.js';
 import { registerErrorHandling, registerNotFound } from './http/problem.js';
+import { adminRoutes } from './http/routes/admin.js';
 import { itemRoutes } from './http/routes/items.js';
 import { operationRoutes } from './http/routes/operations.js';
 import { reservationRoutes } from './http/routes/reservations.js';
 import { Recovery } from './jobs/recovery.js';
+import { Reconciler, type ReconcileDeps } from './jobs/reconcile.js';
 import { Sweeper } from './jobs/sweeper.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { Decisions } from './redis/decisions.js';
@@ -34,6 +36,8 @@ export interface Runtime {
   writer: BatchWriter;
   recovery: Recovery;
   sweeper: Sweeper;
+  reconcileDeps: ReconcileDeps;
+  reconciler: Reconciler;
 }
 
 declare module 'fastify' {
@@ -86,7 +90,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       idempotencyRetentionHours: config.IDEMPOTENCY_RETENTION_HOURS,
     },
   );
-  const runtime: Runtime = { config, redis, db, keys, metrics, decisions, writer, recovery, sweeper };
+  const reconcileDeps: ReconcileDeps = { redis, db, keys, decisions, recovery, metrics, log };
+  const reconciler = new Reconciler(reconcileDeps, {
+    intervalMs: config.RECONCILE_INTERVAL_MS,
+    orphanAfterMs: config.ORPHAN_HOLD_AFTER_MS,
+  });
+  const runtime: Runtime = { config, redis, db, keys, metrics, decisions, writer, recovery, sweeper, reconcileDeps, reconciler };
   app.decorate('runtime', runtime);
   const { reservations, stock } = options.services?.(runtime) ?? defaultServices(runtime, log);
 
@@ -133,13 +142,18 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(itemRoutes, { stock });
   await app.register(reservationRoutes, { reservations });
   await app.register(operationRoutes, { redis, db, recovery, metrics });
+  await app.register(adminRoutes, { runtime });
 
   app.addHook('onReady', async () => {
-    await recovery.check();
+    // Start serving with Redis state in place when Redis is up; otherwise start not-ready and recover later.
+    if (!(await recovery.check()) && recovery.phase !== 'redis_unreachable') {
+      await Promise.race([recovery.ensure(), new Promise((r) => setTimeout(r, 30_000).unref())]);
+    }
     sweeper.start();
+    reconciler.start();
   });
   app.addHook('onClose', async () => {
-    await sweeper.stop();
+    await Promise.all([sweeper.stop(), reconciler.stop()]);
     await writer.drain();
     await Promise.allSettled([db.end(), redis.quit()]);
   });

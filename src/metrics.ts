@@ -66,6 +66,22 @@ export function createMetrics() {
       help: 'Rebuilds of Redis state from PostgreSQL this node performed',
       registers: [registry],
     }),
+    reconcileDrift: new Gauge({
+      name: 'irs_reconcile_drift_rows',
+      help: '(item, location) rows where Redis and PostgreSQL disagreed at the last reconciliation',
+      registers: [registry],
+    }),
+    reconcileOrphans: new Gauge({
+      name: 'irs_reconcile_orphan_holds',
+      help: 'Holds in Redis that PostgreSQL never recorded, found at the last reconciliation',
+      registers: [registry],
+    }),
+    reconcileRepairs: new Counter({
+      name: 'irs_reconcile_repairs_total',
+      help: 'Repairs reconciliation made, by action',
+      labelNames: ['action'] as const,
+      registers: [registry],
+    }),
     rebuildDuration: new Gauge({
       name: 'irs_redis_rebuild_last_duration_seconds',
       help: 'Duration of the last rebuild this node performed',

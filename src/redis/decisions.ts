@@ -229,6 +229,13 @@ export class Decisions {
     return reply[0] === S.OK ? (reply[2] as StockFields) : null;
   }
 
+  /** Drops a pending hold PostgreSQL never recorded; false if it is no longer pending. */
+  async dropHold(itemId: string, field: string): Promise<boolean> {
+    const k = this.keys.item(itemId);
+    const reply = await this.call('drop_hold', [this.keys.marker, k.stock, k.holds, k.exp], [field]);
+    return reply[0] === S.OK;
+  }
+
   async finishRebuild(token: string, generation: string): Promise<boolean> {
     const reply = await this.run('finish_rebuild', [this.keys.marker, this.keys.rebuilding], [token, generation]);
     return reply[0] === S.OK;

@@ -29,6 +29,11 @@ export class Keys {
     return `${this.prefix}rebuild-lock`;
   }
 
+  /** Held by the node running the periodic reconciliation. */
+  get reconcileLock(): string {
+    return `${this.prefix}reconcile-lock`;
+  }
+
   item(itemId: string): ItemKeys {
     const tag = `${this.prefix}{i:${itemId}}`;
     return { stock: `${tag}:stock`, holds: `${tag}:holds`, exp: `${tag}:exp` };

@@ -12,6 +12,7 @@ export const scriptNames = [
   'stock',
   'availability',
   'finish_rebuild',
+  'drop_hold',
 ] as const;
 export type ScriptName = (typeof scriptNames)[number];
 
