@@ -174,8 +174,8 @@ export class BatchWriter {
       }
       throw new RecordError(await this.commitFate(xid), err);
     } finally {
-      // A client whose connection failed must not go back to the pool.
-      client.release(broken && !(broken as { code?: string }).code ? broken : undefined);
+      // After any error the connection may be dead or mid-transaction: destroy it rather than reuse it.
+      client.release(broken);
     }
   }
 
