@@ -8,6 +8,7 @@ import { parse as parseJson } from 'secure-json-parse';
 import { randomUUID } from 'node:crypto';
 import type { Config } from './config.js';
 import { MAX_BODY_BYTES } from './domain/schemas.js';
+import { registerAccess } from './http/access.js';
 import { registerErrorHandling, registerNotFound } from './http/problem.js';
 import { adminRoutes } from './http/routes/admin.js';
 import { itemRoutes } from './http/routes/items.js';
@@ -112,6 +113,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   registerErrorHandling(app);
   registerNotFound(app);
+  await registerAccess(app, {
+    apiKeys: config.API_KEYS,
+    rateLimitMax: config.RATE_LIMIT_MAX,
+    rateLimitWindowMs: config.RATE_LIMIT_WINDOW_MS,
+    redis,
+    keys,
+  });
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
@@ -134,6 +142,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
           'POST /reservations needs an Idempotency-Key header.',
       },
       tags: [{ name: 'reservations' }, { name: 'stock' }, { name: 'operations' }],
+      // Required only when API_KEYS is configured.
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });

@@ -32,6 +32,14 @@ export const ConfigSchema = Type.Object({
   /** How long Redis keeps a finished hold's final state, to answer racing retries the same way. */
   TOMBSTONE_RETENTION_SECONDS: Type.Integer({ default: 600, minimum: 1 }),
   IDEMPOTENCY_RETENTION_HOURS: Type.Integer({ default: 24, minimum: 1 }),
+  /**
+   * Client credentials, `name:secret:role` comma-separated (role `client`: reservations and availability;
+   * `operator`: everything). Empty: no authentication. Idempotency keys are scoped per credential name.
+   */
+  API_KEYS: Type.String({ default: '', pattern: '^([A-Za-z0-9_.-]+:[\\x21-\\x2B\\x2D-\\x7E]{16,}:(client|operator)(,|$))*$' }),
+  /** Requests per credential (or per client IP without authentication) per window; 0: no rate limit. */
+  RATE_LIMIT_MAX: Type.Integer({ default: 0, minimum: 0 }),
+  RATE_LIMIT_WINDOW_MS: Type.Integer({ default: 1000, minimum: 1 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ default: 10000, minimum: 0 }),
 });
 

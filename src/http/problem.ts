@@ -15,7 +15,12 @@ interface AjvError {
   keyword: string;
   message?: string;
   params: Record<string, unknown>;
+  /** Set on the errors of a `propertyNames` subschema, which fail the key, not the object they sit on. */
+  propertyName?: string;
 }
+
+/** A key that is not a plain identifier (`a.b`, `x-1`, ``) is written `["…"]`, so the path stays unambiguous. */
+const pathSegment = (key: string) => (/^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`);
 
 /** `/lines/0/quantity` → `lines[0].quantity`; header names in their usual spelling. */
 function fieldOf(error: AjvError, context: string): string {
@@ -23,7 +28,7 @@ function fieldOf(error: AjvError, context: string): string {
   const extra = error.params.missingProperty ?? error.params.additionalProperty ?? error.params.propertyName;
   if (typeof extra === 'string') parts.push(extra);
   if (context === 'headers') return parts.map((p) => p.replace(/(^|-)([a-z])/g, (_, dash: string, c: string) => dash + c.toUpperCase())).join('.') || 'headers';
-  const path = parts.reduce((acc, p) => (/^\d+$/.test(p) ? `${acc}[${p}]` : acc ? `${acc}.${p}` : p), '');
+  const path = parts.reduce((acc, p) => acc + (/^\d+$/.test(p) ? `[${p}]` : pathSegment(p)), '').replace(/^\./, '');
   return path || (context === 'body' ? 'body' : context);
 }
 
@@ -59,6 +64,7 @@ export function registerErrorHandling(app: FastifyInstance): void {
       const errors: FieldError[] = [];
       for (const e of error.validation) {
         if (e.keyword === 'if' || e.keyword === 'anyOf') continue; // the branch errors say it better
+        if (e.propertyName !== undefined) continue; // its `propertyNames` error names the key and says it better
         const fe = { field: fieldOf(e, context), message: messageOf(e) };
         const key = `${fe.field}\u0000${fe.message}`;
         if (!seen.has(key)) errors.push(fe);

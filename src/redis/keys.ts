@@ -34,6 +34,11 @@ export class Keys {
     return `${this.prefix}reconcile-lock`;
   }
 
+  /** Prefix of the rate limiter's counters (one per credential or client IP). */
+  get rateLimit(): string {
+    return `${this.prefix}ratelimit:`;
+  }
+
   item(itemId: string): ItemKeys {
     const tag = `${this.prefix}{i:${itemId}}`;
     return { stock: `${tag}:stock`, holds: `${tag}:holds`, exp: `${tag}:exp` };

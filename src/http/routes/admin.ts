@@ -26,6 +26,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox<{ runtime: Runtime }> = asyn
   app.get(
     '/admin/reconciliation',
     {
+      config: { access: 'operator' },
       schema: {
         tags: ['operations'],
         summary: 'Compare Redis with PostgreSQL per item and location (dry run)',
@@ -38,6 +39,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox<{ runtime: Runtime }> = asyn
   app.post(
     '/admin/reconciliation',
     {
+      config: { access: 'operator' },
       schema: {
         tags: ['operations'],
         summary: 'Compare, then repair from PostgreSQL: drop orphaned holds, rebuild Redis if drift remains',

@@ -15,6 +15,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ stock: StockApi }> = async 
   app.get(
     '/items/:itemId/availability',
     {
+      config: { access: 'client' },
       schema: {
         tags: ['stock'],
         summary: 'Availability of an item, per location and in total',
@@ -28,6 +29,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ stock: StockApi }> = async 
   app.put(
     '/items/:itemId/stock',
     {
+      config: { access: 'operator' },
       schema: {
         tags: ['stock'],
         summary: 'Set the on-hand quantity of a location (absolute; creates the item/location if new)',
@@ -42,6 +44,7 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ stock: StockApi }> = async 
   app.post(
     '/items/:itemId/stock/adjustments',
     {
+      config: { access: 'operator' },
       schema: {
         tags: ['stock'],
         summary: 'Change the on-hand quantity of a stocked location by a delta',

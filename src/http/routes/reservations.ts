@@ -7,9 +7,8 @@ import {
   ReservationRequest,
 } from '../../domain/schemas.js';
 import type { ReservationApi } from '../../service/api.js';
+import { ANONYMOUS } from '../access.js';
 
-/** Idempotency keys are scoped per client credential once authentication is on. */
-const ANONYMOUS_SCOPE = '_';
 
 export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: ReservationApi }> = async (
   app,
@@ -18,6 +17,7 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
   app.post(
     '/reservations',
     {
+      config: { access: 'client' },
       schema: {
         tags: ['reservations'],
         summary: 'Hold every line for ttlSeconds, or nothing',
@@ -27,7 +27,7 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
       },
     },
     async (request, reply) => {
-      const answer = await reservations.reserve(ANONYMOUS_SCOPE, request.headers['idempotency-key'], request.body);
+      const answer = await reservations.reserve(request.principal ?? ANONYMOUS, request.headers['idempotency-key'], request.body);
       reply.code(answer.statusCode as 201).header('location', `/reservations/${answer.body.id}`);
       if (answer.replayed) reply.header('idempotent-replayed', 'true');
       return answer.body;
@@ -39,13 +39,14 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
 
   app.get(
     '/reservations/:id',
-    { schema: { tags: ['reservations'], summary: 'Read a reservation', ...byId, response: { 200: ReservationDocument, ...errors } } },
+    { config: { access: 'client' }, schema: { tags: ['reservations'], summary: 'Read a reservation', ...byId, response: { 200: ReservationDocument, ...errors } } },
     (request) => reservations.get(request.params.id),
   );
 
   app.post(
     '/reservations/:id/confirm',
     {
+      config: { access: 'client' },
       schema: {
         tags: ['reservations'],
         summary: 'Sell the held units (idempotent)',
@@ -59,6 +60,7 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
   app.post(
     '/reservations/:id/release',
     {
+      config: { access: 'client' },
       schema: {
         tags: ['reservations'],
         summary: 'Give the held units back (idempotent)',
