@@ -10,7 +10,8 @@ import { FENCE_LOCK_ID } from '../store/fence.js';
 
 export type RecoveryPhase = 'ready' | 'rebuilding' | 'waiting_for_rebuild' | 'redis_unreachable' | 'starting';
 
-const LOCK_TTL_MS = 120_000;
+// Long enough for a rebuild of 100k items; short enough that a rebuilder that died is replaced quickly.
+const LOCK_TTL_MS = 30_000;
 const PIPELINE_CHUNK = 5_000;
 
 /**
