@@ -49,7 +49,7 @@ CREATE TABLE idempotency_keys (
   request_hash   text NOT NULL,
   reservation_id uuid NOT NULL,
   status_code    smallint NOT NULL,
-  response       jsonb NOT NULL,
+  response       text NOT NULL, -- the first answer's exact text (jsonb would reorder its keys)
   created_at     timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (scope, key)
 );

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { Config } from './config.js';
 import { MAX_BODY_BYTES } from './domain/schemas.js';
 import { registerAccess } from './http/access.js';
-import { registerErrorHandling, registerNotFound } from './http/problem.js';
+import { registerErrorHandling, registerNotFound, sendProblem } from './http/problem.js';
 import { adminRoutes } from './http/routes/admin.js';
 import { itemRoutes } from './http/routes/items.js';
 import { operationRoutes } from './http/routes/operations.js';
@@ -61,6 +61,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     bodyLimit: MAX_BODY_BYTES,
+    // Ids longer than any valid one must still reach the routes, to be answered 400 or 404 as problems.
+    maxParamLength: 8192,
+    frameworkErrors: (error, request, reply) => {
+      // A URL that cannot be decoded names nothing.
+      const reservation = /^\/reservations\/[^/]+(\/(confirm|release))?$/.test(request.url.split('?')[0] ?? '');
+      return reservation
+        ? sendProblem(reply, 'reservation_not_found', 'no reservation has that id')
+        : sendProblem(reply, 'validation_failed', error.message, { errors: [{ field: 'url', message: 'malformed URL' }] });
+    },
     ajv: { customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
   const log = app.log;
@@ -81,7 +90,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const keys = new Keys(config.REDIS_KEY_PREFIX);
   let recovery: Recovery | undefined;
   const decisions = new Decisions(redis, keys, metrics, config.TOMBSTONE_RETENTION_SECONDS * 1000, () => void recovery?.ensure());
-  recovery = new Recovery({ redis, db, keys, decisions, metrics, log });
+  recovery = new Recovery(
+    { redis, db, keys, decisions, metrics, log },
+    { idempotencyRetentionHours: config.IDEMPOTENCY_RETENTION_HOURS },
+  );
   const writer = new BatchWriter(db, metrics, { maxBatch: config.WRITER_MAX_BATCH, concurrency: config.WRITER_CONCURRENCY });
   const sweeper = new Sweeper(
     { db, decisions, writer, metrics, log },
@@ -100,8 +112,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.decorate('runtime', runtime);
   const { reservations, stock } = options.services?.(runtime) ?? defaultServices(runtime, log);
 
-  // JSON bodies through secure-json-parse; an empty body is "no body" (confirm/release need none).
-  app.removeContentTypeParser('application/json');
+  // Bodies are JSON only: any other media type is 415. JSON goes through secure-json-parse; an empty body is
+  // "no body" (confirm/release need none).
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
     if (body === '') return done(null, undefined);
     try {
@@ -159,6 +172,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     if (!(await recovery.check()) && recovery.phase !== 'redis_unreachable') {
       await Promise.race([recovery.ensure(), new Promise((r) => setTimeout(r, 30_000).unref())]);
     }
+    await warnIfRedisEvicts(redis, log);
     sweeper.start();
     reconciler.start();
   });
@@ -171,10 +185,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 }
 
 function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: ReservationApi; stock: StockApi } {
-  const { redis, db, keys, decisions, writer, metrics, config } = r;
+  const { db, keys, decisions, writer, metrics, config } = r;
   return {
     reservations: new ReservationService({
-      redis,
       db,
       keys,
       decisions,
@@ -185,4 +198,14 @@ function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: Re
     }),
     stock: new StockService({ decisions, writer, metrics, log }),
   };
+}
+
+/** Evicting keys would silently drop holds and idempotency records: Redis must run with `noeviction`. */
+async function warnIfRedisEvicts(redis: Redis, log: FastifyBaseLogger): Promise<void> {
+  try {
+    const [, policy] = (await redis.config('GET', 'maxmemory-policy')) as [string, string];
+    if (policy !== 'noeviction') log.warn({ policy }, 'Redis maxmemory-policy should be noeviction: evicted keys lose holds');
+  } catch {
+    // CONFIG is disabled on some managed Redis services; nothing to check then.
+  }
 }

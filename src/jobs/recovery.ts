@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics.js';
 import type { Decisions } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
 import { HoldState } from '../redis/status.js';
+import { recordPrefix } from '../service/idempotency.js';
 import { FENCE_LOCK_ID } from '../store/fence.js';
 
 export type RecoveryPhase = 'ready' | 'rebuilding' | 'waiting_for_rebuild' | 'redis_unreachable' | 'starting';
@@ -25,6 +26,7 @@ export class Recovery {
 
   constructor(
     private readonly d: { redis: Redis; db: pg.Pool; keys: Keys; decisions: Decisions; metrics: Metrics; log: Logger },
+    private readonly options: { idempotencyRetentionHours: number },
   ) {}
 
   /** Starts recovery if it is not running; resolves when Redis has a marker again (or recovery gave up this round). */
@@ -116,6 +118,18 @@ export class Recovery {
         p.zadd(k.exp, h.expires_ms, field);
       });
 
+      // Idempotency records too, so a retry of a committed request replays it even when its units are gone.
+      const records = await client.query<{ scope: string; key: string; request_hash: string; id: string; claimed_ms: number; ttl_ms: number }>(
+        `SELECT scope, key, request_hash, reservation_id AS id,
+                (extract(epoch FROM created_at) * 1000)::bigint AS claimed_ms,
+                (extract(epoch FROM created_at + make_interval(hours => $1) - now()) * 1000)::bigint AS ttl_ms
+         FROM idempotency_keys WHERE created_at > now() - make_interval(hours => $1)`,
+        [this.options.idempotencyRetentionHours],
+      );
+      await this.inChunks(records.rows, (p, r) => {
+        p.set(keys.idempotency(r.scope, r.key), recordPrefix(r.request_hash, r.id) + r.claimed_ms, 'PX', Math.max(1, r.ttl_ms));
+      });
+
       if (!(await decisions.finishRebuild(token, generation))) {
         throw new Error('Redis lost the rebuild while it was written (flushed?); starting over');
       }
@@ -124,7 +138,7 @@ export class Recovery {
       const seconds = (performance.now() - started) / 1000;
       metrics.rebuilds.inc();
       metrics.rebuildDuration.set(seconds);
-      log.info({ generation, items: stock.rowCount, holds: holds.rowCount, seconds }, 'rebuilt Redis state from PostgreSQL');
+      log.info({ generation, items: stock.rowCount, holds: holds.rowCount, idempotencyKeys: records.rowCount, seconds }, 'rebuilt Redis state from PostgreSQL');
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
       // A marker whose generation PostgreSQL never committed would fence every write out: take it back.

@@ -102,14 +102,15 @@ export class Decisions {
     lines: readonly Line[];
     ttlMs: number;
     idempotencyKey: string;
-    inflightRecord: string;
-    inflightTtlMs: number;
+    /** `<requestHash>|<reservationId>|`; the script appends its clock. */
+    recordPrefix: string;
+    recordTtlMs: number;
   }): Promise<ReserveDecision> {
     const { itemKeys, itemCount, lineArgs } = this.linesLayout(input.lines);
     const reply = await this.call(
       'reserve',
       [this.keys.marker, input.idempotencyKey, ...itemKeys],
-      [input.reservationId, input.ttlMs, input.inflightRecord, input.inflightTtlMs, this.retentionMs, itemCount, input.lines.length, ...lineArgs],
+      [input.reservationId, input.ttlMs, input.recordPrefix, input.recordTtlMs, this.retentionMs, itemCount, input.lines.length, ...lineArgs],
     );
     switch (reply[0]) {
       case S.OK:
@@ -156,13 +157,13 @@ export class Decisions {
     reservationId: string;
     lines: readonly Line[];
     idempotencyKey: string;
-    inflightRecord: string;
+    recordPrefix: string;
   }): Promise<boolean> {
     const { itemKeys, itemCount, lineArgs } = this.linesLayout(input.lines);
     const reply = await this.run(
       'undo_reserve',
       [this.keys.marker, input.idempotencyKey, ...itemKeys],
-      [input.generation, input.reservationId, input.inflightRecord, itemCount, input.lines.length, ...lineArgs],
+      [input.generation, input.reservationId, input.recordPrefix, itemCount, input.lines.length, ...lineArgs],
     );
     return reply[0] === S.OK;
   }
@@ -233,6 +234,12 @@ export class Decisions {
   async dropHold(itemId: string, field: string): Promise<boolean> {
     const k = this.keys.item(itemId);
     const reply = await this.call('drop_hold', [this.keys.marker, k.stock, k.holds, k.exp], [field]);
+    return reply[0] === S.OK;
+  }
+
+  /** Deletes an idempotency record if it still reads `value`; true if it did. */
+  async forgetClaim(idempotencyKey: string, value: string): Promise<boolean> {
+    const reply = await this.call('forget_claim', [idempotencyKey], [value]);
     return reply[0] === S.OK;
   }
 

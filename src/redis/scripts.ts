@@ -13,6 +13,7 @@ export const scriptNames = [
   'availability',
   'finish_rebuild',
   'drop_hold',
+  'forget_claim',
 ] as const;
 export type ScriptName = (typeof scriptNames)[number];
 

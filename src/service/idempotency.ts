@@ -7,13 +7,12 @@ export function requestHash(body: unknown): string {
 }
 
 /**
- * The Redis idempotency record: `<state>|<requestHash>|<reservationId>`, state `i` while the first request is in
- * flight and `d` once its answer is committed.
+ * The Redis idempotency record is `<requestHash>|<reservationId>|<claimedAtMs>`, written by the reserve script
+ * with the idempotency retention as its TTL. Whether the first request committed is PostgreSQL's to say.
  */
-export const idempotencyRecord = (state: 'i' | 'd', hash: string, reservationId: string): string =>
-  `${state}|${hash}|${reservationId}`;
+export const recordPrefix = (hash: string, reservationId: string): string => `${hash}|${reservationId}|`;
 
-export function parseIdempotencyRecord(record: string): { state: string; hash: string; reservationId: string } {
-  const [state = '', hash = '', reservationId = ''] = record.split('|');
-  return { state, hash, reservationId };
+export function parseRecord(record: string): { hash: string; reservationId: string; claimedAtMs: number } {
+  const [hash = '', reservationId = '', claimedAtMs = '0'] = record.split('|');
+  return { hash, reservationId, claimedAtMs: Number(claimedAtMs) };
 }

@@ -1,4 +1,3 @@
-import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { FastifyBaseLogger as Logger } from 'fastify';
 import { v7 as uuidv7 } from 'uuid';
@@ -11,10 +10,9 @@ import type { Keys } from '../redis/keys.js';
 import { findIdempotency, findReservation } from '../store/reservations.js';
 import { RecordError, type BatchWriter, type RecordOp, type RecordResult } from '../store/writer.js';
 import type { ReservationApi, ReserveAnswer } from './api.js';
-import { idempotencyRecord, parseIdempotencyRecord, requestHash } from './idempotency.js';
+import { parseRecord, recordPrefix, requestHash } from './idempotency.js';
 
 export interface ReservationDeps {
-  redis: Redis;
   db: pg.Pool;
   keys: Keys;
   decisions: Decisions;
@@ -25,8 +23,11 @@ export interface ReservationDeps {
 }
 
 
-/** How long an in-flight idempotency record outlives its request (a crashed request frees its key after this). */
-const INFLIGHT_TTL_MS = 60_000;
+/**
+ * An idempotency record PostgreSQL has no commit for is taken as in flight while younger than this (longer than
+ * any request can take), and as left by a request that died once older.
+ */
+const CLAIM_STALE_MS = 60_000;
 /** How long a duplicate confirm/release waits for the first one's commit before answering 503. */
 const DUPLICATE_WAIT_MS = 2_000;
 
@@ -42,22 +43,36 @@ export class ReservationService implements ReservationApi {
   async reserve(scope: string, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
     const lines = normaliseLines(request);
     const hash = requestHash(request);
+    // A second try only follows freeing the key of a first request that died; a third would be a loop.
+    const answer = (await this.tryReserve(scope, key, request, lines, hash)) ?? (await this.tryReserve(scope, key, request, lines, hash));
+    if (!answer) throw inUse();
+    return answer;
+  }
+
+  /** One attempt; null when the key's record belonged to a request that died and was just freed. */
+  private async tryReserve(
+    scope: string,
+    key: string,
+    request: ReservationRequest,
+    lines: Line[],
+    hash: string,
+  ): Promise<ReserveAnswer | null> {
     const id = uuidv7();
     const ttlMs = (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000;
     const idempotencyKey = this.d.keys.idempotency(scope, key);
-    const inflightRecord = idempotencyRecord('i', hash, id);
+    const prefix = recordPrefix(hash, id);
 
     const decision = await this.d.decisions.reserve({
       reservationId: id,
       lines,
       ttlMs,
       idempotencyKey,
-      inflightRecord,
-      inflightTtlMs: INFLIGHT_TTL_MS,
+      recordPrefix: prefix,
+      recordTtlMs: this.d.idempotencyRetentionMs,
     });
     switch (decision.kind) {
       case 'idempotent':
-        return this.answerDuplicate(scope, key, hash, decision.record);
+        return this.answerDuplicate(scope, key, idempotencyKey, hash, decision.record);
       case 'not_found':
         throw new ProblemError(
           'item_not_found',
@@ -87,7 +102,7 @@ export class ReservationService implements ReservationApi {
     };
     const body = toDocument(reservation, createdAt);
     const undo = () =>
-      this.d.decisions.undoReserve({ generation: decision.generation, reservationId: id, lines, idempotencyKey, inflightRecord });
+      this.d.decisions.undoReserve({ generation: decision.generation, reservationId: id, lines, idempotencyKey, recordPrefix: prefix });
     const result = await this.record(
       {
         kind: 'reserve',
@@ -101,23 +116,41 @@ export class ReservationService implements ReservationApi {
     if (result === 'conflict') {
       // PostgreSQL already knows this key (Redis lost its record): undo our hold and answer as the first time.
       await undo();
-      return this.answerDuplicate(scope, key, hash, idempotencyRecord('d', hash, id));
+      const replay = await this.replay(scope, key, hash);
+      if (!replay) throw new Error('idempotency conflict without a recorded key');
+      return replay;
     }
-    this.d.redis
-      .set(idempotencyKey, idempotencyRecord('d', hash, id), 'PX', this.d.idempotencyRetentionMs)
-      .catch((err: unknown) => this.d.log.warn({ err }, 'could not mark idempotency record done'));
     this.d.metrics.reservations.inc({ outcome: 'created' });
     return { statusCode: 201, body };
   }
 
-  /** A key Redis or PostgreSQL already holds: replay the first answer, or say why not. */
-  private async answerDuplicate(scope: string, key: string, hash: string, record: string): Promise<ReserveAnswer> {
-    if (parseIdempotencyRecord(record).hash !== hash) throw reused();
+  /**
+   * The key has a Redis record. PostgreSQL says whether its request committed: then replay it (or 422 for
+   * another body). If not, a young record is a request still in flight (409, or 422 for another body); an old
+   * one belongs to a request that died, and is freed (null: the caller tries again).
+   */
+  private async answerDuplicate(
+    scope: string,
+    key: string,
+    idempotencyKey: string,
+    hash: string,
+    record: string,
+  ): Promise<ReserveAnswer | null> {
+    const replay = await this.replay(scope, key, hash);
+    if (replay) return replay;
+    const claim = parseRecord(record);
+    if (Date.now() - claim.claimedAtMs < CLAIM_STALE_MS) throw claim.hash === hash ? inUse() : reused();
+    await this.d.decisions.forgetClaim(idempotencyKey, record);
+    return null;
+  }
+
+  /** The first answer PostgreSQL recorded for this key, or null; 422 if it was for another body. */
+  private async replay(scope: string, key: string, hash: string): Promise<ReserveAnswer | null> {
     const first = await this.read(() => findIdempotency(this.d.db, scope, key));
-    if (!first) throw new ProblemError('idempotency_key_in_use', 'a request with this Idempotency-Key is still being processed');
+    if (!first) return null;
     if (first.requestHash !== hash) throw reused();
     this.d.metrics.reservations.inc({ outcome: 'replayed' });
-    return { statusCode: first.statusCode, body: first.response as ReservationDocument, replayed: true };
+    return { statusCode: first.statusCode, body: JSON.parse(first.response) as ReservationDocument, replayed: true };
   }
 
   async get(id: string): Promise<ReservationDocument> {
@@ -264,6 +297,8 @@ export class ReservationService implements ReservationApi {
     }
   }
 }
+
+const inUse = () => new ProblemError('idempotency_key_in_use', 'a request with this Idempotency-Key is still being processed');
 
 const reused = () =>
   new ProblemError('idempotency_key_reused', 'this Idempotency-Key was used with a different request body');

@@ -45,11 +45,12 @@ export interface IdempotencyRecord {
   requestHash: string;
   reservationId: string;
   statusCode: number;
-  response: unknown;
+  /** The first answer's body exactly as sent. */
+  response: string;
 }
 
 export async function findIdempotency(db: pg.Pool, scope: string, key: string): Promise<IdempotencyRecord | null> {
-  const { rows } = await db.query<{ request_hash: string; reservation_id: string; status_code: number; response: unknown }>(
+  const { rows } = await db.query<{ request_hash: string; reservation_id: string; status_code: number; response: string }>(
     'SELECT request_hash, reservation_id, status_code, response FROM idempotency_keys WHERE scope = $1 AND key = $2',
     [scope, key],
   );

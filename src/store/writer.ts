@@ -202,7 +202,7 @@ export class BatchWriter {
       const rs = reserves.map((i) => ops[i] as Extract<RecordOp, { kind: 'reserve' }>);
       const won = await client.query<{ reservation_id: string }>(
         `INSERT INTO idempotency_keys (scope, key, request_hash, reservation_id, status_code, response)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::smallint[], $6::jsonb[])
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::smallint[], $6::text[])
          ON CONFLICT DO NOTHING RETURNING reservation_id`,
         [
           rs.map((r) => r.idempotency.scope),

@@ -71,8 +71,8 @@ describe('recovery after Redis lost its state', () => {
       lines,
       ttlMs: 60_000,
       idempotencyKey: t.app.runtime.keys.idempotency('_', newKey()),
-      inflightRecord: 'i|x|y',
-      inflightTtlMs: 60_000,
+      recordPrefix: 'hash|id|',
+      recordTtlMs: 60_000,
     });
     expect(decided.kind).toBe('held');
     if (decided.kind !== 'held') return;

@@ -6,8 +6,8 @@
   KEYS[3..]  per item: stock, holds, exp (ARGV[6] items)
   ARGV[1]    reservation id
   ARGV[2]    ttl in ms
-  ARGV[3]    idempotency record to store while the request is in flight ("i|<hash>|<reservationId>")
-  ARGV[4]    how long the in-flight record lives, ms (outlives any request; a crashed one's key frees after it)
+  ARGV[3]    idempotency record prefix "<requestHash>|<reservationId>|" (the script appends its clock, ms)
+  ARGV[4]    how long the idempotency record lives, ms (the idempotency retention)
   ARGV[5]    tombstone retention, ms
   ARGV[6]    item count
   ARGV[7]    line count
@@ -60,5 +60,5 @@ for _, line in ipairs(lines) do
   redis.call('HSET', holdsKey, field, formatHold(H.pending, line.qty, expiresAt))
   redis.call('ZADD', expKey, expiresAt, field)
 end
-redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[3] .. now, 'PX', ARGV[4])
 return { S.OK, gen, now }

@@ -8,7 +8,7 @@
   KEYS[3..]  per item: stock, holds, exp (ARGV[4] items)
   ARGV[1]    generation the reserve decided under
   ARGV[2]    reservation id
-  ARGV[3]    the in-flight idempotency record the reserve stored (deleted only if still this one)
+  ARGV[3]    the idempotency record prefix the reserve stored (the record is deleted only if it is still ours)
   ARGV[4]    item count
   ARGV[5]    line count
   ARGV[6..]  per line: item index (1-based), location, quantity
@@ -31,5 +31,6 @@ for _, line in ipairs(readLines(6, tonumber(ARGV[5]))) do
     redis.call('ZREM', expKey, field)
   end
 end
-if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+local record = redis.call('GET', KEYS[2])
+if record and string.sub(record, 1, #ARGV[3]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 return { S.OK }

@@ -1,0 +1,288 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newItem, newKey, type TestApp } from '../helpers/app.js';
+import { client, expectInvalid, expectProblem, expectReservation, startHttpApp, type Client, type Response } from '../helpers/http.js';
+import { ANONYMOUS } from '../../src/http/access.js';
+import { recordPrefix, requestHash } from '../../src/service/idempotency.js';
+
+// api.md, "Reservations": Idempotency-Key.
+let t: TestApp;
+let api: Client;
+beforeAll(async () => {
+  t = await startHttpApp();
+  api = client(t.app);
+});
+afterAll(() => t.close());
+
+async function stocked(quantity: number): Promise<string> {
+  const item = newItem();
+  await api.stock(item, quantity);
+  return item;
+}
+
+function expectReplayOf(replay: Response, first: Response): void {
+  expect(replay.statusCode).toBe(first.statusCode);
+  expect(replay.headers['idempotent-replayed']).toBe('true');
+  expect(replay.body).toBe(first.body);
+}
+
+describe('the same key with the same body replays the first answer', () => {
+  it('201 again, byte-identical body, Idempotent-Replayed: true, and nothing more held', async () => {
+    const item = await stocked(10);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 3 }], reference: 'order-9', metadata: { channel: 'web' } };
+    const first = await api.reserve(body, key);
+    expectReservation(first, 201);
+    expect(first.headers['idempotent-replayed']).toBeUndefined();
+    const replay = await api.reserve(body, key);
+    expectReplayOf(replay, first);
+    expectReplayOf(await api.reserve(body, key), first);
+    expect(await api.at(item)).toEqual({ onHand: 10, reserved: 3, available: 7 });
+  });
+
+  it('treats another key order and other whitespace in the raw JSON as the same body', async () => {
+    const item = await stocked(10);
+    const key = newKey();
+    const first = await api.reserveRaw(
+      `{"lines":[{"itemId":"${item}","quantity":2,"location":"default"}],"ttlSeconds":600,"metadata":{"a":"1","b":"2"}}`,
+      key,
+    );
+    expectReservation(first, 201);
+    const replay = await api.reserveRaw(
+      `\n{ "metadata" : { "b": "2", "a": "1" },\n  "ttlSeconds": 600,\n` +
+        `  "lines": [ { "location": "default", "quantity": 2, "itemId": "${item}" } ] }\n`,
+      key,
+    );
+    expectReplayOf(replay, first);
+    expect(await api.at(item)).toEqual({ onHand: 10, reserved: 2, available: 8 });
+  });
+
+  it('replays metadata keys in the order first sent (byte-identical body)', async () => {
+    const item = await stocked(10);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 1 }], metadata: { 'zz-longer-key': 'a', b: 'c' } };
+    const first = await api.reserve(body, key);
+    expectReservation(first, 201);
+    expectReplayOf(await api.reserve(body, key), first);
+  });
+
+  it('replays the first answer (status pending) after the reservation was confirmed, and sells nothing twice', async () => {
+    const item = await stocked(10);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 4 }] };
+    const first = await api.reserve(body, key);
+    const created = expectReservation(first, 201);
+    expect(expectReservation(await api.confirm(created.id), 200).status).toBe('confirmed');
+    const replay = await api.reserve(body, key);
+    expectReplayOf(replay, first);
+    expect(replay.json<{ status: string }>().status).toBe('pending');
+    expect(expectReservation(await api.get(created.id), 200).status).toBe('confirmed');
+    expect(await api.at(item)).toEqual({ onHand: 6, reserved: 0, available: 6 });
+  });
+
+  it('replays the first answer after the reservation was released, and holds nothing again', async () => {
+    const item = await stocked(10);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 4 }] };
+    const first = await api.reserve(body, key);
+    const created = expectReservation(first, 201);
+    expectReservation(await api.release(created.id), 200);
+    expectReplayOf(await api.reserve(body, key), first);
+    expect(await api.at(item)).toEqual({ onHand: 10, reserved: 0, available: 10 });
+  });
+
+  it('replays even when the stock is gone by now (the first answer stands)', async () => {
+    const item = await stocked(4);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 4 }] };
+    const first = await api.reserve(body, key);
+    expectReservation(first, 201);
+    expectReplayOf(await api.reserve(body, key), first);
+    expect(await api.at(item)).toEqual({ onHand: 4, reserved: 4, available: 0 });
+  });
+
+  it('replays from PostgreSQL when Redis lost the idempotency record, and holds nothing more', async () => {
+    const item = await stocked(10);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 3 }] };
+    const first = await api.reserve(body, key);
+    expectReservation(first, 201);
+    const { redis, keys } = t.app.runtime;
+    expect(await redis.del(keys.idempotency(ANONYMOUS, key))).toBe(1);
+    expectReplayOf(await api.reserve(body, key), first);
+    expect(await api.at(item)).toEqual({ onHand: 10, reserved: 3, available: 7 });
+    expectProblem(await api.reserve({ lines: [{ itemId: item, quantity: 2 }] }, key), 'idempotency_key_reused');
+  });
+
+  it('replays after Redis lost all its state and was rebuilt from PostgreSQL, and holds nothing more', async () => {
+    const item = await stocked(10);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 3 }] };
+    const first = await api.reserve(body, key);
+    expectReservation(first, 201);
+    const { redis, keys, recovery } = t.app.runtime;
+    const lost = await redis.keys(`${keys.prefix}*`);
+    await redis.unlink(...lost);
+    await recovery.ensure();
+    expectReplayOf(await api.reserve(body, key), first);
+    expect(await api.at(item)).toEqual({ onHand: 10, reserved: 3, available: 7 });
+  });
+
+  // The rebuild restores idempotency records from PostgreSQL, so the retry is recognised before any stock check.
+  it('replays after Redis lost its state even when the first reservation took the last units', async () => {
+    const item = await stocked(3);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 3 }] };
+    const first = await api.reserve(body, key);
+    expectReservation(first, 201);
+    const { redis, keys, recovery } = t.app.runtime;
+    await redis.unlink(...(await redis.keys(`${keys.prefix}*`)));
+    await recovery.ensure();
+    expectReplayOf(await api.reserve(body, key), first);
+    expect(await api.at(item)).toEqual({ onHand: 3, reserved: 3, available: 0 });
+  });
+
+  it('under concurrency, one key makes one reservation: every 201 is the same body, the rest are in use', async () => {
+    const item = await stocked(10);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 2 }] };
+    const answers = await Promise.all(Array.from({ length: 10 }, () => api.reserve(body, key)));
+    const created = answers.filter((r) => r.statusCode === 201);
+    expect(created.length).toBeGreaterThanOrEqual(1);
+    expect(new Set(created.map((r) => r.body)).size).toBe(1);
+    expect(created.filter((r) => r.headers['idempotent-replayed'] === undefined)).toHaveLength(1);
+    for (const r of answers.filter((x) => x.statusCode !== 201)) expectProblem(r, 'idempotency_key_in_use');
+    expect(await api.at(item)).toEqual({ onHand: 10, reserved: 2, available: 8 });
+    expectReplayOf(await api.reserve(body, key), created.find((r) => r.headers['idempotent-replayed'] === undefined)!);
+  });
+
+  it('different keys with the same body make different reservations', async () => {
+    const item = await stocked(10);
+    const body = { lines: [{ itemId: item, quantity: 1 }] };
+    const a = await api.hold(body, newKey());
+    const b = await api.hold(body, newKey());
+    expect(a.id).not.toBe(b.id);
+    expect(await api.at(item)).toEqual({ onHand: 10, reserved: 2, available: 8 });
+  });
+});
+
+describe('the same key with a different body', () => {
+  it.each([
+    ['another quantity', { lines: [{ itemId: 'ITEM', quantity: 2 }] }],
+    ['another reference', { lines: [{ itemId: 'ITEM', quantity: 1 }], reference: 'other' }],
+    ['extra metadata', { lines: [{ itemId: 'ITEM', quantity: 1 }], metadata: { a: 'b' } }],
+    ['another item', { lines: [{ itemId: 'OTHER', quantity: 1 }] }],
+  ])('answers 422 idempotency_key_reused (%s); nothing more is held and the first stands', async (_label, template) => {
+    const item = await stocked(10);
+    const other = await stocked(10);
+    const key = newKey();
+    const first = await api.reserve({ lines: [{ itemId: item, quantity: 1 }] }, key);
+    const created = expectReservation(first, 201);
+    const body = JSON.parse(JSON.stringify(template).replaceAll('ITEM', item).replaceAll('OTHER', other)) as unknown;
+    expectProblem(await api.reserve(body, key), 'idempotency_key_reused');
+    expect(await api.at(item)).toEqual({ onHand: 10, reserved: 1, available: 9 });
+    expect(await api.at(other)).toEqual({ onHand: 10, reserved: 0, available: 10 });
+    expect(expectReservation(await api.get(created.id), 200)).toEqual(created);
+  });
+
+  it('answers 422 also after the first was confirmed', async () => {
+    const item = await stocked(10);
+    const key = newKey();
+    const created = await api.hold({ lines: [{ itemId: item, quantity: 1 }] }, key);
+    expectReservation(await api.confirm(created.id), 200);
+    expectProblem(await api.reserve({ lines: [{ itemId: item, quantity: 5 }] }, key), 'idempotency_key_reused');
+    expect(await api.at(item)).toEqual({ onHand: 9, reserved: 0, available: 9 });
+  });
+});
+
+describe('a failed request binds nothing: the key may be retried', () => {
+  it('after 409 insufficient_stock, the same key and body succeed once stock is added', async () => {
+    const item = await stocked(2);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 5 }] };
+    expectProblem(await api.reserve(body, key), 'insufficient_stock');
+    await api.stock(item, 10);
+    const created = await api.reserve(body, key);
+    expectReservation(created, 201);
+    expect(created.headers['idempotent-replayed']).toBeUndefined();
+    expectReplayOf(await api.reserve(body, key), created);
+    expect(await api.at(item)).toEqual({ onHand: 10, reserved: 5, available: 5 });
+  });
+
+  it('after 404 item_not_found, the same key and body succeed once the item is stocked', async () => {
+    const item = newItem();
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 1 }] };
+    expectProblem(await api.reserve(body, key), 'item_not_found');
+    await api.stock(item, 1);
+    const created = await api.reserve(body, key);
+    expectReservation(created, 201);
+    expect(created.headers['idempotent-replayed']).toBeUndefined();
+  });
+
+  it('after 400 validation_failed, the key takes a valid body', async () => {
+    const item = await stocked(3);
+    const key = newKey();
+    expectInvalid(await api.reserve({ lines: [{ itemId: item, quantity: 0 }] }, key));
+    expectInvalid(await api.reserve({ lines: [{ itemId: item, quantity: 1 }, { itemId: item, quantity: 1 }] }, key));
+    expectReservation(await api.reserve({ lines: [{ itemId: item, quantity: 1 }] }, key), 201);
+  });
+
+  it('after a 409, the key takes a different body too (no 422)', async () => {
+    const item = await stocked(2);
+    const key = newKey();
+    expectProblem(await api.reserve({ lines: [{ itemId: item, quantity: 3 }] }, key), 'insufficient_stock');
+    expectReservation(await api.reserve({ lines: [{ itemId: item, quantity: 2 }] }, key), 201);
+  });
+});
+
+describe('the same key while the first request is still in flight', () => {
+  // No inject can pause a request between its Redis decision and its PostgreSQL commit, so these tests write the
+  // record that request would have left, in the format of src/service/idempotency.ts:
+  // `<prefix>idem:<scope>:<key>` → `<requestHash>|<reservationId>|<claimedAtMs>`.
+  async function inFlight(key: string, body: unknown, claimedAtMs = Date.now()): Promise<string> {
+    const { redis, keys } = t.app.runtime;
+    const redisKey = keys.idempotency(ANONYMOUS, key);
+    await redis.set(redisKey, recordPrefix(requestHash(body), '00000000-0000-7000-8000-000000000000') + claimedAtMs, 'PX', 600_000);
+    return redisKey;
+  }
+
+  it('the same body answers 409 idempotency_key_in_use and holds nothing', async () => {
+    const item = await stocked(5);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 2 }] };
+    await inFlight(key, body);
+    expectProblem(await api.reserve(body, key), 'idempotency_key_in_use');
+    expect(await api.at(item)).toEqual({ onHand: 5, reserved: 0, available: 5 });
+  });
+
+  it('a different body answers 422 idempotency_key_reused', async () => {
+    const item = await stocked(5);
+    const key = newKey();
+    await inFlight(key, { lines: [{ itemId: item, quantity: 2 }] });
+    expectProblem(await api.reserve({ lines: [{ itemId: item, quantity: 3 }] }, key), 'idempotency_key_reused');
+    expect(await api.at(item)).toEqual({ onHand: 5, reserved: 0, available: 5 });
+  });
+
+  it('once the in-flight record is gone, the key can be used', async () => {
+    const item = await stocked(5);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 2 }] };
+    const redisKey = await inFlight(key, body);
+    expectProblem(await api.reserve(body, key), 'idempotency_key_in_use');
+    await t.app.runtime.redis.del(redisKey);
+    expectReservation(await api.reserve(body, key), 201);
+    expect(await api.at(item)).toEqual({ onHand: 5, reserved: 2, available: 3 });
+  });
+
+  it('a record a minute old that PostgreSQL never committed belongs to a request that died: the key is free', async () => {
+    const item = await stocked(5);
+    const key = newKey();
+    await inFlight(key, { lines: [{ itemId: item, quantity: 1 }] }, Date.now() - 61_000);
+    // Failed requests bind nothing, so even another body may now use the key.
+    const body = { lines: [{ itemId: item, quantity: 2 }] };
+    const created = await api.reserve(body, key);
+    expectReservation(created, 201);
+    expectReplayOf(await api.reserve(body, key), created);
+    expect(await api.at(item)).toEqual({ onHand: 5, reserved: 2, available: 3 });
+  });
+});
