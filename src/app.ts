@@ -62,7 +62,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     genReqId: () => randomUUID(),
     bodyLimit: MAX_BODY_BYTES,
     // Ids longer than any valid one must still reach the routes, to be answered 400 or 404 as problems.
-    maxParamLength: 8192,
+    routerOptions: { maxParamLength: 8192 },
     frameworkErrors: (error, request, reply) => {
       // A URL that cannot be decoded names nothing.
       const reservation = /^\/reservations\/[^/]+(\/(confirm|release))?$/.test(request.url.split('?')[0] ?? '');

@@ -53,6 +53,8 @@ const RETRYABLE = new Set(['40001', '40P01']); // serialization failure, deadloc
 const MAX_ATTEMPTS = 3;
 
 interface Movement {
+  /** Which operation's success lets this row into the ledger. */
+  gate: 'reserve' | 'transition' | 'stock';
   itemId: string;
   location: string;
   kind: string;
@@ -192,93 +194,107 @@ export class BatchWriter {
     }
   }
 
-  /** Runs the batch's statements; marks operations PostgreSQL refuses as conflicts (they change nothing). */
+  /**
+   * Records the batch in one statement: data-modifying CTEs insert the idempotency keys (the unique key decides
+   * which reservations are created), the reservations and their lines, move pending reservations to their final
+   * states, and apply the ledger rows of exactly the operations that took effect, summed into one stock-row
+   * update per (item, location). Operations PostgreSQL refused are marked conflicts: they changed nothing.
+   */
   private async apply(client: pg.PoolClient, ops: RecordOp[], results: RecordResult[]): Promise<void> {
-    const live = (kind: RecordOp['kind']) =>
-      ops.flatMap((op, i) => (op.kind === kind && results[i] === 'recorded' ? [i] : []));
+    const live = ops.filter((_, i) => results[i] === 'recorded');
+    if (live.length === 0) return;
+    const reserves = live.filter((op) => op.kind === 'reserve');
+    const transitions = live
+      .filter((op) => op.kind === 'transition')
+      .sort((a, b) => (a.reservationId < b.reservationId ? -1 : a.reservationId > b.reservationId ? 1 : 0));
+    const lines = reserves.flatMap((r) => r.reservation.lines.map((l, n) => ({ id: r.reservation.id, n, ...l })));
+    const movements = live.flatMap(movementsOf);
+    const column = <T, V>(rows: T[], pick: (row: T) => V): V[] => rows.map(pick);
 
-    const reserves = live('reserve');
-    if (reserves.length > 0) {
-      const rs = reserves.map((i) => ops[i] as Extract<RecordOp, { kind: 'reserve' }>);
-      const won = await client.query<{ reservation_id: string }>(
-        `INSERT INTO idempotency_keys (scope, key, request_hash, reservation_id, status_code, response)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::smallint[], $6::text[])
-         ON CONFLICT DO NOTHING RETURNING reservation_id`,
-        [
-          rs.map((r) => r.idempotency.scope),
-          rs.map((r) => r.idempotency.key),
-          rs.map((r) => r.idempotency.requestHash),
-          rs.map((r) => r.reservation.id),
-          rs.map((r) => r.idempotency.statusCode),
-          rs.map((r) => JSON.stringify(r.idempotency.response)),
-        ],
-      );
-      const winners = new Set(won.rows.map((r) => r.reservation_id));
-      reserves.forEach((i, n) => {
-        if (!winners.has(rs[n]!.reservation.id)) results[i] = 'conflict';
-      });
-      const created = rs.filter((r) => winners.has(r.reservation.id)).map((r) => r.reservation);
-      if (created.length > 0) {
-        await client.query(
-          `INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at)
-           SELECT id, 'pending', reference, metadata, expires_at, created_at, created_at
-           FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[])
-             AS t(id, reference, metadata, expires_at, created_at)`,
-          [
-            created.map((r) => r.id),
-            created.map((r) => r.reference),
-            created.map((r) => JSON.stringify(r.metadata)),
-            created.map((r) => r.expiresAt),
-            created.map((r) => r.createdAt),
-          ],
-        );
-        const lines = created.flatMap((r) => r.lines.map((l, n) => ({ id: r.id, n, ...l })));
-        await client.query(
-          `INSERT INTO reservation_lines (reservation_id, line_no, item_id, location, quantity)
-           SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::text[], $5::int[])`,
-          [lines.map((l) => l.id), lines.map((l) => l.n), lines.map((l) => l.itemId), lines.map((l) => l.location), lines.map((l) => l.quantity)],
-        );
-      }
-    }
-
-    const transitions = live('transition').sort((a, b) => {
-      const x = (ops[a] as Extract<RecordOp, { kind: 'transition' }>).reservationId;
-      const y = (ops[b] as Extract<RecordOp, { kind: 'transition' }>).reservationId;
-      return x < y ? -1 : x > y ? 1 : 0; // one lock order for every batch: no deadlocks between batches
+    const { rows } = await client.query<{ created: string[] | null; moved: string[] | null }>(RECORD_BATCH, [
+      column(reserves, (r) => r.idempotency.scope),
+      column(reserves, (r) => r.idempotency.key),
+      column(reserves, (r) => r.idempotency.requestHash),
+      column(reserves, (r) => r.reservation.id),
+      column(reserves, (r) => r.idempotency.statusCode),
+      column(reserves, (r) => JSON.stringify(r.idempotency.response)),
+      column(reserves, (r) => r.reservation.reference),
+      column(reserves, (r) => JSON.stringify(r.reservation.metadata)),
+      column(reserves, (r) => r.reservation.expiresAt),
+      column(reserves, (r) => r.reservation.createdAt),
+      column(lines, (l) => l.id),
+      column(lines, (l) => l.n),
+      column(lines, (l) => l.itemId),
+      column(lines, (l) => l.location),
+      column(lines, (l) => l.quantity),
+      column(transitions, (t) => t.reservationId),
+      column(transitions, (t) => t.to),
+      column(transitions, (t) => t.at),
+      column(movements, (m) => m.itemId),
+      column(movements, (m) => m.location),
+      column(movements, (m) => m.kind),
+      column(movements, (m) => m.onHand),
+      column(movements, (m) => m.reserved),
+      column(movements, (m) => m.reservationId),
+      column(movements, (m) => m.reason),
+      column(movements, (m) => m.gate),
+    ]);
+    const created = new Set(rows[0]?.created ?? []);
+    const moved = new Set(rows[0]?.moved ?? []);
+    ops.forEach((op, i) => {
+      if (results[i] !== 'recorded') return;
+      if (op.kind === 'reserve' && !created.has(op.reservation.id)) results[i] = 'conflict';
+      if (op.kind === 'transition' && !moved.has(op.reservationId)) results[i] = 'conflict';
     });
-    if (transitions.length > 0) {
-      const ts = transitions.map((i) => ops[i] as Extract<RecordOp, { kind: 'transition' }>);
-      const updated = await client.query<{ id: string }>(
-        `UPDATE reservations r SET status = t.status, updated_at = t.at
-         FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS t(id, status, at)
-         WHERE r.id = t.id AND r.status = 'pending'
-         RETURNING r.id`,
-        [ts.map((t) => t.reservationId), ts.map((t) => t.to), ts.map((t) => t.at)],
-      );
-      const moved = new Set(updated.rows.map((r) => r.id));
-      transitions.forEach((i, n) => {
-        if (!moved.has(ts[n]!.reservationId)) results[i] = 'conflict';
-      });
-    }
-
-    const movements = ops.flatMap((op, i) => (results[i] === 'recorded' ? movementsOf(op) : []));
-    if (movements.length === 0) return;
-    await upsertStock(client, movements);
-    await client.query(
-      `INSERT INTO stock_movements (item_id, location, kind, on_hand_delta, reserved_delta, reservation_id, reason)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::uuid[], $7::text[])`,
-      [
-        movements.map((m) => m.itemId),
-        movements.map((m) => m.location),
-        movements.map((m) => m.kind),
-        movements.map((m) => m.onHand),
-        movements.map((m) => m.reserved),
-        movements.map((m) => m.reservationId),
-        movements.map((m) => m.reason),
-      ],
-    );
   }
 }
+
+/**
+ * One round trip for a whole batch. Stock rows are updated in key order, so concurrent batches (on this node or
+ * others) never deadlock on them; the ledger keeps every movement while the stock row takes their sum.
+ */
+const RECORD_BATCH = `
+WITH idem AS (
+  INSERT INTO idempotency_keys (scope, key, request_hash, reservation_id, status_code, response)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::smallint[], $6::text[])
+  ON CONFLICT DO NOTHING
+  RETURNING reservation_id
+), created AS (
+  INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at)
+  SELECT t.id, 'pending', t.reference, t.metadata, t.expires_at, t.created_at, t.created_at
+  FROM unnest($4::uuid[], $7::text[], $8::jsonb[], $9::timestamptz[], $10::timestamptz[])
+    AS t(id, reference, metadata, expires_at, created_at)
+  WHERE t.id IN (SELECT reservation_id FROM idem)
+  RETURNING id
+), lines AS (
+  INSERT INTO reservation_lines (reservation_id, line_no, item_id, location, quantity)
+  SELECT l.id, l.n, l.item_id, l.location, l.quantity
+  FROM unnest($11::uuid[], $12::smallint[], $13::text[], $14::text[], $15::int[]) AS l(id, n, item_id, location, quantity)
+  WHERE l.id IN (SELECT id FROM created)
+), moved AS (
+  UPDATE reservations r SET status = t.status, updated_at = t.at
+  FROM unnest($16::uuid[], $17::text[], $18::timestamptz[]) AS t(id, status, at)
+  WHERE r.id = t.id AND r.status = 'pending'
+  RETURNING r.id
+), movements AS (
+  SELECT m.item_id, m.location, m.kind, m.on_hand_delta, m.reserved_delta, m.reservation_id, m.reason
+  FROM unnest($19::text[], $20::text[], $21::text[], $22::bigint[], $23::bigint[], $24::uuid[], $25::text[], $26::text[])
+    AS m(item_id, location, kind, on_hand_delta, reserved_delta, reservation_id, reason, gate)
+  WHERE m.gate = 'stock'
+     OR (m.gate = 'reserve' AND m.reservation_id IN (SELECT reservation_id FROM idem))
+     OR (m.gate = 'transition' AND m.reservation_id IN (SELECT id FROM moved))
+), ledger AS (
+  INSERT INTO stock_movements (item_id, location, kind, on_hand_delta, reserved_delta, reservation_id, reason)
+  SELECT * FROM movements
+), stocked AS (
+  INSERT INTO stock AS s (item_id, location, on_hand, reserved)
+  SELECT item_id, location, sum(on_hand_delta), sum(reserved_delta) FROM movements
+  GROUP BY item_id, location ORDER BY item_id, location
+  ON CONFLICT (item_id, location) DO UPDATE
+    SET on_hand = s.on_hand + excluded.on_hand, reserved = s.reserved + excluded.reserved, updated_at = now()
+)
+SELECT (SELECT array_agg(reservation_id)::text[] FROM idem) AS created,
+       (SELECT array_agg(id)::text[] FROM moved) AS moved`;
 
 class CommittedAfterAll extends Error {}
 
@@ -287,11 +303,22 @@ function movementsOf(op: RecordOp): Movement[] {
   switch (op.kind) {
     case 'stock':
       return [
-        { itemId: op.itemId, location: op.location, kind: op.movement, onHand: op.onHandDelta, reserved: 0, reservationId: null, reason: op.reason },
+        {
+          gate: 'stock',
+          itemId: op.itemId,
+          location: op.location,
+          kind: op.movement,
+          onHand: op.onHandDelta,
+          reserved: 0,
+          reservationId: null,
+          reason: op.reason,
+        },
       ];
     case 'reserve':
       return op.reservation.lines.map((l) => ({
-        ...l,
+        gate: 'reserve' as const,
+        itemId: l.itemId,
+        location: l.location,
         kind: 'reserve',
         onHand: 0,
         reserved: l.quantity,
@@ -301,6 +328,7 @@ function movementsOf(op: RecordOp): Movement[] {
     case 'transition': {
       const kind = { confirmed: 'confirm', released: 'release', expired: 'expire' }[op.to];
       return op.lines.map((l) => ({
+        gate: 'transition' as const,
         itemId: l.itemId,
         location: l.location,
         kind,
@@ -311,24 +339,4 @@ function movementsOf(op: RecordOp): Movement[] {
       }));
     }
   }
-}
-
-/** One row update per (item, location) per batch, in key order so concurrent batches never deadlock. */
-async function upsertStock(client: pg.PoolClient, movements: Movement[]): Promise<void> {
-  const sums = new Map<string, { itemId: string; location: string; onHand: number; reserved: number }>();
-  for (const m of movements) {
-    const key = `${m.itemId}\u0000${m.location}`;
-    const s = sums.get(key) ?? { itemId: m.itemId, location: m.location, onHand: 0, reserved: 0 };
-    s.onHand += m.onHand;
-    s.reserved += m.reserved;
-    sums.set(key, s);
-  }
-  const rows = [...sums.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, s]) => s);
-  await client.query(
-    `INSERT INTO stock AS s (item_id, location, on_hand, reserved)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
-     ON CONFLICT (item_id, location) DO UPDATE
-       SET on_hand = s.on_hand + excluded.on_hand, reserved = s.reserved + excluded.reserved, updated_at = now()`,
-    [rows.map((r) => r.itemId), rows.map((r) => r.location), rows.map((r) => r.onHand), rows.map((r) => r.reserved)],
-  );
 }
