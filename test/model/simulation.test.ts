@@ -1,0 +1,386 @@
+import { isDeepStrictEqual } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Api, outcome, problemOf, reservationOf, untilTime, waitFor, waitReady, type Answer } from '../helpers/api.js';
+import { startTestApp, type TestApp } from '../helpers/app.js';
+import { checkInvariants, figuresOf } from '../helpers/invariants.js';
+import { mulberry32, seedFromEnv } from '../helpers/random.js';
+import { DEFAULT_LOCATION, Model, type Expected, type ReserveBody, type RequestLine } from './model.js';
+
+/**
+ * A seeded randomized simulation (tigerbeetle's VOPR idea, small): reserve / confirm / release / adjust / set /
+ * expire / replay against the real service (Redis + PostgreSQL) and against the pure model in model.ts, one
+ * request at a time, comparing every answer (status, code, short lines, documents) and every item's availability
+ * after every step, and checking the invariants (Redis = PostgreSQL, no oversell) every CHECK_EVERY steps.
+ *
+ * Replay: `SEED=<n> npx vitest run test/model`. The PRNG fixes the operations; time is paced on a virtual grid
+ * (a step every GRID_MS) so that which reservations have expired at each step is the same from run to run as
+ * long as each step finishes within its slot. No operation runs within ±MARGIN_MS of a pending reservation's
+ * TTL boundary: the driver waits past it, so the answers do not depend on scheduling jitter.
+ */
+
+const SEED = seedFromEnv();
+const STEPS = Number(process.env.SIM_STEPS ?? 320);
+const GRID_MS = 50;
+const MARGIN_MS = 150;
+const CHECK_EVERY = 64;
+const CHECK_BUDGET_MS = 600;
+const SHORT_TTL_SHARE = 0.35;
+const LONG_TTL_SECONDS = 600;
+
+const ITEMS = ['sim-a', 'sim-b', 'sim-c', 'sim-d'] as const;
+const GHOST = 'sim-ghost'; // never stocked
+/** Pairs stocked at the start; `sim-d@wh-3` exists only once a set creates it. */
+const INITIAL_PAIRS = [
+  { itemId: 'sim-a', location: DEFAULT_LOCATION },
+  { itemId: 'sim-a', location: 'wh-1' },
+  { itemId: 'sim-b', location: DEFAULT_LOCATION },
+  { itemId: 'sim-c', location: DEFAULT_LOCATION },
+  { itemId: 'sim-c', location: 'wh-2' },
+  { itemId: 'sim-d', location: DEFAULT_LOCATION },
+];
+const LATE_PAIR = { itemId: 'sim-d', location: 'wh-3' };
+const ALL_PAIRS = [...INITIAL_PAIRS, LATE_PAIR];
+
+type Op =
+  | 'reserve'
+  | 'replay'
+  | 'reuse_key'
+  | 'confirm'
+  | 'release'
+  | 'get'
+  | 'adjust'
+  | 'set'
+  | 'expire'
+  | 'wait'
+  | 'duplicate_lines'
+  | 'unknown_reservation';
+
+const WEIGHTS: [Op, number][] = [
+  ['reserve', 28],
+  ['replay', 5],
+  ['reuse_key', 3],
+  ['confirm', 14],
+  ['release', 9],
+  ['get', 5],
+  ['adjust', 10],
+  ['set', 8],
+  ['expire', 2],
+  ['wait', 2],
+  ['duplicate_lines', 1],
+  ['unknown_reservation', 2],
+];
+
+class SimulationFailure extends Error {}
+
+/** Differences between an answer and what the model expects (empty when they agree). */
+function differences(a: Answer, e: Expected): string[] {
+  const out: string[] = [];
+  if (a.status !== e.status) out.push(`status ${a.status}, model says ${e.status}`);
+  if ('code' in e) {
+    const p = problemOf(a);
+    if (p?.code !== e.code) out.push(`code ${String(p?.code)}, model says ${e.code}`);
+    if (!(a.headers['content-type'] ?? '').startsWith('application/problem+json')) out.push('not application/problem+json');
+    if (e.lines && !isDeepStrictEqual(p?.lines, e.lines)) out.push(`short lines ${JSON.stringify(p?.lines)}, model says ${JSON.stringify(e.lines)}`);
+    return out;
+  }
+  if (a.status >= 400) return out;
+  if ('availability' in e && !isDeepStrictEqual(a.body, e.availability)) {
+    out.push(`availability ${JSON.stringify(a.body)}, model says ${JSON.stringify(e.availability)}`);
+  }
+  if ('reservationId' in e) {
+    const doc = reservationOf(a);
+    if (doc?.id !== e.reservationId) out.push(`id ${String(doc?.id)}, model says ${e.reservationId}`);
+    if (doc?.status !== e.reservationStatus) out.push(`status "${String(doc?.status)}", model says "${e.reservationStatus}"`);
+  }
+  if ('created' in e) {
+    const doc = reservationOf(a);
+    const c = e.created;
+    if (a.headers['idempotent-replayed'] !== undefined) out.push('a new reservation flagged as replayed');
+    if (doc.status !== 'pending') out.push(`new reservation status ${doc.status}`);
+    if (!isDeepStrictEqual(doc.lines, c.lines)) out.push(`lines ${JSON.stringify(doc.lines)}, model says ${JSON.stringify(c.lines)}`);
+    if (doc.reference !== c.reference) out.push(`reference ${String(doc.reference)}, model says ${String(c.reference)}`);
+    if (!isDeepStrictEqual(doc.metadata, c.metadata)) out.push(`metadata ${JSON.stringify(doc.metadata)}, model says ${JSON.stringify(c.metadata)}`);
+    if (Date.parse(doc.expiresAt) - Date.parse(doc.createdAt) !== c.ttlMs) out.push(`expiresAt − createdAt ≠ ${c.ttlMs} ms`);
+    if (doc.updatedAt !== doc.createdAt) out.push('updatedAt ≠ createdAt on a new reservation');
+  }
+  if ('replayOf' in e) {
+    if (a.headers['idempotent-replayed'] !== 'true') out.push('a replay without Idempotent-Replayed: true');
+    if (!isDeepStrictEqual(a.body, e.replayOf)) out.push(`replayed ${JSON.stringify(a.body)}, first answer was ${JSON.stringify(e.replayOf)}`);
+  }
+  return out;
+}
+
+describe('simulation against the model', () => {
+  let t: TestApp;
+
+  beforeAll(async () => {
+    t = await startTestApp({ SWEEPER_INTERVAL_MS: 100 });
+    await waitReady(t.app);
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it(`${STEPS} seeded random steps agree with the model (SEED=${SEED})`, async () => {
+    const rng = mulberry32(SEED);
+    const api = Api.inject(t.app);
+    let model = new Model();
+    const created: { id: string; key: string }[] = [];
+    const usedKeys: { key: string; body: ReserveBody }[] = [];
+    const history: string[] = [];
+    const seen = new Map<string, number>(); // "confirm 409 reservation_expired" → how often
+    let step = 0;
+    const T0 = Math.ceil(Date.now() / GRID_MS) * GRID_MS + GRID_MS;
+    let v = 0; // virtual time: the current step runs at T0 + v
+
+    const fail = (message: string): never => {
+      throw new SimulationFailure(
+        `SEED=${SEED} (replay: SEED=${SEED} npx vitest run test/model)\nstep ${step}: ${message}\n\nlast steps:\n${history.slice(-25).join('\n')}`,
+      );
+    };
+
+    /** Moves virtual time on to the first grid slot at or after `ms` past T0. */
+    const advanceTo = (ms: number) => {
+      v = Math.max(v, Math.ceil(ms / GRID_MS) * GRID_MS);
+    };
+
+    /** Waits for this step's slot, first moving past any pending reservation's TTL boundary that is too close. */
+    const paceStep = async () => {
+      for (;;) {
+        const now = T0 + v;
+        const near = model.allReservations().filter((r) => r.state === 'pending' && Math.abs(now - r.expiresAt) < MARGIN_MS);
+        if (near.length === 0) break;
+        advanceTo(Math.max(...near.map((r) => r.expiresAt)) + MARGIN_MS - T0);
+      }
+      await untilTime(T0 + v + 5);
+    };
+
+    /**
+     * Sends one request and compares the answer with the model's. The decision happened at some instant between
+     * sending and receiving; if a TTL boundary fell in between (only when a step overran its slot by far), each
+     * side of it is tried and the model follows the one the service took.
+     */
+    const call = async (label: string, send: () => Promise<Answer>, expect: (m: Model, now: number) => Expected) => {
+      const t0 = Date.now();
+      const answer = await send();
+      const t1 = Date.now();
+      const boundaries = model.allReservations().filter((r) => r.state === 'pending' && r.expiresAt > t0 && r.expiresAt <= t1);
+      const instants = [t0, ...boundaries.map((r) => r.expiresAt).sort((a, b) => a - b)];
+      let first: string[] | undefined;
+      for (const now of instants) {
+        const m = instants.length === 1 ? model : model.clone();
+        const expected = expect(m, now);
+        const diffs = differences(answer, expected);
+        if (diffs.length === 0) {
+          model = m;
+          history.push(`#${step} +${v}ms ${label} → ${outcome(answer)}`);
+          const kind = `${label.split(' ')[0]!} ${outcome(answer)}`;
+          seen.set(kind, (seen.get(kind) ?? 0) + 1);
+          return { answer, expected };
+        }
+        first ??= diffs;
+      }
+      return fail(`${label} → ${outcome(answer)} ${answer.text}\n  ${first!.join('\n  ')}`);
+    };
+
+    const stockPairs = () => ALL_PAIRS.filter((p) => model.onHand(p.itemId, p.location) !== undefined);
+
+    const randomBody = (): ReserveBody => {
+      const pool = rng.chance(0.03) ? [...ALL_PAIRS, { itemId: GHOST, location: DEFAULT_LOCATION }] : ALL_PAIRS;
+      const lines: RequestLine[] = rng.sample(pool, rng.pick([1, 1, 2, 2, 3])).map((p) => ({
+        itemId: p.itemId,
+        ...(p.location === DEFAULT_LOCATION && rng.chance(0.5) ? {} : { location: p.location }),
+        quantity: rng.int(1, 3),
+      }));
+      return {
+        lines,
+        ttlSeconds: rng.chance(SHORT_TTL_SHARE) ? rng.int(1, 2) : LONG_TTL_SECONDS,
+        ...(rng.chance(0.3) ? { reference: `order-${step}` } : {}),
+        ...(rng.chance(0.2) ? { metadata: { channel: rng.pick(['web', 'app']), step: String(step) } } : {}),
+      };
+    };
+
+    const reserve = async (key: string, body: ReserveBody) => {
+      const { answer, expected } = await call(`reserve ${key} ${JSON.stringify(body)}`, () => api.reserve(key, body), (m, now) =>
+        m.reserve(key, body, now),
+      );
+      if ('created' in expected) {
+        const doc = reservationOf(answer);
+        model.created(key, body, doc.id, Date.parse(doc.expiresAt), answer.body);
+        created.push({ id: doc.id, key });
+      }
+    };
+
+    /** Mostly recent reservations (likely still pending), sometimes any (terminal states, idempotent answers). */
+    const pickReservation = (): string | undefined => {
+      if (created.length === 0) return undefined;
+      const from = rng.chance(0.6) ? Math.max(0, created.length - 8) : 0;
+      return created[rng.int(from, created.length - 1)]!.id;
+    };
+
+    const checkAvailabilityOfAll = async () => {
+      for (const itemId of [...ITEMS, GHOST]) {
+        await call(`availability ${itemId}`, () => api.availability(itemId), (m, now) => m.availability(itemId, now));
+      }
+    };
+
+    const checkAll = async (when: string) => {
+      let report;
+      try {
+        report = await checkInvariants(t.app, [...ITEMS, GHOST]);
+      } catch (err) {
+        return fail(`invariants (${when}): ${(err as Error).message}`);
+      }
+      for (const p of stockPairs()) {
+        const pgOnHand = figuresOf(report, p.itemId, p.location).pg.onHand;
+        if (pgOnHand !== model.onHand(p.itemId, p.location)) {
+          fail(`PostgreSQL on_hand of ${p.itemId}@${p.location} is ${pgOnHand}, model says ${model.onHand(p.itemId, p.location)}`);
+        }
+      }
+    };
+
+    // Opening stock.
+    await paceStep();
+    for (const p of INITIAL_PAIRS) {
+      const quantity = rng.int(6, 20);
+      await call(`set ${p.itemId}@${p.location} = ${quantity}`, () => api.setStock(p.itemId, quantity, p.location), (m, now) =>
+        m.setStock(p.itemId, p.location, quantity, now),
+      );
+    }
+    v += GRID_MS;
+
+    const totalWeight = WEIGHTS.reduce((s, [, w]) => s + w, 0);
+    for (step = 1; step <= STEPS; step++) {
+      let roll = rng.int(1, totalWeight);
+      const op = WEIGHTS.find(([, w]) => (roll -= w) <= 0)![0];
+      await paceStep();
+
+      switch (op) {
+        case 'reserve': {
+          const key = `k-${step}`;
+          const body = randomBody();
+          usedKeys.push({ key, body });
+          await reserve(key, body);
+          break;
+        }
+        case 'replay': {
+          // The same key and body: a replay if the first one succeeded, a fresh attempt if it failed.
+          if (usedKeys.length === 0) break;
+          const { key, body } = rng.pick(usedKeys);
+          await reserve(key, body);
+          break;
+        }
+        case 'reuse_key': {
+          if (usedKeys.length === 0) break;
+          const used = rng.pick(usedKeys);
+          const body = randomBody();
+          usedKeys.push({ key: used.key, body });
+          await reserve(used.key, body);
+          break;
+        }
+        case 'confirm':
+        case 'release':
+        case 'get': {
+          const id = pickReservation();
+          if (!id) break;
+          await call(`${op} ${id}`, () => api[op](id), (m, now) => m[op](id, now));
+          break;
+        }
+        case 'adjust': {
+          const target = rng.chance(0.1)
+            ? rng.pick([LATE_PAIR, { itemId: GHOST, location: DEFAULT_LOCATION }, { itemId: 'sim-b', location: 'wh-1' }])
+            : rng.pick(INITIAL_PAIRS);
+          let delta = rng.int(-4, 7);
+          if (delta === 0) delta = 1;
+          await call(
+            `adjust ${target.itemId}@${target.location} ${delta > 0 ? '+' : ''}${delta}`,
+            () => api.adjust(target.itemId, delta, target.location === DEFAULT_LOCATION ? undefined : target.location, 'simulation'),
+            (m, now) => m.adjust(target.itemId, target.location, delta, now),
+          );
+          break;
+        }
+        case 'set': {
+          const target = rng.chance(0.15) ? LATE_PAIR : rng.pick(INITIAL_PAIRS);
+          const quantity = rng.int(0, 25);
+          await call(
+            `set ${target.itemId}@${target.location} = ${quantity}`,
+            () => api.setStock(target.itemId, quantity, target.location),
+            (m, now) => m.setStock(target.itemId, target.location, quantity, now),
+          );
+          break;
+        }
+        case 'expire': {
+          // Let a live short reservation's TTL pass, then see it expired and unconfirmable.
+          const now = T0 + v;
+          const live = model.allReservations().filter((r) => r.state === 'pending' && r.expiresAt > now && r.expiresAt - now < 5_000);
+          if (live.length === 0) break;
+          const r = rng.pick(live);
+          advanceTo(r.expiresAt + MARGIN_MS - T0);
+          await paceStep();
+          await call(`get ${r.id} after its TTL`, () => api.get(r.id), (m, at) => m.get(r.id, at));
+          await call(`confirm ${r.id} after its TTL`, () => api.confirm(r.id), (m, at) => m.confirm(r.id, at));
+          break;
+        }
+        case 'wait':
+          v += rng.int(2, 10) * GRID_MS;
+          await paceStep();
+          break;
+        case 'duplicate_lines': {
+          const p = rng.pick(INITIAL_PAIRS);
+          const body: ReserveBody = { lines: [{ itemId: p.itemId, location: p.location, quantity: 1 }, { itemId: p.itemId, location: p.location, quantity: 2 }] };
+          await reserve(`dup-${step}`, body);
+          break;
+        }
+        case 'unknown_reservation': {
+          const id = rng.pick(['00000000-0000-7000-8000-000000000000', 'not-a-uuid']);
+          const action = rng.pick(['confirm', 'release', 'get'] as const);
+          await call(`${action} unknown ${id}`, () => api[action](id), (m, now) => m[action](id, now));
+          break;
+        }
+      }
+
+      await checkAvailabilityOfAll();
+      v += GRID_MS;
+      if (step % CHECK_EVERY === 0) {
+        await checkAll(`after step ${step}`);
+        v += CHECK_BUDGET_MS;
+      }
+    }
+
+    // The end: let every short TTL pass; the sweeper must record each overdue row as expired by itself.
+    const lastExpiry = Math.max(
+      T0 + v,
+      ...model.allReservations().filter((r) => r.state === 'pending' && r.expiresAt - (T0 + v) < 10_000).map((r) => r.expiresAt),
+    );
+    advanceTo(lastExpiry + MARGIN_MS - T0);
+    await paceStep();
+    const end = T0 + v;
+    await waitFor(
+      'the sweeper to record every overdue reservation',
+      async () => {
+        const { rows } = await t.app.runtime.db.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM reservations WHERE status = 'pending' AND expires_at <= now()",
+        );
+        return rows[0]!.n === 0 ? true : undefined;
+      },
+      { timeoutMs: 5_000 },
+    );
+    const { rows } = await t.app.runtime.db.query<{ id: string; status: string }>('SELECT id, status FROM reservations');
+    const stored = new Map(rows.map((r) => [r.id, r.status]));
+    for (const r of model.allReservations()) {
+      const status = model.statusOf(r, end);
+      if (stored.get(r.id) !== status) fail(`reservation ${r.id} is stored as ${String(stored.get(r.id))}, model says ${status}`);
+    }
+    expect(stored.size).toBe(model.allReservations().length);
+    await checkAvailabilityOfAll();
+    await checkAll('at the end');
+
+    const statuses = model.allReservations().map((r) => model.statusOf(r, end));
+    const count = (s: string) => statuses.filter((x) => x === s).length;
+    console.info(
+      `simulation SEED=${SEED}: ${STEPS} steps, ${created.length} reservations ` +
+        `(${count('confirmed')} confirmed, ${count('released')} released, ${count('expired')} expired, ${count('pending')} pending), ` +
+        `virtual ${v} ms\n  outcomes: ${[...seen].filter(([k]) => !k.startsWith('availability')).sort().map(([k, n]) => `${k} ×${n}`).join(', ')}`,
+    );
+  }, 120_000);
+});
