@@ -7,6 +7,7 @@ import type { Decisions } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
 import { HoldState } from '../redis/status.js';
 import { recordPrefix } from '../service/idempotency.js';
+import { checkOut } from '../store/database.js';
 import { FENCE_LOCK_ID } from '../store/fence.js';
 
 export type RecoveryPhase = 'ready' | 'rebuilding' | 'waiting_for_rebuild' | 'redis_unreachable' | 'starting';
@@ -84,7 +85,7 @@ export class Recovery {
   async rebuild(token: string): Promise<void> {
     const { redis, db, keys, decisions, metrics, log } = this.d;
     const started = performance.now();
-    const client = await db.connect();
+    const client = await checkOut(db);
     let markerSet = false;
     try {
       await client.query('BEGIN');

@@ -54,10 +54,12 @@ export class Sweeper {
       overdue.map(async (r) => {
         const holds = await decisions.expire(r.id, r.lines, 'inspect');
         if (holds.pending > 0) return; // Redis' clock says not yet
-        // A confirmed hold PostgreSQL never recorded: its request may still be committing. After the grace its
-        // process is taken as dead: record the expiry first, then give the units back in Redis.
+        // A hold Redis confirmed or released that PostgreSQL has not recorded: its request, decided before the
+        // TTL, may still be committing, and must win. After the grace its process is taken as dead: record the
+        // expiry first, then (for a confirm) give the units back in Redis.
         const unrecordedConfirm = holds.confirmed > 0;
-        if (unrecordedConfirm && Date.now() < r.expiresAt.getTime() + this.options.unrecordedGraceMs) return;
+        const unrecorded = unrecordedConfirm || holds.released > 0;
+        if (unrecorded && Date.now() < r.expiresAt.getTime() + this.options.unrecordedGraceMs) return;
         const result = await writer.submit({
           kind: 'transition',
           generation: holds.generation,

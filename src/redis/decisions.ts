@@ -22,7 +22,7 @@ export type SettleDecision =
   | { kind: 'insufficient'; short: { lineIndex: number; onHand: number }[] };
 
 export type StockDecision =
-  | { kind: 'changed'; generation: string; onHandDelta: number; fields: StockFields }
+  | { kind: 'changed'; generation: string; onHandDelta: number; created: boolean; fields: StockFields }
   | { kind: 'not_found' }
   | { kind: 'stale' }
   | { kind: 'insufficient'; onHand: number };
@@ -196,23 +196,32 @@ export class Decisions {
     };
   }
 
-  /** `generation`: only change if Redis is still at that generation (a compensation); else `stale`. */
+  /**
+   * `undo` takes back an unrecorded change (`amount`: its on-hand delta; `created`: it created the location), only
+   * if Redis is still at `generation`, else `stale`.
+   */
   async changeStock(
     itemId: string,
     location: string,
-    mode: 'set' | 'adjust',
+    mode: 'set' | 'adjust' | 'undo',
     amount: number,
-    generation = '',
+    undo: { generation: string; created: boolean } = { generation: '', created: false },
   ): Promise<StockDecision> {
     const k = this.keys.item(itemId);
     const reply = await this.call(
       'stock',
       [this.keys.marker, k.stock, k.holds, k.exp],
-      [mode, location, amount, this.retentionMs, generation],
+      [mode, location, amount, this.retentionMs, undo.generation, undo.created ? '1' : '0'],
     );
     switch (reply[0]) {
       case S.OK:
-        return { kind: 'changed', generation: String(reply[1]), onHandDelta: Number(reply[2]), fields: reply[3] as StockFields };
+        return {
+          kind: 'changed',
+          generation: String(reply[1]),
+          onHandDelta: Number(reply[2]),
+          created: reply[3] === 1,
+          fields: reply[4] as StockFields,
+        };
       case S.NOT_FOUND:
         return { kind: 'not_found' };
       case S.INSUFFICIENT:

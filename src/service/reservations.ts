@@ -224,10 +224,10 @@ export class ReservationService implements ReservationApi {
       () => this.d.decisions.undoSettle(action, generation, r.id, r.lines),
     );
     if (result === 'conflict') {
-      // The sweeper recorded the expiry first; PostgreSQL has the last word.
+      // The sweeper recorded the expiry first (our request outlived its grace); PostgreSQL has the last word.
       const now = await this.load(r.id);
-      if (now.status !== to) throw ended(now.status === 'pending' ? 'expired' : now.status);
-      return toDocument(now);
+      if (now.status === to || (action === 'release' && now.status === 'expired')) return toDocument(now);
+      throw ended(now.status === 'pending' ? 'expired' : now.status);
     }
     this.d.metrics.reservations.inc({ outcome: to });
     return toDocument({ ...r, status: to, updatedAt: at }, at);

@@ -54,22 +54,30 @@ export class StockService implements StockApi {
         reason,
       });
     } catch (err) {
-      await this.compensate(err, itemId, location, decision.generation, decision.onHandDelta);
+      await this.compensate(err, itemId, location, decision);
       throw unavailable('PostgreSQL did not record the change; nothing was applied, retry', err);
     }
     if (result === 'stale') throw unavailable('Redis was rebuilt while the request was in flight; nothing was applied, retry');
     return toAvailability(itemId, decision.fields);
   }
 
-  /** Takes the unrecorded delta back out of Redis (where units since sold make that impossible, reconciliation repairs). */
-  private async compensate(err: unknown, itemId: string, location: string, generation: string, delta: number): Promise<void> {
+  /**
+   * Takes the unrecorded change back out of Redis, removing a location it created; where units since sold make
+   * that impossible, reconciliation repairs.
+   */
+  private async compensate(
+    err: unknown,
+    itemId: string,
+    location: string,
+    change: { generation: string; onHandDelta: number; created: boolean },
+  ): Promise<void> {
     if (err instanceof RecordError && err.committed === 'unknown') {
       this.d.metrics.compensations.inc({ operation: 'stock', result: 'skipped_unknown_commit' });
       return;
     }
-    if (delta === 0) return;
+    if (change.onHandDelta === 0 && !change.created) return;
     try {
-      const undo = await this.d.decisions.changeStock(itemId, location, 'adjust', -delta, generation);
+      const undo = await this.d.decisions.changeStock(itemId, location, 'undo', change.onHandDelta, change);
       this.d.metrics.compensations.inc({ operation: 'stock', result: undo.kind === 'changed' ? 'undone' : 'failed' });
     } catch (undoErr) {
       this.d.metrics.compensations.inc({ operation: 'stock', result: 'failed' });

@@ -21,6 +21,24 @@ export function createPool(url: string, options: { max: number; queryTimeoutMs: 
   return pool;
 }
 
+/**
+ * Checks a client out with an 'error' listener attached: node-postgres emits 'error' on a checked-out client whose
+ * connection dies, and an unheard 'error' would crash the process instead of failing the query in hand.
+ */
+export async function checkOut(pool: pg.Pool): Promise<pg.PoolClient> {
+  const client = await pool.connect();
+  const ignore = () => {};
+  client.on('error', ignore);
+  const release = client.release.bind(client);
+  client.release = (err?: Error | boolean) => {
+    // A client going back to the pool sheds the listener (the pool listens to idle clients itself); a destroyed
+    // one keeps it, since its dying connection may still report.
+    if (!err) client.off('error', ignore);
+    release(err);
+  };
+  return client;
+}
+
 /** Creates the database named in `url` if it does not exist yet (nodes starting at once may race: fine). */
 export async function ensureDatabase(url: string): Promise<void> {
   const target = new URL(url);

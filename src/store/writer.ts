@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { Line, ReservationRecord } from '../domain/reservation.js';
 import type { Metrics } from '../metrics.js';
+import { checkOut } from './database.js';
 import { FENCE_LOCK_ID } from './fence.js';
 
 export type Transition = 'confirmed' | 'released' | 'expired';
@@ -149,7 +150,7 @@ export class BatchWriter {
   private async commit(ops: RecordOp[]): Promise<RecordResult[]> {
     let client: pg.PoolClient;
     try {
-      client = await this.pool.connect();
+      client = await checkOut(this.pool);
     } catch (err) {
       throw new RecordError(false, err);
     }

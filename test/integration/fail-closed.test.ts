@@ -163,10 +163,7 @@ describe('PostgreSQL unreachable (I6)', () => {
     await expectRecovers(sku, held, key, body);
   });
 
-  // BUG: a stock PUT that would create a new item/location while PostgreSQL is down answers 503, but its
-  // compensation is a delta (-quantity), not an undo: Redis keeps `h:<loc> = 0` (and `r:<loc> = 0`) for an item
-  // PostgreSQL never stocked, so availability answers 200 instead of 404 and reservations get 409 instead of 404.
-  it.fails('a stock PUT creating a new item during an outage leaves nothing behind', async () => {
+  it('a stock PUT creating a new item during an outage leaves nothing behind', async () => {
     const sku = newItem('pg-down-new');
     proxy.cut();
     try {
@@ -180,11 +177,7 @@ describe('PostgreSQL unreachable (I6)', () => {
     expect(await t.app.runtime.redis.exists(t.app.runtime.keys.item(sku).stock)).toBe(0);
   });
 
-  // BUG: BatchWriter.commit (and Recovery.rebuild) check a client out of the pool without an 'error' listener.
-  // node-postgres emits 'error' on a checked-out client whose connection drops, so PostgreSQL going away while a
-  // batch is committing throws an uncaught exception: in server.ts close-with-grace turns that into a shutdown of
-  // the node, instead of a 503 for the requests in the batch (I6).
-  it.fails('PostgreSQL going away while a batch is committing answers 503 and does not crash the process', async () => {
+  it('PostgreSQL going away while a batch is committing answers 503 and does not crash the process', async () => {
     const sku = newItem('pg-down-mid-commit');
     items.push(sku);
     expect((await api.setStock(sku, 10)).status).toBe(200);
