@@ -1,0 +1,230 @@
+import type { Redis } from 'ioredis';
+import { v7 as uuidv7 } from 'uuid';
+import { ProblemError, unavailable } from '../../src/domain/errors.js';
+import { toAvailability, toDocument, type Line, type ReservationRecord } from '../../src/domain/reservation.js';
+import {
+  DEFAULT_TTL_SECONDS,
+  type AvailabilityDocument,
+  type ReservationDocument,
+  type ReservationRequest,
+  type ReservationStatus,
+} from '../../src/domain/schemas.js';
+import type { Decisions, SettleAction } from '../../src/redis/decisions.js';
+import type { Keys } from '../../src/redis/keys.js';
+import type { ReservationApi, ReserveAnswer, StockApi } from '../../src/service/api.js';
+import { parseRecord, recordPrefix, requestHash } from '../../src/service/idempotency.js';
+import { normaliseLines } from '../../src/service/reservations.js';
+
+/**
+ * The ceiling: the same Lua decisions as the real service (src/redis/decisions.ts) and no durable record at all.
+ * The reservation header (status, lines, times) lives in Redis beside the holds, so reserve costs one script
+ * call plus one write, and confirm/release one read, one script call and one write. Nothing reaches
+ * PostgreSQL: an acknowledged reservation is lost with Redis. Only a benchmark baseline.
+ */
+
+/** How long a header and an idempotency record live: the idempotency retention. */
+const RETENTION_MS = 24 * 3_600_000;
+
+interface StoredHeader {
+  id: string;
+  status: ReservationStatus;
+  reference: string | null;
+  metadata: Record<string, string>;
+  lines: Line[];
+  expiresAt: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export class RedisOnlyDesign {
+  readonly reservations: ReservationApi;
+  readonly stock: StockApi;
+
+  constructor(redis: Redis, keys: Keys, decisions: Decisions) {
+    this.reservations = new RedisOnlyReservations(redis, keys, decisions);
+    this.stock = new RedisOnlyStock(decisions);
+  }
+}
+
+class RedisOnlyReservations implements ReservationApi {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+    private readonly decisions: Decisions,
+  ) {}
+
+  /** Baseline-owned key (the service's key builder has no reservation headers: it keeps them in PostgreSQL). */
+  private headerKey(id: string): string {
+    return `${this.keys.prefix}{r:${id}}:header`;
+  }
+
+  async reserve(scope: string, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
+    const lines = normaliseLines(request);
+    const hash = requestHash(request);
+    const id = uuidv7();
+    const ttlMs = (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000;
+    const idempotencyKey = this.keys.idempotency(scope, key);
+    const decision = await this.decisions.reserve({
+      reservationId: id,
+      lines,
+      ttlMs,
+      idempotencyKey,
+      recordPrefix: recordPrefix(hash, id),
+      recordTtlMs: RETENTION_MS,
+    });
+    switch (decision.kind) {
+      case 'idempotent':
+        return this.replay(hash, decision.record);
+      case 'not_found':
+        throw new ProblemError('item_not_found', `not stocked: ${decision.lineIndexes.map((i) => lines[i]!.itemId).join(', ')}`);
+      case 'insufficient': {
+        const short = decision.short.map(({ lineIndex, available }) => ({ ...lines[lineIndex]!, available }));
+        throw new ProblemError('insufficient_stock', short.map((s) => `${s.itemId}: requested ${s.quantity}, available ${s.available}`).join('; '), {
+          lines: short.map((s) => ({ itemId: s.itemId, location: s.location, requested: s.quantity, available: s.available })),
+        });
+      }
+    }
+    const header: StoredHeader = {
+      id,
+      status: 'pending',
+      reference: request.reference ?? null,
+      metadata: request.metadata ?? {},
+      lines,
+      expiresAt: decision.nowMs + ttlMs,
+      createdAt: decision.nowMs,
+      updatedAt: decision.nowMs,
+    };
+    try {
+      await this.redis.set(this.headerKey(id), JSON.stringify(header), 'PX', RETENTION_MS);
+    } catch (err) {
+      throw unavailable('Redis is unreachable', err);
+    }
+    const record = toRecord(header);
+    return { statusCode: 201, body: toDocument(record, record.createdAt) };
+  }
+
+  private async replay(hash: string, record: string): Promise<ReserveAnswer> {
+    const first = parseRecord(record);
+    if (first.hash !== hash) throw new ProblemError('idempotency_key_reused', 'this Idempotency-Key was used with a different request body');
+    // The script claimed the key; the first request writes the header right after: until then it is in flight.
+    const header = await this.loadHeader(first.reservationId);
+    if (!header) throw new ProblemError('idempotency_key_in_use', 'a request with this Idempotency-Key is still being processed');
+    // The first answer as first sent: a pending document as of its creation.
+    const created = toRecord({ ...header, status: 'pending', updatedAt: header.createdAt });
+    return { statusCode: 201, body: toDocument(created, created.createdAt), replayed: true };
+  }
+
+  async get(id: string): Promise<ReservationDocument> {
+    return toDocument(toRecord(await this.load(id)));
+  }
+
+  async confirm(id: string): Promise<ReservationDocument> {
+    return this.settle('confirm', id);
+  }
+
+  async release(id: string): Promise<ReservationDocument> {
+    return this.settle('release', id);
+  }
+
+  private async settle(action: SettleAction, id: string): Promise<ReservationDocument> {
+    const header = await this.load(id);
+    const target = action === 'confirm' ? 'confirmed' : 'released';
+    const record = toRecord(header);
+    const status = toDocument(record).status;
+    if (status === target) return toDocument(record);
+    if (status === 'expired' && action === 'release') return toDocument(record);
+    if (status !== 'pending') throw ended(status);
+
+    const decision = await this.decisions.settle(action, id, header.lines);
+    switch (decision.kind) {
+      case 'settled': {
+        const next: StoredHeader = { ...header, status: target, updatedAt: decision.nowMs };
+        try {
+          await this.redis.set(this.headerKey(id), JSON.stringify(next), 'KEEPTTL');
+        } catch (err) {
+          throw unavailable('Redis is unreachable', err);
+        }
+        return toDocument(toRecord(next), new Date(decision.nowMs));
+      }
+      case 'already':
+        return toDocument({ ...record, status: target });
+      case 'confirmed':
+      case 'released':
+        if (decision.kind === target) return toDocument({ ...record, status: target });
+        throw ended(decision.kind);
+      case 'expired':
+      case 'missing':
+        if (action === 'release') return toDocument({ ...record, status: 'expired', updatedAt: record.expiresAt });
+        throw ended('expired');
+      case 'insufficient':
+        throw new ProblemError('insufficient_stock', 'on hand no longer covers this reservation');
+    }
+  }
+
+  private async loadHeader(id: string): Promise<StoredHeader | null> {
+    let raw: string | null;
+    try {
+      raw = await this.redis.get(this.headerKey(id));
+    } catch (err) {
+      throw unavailable('Redis is unreachable', err);
+    }
+    return raw === null ? null : (JSON.parse(raw) as StoredHeader);
+  }
+
+  private async load(id: string): Promise<StoredHeader> {
+    const header = await this.loadHeader(id);
+    if (!header) throw new ProblemError('reservation_not_found', `no reservation ${id}`);
+    return header;
+  }
+}
+
+class RedisOnlyStock implements StockApi {
+  constructor(private readonly decisions: Decisions) {}
+
+  async availability(itemId: string): Promise<AvailabilityDocument> {
+    const fields = await this.decisions.availability(itemId);
+    if (!fields) throw new ProblemError('item_not_found', `${itemId} is not stocked`);
+    return toAvailability(itemId, fields);
+  }
+
+  set(itemId: string, location: string, quantity: number): Promise<AvailabilityDocument> {
+    return this.change(itemId, location, 'set', quantity);
+  }
+
+  adjust(itemId: string, location: string, delta: number): Promise<AvailabilityDocument> {
+    return this.change(itemId, location, 'adjust', delta);
+  }
+
+  private async change(itemId: string, location: string, mode: 'set' | 'adjust', amount: number): Promise<AvailabilityDocument> {
+    const decision = await this.decisions.changeStock(itemId, location, mode, amount);
+    switch (decision.kind) {
+      case 'changed':
+        return toAvailability(itemId, decision.fields);
+      case 'not_found':
+        throw new ProblemError('item_not_found', `${itemId} is not stocked at ${location}`);
+      case 'insufficient':
+        throw new ProblemError('insufficient_stock', `${itemId}@${location}: on hand ${decision.onHand}, delta ${amount}`);
+      case 'stale':
+        throw unavailable('Redis was rebuilt; retry');
+    }
+  }
+}
+
+function toRecord(h: StoredHeader): ReservationRecord {
+  return {
+    id: h.id,
+    status: h.status,
+    reference: h.reference,
+    metadata: h.metadata,
+    lines: h.lines,
+    expiresAt: new Date(h.expiresAt),
+    createdAt: new Date(h.createdAt),
+    updatedAt: new Date(h.updatedAt),
+  };
+}
+
+const ended = (status: ReservationStatus) =>
+  new ProblemError(
+    status === 'released' ? 'reservation_released' : status === 'expired' ? 'reservation_expired' : 'reservation_confirmed',
+    `the reservation is ${status}`,
+  );

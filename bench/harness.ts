@@ -1,0 +1,801 @@
+/**
+ * The orchestrator: for each pass and design, starts the service under test (bench/server.ts, its own process,
+ * database and Redis prefix), seeds stock over HTTP, warms it up, runs each scenario's load from a separate
+ * generator process (bench/load.ts), samples CPU and RSS meanwhile, then checks the invariants. Designs take
+ * turns within a pass (rotating the order each pass), so the ratios compare numbers taken minutes apart at most.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { audit, auditOverHttp, type AuditResult } from './audit.js';
+import {
+  cpuBetween,
+  machine,
+  machineBusySeconds,
+  namedCpuSeconds,
+  pgCounters,
+  processCpuSeconds,
+  redisCounters,
+  redisDelta,
+  rssMiB,
+  serviceDelta,
+  serviceMetrics,
+  type Machine,
+  type ServiceDelta,
+  type ServiceMetrics,
+  type PgCounters,
+  type RedisCommandDelta,
+  type RedisCounters,
+} from './probes.js';
+import { summarizeProfile, type ProfileSummary } from './profile.js';
+import { median, round, slope } from './stats.js';
+import {
+  CART_SKU_UNITS,
+  FLASH_UNITS,
+  scenarios,
+  type Acked,
+  type Design,
+  type LoadResult,
+  type LoadSpec,
+  type Percentiles,
+  type ScenarioName,
+  type ServerCommand,
+  type ServerMessage,
+  type TimelinePoint,
+} from './types.js';
+
+export const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+const benchDir = path.join(repoRoot, 'bench');
+
+export interface SoakOptions {
+  seconds: number;
+  /** Requests per second, overall (autocannon overallRate). */
+  rate: number;
+  design: Design;
+  connections: number;
+  sampleSeconds: number;
+}
+
+export interface BenchOptions {
+  /** Target a running service instead of starting the designs (design "external"). */
+  url: string | null;
+  designs: Design[];
+  scenarios: ScenarioName[];
+  durationSeconds: number;
+  warmupSeconds: number;
+  passes: number;
+  skuCount: number;
+  /** DATABASE_POOL_SIZE for every design. */
+  poolSize: number;
+  /** Run the service under node --cpu-prof and summarise the profiles. */
+  profile: boolean;
+  outDir: string;
+  keepDatabases: boolean;
+  /** Admin URL of the PostgreSQL server (the bench creates its databases there). */
+  databaseUrl: string;
+  redisUrl: string;
+  /** Distinguishes concurrent runs: database names and Redis prefixes carry it. */
+  tag: string;
+  /** Extra environment for the service under test (any variable of src/config.ts). */
+  serverEnv: Record<string, string>;
+  /** Extra request headers (e.g. Authorization for a --url service with API keys). */
+  headers: Record<string, string>;
+  soak: SoakOptions | null;
+  /** Before each design's run, wait up to this long for the machine to be quiet (other work under 25 % of a core). */
+  waitQuietSeconds: number;
+  log: (line: string) => void;
+}
+
+export function defaultOptions(): BenchOptions {
+  return {
+    url: null,
+    designs: ['durable', 'pg-only', 'redis-only'],
+    scenarios: ['flash', 'flash64', 'carts', 'reads'],
+    durationSeconds: 10,
+    warmupSeconds: 2,
+    passes: 3,
+    skuCount: 10_000,
+    poolSize: 16,
+    profile: false,
+    outDir: path.join(benchDir, 'results'),
+    keepDatabases: false,
+    databaseUrl: process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+    redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    tag: '',
+    serverEnv: {},
+    headers: {},
+    soak: null,
+    waitQuietSeconds: 60,
+    log: (line) => console.log(line),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------------------------------
+
+/** node with tsx's loader: the child's pid is the process that runs the code (what RSS and CPU are read from). */
+function spawnTs(script: string, args: string[], nodeArgs: string[], env: NodeJS.ProcessEnv): ChildProcess {
+  return spawn(process.execPath, [...nodeArgs, '--import', 'tsx', path.join(benchDir, script), ...args], {
+    cwd: repoRoot,
+    env,
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+}
+
+function exited(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+}
+
+interface Server {
+  design: Design;
+  url: string;
+  pid: number | null;
+  databaseUrl: string | null;
+  databaseName: string | null;
+  redisPrefix: string;
+  drain(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const profileDir = (o: BenchOptions, design: Design, label: string) => path.join(o.outDir, 'profiles', `${design}-${label}`);
+
+async function startServer(design: Design, o: BenchOptions, label: string): Promise<Server> {
+  const dbName = `irs_bench_${design.replace(/-/g, '_')}${o.tag ? `_${o.tag}` : ''}`;
+  const prefix = `bench:${o.tag ? `${o.tag}:` : ''}${design}:`;
+  // One directory per service run: node writes one profile per thread (tsx's loader runs in a worker).
+  const nodeArgs = o.profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir(o, design, label)}`] : [];
+  const child = spawnTs('server.ts', ['--design', design, '--database', dbName, '--prefix', prefix, '--admin-url', o.databaseUrl], nodeArgs, {
+    ...process.env,
+    NODE_ENV: 'production',
+    REDIS_URL: o.redisUrl,
+    DATABASE_POOL_SIZE: String(o.poolSize),
+    ...o.serverEnv,
+  });
+  const ready = await new Promise<Extract<ServerMessage, { type: 'ready' }>>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${design}: service did not start within 60 s`)), 60_000);
+    child.on('message', (m: ServerMessage) => {
+      if (m.type === 'ready') {
+        clearTimeout(timer);
+        resolve(m);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${design}: service exited with code ${code} before it was ready`));
+    });
+  });
+  const command = (c: ServerCommand) => child.send(c);
+  return {
+    design,
+    url: `http://127.0.0.1:${ready.port}`,
+    pid: ready.pid,
+    databaseUrl: ready.databaseUrl,
+    databaseName: dbName,
+    redisPrefix: ready.redisPrefix,
+    drain: () =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 10_000);
+        const onMessage = (m: ServerMessage) => {
+          if (m.type !== 'drained') return;
+          clearTimeout(timer);
+          child.off('message', onMessage);
+          resolve();
+        };
+        child.on('message', onMessage);
+        command({ type: 'drain' });
+      }),
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      command({ type: 'close' });
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      await exited(child);
+      clearTimeout(timer);
+    },
+  };
+}
+
+function externalServer(url: string): Server {
+  return {
+    design: 'external',
+    url: url.replace(/\/$/, ''),
+    pid: null,
+    databaseUrl: null,
+    databaseName: null,
+    redisPrefix: '',
+    drain: async () => {},
+    stop: async () => {},
+  };
+}
+
+async function runLoad(spec: LoadSpec): Promise<LoadResult> {
+  const child = spawnTs('load.ts', [JSON.stringify(spec)], [], process.env);
+  let result: LoadResult | undefined;
+  child.on('message', (m: LoadResult) => (result = m));
+  const timer = setTimeout(() => child.kill('SIGKILL'), (spec.durationSeconds + 60) * 1000);
+  const code = await exited(child);
+  clearTimeout(timer);
+  if (!result) throw new Error(`load generator exited with code ${code} without a result`);
+  return result;
+}
+
+/** PUT every item's stock over HTTP (the design's own path), 64 at a time. */
+async function seed(url: string, items: [string, number][], headers: Record<string, string>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const [item, quantity] = items[next++]!;
+      const response = await fetch(`${url}/items/${encodeURIComponent(item)}/stock`, {
+        method: 'PUT',
+        headers: { ...headers, 'content-type': 'application/json' },
+        body: JSON.stringify({ quantity }),
+      });
+      await response.arrayBuffer();
+      if (response.status !== 200) throw new Error(`seeding ${item}: ${response.status}`);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(64, items.length) }, worker));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// One design, one pass
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface RunResult {
+  pass: number;
+  design: Design;
+  scenario: ScenarioName;
+  connections: number;
+  load: Omit<LoadResult, 'acked'>;
+  /**
+   * CPU while the load ran, % of one core (the machine has `cores` × 100); `other`: the machine's busy time
+   * that none of the four used (another tenant, a test suite: a run with much of it is suspect).
+   */
+  cpuPercent: { service: number | null; redis: number | null; postgres: number | null; generator: number; other: number | null };
+  rssMiB: { start: number | null; max: number | null; end: number | null };
+  redisCommands: RedisCommandDelta[];
+  /** PostgreSQL transactions (reads included) and WAL flushes (fsyncs) per acknowledged write. */
+  postgres: { transactions: number; walSyncs: number; transactionsPerWrite: number; walSyncsPerWrite: number } | null;
+  /** The service's own view (its /metrics): group-commit batch size and time, Lua round trips. */
+  service: ServiceDelta | null;
+  invariants: AuditResult;
+}
+
+interface Shared {
+  runTag: string;
+  redis: Redis | null;
+  admin: pg.Client | null;
+}
+
+interface Snapshot {
+  at: number;
+  machine: number;
+  service: number | null;
+  postgresCpu: Map<number, number> | null;
+  redis: RedisCounters | null;
+  pg: PgCounters | null;
+  metrics: ServiceMetrics | null;
+}
+
+async function snapshot(server: Server, shared: Shared, headers: Record<string, string>): Promise<Snapshot> {
+  return {
+    at: performance.now(),
+    machine: machineBusySeconds(),
+    service: server.pid ? processCpuSeconds(server.pid) : null,
+    postgresCpu: server.pid ? namedCpuSeconds('postgres') : null,
+    redis: shared.redis && server.pid ? await redisCounters(shared.redis) : null,
+    pg: shared.admin && server.databaseName ? await pgCounters(shared.admin, server.databaseName) : null,
+    metrics: await serviceMetrics(server.url, headers),
+  };
+}
+
+const percentOf = (a: number | null, b: number | null, seconds: number) => (a === null || b === null ? null : round(((b - a) / seconds) * 100, 1));
+
+function mergeAcked(into: Record<string, Acked>, from: Record<string, Acked>): void {
+  for (const [item, a] of Object.entries(from)) {
+    const t = (into[item] ??= { reserved: 0, confirmed: 0, released: 0 });
+    t.reserved += a.reserved;
+    t.confirmed += a.confirmed;
+    t.released += a.released;
+  }
+}
+
+/** Checks the invariants; a durable node's in-flight work may still be landing, so it looks again for a while. */
+async function checkInvariants(server: Server, shared: Shared, supplied: Map<string, number>, acked: Record<string, Acked>, ackedReservations: number, o: BenchOptions): Promise<AuditResult> {
+  if (server.design === 'external') return auditOverHttp(server.url, supplied, acked, o.headers);
+  const db = server.databaseUrl ? new pg.Client({ connectionString: server.databaseUrl }) : null;
+  await db?.connect();
+  try {
+    let result: AuditResult | undefined;
+    for (let attempt = 0; attempt < 20; attempt++) {
+      result = await audit({ design: server.design, supplied, acked, ackedReservations, db, redis: shared.redis, redisPrefix: server.redisPrefix });
+      if (result.ok) break;
+      await sleep(500);
+    }
+    return result!;
+  } finally {
+    await db?.end();
+  }
+}
+
+/** Waits (bounded) until nothing else keeps the machine busy: another test suite would skew every number. */
+async function waitQuiet(o: BenchOptions): Promise<void> {
+  const deadline = performance.now() + o.waitQuietSeconds * 1000;
+  for (let warned = false; ; warned = true) {
+    const before = machineBusySeconds();
+    await sleep(1000);
+    const busy = (machineBusySeconds() - before) * 100;
+    if (busy < 25) return;
+    if (performance.now() >= deadline) {
+      o.log(`  the machine is busy with other work (${Math.round(busy)} % of a core); measuring anyway (see cpu "other")`);
+      return;
+    }
+    if (!warned) o.log(`  the machine is busy with other work (${Math.round(busy)} % of a core); waiting up to ${o.waitQuietSeconds} s`);
+  }
+}
+
+async function measureDesign(design: Design, pass: number, o: BenchOptions, shared: Shared, profiles: ProfileSummary[]): Promise<RunResult[]> {
+  const label = `p${pass}`;
+  if (!o.url && o.waitQuietSeconds > 0) await waitQuiet(o);
+  const server = o.url ? externalServer(o.url) : await startServer(design, o, label);
+  const results: RunResult[] = [];
+  const supplied = new Map<string, number>();
+  const acked: Record<string, Acked> = {};
+  let ackedReservations = 0;
+  const prefix = `${shared.runTag}-${design}-${label}`;
+  const skuPrefix = `${prefix}-sku-`;
+  try {
+    if (o.scenarios.some((s) => scenarios[s].kind !== 'flash')) {
+      const started = performance.now();
+      const items = Array.from({ length: o.skuCount }, (_, i): [string, number] => [`${skuPrefix}${i}`, CART_SKU_UNITS]);
+      await seed(server.url, items, o.headers);
+      for (const [item, units] of items) supplied.set(item, units);
+      o.log(`  ${design}: seeded ${o.skuCount} SKUs in ${round((performance.now() - started) / 1000, 1)} s`);
+    }
+    const baseSpec = {
+      url: server.url,
+      skuPrefix,
+      skuCount: o.skuCount,
+      ttlSeconds: 600,
+      ...(Object.keys(o.headers).length > 0 ? { headers: o.headers } : {}),
+    };
+    if (o.warmupSeconds > 0) {
+      const warmItem = `${prefix}-warm`;
+      await seed(server.url, [[warmItem, 1_000_000_000]], o.headers);
+      supplied.set(warmItem, 1_000_000_000);
+      const warm = await runLoad({
+        ...baseSpec,
+        kind: 'flash',
+        connections: 64,
+        durationSeconds: o.warmupSeconds,
+        flashItem: warmItem,
+        keyPrefix: `${prefix}-warm-`,
+        seed: pass,
+      });
+      mergeAcked(acked, warm.acked);
+      ackedReservations += warm.ackedReservations;
+    }
+
+    for (const name of o.scenarios) {
+      const scenario = scenarios[name];
+      const flashItem = `${prefix}-${name}`;
+      if (scenario.kind === 'flash') {
+        await seed(server.url, [[flashItem, FLASH_UNITS]], o.headers);
+        supplied.set(flashItem, FLASH_UNITS);
+      }
+      const before = await snapshot(server, shared, o.headers);
+      const rss: number[] = [];
+      const sample = () => {
+        const r = server.pid ? rssMiB(server.pid) : null;
+        if (r !== null) rss.push(r);
+      };
+      sample();
+      const sampler = setInterval(sample, 1000);
+      const { acked: loadAcked, ...load } = await runLoad({
+        ...baseSpec,
+        kind: scenario.kind,
+        connections: scenario.connections,
+        durationSeconds: o.durationSeconds,
+        flashItem,
+        keyPrefix: `${prefix}-${name}-`,
+        seed: 1000 * pass + o.scenarios.indexOf(name),
+      });
+      clearInterval(sampler);
+      sample();
+      const after = await snapshot(server, shared, o.headers);
+      mergeAcked(acked, loadAcked);
+      ackedReservations += load.ackedReservations;
+
+      await sleep(500); // requests the generator dropped at its deadline are still finishing in the service
+      await server.drain();
+      const invariants = await checkInvariants(server, shared, supplied, acked, ackedReservations, o);
+      const seconds = (after.at - before.at) / 1000;
+      const writes = load.writesPerSecond * load.elapsedSeconds;
+      const cpu = {
+        service: percentOf(before.service, after.service, seconds),
+        redis: before.redis && after.redis ? percentOf(before.redis.cpuSeconds, after.redis.cpuSeconds, seconds) : null,
+        postgres: before.postgresCpu && after.postgresCpu ? percentOf(0, cpuBetween(before.postgresCpu, after.postgresCpu), seconds) : null,
+        generator: load.generatorCpuPercent,
+      };
+      const machineBusy = percentOf(before.machine, after.machine, seconds)!;
+      const ours = (cpu.service ?? 0) + (cpu.redis ?? 0) + (cpu.postgres ?? 0) + cpu.generator;
+      const result: RunResult = {
+        pass,
+        design,
+        scenario: name,
+        connections: scenario.connections,
+        load,
+        cpuPercent: { ...cpu, other: server.pid ? round(Math.max(0, machineBusy - ours), 1) : null },
+        rssMiB: { start: rss[0] ?? null, max: rss.length ? Math.max(...rss) : null, end: rss.at(-1) ?? null },
+        redisCommands: before.redis && after.redis ? redisDelta(before.redis, after.redis, load.responses) : [],
+        postgres:
+          before.pg && after.pg
+            ? {
+                transactions: after.pg.commits - before.pg.commits,
+                walSyncs: after.pg.walSyncs - before.pg.walSyncs,
+                transactionsPerWrite: writes > 0 ? round((after.pg.commits - before.pg.commits) / writes, 3) : 0,
+                walSyncsPerWrite: writes > 0 ? round((after.pg.walSyncs - before.pg.walSyncs) / writes, 3) : 0,
+              }
+            : null,
+        service: serviceDelta(before.metrics, after.metrics),
+        invariants,
+      };
+      results.push(result);
+      o.log(`  ${formatRunLine(result)}`);
+      if (!invariants.ok) for (const f of invariants.failures) o.log(`    INVARIANT FAILED: ${f}`);
+      if (load.otherSamples.length > 0) o.log(`    other outcomes, e.g.: ${load.otherSamples.slice(0, 3).join(' | ')}`);
+    }
+  } finally {
+    await server.stop();
+    await cleanup(server, shared, o);
+  }
+  if (o.profile && server.pid) {
+    // The main thread's profile: CPU.<date>.<time>.<pid>.<thread id 0>.<seq>.cpuprofile
+    const dir = profileDir(o, design, label);
+    const file = readdirSync(dir).find((f) => f.includes(`.${server.pid}.0.`));
+    if (file) profiles.push(summarizeProfile(path.join(dir, file)));
+  }
+  return results;
+}
+
+async function cleanup(server: Server, shared: Shared, o: BenchOptions): Promise<void> {
+  if (server.design === 'external') return;
+  if (shared.redis) {
+    const stream = shared.redis.scanStream({ match: `${server.redisPrefix}*`, count: 1000 });
+    for await (const batch of stream as AsyncIterable<string[]>) if (batch.length > 0) await shared.redis.unlink(...batch);
+  }
+  if (!o.keepDatabases && shared.admin && server.databaseName) {
+    await shared.admin.query(`DROP DATABASE IF EXISTS "${server.databaseName}" WITH (FORCE)`);
+  }
+}
+
+function formatRunLine(r: RunResult): string {
+  const l = r.load;
+  return (
+    `${r.scenario.padEnd(8)} ${r.design.padEnd(10)} ${String(Math.round(l.throughput)).padStart(6)} req/s  ` +
+    `p50 ${l.latencyMs.p50} p99 ${l.latencyMs.p99} max ${l.latencyMs.max} ms  ` +
+    `201 ${l.outcomes.created} 200 ${l.outcomes.ok} 409 ${l.outcomes.insufficient} other ${l.outcomes.other}  ` +
+    (l.soldOutAtSeconds !== null ? `sale ${Math.round(l.sale.throughput)} req/s p99 ${l.sale.latencyMs.p99} ms, sold out at ${l.soldOutAtSeconds} s  ` : '') +
+    `cpu svc ${r.cpuPercent.service ?? '-'}% redis ${r.cpuPercent.redis ?? '-'}% pg ${r.cpuPercent.postgres ?? '-'}% gen ${r.cpuPercent.generator}% other ${r.cpuPercent.other ?? '-'}%  ` +
+    (r.service?.pgBatchOperationsMean ? `batch ${r.service.pgBatchOperationsMean} ops/${r.service.pgBatchMsMean} ms  ` : '') +
+    `invariants ${r.invariants.ok ? 'ok' : 'FAILED'}`
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Summary
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface SummaryRow {
+  scenario: ScenarioName;
+  design: Design;
+  connections: number;
+  passes: number;
+  /** Medians over passes. The sale: until the flash SKU sold out (the whole run where it did not). */
+  sale: { throughput: number; p50: number; p99: number };
+  throughput: number;
+  writesPerSecond: number;
+  latencyMs: Omit<Percentiles, 'count' | 'mean'>;
+  reserveLatencyMs: { p50: number; p99: number } | null;
+  /** Sums over passes. */
+  outcomes: { created: number; ok: number; insufficient: number; other: number };
+  soldOutAtSeconds: number | null;
+  cpuPercent: { service: number | null; redis: number | null; postgres: number | null; generator: number; other: number | null };
+  invariantsOk: boolean;
+}
+
+export interface RatioRow {
+  scenario: ScenarioName;
+  /** Medians over passes of the ratio measured within each pass, on the sale (see SummaryRow.sale). */
+  durableOverPgOnly: number | null;
+  pgOnlyP99OverDurableP99: number | null;
+  durableOverRedisOnly: number | null;
+}
+
+export interface TargetCheck {
+  target: string;
+  measured: string;
+  met: boolean;
+}
+
+export interface BenchReport {
+  kind: 'irs-bench';
+  version: 1;
+  startedAt: string;
+  finishedAt: string;
+  options: Omit<BenchOptions, 'log' | 'soak'>;
+  machine: Machine;
+  summary: SummaryRow[];
+  ratios: RatioRow[];
+  targets: TargetCheck[];
+  invariantsOk: boolean;
+  runs: RunResult[];
+  profiles: ProfileSummary[];
+  soak?: SoakReport;
+}
+
+const medianOrNull = (values: (number | null)[]): number | null => {
+  const v = values.filter((x): x is number => x !== null);
+  return v.length ? round(median(v), 2) : null;
+};
+
+export function summarize(runs: RunResult[]): SummaryRow[] {
+  const groups = new Map<string, RunResult[]>();
+  for (const r of runs) {
+    const key = `${r.scenario}\u0000${r.design}`;
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  return [...groups.values()].map((g) => {
+    const first = g[0]!;
+    const m = (f: (r: RunResult) => number) => round(median(g.map(f)), 2);
+    const reserve = g.map((r) => r.load.ops.reserve?.latencyMs).filter((x): x is Percentiles => !!x);
+    const sum = (f: (r: RunResult) => number) => g.reduce((t, r) => t + f(r), 0);
+    return {
+      scenario: first.scenario,
+      design: first.design,
+      connections: first.connections,
+      passes: g.length,
+      sale: { throughput: m((r) => r.load.sale.throughput), p50: m((r) => r.load.sale.latencyMs.p50), p99: m((r) => r.load.sale.latencyMs.p99) },
+      throughput: m((r) => r.load.throughput),
+      writesPerSecond: m((r) => r.load.writesPerSecond),
+      latencyMs: {
+        p50: m((r) => r.load.latencyMs.p50),
+        p95: m((r) => r.load.latencyMs.p95),
+        p99: m((r) => r.load.latencyMs.p99),
+        max: m((r) => r.load.latencyMs.max),
+      },
+      reserveLatencyMs: reserve.length ? { p50: round(median(reserve.map((p) => p.p50)), 2), p99: round(median(reserve.map((p) => p.p99)), 2) } : null,
+      outcomes: {
+        created: sum((r) => r.load.outcomes.created),
+        ok: sum((r) => r.load.outcomes.ok),
+        insufficient: sum((r) => r.load.outcomes.insufficient),
+        other: sum((r) => r.load.outcomes.other),
+      },
+      soldOutAtSeconds: medianOrNull(g.map((r) => r.load.soldOutAtSeconds)),
+      cpuPercent: {
+        service: medianOrNull(g.map((r) => r.cpuPercent.service)),
+        redis: medianOrNull(g.map((r) => r.cpuPercent.redis)),
+        postgres: medianOrNull(g.map((r) => r.cpuPercent.postgres)),
+        generator: m((r) => r.cpuPercent.generator),
+        other: medianOrNull(g.map((r) => r.cpuPercent.other)),
+      },
+      invariantsOk: g.every((r) => r.invariants.ok),
+    };
+  });
+}
+
+export function ratios(runs: RunResult[], scenarioList: ScenarioName[]): RatioRow[] {
+  const find = (s: ScenarioName, d: Design, pass: number) => runs.find((r) => r.scenario === s && r.design === d && r.pass === pass);
+  const passes = [...new Set(runs.map((r) => r.pass))];
+  const ratio = (s: ScenarioName, f: (d: RunResult, other: RunResult) => number, other: Design) => {
+    const values = passes.flatMap((p) => {
+      const d = find(s, 'durable', p);
+      const b = find(s, other, p);
+      return d && b ? [f(d, b)] : [];
+    });
+    return values.length ? round(median(values), 2) : null;
+  };
+  return scenarioList.map((s) => ({
+    scenario: s,
+    durableOverPgOnly: ratio(s, (d, b) => d.load.sale.throughput / b.load.sale.throughput, 'pg-only'),
+    pgOnlyP99OverDurableP99: ratio(s, (d, b) => b.load.sale.latencyMs.p99 / Math.max(d.load.sale.latencyMs.p99, 0.001), 'pg-only'),
+    durableOverRedisOnly: ratio(s, (d, b) => d.load.sale.throughput / b.load.sale.throughput, 'redis-only'),
+  }));
+}
+
+/** Issue 3's targets for the flash sale at 64 connections (reported, never asserted). */
+export function targets(summary: SummaryRow[], ratioRows: RatioRow[]): TargetCheck[] {
+  const d = summary.find((r) => r.scenario === 'flash64' && r.design === 'durable');
+  const p = summary.find((r) => r.scenario === 'flash64' && r.design === 'pg-only');
+  const ratio = ratioRows.find((r) => r.scenario === 'flash64');
+  if (!d) return [];
+  // Until the SKU sold out every answer is an acknowledged write (reservation 201, confirm/release 200).
+  const checks: TargetCheck[] = [
+    { target: 'flash64 durable >= 10,000 req/s (sale)', measured: `${Math.round(d.sale.throughput)} req/s`, met: d.sale.throughput >= 10_000 },
+    { target: 'flash64 durable p99 <= 10 ms (sale)', measured: `${d.sale.p99} ms`, met: d.sale.p99 <= 10 },
+    { target: 'flash64 durable: no errors but insufficient_stock', measured: `${d.outcomes.other} other`, met: d.outcomes.other === 0 },
+  ];
+  if (p && ratio?.durableOverPgOnly != null) {
+    checks.push({
+      target: 'flash64 durable >= 5x pg-only, at lower p99',
+      measured: `${ratio.durableOverPgOnly}x, p99 ${d.sale.p99} vs ${p.sale.p99} ms`,
+      met: ratio.durableOverPgOnly >= 5 && d.sale.p99 < p.sale.p99,
+    });
+  }
+  if (ratio?.durableOverRedisOnly != null) {
+    checks.push({ target: 'flash64 durable >= 50% of redis-only', measured: `${round(ratio.durableOverRedisOnly * 100, 0)}%`, met: ratio.durableOverRedisOnly >= 0.5 });
+  }
+  return checks;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Entry points
+// ---------------------------------------------------------------------------------------------------------------
+
+async function connectShared(o: BenchOptions): Promise<Shared> {
+  const runTag = `b${randomBytes(3).toString('hex')}`;
+  if (o.url) return { runTag, redis: null, admin: null };
+  const redis = new Redis(o.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await redis.connect();
+  const admin = new pg.Client({ connectionString: o.databaseUrl });
+  await admin.connect();
+  return { runTag, redis, admin };
+}
+
+async function closeShared(shared: Shared): Promise<void> {
+  await Promise.allSettled([shared.redis?.quit(), shared.admin?.end()]);
+}
+
+export async function runBench(o: BenchOptions): Promise<BenchReport> {
+  const startedAt = new Date().toISOString();
+  const shared = await connectShared(o);
+  const designs: Design[] = o.url ? ['external'] : o.designs;
+  const runs: RunResult[] = [];
+  const profiles: ProfileSummary[] = [];
+  try {
+    const host = await machine(shared.redis, shared.admin, repoRoot);
+    for (let pass = 1; pass <= o.passes; pass++) {
+      // Rotate the order, so no design always runs first (cold disk cache) or last (fullest WAL).
+      const order = designs.map((_, i) => designs[(i + pass - 1) % designs.length]!);
+      o.log(`pass ${pass}/${o.passes}: ${order.join(', ')}`);
+      for (const design of order) runs.push(...(await measureDesign(design, pass, o, shared, profiles)));
+    }
+    const summary = summarize(runs);
+    const ratioRows = ratios(runs, o.scenarios);
+    const { log: _log, soak: _soak, ...options } = o;
+    return {
+      kind: 'irs-bench',
+      version: 1,
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      options,
+      machine: host,
+      summary,
+      ratios: ratioRows,
+      targets: targets(summary, ratioRows),
+      invariantsOk: runs.every((r) => r.invariants.ok),
+      runs,
+      profiles,
+    };
+  } finally {
+    await closeShared(shared);
+  }
+}
+
+export interface SoakReport {
+  design: Design;
+  seconds: number;
+  targetRate: number;
+  connections: number;
+  achievedThroughput: number;
+  latencyMs: Percentiles;
+  outcomes: LoadResult['outcomes'];
+  rssMiB: {
+    samples: { t: number; rss: number }[];
+    start: number | null;
+    median: number | null;
+    max: number | null;
+    end: number | null;
+    /** Least-squares growth after the first minute (warm-up of pools and JIT), MiB per minute. */
+    slopeMiBPerMinute: number;
+  };
+  timeline: TimelinePoint[];
+  /** Redis used_memory before and after (the idempotency records and hold tombstones the run left). */
+  redisUsedMemoryMiB: { start: number | null; end: number | null };
+  invariants: AuditResult;
+  machine: Machine;
+  startedAt: string;
+}
+
+async function redisUsedMiB(redis: Redis | null): Promise<number | null> {
+  if (!redis) return null;
+  const info = await redis.info('memory');
+  const bytes = Number(/^used_memory:(\d+)/m.exec(info)?.[1] ?? NaN);
+  return Number.isFinite(bytes) ? round(bytes / 2 ** 20, 1) : null;
+}
+
+/** A fixed-rate flash sale (stock that never runs out) for `seconds`, sampling the service's RSS. */
+export async function runSoak(o: BenchOptions, soak: SoakOptions): Promise<SoakReport> {
+  const startedAt = new Date().toISOString();
+  const shared = await connectShared(o);
+  const server = o.url ? externalServer(o.url) : await startServer(soak.design, o, 'soak');
+  try {
+    const host = await machine(shared.redis, shared.admin, repoRoot);
+    const item = `${shared.runTag}-soak`;
+    const units = Math.min(1_000_000_000, Math.ceil(soak.rate * (soak.seconds + o.warmupSeconds + 10)));
+    await seed(server.url, [[item, units]], o.headers);
+    const supplied = new Map([[item, units]]);
+    const spec = {
+      url: server.url,
+      kind: 'flash' as const,
+      connections: soak.connections,
+      overallRate: soak.rate,
+      flashItem: item,
+      skuPrefix: '',
+      skuCount: 0,
+      ttlSeconds: 600,
+      ...(Object.keys(o.headers).length > 0 ? { headers: o.headers } : {}),
+    };
+    const acked: Record<string, Acked> = {};
+    let ackedReservations = 0;
+    if (o.warmupSeconds > 0) {
+      const warm = await runLoad({ ...spec, durationSeconds: o.warmupSeconds, keyPrefix: `${shared.runTag}-soakwarm-`, seed: 7 });
+      mergeAcked(acked, warm.acked);
+      ackedReservations += warm.ackedReservations;
+    }
+    const redisStart = await redisUsedMiB(shared.redis);
+    const samples: { t: number; rss: number }[] = [];
+    const t0 = performance.now();
+    const sample = () => {
+      const r = server.pid ? rssMiB(server.pid) : null;
+      if (r !== null) samples.push({ t: round((performance.now() - t0) / 1000, 1), rss: r });
+    };
+    sample();
+    const sampler = setInterval(sample, soak.sampleSeconds * 1000);
+    o.log(`soak: ${soak.design} at ${soak.rate} req/s for ${soak.seconds} s, RSS every ${soak.sampleSeconds} s`);
+    const load = await runLoad({ ...spec, durationSeconds: soak.seconds, keyPrefix: `${shared.runTag}-soak-`, seed: 11, timelineSeconds: 10 });
+    clearInterval(sampler);
+    sample();
+    mergeAcked(acked, load.acked);
+    ackedReservations += load.ackedReservations;
+    await sleep(500);
+    await server.drain();
+    const redisEnd = await redisUsedMiB(shared.redis);
+    const invariants = await checkInvariants(server, shared, supplied, acked, ackedReservations, o);
+    const rss = samples.map((s) => s.rss);
+    const settled = samples.filter((s) => s.t >= Math.min(60, soak.seconds / 5));
+    return {
+      design: server.design,
+      seconds: soak.seconds,
+      targetRate: soak.rate,
+      connections: soak.connections,
+      achievedThroughput: load.throughput,
+      latencyMs: load.latencyMs,
+      outcomes: load.outcomes,
+      rssMiB: {
+        samples,
+        start: rss[0] ?? null,
+        median: rss.length ? round(median(rss), 1) : null,
+        max: rss.length ? Math.max(...rss) : null,
+        end: rss.at(-1) ?? null,
+        slopeMiBPerMinute: round(slope(settled.map((s) => ({ x: s.t / 60, y: s.rss }))), 2),
+      },
+      timeline: load.timeline ?? [],
+      redisUsedMemoryMiB: { start: redisStart, end: redisEnd },
+      invariants,
+      machine: host,
+      startedAt,
+    };
+  } finally {
+    await server.stop();
+    await cleanup(server, shared, o);
+    await closeShared(shared);
+  }
+}
+

@@ -1,0 +1,123 @@
+/**
+ * The service under test: one design behind the service's own HTTP layer (buildApp with `services`), on a fresh
+ * PostgreSQL database `irs_bench_<design>` and its own Redis key prefix, listening on a free port.
+ *
+ * Started by bench/run.ts (IPC: it answers `ready`, then `drain` and `close`), or by hand to point another load
+ * generator at a design:
+ *   npx tsx bench/server.ts --design pg-only --port 8080
+ * Any variable of src/config.ts in the environment overrides the bench's defaults.
+ */
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { buildApp, type BuildOptions, type Runtime } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { migrate } from '../src/store/database.js';
+import { PgOnlyDesign } from './baselines/pg-only.js';
+import { RedisOnlyDesign } from './baselines/redis-only.js';
+import { designNames, type ServerCommand, type ServerMessage } from './types.js';
+
+const { values } = parseArgs({
+  options: {
+    design: { type: 'string', default: 'durable' },
+    port: { type: 'string', default: '0' },
+    host: { type: 'string', default: '127.0.0.1' },
+    database: { type: 'string' },
+    prefix: { type: 'string' },
+    'admin-url': { type: 'string', default: process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres' },
+  },
+});
+
+const design = values.design as (typeof designNames)[number];
+if (!designNames.includes(design)) {
+  console.error(`unknown design ${values.design}; one of ${designNames.join(', ')}`);
+  process.exit(2);
+}
+const dbName = values.database ?? `irs_bench_${design.replace(/-/g, '_')}`;
+if (!/^[a-z0-9_]+$/.test(dbName)) {
+  console.error(`database name ${dbName}: use a-z 0-9 _`);
+  process.exit(2);
+}
+const prefix = values.prefix ?? `bench:${design}:`;
+const adminUrl = values['admin-url'];
+const databaseUrl = new URL(adminUrl);
+databaseUrl.pathname = `/${dbName}`;
+
+/** A fresh database: dropped (with any leftover connections) and created again, then migrated. */
+async function freshDatabase(): Promise<void> {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
+    await admin.query(`CREATE DATABASE "${dbName}"`);
+  } finally {
+    await admin.end();
+  }
+  await migrate(databaseUrl.toString(), pino({ level: 'silent' }));
+}
+
+/** The prefix's keys from an earlier run are removed, so the service starts from an empty state. */
+async function freshRedisPrefix(redisUrl: string): Promise<void> {
+  const redis = new Redis(redisUrl);
+  try {
+    const stream = redis.scanStream({ match: `${prefix}*`, count: 1000 });
+    for await (const batch of stream as AsyncIterable<string[]>) if (batch.length > 0) await redis.unlink(...batch);
+  } finally {
+    redis.quit().catch(() => {});
+  }
+}
+
+/** The baselines have no use for the service's jobs, and the reconciler would "repair" their state. */
+const baselineEnv: Record<string, string> = { SWEEPER_INTERVAL_MS: '2147483647', RECONCILE_INTERVAL_MS: '0' };
+
+const config = loadConfig({
+  LOG_LEVEL: 'error',
+  DATABASE_POOL_SIZE: '16',
+  ...(design === 'durable' ? {} : baselineEnv),
+  ...process.env,
+  DATABASE_URL: databaseUrl.toString(),
+  REDIS_KEY_PREFIX: prefix,
+});
+
+await freshDatabase();
+await freshRedisPrefix(config.REDIS_URL);
+
+let closeDesign: () => Promise<void> = async () => {};
+const options: BuildOptions = {};
+if (design === 'pg-only') {
+  options.services = (r: Runtime) => {
+    const d = new PgOnlyDesign(r.db);
+    closeDesign = () => d.close();
+    return d;
+  };
+} else if (design === 'redis-only') {
+  options.services = (r: Runtime) => new RedisOnlyDesign(r.redis, r.keys, r.decisions);
+}
+
+const app = await buildApp(config, options);
+app.addHook('onClose', async () => closeDesign());
+await app.listen({ host: values.host, port: Number(values.port) });
+const address = app.server.address();
+const port = typeof address === 'object' && address ? address.port : Number(values.port);
+
+const send = (message: ServerMessage) => process.send?.(message);
+
+if (process.send) {
+  process.on('message', (command: ServerCommand) => {
+    if (command.type === 'drain') {
+      void app.runtime.writer.drain().then(() => send({ type: 'drained' }));
+    } else if (command.type === 'close') {
+      // process.exit (not a signal) so that --cpu-prof writes its profile.
+      void app.close().finally(() => process.exit(0));
+    }
+  });
+  // The orchestrator died: do not linger.
+  process.on('disconnect', () => void app.close().finally(() => process.exit(0)));
+  send({ type: 'ready', port, pid: process.pid, databaseUrl: databaseUrl.toString(), redisPrefix: prefix });
+} else {
+  console.log(`${design} listening on http://${values.host}:${port} (database ${dbName}, Redis prefix ${prefix})`);
+  const stop = () => void app.close().finally(() => process.exit(0));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}

@@ -1,0 +1,133 @@
+/** What the benchmark's processes (orchestrator, service under test, load generator) say to each other. */
+
+export const designNames = ['durable', 'pg-only', 'redis-only'] as const;
+/** `external`: a service at `--url` the bench did not start (its design is unknown to it). */
+export type Design = (typeof designNames)[number] | 'external';
+
+export const scenarioNames = ['flash', 'flash64', 'carts', 'reads'] as const;
+export type ScenarioName = (typeof scenarioNames)[number];
+
+export type LoadKind = 'flash' | 'carts' | 'reads';
+
+export interface Scenario {
+  name: ScenarioName;
+  kind: LoadKind;
+  connections: number;
+  description: string;
+}
+
+/** The catalogue (bench/README.md describes each). */
+export const scenarios: Record<ScenarioName, Scenario> = {
+  flash: {
+    name: 'flash',
+    kind: 'flash',
+    connections: 1000,
+    description: 'flash sale: one SKU, 10,000 units, 1,000 connections reserving 1 unit, then half confirm, half release',
+  },
+  flash64: {
+    name: 'flash64',
+    kind: 'flash',
+    connections: 64,
+    description: 'the same flash sale at 64 connections (the concurrency of the issue-3 target)',
+  },
+  carts: {
+    name: 'carts',
+    kind: 'carts',
+    connections: 64,
+    description: 'carts of 2-5 lines (1-2 units each) over 10,000 SKUs, then half confirm, half release',
+  },
+  reads: {
+    name: 'reads',
+    kind: 'reads',
+    connections: 64,
+    description: '90% availability reads / 10% one-line reservations over 10,000 SKUs',
+  },
+};
+
+/** Units the flash SKU starts with (issue 3). */
+export const FLASH_UNITS = 10_000;
+/** Units each cart SKU starts with: enough that carts measure the multi-line path, not sell-outs. */
+export const CART_SKU_UNITS = 100_000;
+
+export interface LoadSpec {
+  url: string;
+  kind: LoadKind;
+  connections: number;
+  durationSeconds: number;
+  /** Fixed overall rate (requests/s); absent: as fast as the service answers (closed loop). */
+  overallRate?: number;
+  /** The flash SKU (kind flash). */
+  flashItem: string;
+  /** Cart SKUs are `${skuPrefix}${0..skuCount-1}` (kinds carts, reads). */
+  skuPrefix: string;
+  skuCount: number;
+  /** Idempotency keys are `${keyPrefix}${n}`: unique per request across the whole run. */
+  keyPrefix: string;
+  ttlSeconds: number;
+  seed: number;
+  /** Per-interval throughput and latency (the soak's timeline). */
+  timelineSeconds?: number;
+  headers?: Record<string, string>;
+}
+
+export interface Percentiles {
+  count: number;
+  mean: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+}
+
+export type OpName = 'reserve' | 'confirm' | 'release' | 'read';
+
+export interface OpStats {
+  latencyMs: Percentiles;
+  statuses: Record<string, number>;
+}
+
+/** Units per item the client saw acknowledged (2xx): what the store must have recorded at least. */
+export interface Acked {
+  reserved: number;
+  confirmed: number;
+  released: number;
+}
+
+export interface TimelinePoint {
+  t: number;
+  throughput: number;
+  p99: number;
+}
+
+export interface LoadResult {
+  elapsedSeconds: number;
+  responses: number;
+  throughput: number;
+  /** 2xx mutations (reserve 201, confirm/release 200) per second: acknowledged writes. */
+  writesPerSecond: number;
+  latencyMs: Percentiles;
+  ops: Partial<Record<OpName, OpStats>>;
+  outcomes: { created: number; ok: number; insufficient: number; other: number };
+  /** A few bodies of "other" outcomes, to say what went wrong. */
+  otherSamples: string[];
+  connectionErrors: number;
+  timeouts: number;
+  ackedReservations: number;
+  acked: Record<string, Acked>;
+  /** Seconds into the run of the first insufficient_stock answer (the flash SKU sold out), or null. */
+  soldOutAtSeconds: number | null;
+  /**
+   * The sale: the run until the flash SKU sold out (the whole run if it never did). After a sell-out,
+   * reservations answer 409 from Redis alone, so the rest of the run measures something cheaper.
+   */
+  sale: { seconds: number; responses: number; throughput: number; latencyMs: Percentiles };
+  generatorCpuPercent: number;
+  /** autocannon's own figures (its latency histogram counts 2xx only). */
+  autocannon: { requests: number; p50: number; p99: number; max: number; errors: number; timeouts: number; non2xx: number };
+  timeline?: TimelinePoint[];
+}
+
+/** service under test → orchestrator */
+export type ServerMessage = { type: 'ready'; port: number; pid: number; databaseUrl: string; redisPrefix: string } | { type: 'drained' };
+/** orchestrator → service under test */
+export type ServerCommand = { type: 'drain' } | { type: 'close' };
