@@ -82,6 +82,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS,
     retryStrategy: (times) => Math.min(times * 50, 1000),
     lazyConnect: true,
+    // Commands issued in the same tick (concurrent requests' scripts) go out in one write.
+    enableAutoPipelining: true,
   });
   redis.on('error', (err) => log.debug({ err }, 'redis connection error'));
   await redis.connect().catch((err: unknown) => log.warn({ err }, 'Redis is unreachable at start; will keep trying'));

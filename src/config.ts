@@ -26,11 +26,11 @@ export const ConfigSchema = Type.Object({
   /** How long after its expiry an unrecorded confirm (its process died before the commit) is undone. */
   UNRECORDED_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
   /** How often one node compares Redis with PostgreSQL and drops orphaned holds; 0 disables. */
-  RECONCILE_INTERVAL_MS: Type.Integer({ default: 30000, minimum: 0 }),
+  RECONCILE_INTERVAL_MS: Type.Integer({ default: 60000, minimum: 0 }),
   /** A hold PostgreSQL never recorded is dropped by reconciliation once its reservation is this old. */
   ORPHAN_HOLD_AFTER_MS: Type.Integer({ default: 15000, minimum: 0 }),
   /** How long Redis keeps a finished hold's final state, to answer racing retries the same way. */
-  TOMBSTONE_RETENTION_SECONDS: Type.Integer({ default: 600, minimum: 1 }),
+  TOMBSTONE_RETENTION_SECONDS: Type.Integer({ default: 120, minimum: 1 }),
   IDEMPOTENCY_RETENTION_HOURS: Type.Integer({ default: 24, minimum: 1 }),
   /**
    * Client credentials, `name:secret:role` comma-separated (role `client`: reservations and availability;

@@ -71,6 +71,7 @@ class RedisOnlyReservations implements ReservationApi {
       idempotencyKey,
       recordPrefix: recordPrefix(hash, id),
       recordTtlMs: RETENTION_MS,
+      header: { reference: request.reference ?? null, metadata: request.metadata ?? {}, lines },
     });
     switch (decision.kind) {
       case 'idempotent':
@@ -84,6 +85,8 @@ class RedisOnlyReservations implements ReservationApi {
         });
       }
     }
+    // The reserve script cached the pending header (the same one the durable design uses); this baseline
+    // writes its own copy only when the status changes.
     const header: StoredHeader = {
       id,
       status: 'pending',
@@ -94,11 +97,6 @@ class RedisOnlyReservations implements ReservationApi {
       createdAt: decision.nowMs,
       updatedAt: decision.nowMs,
     };
-    try {
-      await this.redis.set(this.headerKey(id), JSON.stringify(header), 'PX', RETENTION_MS);
-    } catch (err) {
-      throw unavailable('Redis is unreachable', err);
-    }
     const record = toRecord(header);
     return { statusCode: 201, body: toDocument(record, record.createdAt) };
   }
@@ -140,7 +138,7 @@ class RedisOnlyReservations implements ReservationApi {
       case 'settled': {
         const next: StoredHeader = { ...header, status: target, updatedAt: decision.nowMs };
         try {
-          await this.redis.set(this.headerKey(id), JSON.stringify(next), 'KEEPTTL');
+          await this.redis.set(this.headerKey(id), JSON.stringify(next), 'PX', RETENTION_MS);
         } catch (err) {
           throw unavailable('Redis is unreachable', err);
         }
@@ -161,6 +159,7 @@ class RedisOnlyReservations implements ReservationApi {
     }
   }
 
+  /** The settled header this baseline wrote, else the pending one the reserve script cached. */
   private async loadHeader(id: string): Promise<StoredHeader | null> {
     let raw: string | null;
     try {
@@ -168,7 +167,11 @@ class RedisOnlyReservations implements ReservationApi {
     } catch (err) {
       throw unavailable('Redis is unreachable', err);
     }
-    return raw === null ? null : (JSON.parse(raw) as StoredHeader);
+    if (raw !== null) return JSON.parse(raw) as StoredHeader;
+    const cached = await this.decisions.header(id);
+    if (!cached) return null;
+    const { reference, metadata, lines, createdMs, expiresMs } = cached;
+    return { id, status: 'pending', reference, metadata, lines, expiresAt: expiresMs, createdAt: createdMs, updatedAt: createdMs };
   }
 
   private async load(id: string): Promise<StoredHeader> {

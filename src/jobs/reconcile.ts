@@ -180,32 +180,43 @@ async function compare(d: ReconcileDeps, items: string[]): Promise<{ drift: Drif
   return { drift, orphans };
 }
 
+/** Items read from Redis at once: enough to overlap round trips, few enough not to crowd out live traffic. */
+const REDIS_CONCURRENCY = 20;
+
 async function readRedis(d: ReconcileDeps, items: string[]) {
   const figures = new Map<string, Figures>();
   const holds: { itemId: string; field: string; reservationId: string }[] = [];
+  for (let i = 0; i < items.length; i += REDIS_CONCURRENCY) {
+    await Promise.all(items.slice(i, i + REDIS_CONCURRENCY).map((itemId) => readItem(d, itemId, figures, holds)));
+  }
+  return { figures, holds };
+}
+
+async function readItem(
+  d: ReconcileDeps,
+  itemId: string,
+  figures: Map<string, Figures>,
+  holds: { itemId: string; field: string; reservationId: string }[],
+): Promise<void> {
   // The availability script expires due holds first, so Redis is compared as a decision would see it.
-  const stock = await Promise.all(items.map((id) => d.decisions.availability(id)));
-  const pipeline = d.redis.pipeline();
-  for (const id of items) pipeline.hgetall(d.keys.item(id).holds);
-  const holdHashes = (await pipeline.exec()) ?? [];
-  items.forEach((itemId, n) => {
-    const fields = stock[n] ?? [];
-    for (let i = 0; i < fields.length; i += 2) {
-      const field = fields[i]!;
-      const f = entry(figures, itemId, field.slice(2));
-      if (field.startsWith('h:')) f.onHand = Number(fields[i + 1]);
-      else f.reserved = Number(fields[i + 1]);
-    }
-    const [err, hash] = holdHashes[n] ?? [];
-    if (err) throw err;
-    for (const [field, value] of Object.entries((hash ?? {}) as Record<string, string>)) {
-      if (!value.startsWith(`${HoldState.pending}:`)) continue;
+  const fields = (await d.decisions.availability(itemId)) ?? [];
+  for (let i = 0; i < fields.length; i += 2) {
+    const field = fields[i]!;
+    const f = entry(figures, itemId, field.slice(2));
+    if (field.startsWith('h:')) f.onHand = Number(fields[i + 1]);
+    else f.reserved = Number(fields[i + 1]);
+  }
+  // HSCAN, not HGETALL: a hot item's hash also holds its recent tombstones, and must not block Redis.
+  const stream = d.redis.hscanStream(d.keys.item(itemId).holds, { count: 1000 });
+  for await (const chunk of stream as AsyncIterable<string[]>) {
+    for (let i = 0; i < chunk.length; i += 2) {
+      const field = chunk[i]!;
+      if (!chunk[i + 1]!.startsWith(`${HoldState.pending}:`)) continue;
       const colon = field.indexOf(':');
       entry(figures, itemId, field.slice(colon + 1)).holds++;
       holds.push({ itemId, field, reservationId: field.slice(0, colon) });
     }
-  });
-  return { figures, holds };
+  }
 }
 
 async function readPostgres(d: ReconcileDeps, items: string[]): Promise<Map<string, Figures>> {

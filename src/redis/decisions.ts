@@ -38,6 +38,12 @@ export interface HoldCounts {
 
 export type SettleAction = 'confirm' | 'release';
 
+export interface ReservationHeader {
+  reference: string | null;
+  metadata: Record<string, string>;
+  lines: Line[];
+}
+
 /** Pairs of (index, value) that a script returns flattened after its status. */
 function pairs(reply: ScriptReply): [number, number][] {
   const out: [number, number][] = [];
@@ -105,12 +111,24 @@ export class Decisions {
     /** `<requestHash>|<reservationId>|`; the script appends its clock. */
     recordPrefix: string;
     recordTtlMs: number;
+    /** What confirm and release need besides the holds: reference, metadata, lines. */
+    header: ReservationHeader;
   }): Promise<ReserveDecision> {
     const { itemKeys, itemCount, lineArgs } = this.linesLayout(input.lines);
     const reply = await this.call(
       'reserve',
-      [this.keys.marker, input.idempotencyKey, ...itemKeys],
-      [input.reservationId, input.ttlMs, input.recordPrefix, input.recordTtlMs, this.retentionMs, itemCount, input.lines.length, ...lineArgs],
+      [this.keys.marker, input.idempotencyKey, this.keys.reservation(input.reservationId), ...itemKeys],
+      [
+        input.reservationId,
+        input.ttlMs,
+        input.recordPrefix,
+        input.recordTtlMs,
+        this.retentionMs,
+        itemCount,
+        input.lines.length,
+        JSON.stringify(input.header),
+        ...lineArgs,
+      ],
     );
     switch (reply[0]) {
       case S.OK:
@@ -162,7 +180,7 @@ export class Decisions {
     const { itemKeys, itemCount, lineArgs } = this.linesLayout(input.lines);
     const reply = await this.run(
       'undo_reserve',
-      [this.keys.marker, input.idempotencyKey, ...itemKeys],
+      [this.keys.marker, input.idempotencyKey, this.keys.reservation(input.reservationId), ...itemKeys],
       [input.generation, input.reservationId, input.recordPrefix, itemCount, input.lines.length, ...lineArgs],
     );
     return reply[0] === S.OK;
@@ -237,6 +255,18 @@ export class Decisions {
     const k = this.keys.item(itemId);
     const reply = await this.call('availability', [this.keys.marker, k.stock, k.holds, k.exp], [this.retentionMs]);
     return reply[0] === S.OK ? (reply[2] as StockFields) : null;
+  }
+
+  /** The reservation's cached header, or null (never cached, expired, or Redis lost it: ask PostgreSQL). */
+  async header(id: string): Promise<(ReservationHeader & { createdMs: number; expiresMs: number }) | null> {
+    let fields: Record<string, string>;
+    try {
+      fields = await this.redis.hgetall(this.keys.reservation(id));
+    } catch (err) {
+      throw unavailable('Redis is unreachable', err);
+    }
+    if (!fields.body) return null;
+    return { ...(JSON.parse(fields.body) as ReservationHeader), createdMs: Number(fields.created), expiresMs: Number(fields.expires) };
   }
 
   /** Drops a pending hold PostgreSQL never recorded; false if it is no longer pending. */

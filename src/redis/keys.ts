@@ -49,6 +49,15 @@ export class Keys {
     return `${this.prefix}{i:*`;
   }
 
+  /**
+   * hash: a reservation's header (`body`: reference, metadata and lines as JSON; `created`, `expires` in ms),
+   * written by the reserve script so confirm and release need no PostgreSQL read. A cache: PostgreSQL has the
+   * record, and a missing header means "ask PostgreSQL".
+   */
+  reservation(id: string): string {
+    return `${this.prefix}{r:${id}}`;
+  }
+
   /** `scope` is the client credential's name (the anonymous scope when authentication is off). */
   idempotency(scope: string, key: string): string {
     return `${this.prefix}idem:${scope}:${key}`;

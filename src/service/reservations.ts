@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { FastifyBaseLogger as Logger } from 'fastify';
 import { v7 as uuidv7 } from 'uuid';
 import { ProblemError, unavailable } from '../domain/errors.js';
-import { toDocument, type Line, type ReservationRecord } from '../domain/reservation.js';
+import { effectiveStatus, toDocument, type Line, type ReservationRecord } from '../domain/reservation.js';
 import { DEFAULT_LOCATION, DEFAULT_TTL_SECONDS, type ReservationDocument, type ReservationRequest } from '../domain/schemas.js';
 import type { Metrics } from '../metrics.js';
 import type { Decisions, SettleAction } from '../redis/decisions.js';
@@ -69,6 +69,7 @@ export class ReservationService implements ReservationApi {
       idempotencyKey,
       recordPrefix: prefix,
       recordTtlMs: this.d.idempotencyRetentionMs,
+      header: { reference: request.reference ?? null, metadata: request.metadata ?? {}, lines },
     });
     switch (decision.kind) {
       case 'idempotent':
@@ -157,28 +158,62 @@ export class ReservationService implements ReservationApi {
     return toDocument(await this.load(id));
   }
 
-  async confirm(id: string): Promise<ReservationDocument> {
-    const r = await this.load(id);
-    const now = new Date();
-    if (r.status === 'confirmed') return toDocument(r, now);
-    if (r.status === 'released') throw ended('released');
-    if (r.status === 'expired') throw ended('expired');
+  confirm(id: string): Promise<ReservationDocument> {
+    return this.settle('confirm', id);
+  }
 
-    const decision = await this.d.decisions.settle('confirm', id, r.lines);
+  release(id: string): Promise<ReservationDocument> {
+    return this.settle('release', id);
+  }
+
+  /**
+   * Confirm or release. The hot path needs Redis only: the header the reserve script cached gives the lines,
+   * and the holds' states decide. Without a header, or when Redis has no holds, PostgreSQL's record decides.
+   */
+  private async settle(action: SettleAction, id: string): Promise<ReservationDocument> {
+    const cached = await this.d.decisions.header(id);
+    if (cached) {
+      const r: ReservationRecord = {
+        id,
+        status: 'pending',
+        reference: cached.reference,
+        metadata: cached.metadata,
+        lines: cached.lines,
+        expiresAt: new Date(cached.expiresMs),
+        createdAt: new Date(cached.createdMs),
+        updatedAt: new Date(cached.createdMs),
+      };
+      const answer = await this.decide(action, r);
+      if (answer) return answer;
+    }
+    const r = await this.load(id);
+    if (r.status !== 'pending') return finalAnswer(action, r);
+    const answer = await this.decide(action, r);
+    if (answer) return answer;
+    // PostgreSQL says pending, Redis has no holds: expired if the TTL passed, else state is being repaired.
+    if (Date.now() >= r.expiresAt.getTime()) return finalAnswer(action, { ...r, status: 'expired', updatedAt: r.expiresAt });
+    this.d.log.error({ reservationId: id }, 'pending reservation has no holds in Redis');
+    throw unavailable('reservation state is being repaired; retry');
+  }
+
+  /** The settle script's verdict on a reservation believed pending; null when Redis has none of its holds. */
+  private async decide(action: SettleAction, r: ReservationRecord): Promise<ReservationDocument | null> {
+    const target = action === 'confirm' ? 'confirmed' : 'released';
+    const decision = await this.d.decisions.settle(action, r.id, r.lines);
     switch (decision.kind) {
       case 'settled':
-        return this.recordSettle('confirm', r, decision.generation, decision.nowMs);
+        return this.recordSettle(action, r, decision.generation, decision.nowMs);
       case 'already':
+        return this.awaitRecorded(r.id, target);
       case 'confirmed':
-        return this.awaitRecorded(id, 'confirmed');
       case 'released':
-        throw ended('released');
+        if (decision.kind === target) return this.awaitRecorded(r.id, target);
+        throw ended(decision.kind);
       case 'expired':
-        throw ended('expired');
+        // The sweeper records it.
+        return finalAnswer(action, { ...r, status: 'expired', updatedAt: r.expiresAt });
       case 'missing':
-        return this.missingHolds(r, () => {
-          throw ended('expired');
-        });
+        return null;
       case 'insufficient': {
         const short = decision.short.map(({ lineIndex, onHand }) => ({ ...r.lines[lineIndex]!, available: onHand }));
         throw new ProblemError(
@@ -187,31 +222,6 @@ export class ReservationService implements ReservationApi {
           { lines: short.map((s) => ({ itemId: s.itemId, location: s.location, requested: s.quantity, available: s.available })) },
         );
       }
-    }
-  }
-
-  async release(id: string): Promise<ReservationDocument> {
-    const r = await this.load(id);
-    const now = new Date();
-    if (r.status === 'released' || r.status === 'expired') return toDocument(r, now);
-    if (r.status === 'confirmed') throw ended('confirmed');
-
-    const decision = await this.d.decisions.settle('release', id, r.lines);
-    const expired = () => toDocument({ ...r, status: 'expired', updatedAt: r.expiresAt }, now);
-    switch (decision.kind) {
-      case 'settled':
-        return this.recordSettle('release', r, decision.generation, decision.nowMs);
-      case 'already':
-      case 'released':
-        return this.awaitRecorded(id, 'released');
-      case 'confirmed':
-        throw ended('confirmed');
-      case 'expired':
-        return expired(); // the sweeper records it
-      case 'missing':
-        return this.missingHolds(r, expired);
-      case 'insufficient':
-        throw new Error('release cannot be short');
     }
   }
 
@@ -276,13 +286,6 @@ export class ReservationService implements ReservationApi {
     }
   }
 
-  /** Redis has no hold for a reservation PostgreSQL calls pending: expired if its TTL passed, else unknown. */
-  private missingHolds(r: ReservationRecord, ifExpired: () => ReservationDocument): ReservationDocument {
-    if (Date.now() >= r.expiresAt.getTime()) return ifExpired();
-    this.d.log.error({ reservationId: r.id }, 'pending reservation has no holds in Redis');
-    throw unavailable('reservation state is being repaired; retry');
-  }
-
   private async load(id: string): Promise<ReservationRecord> {
     const r = await this.read(() => findReservation(this.d.db, id));
     if (!r) throw new ProblemError('reservation_not_found', `no reservation ${id}`);
@@ -302,6 +305,18 @@ const inUse = () => new ProblemError('idempotency_key_in_use', 'a request with t
 
 const reused = () =>
   new ProblemError('idempotency_key_reused', 'this Idempotency-Key was used with a different request body');
+
+/**
+ * The answer for a reservation that already ended: the same document when it ended the way asked (or expired,
+ * for a release: api.md), else the matching 409.
+ */
+function finalAnswer(action: SettleAction, r: ReservationRecord): ReservationDocument {
+  const status = effectiveStatus(r, new Date());
+  if (status === (action === 'confirm' ? 'confirmed' : 'released') || (action === 'release' && status === 'expired')) {
+    return toDocument({ ...r, status });
+  }
+  throw ended(status === 'pending' ? 'expired' : status);
+}
 
 const ended = (status: 'released' | 'expired' | 'confirmed') =>
   new ProblemError(

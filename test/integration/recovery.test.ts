@@ -73,6 +73,7 @@ describe('recovery after Redis lost its state', () => {
       idempotencyKey: t.app.runtime.keys.idempotency('_', newKey()),
       recordPrefix: 'hash|id|',
       recordTtlMs: 60_000,
+      header: { reference: null, metadata: {}, lines },
     });
     expect(decided.kind).toBe('held');
     if (decided.kind !== 'held') return;

@@ -3,7 +3,8 @@
 
   KEYS[1]    generation marker
   KEYS[2]    idempotency record of the request's key
-  KEYS[3..]  per item: stock, holds, exp (ARGV[6] items)
+  KEYS[3]    the reservation's header
+  KEYS[4..]  per item: stock, holds, exp (ARGV[6] items)
   ARGV[1]    reservation id
   ARGV[2]    ttl in ms
   ARGV[3]    idempotency record prefix "<requestHash>|<reservationId>|" (the script appends its clock, ms)
@@ -11,7 +12,8 @@
   ARGV[5]    tombstone retention, ms
   ARGV[6]    item count
   ARGV[7]    line count
-  ARGV[8..]  per line: item index (1-based), location, quantity
+  ARGV[8]    the header's body (JSON: reference, metadata, lines)
+  ARGV[9..]  per line: item index (1-based), location, quantity
 
   Returns
     {S.OK, generation, nowMs}
@@ -21,7 +23,7 @@
     {S.INSUFFICIENT, lineIndex, available, ...} lines that cannot be held; nothing was held
 ]]
 --@include common
-local FIXED = 2
+local FIXED = 3
 local gen = generation(KEYS[1])
 if not gen then return { S.NO_STATE } end
 
@@ -31,7 +33,7 @@ if existing then return { S.IDEMPOTENT, existing } end
 local now = nowMs()
 local retentionMs = tonumber(ARGV[5])
 local itemCount = tonumber(ARGV[6])
-local lines = readLines(8, tonumber(ARGV[7]))
+local lines = readLines(9, tonumber(ARGV[7]))
 expireItems(FIXED, itemCount, now, retentionMs)
 
 local missing, short = {}, {}
@@ -61,4 +63,6 @@ for _, line in ipairs(lines) do
   redis.call('ZADD', expKey, expiresAt, field)
 end
 redis.call('SET', KEYS[2], ARGV[3] .. now, 'PX', ARGV[4])
+redis.call('HSET', KEYS[3], 'body', ARGV[8], 'created', now, 'expires', expiresAt)
+redis.call('PEXPIREAT', KEYS[3], expiresAt + retentionMs)
 return { S.OK, gen, now }

@@ -5,7 +5,8 @@
 
   KEYS[1]    generation marker
   KEYS[2]    idempotency record of the request's key
-  KEYS[3..]  per item: stock, holds, exp (ARGV[4] items)
+  KEYS[3]    the reservation's header
+  KEYS[4..]  per item: stock, holds, exp (ARGV[4] items)
   ARGV[1]    generation the reserve decided under
   ARGV[2]    reservation id
   ARGV[3]    the idempotency record prefix the reserve stored (the record is deleted only if it is still ours)
@@ -16,7 +17,7 @@
   Returns {S.OK} or {S.STALE}
 ]]
 --@include common
-local FIXED = 2
+local FIXED = 3
 if generation(KEYS[1]) ~= ARGV[1] then return { S.STALE } end
 
 for _, line in ipairs(readLines(6, tonumber(ARGV[5]))) do
@@ -33,4 +34,5 @@ for _, line in ipairs(readLines(6, tonumber(ARGV[5]))) do
 end
 local record = redis.call('GET', KEYS[2])
 if record and string.sub(record, 1, #ARGV[3]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+redis.call('DEL', KEYS[3])
 return { S.OK }
