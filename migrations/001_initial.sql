@@ -30,7 +30,6 @@ CREATE TABLE reservations (
 );
 -- The sweeper's query: pending reservations by expiry.
 CREATE INDEX reservations_pending_expiry ON reservations (expires_at) WHERE status = 'pending';
-CREATE INDEX reservations_reference ON reservations (reference) WHERE reference IS NOT NULL;
 
 CREATE TABLE reservation_lines (
   reservation_id uuid NOT NULL REFERENCES reservations (id),
@@ -40,7 +39,6 @@ CREATE TABLE reservation_lines (
   quantity       integer NOT NULL CHECK (quantity > 0),
   PRIMARY KEY (reservation_id, line_no)
 );
-CREATE INDEX reservation_lines_item ON reservation_lines (item_id, location);
 
 -- The last word on idempotency (Redis may have lost its record): one key, one reservation, one first answer.
 CREATE TABLE idempotency_keys (

@@ -210,36 +210,40 @@ export class BatchWriter {
       .sort((a, b) => (a.reservationId < b.reservationId ? -1 : a.reservationId > b.reservationId ? 1 : 0));
     const lines = reserves.flatMap((r) => r.reservation.lines.map((l, n) => ({ id: r.reservation.id, n, ...l })));
     const movements = live.flatMap(movementsOf);
-    const column = <T, V>(rows: T[], pick: (row: T) => V): V[] => rows.map(pick);
 
-    const { rows } = await client.query<{ created: string[] | null; moved: string[] | null }>(RECORD_BATCH, [
-      column(reserves, (r) => r.idempotency.scope),
-      column(reserves, (r) => r.idempotency.key),
-      column(reserves, (r) => r.idempotency.requestHash),
-      column(reserves, (r) => r.reservation.id),
-      column(reserves, (r) => r.idempotency.statusCode),
-      column(reserves, (r) => JSON.stringify(r.idempotency.response)),
-      column(reserves, (r) => r.reservation.reference),
-      column(reserves, (r) => JSON.stringify(r.reservation.metadata)),
-      column(reserves, (r) => r.reservation.expiresAt),
-      column(reserves, (r) => r.reservation.createdAt),
-      column(lines, (l) => l.id),
-      column(lines, (l) => l.n),
-      column(lines, (l) => l.itemId),
-      column(lines, (l) => l.location),
-      column(lines, (l) => l.quantity),
-      column(transitions, (t) => t.reservationId),
-      column(transitions, (t) => t.to),
-      column(transitions, (t) => t.at),
-      column(movements, (m) => m.itemId),
-      column(movements, (m) => m.location),
-      column(movements, (m) => m.kind),
-      column(movements, (m) => m.onHand),
-      column(movements, (m) => m.reserved),
-      column(movements, (m) => m.reservationId),
-      column(movements, (m) => m.reason),
-      column(movements, (m) => m.gate),
-    ]);
+    // A named statement: each connection parses and plans this large statement once, not per batch.
+    const { rows } = await client.query<{ created: string[] | null; moved: string[] | null }>({
+      name: 'record_batch',
+      text: RECORD_BATCH,
+      values: [
+        reserves.map((r) => r.idempotency.scope),
+        reserves.map((r) => r.idempotency.key),
+        reserves.map((r) => r.idempotency.requestHash),
+        reserves.map((r) => r.reservation.id),
+        reserves.map((r) => r.idempotency.statusCode),
+        reserves.map((r) => JSON.stringify(r.idempotency.response)),
+        reserves.map((r) => r.reservation.reference),
+        reserves.map((r) => JSON.stringify(r.reservation.metadata)),
+        reserves.map((r) => r.reservation.expiresAt),
+        reserves.map((r) => r.reservation.createdAt),
+        lines.map((l) => l.id),
+        lines.map((l) => l.n),
+        lines.map((l) => l.itemId),
+        lines.map((l) => l.location),
+        lines.map((l) => l.quantity),
+        transitions.map((t) => t.reservationId),
+        transitions.map((t) => t.to),
+        transitions.map((t) => t.at),
+        movements.map((m) => m.itemId),
+        movements.map((m) => m.location),
+        movements.map((m) => m.kind),
+        movements.map((m) => m.onHand),
+        movements.map((m) => m.reserved),
+        movements.map((m) => m.reservationId),
+        movements.map((m) => m.reason),
+        movements.map((m) => m.gate),
+      ],
+    });
     const created = new Set(rows[0]?.created ?? []);
     const moved = new Set(rows[0]?.moved ?? []);
     ops.forEach((op, i) => {
