@@ -11,7 +11,7 @@ import {
 import type { ReservationApi, ReserveAnswer, StockApi } from '../../src/service/api.js';
 import { requestHash } from '../../src/service/idempotency.js';
 import { normaliseLines } from '../../src/service/reservations.js';
-import { findIdempotency, findReservation } from '../../src/store/reservations.js';
+import { findIdempotency, findReservation, SELECT_RESERVATION, toRecord, type ReservationRow } from '../../src/store/reservations.js';
 
 /**
  * The design peers use: PostgreSQL alone, one transaction per request, on the service's own schema
@@ -280,39 +280,12 @@ function shortage(lines: Line[], rows: LockedRow[]): ProblemError | null {
   });
 }
 
-interface LockedReservationRow {
-  id: string;
-  status: ReservationRecord['status'];
-  reference: string | null;
-  metadata: Record<string, string>;
-  lines: Line[];
-  expires_at: Date;
-  created_at: Date;
-  updated_at: Date;
-}
-
 /** The reservation with its lines, its row locked until the transaction ends. */
 async function lockReservation(c: pg.PoolClient, id: string): Promise<ReservationRecord> {
-  const { rows } = await c.query<LockedReservationRow>(
-    `SELECT r.id, r.status, r.reference, r.metadata, r.expires_at, r.created_at, r.updated_at,
-            (SELECT json_agg(json_build_object('itemId', l.item_id, 'location', l.location, 'quantity', l.quantity)
-                             ORDER BY l.line_no)
-               FROM reservation_lines l WHERE l.reservation_id = r.id) AS lines
-     FROM reservations r WHERE r.id = $1 FOR UPDATE OF r`,
-    [id],
-  );
+  const { rows } = await c.query<ReservationRow>(`${SELECT_RESERVATION} WHERE r.id = $1 FOR UPDATE OF r`, [id]);
   const row = rows[0];
   if (!row) throw new ProblemError('reservation_not_found', `no reservation ${id}`);
-  return {
-    id: row.id,
-    status: row.status,
-    reference: row.reference,
-    metadata: row.metadata,
-    lines: row.lines,
-    expiresAt: row.expires_at,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-  };
+  return toRecord(row);
 }
 
 class PgOnlyStock implements StockApi {

@@ -4,7 +4,7 @@ import type { ReservationStatus } from '../domain/schemas.js';
 
 /** Reads of reservations and idempotency records. Writes go through the BatchWriter. */
 
-interface ReservationRow {
+export interface ReservationRow {
   id: string;
   status: ReservationStatus;
   reference: string | null;
@@ -15,14 +15,15 @@ interface ReservationRow {
   updated_at: Date;
 }
 
-const SELECT_RESERVATION = `
+/** A reservation with its lines as JSON; callers add the WHERE clause (and any locking). */
+export const SELECT_RESERVATION = `
   SELECT r.id, r.status, r.reference, r.metadata, r.expires_at, r.created_at, r.updated_at,
          (SELECT json_agg(json_build_object('itemId', l.item_id, 'location', l.location, 'quantity', l.quantity)
                           ORDER BY l.line_no)
             FROM reservation_lines l WHERE l.reservation_id = r.id) AS lines
   FROM reservations r`;
 
-const toRecord = (row: ReservationRow): ReservationRecord => ({
+export const toRecord = (row: ReservationRow): ReservationRecord => ({
   id: row.id,
   status: row.status,
   reference: row.reference,
