@@ -61,6 +61,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     bodyLimit: MAX_BODY_BYTES,
+    // While closing, requests still arriving get our problem+json 503 (see the onRequest hook below).
+    return503OnClosing: false,
     // Ids longer than any valid one must still reach the routes, to be answered 400 or 404 as problems.
     routerOptions: { maxParamLength: 8192 },
     frameworkErrors: (error, request, reply) => {
@@ -128,6 +130,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   registerErrorHandling(app);
   registerNotFound(app);
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async (_request, reply) => {
+    if (!closing) return;
+    reply.header('connection', 'close');
+    return sendProblem(reply, 'unavailable', 'this node is shutting down; retry');
+  });
   await registerAccess(app, {
     apiKeys: config.API_KEYS,
     rateLimitMax: config.RATE_LIMIT_MAX,
