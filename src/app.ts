@@ -135,9 +135,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     closing = true;
   });
   app.addHook('onRequest', async (_request, reply) => {
-    if (!closing) return;
-    reply.header('connection', 'close');
-    return sendProblem(reply, 'unavailable', 'this node is shutting down; retry');
+    if (closing) return sendProblem(reply, 'unavailable', 'this node is shutting down; retry');
   });
   await registerAccess(app, {
     apiKeys: config.API_KEYS,
@@ -148,6 +146,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    // Answers sent while closing end their keep-alive connection, so the server can finish closing.
+    if (closing) reply.header('connection', 'close');
   });
   app.addHook('onResponse', async (request, reply) => {
     metrics.httpDuration.observe(
