@@ -1,0 +1,57 @@
+import { INVARIANT_NAMES, type InvariantId } from './checks.js';
+import { failures, type DrillResult } from './harness.js';
+
+const ms = (v: number | null) => (v === null ? '—' : v < 1000 ? `${v} ms` : `${(v / 1000).toFixed(1)} s`);
+
+function invariantCell(result: DrillResult, id: InvariantId): string {
+  const i = result.invariants.find((x) => x.id === id);
+  if (!i) return result.error ? 'n/a' : '?';
+  return i.ok ? 'pass' : `FAIL(${i.violations.length})`;
+}
+
+function reconcileCell(result: DrillResult): string {
+  const r = result.reconcile;
+  if (!r) return 'n/a';
+  if (!r.ok) return 'FAIL';
+  return r.repairNeeded ? 'pass*' : 'pass';
+}
+
+/** The operator's table: one row per drill, then every failure spelled out. */
+export function formatTable(results: readonly DrillResult[]): string {
+  const ids: InvariantId[] = ['I1', 'I2', 'I3', 'I4', 'I5', 'I6', 'API'];
+  const header = ['drill', 'requests', 'acks', 'faults', 'recovery', 'ready', 'unresolved', 'crashes', ...ids, 'redis=pg'];
+  const rows = results.map((r) => [
+    r.drill,
+    String(r.requests),
+    String(r.acks),
+    String(r.faults),
+    ms(r.recoveryMs),
+    ms(r.readyMs),
+    String(r.unresolvedKeys),
+    r.crashes.length === 0 ? '0' : `FAIL(${r.crashes.length})`,
+    ...ids.map((id) => invariantCell(r, id)),
+    reconcileCell(r),
+  ]);
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)));
+  const line = (cells: string[]) => cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ');
+  const out = [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)];
+  out.push(
+    '',
+    `recovery: fault injected → first reservation acknowledged for a request sent after it; ready: → every running node ready again`,
+    `faults: 5xx answers and network errors the clients saw; unresolved: keys whose client gave up without a definitive answer`,
+    `crashes: API processes that exited on their own (restarted by the drill's supervisor)`,
+    ids.map((id) => `${id} ${INVARIANT_NAMES[id]}`).join(' · '),
+    `redis=pg: reconciliation dry run clean (pass* = clean only after a repair pass)`,
+  );
+  for (const r of results) {
+    const notes = [
+      ...failures(r, 10),
+      ...(r.reconcile?.ok && r.reconcile.repairNeeded ? r.reconcile.details.map((d) => `repaired: ${d}`) : []),
+      ...r.notes.map((n) => `note: ${n}`),
+    ];
+    if (notes.length === 0) continue;
+    out.push('', `${r.drill} (seed ${r.seed}, fault at ${r.faultAt ?? '—'}${r.logDir ? `, API logs in ${r.logDir}` : ''}):`);
+    for (const n of notes) out.push(`  ${n}`);
+  }
+  return out.join('\n');
+}
