@@ -186,8 +186,9 @@ class RedisOnlyStock implements StockApi {
 
   async availability(itemId: string): Promise<AvailabilityDocument> {
     const fields = await this.decisions.availability(itemId);
-    if (!fields) throw new ProblemError('item_not_found', `${itemId} is not stocked`);
-    return toAvailability(itemId, fields);
+    const document = fields && toAvailability(itemId, fields);
+    if (!document) throw new ProblemError('item_not_found', `${itemId} is not stocked`);
+    return document;
   }
 
   set(itemId: string, location: string, quantity: number): Promise<AvailabilityDocument> {
@@ -201,8 +202,15 @@ class RedisOnlyStock implements StockApi {
   private async change(itemId: string, location: string, mode: 'set' | 'adjust', amount: number): Promise<AvailabilityDocument> {
     const decision = await this.decisions.changeStock(itemId, location, mode, amount);
     switch (decision.kind) {
-      case 'changed':
-        return toAvailability(itemId, decision.fields);
+      case 'changed': {
+        // No record to wait for: an increase is applied at once.
+        const applied = decision.pending
+          ? await this.decisions.changeStock(itemId, location, 'apply', decision.onHandDelta, decision)
+          : decision;
+        const document = applied.kind === 'changed' ? toAvailability(itemId, applied.fields) : null;
+        if (!document) throw unavailable('Redis was rebuilt; retry');
+        return document;
+      }
       case 'not_found':
         throw new ProblemError('item_not_found', `${itemId} is not stocked at ${location}`);
       case 'insufficient':

@@ -40,19 +40,24 @@ export function toDocument(r: ReservationRecord, now = new Date()): ReservationD
   };
 }
 
-/** The availability document from an item's Redis stock hash (`h:<loc>` on-hand, `r:<loc>` reserved). */
-export function toAvailability(itemId: string, fields: readonly string[]): AvailabilityDocument {
+/**
+ * The availability document from an item's Redis stock hash (`h:<loc>` on-hand, `r:<loc>` reserved; other
+ * fields are not availability), or null when no location is stocked.
+ */
+export function toAvailability(itemId: string, fields: readonly string[]): AvailabilityDocument | null {
   const byLocation = new Map<string, { onHand: number; reserved: number }>();
   for (let i = 0; i < fields.length; i += 2) {
     const field = fields[i]!;
-    const location = field.slice(2);
-    const entry = byLocation.get(location) ?? { onHand: 0, reserved: 0 };
-    if (field.startsWith('h:')) entry.onHand = Number(fields[i + 1]);
-    else entry.reserved = Number(fields[i + 1]);
-    byLocation.set(location, entry);
+    if (!field.startsWith('h:')) continue;
+    byLocation.set(field.slice(2), { onHand: Number(fields[i + 1]), reserved: 0 });
   }
+  for (let i = 0; i < fields.length; i += 2) {
+    const field = fields[i]!;
+    const entry = field.startsWith('r:') ? byLocation.get(field.slice(2)) : undefined;
+    if (entry) entry.reserved = Number(fields[i + 1]);
+  }
+  if (byLocation.size === 0) return null;
   const locations = [...byLocation]
-    .filter(([location]) => fields.includes(`h:${location}`))
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
     .map(([location, { onHand, reserved }]) => ({
       location,

@@ -202,9 +202,8 @@ async function readItem(
   const fields = (await d.decisions.availability(itemId)) ?? [];
   for (let i = 0; i < fields.length; i += 2) {
     const field = fields[i]!;
-    const f = entry(figures, itemId, field.slice(2));
-    if (field.startsWith('h:')) f.onHand = Number(fields[i + 1]);
-    else f.reserved = Number(fields[i + 1]);
+    if (field.startsWith('h:')) entry(figures, itemId, field.slice(2)).onHand = Number(fields[i + 1]);
+    else if (field.startsWith('r:')) entry(figures, itemId, field.slice(2)).reserved = Number(fields[i + 1]);
   }
   // HSCAN, not HGETALL: a hot item's hash also holds its recent tombstones, and must not block Redis.
   const stream = d.redis.hscanStream(d.keys.item(itemId).holds, { count: 1000 });

@@ -88,7 +88,10 @@ export class Recovery {
     const client = await checkOut(db);
     let markerSet = false;
     try {
-      await client.query('BEGIN');
+      // The rebuild's transaction waits for writers and stays open while Redis is refilled: no timeouts in it.
+      await client.query(
+        "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0",
+      );
       await client.query('SELECT pg_advisory_xact_lock($1)', [FENCE_LOCK_ID]);
       const gen = await client.query<{ generation: string }>(
         'UPDATE state_generation SET generation = generation + 1 RETURNING generation::text AS generation',

@@ -6,7 +6,10 @@ import type { Keys } from './keys.js';
 import { defineScripts, type ScriptName, type ScriptReply } from './scripts.js';
 import { ScriptStatus as S } from './status.js';
 
-/** An item's stock hash as the scripts return it: `h:<loc>` on-hand, `r:<loc>` reserved, flattened. */
+/**
+ * An item's stock hash as the scripts return it, flattened: `h:<loc>` on-hand, `r:<loc>` reserved, and
+ * `p:<loc>` supply recorded-in-progress (not available).
+ */
 export type StockFields = string[];
 
 export type ReserveDecision =
@@ -22,7 +25,7 @@ export type SettleDecision =
   | { kind: 'insufficient'; short: { lineIndex: number; onHand: number }[] };
 
 export type StockDecision =
-  | { kind: 'changed'; generation: string; onHandDelta: number; created: boolean; fields: StockFields }
+  | { kind: 'changed'; generation: string; onHandDelta: number; created: boolean; pending: boolean; fields: StockFields }
   | { kind: 'not_found' }
   | { kind: 'stale' }
   | { kind: 'insufficient'; onHand: number };
@@ -215,21 +218,22 @@ export class Decisions {
   }
 
   /**
-   * `undo` takes back an unrecorded change (`amount`: its on-hand delta; `created`: it created the location), only
-   * if Redis is still at `generation`, else `stale`.
+   * `set`/`adjust` decide; an increase comes back `pending` (not yet available). After its record, `apply` makes it
+   * on-hand, or `abandon` drops it; `undo` takes back an unrecorded decrease. Those three take the decision's
+   * `generation` (a rebuilt Redis answers `stale`) and whether it `created` the location.
    */
   async changeStock(
     itemId: string,
     location: string,
-    mode: 'set' | 'adjust' | 'undo',
+    mode: 'set' | 'adjust' | 'apply' | 'abandon' | 'undo',
     amount: number,
-    undo: { generation: string; created: boolean } = { generation: '', created: false },
+    decided: { generation: string; created: boolean } = { generation: '', created: false },
   ): Promise<StockDecision> {
     const k = this.keys.item(itemId);
     const reply = await this.call(
       'stock',
       [this.keys.marker, k.stock, k.holds, k.exp],
-      [mode, location, amount, this.retentionMs, undo.generation, undo.created ? '1' : '0'],
+      [mode, location, amount, this.retentionMs, decided.generation, decided.created ? '1' : '0'],
     );
     switch (reply[0]) {
       case S.OK:
@@ -238,7 +242,8 @@ export class Decisions {
           generation: String(reply[1]),
           onHandDelta: Number(reply[2]),
           created: reply[3] === 1,
-          fields: reply[4] as StockFields,
+          pending: reply[4] === 1,
+          fields: reply[5] as StockFields,
         };
       case S.NOT_FOUND:
         return { kind: 'not_found' };

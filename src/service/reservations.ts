@@ -204,10 +204,10 @@ export class ReservationService implements ReservationApi {
       case 'settled':
         return this.recordSettle(action, r, decision.generation, decision.nowMs);
       case 'already':
-        return this.awaitRecorded(r.id, target);
+        return this.awaitRecorded(r.id, action);
       case 'confirmed':
       case 'released':
-        if (decision.kind === target) return this.awaitRecorded(r.id, target);
+        if (decision.kind === target) return this.awaitRecorded(r.id, action);
         throw ended(decision.kind);
       case 'expired':
         // The sweeper records it.
@@ -275,13 +275,13 @@ export class ReservationService implements ReservationApi {
   }
 
   /** A duplicate of a confirm/release whose first request is committing: answer once PostgreSQL shows it. */
-  private async awaitRecorded(id: string, status: 'confirmed' | 'released'): Promise<ReservationDocument> {
+  private async awaitRecorded(id: string, action: SettleAction): Promise<ReservationDocument> {
     const deadline = Date.now() + DUPLICATE_WAIT_MS;
     for (;;) {
       const r = await this.load(id);
-      if (r.status === status) return toDocument(r);
-      if (r.status !== 'pending') throw ended(r.status);
-      if (Date.now() >= deadline) throw unavailable(`the reservation is being ${status} by another request; retry`);
+      // Ended, however (the sweeper may have recorded the expiry of a release that was never recorded).
+      if (r.status !== 'pending') return finalAnswer(action, r);
+      if (Date.now() >= deadline) throw unavailable('another request is settling this reservation; retry');
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }

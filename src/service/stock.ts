@@ -15,8 +15,9 @@ export class StockService implements StockApi {
 
   async availability(itemId: string): Promise<AvailabilityDocument> {
     const fields = await this.d.decisions.availability(itemId);
-    if (!fields) throw notFound(itemId);
-    return toAvailability(itemId, fields);
+    const document = fields && toAvailability(itemId, fields);
+    if (!document) throw notFound(itemId);
+    return document;
   }
 
   set(itemId: string, location: string, quantity: number): Promise<AvailabilityDocument> {
@@ -58,7 +59,29 @@ export class StockService implements StockApi {
       throw unavailable('PostgreSQL did not record the change; nothing was applied, retry', err);
     }
     if (result === 'stale') throw unavailable('Redis was rebuilt while the request was in flight; nothing was applied, retry');
-    return toAvailability(itemId, decision.fields);
+    const fields = decision.pending ? await this.applyRecorded(itemId, location, decision) : decision.fields;
+    return toAvailability(itemId, fields) ?? emptyAvailability(itemId);
+  }
+
+  /**
+   * Makes a recorded increase available. It is durable already: if Redis fails now, the answer stays 200 and the
+   * units are missing from Redis (never extra) until reconciliation repairs it.
+   */
+  private async applyRecorded(
+    itemId: string,
+    location: string,
+    decision: { generation: string; onHandDelta: number; created: boolean; fields: string[] },
+  ): Promise<string[]> {
+    try {
+      const applied = await this.d.decisions.changeStock(itemId, location, 'apply', decision.onHandDelta, decision);
+      if (applied.kind === 'changed') return applied.fields;
+      // Rebuilt since the decision: the rebuild read the committed increase from PostgreSQL.
+      return (await this.d.decisions.availability(itemId)) ?? decision.fields;
+    } catch (err) {
+      this.d.metrics.compensations.inc({ operation: 'stock', result: 'apply_failed' });
+      this.d.log.error({ err, itemId, location }, 'recorded stock increase not applied in Redis; reconcile --repair restores it');
+      return withOnHand(decision.fields, location, decision.onHandDelta);
+    }
   }
 
   /**
@@ -69,7 +92,7 @@ export class StockService implements StockApi {
     err: unknown,
     itemId: string,
     location: string,
-    change: { generation: string; onHandDelta: number; created: boolean },
+    change: { generation: string; onHandDelta: number; created: boolean; pending: boolean },
   ): Promise<void> {
     if (err instanceof RecordError && err.committed === 'unknown') {
       this.d.metrics.compensations.inc({ operation: 'stock', result: 'skipped_unknown_commit' });
@@ -77,7 +100,8 @@ export class StockService implements StockApi {
     }
     if (change.onHandDelta === 0 && !change.created) return;
     try {
-      const undo = await this.d.decisions.changeStock(itemId, location, 'undo', change.onHandDelta, change);
+      const mode = change.pending ? 'abandon' : 'undo';
+      const undo = await this.d.decisions.changeStock(itemId, location, mode, change.onHandDelta, change);
       this.d.metrics.compensations.inc({ operation: 'stock', result: undo.kind === 'changed' ? 'undone' : 'failed' });
     } catch (undoErr) {
       this.d.metrics.compensations.inc({ operation: 'stock', result: 'failed' });
@@ -88,3 +112,14 @@ export class StockService implements StockApi {
 
 const notFound = (itemId: string, location?: string) =>
   new ProblemError('item_not_found', location ? `${itemId} is not stocked at ${location}` : `${itemId} is not stocked`);
+
+const emptyAvailability = (itemId: string): AvailabilityDocument => ({ itemId, onHand: 0, reserved: 0, available: 0, locations: [] });
+
+/** `fields` with `delta` added to the location's on-hand (the answer when Redis could not be told). */
+function withOnHand(fields: string[], location: string, delta: number): string[] {
+  const out = [...fields];
+  const i = out.findIndex((f, n) => n % 2 === 0 && f === `h:${location}`);
+  if (i >= 0) out[i + 1] = String(Number(out[i + 1]) + delta);
+  else out.push(`h:${location}`, String(delta), `r:${location}`, '0');
+  return out;
+}

@@ -14,6 +14,11 @@ export function createPool(url: string, options: { max: number; queryTimeoutMs: 
     max: options.max,
     connectionTimeoutMillis: options.queryTimeoutMs,
     query_timeout: options.queryTimeoutMs,
+    // The client-side timeout alone would leave the server's side of a dead connection running, holding its
+    // locks (and the rebuild fence): the server gives up on its own too, and TCP keepalive notices dead peers.
+    statement_timeout: options.queryTimeoutMs,
+    idle_in_transaction_session_timeout: 2 * options.queryTimeoutMs,
+    keepAlive: true,
     application_name: 'inventory-reservation-service',
   });
   // An idle client losing its connection (PostgreSQL restarted) must not crash the process; the pool replaces it.

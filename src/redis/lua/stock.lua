@@ -1,25 +1,28 @@
 --[[
-  stock: set (absolute) or adjust (delta) an item's on-hand at one location, atomically with its reservations;
-  or undo such a change whose record in PostgreSQL failed. A set creates the item/location if new; an adjust needs
-  it to exist and never takes on-hand below zero. On-hand may be set below what is reserved: existing holds stay,
-  and available reads 0 until restock.
+  stock: change an item's on-hand at one location, atomically with its reservations. Decreases apply at once
+  (undoing one is always safe). Increases are two-phase, so Redis never offers units PostgreSQL has not recorded:
+  "set"/"adjust" only note the increase as pending supply (`p:<location>`, not available), the caller records it
+  in PostgreSQL, then "apply" moves it into on-hand ("abandon" drops it if the record failed). A set computes its
+  delta against on-hand plus pending supply, so concurrent sets do not add up. On-hand never goes below zero; it
+  may be set below what is reserved (existing holds stay; available reads 0 until restock).
 
   KEYS[1]    generation marker
   KEYS[2..4] the item's stock, holds, exp
-  ARGV[1]    "set", "adjust" or "undo"
+  ARGV[1]    "set", "adjust", "apply", "abandon" or "undo"
   ARGV[2]    location
-  ARGV[3]    quantity (set), delta (adjust), or the on-hand delta to take back (undo)
+  ARGV[3]    set: the quantity; adjust: the delta; apply/abandon/undo: the on-hand delta decided earlier
   ARGV[4]    tombstone retention, ms
-  ARGV[5]    expected generation, or '' for any (an undo must not apply to a rebuilt Redis)
-  ARGV[6]    undo only: "1" if the change being undone created the location (then it is removed again)
+  ARGV[5]    apply/abandon/undo: the generation of the decision ('' otherwise); a rebuilt Redis is left alone
+  ARGV[6]    abandon/undo: "1" if the change created the location (then it is removed again)
 
   Returns
-    {S.OK, generation, onHandDelta, created, stockFields}  created: 1 if this created the location;
-                                                           stockFields: the item's stock hash after (HGETALL)
+    {S.OK, generation, onHandDelta, created, pending, stockFields}
+        created: 1 if this created the location; pending: 1 if the delta still awaits "apply";
+        stockFields: the item's stock hash after the change (HGETALL)
     {S.NO_STATE}
-    {S.STALE}                                     ARGV[5] is set and Redis is at another generation
-    {S.NOT_FOUND}
-    {S.INSUFFICIENT, onHand}                      on-hand would go below zero
+    {S.STALE}                 ARGV[5] is set and Redis is at another generation
+    {S.NOT_FOUND}             adjust of a location never stocked
+    {S.INSUFFICIENT, onHand}  the delta would take on-hand below zero
 ]]
 --@include common
 local gen = generation(KEYS[1])
@@ -30,23 +33,63 @@ local stockKey, holdsKey, expKey = itemKeys(1, 1)
 expireDue(stockKey, holdsKey, expKey, nowMs(), tonumber(ARGV[4]))
 
 local mode = ARGV[1]
-local onHandField = 'h:' .. ARGV[2]
-local reservedField = 'r:' .. ARGV[2]
+local onHandField, reservedField, pendingField = 'h:' .. ARGV[2], 'r:' .. ARGV[2], 'p:' .. ARGV[2]
 local current = redis.call('HGET', stockKey, onHandField)
+local pending = tonumber(redis.call('HGET', stockKey, pendingField) or '0')
+local onHand = tonumber(current or '0')
 local amount = tonumber(ARGV[3])
-if mode == 'set' then
-  redis.call('HSET', stockKey, onHandField, amount)
-  redis.call('HSETNX', stockKey, reservedField, 0)
-  return { S.OK, gen, amount - tonumber(current or '0'), current and 0 or 1, redis.call('HGETALL', stockKey) }
+
+local function reply(delta, created, deferred)
+  return { S.OK, gen, delta, created and 1 or 0, deferred and 1 or 0, redis.call('HGETALL', stockKey) }
 end
 
-local delta = mode == 'undo' and -amount or amount
-if not current then return { S.NOT_FOUND } end
-if tonumber(current) + delta < 0 then return { S.INSUFFICIENT, tonumber(current) } end
-local reserved = tonumber(redis.call('HGET', stockKey, reservedField) or '0')
-if mode == 'undo' and ARGV[6] == '1' and tonumber(current) + delta == 0 and reserved == 0 then
-  redis.call('HDEL', stockKey, onHandField, reservedField)
-else
-  redis.call('HINCRBY', stockKey, onHandField, delta)
+local function movePending(delta)
+  if pending - delta == 0 then redis.call('HDEL', stockKey, pendingField)
+  else redis.call('HINCRBY', stockKey, pendingField, -delta) end
 end
-return { S.OK, gen, delta, 0, redis.call('HGETALL', stockKey) }
+
+-- Removes a location that only the undone change had created.
+local function removeIfCreated()
+  if ARGV[6] == '1' and tonumber(redis.call('HGET', stockKey, onHandField) or '0') == 0
+      and tonumber(redis.call('HGET', stockKey, reservedField) or '0') == 0
+      and not redis.call('HGET', stockKey, pendingField) then
+    redis.call('HDEL', stockKey, onHandField, reservedField)
+  end
+end
+
+if mode == 'apply' then
+  movePending(amount)
+  redis.call('HINCRBY', stockKey, onHandField, amount)
+  redis.call('HSETNX', stockKey, reservedField, 0)
+  return reply(amount, false, false)
+elseif mode == 'abandon' then
+  movePending(amount)
+  removeIfCreated()
+  return reply(0, false, false)
+elseif mode == 'undo' then
+  redis.call('HINCRBY', stockKey, onHandField, -amount)
+  removeIfCreated()
+  return reply(-amount, false, false)
+end
+
+local created = not current and pending == 0
+local delta
+if mode == 'set' then
+  -- Clamped at zero: a set below what a concurrent increase still has pending keeps on-hand non-negative.
+  delta = math.max(amount - pending, 0) - onHand
+  if not current and delta <= 0 then
+    redis.call('HSET', stockKey, onHandField, 0)
+    redis.call('HSETNX', stockKey, reservedField, 0)
+  end
+else
+  if not current then return { S.NOT_FOUND } end
+  delta = amount
+  if onHand + delta < 0 then return { S.INSUFFICIENT, onHand } end
+end
+
+if delta > 0 then
+  redis.call('HINCRBY', stockKey, pendingField, delta)
+  return reply(delta, created, true)
+end
+if delta < 0 then redis.call('HINCRBY', stockKey, onHandField, delta) end
+return reply(delta, created, false)
