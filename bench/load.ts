@@ -9,6 +9,7 @@
 import autocannon from 'autocannon';
 import { Samples, percentiles, round } from './stats.js';
 import type { Acked, LoadResult, LoadSpec, OpName, OpStats, TimelinePoint } from './types.js';
+import { mulberry32 } from '../test/helpers/random.js';
 
 const spec = JSON.parse(process.argv[2] ?? '{}') as LoadSpec;
 
@@ -24,18 +25,8 @@ interface Context {
   action?: 'confirm' | 'release';
 }
 
-/** A small seeded PRNG (mulberry32): the same carts for every design of a run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const random = prng(spec.seed);
+// Seeded: the same carts for every design of a run.
+const random = mulberry32(spec.seed).next;
 
 let keyCounter = 0;
 let settleCounter = 0;

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HttpClient, NetworkError, type HttpAnswer } from './http-client.js';
+import { mulberry32 } from '../helpers/random.js';
 
 /** One (item, location) the load sells. */
 export interface Sku {
@@ -97,17 +98,6 @@ export class ClientLog {
   }
 }
 
-/** mulberry32: a seeded PRNG, so a failing drill's choices replay from its printed seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 export interface LoadOptions {
   runId: string;
@@ -149,7 +139,8 @@ function retryable(status: Outcome, code: string | undefined): boolean {
  * request goes on past `drainMs` after that.
  */
 export async function runLoad(o: LoadOptions): Promise<void> {
-  const random = seededRandom(o.seed);
+  // Seeded, so a failing drill's choices replay from its printed seed.
+  const random = mulberry32(o.seed).next;
   const int = (min: number, max: number) => min + Math.floor(random() * (max - min + 1));
   const http = new HttpClient(4_000);
   const startedAt = Date.now();
