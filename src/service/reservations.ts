@@ -22,7 +22,6 @@ export interface ReservationDeps {
   idempotencyRetentionMs: number;
 }
 
-
 /**
  * An idempotency record PostgreSQL has no commit for is taken as in flight while younger than this (longer than
  * any request can take), and as left by a request that died once older.
