@@ -20,8 +20,11 @@ export const ConfigSchema = Type.Object({
   DATABASE_QUERY_TIMEOUT_MS: Type.Integer({ default: 5000, minimum: 10 }),
   /** Group commit: most operations one PostgreSQL transaction records. */
   WRITER_MAX_BATCH: Type.Integer({ default: 500, minimum: 1 }),
-  /** Group commit: transactions in flight at once; further operations wait and join the next batch. */
-  WRITER_CONCURRENCY: Type.Integer({ default: 2, minimum: 1 }),
+  /**
+   * Group commit: transactions in flight at once; further operations wait and join the next batch. One is
+   * fastest on a hot SKU (bigger batches, no two batches queueing on its stock row): see bench/README.md.
+   */
+  WRITER_CONCURRENCY: Type.Integer({ default: 1, minimum: 1 }),
   SWEEPER_INTERVAL_MS: Type.Integer({ default: 1000, minimum: 10 }),
   /** How long after its expiry an unrecorded confirm (its process died before the commit) is undone. */
   UNRECORDED_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
