@@ -21,7 +21,8 @@ describe('expiry (I3)', () => {
   let api: Api;
 
   beforeAll(async () => {
-    t = await startTestApp({ SWEEPER_INTERVAL_MS: 100 });
+    // Two writer slots: the late-release test parks one batch on a row lock per slot.
+    t = await startTestApp({ SWEEPER_INTERVAL_MS: 100, WRITER_CONCURRENCY: 2 });
     await waitReady(t.app);
     api = Api.http(await listen(t.app));
   });
