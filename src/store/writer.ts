@@ -156,6 +156,7 @@ export class BatchWriter {
     }
     let committing = false;
     let xid: string | undefined;
+    let results: RecordResult[] = [];
     let broken: Error | undefined;
     try {
       const [, , head] = (await client.query(
@@ -164,7 +165,7 @@ export class BatchWriter {
       )) as unknown as [unknown, unknown, pg.QueryResult<{ generation: string; xid: string }>];
       const { generation } = head.rows[0]!;
       xid = head.rows[0]!.xid;
-      const results = ops.map<RecordResult>((op) => (op.generation === generation ? 'recorded' : 'stale'));
+      results = ops.map<RecordResult>((op) => (op.generation === generation ? 'recorded' : 'stale'));
       await this.apply(client, ops, results);
       committing = true;
       await client.query('COMMIT');
@@ -175,7 +176,9 @@ export class BatchWriter {
         await client.query('ROLLBACK').catch(() => {});
         throw new RecordError(false, err);
       }
-      throw new RecordError(await this.commitFate(xid), err);
+      const fate = await this.commitFate(xid);
+      if (fate === 'committed') return results; // the answer was lost, not the commit
+      throw new RecordError(fate, err);
     } finally {
       // After any error the connection may be dead or mid-transaction: destroy it rather than reuse it.
       client.release(broken);
@@ -183,14 +186,13 @@ export class BatchWriter {
   }
 
   /** After an error on COMMIT itself: ask PostgreSQL (on another connection) whether the transaction committed. */
-  private async commitFate(xid: string | undefined): Promise<false | 'unknown'> {
+  private async commitFate(xid: string | undefined): Promise<'committed' | false | 'unknown'> {
     if (!xid) return 'unknown';
     try {
       const { rows } = await this.pool.query<{ status: string | null }>('SELECT pg_xact_status($1::xid8) AS status', [xid]);
-      if (rows[0]?.status === 'committed') throw new CommittedAfterAll();
-      return rows[0]?.status === 'aborted' ? false : 'unknown';
-    } catch (err) {
-      if (err instanceof CommittedAfterAll) throw err;
+      const status = rows[0]?.status;
+      return status === 'committed' ? 'committed' : status === 'aborted' ? false : 'unknown';
+    } catch {
       return 'unknown';
     }
   }
@@ -300,8 +302,6 @@ WITH idem AS (
 )
 SELECT (SELECT array_agg(reservation_id)::text[] FROM idem) AS created,
        (SELECT array_agg(id)::text[] FROM moved) AS moved`;
-
-class CommittedAfterAll extends Error {}
 
 /** The ledger rows an operation adds: what PostgreSQL's on-hand and reserved change by. */
 function movementsOf(op: RecordOp): Movement[] {

@@ -127,4 +127,26 @@ describe('BatchWriter (group commit)', () => {
     expect(await writer.submit(reserveOp(item, randomUUID(), 1))).toBe('recorded');
     expect(await stockRow(item)).toEqual({ on_hand: 10, reserved: 1 });
   });
+
+  it('answers a batch whose COMMIT reply was lost by asking PostgreSQL whether it committed', async () => {
+    // The real PostgreSQL commits; only the reply to COMMIT is lost on the way back.
+    const lossy = {
+      connect: async () => {
+        const client = await pool.connect();
+        const query = client.query.bind(client) as (text: string) => Promise<unknown>;
+        (client as unknown as { query: (text: string) => Promise<unknown> }).query = async (text: string, ...rest: unknown[]) => {
+          const result = await (query as (...a: unknown[]) => Promise<unknown>)(text, ...rest);
+          if (text === 'COMMIT') throw new Error('connection lost');
+          return result;
+        };
+        return client;
+      },
+      query: pool.query.bind(pool),
+    } as unknown as pg.Pool;
+    const writer = new BatchWriter(lossy, createMetrics(), { maxBatch: 10, concurrency: 1 });
+    const item = `lost-reply-${randomUUID()}`;
+    expect(await writer.submit(stockOp(item, 7))).toBe('recorded');
+    expect(await stockRow(item)).toEqual({ on_hand: 7, reserved: 0 });
+  });
 });
+
