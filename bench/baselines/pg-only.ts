@@ -1,13 +1,8 @@
 import type pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
 import { ProblemError, unavailable } from '../../src/domain/errors.js';
-import { effectiveStatus, toDocument, type Line, type ReservationRecord } from '../../src/domain/reservation.js';
-import {
-  DEFAULT_TTL_SECONDS,
-  type AvailabilityDocument,
-  type ReservationDocument,
-  type ReservationRequest,
-} from '../../src/domain/schemas.js';
+import { effectiveStatus, pendingReservation, toDocument, type Line, type ReservationRecord } from '../../src/domain/reservation.js';
+import type { AvailabilityDocument, ReservationDocument, ReservationRequest } from '../../src/domain/schemas.js';
 import type { ReservationApi, ReserveAnswer, StockApi } from '../../src/service/api.js';
 import { requestHash } from '../../src/service/idempotency.js';
 import { normaliseLines } from '../../src/service/reservations.js';
@@ -152,16 +147,7 @@ class PgOnlyReservations implements ReservationApi {
     const hash = requestHash(request);
     const id = uuidv7();
     const now = new Date();
-    const reservation: ReservationRecord = {
-      id,
-      status: 'pending',
-      reference: request.reference ?? null,
-      metadata: request.metadata ?? {},
-      lines,
-      expiresAt: new Date(now.getTime() + (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000),
-      createdAt: now,
-      updatedAt: now,
-    };
+    const reservation = pendingReservation(id, request, lines, now);
     const body = toDocument(reservation, now);
     const params = [
       id,

@@ -1,4 +1,10 @@
-import type { AvailabilityDocument, ReservationDocument, ReservationStatus } from './schemas.js';
+import {
+  DEFAULT_TTL_SECONDS,
+  type AvailabilityDocument,
+  type ReservationDocument,
+  type ReservationRequest,
+  type ReservationStatus,
+} from './schemas.js';
 
 /** One line of a reservation, location resolved. */
 export interface Line {
@@ -17,6 +23,20 @@ export interface ReservationRecord {
   expiresAt: Date;
   createdAt: Date;
   updatedAt: Date;
+}
+
+/** A new reservation as requested, created at `createdAt` (absent optional fields read back null and {}). */
+export function pendingReservation(id: string, request: ReservationRequest, lines: Line[], createdAt: Date): ReservationRecord {
+  return {
+    id,
+    status: 'pending',
+    reference: request.reference ?? null,
+    metadata: request.metadata ?? {},
+    lines,
+    expiresAt: new Date(createdAt.getTime() + (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000),
+    createdAt,
+    updatedAt: createdAt,
+  };
 }
 
 /** A pending reservation is expired from the instant now >= expiresAt, whether or not the sweeper ran. */

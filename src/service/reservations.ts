@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { FastifyBaseLogger as Logger } from 'fastify';
 import { v7 as uuidv7 } from 'uuid';
 import { ProblemError, unavailable } from '../domain/errors.js';
-import { effectiveStatus, toDocument, type Line, type ReservationRecord } from '../domain/reservation.js';
+import { effectiveStatus, pendingReservation, toDocument, type Line, type ReservationRecord } from '../domain/reservation.js';
 import { DEFAULT_LOCATION, DEFAULT_TTL_SECONDS, type ReservationDocument, type ReservationRequest } from '../domain/schemas.js';
 import type { Metrics } from '../metrics.js';
 import type { Decisions, SettleAction } from '../redis/decisions.js';
@@ -90,16 +90,7 @@ export class ReservationService implements ReservationApi {
     }
 
     const createdAt = new Date(decision.nowMs);
-    const reservation: ReservationRecord = {
-      id,
-      status: 'pending',
-      reference: request.reference ?? null,
-      metadata: request.metadata ?? {},
-      lines,
-      expiresAt: new Date(decision.nowMs + ttlMs),
-      createdAt,
-      updatedAt: createdAt,
-    };
+    const reservation = pendingReservation(id, request, lines, createdAt);
     const body = toDocument(reservation, createdAt);
     const undo = () =>
       this.d.decisions.undoReserve({ generation: decision.generation, reservationId: id, lines, idempotencyKey, recordPrefix: prefix });
