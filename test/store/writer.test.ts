@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReservationRecord } from '../../src/domain/reservation.js';
 import { createMetrics } from '../../src/metrics.js';
 import { createPool, migrate } from '../../src/store/database.js';
+import { FENCE_LOCK_ID } from '../../src/store/fence.js';
 import { BatchWriter, RecordError, type RecordOp } from '../../src/store/writer.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
 
@@ -148,5 +149,70 @@ describe('BatchWriter (group commit)', () => {
     expect(await writer.submit(stockOp(item, 7))).toBe('recorded');
     expect(await stockRow(item)).toEqual({ on_hand: 7, reserved: 0 });
   });
+  /** What a rebuild does first (src/jobs/recovery.ts): the exclusive fence, then a new generation. */
+  async function beginRebuild(client: pg.PoolClient): Promise<string> {
+    await client.query('BEGIN');
+    await client.query('SELECT pg_advisory_xact_lock($1)', [FENCE_LOCK_ID]);
+    const { rows } = await client.query<{ before: string }>(
+      'UPDATE state_generation SET generation = generation + 1 RETURNING (generation - 1)::text AS before',
+    );
+    return rows[0]!.before;
+  }
+
+  it('fences out a batch that waited for a rebuild: decided under the old generation, it is stale and applies nothing', async () => {
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1 });
+    const item = `fenced-${randomUUID()}`;
+    const rebuild = await pool.connect();
+    let before: string;
+    try {
+      before = await beginRebuild(rebuild);
+      const pending = writer.submit(stockOp(item, 5, before));
+      await waitForLockWait();
+      await rebuild.query('COMMIT');
+      expect(await pending).toBe('stale');
+    } finally {
+      rebuild.release();
+    }
+    expect(await stockRow(item)).toBeUndefined();
+    expect(await writer.submit(stockOp(item, 5, String(BigInt(before) + 1n)))).toBe('recorded');
+  });
+
+  it('makes a rebuild wait for a batch in flight, so the rebuild reads what the batch wrote', async () => {
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1 });
+    const item = `held-${randomUUID()}`;
+    const { rows } = await pool.query<{ generation: string }>('SELECT generation::text AS generation FROM state_generation');
+    await pool.query("INSERT INTO stock (item_id, location, on_hand) VALUES ($1, 'default', 1)", [item]);
+    // Hold the batch inside its transaction (it has the fence shared) on a lock of this stock row.
+    const blocker = await pool.connect();
+    const rebuild = await pool.connect();
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('SELECT 1 FROM stock WHERE item_id = $1 FOR UPDATE', [item]);
+      const pending = writer.submit(stockOp(item, 5, rows[0]!.generation));
+      await waitForLockWait();
+      const rebuilding = beginRebuild(rebuild);
+      await waitForLockWait(2);
+      await blocker.query('COMMIT');
+      expect(await pending).toBe('recorded');
+      await rebuilding;
+      const seen = await rebuild.query<{ on_hand: number }>('SELECT on_hand FROM stock WHERE item_id = $1', [item]);
+      expect(seen.rows[0]!.on_hand).toBe(6);
+      await rebuild.query('ROLLBACK');
+    } finally {
+      blocker.release();
+      rebuild.release();
+    }
+  });
 });
 
+/** Waits until `n` sessions of this database wait for a lock. */
+async function waitForLockWait(n = 1): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const { rows } = await pool.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    );
+    if (rows[0]!.n >= n) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`no ${n} session(s) waiting for a lock`);
+}
