@@ -1,6 +1,6 @@
 import type pg from 'pg';
-import { v7 as uuidv7 } from 'uuid';
 import { ProblemError, unavailable } from '../../src/domain/errors.js';
+import { newReservationId } from '../../src/domain/ids.js';
 import { effectiveStatus, pendingReservation, toDocument, type Line, type ReservationRecord } from '../../src/domain/reservation.js';
 import type { AvailabilityDocument, ReservationDocument, ReservationRequest } from '../../src/domain/schemas.js';
 import type { ReservationApi, ReserveAnswer, StockApi } from '../../src/service/api.js';
@@ -145,7 +145,7 @@ class PgOnlyReservations implements ReservationApi {
   async reserve(scope: string, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
     const lines = normaliseLines(request);
     const hash = requestHash(request);
-    const id = uuidv7();
+    const id = newReservationId();
     const now = new Date();
     const reservation = pendingReservation(id, request, lines, now);
     const body = toDocument(reservation, now);

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
-import { v7 as uuidv7 } from 'uuid';
 import { ProblemError, unavailable } from '../../src/domain/errors.js';
+import { newReservationId } from '../../src/domain/ids.js';
 import { toAvailability, toDocument, type Line, type ReservationRecord } from '../../src/domain/reservation.js';
 import {
   DEFAULT_TTL_SECONDS,
@@ -61,7 +61,7 @@ class RedisOnlyReservations implements ReservationApi {
   async reserve(scope: string, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
     const lines = normaliseLines(request);
     const hash = requestHash(request);
-    const id = uuidv7();
+    const id = newReservationId();
     const ttlMs = (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000;
     const idempotencyKey = this.keys.idempotency(scope, key);
     const decision = await this.decisions.reserve({

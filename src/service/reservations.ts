@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { FastifyBaseLogger as Logger } from 'fastify';
-import { v7 as uuidv7 } from 'uuid';
 import { ProblemError, unavailable } from '../domain/errors.js';
+import { newReservationId } from '../domain/ids.js';
 import { effectiveStatus, pendingReservation, toDocument, type Line, type ReservationRecord } from '../domain/reservation.js';
 import { DEFAULT_LOCATION, DEFAULT_TTL_SECONDS, type ReservationDocument, type ReservationRequest } from '../domain/schemas.js';
 import type { Metrics } from '../metrics.js';
@@ -56,7 +56,7 @@ export class ReservationService implements ReservationApi {
     lines: Line[],
     hash: string,
   ): Promise<ReserveAnswer | null> {
-    const id = uuidv7();
+    const id = newReservationId();
     const ttlMs = (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000;
     const idempotencyKey = this.d.keys.idempotency(scope, key);
     const prefix = recordPrefix(hash, id);

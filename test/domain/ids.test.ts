@@ -1,0 +1,22 @@
+import { describe, expect, it } from 'vitest';
+import { newReservationId } from '../../src/domain/ids.js';
+
+describe('newReservationId', () => {
+  it('makes distinct UUIDv7s that carry their creation time, across many refills of its random pool', () => {
+    const before = Date.now();
+    const ids = Array.from({ length: 10_000 }, () => newReservationId());
+    const after = Date.now();
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const id of ids) {
+      expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      const ms = parseInt(id.replace(/-/g, '').slice(0, 12), 16);
+      expect(ms).toBeGreaterThanOrEqual(before);
+      expect(ms).toBeLessThanOrEqual(after);
+    }
+  });
+
+  it('draws fresh random bits for every id (no two ids share their random tail)', () => {
+    const tails = Array.from({ length: 5_000 }, () => newReservationId().slice(19));
+    expect(new Set(tails).size).toBe(tails.length);
+  });
+});
