@@ -133,7 +133,7 @@ function exited(child: ChildProcess): Promise<number | null> {
   return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
 }
 
-interface Server {
+export interface Server {
   design: Design;
   url: string;
   pid: number | null;
@@ -146,7 +146,7 @@ interface Server {
 
 const profileDir = (o: BenchOptions, design: Design, label: string) => path.join(o.outDir, 'profiles', `${design}-${label}`);
 
-async function startServer(design: Design, o: BenchOptions, label: string): Promise<Server> {
+export async function startServer(design: Design, o: BenchOptions, label: string): Promise<Server> {
   const dbName = `irs_bench_${design.replace(/-/g, '_')}${o.tag ? `_${o.tag}` : ''}`;
   const prefix = `bench:${o.tag ? `${o.tag}:` : ''}${design}:`;
   // One directory per service run: node writes one profile per thread (tsx's loader runs in a worker).
