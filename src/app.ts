@@ -98,7 +98,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     { redis, db, keys, decisions, metrics, log },
     { idempotencyRetentionHours: config.IDEMPOTENCY_RETENTION_HOURS },
   );
-  const writer = new BatchWriter(db, metrics, { maxBatch: config.WRITER_MAX_BATCH, concurrency: config.WRITER_CONCURRENCY });
+  const writer = new BatchWriter(db, metrics, {
+    maxBatch: config.WRITER_MAX_BATCH,
+    concurrency: config.WRITER_CONCURRENCY,
+    fateWaitMs: config.WRITER_FATE_WAIT_MS,
+  });
   const sweeper = new Sweeper(
     { db, decisions, writer, metrics, log },
     {
@@ -191,7 +195,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
   app.addHook('onClose', async () => {
     await Promise.all([sweeper.stop(), reconciler.stop()]);
-    await writer.drain();
+    await writer.close();
     await Promise.allSettled([db.end(), redis.quit()]);
   });
   return app;

@@ -46,7 +46,7 @@ export function createMetrics() {
     }),
     compensations: new Counter({
       name: 'irs_compensations_total',
-      help: 'Redis decisions undone because their PostgreSQL record failed',
+      help: 'Redis decisions whose PostgreSQL record failed, by what became of them (undone, not_needed, failed, deferred while the commit\'s fate is unknown, then committed_after_all or skipped_unknown_commit)',
       labelNames: ['operation', 'result'] as const,
       registers: [registry],
     }),

@@ -8,7 +8,6 @@ import type { Keys } from '../redis/keys.js';
 import { HoldState } from '../redis/status.js';
 import { recordPrefix } from '../service/idempotency.js';
 import { checkOut } from '../store/database.js';
-import { FENCE_LOCK_ID } from '../store/fence.js';
 
 export type RecoveryPhase = 'ready' | 'rebuilding' | 'waiting_for_rebuild' | 'redis_unreachable' | 'starting';
 
@@ -81,7 +80,7 @@ export class Recovery {
     }
   }
 
-  /** Under the exclusive fence: bump the generation, refill Redis from PostgreSQL, set the marker, commit. */
+  /** Under the fence: bump the generation, refill Redis from PostgreSQL, set the marker, commit. */
   async rebuild(token: string): Promise<void> {
     const { redis, db, keys, decisions, metrics, log } = this.d;
     const started = performance.now();
@@ -92,7 +91,8 @@ export class Recovery {
       await client.query(
         "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0",
       );
-      await client.query('SELECT pg_advisory_xact_lock($1)', [FENCE_LOCK_ID]);
+      // The fence: this row lock waits for the batches holding the generation row, and holds new ones off until
+      // the commit, after which they find the new generation and write nothing (src/store/writer.ts).
       const gen = await client.query<{ generation: string }>(
         'UPDATE state_generation SET generation = generation + 1 RETURNING generation::text AS generation',
       );

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { FastifyBaseLogger as Logger } from 'fastify';
 import type { Metrics } from '../metrics.js';
 import type { Decisions } from '../redis/decisions.js';
-import { deleteOldIdempotencyKeys, findOverdue } from '../store/reservations.js';
+import { deleteOldIdempotencyKeys, deleteOldWriteBatches, findOverdue } from '../store/reservations.js';
 import type { BatchWriter } from '../store/writer.js';
 
 const BATCH = 500;
@@ -76,6 +76,7 @@ export class Sweeper {
     );
     if (this.passes++ % 60 === 0) {
       await deleteOldIdempotencyKeys(db, this.options.idempotencyRetentionHours, 10_000);
+      await deleteOldWriteBatches(db);
     }
   }
 }

@@ -8,8 +8,9 @@ import type { Metrics } from '../metrics.js';
 import type { Decisions, SettleAction } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
 import { findIdempotency, findReservation } from '../store/reservations.js';
-import { RecordError, type BatchWriter, type RecordOp, type RecordResult } from '../store/writer.js';
+import type { BatchWriter, RecordOp, RecordResult } from '../store/writer.js';
 import type { ReservationApi, ReserveAnswer } from './api.js';
+import { compensate, recordFailed } from './compensation.js';
 import { parseRecord, recordPrefix, requestHash } from './idempotency.js';
 
 export interface ReservationDeps {
@@ -242,26 +243,11 @@ export class ReservationService implements ReservationApi {
     try {
       result = await this.d.writer.submit(op);
     } catch (err) {
-      await this.compensate(err, operation, undo);
-      throw unavailable('PostgreSQL did not record the change; nothing was applied, retry', err);
+      await compensate(err, undo, { operation, metrics: this.d.metrics, log: this.d.log });
+      throw recordFailed(err);
     }
     if (result === 'stale') throw unavailable('Redis was rebuilt while the request was in flight; nothing was applied, retry');
     return result;
-  }
-
-  private async compensate(err: unknown, operation: string, undo: () => Promise<boolean>): Promise<void> {
-    if (err instanceof RecordError && err.committed === 'unknown') {
-      this.d.metrics.compensations.inc({ operation, result: 'skipped_unknown_commit' });
-      this.d.log.error({ err, operation }, 'commit outcome unknown; Redis decision left for the sweeper and reconciliation');
-      return;
-    }
-    try {
-      const undone = await undo();
-      this.d.metrics.compensations.inc({ operation, result: undone ? 'undone' : 'not_needed' });
-    } catch (undoErr) {
-      this.d.metrics.compensations.inc({ operation, result: 'failed' });
-      this.d.log.error({ err: undoErr, operation }, 'compensation failed; reconciliation will repair Redis');
-    }
   }
 
   /** A duplicate of a confirm/release whose first request is committing: answer once PostgreSQL shows it. */

@@ -5,7 +5,8 @@ import type { AvailabilityDocument } from '../domain/schemas.js';
 import type { Metrics } from '../metrics.js';
 import type { Decisions } from '../redis/decisions.js';
 import type { StockApi } from './api.js';
-import { RecordError, type BatchWriter } from '../store/writer.js';
+import type { BatchWriter } from '../store/writer.js';
+import { compensate, recordFailed } from './compensation.js';
 
 /** Operator stock changes and availability reads. */
 export class StockService implements StockApi {
@@ -56,7 +57,7 @@ export class StockService implements StockApi {
       });
     } catch (err) {
       await this.compensate(err, itemId, location, decision);
-      throw unavailable('PostgreSQL did not record the change; nothing was applied, retry', err);
+      throw recordFailed(err);
     }
     if (result === 'stale') throw unavailable('Redis was rebuilt while the request was in flight; nothing was applied, retry');
     const fields = decision.pending ? await this.applyRecorded(itemId, location, decision) : decision.fields;
@@ -94,19 +95,14 @@ export class StockService implements StockApi {
     location: string,
     change: { generation: string; onHandDelta: number; created: boolean; pending: boolean },
   ): Promise<void> {
-    if (err instanceof RecordError && err.committed === 'unknown') {
-      this.d.metrics.compensations.inc({ operation: 'stock', result: 'skipped_unknown_commit' });
-      return;
-    }
     if (change.onHandDelta === 0 && !change.created) return;
-    try {
-      const mode = change.pending ? 'abandon' : 'undo';
-      const undo = await this.d.decisions.changeStock(itemId, location, mode, change.onHandDelta, change);
-      this.d.metrics.compensations.inc({ operation: 'stock', result: undo.kind === 'changed' ? 'undone' : 'failed' });
-    } catch (undoErr) {
-      this.d.metrics.compensations.inc({ operation: 'stock', result: 'failed' });
-      this.d.log.error({ err: undoErr, itemId, location }, 'stock compensation failed; reconciliation will repair Redis');
-    }
+    const mode = change.pending ? 'abandon' : 'undo';
+    const undo = async () => {
+      const undone = await this.d.decisions.changeStock(itemId, location, mode, change.onHandDelta, change);
+      if (undone.kind === 'insufficient' || undone.kind === 'not_found') throw new Error(`stock undo: ${undone.kind} (units since sold)`);
+      return undone.kind === 'changed'; // stale: rebuilt from PostgreSQL, which never had the change
+    };
+    await compensate(err, undo, { operation: 'stock', metrics: this.d.metrics, log: this.d.log });
   }
 }
 

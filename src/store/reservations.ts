@@ -79,3 +79,9 @@ export async function deleteOldIdempotencyKeys(db: pg.Pool, retentionHours: numb
   );
   return rowCount ?? 0;
 }
+
+/** Batch rows serve only the lookup right after a lost answer (src/store/writer.ts): ten minutes is ample. */
+export async function deleteOldWriteBatches(db: pg.Pool): Promise<number> {
+  const { rowCount } = await db.query("DELETE FROM write_batches WHERE committed_at < now() - interval '10 minutes'");
+  return rowCount ?? 0;
+}

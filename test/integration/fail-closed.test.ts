@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import type { FastifyInstance } from 'fastify';
 import pgClient from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,7 +15,7 @@ import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 /** I6: with Redis or PostgreSQL unreachable, mutations answer 503 and change nothing; they never guess. */
 
 // Low timeouts so an outage turns into a 503 quickly instead of hanging the suite.
-const FAST_FAIL = { DATABASE_QUERY_TIMEOUT_MS: 1000, REDIS_COMMAND_TIMEOUT_MS: 1000 };
+const FAST_FAIL = { DATABASE_QUERY_TIMEOUT_MS: 1000, REDIS_COMMAND_TIMEOUT_MS: 1000, WRITER_FATE_WAIT_MS: 1000 };
 
 /** Everything Redis holds about an item, plus one idempotency record: what "unchanged" is judged by. */
 async function redisState(app: FastifyInstance, itemId: string, idempotencyKey?: string) {
@@ -150,16 +151,32 @@ describe('PostgreSQL unreachable (I6)', () => {
     await expectRecovers(sku, held, key, body);
   });
 
-  it('silent partition (packets dropped): statements time out, mutations answer 503 and change nothing', async () => {
+  it('silent partition (packets dropped): mutations answer 503; once PostgreSQL answers, every decision is taken back', async () => {
     const { sku, held } = await seed();
     const key = newKey();
     const body: ReservationRequest = { lines: [{ itemId: sku, quantity: 3 }] };
+    const before = await redisState(t.app, sku, key);
+    const pgBefore = await pgState(t.app);
     proxy.blackhole();
     try {
-      await expectFailsClosed(sku, held, key, body);
+      // A statement sent into the partition may yet commit, so its decision stays in Redis (holding units, never
+      // offering extra ones) until the writer can ask PostgreSQL.
+      expectUnavailable(await api.reserve(key, body), 'reserve');
+      expectUnavailable(await api.confirm(held), 'confirm');
+      expectUnavailable(await api.release(held), 'release');
+      expectUnavailable(await api.adjust(sku, -3), 'stock adjustment');
+      expect(availabilityOf(await api.availability(sku)).available).toBeLessThanOrEqual(8);
+      const ready = await api.ready();
+      expect(ready.status).toBe(503);
+      expect(problemOf(ready).checks).toMatchObject({ postgres: 'unreachable' });
     } finally {
       proxy.restore();
     }
+    // PostgreSQL never received those statements: the writer learns it, and each decision is undone.
+    await waitFor('the undecided decisions to be taken back', async () =>
+      isDeepStrictEqual(await redisState(t.app, sku, key), before) ? true : undefined,
+    { timeoutMs: 30_000, intervalMs: 100 });
+    expect(await pgState(t.app)).toEqual(pgBefore);
     await expectRecovers(sku, held, key, body);
   });
 
@@ -206,6 +223,12 @@ describe('PostgreSQL unreachable (I6)', () => {
       proxy.cut();
       expectUnavailable(await adjusted, 'adjustment whose commit lost its connection');
       await new Promise((resolve) => setTimeout(resolve, 100)); // let the socket events run out
+      proxy.restore();
+      // The statement is still waiting inside PostgreSQL: the writer's lookup must end it before it can commit,
+      // and then take the adjustment back out of Redis.
+      await waitFor('the adjustment to be taken back', async () =>
+        isDeepStrictEqual(await redisState(t.app, sku), before) ? true : undefined,
+      { timeoutMs: 30_000, intervalMs: 100 });
     } finally {
       process.removeAllListeners('uncaughtException');
       for (const listener of saved) process.on('uncaughtException', listener);
@@ -213,7 +236,10 @@ describe('PostgreSQL unreachable (I6)', () => {
       await locker.query('ROLLBACK').catch(() => undefined);
       await Promise.all([locker.end(), watcher.end()]);
     }
+    await new Promise((resolve) => setTimeout(resolve, 200));
     expect(await redisState(t.app, sku)).toEqual(before);
+    const { rows } = await t.app.runtime.db.query('SELECT on_hand FROM stock WHERE item_id = $1', [sku]);
+    expect(rows).toEqual([{ on_hand: 10 }]);
     expect(uncaught.map((e) => String(e))).toEqual([]);
   });
 });

@@ -5,7 +5,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReservationRecord } from '../../src/domain/reservation.js';
 import { createMetrics } from '../../src/metrics.js';
 import { createPool, migrate } from '../../src/store/database.js';
-import { FENCE_LOCK_ID } from '../../src/store/fence.js';
 import { BatchWriter, RecordError, type RecordOp } from '../../src/store/writer.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
 
@@ -59,7 +58,7 @@ async function stockRow(itemId: string) {
 describe('BatchWriter (group commit)', () => {
   it('gathers concurrent operations into few transactions and sums a hot row once per batch', async () => {
     const metrics = createMetrics();
-    const writer = new BatchWriter(pool, metrics, { maxBatch: 500, concurrency: 2 });
+    const writer = new BatchWriter(pool, metrics, { maxBatch: 500, concurrency: 2, fateWaitMs: 0 });
     const item = `hot-${randomUUID()}`;
     const results = await Promise.all(Array.from({ length: 300 }, () => writer.submit(stockOp(item, 1))));
     expect(results.every((r) => r === 'recorded')).toBe(true);
@@ -71,14 +70,14 @@ describe('BatchWriter (group commit)', () => {
   });
 
   it('answers stale, and applies nothing, for a decision made under another generation', async () => {
-    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1 });
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
     const item = `stale-${randomUUID()}`;
     expect(await writer.submit(stockOp(item, 5, '999'))).toBe('stale');
     expect(await stockRow(item)).toBeUndefined();
   });
 
   it('lets one idempotency key create one reservation; the loser is a conflict that changes nothing', async () => {
-    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1 });
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
     const item = `idem-${randomUUID()}`;
     await writer.submit(stockOp(item, 10));
     const key = randomUUID();
@@ -93,7 +92,7 @@ describe('BatchWriter (group commit)', () => {
   });
 
   it('records a transition only from pending', async () => {
-    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1 });
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
     const item = `tr-${randomUUID()}`;
     await writer.submit(stockOp(item, 10));
     const op = reserveOp(item, randomUUID(), 4);
@@ -112,7 +111,7 @@ describe('BatchWriter (group commit)', () => {
   });
 
   it('fails exactly the operations of a failed batch, and nothing of them is applied', async () => {
-    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1 });
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
     const item = `fail-${randomUUID()}`;
     await writer.submit(stockOp(item, 10));
     // Same tick, same batch: a line of quantity 0 violates a CHECK constraint and aborts the transaction.
@@ -129,43 +128,124 @@ describe('BatchWriter (group commit)', () => {
     expect(await stockRow(item)).toEqual({ on_hand: 10, reserved: 1 });
   });
 
-  it('answers a batch whose COMMIT reply was lost by asking PostgreSQL whether it committed', async () => {
-    // The real PostgreSQL commits; only the reply to COMMIT is lost on the way back.
-    const lossy = {
+  /**
+   * A pool whose batch statement loses its answer: after running it (`'after'`) or before sending it; and whose
+   * other queries (the writer's lookups) fail the first `unreachableLookups` times.
+   */
+  function lossyPool(when: 'after' | 'before', unreachableLookups = 0): pg.Pool {
+    let lookups = 0;
+    return {
       connect: async () => {
         const client = await pool.connect();
-        const query = client.query.bind(client) as (text: string) => Promise<unknown>;
-        (client as unknown as { query: (text: string) => Promise<unknown> }).query = async (text: string, ...rest: unknown[]) => {
-          const result = await (query as (...a: unknown[]) => Promise<unknown>)(text, ...rest);
-          if (text === 'COMMIT') throw new Error('connection lost');
+        const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+        (client as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = async (...args: unknown[]) => {
+          const batch = (args[0] as { name?: string }).name === 'record_batch';
+          if (batch && when === 'before') throw new Error('connection lost');
+          const result = await query(...args);
+          if (batch) throw new Error('connection lost');
           return result;
+        };
+        return client;
+      },
+      query: async (...args: unknown[]) => {
+        if (lookups++ < unreachableLookups) throw new Error('PostgreSQL unreachable');
+        return (pool.query as (...a: unknown[]) => Promise<unknown>)(...args);
+      },
+    } as unknown as pg.Pool;
+  }
+
+  it('answers a batch whose answer was lost after it committed as recorded, with its exact results', async () => {
+    const writer = new BatchWriter(lossyPool('after'), createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
+    const item = `lost-reply-${randomUUID()}`;
+    const key = randomUUID();
+    const [stock, a, b] = await Promise.all([
+      writer.submit(stockOp(item, 7)),
+      writer.submit(reserveOp(item, key, 2)),
+      writer.submit(reserveOp(item, key, 3)),
+    ]);
+    expect(stock).toBe('recorded');
+    expect([a, b].sort()).toEqual(['conflict', 'recorded']);
+    expect(await stockRow(item)).toEqual({ on_hand: 7, reserved: a === 'recorded' ? 2 : 3 });
+  });
+
+  it('fails, as not committed, a batch whose connection was lost before it ran', async () => {
+    const writer = new BatchWriter(lossyPool('before'), createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
+    const item = `lost-early-${randomUUID()}`;
+    const error = await writer.submit(stockOp(item, 7)).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(RecordError);
+    expect((error as RecordError).committed).toBe(false);
+    expect(await stockRow(item)).toBeUndefined();
+  });
+
+  it('answers unknown while PostgreSQL cannot be asked, and settles the fate once it can: committed', async () => {
+    const writer = new BatchWriter(lossyPool('after', 1), createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
+    const item = `unknown-committed-${randomUUID()}`;
+    const error = await writer.submit(stockOp(item, 7)).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(RecordError);
+    expect((error as RecordError).committed).toBe('unknown');
+    expect(await (error as RecordError).fate).toBe(true);
+    expect(await stockRow(item)).toEqual({ on_hand: 7, reserved: 0 });
+  });
+
+  it('answers unknown while PostgreSQL cannot be asked, and settles the fate once it can: not committed', async () => {
+    const writer = new BatchWriter(lossyPool('before', 2), createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
+    const item = `unknown-lost-${randomUUID()}`;
+    const error = await writer.submit(stockOp(item, 7)).catch((e: unknown) => e);
+    expect((error as RecordError).committed).toBe('unknown');
+    expect(await (error as RecordError).fate).toBe(false);
+    expect(await stockRow(item)).toBeUndefined();
+  });
+
+  it('waits for PostgreSQL to answer, within WRITER_FATE_WAIT_MS, rather than answer 503 for a change that committed', async () => {
+    const writer = new BatchWriter(lossyPool('after', 2), createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 5_000 });
+    const item = `waited-${randomUUID()}`;
+    expect(await writer.submit(stockOp(item, 7))).toBe('recorded');
+    expect(await stockRow(item)).toEqual({ on_hand: 7, reserved: 0 });
+  });
+
+  it('ends the lookup of a batch still running on the server before deciding it did not commit', async () => {
+    // The batch blocks on a row lock; its connection "dies" (the client gives up); the lookup must terminate the
+    // backend, or the batch would commit after being reported as not committed once the lock is released.
+    const item = `running-${randomUUID()}`;
+    await pool.query("INSERT INTO stock (item_id, location, on_hand) VALUES ($1, 'default', 1)", [item]);
+    const blocker = await pool.connect();
+    const impatient = {
+      connect: async () => {
+        const client = await pool.connect();
+        const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+        (client as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = (...args: unknown[]) => {
+          const running = query(...args);
+          running.catch(() => {});
+          if ((args[0] as { name?: string }).name !== 'record_batch') return running;
+          return waitForLockWait().then(() => Promise.reject(new Error('connection lost')));
         };
         return client;
       },
       query: pool.query.bind(pool),
     } as unknown as pg.Pool;
-    const writer = new BatchWriter(lossy, createMetrics(), { maxBatch: 10, concurrency: 1 });
-    const item = `lost-reply-${randomUUID()}`;
-    expect(await writer.submit(stockOp(item, 7))).toBe('recorded');
-    expect(await stockRow(item)).toEqual({ on_hand: 7, reserved: 0 });
-  });
-  /** What a rebuild does first (src/jobs/recovery.ts): the exclusive fence, then a new generation. */
-  async function beginRebuild(client: pg.PoolClient): Promise<string> {
-    await client.query('BEGIN');
-    await client.query('SELECT pg_advisory_xact_lock($1)', [FENCE_LOCK_ID]);
-    const { rows } = await client.query<{ before: string }>(
-      'UPDATE state_generation SET generation = generation + 1 RETURNING (generation - 1)::text AS before',
-    );
-    return rows[0]!.before;
-  }
-
-  it('fences out a batch that waited for a rebuild: decided under the old generation, it is stale and applies nothing', async () => {
-    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1 });
-    const item = `fenced-${randomUUID()}`;
-    const rebuild = await pool.connect();
-    let before: string;
+    const writer = new BatchWriter(impatient, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
     try {
-      before = await beginRebuild(rebuild);
+      await blocker.query('BEGIN');
+      await blocker.query('SELECT 1 FROM stock WHERE item_id = $1 FOR UPDATE', [item]);
+      const error = await writer.submit(stockOp(item, 5)).catch((e: unknown) => e);
+      expect((error as RecordError).committed).toBe(false);
+    } finally {
+      await blocker.query('COMMIT');
+      blocker.release();
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await stockRow(item)).toEqual({ on_hand: 1, reserved: 0 });
+  });
+
+  it('fences out a batch that waited for a rebuild: it re-reads the generation after the rebuild commits', async () => {
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
+    const item = `fenced-${randomUUID()}`;
+    const { rows } = await pool.query<{ generation: string }>('SELECT generation::text AS generation FROM state_generation');
+    const before = rows[0]!.generation;
+    const rebuild = await pool.connect();
+    try {
+      await rebuild.query('BEGIN');
+      await rebuild.query('UPDATE state_generation SET generation = generation + 1');
       const pending = writer.submit(stockOp(item, 5, before));
       await waitForLockWait();
       await rebuild.query('COMMIT');
@@ -174,27 +254,33 @@ describe('BatchWriter (group commit)', () => {
       rebuild.release();
     }
     expect(await stockRow(item)).toBeUndefined();
+    // A batch decided under the new generation is recorded.
     expect(await writer.submit(stockOp(item, 5, String(BigInt(before) + 1n)))).toBe('recorded');
   });
 
-  it('makes a rebuild wait for a batch in flight, so the rebuild reads what the batch wrote', async () => {
-    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1 });
+  it('makes a rebuild wait for a batch holding the fence, so the rebuild reads what the batch wrote', async () => {
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
     const item = `held-${randomUUID()}`;
     const { rows } = await pool.query<{ generation: string }>('SELECT generation::text AS generation FROM state_generation');
+    const generation = rows[0]!.generation;
+    // Hold the batch inside its statement: it takes the fence, then waits for the stock row this transaction holds.
     await pool.query("INSERT INTO stock (item_id, location, on_hand) VALUES ($1, 'default', 1)", [item]);
-    // Hold the batch inside its transaction (it has the fence shared) on a lock of this stock row.
     const blocker = await pool.connect();
     const rebuild = await pool.connect();
     try {
       await blocker.query('BEGIN');
       await blocker.query('SELECT 1 FROM stock WHERE item_id = $1 FOR UPDATE', [item]);
-      const pending = writer.submit(stockOp(item, 5, rows[0]!.generation));
+      const pending = writer.submit(stockOp(item, 5, generation));
       await waitForLockWait();
-      const rebuilding = beginRebuild(rebuild);
+      await rebuild.query('BEGIN');
+      const bump = rebuild.query(
+        `WITH g AS (UPDATE state_generation SET generation = generation + 1 RETURNING 1) SELECT 1 FROM g`,
+      );
       await waitForLockWait(2);
       await blocker.query('COMMIT');
       expect(await pending).toBe('recorded');
-      await rebuilding;
+      await bump;
+      // The rebuild's next statement sees the batch.
       const seen = await rebuild.query<{ on_hand: number }>('SELECT on_hand FROM stock WHERE item_id = $1', [item]);
       expect(seen.rows[0]!.on_hand).toBe(6);
       await rebuild.query('ROLLBACK');

@@ -1,0 +1,47 @@
+import type { FastifyBaseLogger as Logger } from 'fastify';
+import { unavailable, type ProblemError } from '../domain/errors.js';
+import type { Metrics } from '../metrics.js';
+import { RecordError } from '../store/writer.js';
+
+/**
+ * After a failed record, takes the Redis decision back (`undo` resolves true if it changed Redis). When PostgreSQL
+ * may have committed it after all, the writer's lookup decides first: a decision PostgreSQL committed stands; one it
+ * did not is undone as soon as the writer knows (PostgreSQL unreachable: when it answers again). If it never
+ * learns, reconciliation and the sweeper settle the decision, as after a crash.
+ */
+export async function compensate(
+  err: unknown,
+  undo: () => Promise<boolean>,
+  context: { operation: string; metrics: Metrics; log: Logger },
+): Promise<void> {
+  const { operation, metrics, log } = context;
+  const settle = async (): Promise<void> => {
+    try {
+      metrics.compensations.inc({ operation, result: (await undo()) ? 'undone' : 'not_needed' });
+    } catch (undoErr) {
+      metrics.compensations.inc({ operation, result: 'failed' });
+      log.error({ err: undoErr, operation }, 'compensation failed; reconciliation will repair Redis');
+    }
+  };
+  if (!(err instanceof RecordError) || err.committed === false) return settle();
+
+  metrics.compensations.inc({ operation, result: 'deferred' });
+  log.warn({ err, operation }, 'commit outcome unknown; the decision is undone if PostgreSQL turns out not to have it');
+  void err.fate.then((committed) => {
+    if (committed === false) return settle();
+    if (committed === true) return void metrics.compensations.inc({ operation, result: 'committed_after_all' });
+    metrics.compensations.inc({ operation, result: 'skipped_unknown_commit' });
+    log.error({ operation }, 'commit outcome never learned; Redis decision left for the sweeper and reconciliation');
+  });
+}
+
+/** The 503 for a failed record: it says nothing was applied only when that is known. */
+export function recordFailed(err: unknown): ProblemError {
+  return err instanceof RecordError && err.committed === 'unknown'
+    ? unavailable(
+        'PostgreSQL could not be asked whether the change was recorded; it is taken back if it was not. Retry a ' +
+          'reservation with the same Idempotency-Key; check availability before repeating a stock change',
+        err,
+      )
+    : unavailable('PostgreSQL did not record the change; nothing was applied, retry', err);
+}
