@@ -14,6 +14,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { audit, auditOverHttp, type AuditResult } from './audit.js';
 import {
+  autovacuumIsOff,
   cpuBetween,
   machine,
   machineBusySeconds,
@@ -25,6 +26,7 @@ import {
   rssMiB,
   serviceDelta,
   serviceMetrics,
+  vacuumAnalyze,
   type Machine,
   type ServiceDelta,
   type ServiceMetrics,
@@ -267,10 +269,12 @@ export interface RunResult {
   invariants: AuditResult;
 }
 
-interface Shared {
+export interface Shared {
   runTag: string;
   redis: Redis | null;
   admin: pg.Client | null;
+  /** PostgreSQL runs without autovacuum: the bench vacuums the design's database itself (probes.ts). */
+  vacuum: boolean;
 }
 
 interface Snapshot {
@@ -389,6 +393,7 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
         await seed(server.url, [[flashItem, FLASH_UNITS]], o.headers);
         supplied.set(flashItem, FLASH_UNITS);
       }
+      if (shared.vacuum && server.databaseUrl) await vacuumAnalyze(server.databaseUrl);
       const before = await snapshot(server, shared, o.headers);
       const rss: number[] = [];
       const sample = () => {
@@ -464,7 +469,7 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
   return results;
 }
 
-async function cleanup(server: Server, shared: Shared, o: BenchOptions): Promise<void> {
+export async function cleanup(server: Server, shared: Shared, o: BenchOptions): Promise<void> {
   if (server.design === 'external') return;
   if (shared.redis) {
     const stream = shared.redis.scanStream({ match: `${server.redisPrefix}*`, count: 1000 });
@@ -638,17 +643,17 @@ export function targets(summary: SummaryRow[], ratioRows: RatioRow[]): TargetChe
 // Entry points
 // ---------------------------------------------------------------------------------------------------------------
 
-async function connectShared(o: BenchOptions): Promise<Shared> {
+export async function connectShared(o: BenchOptions): Promise<Shared> {
   const runTag = `b${randomBytes(3).toString('hex')}`;
-  if (o.url) return { runTag, redis: null, admin: null };
+  if (o.url) return { runTag, redis: null, admin: null, vacuum: false };
   const redis = new Redis(o.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await redis.connect();
   const admin = new pg.Client({ connectionString: o.databaseUrl });
   await admin.connect();
-  return { runTag, redis, admin };
+  return { runTag, redis, admin, vacuum: await autovacuumIsOff(admin) };
 }
 
-async function closeShared(shared: Shared): Promise<void> {
+export async function closeShared(shared: Shared): Promise<void> {
   await Promise.allSettled([shared.redis?.quit(), shared.admin?.end()]);
 }
 
@@ -758,9 +763,12 @@ export async function runSoak(o: BenchOptions, soak: SoakOptions): Promise<SoakR
     };
     sample();
     const sampler = setInterval(sample, soak.sampleSeconds * 1000);
+    const databaseUrl = server.databaseUrl;
+    const vacuumer = shared.vacuum && databaseUrl ? setInterval(() => void vacuumAnalyze(databaseUrl).catch(() => {}), 30_000) : null;
     o.log(`soak: ${soak.design} at ${soak.rate} req/s for ${soak.seconds} s, RSS every ${soak.sampleSeconds} s`);
     const load = await runLoad({ ...spec, durationSeconds: soak.seconds, keyPrefix: `${shared.runTag}-soak-`, seed: 11, timelineSeconds: 10 });
     clearInterval(sampler);
+    if (vacuumer) clearInterval(vacuumer);
     sample();
     mergeAcked(acked, load.acked);
     ackedReservations += load.ackedReservations;

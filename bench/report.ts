@@ -30,7 +30,7 @@ export function machineLine(m: Machine): string {
   const pg = m.postgres.settings;
   return (
     `${m.cores} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.kernel}; Node ${m.node}; Redis ${m.redis.version} (appendonly ${m.redis.appendonly}); ` +
-    `PostgreSQL ${m.postgres.version} (fsync ${pg.fsync ?? '?'}, synchronous_commit ${pg.synchronous_commit ?? '?'}, wal_sync_method ${pg.wal_sync_method ?? '?'}); ` +
+    `PostgreSQL ${m.postgres.version} (fsync ${pg.fsync ?? '?'}, synchronous_commit ${pg.synchronous_commit ?? '?'}, wal_sync_method ${pg.wal_sync_method ?? '?'}, autovacuum ${pg.autovacuum ?? '?'}${pg.autovacuum === 'off' ? ': the bench runs VACUUM ANALYZE before each scenario' : ''}); ` +
     `autocannon ${m.autocannon}; service, Redis, PostgreSQL and load generator share the machine` +
     (m.git ? `; commit ${m.git.commit.slice(0, 10)}${m.git.dirty ? ' (src modified)' : ''}` : '')
   );

@@ -12,7 +12,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { defaultOptions, repoRoot, startServer } from '../harness.js';
+import { cleanup, closeShared, connectShared, defaultOptions, repoRoot, startServer } from '../harness.js';
 import { median, round } from '../stats.js';
 import { designNames, type Design } from '../types.js';
 
@@ -78,6 +78,7 @@ function wrk(url: string, seconds: number): Promise<Omit<WrkRun, 'design' | 'pas
 const o = { ...defaultOptions(), tag: 'wrk' };
 const version = wrkVersion();
 console.log(`bench:wrk: ${designs.join(', ')} × flash sale, ${values.connections} connections; ${passes} pass(es) × ${values.duration} s; ${version}`);
+const shared = await connectShared(o);
 const runs: WrkRun[] = [];
 for (let pass = 1; pass <= passes; pass++) {
   const order = designs.map((_, i) => designs[(i + pass - 1) % designs.length]!);
@@ -97,9 +98,11 @@ for (let pass = 1; pass <= passes; pass++) {
       console.log(`  pass ${pass}  ${design.padEnd(10)} ${Math.round(run.rps)} req/s  p50 ${run.p50} p99 ${run.p99} max ${run.max} ms  ${outcomes}  socket errors ${run.errors}`);
     } finally {
       await server.stop();
+      await cleanup(server, shared, o); // the design's database and Redis keys
     }
   }
 }
+await closeShared(shared);
 
 const rows = designs.map((design) => {
   const mine = runs.filter((r) => r.design === design);
