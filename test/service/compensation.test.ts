@@ -1,0 +1,79 @@
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { createMetrics, type Metrics } from '../../src/metrics.js';
+import { compensate, recordFailed } from '../../src/service/compensation.js';
+import { RecordError } from '../../src/store/writer.js';
+
+const log = pino({ level: 'silent' });
+
+async function results(metrics: Metrics): Promise<Record<string, number>> {
+  const { values } = await metrics.compensations.get();
+  return Object.fromEntries(values.map((v) => [String(v.labels.result), v.value]));
+}
+
+/** A fate the test settles by hand, as the writer's lookup would once PostgreSQL answers. */
+function pendingFate() {
+  let settle!: (committed: boolean | 'unknown') => void;
+  const fate = new Promise<boolean | 'unknown'>((resolve) => (settle = resolve));
+  return { fate, settle };
+}
+
+const tick = () => new Promise((resolve) => setTimeout(resolve, 10));
+
+describe('compensate', () => {
+  it('undoes at once when the batch did not commit', async () => {
+    const metrics = createMetrics();
+    let undone = 0;
+    await compensate(new RecordError(false, new Error('x')), async () => (++undone, true), { operation: 'reserve', metrics, log });
+    expect(undone).toBe(1);
+    expect(await results(metrics)).toEqual({ undone: 1 });
+  });
+
+  it('waits while the fate is unknown, then undoes when PostgreSQL says the batch never committed', async () => {
+    const metrics = createMetrics();
+    const { fate, settle } = pendingFate();
+    let undone = 0;
+    await compensate(new RecordError('unknown', new Error('x'), fate), async () => (++undone, true), { operation: 'reserve', metrics, log });
+    expect(undone).toBe(0);
+    settle(false);
+    await tick();
+    expect(undone).toBe(1);
+    expect(await results(metrics)).toEqual({ deferred: 1, undone: 1 });
+  });
+
+  it('leaves the decision standing when the batch committed after all', async () => {
+    const metrics = createMetrics();
+    const { fate, settle } = pendingFate();
+    let undone = 0;
+    await compensate(new RecordError('unknown', new Error('x'), fate), async () => (++undone, true), { operation: 'confirm', metrics, log });
+    settle(true);
+    await tick();
+    expect(undone).toBe(0);
+    expect(await results(metrics)).toEqual({ deferred: 1, committed_after_all: 1 });
+  });
+
+  it('leaves the decision to reconciliation when the fate is never learned', async () => {
+    const metrics = createMetrics();
+    const { fate, settle } = pendingFate();
+    let undone = 0;
+    await compensate(new RecordError('unknown', new Error('x'), fate), async () => (++undone, true), { operation: 'stock', metrics, log });
+    settle('unknown');
+    await tick();
+    expect(undone).toBe(0);
+    expect(await results(metrics)).toEqual({ deferred: 1, skipped_unknown_commit: 1 });
+  });
+
+  it('counts an undo that throws as failed', async () => {
+    const metrics = createMetrics();
+    await compensate(new Error('not a record error'), async () => Promise.reject(new Error('Redis down')), { operation: 'release', metrics, log });
+    expect(await results(metrics)).toEqual({ failed: 1 });
+  });
+});
+
+describe('recordFailed', () => {
+  it('says nothing was applied only when that is known', () => {
+    expect(recordFailed(new RecordError(false, new Error('x'))).detail).toMatch(/nothing was applied/);
+    expect(recordFailed(new RecordError('unknown', new Error('x'))).detail).toMatch(/could not be asked/);
+    expect(recordFailed(new RecordError('unknown', new Error('x'))).detail).not.toMatch(/nothing was applied/);
+  });
+});
