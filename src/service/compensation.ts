@@ -6,13 +6,14 @@ import { RecordError } from '../store/writer.js';
 /**
  * After a failed record, takes the Redis decision back (`undo` resolves true if it changed Redis). When PostgreSQL
  * may have committed it after all, the writer's lookup decides first: a decision PostgreSQL committed stands; one it
- * did not is undone as soon as the writer knows (PostgreSQL unreachable: when it answers again). If it never
- * learns, reconciliation and the sweeper settle the decision, as after a crash.
+ * did not is undone as soon as the writer knows (PostgreSQL unreachable: when it answers again), and one it
+ * committed after all gets `onCommittedAfterAll` (what the caller does after a commit). If it never learns,
+ * reconciliation and the sweeper settle the decision, as after a crash.
  */
 export async function compensate(
   err: unknown,
   undo: () => Promise<boolean>,
-  context: { operation: string; metrics: Metrics; log: Logger },
+  context: { operation: string; metrics: Metrics; log: Logger; onCommittedAfterAll?: () => Promise<unknown> },
 ): Promise<void> {
   const { operation, metrics, log } = context;
   const settle = async (): Promise<void> => {
@@ -29,7 +30,10 @@ export async function compensate(
   log.warn({ err, operation }, 'commit outcome unknown; the decision is undone if PostgreSQL turns out not to have it');
   void err.fate.then((committed) => {
     if (committed === false) return settle();
-    if (committed === true) return void metrics.compensations.inc({ operation, result: 'committed_after_all' });
+    if (committed === true) {
+      metrics.compensations.inc({ operation, result: 'committed_after_all' });
+      return context.onCommittedAfterAll?.();
+    }
     metrics.compensations.inc({ operation, result: 'skipped_unknown_commit' });
     log.error({ operation }, 'commit outcome never learned; Redis decision left for the sweeper and reconciliation');
   });

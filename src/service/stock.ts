@@ -93,7 +93,7 @@ export class StockService implements StockApi {
     err: unknown,
     itemId: string,
     location: string,
-    change: { generation: string; onHandDelta: number; created: boolean; pending: boolean },
+    change: { generation: string; onHandDelta: number; created: boolean; pending: boolean; fields: string[] },
   ): Promise<void> {
     if (change.onHandDelta === 0 && !change.created) return;
     const mode = change.pending ? 'abandon' : 'undo';
@@ -102,7 +102,9 @@ export class StockService implements StockApi {
       if (undone.kind === 'insufficient' || undone.kind === 'not_found') throw new Error(`stock undo: ${undone.kind} (units since sold)`);
       return undone.kind === 'changed'; // stale: rebuilt from PostgreSQL, which never had the change
     };
-    await compensate(err, undo, { operation: 'stock', metrics: this.d.metrics, log: this.d.log });
+    // A pending increase that PostgreSQL turns out to have recorded is made available, as after a clean commit.
+    const onCommittedAfterAll = change.pending ? () => this.applyRecorded(itemId, location, change) : undefined;
+    await compensate(err, undo, { operation: 'stock', metrics: this.d.metrics, log: this.d.log, onCommittedAfterAll });
   }
 }
 

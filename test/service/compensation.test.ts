@@ -52,6 +52,21 @@ describe('compensate', () => {
     expect(await results(metrics)).toEqual({ deferred: 1, committed_after_all: 1 });
   });
 
+  it('finishes the decision when the batch committed after all and the caller has more to do (a pending increase)', async () => {
+    const metrics = createMetrics();
+    const { fate, settle } = pendingFate();
+    let applied = 0;
+    await compensate(new RecordError('unknown', new Error('x'), fate), async () => true, {
+      operation: 'stock',
+      metrics,
+      log,
+      onCommittedAfterAll: async () => ++applied,
+    });
+    settle(true);
+    await tick();
+    expect(applied).toBe(1);
+  });
+
   it('leaves the decision to reconciliation when the fate is never learned', async () => {
     const metrics = createMetrics();
     const { fate, settle } = pendingFate();
