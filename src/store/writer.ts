@@ -75,8 +75,9 @@ interface Movement {
 /**
  * Group commit: operations submitted while earlier batches are in flight are gathered into one statement of
  * multi-row inserts and updates, committed on its own, with stock changes summed per (item, location), so a hot
- * SKU costs one row update per batch. At low load an operation is flushed on the next tick, alone. Each caller waits for its own commit; a
- * failed batch fails exactly its callers.
+ * SKU costs one row update per batch. At low load an operation is flushed on the next tick, alone. Each caller
+ * waits for its own commit; a failed batch fails exactly its callers. A batch whose answer is lost is looked up
+ * (`settleLost`) before its callers hear anything, off the flush slot so later batches go on.
  */
 export class BatchWriter {
   private queue: Pending[] = [];
