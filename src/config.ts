@@ -25,6 +25,7 @@ export const ConfigSchema = Type.Object({
    * fastest on a hot SKU (bigger batches, no two batches queueing on its stock row): see bench/README.md.
    */
   WRITER_CONCURRENCY: Type.Integer({ default: 1, minimum: 1 }),
+  /** How long a request whose batch lost its connection waits to learn whether it committed (then 503, unknown). */
   WRITER_FATE_WAIT_MS: Type.Integer({ default: 10_000, minimum: 0 }),
   SWEEPER_INTERVAL_MS: Type.Integer({ default: 1000, minimum: 10 }),
   /** How long after its expiry an unrecorded confirm (its process died before the commit) is undone. */

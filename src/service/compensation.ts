@@ -36,6 +36,9 @@ export async function compensate(
     }
     metrics.compensations.inc({ operation, result: 'skipped_unknown_commit' });
     log.error({ operation }, 'commit outcome never learned; Redis decision left for the sweeper and reconciliation');
+  }).catch((lateErr: unknown) => {
+    // Nobody awaits this chain: a rejection here must be logged, not left to crash the process.
+    log.error({ err: lateErr, operation }, 'settling a decision after its commit was learned failed; reconciliation will repair Redis');
   });
 }
 

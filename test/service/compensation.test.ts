@@ -67,6 +67,28 @@ describe('compensate', () => {
     expect(applied).toBe(1);
   });
 
+  it('logs, and does not leave unhandled, a failure of what the caller does after a late commit', async () => {
+    const metrics = createMetrics();
+    const { fate, settle } = pendingFate();
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await compensate(new RecordError('unknown', new Error('x'), fate), async () => true, {
+        operation: 'stock',
+        metrics,
+        log,
+        onCommittedAfterAll: async () => Promise.reject(new Error('Redis down')),
+      });
+      settle(true);
+      await tick();
+      await tick();
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+    expect(unhandled).toEqual([]);
+  });
+
   it('leaves the decision to reconciliation when the fate is never learned', async () => {
     const metrics = createMetrics();
     const { fate, settle } = pendingFate();
