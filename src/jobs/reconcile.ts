@@ -144,16 +144,13 @@ export async function reconcile(d: ReconcileDeps, options: ReconcileOptions): Pr
   return { checkedItems: items.length, drift: first.drift, orphanHolds, repair };
 }
 
-/** Every item either side knows. */
+/** Every item either side knows: PostgreSQL's stock rows and Redis' set of stocked items (no keyspace scan). */
 async function listItems(d: ReconcileDeps): Promise<string[]> {
   const ids = new Set<string>();
   const { rows } = await d.db.query<{ item_id: string }>('SELECT DISTINCT item_id FROM stock');
   for (const r of rows) ids.add(r.item_id);
-  const pattern = d.keys.item('*').stock;
-  const stream = d.redis.scanStream({ match: pattern, count: 1000 });
-  const start = pattern.indexOf('*');
-  const tail = pattern.length - start - 1;
-  for await (const batch of stream as AsyncIterable<string[]>) for (const key of batch) ids.add(key.slice(start, key.length - tail));
+  const stream = d.redis.sscanStream(d.keys.items, { count: 1000 });
+  for await (const batch of stream as AsyncIterable<string[]>) for (const id of batch) ids.add(id);
   return [...ids].sort();
 }
 

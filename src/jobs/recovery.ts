@@ -106,6 +106,7 @@ export class Recovery {
       await this.inChunks(stock.rows, (p, row) => {
         const k = keys.item(row.item_id);
         p.hset(k.stock, `h:${row.location}`, row.on_hand, `r:${row.location}`, 0);
+        p.sadd(keys.items, row.item_id);
       });
 
       const holds = await client.query<{ id: string; item_id: string; location: string; quantity: number; expires_ms: number }>(
@@ -154,6 +155,7 @@ export class Recovery {
   }
 
   private async clearItems(): Promise<void> {
+    await this.d.redis.unlink(this.d.keys.items);
     const stream = this.d.redis.scanStream({ match: this.d.keys.itemPattern, count: 1000 });
     for await (const batch of stream as AsyncIterable<string[]>) {
       if (batch.length > 0) await this.d.redis.unlink(...batch);

@@ -232,8 +232,8 @@ export class Decisions {
     const k = this.keys.item(itemId);
     const reply = await this.call(
       'stock',
-      [this.keys.marker, k.stock, k.holds, k.exp],
-      [mode, location, amount, this.retentionMs, decided.generation, decided.created ? '1' : '0'],
+      [this.keys.marker, k.stock, k.holds, k.exp, this.keys.items],
+      [mode, location, amount, this.retentionMs, decided.generation, decided.created ? '1' : '0', itemId],
     );
     switch (reply[0]) {
       case S.OK:

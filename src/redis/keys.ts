@@ -24,6 +24,14 @@ export class Keys {
     return `${this.prefix}rebuilding`;
   }
 
+  /**
+   * set: every item id stocked in this Redis (added by the stock script and by the rebuild), so reconciliation
+   * lists items without scanning a keyspace that is mostly idempotency records and reservation headers.
+   */
+  get items(): string {
+    return `${this.prefix}items`;
+  }
+
   /** Held by the one node that rebuilds. */
   get rebuildLock(): string {
     return `${this.prefix}rebuild-lock`;

@@ -2,6 +2,7 @@ import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reconcile, type ReconcileOptions } from '../../src/jobs/reconcile.js';
 import { newItem, newKey, startTestApp, type TestApp } from '../helpers/app.js';
+import { startRedis } from '../helpers/redis-server.js';
 
 let t: TestApp;
 beforeAll(async () => {
@@ -91,9 +92,59 @@ describe('reconciliation', () => {
     await redis.hincrby(keys.item(item).stock, 'r:default', -1);
   });
 
+  it('finds an item only Redis knows: stocked there, never recorded in PostgreSQL', async () => {
+    const item = newItem();
+    const { decisions, redis, keys } = t.app.runtime;
+    // What a stock increase leaves when its record failed and so did the undo: on-hand PostgreSQL never saw.
+    const decided = await decisions.changeStock(item, 'default', 'set', 5);
+    expect(decided).toMatchObject({ kind: 'changed', pending: true });
+    await decisions.changeStock(item, 'default', 'apply', 5, { generation: decided.kind === 'changed' ? decided.generation : '', created: true });
+
+    const report = await reconcile(t.app.runtime.reconcileDeps, dryRun);
+    expect(report.drift).toContainEqual({
+      itemId: item,
+      location: 'default',
+      redis: { onHand: 5, reserved: 0, holds: 0 },
+      postgres: { onHand: 0, reserved: 0, holds: 0 },
+    });
+    // Clean up so other tests see no drift.
+    await redis.del(keys.item(item).stock);
+  });
+
   it('is served to operators at /admin/reconciliation', async () => {
     const res = await t.app.inject({ url: '/admin/reconciliation' });
     expect(res.statusCode).toBe(200);
     expect(res.json()).toMatchObject({ drift: [], orphanHolds: [], repair: null });
+  });
+});
+
+describe('listing items', () => {
+  it('reads the set of stocked items, never scanning the keyspace; a rebuild fills the set again', async () => {
+    // A private Redis: SCAN counts are server-wide, and other test files share the local one.
+    const server = await startRedis();
+    const own = await startTestApp({ REDIS_URL: server.url, RECONCILE_INTERVAL_MS: 0 });
+    try {
+      const { redis, keys, recovery } = own.app.runtime;
+      await recovery.ensure();
+      const items = [newItem(), newItem()];
+      for (const item of items) {
+        expect((await own.app.inject({ method: 'PUT', url: `/items/${item}/stock`, payload: { quantity: 3 } })).statusCode).toBe(200);
+      }
+      expect((await redis.smembers(keys.items)).sort()).toEqual([...items].sort());
+
+      await redis.config('RESETSTAT');
+      const report = await reconcile(own.app.runtime.reconcileDeps, dryRun);
+      expect(report).toMatchObject({ checkedItems: 2, drift: [] });
+      const stats = await redis.info('commandstats');
+      expect(stats).toContain('cmdstat_sscan');
+      expect(stats).not.toMatch(/^cmdstat_scan:/m);
+
+      await redis.flushall(); // Redis lost its state: the rebuild lists the items again
+      await recovery.ensure();
+      expect((await redis.smembers(keys.items)).sort()).toEqual([...items].sort());
+    } finally {
+      await own.close();
+      await server.stop();
+    }
   });
 });

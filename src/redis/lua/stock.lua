@@ -8,12 +8,14 @@
 
   KEYS[1]    generation marker
   KEYS[2..4] the item's stock, holds, exp
+  KEYS[5]    the set of stocked item ids (a set adds the item: reconciliation lists items from it)
   ARGV[1]    "set", "adjust", "apply", "abandon" or "undo"
   ARGV[2]    location
   ARGV[3]    set: the quantity; adjust: the delta; apply/abandon/undo: the on-hand delta decided earlier
   ARGV[4]    tombstone retention, ms
   ARGV[5]    apply/abandon/undo: the generation of the decision ('' otherwise); a rebuilt Redis is left alone
   ARGV[6]    abandon/undo: "1" if the change created the location (then it is removed again)
+  ARGV[7]    the item id
 
   Returns
     {S.OK, generation, onHandDelta, created, pending, stockFields}
@@ -75,6 +77,7 @@ end
 local created = not current and pending == 0
 local delta
 if mode == 'set' then
+  redis.call('SADD', KEYS[5], ARGV[7])
   -- Clamped at zero: a set below what a concurrent increase still has pending keeps on-hand non-negative.
   delta = math.max(amount - pending, 0) - onHand
   if not current and delta <= 0 then
