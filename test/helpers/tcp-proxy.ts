@@ -10,13 +10,18 @@ export interface TcpProxy {
    * Nothing is buffered, so bytes sent meanwhile are lost for good; peers just hang until they time out.
    */
   blackhole(): void;
+  /**
+   * Requests still reach the server, its answers are dropped: a commit whose answer never arrives. New
+   * connections hang in their handshake, so the client cannot ask either.
+   */
+  loseReplies(): void;
   /** Forward traffic normally again (existing blackholed connections resume; their lost bytes stay lost). */
   restore(): void;
   /** Destroy all connections and stop listening. */
   close(): Promise<void>;
 }
 
-type Mode = 'open' | 'cut' | 'blackhole';
+type Mode = 'open' | 'cut' | 'blackhole' | 'replies-lost';
 
 export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<TcpProxy> {
   let mode: Mode = 'open';
@@ -28,9 +33,9 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
   };
 
   // Manual forwarding instead of pipe() so blackhole() can drop bytes mid-stream.
-  const forward = (from: net.Socket, to: net.Socket): void => {
+  const forward = (from: net.Socket, to: net.Socket, direction: 'request' | 'reply'): void => {
     from.on('data', (chunk: Buffer) => {
-      if (mode === 'blackhole') return;
+      if (mode === 'blackhole' || (mode === 'replies-lost' && direction === 'reply')) return;
       if (!to.write(chunk)) {
         from.pause();
         to.once('drain', () => from.resume());
@@ -57,8 +62,8 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
     track(upstream);
     client.setNoDelay(true);
     upstream.setNoDelay(true);
-    forward(client, upstream);
-    forward(upstream, client);
+    forward(client, upstream, 'request');
+    forward(upstream, client, 'reply');
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -80,6 +85,9 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
     },
     blackhole: () => {
       mode = 'blackhole';
+    },
+    loseReplies: () => {
+      mode = 'replies-lost';
     },
     restore: () => {
       mode = 'open';

@@ -180,6 +180,33 @@ describe('PostgreSQL unreachable (I6)', () => {
     await expectRecovers(sku, held, key, body);
   });
 
+  it('a stock increase that committed while its answer was lost is made available once PostgreSQL can say so', async () => {
+    const { sku } = await seed();
+    const direct = new pgClient.Client({ connectionString: directUrl });
+    await direct.connect();
+    const onHandInPostgres = async () =>
+      (await direct.query<{ on_hand: number }>('SELECT on_hand FROM stock WHERE item_id = $1', [sku])).rows[0]?.on_hand;
+    proxy.loseReplies();
+    try {
+      // The batch commits, its answer is lost, and PostgreSQL cannot be asked for longer than WRITER_FATE_WAIT_MS.
+      const adjusted = await api.adjust(sku, 5);
+      expectUnavailable(adjusted, 'increase whose answer was lost');
+      expect(problemOf(adjusted).detail).toMatch(/could not be asked/);
+      expect(await onHandInPostgres()).toBe(15);
+      // Until the writer learns the batch's fate, the increase is held back: Redis never offers unrecorded units.
+      expect(availabilityOf(await api.availability(sku))).toMatchObject({ onHand: 10, reserved: 2, available: 8 });
+    } finally {
+      proxy.restore();
+      await direct.end();
+    }
+    await waitFor('the recorded increase to be applied in Redis', async () =>
+      availabilityOf(await api.availability(sku)).onHand === 15 ? true : undefined,
+    { timeoutMs: 15_000, intervalMs: 100 });
+    expect(availabilityOf(await api.availability(sku))).toMatchObject({ onHand: 15, reserved: 2, available: 13 });
+    await waitReady(t.app);
+    await checkInvariants(t.app, items);
+  });
+
   it('a stock PUT creating a new item during an outage leaves nothing behind', async () => {
     const sku = newItem('pg-down-new');
     proxy.cut();
