@@ -23,6 +23,10 @@ export function createPool(url: string, options: { max: number; queryTimeoutMs: 
   });
   // An idle client losing its connection (PostgreSQL restarted) must not crash the process; the pool replaces it.
   pool.on('error', () => {});
+  // The group-commit statement is prepared once per connection but planned per batch: a generic plan made while
+  // the tables were small keeps scanning them whole as they grow (src/store/writer.ts). Other queries are unnamed,
+  // planned each time anyway. Queued before the client's first query.
+  pool.on('connect', (client) => void client.query('SET plan_cache_mode = force_custom_plan').catch(() => {}));
   return pool;
 }
 

@@ -302,3 +302,72 @@ async function waitForLockWait(n = 1): Promise<void> {
   }
   throw new Error(`no ${n} session(s) waiting for a lock`);
 }
+
+describe('the batch statement as the tables grow', () => {
+  /**
+   * Rows read from reservations (whole-table scans, and the partial index of pending reservations) by 10
+   * transitions recorded after 20,000 reservations arrived at once, on a database whose first batches ran (and
+   * whose plans were made) while it was nearly empty. One backend, so one plan cache.
+   */
+  async function readsAfterGrowth(options: { analyzeBeforeSale: boolean }): Promise<{ seq: number; partial: number }> {
+    const own = await createTestDatabase();
+    await migrate(own.url, pino({ level: 'silent' }));
+    const single = createPool(own.url, { max: 1, queryTimeoutMs: 5000 });
+    try {
+      const writer = new BatchWriter(single, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
+      const item = `grow-${randomUUID()}`;
+      await writer.submit(stockOp(item, 1_000_000));
+      const settle = async (rounds: number) => {
+        for (let i = 0; i < rounds; i++) {
+          const op = reserveOp(item, randomUUID());
+          expect(await writer.submit(op)).toBe('recorded');
+          const { id, lines } = op.reservation;
+          expect(await writer.submit({ kind: 'transition', generation: GEN, reservationId: id, to: 'released', at: new Date(), lines })).toBe('recorded');
+        }
+      };
+      await settle(10); // enough executions for PostgreSQL to settle on a cached plan
+      if (options.analyzeBeforeSale) await single.query('ANALYZE reservations'); // statistics: nothing pending
+      await single.query(
+        `INSERT INTO reservations (id, status, expires_at, created_at, updated_at)
+         SELECT gen_random_uuid(), 'pending', now() + interval '1 hour', now(), now() FROM generate_series(1, 20000)`,
+      );
+      const reads = async () => {
+        const { rows } = await single.query<{ seq: string; partial: string; updated: string }>(
+          `SELECT t.seq_tup_read AS seq, i.idx_tup_read AS partial, t.n_tup_upd AS updated
+           FROM pg_stat_user_tables t
+           JOIN pg_stat_user_indexes i ON i.relid = t.relid AND i.indexrelname = 'reservations_pending_expiry'
+           WHERE t.relname = 'reservations'`,
+        );
+        return { seq: Number(rows[0]!.seq), partial: Number(rows[0]!.partial), updated: Number(rows[0]!.updated) };
+      };
+      const flushed = async (updated: number) => {
+        // Backends report their statistics within seconds of going idle.
+        for (const deadline = Date.now() + 20_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 250))) {
+          const now = await reads();
+          if (now.updated >= updated) return now;
+        }
+        throw new Error('statistics never caught up');
+      };
+      const before = await flushed(10);
+      await settle(10);
+      const after = await flushed(before.updated + 10);
+      return { seq: after.seq - before.seq, partial: after.partial - before.partial };
+    } finally {
+      await single.end();
+      await own.drop();
+    }
+  }
+
+  // Any of the 10 transitions scanning the table, or the partial index, reads 20,000 rows or more.
+  it('looks transitions up by primary key though its plan was first made on an empty table', async () => {
+    const reads = await readsAfterGrowth({ analyzeBeforeSale: false });
+    expect(reads.seq).toBeLessThan(20_000);
+    expect(reads.partial).toBeLessThan(20_000);
+  }, 60_000);
+
+  it('looks transitions up by primary key though the statistics say nothing is pending', async () => {
+    const reads = await readsAfterGrowth({ analyzeBeforeSale: true });
+    expect(reads.seq).toBeLessThan(20_000);
+    expect(reads.partial).toBeLessThan(20_000);
+  }, 60_000);
+});
