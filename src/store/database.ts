@@ -20,13 +20,13 @@ export function createPool(url: string, options: { max: number; queryTimeoutMs: 
     idle_in_transaction_session_timeout: 2 * options.queryTimeoutMs,
     keepAlive: true,
     application_name: 'inventory-reservation-service',
+    // The group-commit statement is prepared once per connection but planned per batch: a generic plan made while
+    // the tables were small keeps scanning them whole as they grow (src/store/writer.ts). Other queries are
+    // unnamed, planned each time anyway. PGOPTIONS still applies; `options` in DATABASE_URL replaces this.
+    options: [process.env.PGOPTIONS, '-c plan_cache_mode=force_custom_plan'].filter(Boolean).join(' '),
   });
   // An idle client losing its connection (PostgreSQL restarted) must not crash the process; the pool replaces it.
   pool.on('error', () => {});
-  // The group-commit statement is prepared once per connection but planned per batch: a generic plan made while
-  // the tables were small keeps scanning them whole as they grow (src/store/writer.ts). Other queries are unnamed,
-  // planned each time anyway. Queued before the client's first query.
-  pool.on('connect', (client) => void client.query('SET plan_cache_mode = force_custom_plan').catch(() => {}));
   return pool;
 }
 
