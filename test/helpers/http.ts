@@ -1,6 +1,6 @@
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { errorCatalogue, type ErrorCode, type FieldError, type ShortLine } from '../../src/domain/errors.js';
 import type { AvailabilityDocument, ReservationDocument } from '../../src/domain/schemas.js';
 import { newKey, startTestApp, type TestApp } from './app.js';
@@ -114,8 +114,21 @@ export interface ReserveBody {
 }
 
 /** Typed shortcuts for the contract's calls; each returns the raw response (assertions stay in the tests). */
-export function client(app: FastifyInstance) {
-  const inject = (opts: InjectOptions) => app.inject(opts);
+/**
+ * A test file's app and client: started before its tests, closed after them. The app exists only once
+ * `beforeAll` has run, so `t` is filled in then and `api` finds the app when a test calls it.
+ */
+export function useHttpApp(overrides: Record<string, string | number> = {}): { t: TestApp; api: Client } {
+  const t = {} as TestApp;
+  beforeAll(async () => {
+    Object.assign(t, await startHttpApp(overrides));
+  });
+  afterAll(() => t.close());
+  return { t, api: client(() => t.app) };
+}
+
+export function client(appOf: () => FastifyInstance) {
+  const inject = (opts: InjectOptions) => appOf().inject(opts);
   return {
     inject,
     putStock: (itemId: string, body: unknown) =>

@@ -1,25 +1,17 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { InjectOptions } from 'fastify';
-import { newItem, newKey, type TestApp } from '../helpers/app.js';
+import { newItem, newKey } from '../helpers/app.js';
 import {
-  client,
   expectAvailability,
   expectInvalidFields,
   expectProblem,
   expectReservation,
-  startHttpApp,
-  type Client,
+  useHttpApp,
 } from '../helpers/http.js';
 import { MAX_BODY_BYTES } from '../../src/domain/schemas.js';
 
 // api.md, "Errors: RFC 9457 problem details", and the body rules of "Identifiers and limits", across endpoints.
-let t: TestApp;
-let api: Client;
-beforeAll(async () => {
-  t = await startHttpApp();
-  api = client(t.app);
-});
-afterAll(() => t.close());
+const { api } = useHttpApp();
 
 interface BodyEndpoint {
   name: string;

@@ -1,17 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { newItem, newKey, type TestApp } from '../helpers/app.js';
-import { client, expectInvalid, expectProblem, expectReservation, startHttpApp, type Client, type Response } from '../helpers/http.js';
+import { describe, expect, it } from 'vitest';
+import { newItem, newKey } from '../helpers/app.js';
+import { expectInvalid, expectProblem, expectReservation, useHttpApp, type Response } from '../helpers/http.js';
 import { ANONYMOUS } from '../../src/http/access.js';
 import { recordPrefix, requestHash } from '../../src/service/idempotency.js';
 
 // api.md, "Reservations": Idempotency-Key.
-let t: TestApp;
-let api: Client;
-beforeAll(async () => {
-  t = await startHttpApp();
-  api = client(t.app);
-});
-afterAll(() => t.close());
+const { t, api } = useHttpApp();
 
 async function stocked(quantity: number): Promise<string> {
   const item = newItem();

@@ -1,15 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { newItem, type TestApp } from '../helpers/app.js';
-import { client, expectProblem, startHttpApp, type Client } from '../helpers/http.js';
+import { describe, expect, it } from 'vitest';
+import { newItem } from '../helpers/app.js';
+import { expectProblem, useHttpApp } from '../helpers/http.js';
 
 // api.md, "Operations".
-let t: TestApp;
-let api: Client;
-beforeAll(async () => {
-  t = await startHttpApp();
-  api = client(t.app);
-});
-afterAll(() => t.close());
+const { t, api } = useHttpApp();
 
 interface OpenApiDocument {
   openapi: string;

@@ -1,25 +1,17 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { newItem, newKey, type TestApp } from '../helpers/app.js';
+import { describe, expect, it } from 'vitest';
+import { newItem, newKey } from '../helpers/app.js';
 import {
-  client,
   expectInvalid,
   expectInvalidFields,
   expectProblem,
   expectReservation,
   idOfLength,
-  startHttpApp,
-  type Client,
+  useHttpApp,
   type ReserveBody,
 } from '../helpers/http.js';
 
 // api.md, "Reservations" (POST /reservations) and the request rows of "Identifiers and limits".
-let t: TestApp;
-let api: Client;
-beforeAll(async () => {
-  t = await startHttpApp();
-  api = client(t.app);
-});
-afterAll(() => t.close());
+const { api } = useHttpApp();
 
 /** A fresh item with `quantity` units at "default", and a one-line body reserving `want` of it. */
 async function stocked(quantity = 10): Promise<string> {

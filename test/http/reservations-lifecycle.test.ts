@@ -1,16 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { newItem, type TestApp } from '../helpers/app.js';
-import { client, expectProblem, expectReservation, passes, startHttpApp, type Client } from '../helpers/http.js';
+import { describe, expect, it } from 'vitest';
+import { newItem } from '../helpers/app.js';
+import { expectProblem, expectReservation, passes, useHttpApp } from '../helpers/http.js';
 
 // api.md, "Reservations" (GET, confirm, release, expiry) and the on-hand-below-reserved rules of "Stock".
-let t: TestApp;
-let api: Client;
-beforeAll(async () => {
-  t = await startHttpApp();
-  api = client(t.app);
-});
-afterAll(() => t.close());
+const { t, api } = useHttpApp();
 
 async function stocked(quantity: number, location?: string): Promise<string> {
   const item = newItem();

@@ -1,23 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { newItem, type TestApp } from '../helpers/app.js';
-import {
-  client,
-  expectAvailability,
-  expectInvalidFields,
-  expectProblem,
-  idOfLength,
-  startHttpApp,
-  type Client,
-} from '../helpers/http.js';
+import { describe, expect, it } from 'vitest';
+import { newItem } from '../helpers/app.js';
+import { expectAvailability, expectInvalidFields, expectProblem, idOfLength, useHttpApp } from '../helpers/http.js';
 
 // api.md, "Stock (operator endpoints)" and the stock rows of "Identifiers and limits".
-let t: TestApp;
-let api: Client;
-beforeAll(async () => {
-  t = await startHttpApp();
-  api = client(t.app);
-});
-afterAll(() => t.close());
+const { api } = useHttpApp();
 
 const MAX_STOCK = 1_000_000_000;
 
