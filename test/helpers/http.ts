@@ -113,11 +113,7 @@ export interface ReserveBody {
   metadata?: Record<string, string>;
 }
 
-/** Typed shortcuts for the contract's calls; each returns the raw response (assertions stay in the tests). */
-/**
- * A test file's app and client: started before its tests, closed after them. The app exists only once
- * `beforeAll` has run, so `t` is filled in then and `api` finds the app when a test calls it.
- */
+/** This file's app and client; `t` is filled in by `beforeAll`, since the app exists only once that has run. */
 export function useHttpApp(overrides: Record<string, string | number> = {}): { t: TestApp; api: Client } {
   const t = {} as TestApp;
   beforeAll(async () => {
@@ -127,7 +123,12 @@ export function useHttpApp(overrides: Record<string, string | number> = {}): { t
   return { t, api: client(() => t.app) };
 }
 
-export function client(appOf: () => FastifyInstance) {
+/**
+ * Typed shortcuts for the contract's calls; each returns the raw response (assertions stay in the tests).
+ * `app` may be a getter, read at each call, for an app started later (`useHttpApp`).
+ */
+export function client(app: FastifyInstance | (() => FastifyInstance)) {
+  const appOf = typeof app === 'function' ? app : () => app;
   const inject = (opts: InjectOptions) => appOf().inject(opts);
   return {
     inject,
