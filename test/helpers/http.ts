@@ -125,10 +125,9 @@ export function useHttpApp(overrides: Record<string, string | number> = {}): { t
 
 /**
  * Typed shortcuts for the contract's calls; each returns the raw response (assertions stay in the tests).
- * `app` may be a getter, read at each call, for an app started later (`useHttpApp`).
+ * The app is read at each call: `useHttpApp` starts it after the file's tests have taken their client.
  */
-export function client(app: FastifyInstance | (() => FastifyInstance)) {
-  const appOf = typeof app === 'function' ? app : () => app;
+export function client(appOf: () => FastifyInstance) {
   const inject = (opts: InjectOptions) => appOf().inject(opts);
   return {
     inject,
