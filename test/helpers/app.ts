@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { buildApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
@@ -41,10 +42,18 @@ export async function startTestApp(overrides: Record<string, string | number> = 
     config,
     databaseUrl,
     async close() {
-      const { redis, keys } = app.runtime;
-      const stream = redis.scanStream({ match: `${keys.prefix}*`, count: 1000 });
-      for await (const batch of stream as AsyncIterable<string[]>) if (batch.length) await redis.unlink(...batch).catch(() => {});
+      // The app first, so nothing it still runs (a rebuild in flight) writes keys after the clean-up.
       await app.close();
+      const redis = new Redis(config.REDIS_URL, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+      try {
+        await redis.connect();
+        const stream = redis.scanStream({ match: `${config.REDIS_KEY_PREFIX}*`, count: 1000 });
+        for await (const batch of stream as AsyncIterable<string[]>) if (batch.length) await redis.unlink(...batch);
+      } catch {
+        // A test may have stopped this Redis; nothing of this prefix is left to clean then.
+      } finally {
+        redis.disconnect();
+      }
       await database?.drop();
     },
   };
