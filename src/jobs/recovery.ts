@@ -92,7 +92,7 @@ export class Recovery {
         "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0",
       );
       // The fence: this row lock waits for the batches holding the generation row, and holds new ones off until
-      // the commit, after which they find the new generation and write nothing (src/store/writer.ts).
+      // the commit, after which they find the new generation and write nothing (src/store/batch-statement.ts).
       const gen = await client.query<{ generation: string }>(
         'UPDATE state_generation SET generation = generation + 1 RETURNING generation::text AS generation',
       );

@@ -20,9 +20,10 @@ export function createPool(url: string, options: { max: number; queryTimeoutMs: 
     idle_in_transaction_session_timeout: 2 * options.queryTimeoutMs,
     keepAlive: true,
     application_name: 'inventory-reservation-service',
-    // The group-commit statement is prepared once per connection but planned per batch: a generic plan made while
-    // the tables were small keeps scanning them whole as they grow (src/store/writer.ts). Other queries are
-    // unnamed, planned each time anyway. PGOPTIONS still applies; `options` in DATABASE_URL replaces this.
+    // The group-commit statement is prepared once per connection but planned per batch: a generic plan made
+    // while the tables were small keeps scanning them whole as they grow (src/store/batch-statement.ts). Other
+    // queries are unnamed, planned each time anyway. PGOPTIONS still applies; `options` in DATABASE_URL replaces
+    // this.
     options: [process.env.PGOPTIONS, '-c plan_cache_mode=force_custom_plan'].filter(Boolean).join(' '),
   });
   // An idle client losing its connection (PostgreSQL restarted) must not crash the process; the pool replaces it.

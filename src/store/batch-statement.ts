@@ -1,0 +1,186 @@
+/**
+ * What one group-commit batch writes: the statement (one round trip, committed on its own), its parameters built
+ * from the batch's operations, and each operation's result read from its answer. src/store/writer.ts sends it.
+ */
+import type { RecordOp, RecordResult } from './writer.js';
+
+/** What the batch statement returns, and what `write_batches` keeps of it. */
+export interface Outcome {
+  /** The fence held: the batch's generation was PostgreSQL's, so its operations were applied (or refused). */
+  fenced_in: boolean;
+  created: string[] | null;
+  moved: string[] | null;
+}
+
+interface Movement {
+  /** Which operation's success lets this row into the ledger. */
+  gate: 'reserve' | 'transition' | 'stock';
+  itemId: string;
+  location: string;
+  kind: string;
+  onHand: number;
+  reserved: number;
+  reservationId: string | null;
+  reason: string | null;
+}
+
+/**
+ * Per operation: stale if decided under another generation than PostgreSQL's, conflict if PostgreSQL refused it
+ * (the idempotency key was taken, or the reservation was no longer pending), else recorded.
+ */
+export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome): RecordResult[] {
+  const created = new Set(outcome.created ?? []);
+  const moved = new Set(outcome.moved ?? []);
+  return ops.map((op) => {
+    if (op.generation !== generation || !outcome.fenced_in) return 'stale';
+    if (op.kind === 'reserve' && !created.has(op.reservation.id)) return 'conflict';
+    if (op.kind === 'transition' && !moved.has(op.reservationId)) return 'conflict';
+    return 'recorded';
+  });
+}
+
+/**
+ * A whole batch in one autocommit statement ($1 the generation it was decided under, $2 the batch id).
+ *
+ * The rebuild fence: `fence` share-locks the generation row only while it still holds the batch's generation, and
+ * every write below is gated on it. A rebuild updates that row first (src/jobs/recovery.ts), so it waits for the
+ * batches holding the lock; batches arriving meanwhile wait for the rebuild, then re-check the row, find the new
+ * generation and write nothing (READ COMMITTED re-evaluates a locked row's condition against its newest version).
+ *
+ * A transition names the status it leaves (`from_status`, always 'pending') as a column, not a literal: with the
+ * literal, the planner may answer "pending rows with these ids" from the sweeper's partial index of every pending
+ * reservation (it did, with statistics older than a flash sale: 33,000 index entries read per batch); with a
+ * column it looks each reservation up by primary key. That choice is made per batch, on the tables' current
+ * size (plan_cache_mode, src/store/database.ts): a plan cached while they were small would scan them whole.
+ *
+ * Stock rows are updated in key order, so concurrent batches (on this node or others) never deadlock on them;
+ * the ledger keeps every movement while the stock row takes their sum.
+ */
+export const RECORD_BATCH = `
+WITH fence AS (
+  SELECT generation FROM state_generation WHERE generation = $1::bigint FOR SHARE
+), idem AS (
+  INSERT INTO idempotency_keys (scope, key, request_hash, reservation_id, status_code, response)
+  SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::uuid[], $7::smallint[], $8::text[])
+  WHERE EXISTS (SELECT FROM fence)
+  ON CONFLICT DO NOTHING
+  RETURNING reservation_id
+), created AS (
+  INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at)
+  SELECT t.id, 'pending', t.reference, t.metadata, t.expires_at, t.created_at, t.created_at
+  FROM unnest($6::uuid[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[])
+    AS t(id, reference, metadata, expires_at, created_at)
+  WHERE t.id IN (SELECT reservation_id FROM idem)
+  RETURNING id
+), lines AS (
+  INSERT INTO reservation_lines (reservation_id, line_no, item_id, location, quantity)
+  SELECT l.id, l.n, l.item_id, l.location, l.quantity
+  FROM unnest($13::uuid[], $14::smallint[], $15::text[], $16::text[], $17::int[]) AS l(id, n, item_id, location, quantity)
+  WHERE l.id IN (SELECT id FROM created)
+), moved AS (
+  UPDATE reservations r SET status = t.status, updated_at = t.at
+  FROM unnest($18::uuid[], $19::text[], $20::timestamptz[], $21::text[]) AS t(id, status, at, from_status)
+  WHERE r.id = t.id AND r.status = t.from_status AND EXISTS (SELECT FROM fence)
+  RETURNING r.id
+), movements AS (
+  SELECT m.item_id, m.location, m.kind, m.on_hand_delta, m.reserved_delta, m.reservation_id, m.reason
+  FROM unnest($22::text[], $23::text[], $24::text[], $25::bigint[], $26::bigint[], $27::uuid[], $28::text[], $29::text[])
+    AS m(item_id, location, kind, on_hand_delta, reserved_delta, reservation_id, reason, gate)
+  WHERE (m.gate = 'stock' AND EXISTS (SELECT FROM fence))
+     OR (m.gate = 'reserve' AND m.reservation_id IN (SELECT reservation_id FROM idem))
+     OR (m.gate = 'transition' AND m.reservation_id IN (SELECT id FROM moved))
+), ledger AS (
+  INSERT INTO stock_movements (item_id, location, kind, on_hand_delta, reserved_delta, reservation_id, reason)
+  SELECT * FROM movements
+), stocked AS (
+  INSERT INTO stock AS s (item_id, location, on_hand, reserved)
+  SELECT item_id, location, sum(on_hand_delta), sum(reserved_delta) FROM movements
+  GROUP BY item_id, location ORDER BY item_id, location
+  ON CONFLICT (item_id, location) DO UPDATE
+    SET on_hand = s.on_hand + excluded.on_hand, reserved = s.reserved + excluded.reserved, updated_at = now()
+)
+INSERT INTO write_batches (id, fenced_in, created, moved)
+SELECT $2::uuid, EXISTS (SELECT FROM fence), (SELECT array_agg(reservation_id) FROM idem), (SELECT array_agg(id) FROM moved)
+RETURNING fenced_in, created::text[], moved::text[]`;
+
+/** RECORD_BATCH's parameters from $3 on: the operations as column arrays. */
+export function batchValues(ops: RecordOp[]): unknown[] {
+  const reserves = ops.filter((op) => op.kind === 'reserve');
+  const transitions = ops
+    .filter((op) => op.kind === 'transition')
+    .sort((a, b) => (a.reservationId < b.reservationId ? -1 : a.reservationId > b.reservationId ? 1 : 0));
+  const lines = reserves.flatMap((r) => r.reservation.lines.map((l, n) => ({ id: r.reservation.id, n, ...l })));
+  const movements = ops.flatMap(movementsOf);
+  return [
+    reserves.map((r) => r.idempotency.scope),
+    reserves.map((r) => r.idempotency.key),
+    reserves.map((r) => r.idempotency.requestHash),
+    reserves.map((r) => r.reservation.id),
+    reserves.map((r) => r.idempotency.statusCode),
+    reserves.map((r) => JSON.stringify(r.idempotency.response)),
+    reserves.map((r) => r.reservation.reference),
+    reserves.map((r) => JSON.stringify(r.reservation.metadata)),
+    reserves.map((r) => r.reservation.expiresAt),
+    reserves.map((r) => r.reservation.createdAt),
+    lines.map((l) => l.id),
+    lines.map((l) => l.n),
+    lines.map((l) => l.itemId),
+    lines.map((l) => l.location),
+    lines.map((l) => l.quantity),
+    transitions.map((t) => t.reservationId),
+    transitions.map((t) => t.to),
+    transitions.map((t) => t.at),
+    transitions.map(() => 'pending'),
+    movements.map((m) => m.itemId),
+    movements.map((m) => m.location),
+    movements.map((m) => m.kind),
+    movements.map((m) => m.onHand),
+    movements.map((m) => m.reserved),
+    movements.map((m) => m.reservationId),
+    movements.map((m) => m.reason),
+    movements.map((m) => m.gate),
+  ];
+}
+
+/** The ledger rows an operation adds: what PostgreSQL's on-hand and reserved change by. */
+function movementsOf(op: RecordOp): Movement[] {
+  switch (op.kind) {
+    case 'stock':
+      return [
+        {
+          gate: 'stock',
+          itemId: op.itemId,
+          location: op.location,
+          kind: op.movement,
+          onHand: op.onHandDelta,
+          reserved: 0,
+          reservationId: null,
+          reason: op.reason,
+        },
+      ];
+    case 'reserve':
+      return op.reservation.lines.map((l) => ({
+        gate: 'reserve' as const,
+        itemId: l.itemId,
+        location: l.location,
+        kind: 'reserve',
+        onHand: 0,
+        reserved: l.quantity,
+        reservationId: op.reservation.id,
+        reason: null,
+      }));
+    case 'transition': {
+      const kind = { confirmed: 'confirm', released: 'release', expired: 'expire' }[op.to];
+      return op.lines.map((l) => ({
+        gate: 'transition' as const,
+        itemId: l.itemId,
+        location: l.location,
+        kind,
+        onHand: op.to === 'confirmed' ? -l.quantity : 0,
+        reserved: -l.quantity,
+        reservationId: op.reservationId,
+        reason: null,
+      }));
+    }
+  }
+}
