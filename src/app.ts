@@ -219,8 +219,8 @@ function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: Re
 }
 
 /**
- * Every confirm and release leaves a dead reservation row: without autovacuum, dead rows and missing statistics
- * slow the group commit down minute by minute (bench/probes.ts measured half the throughput after two minutes).
+ * Every confirm and release leaves a dead reservation row: without autovacuum the tables and the index of pending
+ * reservations keep growing, and the sweeper walks ever more dead entries.
  */
 async function warnIfAutovacuumOff(db: pg.Pool, log: FastifyBaseLogger): Promise<void> {
   try {
