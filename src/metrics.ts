@@ -44,6 +44,12 @@ export function createMetrics() {
       help: 'Group-commit transactions that failed (their requests were compensated and answered 503)',
       registers: [registry],
     }),
+    pgRejectedOperations: new Counter({
+      name: 'irs_pg_rejected_operations_total',
+      help: 'Operations PostgreSQL rejected alone for their own values, found by splitting the batch that failed (answered 400 for SQLSTATE class 22, else 500), by SQLSTATE',
+      labelNames: ['sqlstate'] as const,
+      registers: [registry],
+    }),
     compensations: new Counter({
       name: 'irs_compensations_total',
       help: 'Redis decisions whose PostgreSQL record failed, by what became of them (undone, not_needed, failed, deferred while the commit\'s fate is unknown, then committed_after_all or skipped_unknown_commit)',

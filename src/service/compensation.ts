@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger as Logger } from 'fastify';
-import { unavailable, type ProblemError } from '../domain/errors.js';
+import { ProblemError, unavailable } from '../domain/errors.js';
 import type { Metrics } from '../metrics.js';
-import { RecordError } from '../store/writer.js';
+import { RecordError, RecordRejected } from '../store/writer.js';
 
 /**
  * After a failed record, takes the Redis decision back (`undo` resolves true if it changed Redis). When PostgreSQL
@@ -42,8 +42,23 @@ export async function compensate(
   });
 }
 
-/** The 503 for a failed record: it says nothing was applied only when that is known. */
-export function recordFailed(err: unknown): ProblemError {
+/**
+ * The answer for a failed record (after `compensate`): for an operation PostgreSQL rejected for its own values,
+ * 400 when the value was one it cannot store (class 22: validation let it through) and 500 otherwise (a violated
+ * constraint or limit is our bug), never with PostgreSQL's words; else 503, saying nothing was applied only when
+ * that is known.
+ */
+export function recordFailed(err: unknown, context: { operation: string; log: Logger }): ProblemError {
+  if (err instanceof RecordRejected) {
+    const { operation, log } = context;
+    if (err.sqlState.startsWith('22')) {
+      log.warn({ err, operation }, 'PostgreSQL rejected a value validation let through; answered 400, nothing applied');
+      const message = 'contains a value that cannot be stored';
+      return new ProblemError('validation_failed', `the request ${message}`, { errors: [{ field: 'body', message }] });
+    }
+    log.error({ err, operation }, 'PostgreSQL rejected an operation (a bug: validation should have refused it); nothing applied');
+    return new ProblemError('internal', undefined, {}, { cause: err });
+  }
   return err instanceof RecordError && err.committed === 'unknown'
     ? unavailable(
         'PostgreSQL could not be asked whether the change was recorded; it is taken back if it was not. Retry a ' +

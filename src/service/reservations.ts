@@ -244,7 +244,7 @@ export class ReservationService implements ReservationApi {
       result = await this.d.writer.submit(op);
     } catch (err) {
       await compensate(err, undo, { operation, metrics: this.d.metrics, log: this.d.log });
-      throw recordFailed(err);
+      throw recordFailed(err, { operation, log: this.d.log });
     }
     if (result === 'stale') throw unavailable('Redis was rebuilt while the request was in flight; nothing was applied, retry');
     return result;

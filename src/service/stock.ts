@@ -57,7 +57,7 @@ export class StockService implements StockApi {
       });
     } catch (err) {
       await this.compensate(err, itemId, location, decision);
-      throw recordFailed(err);
+      throw recordFailed(err, { operation: 'stock', log: this.d.log });
     }
     if (result === 'stale') throw unavailable('Redis was rebuilt while the request was in flight; nothing was applied, retry');
     const fields = decision.pending ? await this.applyRecorded(itemId, location, decision) : decision.fields;

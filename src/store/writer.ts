@@ -52,6 +52,21 @@ export class RecordError extends Error {
   }
 }
 
+/**
+ * PostgreSQL refused this operation alone, for its own values (`sqlState`: a NUL in a text or JSON value, a
+ * violated constraint, a value over a limit): nothing of it was committed, and retrying it cannot help.
+ */
+export class RecordRejected extends RecordError {
+  constructor(
+    readonly sqlState: string,
+    cause: unknown,
+  ) {
+    super(false, cause);
+    this.name = 'RecordRejected';
+    this.message = `PostgreSQL rejected the operation's values (SQLSTATE ${sqlState})`;
+  }
+}
+
 interface Pending {
   op: RecordOp;
   resolve: (r: RecordResult) => void;
@@ -60,12 +75,25 @@ interface Pending {
 
 const RETRYABLE = new Set(['40001', '40P01']); // serialization failure, deadlock
 const MAX_ATTEMPTS = 3;
+/**
+ * SQLSTATE classes one operation's own values can cause: 22 data exception (a NUL in a text or JSON value), 23
+ * integrity constraint violation, 54 program limit exceeded. Not connection loss (08, or no SQLSTATE), timeouts
+ * and cancellation (57), nor the retryable 40: those say nothing about any one operation.
+ */
+const DATA_CLASSES = new Set(['22', '23', '54']);
+
+/** The SQLSTATE of a statement that failed with an ERROR (its transaction aborted, nothing committed), else null. */
+function sqlStateOf(err: unknown): string | null {
+  const cause = err instanceof RecordError ? (err.cause as { code?: unknown; severity?: unknown } | undefined) : undefined;
+  return cause?.severity === 'ERROR' && typeof cause.code === 'string' && /^[0-9A-Z]{5}$/.test(cause.code) ? cause.code : null;
+}
 
 /**
  * Group commit: operations submitted while earlier batches are in flight are gathered into one statement of
  * multi-row inserts and updates (src/store/batch-statement.ts), committed on its own, with stock changes summed
  * per (item, location), so a hot SKU costs one row update per batch. At low load an operation is flushed on the
- * next tick, alone. Each caller waits for its own commit; a failed batch fails exactly its callers. A batch whose
+ * next tick, alone. Each caller waits for its own commit; a failed batch fails exactly its callers, and one that
+ * PostgreSQL rejects for an operation's values is split until only that operation fails (`record`). A batch whose
  * answer is lost is looked up (`settleLost`) before its callers hear anything, off the flush slot so later batches
  * go on.
  */
@@ -138,24 +166,51 @@ export class BatchWriter {
   private async flush(batch: Pending[]): Promise<void> {
     const end = this.metrics.pgBatchDuration.startTimer();
     this.metrics.pgBatchSize.observe(batch.length);
+    await this.record(batch);
+    end();
+  }
+
+  /**
+   * Commits `batch` as one statement and answers its callers, retrying serialization failures and deadlocks.
+   *
+   * One statement means one operation's bad value (a NUL that PostgreSQL cannot store, a violated constraint)
+   * aborts it for everyone in the batch, and would again on every retry. So when PostgreSQL rejects the statement
+   * for something an operation's values can cause, the batch is split in halves, each committed as its own
+   * statement, recursively: every operation that can be recorded is, and only one that fails alone is rejected
+   * (`RecordRejected`). A bad operation costs up to about 2·log2(n) more statements; a fault of the statement
+   * itself (our bug, rejecting every batch) would cost 2n−1 per batch and reject every operation. Both are rare
+   * enough not to be worth a heuristic.
+   */
+  private async record(batch: Pending[]): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
         const results = await this.commit(batch.map((p) => p.op));
         batch.forEach((p, i) => p.resolve(results[i]!));
-        break;
+        return;
       } catch (err) {
         if (err instanceof LostAnswer) {
           void this.settleLost(batch, err);
-          break;
+          return;
         }
-        const code = err instanceof RecordError ? (err.cause as { code?: string } | undefined)?.code : undefined;
-        if (err instanceof RecordError && err.committed === false && code && RETRYABLE.has(code) && attempt < MAX_ATTEMPTS) continue;
+        const code = sqlStateOf(err);
+        if (code && RETRYABLE.has(code) && attempt < MAX_ATTEMPTS) continue;
+        if (code && DATA_CLASSES.has(code.slice(0, 2))) {
+          if (batch.length > 1) {
+            // One half after the other: a flush slot holds one connection at a time.
+            const half = Math.ceil(batch.length / 2);
+            await this.record(batch.slice(0, half));
+            await this.record(batch.slice(half));
+            return;
+          }
+          this.metrics.pgRejectedOperations.inc({ sqlstate: code });
+          batch[0]!.reject(new RecordRejected(code, (err as RecordError).cause));
+          return;
+        }
         this.metrics.pgBatchFailures.inc();
         batch.forEach((p) => p.reject(err));
-        break;
+        return;
       }
     }
-    end();
   }
 
   /**

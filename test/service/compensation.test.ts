@@ -2,7 +2,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { createMetrics, type Metrics } from '../../src/metrics.js';
 import { compensate, recordFailed } from '../../src/service/compensation.js';
-import { RecordError } from '../../src/store/writer.js';
+import { RecordError, RecordRejected } from '../../src/store/writer.js';
 
 const log = pino({ level: 'silent' });
 
@@ -108,9 +108,30 @@ describe('compensate', () => {
 });
 
 describe('recordFailed', () => {
+  const context = { operation: 'reserve', log };
+
   it('says nothing was applied only when that is known', () => {
-    expect(recordFailed(new RecordError(false, new Error('x'))).detail).toMatch(/nothing was applied/);
-    expect(recordFailed(new RecordError('unknown', new Error('x'))).detail).toMatch(/could not be asked/);
-    expect(recordFailed(new RecordError('unknown', new Error('x'))).detail).not.toMatch(/nothing was applied/);
+    expect(recordFailed(new RecordError(false, new Error('x')), context).detail).toMatch(/nothing was applied/);
+    expect(recordFailed(new RecordError('unknown', new Error('x')), context).detail).toMatch(/could not be asked/);
+    expect(recordFailed(new RecordError('unknown', new Error('x')), context).detail).not.toMatch(/nothing was applied/);
+  });
+
+  /** What PostgreSQL says of a value it cannot store: words the client must never see. */
+  const pgError = (code: string) => Object.assign(new Error('unsupported Unicode escape sequence'), { code, severity: 'ERROR' });
+
+  it('answers 400, without PostgreSQL\'s words, for an operation PostgreSQL rejected for a value it cannot store', () => {
+    for (const code of ['22P05', '22021']) {
+      const problem = recordFailed(new RecordRejected(code, pgError(code)), context);
+      expect(problem).toMatchObject({ code: 'validation_failed', status: 400 });
+      expect(problem.extras.errors).toEqual([{ field: 'body', message: 'contains a value that cannot be stored' }]);
+      expect(JSON.stringify([problem.detail, problem.extras])).not.toMatch(/Unicode|escape|22P05|22021/);
+    }
+  });
+
+  it('answers 500 for an operation PostgreSQL rejected for a constraint or a limit (our bug), with no detail', () => {
+    for (const code of ['23514', '54000']) {
+      const problem = recordFailed(new RecordRejected(code, pgError(code)), context);
+      expect(problem).toMatchObject({ code: 'internal', status: 500, detail: undefined, extras: {} });
+    }
   });
 });

@@ -1,23 +1,27 @@
 import { randomUUID } from 'node:crypto';
-import type pg from 'pg';
+import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReservationRecord } from '../../src/domain/reservation.js';
 import { createMetrics } from '../../src/metrics.js';
 import { createPool, migrate } from '../../src/store/database.js';
-import { BatchWriter, RecordError, type RecordOp } from '../../src/store/writer.js';
+import { BatchWriter, RecordError, RecordRejected, type RecordOp } from '../../src/store/writer.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
 
 let database: TestDatabase;
 let pool: pg.Pool;
+/** Its statements time out on the server (57014) long before the client would give up. */
+let strictPool: pg.Pool;
 const GEN = '0'; // a fresh database's generation
 
 beforeAll(async () => {
   database = await createTestDatabase();
   await migrate(database.url, pino({ level: 'silent' }));
   pool = createPool(database.url, { max: 4, queryTimeoutMs: 5000 });
+  strictPool = new pg.Pool({ connectionString: database.url, max: 2, statement_timeout: 300 });
 });
 afterAll(async () => {
+  await strictPool.end();
   await pool.end();
   await database.drop();
 });
@@ -111,21 +115,179 @@ describe('BatchWriter (group commit)', () => {
   });
 
   it('fails exactly the operations of a failed batch, and nothing of them is applied', async () => {
-    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
+    // A statement timeout says nothing about any one operation: the whole batch fails, as one statement.
+    const counted = countedPool(strictPool);
+    const metrics = createMetrics();
+    const writer = new BatchWriter(counted.pool, metrics, { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
     const item = `fail-${randomUUID()}`;
-    await writer.submit(stockOp(item, 10));
-    // Same tick, same batch: a line of quantity 0 violates a CHECK constraint and aborts the transaction.
-    const good = writer.submit(reserveOp(item, randomUUID(), 1));
-    const bad = writer.submit(reserveOp(item, randomUUID(), 0));
-    const [g, b] = await Promise.allSettled([good, bad]);
-    expect(g.status).toBe('rejected');
-    expect(b.status).toBe('rejected');
-    expect((b as PromiseRejectedResult).reason).toBeInstanceOf(RecordError);
-    expect(((b as PromiseRejectedResult).reason as RecordError).committed).toBe(false);
+    const other = `fail-other-${randomUUID()}`;
+    await pool.query("INSERT INTO stock (item_id, location, on_hand) VALUES ($1, 'default', 10), ($2, 'default', 10)", [item, other]);
+    const blocker = await pool.connect();
+    let settled: PromiseSettledResult<unknown>[];
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('SELECT 1 FROM stock WHERE item_id = $1 FOR UPDATE', [item]);
+      // Same tick, same batch: the batch waits for the locked row until its statement times out.
+      settled = await Promise.allSettled([
+        writer.submit(reserveOp(other, randomUUID(), 1)),
+        writer.submit(stockOp(item, 5)),
+        writer.submit(reserveOp(other, randomUUID(), 2)),
+        writer.submit(stockOp(other, 3)),
+      ]);
+    } finally {
+      await blocker.query('COMMIT');
+      blocker.release();
+    }
+    for (const s of settled) {
+      expect(s.status).toBe('rejected');
+      const reason = (s as PromiseRejectedResult).reason as RecordError;
+      expect(reason).toBeInstanceOf(RecordError);
+      expect(reason).not.toBeInstanceOf(RecordRejected);
+      expect(reason.committed).toBe(false);
+      expect((reason.cause as { code?: string }).code).toBe('57014');
+    }
+    expect(counted.statements()).toBe(1); // not split
+    expect(await counter(metrics.pgBatchFailures)).toBe(1);
+    expect(await counter(metrics.pgRejectedOperations)).toBe(0);
     expect(await stockRow(item)).toEqual({ on_hand: 10, reserved: 0 });
+    expect(await stockRow(other)).toEqual({ on_hand: 10, reserved: 0 });
     // The next batch is unaffected.
     expect(await writer.submit(reserveOp(item, randomUUID(), 1))).toBe('recorded');
     expect(await stockRow(item)).toEqual({ on_hand: 10, reserved: 1 });
+  });
+
+  describe('an operation PostgreSQL rejects for its own values', () => {
+    /** A reservation whose reference PostgreSQL cannot store (text with a NUL: 22021). */
+    const badReference = (item: string) => {
+      const op = reserveOp(item, randomUUID());
+      op.reservation.reference = 'order\u00001';
+      return op;
+    };
+    /** A reservation whose metadata PostgreSQL cannot store (jsonb with \u0000: 22P05). */
+    const badMetadata = (item: string) => {
+      const op = reserveOp(item, randomUUID());
+      op.reservation.metadata = { note: 'a\u0000b' };
+      return op;
+    };
+    /** A stock adjustment whose reason PostgreSQL cannot store (22021). */
+    const badReason = (item: string): RecordOp => ({ ...(stockOp(item, 1) as RecordOp & { kind: 'stock' }), reason: 'count\u0000' });
+
+    /** Submits `ops` in one tick (so they share a batch: asserted) and settles each caller's promise. */
+    async function submitTogether(ops: RecordOp[], options: { statements?: () => number; pool?: pg.Pool } = {}) {
+      const metrics = createMetrics();
+      const writer = new BatchWriter(options.pool ?? pool, metrics, { maxBatch: 500, concurrency: 1, fateWaitMs: 0 });
+      const settled = await Promise.allSettled(ops.map((op) => writer.submit(op)));
+      await writer.drain();
+      const size = (await metrics.pgBatchSize.get()).values;
+      expect(size.find((v) => v.metricName === 'irs_pg_batch_operations_count')?.value).toBe(1);
+      expect(size.find((v) => v.metricName === 'irs_pg_batch_operations_sum')?.value).toBe(ops.length);
+      const rejected = Object.fromEntries(
+        (await metrics.pgRejectedOperations.get()).values.map((v) => [String(v.labels.sqlstate), v.value]),
+      );
+      return { settled, metrics, rejected };
+    }
+
+    const rejectedWith = (s: PromiseSettledResult<unknown> | undefined, sqlState: string) => {
+      expect(s?.status).toBe('rejected');
+      const reason = (s as PromiseRejectedResult).reason as RecordRejected;
+      expect(reason).toBeInstanceOf(RecordRejected);
+      expect(reason.committed).toBe(false);
+      expect(reason.sqlState).toBe(sqlState);
+    };
+
+    async function reservationExists(id: string): Promise<boolean> {
+      const { rows } = await pool.query('SELECT 1 FROM reservations WHERE id = $1', [id]);
+      return rows.length === 1;
+    }
+
+    it('fails only that operation; every other one of its batch is recorded, each caller with its own result', async () => {
+      const item = `poison-${randomUUID()}`;
+      await pool.query("INSERT INTO stock (item_id, location, on_hand) VALUES ($1, 'default', 1000)", [item]);
+      const pending = reserveOp(item, randomUUID(), 5);
+      expect(await new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 }).submit(pending)).toBe('recorded');
+      const shared = randomUUID();
+      const ops: RecordOp[] = [
+        ...Array.from({ length: 8 }, () => reserveOp(item, randomUUID(), 2)),
+        reserveOp(item, shared, 3),
+        { kind: 'transition', generation: GEN, reservationId: pending.reservation.id, to: 'confirmed', at: new Date(), lines: pending.reservation.lines },
+        stockOp(item, 7),
+        badReference(item), // index 11 of 20
+        reserveOp(item, shared, 4), // the same key: a conflict
+        ...Array.from({ length: 7 }, () => reserveOp(item, randomUUID(), 1)),
+      ];
+      const counted = countedPool(pool);
+      const { settled, metrics, rejected } = await submitTogether(ops, { pool: counted.pool });
+      rejectedWith(settled[11], '22021');
+      const values = settled.map((s) => (s.status === 'fulfilled' ? s.value : 'error'));
+      expect([values[8], values[12]].sort()).toEqual(['conflict', 'recorded']);
+      expect(values.filter((v, i) => i !== 8 && i !== 11 && i !== 12)).toEqual(Array(17).fill('recorded'));
+      // PostgreSQL has what each answer says.
+      for (const [i, op] of ops.entries()) {
+        if (op.kind === 'reserve') expect(await reservationExists(op.reservation.id)).toBe(values[i] === 'recorded');
+      }
+      const shortOfShared = values[8] === 'recorded' ? 3 : 4;
+      // 1000 + 7 on hand, less 5 confirmed; reserved: 8×2 + the shared key's winner + 7×1 (the 5 confirmed left).
+      expect(await stockRow(item)).toEqual({ on_hand: 1002, reserved: 16 + shortOfShared + 7 });
+      expect(rejected).toEqual({ '22021': 1 });
+      expect(await counter(metrics.pgBatchFailures)).toBe(0);
+      // The batch, then at most two statements per level of halving down to the bad operation alone.
+      expect(counted.statements()).toBeLessThanOrEqual(1 + 2 * Math.ceil(Math.log2(ops.length)));
+    });
+
+    it('fails only the bad operations when there are two, in different halves, of different kinds', async () => {
+      const item = `poison-two-${randomUUID()}`;
+      await pool.query("INSERT INTO stock (item_id, location, on_hand) VALUES ($1, 'default', 100)", [item]);
+      const ops: RecordOp[] = [
+        badMetadata(item),
+        ...Array.from({ length: 4 }, () => reserveOp(item, randomUUID(), 1)),
+        ...Array.from({ length: 4 }, () => stockOp(item, 10)),
+        badReason(item),
+      ];
+      const { settled, rejected } = await submitTogether(ops);
+      rejectedWith(settled[0], '22P05');
+      rejectedWith(settled[9], '22021');
+      expect(settled.slice(1, 9).map((s) => (s.status === 'fulfilled' ? s.value : 'error'))).toEqual(Array(8).fill('recorded'));
+      expect(await reservationExists((ops[0] as RecordOp & { kind: 'reserve' }).reservation.id)).toBe(false);
+      expect(await stockRow(item)).toEqual({ on_hand: 140, reserved: 4 });
+      const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM stock_movements WHERE item_id = $1', [item]);
+      expect(rows[0]!.n).toBe(8);
+      expect(rejected).toEqual({ '22P05': 1, '22021': 1 });
+    });
+
+    it('fails every operation of a batch of bad ones, alone, and applies nothing', async () => {
+      const item = `poison-all-${randomUUID()}`;
+      await pool.query("INSERT INTO stock (item_id, location, on_hand) VALUES ($1, 'default', 100)", [item]);
+      const ops = [badReference(item), badReason(item), badMetadata(item), badReason(item)];
+      const counted = countedPool(pool);
+      const { settled, rejected } = await submitTogether(ops, { pool: counted.pool });
+      ['22021', '22021', '22P05', '22021'].forEach((code, i) => rejectedWith(settled[i], code));
+      expect(counted.statements()).toBe(2 * ops.length - 1);
+      expect(await stockRow(item)).toEqual({ on_hand: 100, reserved: 0 });
+      expect(rejected).toEqual({ '22021': 3, '22P05': 1 });
+    });
+
+    it('rejects alone an operation that violates a constraint, and records the rest of its batch', async () => {
+      const item = `poison-check-${randomUUID()}`;
+      await pool.query("INSERT INTO stock (item_id, location, on_hand) VALUES ($1, 'default', 10)", [item]);
+      // A line of quantity 0 violates a CHECK constraint (23514).
+      const { settled, rejected } = await submitTogether([reserveOp(item, randomUUID(), 1), reserveOp(item, randomUUID(), 0)]);
+      expect(settled[0]).toEqual({ status: 'fulfilled', value: 'recorded' });
+      rejectedWith(settled[1], '23514');
+      expect(await stockRow(item)).toEqual({ on_hand: 10, reserved: 1 });
+      expect(rejected).toEqual({ '23514': 1 });
+    });
+
+    it('settles a half whose answer was lost by looking it up, as for a whole batch', async () => {
+      const item = `poison-lost-${randomUUID()}`;
+      await pool.query("INSERT INTO stock (item_id, location, on_hand) VALUES ($1, 'default', 100)", [item]);
+      const counted = countedPool(pool, { loseFirstAnswer: true });
+      const ops: RecordOp[] = [badReference(item), reserveOp(item, randomUUID(), 1), stockOp(item, 5), reserveOp(item, randomUUID(), 2)];
+      const { settled } = await submitTogether(ops, { pool: counted.pool });
+      expect(counted.lost()).toBe(1);
+      rejectedWith(settled[0], '22021');
+      expect(settled.slice(1).map((s) => (s.status === 'fulfilled' ? s.value : s.reason))).toEqual(['recorded', 'recorded', 'recorded']);
+      expect(await stockRow(item)).toEqual({ on_hand: 105, reserved: 3 });
+    });
   });
 
   /**
@@ -290,6 +452,46 @@ describe('BatchWriter (group commit)', () => {
     }
   });
 });
+
+/**
+ * `base`, counting the batch statements sent through it; with `loseFirstAnswer`, the first one that succeeds
+ * loses its answer (it committed; the writer hears "connection lost").
+ */
+function countedPool(base: pg.Pool, options: { loseFirstAnswer?: boolean } = {}) {
+  let statements = 0;
+  let lost = 0;
+  const counted = {
+    connect: async () => {
+      const client = await base.connect();
+      const query = client.query;
+      const release = client.release;
+      // The client goes back to the shared pool as it came: other writers must not count (or lose) through it.
+      client.release = (err?: Error | boolean) => {
+        client.query = query;
+        client.release = release;
+        release.call(client, err);
+      };
+      (client as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = async (...args: unknown[]) => {
+        const send = () => (query as (...a: unknown[]) => Promise<unknown>).apply(client, args);
+        if ((args[0] as { name?: string }).name !== 'record_batch') return send();
+        statements++;
+        const result = await send();
+        if (options.loseFirstAnswer && lost === 0) {
+          lost++;
+          throw new Error('connection lost');
+        }
+        return result;
+      };
+      return client;
+    },
+    query: base.query.bind(base),
+  } as unknown as pg.Pool;
+  return { pool: counted, statements: () => statements, lost: () => lost };
+}
+
+async function counter(metric: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
+  return (await metric.get()).values.reduce((sum, v) => sum + v.value, 0);
+}
 
 /** Waits until `n` sessions of this database wait for a lock. */
 async function waitForLockWait(n = 1): Promise<void> {
