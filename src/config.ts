@@ -1,5 +1,6 @@
 import { envSchema } from 'env-schema';
 import { Type, type Static } from 'typebox';
+import { parseApiKeys } from './credentials.js';
 import { maskCredentials } from './log.js';
 
 /** Every setting the service reads, with its default: the README's configuration table mirrors this. */
@@ -41,10 +42,11 @@ export const ConfigSchema = Type.Object({
   TOMBSTONE_RETENTION_SECONDS: Type.Integer({ default: 120, minimum: 1 }),
   IDEMPOTENCY_RETENTION_HOURS: Type.Integer({ default: 24, minimum: 1 }),
   /**
-   * Client credentials, `name:secret:role` comma-separated (role `client`: reservations and availability;
-   * `operator`: everything). Empty: no authentication. Idempotency keys are scoped per credential name.
+   * Client credentials, `name:secret:role[:tenant]` comma-separated (role `client`: reservations and
+   * availability, its own tenant's reservations only; `operator`: everything). Empty: no authentication.
+   * Idempotency keys are scoped per credential name. The format is src/credentials.ts's (checked by loadConfig).
    */
-  API_KEYS: Type.String({ default: '', pattern: '^([A-Za-z0-9_.-]+:[\\x21-\\x2B\\x2D-\\x7E]{16,}:(client|operator)(,|$))*$' }),
+  API_KEYS: Type.String({ default: '' }),
   /** Requests per credential (or per client IP without authentication) per window; 0: no rate limit. */
   RATE_LIMIT_MAX: Type.Integer({ default: 0, minimum: 0 }),
   RATE_LIMIT_WINDOW_MS: Type.Integer({ default: 1000, minimum: 1 }),
@@ -97,12 +99,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   } catch (err) {
     problems.push((err as Error).message);
   }
-  const value = (name: keyof typeof URL_RULES) =>
+  const value = (name: keyof typeof URL_RULES | 'API_KEYS') =>
     config?.[name] ?? env[name] ?? String((ConfigSchema.properties[name] as { default?: unknown }).default);
   for (const name of ['DATABASE_URL', 'REDIS_URL'] as const) {
     const problem = checkUrl(name, value(name));
     if (problem) problems.push(problem);
   }
+  problems.push(...parseApiKeys(value('API_KEYS')).problems);
   if (problems.length > 0 || !config) throw new Error(problems.join('; '));
   return config;
 }

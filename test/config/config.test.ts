@@ -1,6 +1,7 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { addressOf, loadConfig } from '../../src/config.js';
+import { parseApiKeys } from '../../src/credentials.js';
 import { logOptions, maskCredentials } from '../../src/log.js';
 
 const SECRET = 's3cretPW-0123456789';
@@ -112,4 +113,45 @@ describe('log redaction (the logger configuration server.ts and Fastify share)',
     const frame = 'at x (file:///app/node_modules/@fastify/x/index.js:10:5)';
     expect(maskCredentials(frame)).toBe(frame);
   });
+});
+
+describe('API_KEYS (refused at start, entries named by position or name, never by secret)', () => {
+  const S1 = 'first-secret-0123456789';
+  const S2 = 'second-secret-0123456789';
+
+  it('accepts name:secret:role[:tenant], a key without a tenant being in the default tenant', () => {
+    const env = { API_KEYS: `shop-a:${S1}:client:shop-a,ops:${S2}:operator,` };
+    expect(() => loadConfig(env)).not.toThrow();
+    expect(parseApiKeys(env.API_KEYS)).toEqual({
+      keys: [
+        { name: 'shop-a', secret: S1, role: 'client', tenant: 'shop-a' },
+        { name: 'ops', secret: S2, role: 'operator', tenant: 'default' },
+      ],
+      problems: [],
+    });
+  });
+
+  const cases: [label: string, value: string, says: RegExp][] = [
+    ['a repeated name', `checkout:${S1}:client,checkout:${S2}:operator`, /API_KEYS: the name "checkout" is used by more than one key \(entries 1, 2\)/],
+    ['one secret under two names', `checkout:${S1}:client,ops:${S1}:operator`, /API_KEYS: the keys "checkout", "ops" \(entries 1, 2\) have the same secret/],
+    ['a secret with a colon', `checkout:${S1.slice(0, 8)}:${S1.slice(8)}:client`, /API_KEYS entry 1: the secret must be 16 or more visible ASCII characters, none of them ':' or ','/],
+    ['a secret with a comma', `checkout:${S1.slice(0, 8)},${S1.slice(8)}:client`, /API_KEYS entry 1: expected name:secret:role\[:tenant\]/],
+    ['a short secret', `checkout:short:client`, /API_KEYS entry 1: the secret must be 16 or more/],
+    ['a secret with a space', `checkout:${S1} x:client`, /API_KEYS entry 1: the secret must be/],
+    ['an unknown role', `checkout:${S1}:admin`, /API_KEYS entry 1: the role must be client or operator/],
+    ['a bad name', `check/out:${S1}:client`, /API_KEYS entry 1: the name must be/],
+    ['a tenant too long', `checkout:${S1}:client:${'t'.repeat(65)}`, /API_KEYS entry 1: the tenant must be 1 to 64/],
+    ['a tenant with a slash', `checkout:${S1}:client:shop/a`, /API_KEYS entry 1: the tenant must be/],
+    ['an empty tenant', `checkout:${S1}:client:`, /API_KEYS entry 1: the tenant must be/],
+    ['too many parts', `checkout:${S1}:client:shop-a:extra`, /API_KEYS entry 1: expected name:secret:role\[:tenant\]/],
+    ['a secret alone', S1, /API_KEYS entry 1: expected/],
+    ['a bad second entry', `checkout:${S1}:client,ops:${S2}`, /API_KEYS entry 2: expected/],
+  ];
+  for (const [label, value, says] of cases) {
+    it(`refuses ${label}`, () => {
+      const message = refusal({ API_KEYS: value });
+      expect(message).toMatch(says);
+      for (const secret of [S1, S2, S1.slice(0, 8), S1.slice(8), S2.slice(0, 8)]) expect(message).not.toContain(secret);
+    });
+  }
 });
