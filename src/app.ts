@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { parse as parseJson } from 'secure-json-parse';
 import { randomUUID } from 'node:crypto';
-import type { Config } from './config.js';
+import { addressOf, type Config } from './config.js';
 import { MAX_BODY_BYTES } from './domain/schemas.js';
 import { registerAccess } from './http/access.js';
 import { registerErrorHandling, registerNotFound, sendProblem } from './http/problem.js';
@@ -17,6 +17,7 @@ import { reservationRoutes } from './http/routes/reservations.js';
 import { Recovery } from './jobs/recovery.js';
 import { Reconciler, type ReconcileDeps } from './jobs/reconcile.js';
 import { Sweeper } from './jobs/sweeper.js';
+import { logOptions } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { Decisions } from './redis/decisions.js';
 import { Keys } from './redis/keys.js';
@@ -55,7 +56,7 @@ export interface BuildOptions {
 /** Builds the app: clients, jobs, routes. Never listens (server.ts does; tests inject). Migrations run before. */
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: { level: config.LOG_LEVEL },
+    logger: logOptions(config.LOG_LEVEL),
     // No access log on the hot path; failures are logged by the error handler and the onResponse hook.
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: 'x-request-id',
@@ -87,15 +88,21 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     // Commands issued in the same tick (concurrent requests' scripts) go out in one write.
     enableAutoPipelining: true,
   });
-  redis.on('error', (err) => log.debug({ err }, 'redis connection error'));
-  await redis.connect().catch((err: unknown) => log.warn({ err }, 'Redis is unreachable at start; will keep trying'));
+  // ioredis' own errors ("Connection is closed.") do not say where; every Redis log line names the address.
+  const addresses = { redis: addressOf(config.REDIS_URL), postgres: addressOf(config.DATABASE_URL) };
+  redis.on('error', (err) => log.debug({ err, redis: addresses.redis }, `Redis connection error (${addresses.redis})`));
+  await redis
+    .connect()
+    .catch((err: unknown) =>
+      log.warn({ err, redis: addresses.redis }, `Redis at ${addresses.redis} is unreachable at start; will keep trying`),
+    );
 
   const db = createPool(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE, queryTimeoutMs: config.DATABASE_QUERY_TIMEOUT_MS });
   const keys = new Keys(config.REDIS_KEY_PREFIX);
   let recovery: Recovery | undefined;
   const decisions = new Decisions(redis, keys, metrics, config.TOMBSTONE_RETENTION_SECONDS * 1000, () => void recovery?.ensure());
   recovery = new Recovery(
-    { redis, db, keys, decisions, metrics, log },
+    { redis, db, keys, decisions, metrics, log: log.child({ redis: addresses.redis }) },
     { idempotencyRetentionHours: config.IDEMPOTENCY_RETENTION_HOURS },
   );
   const writer = new BatchWriter(db, metrics, {
@@ -181,7 +188,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   await app.register(itemRoutes, { stock });
   await app.register(reservationRoutes, { reservations });
-  await app.register(operationRoutes, { redis, db, recovery, metrics });
+  await app.register(operationRoutes, { redis, db, recovery, metrics, addresses });
   await app.register(adminRoutes, { runtime });
 
   app.addHook('onReady', async () => {

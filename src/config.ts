@@ -1,5 +1,7 @@
 import { envSchema } from 'env-schema';
 import { Type, type Static } from 'typebox';
+import { parseApiKeys } from './credentials.js';
+import { maskCredentials } from './log.js';
 
 /** Every setting the service reads, with its default: the README's configuration table mirrors this. */
 export const ConfigSchema = Type.Object({
@@ -9,8 +11,10 @@ export const ConfigSchema = Type.Object({
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
     { default: 'info' },
   ),
+  /** `postgres://` or `postgresql://`, with a host and a database name (checked by `checkUrl`). */
   DATABASE_URL: Type.String({ default: 'postgres://postgres@127.0.0.1:5432/inventory' }),
   DATABASE_POOL_SIZE: Type.Integer({ default: 10, minimum: 2 }),
+  /** `redis://` or `rediss://` (TLS), with a host (checked by `checkUrl`). */
   REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379' }),
   /** Prefix of every Redis key, so several deployments (or test runs) can share one Redis. */
   REDIS_KEY_PREFIX: Type.String({ default: 'irs:', pattern: '^[A-Za-z0-9:_.-]*$' }),
@@ -38,10 +42,11 @@ export const ConfigSchema = Type.Object({
   TOMBSTONE_RETENTION_SECONDS: Type.Integer({ default: 120, minimum: 1 }),
   IDEMPOTENCY_RETENTION_HOURS: Type.Integer({ default: 24, minimum: 1 }),
   /**
-   * Client credentials, `name:secret:role` comma-separated (role `client`: reservations and availability;
-   * `operator`: everything). Empty: no authentication. Idempotency keys are scoped per credential name.
+   * Client credentials, `name:secret:role[:tenant]` comma-separated (role `client`: reservations and
+   * availability, its own tenant's reservations only; `operator`: everything). Empty: no authentication.
+   * Idempotency keys are scoped per credential name. The format is src/credentials.ts's (checked by loadConfig).
    */
-  API_KEYS: Type.String({ default: '', pattern: '^([A-Za-z0-9_.-]+:[\\x21-\\x2B\\x2D-\\x7E]{16,}:(client|operator)(,|$))*$' }),
+  API_KEYS: Type.String({ default: '' }),
   /** Requests per credential (or per client IP without authentication) per window; 0: no rate limit. */
   RATE_LIMIT_MAX: Type.Integer({ default: 0, minimum: 0 }),
   RATE_LIMIT_WINDOW_MS: Type.Integer({ default: 1000, minimum: 1 }),
@@ -50,7 +55,57 @@ export const ConfigSchema = Type.Object({
 
 export type Config = Static<typeof ConfigSchema>;
 
-/** Reads and validates the environment; throws one error naming every bad variable. */
+/** What a connection URL must be: its schemes, and whether it must name a database (PostgreSQL's path). */
+const URL_RULES = {
+  DATABASE_URL: { schemes: ['postgres:', 'postgresql:'], database: true },
+  REDIS_URL: { schemes: ['redis:', 'rediss:'], database: false },
+} as const;
+
+const DEFAULT_PORTS: Record<string, number> = { 'postgres:': 5432, 'postgresql:': 5432, 'redis:': 6379, 'rediss:': 6379 };
+
+/** The problem with a connection URL, or null. The URL is shown with its password masked. */
+export function checkUrl(variable: keyof typeof URL_RULES, value: string): string | null {
+  const rule = URL_RULES[variable];
+  const shown = `(got ${maskCredentials(value)})`;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return `${variable} is not a valid URL ${shown}`;
+  }
+  if (!(rule.schemes as readonly string[]).includes(url.protocol)) {
+    return `${variable} must start with ${rule.schemes.map((s) => `${s}//`).join(' or ')} ${shown}`;
+  }
+  // libpq-style URLs may name a Unix socket directory as ?host=… instead.
+  if (url.hostname === '' && !(rule.database && url.searchParams.get('host'))) return `${variable} names no host ${shown}`;
+  if (rule.database && (url.pathname === '' || url.pathname === '/')) return `${variable} names no database (…/name) ${shown}`;
+  return null;
+}
+
+/** `host:port` of a connection URL (never its credentials), for log lines; PostgreSQL's with `/database`. */
+export function addressOf(value: string): string {
+  const url = new URL(value);
+  const host = url.hostname || url.searchParams.get('host') || 'localhost';
+  const address = `${host}:${url.port || DEFAULT_PORTS[url.protocol] || ''}`;
+  return URL_RULES.DATABASE_URL.schemes.some((s) => s === url.protocol) ? `${address}${url.pathname}` : address;
+}
+
+/** Reads and validates the environment; throws one error naming every bad variable, never quoting a secret. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  return envSchema<Config>({ schema: ConfigSchema, data: env });
+  let config: Config | undefined;
+  const problems: string[] = [];
+  try {
+    config = envSchema<Config>({ schema: ConfigSchema, data: env });
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  const value = (name: keyof typeof URL_RULES | 'API_KEYS') =>
+    config?.[name] ?? env[name] ?? String((ConfigSchema.properties[name] as { default?: unknown }).default);
+  for (const name of ['DATABASE_URL', 'REDIS_URL'] as const) {
+    const problem = checkUrl(name, value(name));
+    if (problem) problems.push(problem);
+  }
+  problems.push(...parseApiKeys(value('API_KEYS')).problems);
+  if (problems.length > 0 || !config) throw new Error(problems.join('; '));
+  return config;
 }

@@ -3,6 +3,7 @@ import { ProblemError, unavailable } from '../../src/domain/errors.js';
 import { newReservationId } from '../../src/domain/ids.js';
 import { effectiveStatus, pendingReservation, toDocument, type Line, type ReservationRecord } from '../../src/domain/reservation.js';
 import type { AvailabilityDocument, ReservationDocument, ReservationRequest } from '../../src/domain/schemas.js';
+import { canAccess, type Caller } from '../../src/domain/tenancy.js';
 import type { ReservationApi, ReserveAnswer, StockApi } from '../../src/service/api.js';
 import { requestHash } from '../../src/service/idempotency.js';
 import { normaliseLines } from '../../src/service/reservations.js';
@@ -108,8 +109,8 @@ const RESERVE = `
     RETURNING s.item_id),
   ok AS (SELECT count(*) AS held FROM st),
   res AS (
-    INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at)
-    SELECT $1, 'pending', $2, $3, $4, $5, $5 FROM ok WHERE held = $13),
+    INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at, tenant)
+    SELECT $1, 'pending', $2, $3, $4, $5, $5, $14 FROM ok WHERE held = $13),
   idem AS (
     INSERT INTO idempotency_keys (scope, key, request_hash, reservation_id, status_code, response)
     SELECT $6, $7, $8, $1, 201, $9 FROM ok WHERE held = $13),
@@ -142,12 +143,13 @@ const SETTLE = `
 class PgOnlyReservations implements ReservationApi {
   constructor(private readonly db: pg.Pool) {}
 
-  async reserve(scope: string, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
+  async reserve(caller: Caller, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
     const lines = normaliseLines(request);
     const hash = requestHash(request);
     const id = newReservationId();
+    const scope = caller.name;
     const now = new Date();
-    const reservation = pendingReservation(id, request, lines, now);
+    const reservation = pendingReservation(id, request, lines, now, caller.tenant);
     const body = toDocument(reservation, now);
     const params = [
       id,
@@ -161,6 +163,7 @@ class PgOnlyReservations implements ReservationApi {
       JSON.stringify(body),
       ...lineArrays(lines),
       lines.length,
+      caller.tenant,
     ];
     const single = lines.length === 1;
     try {
@@ -198,24 +201,26 @@ class PgOnlyReservations implements ReservationApi {
     return { statusCode: first.statusCode, body, replayed: true };
   }
 
-  async get(id: string): Promise<ReservationDocument> {
+  async get(caller: Caller, id: string): Promise<ReservationDocument> {
     const r = await read(() => findReservation(this.db, id));
-    if (!r) throw new ProblemError('reservation_not_found', `no reservation ${id}`);
+    // Tenancy as the service has it (src/domain/tenancy.ts): another tenant's reservation is not found.
+    if (!r || !canAccess(caller, r.tenant)) throw notFound(id);
     return toDocument(r);
   }
 
-  confirm(id: string): Promise<ReservationDocument> {
-    return this.settle(id, 'confirmed');
+  confirm(caller: Caller, id: string): Promise<ReservationDocument> {
+    return this.settle(caller, id, 'confirmed');
   }
 
-  release(id: string): Promise<ReservationDocument> {
-    return this.settle(id, 'released');
+  release(caller: Caller, id: string): Promise<ReservationDocument> {
+    return this.settle(caller, id, 'released');
   }
 
-  private settle(id: string, to: 'confirmed' | 'released'): Promise<ReservationDocument> {
-    if (!UUID.test(id)) return Promise.reject(new ProblemError('reservation_not_found', `no reservation ${id}`));
+  private settle(caller: Caller, id: string, to: 'confirmed' | 'released'): Promise<ReservationDocument> {
+    if (!UUID.test(id)) return Promise.reject(notFound(id));
     return withClient(this.db, true, async (c) => {
       const r = await lockReservation(c, id);
+      if (!canAccess(caller, r.tenant)) throw notFound(id); // rolls back: nothing changed
       const now = new Date();
       const status = effectiveStatus(r, now);
       if (status === to) return toDocument(r, now);
@@ -270,7 +275,7 @@ function shortage(lines: Line[], rows: LockedRow[]): ProblemError | null {
 async function lockReservation(c: pg.PoolClient, id: string): Promise<ReservationRecord> {
   const { rows } = await c.query<ReservationRow>(`${SELECT_RESERVATION} WHERE r.id = $1 FOR UPDATE OF r`, [id]);
   const row = rows[0];
-  if (!row) throw new ProblemError('reservation_not_found', `no reservation ${id}`);
+  if (!row) throw notFound(id);
   return toRecord(row);
 }
 
@@ -373,6 +378,8 @@ async function read<T>(query: () => Promise<T>): Promise<T> {
     throw unavailable('PostgreSQL is unreachable', err);
   }
 }
+
+const notFound = (id: string) => new ProblemError('reservation_not_found', `no reservation ${id}`);
 
 const ended = (status: 'released' | 'expired' | 'confirmed' | 'pending') =>
   new ProblemError(

@@ -11,6 +11,7 @@ import {
 } from '../../src/domain/schemas.js';
 import type { Decisions, SettleAction } from '../../src/redis/decisions.js';
 import type { Keys } from '../../src/redis/keys.js';
+import { canAccess, type Caller } from '../../src/domain/tenancy.js';
 import type { ReservationApi, ReserveAnswer, StockApi } from '../../src/service/api.js';
 import { parseRecord, recordPrefix, requestHash } from '../../src/service/idempotency.js';
 import { normaliseLines } from '../../src/service/reservations.js';
@@ -34,6 +35,7 @@ interface StoredHeader {
   expiresAt: number;
   createdAt: number;
   updatedAt: number;
+  tenant: string;
 }
 
 export class RedisOnlyDesign {
@@ -58,12 +60,12 @@ class RedisOnlyReservations implements ReservationApi {
     return `${this.keys.prefix}{r:${id}}:header`;
   }
 
-  async reserve(scope: string, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
+  async reserve(caller: Caller, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
     const lines = normaliseLines(request);
     const hash = requestHash(request);
     const id = newReservationId();
     const ttlMs = (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000;
-    const idempotencyKey = this.keys.idempotency(scope, key);
+    const idempotencyKey = this.keys.idempotency(caller.name, key);
     const decision = await this.decisions.reserve({
       reservationId: id,
       lines,
@@ -71,7 +73,7 @@ class RedisOnlyReservations implements ReservationApi {
       idempotencyKey,
       recordPrefix: recordPrefix(hash, id),
       recordTtlMs: RETENTION_MS,
-      header: { reference: request.reference ?? null, metadata: request.metadata ?? {}, lines },
+      header: { reference: request.reference ?? null, metadata: request.metadata ?? {}, lines, tenant: caller.tenant },
     });
     switch (decision.kind) {
       case 'idempotent':
@@ -96,6 +98,7 @@ class RedisOnlyReservations implements ReservationApi {
       expiresAt: decision.nowMs + ttlMs,
       createdAt: decision.nowMs,
       updatedAt: decision.nowMs,
+      tenant: caller.tenant,
     };
     const record = toRecord(header);
     return { statusCode: 201, body: toDocument(record, record.createdAt) };
@@ -112,20 +115,20 @@ class RedisOnlyReservations implements ReservationApi {
     return { statusCode: 201, body: toDocument(created, created.createdAt), replayed: true };
   }
 
-  async get(id: string): Promise<ReservationDocument> {
-    return toDocument(toRecord(await this.load(id)));
+  async get(caller: Caller, id: string): Promise<ReservationDocument> {
+    return toDocument(toRecord(await this.load(caller, id)));
   }
 
-  async confirm(id: string): Promise<ReservationDocument> {
-    return this.settle('confirm', id);
+  async confirm(caller: Caller, id: string): Promise<ReservationDocument> {
+    return this.settle(caller, 'confirm', id);
   }
 
-  async release(id: string): Promise<ReservationDocument> {
-    return this.settle('release', id);
+  async release(caller: Caller, id: string): Promise<ReservationDocument> {
+    return this.settle(caller, 'release', id);
   }
 
-  private async settle(action: SettleAction, id: string): Promise<ReservationDocument> {
-    const header = await this.load(id);
+  private async settle(caller: Caller, action: SettleAction, id: string): Promise<ReservationDocument> {
+    const header = await this.load(caller, id);
     const target = action === 'confirm' ? 'confirmed' : 'released';
     const record = toRecord(header);
     const status = toDocument(record).status;
@@ -170,13 +173,14 @@ class RedisOnlyReservations implements ReservationApi {
     if (raw !== null) return JSON.parse(raw) as StoredHeader;
     const cached = await this.decisions.header(id);
     if (!cached) return null;
-    const { reference, metadata, lines, createdMs, expiresMs } = cached;
-    return { id, status: 'pending', reference, metadata, lines, expiresAt: expiresMs, createdAt: createdMs, updatedAt: createdMs };
+    const { reference, metadata, lines, createdMs, expiresMs, tenant } = cached;
+    return { id, status: 'pending', reference, metadata, lines, expiresAt: expiresMs, createdAt: createdMs, updatedAt: createdMs, tenant };
   }
 
-  private async load(id: string): Promise<StoredHeader> {
+  /** Tenancy as the service has it (src/domain/tenancy.ts): another tenant's reservation is not found. */
+  private async load(caller: Caller, id: string): Promise<StoredHeader> {
     const header = await this.loadHeader(id);
-    if (!header) throw new ProblemError('reservation_not_found', `no reservation ${id}`);
+    if (!header || !canAccess(caller, header.tenant)) throw new ProblemError('reservation_not_found', `no reservation ${id}`);
     return header;
   }
 }
@@ -231,6 +235,7 @@ function toRecord(h: StoredHeader): ReservationRecord {
     expiresAt: new Date(h.expiresAt),
     createdAt: new Date(h.createdAt),
     updatedAt: new Date(h.updatedAt),
+    tenant: h.tenant,
   };
 }
 

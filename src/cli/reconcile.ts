@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { buildApp } from '../app.js';
 import { loadConfig } from '../config.js';
+import { logOptions } from '../log.js';
 import { reconcile, type ReconcileReport } from '../jobs/reconcile.js';
 import { migrate } from '../store/database.js';
 
@@ -10,7 +11,7 @@ const { values } = parseArgs({
   options: { repair: { type: 'boolean', default: false }, json: { type: 'boolean', default: false } },
 });
 const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', RECONCILE_INTERVAL_MS: '0' });
-await migrate(config.DATABASE_URL, pino({ level: 'warn' }));
+await migrate(config.DATABASE_URL, pino(logOptions('warn')));
 const app = await buildApp(config);
 try {
   await app.runtime.recovery.ensure();

@@ -23,12 +23,21 @@ export interface ReservationRecord {
   expiresAt: Date;
   createdAt: Date;
   updatedAt: Date;
+  /** Whose it is (src/domain/tenancy.ts); not part of the document. */
+  tenant: string;
 }
 
 /** A new reservation as requested, created at `createdAt` (absent optional fields read back null and {}). */
-export function pendingReservation(id: string, request: ReservationRequest, lines: Line[], createdAt: Date): ReservationRecord {
+export function pendingReservation(
+  id: string,
+  request: ReservationRequest,
+  lines: Line[],
+  createdAt: Date,
+  tenant: string,
+): ReservationRecord {
   return {
     id,
+    tenant,
     status: 'pending',
     reference: request.reference ?? null,
     metadata: request.metadata ?? {},

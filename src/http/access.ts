@@ -1,8 +1,10 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import type { Redis } from 'ioredis';
+import { parseApiKeys } from '../credentials.js';
 import { ProblemError } from '../domain/errors.js';
+import { DEFAULT_TENANT, type Caller } from '../domain/tenancy.js';
 import type { Keys } from '../redis/keys.js';
 
 /** Who may call a route: anyone, a client credential, or an operator credential. */
@@ -13,37 +15,33 @@ declare module 'fastify' {
     access?: Access;
   }
   interface FastifyRequest {
-    /** The credential's name once authentication is on; null otherwise. */
-    principal: string | null;
+    /** The authenticated credential once authentication is on; null otherwise (see `callerOf`). */
+    caller: Caller | null;
   }
 }
 
 interface Credential {
-  name: string;
   digest: Buffer;
-  role: 'client' | 'operator';
+  caller: Caller;
 }
 
 const digest = (secret: string) => createHash('sha256').update(secret).digest();
 
-/** `name:secret:role,…` (validated by the config schema). */
-export function parseApiKeys(value: string): Credential[] {
-  return value
-    .split(',')
-    .filter(Boolean)
-    .map((entry) => {
-      const first = entry.indexOf(':');
-      const last = entry.lastIndexOf(':');
-      return {
-        name: entry.slice(0, first),
-        digest: digest(entry.slice(first + 1, last)),
-        role: entry.slice(last + 1) as Credential['role'],
-      };
-    });
-}
-
 /** The anonymous idempotency scope, used while authentication is off. */
 export const ANONYMOUS = '_';
+
+/**
+ * The caller while authentication is off: no tenancy (everything is the default tenant, everyone sees
+ * everything), as every route is open to everyone.
+ */
+export const ANONYMOUS_CALLER: Caller = { name: ANONYMOUS, role: 'operator', tenant: DEFAULT_TENANT };
+
+export const callerOf = (request: FastifyRequest): Caller => request.caller ?? ANONYMOUS_CALLER;
+
+/** `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1). */
+const BEARER = /^bearer[ \t]+(\S+)[ \t]*$/i;
+
+const REALM = 'Bearer realm="inventory"';
 
 /**
  * Optional bearer-key authentication (401 without a valid key, 403 for an operator route with a client key) and
@@ -53,19 +51,25 @@ export async function registerAccess(
   app: FastifyInstance,
   options: { apiKeys: string; rateLimitMax: number; rateLimitWindowMs: number; redis: Redis; keys: Keys },
 ): Promise<void> {
-  const credentials = parseApiKeys(options.apiKeys);
-  app.decorateRequest('principal', null);
+  const { keys: apiKeys, problems } = parseApiKeys(options.apiKeys);
+  if (problems.length > 0) throw new Error(problems.join('; ')); // loadConfig refuses these first
+  const credentials: Credential[] = apiKeys.map((k) => ({
+    digest: digest(k.secret),
+    caller: { name: k.name, role: k.role, tenant: k.tenant },
+  }));
+  app.decorateRequest('caller', null);
 
   if (credentials.length > 0) {
-    app.addHook('onRequest', async (request) => {
+    app.addHook('onRequest', async (request, reply) => {
       const access = request.routeOptions.config.access ?? 'public';
       if (access === 'public') return;
-      const credential = authenticate(request, credentials);
-      if (!credential) throw new ProblemError('unauthorized', 'send a valid key as `Authorization: Bearer <key>`');
-      if (access === 'operator' && credential.role !== 'operator') {
+      const token = BEARER.exec(request.headers.authorization ?? '')?.[1];
+      const credential = token === undefined ? undefined : authenticate(token, credentials);
+      if (!credential) throw unauthorized(reply, token !== undefined);
+      if (access === 'operator' && credential.caller.role !== 'operator') {
         throw new ProblemError('forbidden', 'this endpoint needs an operator key');
       }
-      request.principal = credential.name;
+      request.caller = credential.caller;
     });
   }
 
@@ -79,17 +83,21 @@ export async function registerAccess(
       nameSpace: options.keys.rateLimit,
       skipOnError: true,
       allowList: (request) => (request.routeOptions.config.access ?? 'public') === 'public',
-      keyGenerator: (request) => request.principal ?? request.ip,
+      keyGenerator: (request) => request.caller?.name ?? request.ip,
       errorResponseBuilder: (_request, context) =>
         new ProblemError('rate_limited', `rate limit exceeded, retry in ${context.after}`),
     });
   }
 }
 
-function authenticate(request: FastifyRequest, credentials: Credential[]): Credential | undefined {
-  const header = request.headers.authorization;
-  if (!header?.startsWith('Bearer ')) return undefined;
-  const presented = digest(header.slice('Bearer '.length).trim());
+/** 401 with the challenge RFC 6750 asks for: `error="invalid_token"` when a bearer token was presented. */
+function unauthorized(reply: FastifyReply, presented: boolean): ProblemError {
+  reply.header('www-authenticate', presented ? `${REALM}, error="invalid_token"` : REALM);
+  return new ProblemError('unauthorized', 'send a valid key as `Authorization: Bearer <key>`');
+}
+
+function authenticate(token: string, credentials: Credential[]): Credential | undefined {
+  const presented = digest(token);
   // Compare digests in constant time, and look at every credential, so timing reveals nothing.
   let found: Credential | undefined;
   for (const c of credentials) if (timingSafeEqual(c.digest, presented)) found = c;

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { unavailable } from '../domain/errors.js';
 import type { Line } from '../domain/reservation.js';
+import { DEFAULT_TENANT } from '../domain/tenancy.js';
 import type { Metrics } from '../metrics.js';
 import type { Keys } from './keys.js';
 import { defineScripts, type ScriptName, type ScriptReply } from './scripts.js';
@@ -45,6 +46,8 @@ export interface ReservationHeader {
   reference: string | null;
   metadata: Record<string, string>;
   lines: Line[];
+  /** Whose reservation it is, so confirm and release check tenancy without asking PostgreSQL. */
+  tenant: string;
 }
 
 /** Pairs of (index, value) that a script returns flattened after its status. */
@@ -114,7 +117,7 @@ export class Decisions {
     /** `<requestHash>|<reservationId>|`; the script appends its clock. */
     recordPrefix: string;
     recordTtlMs: number;
-    /** What confirm and release need besides the holds: reference, metadata, lines. */
+    /** What confirm and release need besides the holds: reference, metadata, lines, tenant. */
     header: ReservationHeader;
   }): Promise<ReserveDecision> {
     const { itemKeys, itemCount, lineArgs } = this.linesLayout(input.lines);
@@ -271,7 +274,9 @@ export class Decisions {
       throw unavailable('Redis is unreachable', err);
     }
     if (!fields.body) return null;
-    return { ...(JSON.parse(fields.body) as ReservationHeader), createdMs: Number(fields.created), expiresMs: Number(fields.expires) };
+    const body = JSON.parse(fields.body) as Omit<ReservationHeader, 'tenant'> & { tenant?: string };
+    // A header cached by a version without tenants belongs to the default tenant, as its row does.
+    return { ...body, tenant: body.tenant ?? DEFAULT_TENANT, createdMs: Number(fields.created), expiresMs: Number(fields.expires) };
   }
 
   /** Drops a pending hold PostgreSQL never recorded; false if it is no longer pending. */

@@ -1,11 +1,16 @@
 import type { AvailabilityDocument, ReservationDocument, ReservationRequest } from '../domain/schemas.js';
+import type { Caller } from '../domain/tenancy.js';
 
-/** What the HTTP routes need from the reservation logic (the benchmark's baseline designs implement it too). */
+/**
+ * What the HTTP routes need from the reservation logic (the benchmark's baseline designs implement it too).
+ * `caller` scopes idempotency keys (its name) and tenancy: a reservation is created under the caller's tenant,
+ * and one the caller may not see (src/domain/tenancy.ts) answers `reservation_not_found`, changing nothing.
+ */
 export interface ReservationApi {
-  reserve(scope: string, key: string, request: ReservationRequest): Promise<ReserveAnswer>;
-  get(id: string): Promise<ReservationDocument>;
-  confirm(id: string): Promise<ReservationDocument>;
-  release(id: string): Promise<ReservationDocument>;
+  reserve(caller: Caller, key: string, request: ReservationRequest): Promise<ReserveAnswer>;
+  get(caller: Caller, id: string): Promise<ReservationDocument>;
+  confirm(caller: Caller, id: string): Promise<ReservationDocument>;
+  release(caller: Caller, id: string): Promise<ReservationDocument>;
 }
 
 export interface ReserveAnswer {

@@ -4,6 +4,7 @@ import { ProblemError, unavailable } from '../domain/errors.js';
 import { newReservationId } from '../domain/ids.js';
 import { effectiveStatus, pendingReservation, toDocument, type Line, type ReservationRecord } from '../domain/reservation.js';
 import { DEFAULT_LOCATION, DEFAULT_TTL_SECONDS, type ReservationDocument, type ReservationRequest } from '../domain/schemas.js';
+import { canAccess, type Caller } from '../domain/tenancy.js';
 import type { Metrics } from '../metrics.js';
 import type { Decisions, SettleAction } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
@@ -40,24 +41,26 @@ const lineLabel = (l: Line) => (l.location === DEFAULT_LOCATION ? l.itemId : `${
 export class ReservationService implements ReservationApi {
   constructor(private readonly d: ReservationDeps) {}
 
-  async reserve(scope: string, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
+  async reserve(caller: Caller, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
     const lines = normaliseLines(request);
     const hash = requestHash(request);
     // A second try only follows freeing the key of a first request that died; a third would be a loop.
-    const answer = (await this.tryReserve(scope, key, request, lines, hash)) ?? (await this.tryReserve(scope, key, request, lines, hash));
+    const answer =
+      (await this.tryReserve(caller, key, request, lines, hash)) ?? (await this.tryReserve(caller, key, request, lines, hash));
     if (!answer) throw inUse();
     return answer;
   }
 
   /** One attempt; null when the key's record belonged to a request that died and was just freed. */
   private async tryReserve(
-    scope: string,
+    caller: Caller,
     key: string,
     request: ReservationRequest,
     lines: Line[],
     hash: string,
   ): Promise<ReserveAnswer | null> {
     const id = newReservationId();
+    const scope = caller.name;
     const ttlMs = (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000;
     const idempotencyKey = this.d.keys.idempotency(scope, key);
     const prefix = recordPrefix(hash, id);
@@ -69,7 +72,7 @@ export class ReservationService implements ReservationApi {
       idempotencyKey,
       recordPrefix: prefix,
       recordTtlMs: this.d.idempotencyRetentionMs,
-      header: { reference: request.reference ?? null, metadata: request.metadata ?? {}, lines },
+      header: { reference: request.reference ?? null, metadata: request.metadata ?? {}, lines, tenant: caller.tenant },
     });
     switch (decision.kind) {
       case 'idempotent':
@@ -91,7 +94,7 @@ export class ReservationService implements ReservationApi {
     }
 
     const createdAt = new Date(decision.nowMs);
-    const reservation = pendingReservation(id, request, lines, createdAt);
+    const reservation = pendingReservation(id, request, lines, createdAt, caller.tenant);
     const body = toDocument(reservation, createdAt);
     const undo = () =>
       this.d.decisions.undoReserve({ generation: decision.generation, reservationId: id, lines, idempotencyKey, recordPrefix: prefix });
@@ -145,27 +148,30 @@ export class ReservationService implements ReservationApi {
     return { statusCode: first.statusCode, body: JSON.parse(first.response) as ReservationDocument, replayed: true };
   }
 
-  async get(id: string): Promise<ReservationDocument> {
-    return toDocument(await this.load(id));
+  async get(caller: Caller, id: string): Promise<ReservationDocument> {
+    return toDocument(await this.loadFor(caller, id));
   }
 
-  confirm(id: string): Promise<ReservationDocument> {
-    return this.settle('confirm', id);
+  confirm(caller: Caller, id: string): Promise<ReservationDocument> {
+    return this.settle(caller, 'confirm', id);
   }
 
-  release(id: string): Promise<ReservationDocument> {
-    return this.settle('release', id);
+  release(caller: Caller, id: string): Promise<ReservationDocument> {
+    return this.settle(caller, 'release', id);
   }
 
   /**
    * Confirm or release. The hot path needs Redis only: the header the reserve script cached gives the lines,
    * and the holds' states decide. Without a header, or when Redis has no holds, PostgreSQL's record decides.
+   * Either way tenancy is checked before anything is decided: another tenant's reservation is not found.
    */
-  private async settle(action: SettleAction, id: string): Promise<ReservationDocument> {
+  private async settle(caller: Caller, action: SettleAction, id: string): Promise<ReservationDocument> {
     const cached = await this.d.decisions.header(id);
     if (cached) {
+      if (!canAccess(caller, cached.tenant)) throw notFound(id);
       const r: ReservationRecord = {
         id,
+        tenant: cached.tenant,
         status: 'pending',
         reference: cached.reference,
         metadata: cached.metadata,
@@ -177,7 +183,7 @@ export class ReservationService implements ReservationApi {
       const answer = await this.decide(action, r);
       if (answer) return answer;
     }
-    const r = await this.load(id);
+    const r = await this.loadFor(caller, id);
     if (r.status !== 'pending') return finalAnswer(action, r);
     const answer = await this.decide(action, r);
     if (answer) return answer;
@@ -264,7 +270,14 @@ export class ReservationService implements ReservationApi {
 
   private async load(id: string): Promise<ReservationRecord> {
     const r = await this.read(() => findReservation(this.d.db, id));
-    if (!r) throw new ProblemError('reservation_not_found', `no reservation ${id}`);
+    if (!r) throw notFound(id);
+    return r;
+  }
+
+  /** The reservation if the caller may see it; another tenant's answers exactly as a missing one. */
+  private async loadFor(caller: Caller, id: string): Promise<ReservationRecord> {
+    const r = await this.load(id);
+    if (!canAccess(caller, r.tenant)) throw notFound(id);
     return r;
   }
 
@@ -276,6 +289,8 @@ export class ReservationService implements ReservationApi {
     }
   }
 }
+
+const notFound = (id: string) => new ProblemError('reservation_not_found', `no reservation ${id}`);
 
 const inUse = () => new ProblemError('idempotency_key_in_use', 'a request with this Idempotency-Key is still being processed');
 

@@ -66,10 +66,10 @@ WITH fence AS (
   ON CONFLICT DO NOTHING
   RETURNING reservation_id
 ), created AS (
-  INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at)
-  SELECT t.id, 'pending', t.reference, t.metadata, t.expires_at, t.created_at, t.created_at
-  FROM unnest($6::uuid[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[])
-    AS t(id, reference, metadata, expires_at, created_at)
+  INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at, tenant)
+  SELECT t.id, 'pending', t.reference, t.metadata, t.expires_at, t.created_at, t.created_at, t.tenant
+  FROM unnest($6::uuid[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[], $30::text[])
+    AS t(id, reference, metadata, expires_at, created_at, tenant)
   WHERE t.id IN (SELECT reservation_id FROM idem)
   RETURNING id
 ), lines AS (
@@ -139,6 +139,8 @@ export function batchValues(ops: RecordOp[]): unknown[] {
     movements.map((m) => m.reservationId),
     movements.map((m) => m.reason),
     movements.map((m) => m.gate),
+    // $30, last so the earlier parameters keep their numbers.
+    reserves.map((r) => r.reservation.tenant),
   ];
 }
 

@@ -13,11 +13,12 @@ export interface ReservationRow {
   expires_at: Date;
   created_at: Date;
   updated_at: Date;
+  tenant: string;
 }
 
 /** A reservation with its lines as JSON; callers add the WHERE clause (and any locking). */
 export const SELECT_RESERVATION = `
-  SELECT r.id, r.status, r.reference, r.metadata, r.expires_at, r.created_at, r.updated_at,
+  SELECT r.id, r.status, r.reference, r.metadata, r.expires_at, r.created_at, r.updated_at, r.tenant,
          (SELECT json_agg(json_build_object('itemId', l.item_id, 'location', l.location, 'quantity', l.quantity)
                           ORDER BY l.line_no)
             FROM reservation_lines l WHERE l.reservation_id = r.id) AS lines
@@ -32,6 +33,7 @@ export const toRecord = (row: ReservationRow): ReservationRecord => ({
   expiresAt: row.expires_at,
   createdAt: row.created_at,
   updatedAt: row.updated_at,
+  tenant: row.tenant,
 });
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -28,6 +28,38 @@ describe('authentication and rate limits (when configured)', () => {
     expect((await t.app.inject({ url: '/openapi.json' })).statusCode).toBe(200);
   });
 
+  it('takes the Bearer scheme in any case and with extra spaces (RFC 9110), the key as is', async () => {
+    const url = `/items/${newItem()}/availability`;
+    for (const authorization of [`bearer ${CLIENT}`, `BEARER ${CLIENT}`, `bEaReR ${CLIENT}`, `Bearer    ${CLIENT}   `, `Bearer\t${CLIENT}`]) {
+      const res = await t.app.inject({ url, headers: { authorization } });
+      expect(res.statusCode, authorization).toBe(404); // authenticated: the item simply does not exist
+      expect(res.json()).toMatchObject({ code: 'item_not_found' });
+    }
+    for (const authorization of [`Bearer ${CLIENT.toUpperCase()}`, `Bearer${CLIENT}`, `Bearer ${CLIENT} extra`, `Basic ${CLIENT}`]) {
+      expect((await t.app.inject({ url, headers: { authorization } })).statusCode, authorization).toBe(401);
+    }
+  });
+
+  it('challenges every 401 with WWW-Authenticate, invalid_token when a bearer token was presented (RFC 6750)', async () => {
+    const url = `/items/${newItem()}/availability`;
+    const challenge = async (headers: Record<string, string>) => {
+      const res = await t.app.inject({ url, headers });
+      expect(res.statusCode).toBe(401);
+      return res.headers['www-authenticate'];
+    };
+    expect(await challenge({})).toBe('Bearer realm="inventory"');
+    expect(await challenge({ authorization: CLIENT })).toBe('Bearer realm="inventory"');
+    expect(await challenge({ authorization: `Basic ${Buffer.from('a:b').toString('base64')}` })).toBe('Bearer realm="inventory"');
+    expect(await challenge(bearer('wrong-key-0123456789'))).toBe('Bearer realm="inventory", error="invalid_token"');
+    expect(await challenge({ authorization: 'bearer wrong-key-0123456789' })).toBe('Bearer realm="inventory", error="invalid_token"');
+    // Not on the other answers.
+    const ok = await t.app.inject({ url, headers: bearer(CLIENT) });
+    expect(ok.headers['www-authenticate']).toBeUndefined();
+    const forbidden = await t.app.inject({ method: 'PUT', url: `/items/${newItem()}/stock`, headers: bearer(CLIENT), payload: { quantity: 1 } });
+    expect(forbidden.statusCode).toBe(403);
+    expect(forbidden.headers['www-authenticate']).toBeUndefined();
+  });
+
   it('answers 403 forbidden when a client key calls an operator endpoint, and changes nothing', async () => {
     const item = newItem();
     const res = await t.app.inject({ method: 'PUT', url: `/items/${item}/stock`, headers: bearer(CLIENT), payload: { quantity: 5 } });

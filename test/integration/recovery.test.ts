@@ -73,7 +73,7 @@ describe('recovery after Redis lost its state', () => {
       idempotencyKey: t.app.runtime.keys.idempotency('_', newKey()),
       recordPrefix: 'hash|id|',
       recordTtlMs: 60_000,
-      header: { reference: null, metadata: {}, lines },
+      header: { reference: null, metadata: {}, lines, tenant: 'default' },
     });
     expect(decided.kind).toBe('held');
     if (decided.kind !== 'held') return;
@@ -93,6 +93,7 @@ describe('recovery after Redis lost its state', () => {
         expiresAt: new Date(now + 60_000),
         createdAt: new Date(now),
         updatedAt: new Date(now),
+        tenant: 'default',
       },
       idempotency: { scope: '_', key: newKey(), requestHash: 'h', statusCode: 201, response: {} },
     });

@@ -1,6 +1,7 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { ProblemError } from '../../src/domain/errors.js';
+import { ANONYMOUS_CALLER as anonymous } from '../../src/http/access.js';
 import { ReservationService } from '../../src/service/reservations.js';
 import { StockService } from '../../src/service/stock.js';
 import { newItem, newKey } from '../helpers/app.js';
@@ -46,8 +47,8 @@ describe('a record PostgreSQL rejects for the operation\'s own values', () => {
     await api.stock(item, 10);
     const key = newKey();
     const [bad, ...good] = await Promise.allSettled([
-      reservations.reserve('_', key, { lines: [{ itemId: item, quantity: 3 }], reference: 'order\u00001' }),
-      ...Array.from({ length: 4 }, () => reservations.reserve('_', newKey(), { lines: [{ itemId: item, quantity: 1 }] })),
+      reservations.reserve(anonymous, key, { lines: [{ itemId: item, quantity: 3 }], reference: 'order\u00001' }),
+      ...Array.from({ length: 4 }, () => reservations.reserve(anonymous, newKey(), { lines: [{ itemId: item, quantity: 1 }] })),
     ]);
     expect(bad!.status).toBe('rejected');
     const problem = (bad as PromiseRejectedResult).reason as ProblemError;
@@ -56,7 +57,7 @@ describe('a record PostgreSQL rejects for the operation\'s own values', () => {
     expect(good.map((g) => (g.status === 'fulfilled' ? g.value.statusCode : g.reason))).toEqual([201, 201, 201, 201]);
     expect(await api.figures(item)).toMatchObject({ onHand: 10, reserved: 4, available: 6 });
     // The key was freed: the same key with a storable body is a new request, not "in use" or "reused".
-    const retry = await reservations.reserve('_', key, { lines: [{ itemId: item, quantity: 3 }], reference: 'order-1' });
+    const retry = await reservations.reserve(anonymous, key, { lines: [{ itemId: item, quantity: 3 }], reference: 'order-1' });
     expect(retry.statusCode).toBe(201);
     await checkInvariants(t.app, [item]);
   });
@@ -66,7 +67,7 @@ describe('a record PostgreSQL rejects for the operation\'s own values', () => {
     const item = newItem();
     await api.stock(item, 10);
     const problem = await problemOf(
-      reservations.reserve('_', newKey(), { lines: [{ itemId: item, quantity: 2 }], metadata: { note: 'a\u0000b' } }),
+      reservations.reserve(anonymous, newKey(), { lines: [{ itemId: item, quantity: 2 }], metadata: { note: 'a\u0000b' } }),
     );
     expect(problem).toMatchObject({ code: 'validation_failed', status: 400, extras: { errors: [cannotBeStored] } });
     expect(await api.figures(item)).toMatchObject({ onHand: 10, reserved: 0, available: 10 });

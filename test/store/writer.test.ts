@@ -47,6 +47,7 @@ function reserveOp(itemId: string, key: string, quantity = 1): RecordOp & { kind
     expiresAt: new Date(now.getTime() + 60_000),
     createdAt: now,
     updatedAt: now,
+    tenant: 'default',
   };
   return { kind: 'reserve', generation: GEN, reservation, idempotency: { scope: '_', key, requestHash: 'h', statusCode: 201, response: {} } };
 }

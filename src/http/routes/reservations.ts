@@ -7,8 +7,7 @@ import {
   ReservationRequest,
 } from '../../domain/schemas.js';
 import type { ReservationApi } from '../../service/api.js';
-import { ANONYMOUS } from '../access.js';
-
+import { callerOf } from '../access.js';
 
 export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: ReservationApi }> = async (
   app,
@@ -27,7 +26,7 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
       },
     },
     async (request, reply) => {
-      const answer = await reservations.reserve(request.principal ?? ANONYMOUS, request.headers['idempotency-key'], request.body);
+      const answer = await reservations.reserve(callerOf(request), request.headers['idempotency-key'], request.body);
       reply.code(answer.statusCode as 201).header('location', `/reservations/${answer.body.id}`);
       if (answer.replayed) reply.header('idempotent-replayed', 'true');
       return answer.body;
@@ -40,7 +39,7 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
   app.get(
     '/reservations/:id',
     { config: { access: 'client' }, schema: { tags: ['reservations'], summary: 'Read a reservation', ...byId, response: { 200: ReservationDocument, ...errors } } },
-    (request) => reservations.get(request.params.id),
+    (request) => reservations.get(callerOf(request), request.params.id),
   );
 
   app.post(
@@ -54,7 +53,7 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
         response: { 200: ReservationDocument, ...errors },
       },
     },
-    (request) => reservations.confirm(request.params.id),
+    (request) => reservations.confirm(callerOf(request), request.params.id),
   );
 
   app.post(
@@ -68,6 +67,6 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
         response: { 200: ReservationDocument, ...errors },
       },
     },
-    (request) => reservations.release(request.params.id),
+    (request) => reservations.release(callerOf(request), request.params.id),
   );
 };

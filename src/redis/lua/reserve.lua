@@ -12,7 +12,7 @@
   ARGV[5]    tombstone retention, ms
   ARGV[6]    item count
   ARGV[7]    line count
-  ARGV[8]    the header's body (JSON: reference, metadata, lines)
+  ARGV[8]    the header's body (JSON: reference, metadata, lines, tenant)
   ARGV[9..]  per line: item index (1-based), location, quantity
 
   Returns
