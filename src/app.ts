@@ -72,7 +72,18 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         ? sendProblem(reply, 'reservation_not_found', 'no reservation has that id')
         : sendProblem(reply, 'validation_failed', error.message, { errors: [{ field: 'url', message: 'malformed URL' }] });
     },
-    ajv: { customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: false } },
+    ajv: {
+      customOptions: {
+        allErrors: true,
+        coerceTypes: false,
+        removeAdditional: false,
+        useDefaults: false,
+        // Patterns match code points, so a pattern can tell an unpaired surrogate from a pair (domain/schemas.ts).
+        unicodeRegExp: true,
+        // Errors carry their schema, so messages are written from the limits (http/problem.ts).
+        verbose: true,
+      },
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
   const log = app.log;
 
