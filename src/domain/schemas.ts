@@ -1,4 +1,4 @@
-import { Type, type Static } from 'typebox';
+import { Type, type Static, type TSchema } from 'typebox';
 
 // The contract's shapes and limits (api.md, "Identifiers and limits"), as JSON Schema: the same objects validate
 // requests, type the handlers, serialise responses and generate the OpenAPI document.
@@ -53,7 +53,15 @@ export const ReservationStatus = Type.Union(
 );
 export type ReservationStatus = Static<typeof ReservationStatus>;
 
-const Metadata = Type.Record(Type.String(), text({ maxLength: 500 }), {
+/**
+ * A flat object of strings: `additionalProperties`, not Type.Record, whose `patternProperties: { "^.*$": … }` misses
+ * every key holding a line terminator (`.` matches none): such a key's value went unchecked, and the response
+ * serialiser left the key out.
+ */
+const StringMap = <Value extends TSchema>(value: Value, options: Record<string, unknown> = {}) =>
+  Type.Unsafe<Record<string, Static<Value>>>({ type: 'object', additionalProperties: value, ...options });
+
+const Metadata = StringMap(text({ maxLength: 500 }), {
   maxProperties: 20,
   propertyNames: { minLength: 1, maxLength: 64, pattern: LABEL_PATTERN },
   description:
@@ -98,7 +106,7 @@ export const ReservationDocument = Type.Object({
   expiresAt: Timestamp,
   createdAt: Timestamp,
   updatedAt: Timestamp,
-  metadata: Type.Record(Type.String(), Type.String()),
+  metadata: StringMap(Type.String()),
 });
 export type ReservationDocument = Static<typeof ReservationDocument>;
 

@@ -128,6 +128,7 @@ const acceptedEverywhere: [string, string][] = [
   ['a space', ' '],
   ['U+007E, just below DEL', '~'],
   ['U+00A0, just above the C1 controls', '\u00a0'],
+  ['U+2028 LINE SEPARATOR (not a control character)', '\u2028'],
   ['U+FFFD', '\ufffd'],
   ['a CJK ideograph', '漢'],
 ];
@@ -162,6 +163,19 @@ describe('strings PostgreSQL or JSON cannot store faithfully, and control charac
     const reference = '😀'.repeat(255);
     for (const copy of await storedStrings[0]!.stored(await reserveWith(item, { reference }), item)) expect(copy).toBe(reference);
     expectErrors(await reserveWith(item, { reference: '😀'.repeat(256) }), ['reference', 'must be 1–255 characters']);
+  });
+
+  it('a metadata key holding a line terminator has its value checked, and is answered and read back', async () => {
+    const item = newItem();
+    await api.stock(item, 5);
+    const before = await api.figures(item);
+    const key = 'a\u2028b';
+    expectErrors(await reserveWith(item, { metadata: { [key]: 42 } }), [metadataField(key), 'must be a string']);
+    expectErrors(await reserveWith(item, { metadata: { [key]: { nested: 'x' } } }), [metadataField(key), 'must be a string']);
+    expect(await api.figures(item)).toEqual(before);
+    for (const copy of await reservationCopies(await reserveWith(item, { metadata: { [key]: 'v', plain: 'w' } }))) {
+      expect(copy.metadata).toEqual({ [key]: 'v', plain: 'w' });
+    }
   });
 });
 
