@@ -2,23 +2,26 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { errorCatalogue, ProblemError, type ErrorCode, type FieldError, type ProblemExtras } from '../domain/errors.js';
 import { MAX_BODY_BYTES, patternMessages } from '../domain/schemas.js';
 
-/** Renders RFC 9457 problem+json. The only place error bodies are made. */
-export function sendProblem(reply: FastifyReply, code: ErrorCode, detail?: string, extras: ProblemExtras = {}): FastifyReply {
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8';
+
+/** An RFC 9457 problem+json document, as sent. The only place error bodies are made. */
+export function problemBody(code: ErrorCode, detail?: string, extras: ProblemExtras = {}): string {
   const { status, title } = errorCatalogue[code];
-  return reply
-    .code(status)
-    .type('application/problem+json')
-    .send(JSON.stringify({ type: 'about:blank', title, status, code, ...(detail ? { detail } : {}), ...extras }));
+  return JSON.stringify({ type: 'about:blank', title, status, code, ...(detail ? { detail } : {}), ...extras });
+}
+
+export function sendProblem(reply: FastifyReply, code: ErrorCode, detail?: string, extras: ProblemExtras = {}): FastifyReply {
+  return reply.code(errorCatalogue[code].status).type(PROBLEM_CONTENT_TYPE).send(problemBody(code, detail, extras));
 }
 
 /**
- * The most of a client's input (a key) an answer repeats: as long as the longest identifier (an item id), so
+ * The most of a client's input (a URL, a key) an answer repeats: as long as the longest identifier (an item id), so
  * anything near valid is named whole, and never a large echo.
  */
 const ECHO_CODE_POINTS = 128;
 
 /** `value` cut to its first 128 code points (a surrogate pair is never split), marked with `…` when cut. */
-function shorten(value: string): string {
+export function shorten(value: string): string {
   if (value.length <= ECHO_CODE_POINTS) return value;
   let kept = '';
   let count = 0;
@@ -151,8 +154,14 @@ export function registerErrorHandling(app: FastifyInstance): void {
       return sendProblem(reply, 'unsupported_media_type', 'send application/json');
     }
     if (error.statusCode === 429) return sendProblem(reply, 'rate_limited', error.message);
+    // Other 4xx come from the /docs assets (@fastify/static): a path that leaves their folder or holds a NUL (403)
+    // names no document; a Range or precondition they cannot meet (416, 412) is the request's fault.
+    if (error.statusCode === 403 || error.statusCode === 404) {
+      return sendProblem(reply, 'not_found', `no document at ${shorten(request.url.split('?')[0] ?? '')}`);
+    }
     if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
-      return sendProblem(reply, 'validation_failed', error.message, { errors: [{ field: 'body', message: error.message }] });
+      const message = shorten(error.message);
+      return sendProblem(reply, 'validation_failed', message, { errors: [{ field: 'request', message }] });
     }
     request.log.error({ err: error }, 'unhandled error');
     return sendProblem(reply, 'internal');
@@ -182,6 +191,6 @@ export function registerNotFound(app: FastifyInstance): void {
       reply.header('allow', allow);
       return sendProblem(reply, 'method_not_allowed', `${request.method} is not allowed here; use ${allow}`);
     }
-    return sendProblem(reply, 'not_found', `no route ${request.method} ${path}`);
+    return sendProblem(reply, 'not_found', `no route ${request.method} ${shorten(path)}`);
   });
 }
