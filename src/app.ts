@@ -6,9 +6,11 @@ import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { parse as parseJson } from 'secure-json-parse';
 import { randomUUID } from 'node:crypto';
+import { maxHeaderSize } from 'node:http';
 import { addressOf, type Config } from './config.js';
 import { MAX_BODY_BYTES } from './domain/schemas.js';
 import { registerAccess } from './http/access.js';
+import { answerClientError, registerFraming } from './http/framing.js';
 import { registerErrorHandling, registerNotFound, sendProblem } from './http/problem.js';
 import { adminRoutes } from './http/routes/admin.js';
 import { itemRoutes } from './http/routes/items.js';
@@ -64,16 +66,31 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     bodyLimit: MAX_BODY_BYTES,
     // While closing, requests still arriving get our problem+json 503 (see the onRequest hook below).
     return503OnClosing: false,
-    // Ids longer than any valid one must still reach the routes, to be answered 400 or 404 as problems.
-    routerOptions: { maxParamLength: 8192 },
+    // Ids longer than any valid one must still reach the routes, to be answered 400 or 404 as problems: no path
+    // segment is longer than the request head Node accepts.
+    routerOptions: { maxParamLength: maxHeaderSize },
     frameworkErrors: (error, request, reply) => {
       // A URL that cannot be decoded names nothing.
       const reservation = /^\/reservations\/[^/]+(\/(confirm|release))?$/.test(request.url.split('?')[0] ?? '');
-      return reservation
-        ? sendProblem(reply, 'reservation_not_found', 'no reservation has that id')
-        : sendProblem(reply, 'validation_failed', error.message, { errors: [{ field: 'url', message: 'malformed URL' }] });
+      if (reservation) return sendProblem(reply, 'reservation_not_found', 'no reservation has that id');
+      const message = error.code === 'FST_ERR_BAD_URL' ? 'has a malformed percent-escape' : 'is malformed';
+      return sendProblem(reply, 'validation_failed', `url: ${message}`, { errors: [{ field: 'url', message }] });
     },
-    ajv: { customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: false } },
+    // Bytes Node's parser refuses, as problem+json (src/http/framing.ts), which also answers a missing Host.
+    clientErrorHandler: answerClientError,
+    http: { requireHostHeader: false },
+    ajv: {
+      customOptions: {
+        allErrors: true,
+        coerceTypes: false,
+        removeAdditional: false,
+        useDefaults: false,
+        // Patterns match code points, so a pattern can tell an unpaired surrogate from a pair (domain/schemas.ts).
+        unicodeRegExp: true,
+        // Errors carry their schema, so messages are written from the limits (http/problem.ts).
+        verbose: true,
+      },
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
   const log = app.log;
 
@@ -141,6 +158,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   registerErrorHandling(app);
   registerNotFound(app);
+  registerFraming(app);
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;

@@ -4,20 +4,25 @@
  */
 export const errorCatalogue = {
   validation_failed: { status: 400, title: 'Validation failed' },
+  /** The bytes are not a valid HTTP/1.1 request (Node's parser refused them); the connection is closed. */
+  malformed_request: { status: 400, title: 'Malformed request' },
   unauthorized: { status: 401, title: 'Unauthorized' },
   forbidden: { status: 403, title: 'Forbidden' },
   item_not_found: { status: 404, title: 'Item not found' },
   reservation_not_found: { status: 404, title: 'Reservation not found' },
   not_found: { status: 404, title: 'Not found' },
   method_not_allowed: { status: 405, title: 'Method not allowed' },
+  request_timeout: { status: 408, title: 'Request timeout' },
   insufficient_stock: { status: 409, title: 'Insufficient stock' },
   reservation_expired: { status: 409, title: 'Reservation expired' },
   reservation_released: { status: 409, title: 'Reservation released' },
   reservation_confirmed: { status: 409, title: 'Reservation confirmed' },
   idempotency_key_in_use: { status: 409, title: 'Idempotency key in use' },
   unsupported_media_type: { status: 415, title: 'Unsupported media type' },
+  expectation_failed: { status: 417, title: 'Expectation failed' },
   idempotency_key_reused: { status: 422, title: 'Idempotency key reused' },
   rate_limited: { status: 429, title: 'Too many requests' },
+  request_header_too_large: { status: 431, title: 'Request header too large' },
   internal: { status: 500, title: 'Internal server error' },
   unavailable: { status: 503, title: 'Service unavailable' },
 } as const;

@@ -1,14 +1,48 @@
-import { Type, type Static } from 'typebox';
+import { Type, type Static, type TSchema } from 'typebox';
+
+// The contract's shapes and limits (api.md, "Identifiers and limits"), as JSON Schema: the same objects validate
+// requests, type the handlers, serialise responses and generate the OpenAPI document.
 
 /**
- * The contract's shapes and limits (api.md, "Identifiers and limits"), as JSON Schema: the same objects validate
- * requests, type the handlers, serialise responses and generate the OpenAPI document.
+ * What a stored string may contain. Every string the service keeps goes through PostgreSQL `text`, which cannot hold
+ * NUL, and through UTF-8, which cannot encode an unpaired UTF-16 surrogate (it would read back as U+FFFD), so none
+ * may contain either. Beyond that:
+ * - identifiers (item ids, locations) are 1+ of `A–Z a–z 0–9 . _ : -`, and never `.` or `..`, which a URL path reads
+ *   as "this" or "parent" segments;
+ * - labels (a reservation's `reference`, metadata keys) admit no control character at all: C0 U+0000–U+001F, DEL
+ *   U+007F, C1 U+0080–U+009F;
+ * - free text (metadata values, a stock adjustment's `reason`) admits tab, line feed and carriage return, and no other
+ *   control character.
+ * Lengths count code points (an emoji is one). The ranges are `\u` escapes rather than `\p{Cc}`/`\p{Cs}` so that the
+ * OpenAPI document's readers without Unicode property escapes read them too; Ajv compiles patterns with the `u` flag
+ * (`unicodeRegExp`, set in app.ts), under which `\uD800-\uDFFF` matches only unpaired surrogates, never a pair.
+ * Each pattern's sentence is what a client reads in a 400 (`patternMessages`).
  */
-const identifier = (maxLength: number, description: string) =>
-  Type.String({ minLength: 1, maxLength, pattern: '^[A-Za-z0-9._:-]+$', description });
+const IDENTIFIER_PATTERN = '^(?!\\.{1,2}$)[A-Za-z0-9._:-]*$'; // `*`: minLength says an empty one is too short
+const LABEL_PATTERN = '^[^\\u0000-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]*$';
+const TEXT_PATTERN = '^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]*$';
+const IDEMPOTENCY_KEY_PATTERN = '^[\\x21-\\x7E]+$';
 
-export const ItemId = identifier(128, 'Item identifier: 1–128 of A–Z a–z 0–9 . _ : -');
-export const Location = identifier(64, 'Stock location: 1–64 of A–Z a–z 0–9 . _ : -; omitted means "default"');
+/** The message of a `pattern` failure, keyed by the pattern (Ajv reports it in `params.pattern`). */
+export const patternMessages: Readonly<Record<string, string>> = {
+  [IDENTIFIER_PATTERN]: 'may contain only A–Z a–z 0–9 . _ : - and may not be "." or ".."',
+  [LABEL_PATTERN]: 'must not contain control characters or unpaired surrogates',
+  [TEXT_PATTERN]: 'must not contain control characters other than tab, line feed and carriage return, or unpaired surrogates',
+  [IDEMPOTENCY_KEY_PATTERN]: 'may contain only visible ASCII characters (0x21–0x7E)',
+};
+
+const identifier = (maxLength: number, description: string) =>
+  Type.String({ minLength: 1, maxLength, pattern: IDENTIFIER_PATTERN, description });
+const label = (options: { minLength?: number; maxLength: number; description: string }) =>
+  Type.String({ ...options, pattern: LABEL_PATTERN });
+const text = (options: { minLength?: number; maxLength: number; description?: string }) =>
+  Type.String({ ...options, pattern: TEXT_PATTERN });
+
+export const ItemId = identifier(128, 'Item identifier: 1–128 of A–Z a–z 0–9 . _ : -, not "." or ".."');
+export const Location = identifier(
+  64,
+  'Stock location: 1–64 of A–Z a–z 0–9 . _ : -, not "." or ".."; omitted means "default"',
+);
 export const DEFAULT_LOCATION = 'default';
 export const DEFAULT_TTL_SECONDS = 900;
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -19,10 +53,20 @@ export const ReservationStatus = Type.Union(
 );
 export type ReservationStatus = Static<typeof ReservationStatus>;
 
-const Metadata = Type.Record(Type.String(), Type.String({ maxLength: 500 }), {
+/**
+ * A flat object of strings: `additionalProperties`, not Type.Record, whose `patternProperties: { "^.*$": … }` misses
+ * every key holding a line terminator (`.` matches none): such a key's value went unchecked, and the response
+ * serialiser left the key out.
+ */
+const StringMap = <Value extends TSchema>(value: Value, options: Record<string, unknown> = {}) =>
+  Type.Unsafe<Record<string, Static<Value>>>({ type: 'object', additionalProperties: value, ...options });
+
+const Metadata = StringMap(text({ maxLength: 500 }), {
   maxProperties: 20,
-  propertyNames: { minLength: 1, maxLength: 64 },
-  description: 'Flat object: at most 20 keys of 1–64 chars, string values of at most 500 chars',
+  propertyNames: { minLength: 1, maxLength: 64, pattern: LABEL_PATTERN },
+  description:
+    'Flat object: at most 20 keys of 1–64 chars without control characters, string values of at most 500 chars ' +
+    'without control characters other than tab, line feed and carriage return; no unpaired surrogates anywhere',
 });
 
 export const ReservationRequest = Type.Object(
@@ -39,7 +83,9 @@ export const ReservationRequest = Type.Object(
       { minItems: 1, maxItems: 100, description: 'One (itemId, location) pair at most once' },
     ),
     ttlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400, description: `Default ${DEFAULT_TTL_SECONDS}` })),
-    reference: Type.Optional(Type.String({ minLength: 1, maxLength: 255, description: 'Opaque to the service' })),
+    reference: Type.Optional(
+      label({ minLength: 1, maxLength: 255, description: 'Opaque to the service: 1–255 chars, no control characters or unpaired surrogates' }),
+    ),
     metadata: Type.Optional(Metadata),
   },
   { additionalProperties: false },
@@ -47,7 +93,7 @@ export const ReservationRequest = Type.Object(
 export type ReservationRequest = Static<typeof ReservationRequest>;
 
 export const IdempotencyHeaders = Type.Object({
-  'idempotency-key': Type.String({ minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7E]+$' }),
+  'idempotency-key': Type.String({ minLength: 1, maxLength: 255, pattern: IDEMPOTENCY_KEY_PATTERN }),
 });
 
 export const LineDocument = Type.Object({ itemId: Type.String(), location: Type.String(), quantity: Type.Integer() });
@@ -60,7 +106,7 @@ export const ReservationDocument = Type.Object({
   expiresAt: Timestamp,
   createdAt: Timestamp,
   updatedAt: Timestamp,
-  metadata: Type.Record(Type.String(), Type.String()),
+  metadata: StringMap(Type.String()),
 });
 export type ReservationDocument = Static<typeof ReservationDocument>;
 
@@ -81,7 +127,13 @@ export const StockAdjustRequest = Type.Object(
   {
     delta: Type.Integer({ minimum: -1_000_000_000, maximum: 1_000_000_000, not: { const: 0 }, description: 'Non-zero' }),
     location: Type.Optional(Location),
-    reason: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
+    reason: Type.Optional(
+      text({
+        minLength: 1,
+        maxLength: 255,
+        description: '1–255 chars; no control characters other than tab, line feed and carriage return, no unpaired surrogates',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
