@@ -15,7 +15,7 @@ import { Type, type Static, type TSchema } from 'typebox';
  *   control character.
  * Lengths count code points (an emoji is one). The ranges are `\u` escapes rather than `\p{Cc}`/`\p{Cs}` so that the
  * OpenAPI document's readers without Unicode property escapes read them too; Ajv compiles patterns with the `u` flag
- * (`unicodeRegExp`, set in app.ts), under which `\uD800-\uDFFF` matches only unpaired surrogates, never a pair.
+ * (`unicodeRegExp`, set in plugins/http.ts), under which `\uD800-\uDFFF` matches only unpaired surrogates, never a pair.
  * Each pattern's sentence is what a client reads in a 400 (`patternMessages`).
  */
 const IDENTIFIER_PATTERN = '^(?!\\.{1,2}$)[A-Za-z0-9._:-]*$'; // `*`: minLength says an empty one is too short

@@ -1,7 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import type { Runtime } from '../../app.js';
-import { reconcile } from '../../jobs/reconcile.js';
+import { reconcile, type ReconcileDeps } from '../../jobs/reconcile.js';
 
 const Figures = Type.Object({ onHand: Type.Integer(), reserved: Type.Integer(), holds: Type.Integer() });
 const Report = Type.Object({
@@ -14,12 +13,15 @@ const Report = Type.Object({
 });
 
 /** Operator endpoints; the same code as `npm run reconcile`. */
-export const adminRoutes: FastifyPluginAsyncTypebox<{ runtime: Runtime }> = async (app, { runtime }) => {
+export const adminRoutes: FastifyPluginAsyncTypebox<{ reconcileDeps: ReconcileDeps; orphanAfterMs: number }> = async (
+  app,
+  { reconcileDeps, orphanAfterMs },
+) => {
   const run = (repair: boolean) =>
-    reconcile(runtime.reconcileDeps, {
+    reconcile(reconcileDeps, {
       dropOrphans: repair,
       rebuildOnDrift: repair,
-      orphanAfterMs: runtime.config.ORPHAN_HOLD_AFTER_MS,
+      orphanAfterMs,
       settleMs: 1000,
     });
 
