@@ -7,6 +7,7 @@ import type { Config } from '../config.js';
 import { MAX_BODY_BYTES } from '../domain/schemas.js';
 import { registerAccess } from '../http/access.js';
 import { answerClientError, registerFraming } from '../http/framing.js';
+import { ProblemDocument } from '../http/openapi.js';
 import { registerErrorHandling, registerNotFound, sendProblem } from '../http/problem.js';
 import { logOptions } from '../log.js';
 
@@ -70,6 +71,8 @@ export const httpPlugin = fp<{ config: Config }>(
       }
     });
 
+    // The problem+json shape every route's error responses refer to (`Problem#`).
+    app.addSchema(ProblemDocument);
     registerErrorHandling(app);
     registerNotFound(app);
     registerFraming(app);
