@@ -16,7 +16,8 @@ const help = `npm run bench -- [options]
   --duration S        seconds per scenario (default 10)
   --passes N          passes; medians are reported (default 3)
   --warmup S          warm-up load per service start (default 2)
-  --quick             smoke run: 2 s per scenario, 1 pass, 1 s warm-up, 1,000 SKUs
+  --quick             smoke run: 2 s per scenario, 1 pass, 1 s warm-up, 1,000 SKUs; writes quick.json and
+                      quick.svg (not committed), never the published latest.*
   --skus N            SKUs of the carts and reads scenarios (default 10000)
   --pool N            DATABASE_POOL_SIZE of every design (default 16)
   --env KEY=VALUE     extra environment for the service under test (repeatable), e.g. WRITER_MAX_BATCH=200
@@ -125,6 +126,7 @@ console.log(
 const report = await runBench(o);
 console.log(`\n${formatReport(report)}`);
 for (const p of report.profiles) console.log(`\n${formatProfile({ ...p, functions: p.functions.slice(0, 15), packages: p.packages.slice(0, 12), owners: p.owners.slice(0, 12) })}`);
-const files = await writeResults(o.outDir, report);
+// A smoke run's figures are not the published ones: it never replaces latest.*.
+const files = await writeResults(o.outDir, report, values.quick ? 'quick' : 'latest');
 console.log(`\nwrote ${files.json} and ${files.svg}`);
 process.exit(report.invariantsOk ? 0 : 1);
