@@ -248,6 +248,13 @@ describe("Fastify's early answers are problem+json with a catalogued code", () =
       expect(head.body, path).toBe('');
       if (get.statusCode >= 400) expect(head.headers['content-type'], path).toMatch(/^application\/problem\+json/);
     }
+    // A HEAD the parser refuses gets its problem's head only: a body would read as garbage after the answer.
+    const refused = await exchange(port, `HEAD /health/live HTTP/1.1\r\n${host}Content-Length: 1\r\nContent-Length: 2\r\n\r\n`, {
+      head: true,
+    });
+    expect(refused.statusCode).toBe(400);
+    expect(refused.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(refused.body).toBe('');
     const post = await exchange(port, request('HEAD', '/reservations'), { head: true });
     expect(post.statusCode).toBe(405);
     expect(post.headers['content-type']).toMatch(/^application\/problem\+json/);
