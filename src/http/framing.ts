@@ -121,8 +121,14 @@ export function registerFraming(app: FastifyInstance): void {
     endWithProblem(socket, 'method_not_allowed', 'CONNECT is not served here; this is not a proxy', { headers: { Allow: '' } });
   });
   // RFC 9112 §3.2: an HTTP/1.1 request without a Host, or any request with more than one, is a 400. Node's own check
-  // answers with an empty body, so it is off (app.ts) and this hook, first of all, says it as a problem.
+  // answers with an empty body, so it is off (app.ts) and this hook, first of all, says it as a problem. A request
+  // line without a version (HTTP/0.9, which has no headers and no body) is refused too: Node's parser reads headers
+  // and a body after it anyway, a framing no client should rely on.
   app.addHook('onRequest', async (request, reply) => {
+    if (request.raw.httpVersionMajor < 1) {
+      reply.header('connection', 'close');
+      return sendProblem(reply, 'malformed_request', 'the request line has no HTTP version; use HTTP/1.1');
+    }
     const raw = request.raw.rawHeaders;
     let hosts = 0;
     for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') hosts++;

@@ -69,6 +69,7 @@ describe("what Node's parser refuses is a problem+json, and the connection is cl
       `POST /reservations HTTP/1.1\r\n${host}${json}Idempotency-Key: k\r\nTransfer-Encoding: chunked\r\n\r\n${MARK}\r\n`,
       'malformed_request',
     ],
+    ['a request line without a version', `POST /reservations?${MARK}\r\n${host}${json}Content-Length: 2\r\n\r\n{}`, 'malformed_request'],
     ['an HTTP/1.1 request without Host', `GET /health/live?${MARK} HTTP/1.1\r\n\r\n`, 'malformed_request'],
     ['two Host headers', `GET /health/live?${MARK} HTTP/1.1\r\n${host}Host: u\r\n\r\n`, 'malformed_request'],
     ['a header over 16 KiB', `GET /health/live HTTP/1.1\r\n${host}X-A: ${MARK}${'a'.repeat(16 * 1024)}\r\n\r\n`, 'request_header_too_large'],
