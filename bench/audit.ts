@@ -10,6 +10,8 @@
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { Keys } from '../src/redis/keys.js';
+import { parseHold, parseHoldField, parseStock } from '../src/redis/layout.js';
+import { HoldState } from '../src/redis/status.js';
 import type { Acked, Design } from './types.js';
 
 export interface Figures {
@@ -53,7 +55,7 @@ async function postgresFigures(db: pg.Client): Promise<Map<string, Figures>> {
   return figures;
 }
 
-/** Redis' figures per item: the stock hash, and the holds hash summed by state (pending p, confirmed c). */
+/** Redis' figures per item: the stock hash, and the holds hash summed by state (pending, confirmed). */
 async function redisFigures(redis: Redis, prefix: string, items: string[]): Promise<Map<string, Figures>> {
   const figures = new Map<string, Figures>();
   const keys = new Keys(prefix);
@@ -68,13 +70,14 @@ async function redisFigures(redis: Redis, prefix: string, items: string[]): Prom
     chunk.forEach((id, n) => {
       const stock = (replies[2 * n]?.[1] ?? {}) as Record<string, string>;
       const holds = (replies[2 * n + 1]?.[1] ?? {}) as Record<string, string>;
-      if (stock[`h:${LOCATION}`] === undefined) return;
-      const f: Figures = { onHand: Number(stock[`h:${LOCATION}`]), reserved: Number(stock[`r:${LOCATION}`] ?? 0), sold: 0, held: 0 };
+      const at = parseStock(stock).get(LOCATION);
+      if (at?.onHand == null) return;
+      const f: Figures = { onHand: at.onHand, reserved: at.reserved ?? 0, sold: 0, held: 0 };
       for (const [field, value] of Object.entries(holds)) {
-        if (!field.endsWith(`:${LOCATION}`)) continue;
-        const [state, qty] = value.split(':');
-        if (state === 'c') f.sold += Number(qty);
-        else if (state === 'p') f.held += Number(qty);
+        if (parseHoldField(field)?.location !== LOCATION) continue;
+        const hold = parseHold(value);
+        if (hold?.state === HoldState.confirmed) f.sold += hold.quantity;
+        else if (hold?.state === HoldState.pending) f.held += hold.quantity;
       }
       figures.set(id, f);
     });

@@ -4,6 +4,7 @@ import type { FastifyBaseLogger as Logger } from 'fastify';
 import type { Metrics } from '../metrics.js';
 import type { Decisions } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
+import { parseHold, parseHoldField } from '../redis/layout.js';
 import { HoldState } from '../redis/status.js';
 import type { Recovery } from './recovery.js';
 
@@ -196,21 +197,20 @@ async function readItem(
   holds: { itemId: string; field: string; reservationId: string }[],
 ): Promise<void> {
   // The availability script expires due holds first, so Redis is compared as a decision would see it.
-  const fields = (await d.decisions.availability(itemId)) ?? [];
-  for (let i = 0; i < fields.length; i += 2) {
-    const field = fields[i]!;
-    if (field.startsWith('h:')) entry(figures, itemId, field.slice(2)).onHand = Number(fields[i + 1]);
-    else if (field.startsWith('r:')) entry(figures, itemId, field.slice(2)).reserved = Number(fields[i + 1]);
+  const stock = (await d.decisions.availability(itemId)) ?? new Map();
+  for (const [location, { onHand, reserved }] of stock) {
+    if (onHand !== null) entry(figures, itemId, location).onHand = onHand;
+    if (reserved !== null) entry(figures, itemId, location).reserved = reserved;
   }
   // HSCAN, not HGETALL: a hot item's hash also holds its recent tombstones, and must not block Redis.
   const stream = d.redis.hscanStream(d.keys.item(itemId).holds, { count: 1000 });
   for await (const chunk of stream as AsyncIterable<string[]>) {
     for (let i = 0; i < chunk.length; i += 2) {
       const field = chunk[i]!;
-      if (!chunk[i + 1]!.startsWith(`${HoldState.pending}:`)) continue;
-      const colon = field.indexOf(':');
-      entry(figures, itemId, field.slice(colon + 1)).holds++;
-      holds.push({ itemId, field, reservationId: field.slice(0, colon) });
+      const at = parseHoldField(field);
+      if (!at || parseHold(chunk[i + 1]!)?.state !== HoldState.pending) continue;
+      entry(figures, itemId, at.location).holds++;
+      holds.push({ itemId, field, reservationId: at.reservationId });
     }
   }
 }

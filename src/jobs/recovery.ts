@@ -5,8 +5,8 @@ import type { FastifyBaseLogger as Logger } from 'fastify';
 import type { Metrics } from '../metrics.js';
 import type { Decisions } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
+import { formatHold, formatRecord, holdField, stockField } from '../redis/layout.js';
 import { HoldState } from '../redis/status.js';
-import { recordPrefix } from '../service/idempotency.js';
 import { checkOut } from '../store/database.js';
 
 export type RecoveryPhase = 'ready' | 'rebuilding' | 'waiting_for_rebuild' | 'redis_unreachable' | 'starting';
@@ -105,7 +105,7 @@ export class Recovery {
       );
       await this.inChunks(stock.rows, (p, row) => {
         const k = keys.item(row.item_id);
-        p.hset(k.stock, `h:${row.location}`, row.on_hand, `r:${row.location}`, 0);
+        p.hset(k.stock, stockField('onHand', row.location), row.on_hand, stockField('reserved', row.location), 0);
         p.sadd(keys.items, row.item_id);
       });
 
@@ -117,9 +117,9 @@ export class Recovery {
       );
       await this.inChunks(holds.rows, (p, h) => {
         const k = keys.item(h.item_id);
-        const field = `${h.id}:${h.location}`;
-        p.hincrby(k.stock, `r:${h.location}`, h.quantity);
-        p.hset(k.holds, field, `${HoldState.pending}:${h.quantity}:${h.expires_ms}`);
+        const field = holdField(h.id, h.location);
+        p.hincrby(k.stock, stockField('reserved', h.location), h.quantity);
+        p.hset(k.holds, field, formatHold({ state: HoldState.pending, quantity: h.quantity, expiresAtMs: h.expires_ms }));
         p.zadd(k.exp, h.expires_ms, field);
       });
 
@@ -132,7 +132,8 @@ export class Recovery {
         [this.options.idempotencyRetentionHours],
       );
       await this.inChunks(records.rows, (p, r) => {
-        p.set(keys.idempotency(r.scope, r.key), recordPrefix(r.request_hash, r.id) + r.claimed_ms, 'PX', Math.max(1, r.ttl_ms));
+        const record = formatRecord({ hash: r.request_hash, reservationId: r.id, claimedAtMs: r.claimed_ms });
+        p.set(keys.idempotency(r.scope, r.key), record, 'PX', Math.max(1, r.ttl_ms));
       });
 
       if (!(await decisions.finishRebuild(token, generation))) {

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { Keys } from '../../src/redis/keys.js';
+import { parseHold, parseHoldField, parseStockField } from '../../src/redis/layout.js';
 import { HoldState } from '../../src/redis/status.js';
 import type { ClientLog, Line, Sku } from './load.js';
 import type { Sample } from './monitor.js';
@@ -83,6 +84,8 @@ export interface Snapshot {
   redisMarker: string | null;
   redisStock: Map<string, { onHand: number | null; reserved: number | null }>;
   redisHolds: RedisHold[];
+  /** Holds whose field or value is not of src/redis/layout.ts's format. */
+  malformedHolds: string[];
 }
 
 const pairKey = (itemId: string, location: string) => `${itemId}@${location}`;
@@ -177,30 +180,29 @@ export async function takeSnapshot(db: pg.Pool, redis: Redis, keys: Keys, skus: 
   const redisMarker = await redis.get(keys.marker);
   const redisStock = new Map<string, { onHand: number | null; reserved: number | null }>();
   const redisHolds: RedisHold[] = [];
+  const malformedHolds: string[] = [];
   for (const itemId of new Set(skus.map((s) => s.itemId))) {
     const k = keys.item(itemId);
     const [hash, holds] = await Promise.all([redis.hgetall(k.stock), redis.hgetall(k.holds)]);
     for (const [field, value] of Object.entries(hash)) {
-      const location = field.slice(2);
-      const entry = redisStock.get(pairKey(itemId, location)) ?? { onHand: null, reserved: null };
-      if (field.startsWith('h:')) entry.onHand = Number(value);
-      else if (field.startsWith('r:')) entry.reserved = Number(value);
-      redisStock.set(pairKey(itemId, location), entry);
+      const parsed = parseStockField(field);
+      if (!parsed) continue;
+      const entry = redisStock.get(pairKey(itemId, parsed.location)) ?? { onHand: null, reserved: null };
+      if (parsed.figure === 'onHand') entry.onHand = Number(value);
+      else if (parsed.figure === 'reserved') entry.reserved = Number(value);
+      redisStock.set(pairKey(itemId, parsed.location), entry);
     }
     for (const [field, value] of Object.entries(holds)) {
-      const colon = field.indexOf(':');
-      const [state = '', quantity = '0', expiresAt = '0'] = value.split(':');
-      redisHolds.push({
-        itemId,
-        reservationId: field.slice(0, colon),
-        location: field.slice(colon + 1),
-        state,
-        quantity: Number(quantity),
-        expiresAtMs: Number(expiresAt),
-      });
+      const at = parseHoldField(field);
+      const hold = parseHold(value);
+      if (!at || !hold) {
+        malformedHolds.push(`${k.holds} ${field} = ${value}`);
+        continue;
+      }
+      redisHolds.push({ itemId, ...at, state: hold.state, quantity: hold.quantity, expiresAtMs: hold.expiresAtMs });
     }
   }
-  return { pgNowMs, redisNowMs, reservations, stock, movements, idempotency, redisMarker, redisStock, redisHolds };
+  return { pgNowMs, redisNowMs, reservations, stock, movements, idempotency, redisMarker, redisStock, redisHolds, malformedHolds };
 }
 
 const linesLabel = (lines: readonly Line[]) => lines.map((l) => `${l.quantity}×${l.itemId}@${l.location}`).join(' + ');
@@ -441,6 +443,7 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
   }
 
   // ---- I5 conservation, in PostgreSQL and within Redis
+  for (const m of s.malformedHolds) i5.add(`Redis has a malformed hold ${m}`);
   for (const key of pairs) {
     const st = s.stock.get(key) ?? { onHand: 0, reserved: 0 };
     const lo = ledgerOnHand.get(key) ?? 0;

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { parseHold as parseHoldValue, parseHoldField, parseStockField } from '../../src/redis/layout.js';
 import { HoldState } from '../../src/redis/status.js';
 
 /**
@@ -69,17 +70,10 @@ interface Hold {
 const key = (itemId: string, location: string): string => `${itemId}@${location}`;
 
 function parseHold(itemId: string, field: string, value: string): Hold | null {
-  const sep = field.indexOf(':');
-  const match = /^(\w):(\d+):(\d+)$/.exec(value);
-  if (sep < 0 || !match) return null;
-  return {
-    reservationId: field.slice(0, sep),
-    itemId,
-    location: field.slice(sep + 1),
-    state: match[1]!,
-    quantity: Number(match[2]),
-    expiresMs: Number(match[3]),
-  };
+  const at = parseHoldField(field);
+  const hold = parseHoldValue(value);
+  if (!at || !hold) return null;
+  return { ...at, itemId, state: hold.state, quantity: hold.quantity, expiresMs: hold.expiresAtMs };
 }
 
 /** Asserts the invariants; throws an Error whose message lists each violation and a table of the figures. */
@@ -119,11 +113,14 @@ async function snapshotAndCheck(app: FastifyInstance, items: string[], options: 
     const k = keys.item(itemId);
     const [stock, holdFields] = await Promise.all([redis.hgetall(k.stock), redis.hgetall(k.holds)]);
     for (const [field, value] of Object.entries(stock)) {
-      const location = field.slice(2);
+      const parsed = parseStockField(field);
+      // Pending supply (p:) is only ever there while a stock increase is in flight: settled traffic has none.
+      if (!parsed || parsed.figure === 'pending') violations.push(`Redis ${k.stock} has an unexpected field ${field}`);
+      if (!parsed) continue;
+      const { location } = parsed;
       const entry = redisStock.get(key(itemId, location)) ?? { itemId, location, onHand: null, reserved: null };
-      if (field.startsWith('h:')) entry.onHand = Number(value);
-      else if (field.startsWith('r:')) entry.reserved = Number(value);
-      else violations.push(`Redis ${k.stock} has an unexpected field ${field}`);
+      if (parsed.figure === 'onHand') entry.onHand = Number(value);
+      else if (parsed.figure === 'reserved') entry.reserved = Number(value);
       redisStock.set(key(itemId, location), entry);
     }
     for (const [field, value] of Object.entries(holdFields)) {
