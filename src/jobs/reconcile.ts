@@ -6,6 +6,8 @@ import type { Decisions } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
 import { parseHold, parseHoldField } from '../redis/layout.js';
 import { HoldState } from '../redis/status.js';
+import { findPendingIds, sumLiveHolds } from '../store/reservations.js';
+import { findStock, findStockedItemIds } from '../store/stock.js';
 import type { Recovery } from './recovery.js';
 
 export interface Figures {
@@ -148,8 +150,7 @@ export async function reconcile(d: ReconcileDeps, options: ReconcileOptions): Pr
 /** Every item either side knows: PostgreSQL's stock rows and Redis' set of stocked items (no keyspace scan). */
 async function listItems(d: ReconcileDeps): Promise<string[]> {
   const ids = new Set<string>();
-  const { rows } = await d.db.query<{ item_id: string }>('SELECT DISTINCT item_id FROM stock');
-  for (const r of rows) ids.add(r.item_id);
+  for (const id of await findStockedItemIds(d.db)) ids.add(id);
   const stream = d.redis.sscanStream(d.keys.items, { count: 1000 });
   for await (const batch of stream as AsyncIterable<string[]>) for (const id of batch) ids.add(id);
   return [...ids].sort();
@@ -161,7 +162,7 @@ async function compare(d: ReconcileDeps, items: string[]): Promise<{ drift: Drif
   for (let i = 0; i < items.length; i += CHUNK) {
     const chunk = items.slice(i, i + CHUNK);
     const [redisSide, pgSide] = await Promise.all([readRedis(d, chunk), readPostgres(d, chunk)]);
-    const recorded = await pendingIds(d, [...new Set(redisSide.holds.map((h) => h.reservationId))]);
+    const recorded = await findPendingIds(d.db, [...new Set(redisSide.holds.map((h) => h.reservationId))]);
     const now = Date.now();
     for (const h of redisSide.holds) {
       if (!recorded.has(h.reservationId)) orphans.push({ ...h, ageMs: now - createdAtMs(h.reservationId) });
@@ -217,29 +218,9 @@ async function readItem(
 
 async function readPostgres(d: ReconcileDeps, items: string[]): Promise<Map<string, Figures>> {
   const figures = new Map<string, Figures>();
-  const stock = await d.db.query<{ item_id: string; location: string; on_hand: number }>(
-    'SELECT item_id, location, on_hand FROM stock WHERE item_id = ANY($1)',
-    [items],
-  );
-  for (const r of stock.rows) entry(figures, r.item_id, r.location).onHand = r.on_hand;
-  const held = await d.db.query<{ item_id: string; location: string; reserved: number; holds: number }>(
-    `SELECT l.item_id, l.location, sum(l.quantity)::bigint AS reserved, count(*)::int AS holds
-     FROM reservations r JOIN reservation_lines l ON l.reservation_id = r.id
-     WHERE r.status = 'pending' AND r.expires_at > now() AND l.item_id = ANY($1)
-     GROUP BY l.item_id, l.location`,
-    [items],
-  );
-  for (const r of held.rows) Object.assign(entry(figures, r.item_id, r.location), { reserved: r.reserved, holds: r.holds });
+  for (const r of await findStock(d.db, items)) entry(figures, r.itemId, r.location).onHand = r.onHand;
+  for (const r of await sumLiveHolds(d.db, items)) Object.assign(entry(figures, r.itemId, r.location), { reserved: r.reserved, holds: r.holds });
   return figures;
-}
-
-async function pendingIds(d: ReconcileDeps, ids: string[]): Promise<Set<string>> {
-  if (ids.length === 0) return new Set();
-  const { rows } = await d.db.query<{ id: string }>(
-    `SELECT id FROM reservations WHERE id = ANY($1::uuid[]) AND status = 'pending'`,
-    [ids],
-  );
-  return new Set(rows.map((r) => r.id));
 }
 
 function entry(map: Map<string, Figures>, itemId: string, location: string): Figures {
