@@ -27,6 +27,7 @@ import type { ReservationApi, StockApi } from './service/api.js';
 import { ReservationService } from './service/reservations.js';
 import { StockService } from './service/stock.js';
 import { createPool } from './store/database.js';
+import { autovacuumSetting } from './store/health.js';
 import { BatchWriter } from './store/writer.js';
 
 /** The parts of a running node, exposed for tests and the operator tools. */
@@ -249,8 +250,7 @@ function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: Re
  */
 async function warnIfAutovacuumOff(db: pg.Pool, log: FastifyBaseLogger): Promise<void> {
   try {
-    const { rows } = await db.query<{ setting: string }>("SELECT current_setting('autovacuum') AS setting");
-    if (rows[0]?.setting === 'off') log.warn('PostgreSQL runs with autovacuum off: turn it on, or VACUUM ANALYZE on a schedule');
+    if ((await autovacuumSetting(db)) === 'off') log.warn('PostgreSQL runs with autovacuum off: turn it on, or VACUUM ANALYZE on a schedule');
   } catch {
     // PostgreSQL unreachable at start: readiness reports it.
   }

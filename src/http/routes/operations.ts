@@ -3,6 +3,7 @@ import type pg from 'pg';
 import type { Redis } from 'ioredis';
 import type { Recovery } from '../../jobs/recovery.js';
 import type { Metrics } from '../../metrics.js';
+import { reachable } from '../../store/health.js';
 import { sendProblem } from '../problem.js';
 
 export const operationRoutes: FastifyPluginAsync<{
@@ -24,7 +25,7 @@ export const operationRoutes: FastifyPluginAsync<{
     async (request, reply) => {
       const [redisOk, postgresOk] = await Promise.all([
         redis.ping().then(() => true, () => false),
-        db.query('SELECT 1').then(() => true, () => false),
+        reachable(db),
       ]);
       const stateOk = redisOk && (await recovery.check());
       const checks = {
