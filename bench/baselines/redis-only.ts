@@ -11,9 +11,10 @@ import {
 } from '../../src/domain/schemas.js';
 import type { Decisions, SettleAction } from '../../src/redis/decisions.js';
 import type { Keys } from '../../src/redis/keys.js';
+import { parseRecord, recordPrefix } from '../../src/redis/layout.js';
 import { canAccess, type Caller } from '../../src/domain/tenancy.js';
 import type { ReservationApi, ReserveAnswer, StockApi } from '../../src/service/api.js';
-import { parseRecord, recordPrefix, requestHash } from '../../src/service/idempotency.js';
+import { requestHash } from '../../src/service/idempotency.js';
 import { normaliseLines } from '../../src/service/reservations.js';
 
 /**
@@ -189,8 +190,8 @@ class RedisOnlyStock implements StockApi {
   constructor(private readonly decisions: Decisions) {}
 
   async availability(itemId: string): Promise<AvailabilityDocument> {
-    const fields = await this.decisions.availability(itemId);
-    const document = fields && toAvailability(itemId, fields);
+    const stock = await this.decisions.availability(itemId);
+    const document = stock && toAvailability(itemId, stock);
     if (!document) throw new ProblemError('item_not_found', `${itemId} is not stocked`);
     return document;
   }
@@ -211,7 +212,7 @@ class RedisOnlyStock implements StockApi {
         const applied = decision.pending
           ? await this.decisions.changeStock(itemId, location, 'apply', decision.onHandDelta, decision)
           : decision;
-        const document = applied.kind === 'changed' ? toAvailability(itemId, applied.fields) : null;
+        const document = applied.kind === 'changed' ? toAvailability(itemId, applied.stock) : null;
         if (!document) throw unavailable('Redis was rebuilt; retry');
         return document;
       }

@@ -70,20 +70,16 @@ export function toDocument(r: ReservationRecord, now = new Date()): ReservationD
 }
 
 /**
- * The availability document from an item's Redis stock hash (`h:<loc>` on-hand, `r:<loc>` reserved; other
- * fields are not availability), or null when no location is stocked.
+ * The availability document from an item's figures per location (as Redis keeps them: a location without an
+ * on-hand figure is not stocked, a missing reserved figure is 0), or null when no location is stocked.
  */
-export function toAvailability(itemId: string, fields: readonly string[]): AvailabilityDocument | null {
+export function toAvailability(
+  itemId: string,
+  stock: ReadonlyMap<string, { onHand: number | null; reserved: number | null }>,
+): AvailabilityDocument | null {
   const byLocation = new Map<string, { onHand: number; reserved: number }>();
-  for (let i = 0; i < fields.length; i += 2) {
-    const field = fields[i]!;
-    if (!field.startsWith('h:')) continue;
-    byLocation.set(field.slice(2), { onHand: Number(fields[i + 1]), reserved: 0 });
-  }
-  for (let i = 0; i < fields.length; i += 2) {
-    const field = fields[i]!;
-    const entry = field.startsWith('r:') ? byLocation.get(field.slice(2)) : undefined;
-    if (entry) entry.reserved = Number(fields[i + 1]);
+  for (const [location, figures] of stock) {
+    if (figures.onHand !== null) byLocation.set(location, { onHand: figures.onHand, reserved: figures.reserved ?? 0 });
   }
   if (byLocation.size === 0) return null;
   const locations = [...byLocation]

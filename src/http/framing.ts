@@ -38,7 +38,12 @@ function clientErrorProblem(code: string | undefined): [ErrorCode, string] {
 const LINGER_MS = 2_000;
 
 /** Writes `code` as a raw HTTP/1.1 response and ends the connection. */
-function endWithProblem(socket: Duplex, code: ErrorCode, detail: string, headers: Record<string, string> = {}): void {
+function endWithProblem(
+  socket: Duplex,
+  code: ErrorCode,
+  detail: string,
+  options: { headers?: Record<string, string>; head?: boolean } = {},
+): void {
   const { status } = errorCatalogue[code];
   const body = problemBody(code, detail);
   const head = [
@@ -47,14 +52,19 @@ function endWithProblem(socket: Duplex, code: ErrorCode, detail: string, headers
     `Content-Length: ${Buffer.byteLength(body)}`,
     'Connection: close',
     `Date: ${new Date().toUTCString()}`,
-    ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`),
+    ...Object.entries(options.headers ?? {}).map(([name, value]) => `${name}: ${value}`),
   ];
-  socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
+  // The answer to a HEAD has no body (RFC 9110 §9.3.2): a client would read one as garbage after the answer.
+  socket.end(`${head.join('\r\n')}\r\n\r\n${options.head ? '' : body}`);
   // Ending, not destroying: a client still sending (the rest of an oversized head) would otherwise be reset and could
   // lose the answer. A client that never closes its side is cut off after a moment.
   const timer = setTimeout(() => socket.destroy(), LINGER_MS).unref();
   socket.once('close', () => clearTimeout(timer));
 }
+
+/** Whether the refused request was a HEAD, from the bytes Node's parser keeps on its errors (`rawPacket`). */
+const isHead = (error: Error): boolean =>
+  (error as { rawPacket?: Buffer }).rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
 
 /** Connections whose bytes the parser refused: it reports every later chunk again, and one answer is enough. */
 const refused = new WeakSet<Duplex>();
@@ -65,7 +75,7 @@ export function answerClientError(this: FastifyInstance, error: Error & { code?:
   refused.add(socket);
   this.log.debug({ code: error.code }, 'client error');
   const [code, detail] = clientErrorProblem(error.code);
-  answerAfterInFlight(socket, code, detail);
+  answerAfterInFlight(socket, code, detail, isHead(error));
 }
 
 /**
@@ -74,11 +84,11 @@ export function answerClientError(this: FastifyInstance, error: Error & { code?:
  * whole holds the refused bytes and never runs: answer at once, unless its answer is already being written (then
  * nothing more can be said on this connection; Node's own rule).
  */
-function answerAfterInFlight(socket: Duplex, code: ErrorCode, detail: string): void {
+function answerAfterInFlight(socket: Duplex, code: ErrorCode, detail: string, head: boolean): void {
   const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
   if (inFlight && !inFlight.writableFinished) {
     if (inFlight.req.complete) {
-      inFlight.once('finish', () => answerAfterInFlight(socket, code, detail));
+      inFlight.once('finish', () => answerAfterInFlight(socket, code, detail, head));
       return;
     }
     if (inFlight.headersSent) {
@@ -91,7 +101,7 @@ function answerAfterInFlight(socket: Duplex, code: ErrorCode, detail: string): v
     socket.destroy();
     return;
   }
-  endWithProblem(socket, code, detail);
+  endWithProblem(socket, code, detail, { head });
 }
 
 /** The raw-server and first-hook answers; `app.server` exists from construction, also when tests only inject. */
@@ -108,11 +118,17 @@ export function registerFraming(app: FastifyInstance): void {
   });
   // Node closes a CONNECT without a word unless someone listens. No method is allowed on an authority (empty Allow).
   app.server.on('connect', (_request: IncomingMessage, socket: Duplex) => {
-    endWithProblem(socket, 'method_not_allowed', 'CONNECT is not served here; this is not a proxy', { Allow: '' });
+    endWithProblem(socket, 'method_not_allowed', 'CONNECT is not served here; this is not a proxy', { headers: { Allow: '' } });
   });
   // RFC 9112 §3.2: an HTTP/1.1 request without a Host, or any request with more than one, is a 400. Node's own check
-  // answers with an empty body, so it is off (plugins/http.ts) and this hook, first of all, says it as a problem.
+  // answers with an empty body, so it is off (plugins/http.ts) and this hook, first of all, says it as a problem. A request
+  // line without a version (HTTP/0.9, which has no headers and no body) is refused too: Node's parser reads headers
+  // and a body after it anyway, a framing no client should rely on.
   app.addHook('onRequest', async (request, reply) => {
+    if (request.raw.httpVersionMajor < 1) {
+      reply.header('connection', 'close');
+      return sendProblem(reply, 'malformed_request', 'the request line has no HTTP version; use HTTP/1.1');
+    }
     const raw = request.raw.rawHeaders;
     let hosts = 0;
     for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') hosts++;

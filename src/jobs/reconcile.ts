@@ -4,7 +4,10 @@ import type { FastifyBaseLogger as Logger } from 'fastify';
 import type { Metrics } from '../metrics.js';
 import type { Decisions } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
+import { parseHold, parseHoldField } from '../redis/layout.js';
 import { HoldState } from '../redis/status.js';
+import { findPendingIds, sumLiveHolds } from '../store/reservations.js';
+import { findStock, findStockedItemIds } from '../store/stock.js';
 import type { Recovery } from './recovery.js';
 
 export interface Figures {
@@ -147,8 +150,7 @@ export async function reconcile(d: ReconcileDeps, options: ReconcileOptions): Pr
 /** Every item either side knows: PostgreSQL's stock rows and Redis' set of stocked items (no keyspace scan). */
 async function listItems(d: ReconcileDeps): Promise<string[]> {
   const ids = new Set<string>();
-  const { rows } = await d.db.query<{ item_id: string }>('SELECT DISTINCT item_id FROM stock');
-  for (const r of rows) ids.add(r.item_id);
+  for (const id of await findStockedItemIds(d.db)) ids.add(id);
   const stream = d.redis.sscanStream(d.keys.items, { count: 1000 });
   for await (const batch of stream as AsyncIterable<string[]>) for (const id of batch) ids.add(id);
   return [...ids].sort();
@@ -160,7 +162,7 @@ async function compare(d: ReconcileDeps, items: string[]): Promise<{ drift: Drif
   for (let i = 0; i < items.length; i += CHUNK) {
     const chunk = items.slice(i, i + CHUNK);
     const [redisSide, pgSide] = await Promise.all([readRedis(d, chunk), readPostgres(d, chunk)]);
-    const recorded = await pendingIds(d, [...new Set(redisSide.holds.map((h) => h.reservationId))]);
+    const recorded = await findPendingIds(d.db, [...new Set(redisSide.holds.map((h) => h.reservationId))]);
     const now = Date.now();
     for (const h of redisSide.holds) {
       if (!recorded.has(h.reservationId)) orphans.push({ ...h, ageMs: now - createdAtMs(h.reservationId) });
@@ -196,50 +198,29 @@ async function readItem(
   holds: { itemId: string; field: string; reservationId: string }[],
 ): Promise<void> {
   // The availability script expires due holds first, so Redis is compared as a decision would see it.
-  const fields = (await d.decisions.availability(itemId)) ?? [];
-  for (let i = 0; i < fields.length; i += 2) {
-    const field = fields[i]!;
-    if (field.startsWith('h:')) entry(figures, itemId, field.slice(2)).onHand = Number(fields[i + 1]);
-    else if (field.startsWith('r:')) entry(figures, itemId, field.slice(2)).reserved = Number(fields[i + 1]);
+  const stock = (await d.decisions.availability(itemId)) ?? new Map();
+  for (const [location, { onHand, reserved }] of stock) {
+    if (onHand !== null) entry(figures, itemId, location).onHand = onHand;
+    if (reserved !== null) entry(figures, itemId, location).reserved = reserved;
   }
   // HSCAN, not HGETALL: a hot item's hash also holds its recent tombstones, and must not block Redis.
   const stream = d.redis.hscanStream(d.keys.item(itemId).holds, { count: 1000 });
   for await (const chunk of stream as AsyncIterable<string[]>) {
     for (let i = 0; i < chunk.length; i += 2) {
       const field = chunk[i]!;
-      if (!chunk[i + 1]!.startsWith(`${HoldState.pending}:`)) continue;
-      const colon = field.indexOf(':');
-      entry(figures, itemId, field.slice(colon + 1)).holds++;
-      holds.push({ itemId, field, reservationId: field.slice(0, colon) });
+      const at = parseHoldField(field);
+      if (!at || parseHold(chunk[i + 1]!)?.state !== HoldState.pending) continue;
+      entry(figures, itemId, at.location).holds++;
+      holds.push({ itemId, field, reservationId: at.reservationId });
     }
   }
 }
 
 async function readPostgres(d: ReconcileDeps, items: string[]): Promise<Map<string, Figures>> {
   const figures = new Map<string, Figures>();
-  const stock = await d.db.query<{ item_id: string; location: string; on_hand: number }>(
-    'SELECT item_id, location, on_hand FROM stock WHERE item_id = ANY($1)',
-    [items],
-  );
-  for (const r of stock.rows) entry(figures, r.item_id, r.location).onHand = r.on_hand;
-  const held = await d.db.query<{ item_id: string; location: string; reserved: number; holds: number }>(
-    `SELECT l.item_id, l.location, sum(l.quantity)::bigint AS reserved, count(*)::int AS holds
-     FROM reservations r JOIN reservation_lines l ON l.reservation_id = r.id
-     WHERE r.status = 'pending' AND r.expires_at > now() AND l.item_id = ANY($1)
-     GROUP BY l.item_id, l.location`,
-    [items],
-  );
-  for (const r of held.rows) Object.assign(entry(figures, r.item_id, r.location), { reserved: r.reserved, holds: r.holds });
+  for (const r of await findStock(d.db, items)) entry(figures, r.itemId, r.location).onHand = r.onHand;
+  for (const r of await sumLiveHolds(d.db, items)) Object.assign(entry(figures, r.itemId, r.location), { reserved: r.reserved, holds: r.holds });
   return figures;
-}
-
-async function pendingIds(d: ReconcileDeps, ids: string[]): Promise<Set<string>> {
-  if (ids.length === 0) return new Set();
-  const { rows } = await d.db.query<{ id: string }>(
-    `SELECT id FROM reservations WHERE id = ANY($1::uuid[]) AND status = 'pending'`,
-    [ids],
-  );
-  return new Set(rows.map((r) => r.id));
 }
 
 function entry(map: Map<string, Figures>, itemId: string, location: string): Figures {

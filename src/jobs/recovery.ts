@@ -5,9 +5,12 @@ import type { FastifyBaseLogger as Logger } from 'fastify';
 import type { Metrics } from '../metrics.js';
 import type { Decisions } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
+import { formatHold, formatRecord, holdField, stockField } from '../redis/layout.js';
 import { HoldState } from '../redis/status.js';
-import { recordPrefix } from '../service/idempotency.js';
 import { checkOut } from '../store/database.js';
+import { beginRebuild, commitRebuild, rollbackRebuild } from '../store/generation.js';
+import { findLiveHolds, findRetainedIdempotency } from '../store/reservations.js';
+import { findStock } from '../store/stock.js';
 
 export type RecoveryPhase = 'ready' | 'rebuilding' | 'waiting_for_rebuild' | 'redis_unreachable' | 'starting';
 
@@ -87,65 +90,45 @@ export class Recovery {
     const client = await checkOut(db);
     let markerSet = false;
     try {
-      // The rebuild's transaction waits for writers and stays open while Redis is refilled: no timeouts in it.
-      await client.query(
-        "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0",
-      );
-      // The fence: this row lock waits for the batches holding the generation row, and holds new ones off until
-      // the commit, after which they find the new generation and write nothing (src/store/batch-statement.ts).
-      const gen = await client.query<{ generation: string }>(
-        'UPDATE state_generation SET generation = generation + 1 RETURNING generation::text AS generation',
-      );
-      const generation = gen.rows[0]!.generation;
+      // Under the fence (src/store/generation.ts) until the commit: batches of the old generation write nothing.
+      const generation = await beginRebuild(client);
       await redis.set(keys.rebuilding, token);
       await this.clearItems();
 
-      const stock = await client.query<{ item_id: string; location: string; on_hand: number }>(
-        'SELECT item_id, location, on_hand FROM stock',
-      );
-      await this.inChunks(stock.rows, (p, row) => {
-        const k = keys.item(row.item_id);
-        p.hset(k.stock, `h:${row.location}`, row.on_hand, `r:${row.location}`, 0);
-        p.sadd(keys.items, row.item_id);
+      const stock = await findStock(client);
+      await this.inChunks(stock, (p, row) => {
+        const k = keys.item(row.itemId);
+        p.hset(k.stock, stockField('onHand', row.location), row.onHand, stockField('reserved', row.location), 0);
+        p.sadd(keys.items, row.itemId);
       });
 
-      const holds = await client.query<{ id: string; item_id: string; location: string; quantity: number; expires_ms: number }>(
-        `SELECT l.reservation_id AS id, l.item_id, l.location, l.quantity,
-                (extract(epoch FROM r.expires_at) * 1000)::bigint AS expires_ms
-         FROM reservations r JOIN reservation_lines l ON l.reservation_id = r.id
-         WHERE r.status = 'pending' AND r.expires_at > now()`,
-      );
-      await this.inChunks(holds.rows, (p, h) => {
-        const k = keys.item(h.item_id);
-        const field = `${h.id}:${h.location}`;
-        p.hincrby(k.stock, `r:${h.location}`, h.quantity);
-        p.hset(k.holds, field, `${HoldState.pending}:${h.quantity}:${h.expires_ms}`);
-        p.zadd(k.exp, h.expires_ms, field);
+      const holds = await findLiveHolds(client);
+      await this.inChunks(holds, (p, h) => {
+        const k = keys.item(h.itemId);
+        const field = holdField(h.reservationId, h.location);
+        p.hincrby(k.stock, stockField('reserved', h.location), h.quantity);
+        p.hset(k.holds, field, formatHold({ state: HoldState.pending, quantity: h.quantity, expiresAtMs: h.expiresAtMs }));
+        p.zadd(k.exp, h.expiresAtMs, field);
       });
 
       // Idempotency records too, so a retry of a committed request replays it even when its units are gone.
-      const records = await client.query<{ scope: string; key: string; request_hash: string; id: string; claimed_ms: number; ttl_ms: number }>(
-        `SELECT scope, key, request_hash, reservation_id AS id,
-                (extract(epoch FROM created_at) * 1000)::bigint AS claimed_ms,
-                (extract(epoch FROM created_at + make_interval(hours => $1) - now()) * 1000)::bigint AS ttl_ms
-         FROM idempotency_keys WHERE created_at > now() - make_interval(hours => $1)`,
-        [this.options.idempotencyRetentionHours],
-      );
-      await this.inChunks(records.rows, (p, r) => {
-        p.set(keys.idempotency(r.scope, r.key), recordPrefix(r.request_hash, r.id) + r.claimed_ms, 'PX', Math.max(1, r.ttl_ms));
+      const records = await findRetainedIdempotency(client, this.options.idempotencyRetentionHours);
+      await this.inChunks(records, (p, r) => {
+        const record = formatRecord({ hash: r.requestHash, reservationId: r.reservationId, claimedAtMs: r.claimedAtMs });
+        p.set(keys.idempotency(r.scope, r.key), record, 'PX', Math.max(1, r.ttlMs));
       });
 
       if (!(await decisions.finishRebuild(token, generation))) {
         throw new Error('Redis lost the rebuild while it was written (flushed?); starting over');
       }
       markerSet = true;
-      await client.query('COMMIT');
+      await commitRebuild(client);
       const seconds = (performance.now() - started) / 1000;
       metrics.rebuilds.inc();
       metrics.rebuildDuration.set(seconds);
-      log.info({ generation, items: stock.rowCount, holds: holds.rowCount, idempotencyKeys: records.rowCount, seconds }, 'rebuilt Redis state from PostgreSQL');
+      log.info({ generation, items: stock.length, holds: holds.length, idempotencyKeys: records.length, seconds }, 'rebuilt Redis state from PostgreSQL');
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
+      await rollbackRebuild(client).catch(() => {});
       // A marker whose generation PostgreSQL never committed would fence every write out: take it back.
       if (markerSet) await redis.del(keys.marker).catch(() => {});
       throw err;

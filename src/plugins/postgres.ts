@@ -3,6 +3,7 @@ import fp from 'fastify-plugin';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { createPool } from '../store/database.js';
+import { autovacuumSetting } from '../store/health.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -32,8 +33,7 @@ export const postgresPlugin = fp<{ config: Config }>(
  */
 async function warnIfAutovacuumOff(db: pg.Pool, log: FastifyBaseLogger): Promise<void> {
   try {
-    const { rows } = await db.query<{ setting: string }>("SELECT current_setting('autovacuum') AS setting");
-    if (rows[0]?.setting === 'off') log.warn('PostgreSQL runs with autovacuum off: turn it on, or VACUUM ANALYZE on a schedule');
+    if ((await autovacuumSetting(db)) === 'off') log.warn('PostgreSQL runs with autovacuum off: turn it on, or VACUUM ANALYZE on a schedule');
   } catch {
     // PostgreSQL unreachable at start: readiness reports it.
   }

@@ -4,14 +4,12 @@ import type { Line } from '../domain/reservation.js';
 import { DEFAULT_TENANT } from '../domain/tenancy.js';
 import type { Metrics } from '../metrics.js';
 import type { Keys } from './keys.js';
+import { parseHeader, parseStock, type LocationStock } from './layout.js';
 import { defineScripts, type ScriptName, type ScriptReply } from './scripts.js';
 import { ScriptStatus as S } from './status.js';
 
-/**
- * An item's stock hash as the scripts return it, flattened: `h:<loc>` on-hand, `r:<loc>` reserved, and
- * `p:<loc>` supply recorded-in-progress (not available).
- */
-export type StockFields = string[];
+/** An item's stock per location, as the scripts return its stock hash (parsed through layout.ts). */
+export type ItemStock = Map<string, LocationStock>;
 
 export type ReserveDecision =
   | { kind: 'held'; generation: string; nowMs: number }
@@ -26,7 +24,7 @@ export type SettleDecision =
   | { kind: 'insufficient'; short: { lineIndex: number; onHand: number }[] };
 
 export type StockDecision =
-  | { kind: 'changed'; generation: string; onHandDelta: number; created: boolean; pending: boolean; fields: StockFields }
+  | { kind: 'changed'; generation: string; onHandDelta: number; created: boolean; pending: boolean; stock: ItemStock }
   | { kind: 'not_found' }
   | { kind: 'stale' }
   | { kind: 'insufficient'; onHand: number };
@@ -114,7 +112,7 @@ export class Decisions {
     lines: readonly Line[];
     ttlMs: number;
     idempotencyKey: string;
-    /** `<requestHash>|<reservationId>|`; the script appends its clock. */
+    /** layout.ts recordPrefix(); the script appends its clock. */
     recordPrefix: string;
     recordTtlMs: number;
     /** What confirm and release need besides the holds: reference, metadata, lines, tenant. */
@@ -246,7 +244,7 @@ export class Decisions {
           onHandDelta: Number(reply[2]),
           created: reply[3] === 1,
           pending: reply[4] === 1,
-          fields: reply[5] as StockFields,
+          stock: parseStock(reply[5] as string[]),
         };
       case S.NOT_FOUND:
         return { kind: 'not_found' };
@@ -258,11 +256,11 @@ export class Decisions {
     throw new Error(`stock: unexpected status ${reply[0]}`);
   }
 
-  /** The item's stock fields, or null when the item was never stocked. */
-  async availability(itemId: string): Promise<StockFields | null> {
+  /** The item's stock per location, or null when the item was never stocked. */
+  async availability(itemId: string): Promise<ItemStock | null> {
     const k = this.keys.item(itemId);
     const reply = await this.call('availability', [this.keys.marker, k.stock, k.holds, k.exp], [this.retentionMs]);
-    return reply[0] === S.OK ? (reply[2] as StockFields) : null;
+    return reply[0] === S.OK ? parseStock(reply[2] as string[]) : null;
   }
 
   /** The reservation's cached header, or null (never cached, expired, or Redis lost it: ask PostgreSQL). */
@@ -273,10 +271,11 @@ export class Decisions {
     } catch (err) {
       throw unavailable('Redis is unreachable', err);
     }
-    if (!fields.body) return null;
-    const body = JSON.parse(fields.body) as Omit<ReservationHeader, 'tenant'> & { tenant?: string };
+    const stored = parseHeader(fields);
+    if (!stored) return null;
+    const body = JSON.parse(stored.body) as Omit<ReservationHeader, 'tenant'> & { tenant?: string };
     // A header cached by a version without tenants belongs to the default tenant, as its row does.
-    return { ...body, tenant: body.tenant ?? DEFAULT_TENANT, createdMs: Number(fields.created), expiresMs: Number(fields.expires) };
+    return { ...body, tenant: body.tenant ?? DEFAULT_TENANT, createdMs: stored.createdMs, expiresMs: stored.expiresMs };
   }
 
   /** Drops a pending hold PostgreSQL never recorded; false if it is no longer pending. */

@@ -3,9 +3,9 @@
  * script can decide on all its locations atomically and Redis Cluster keeps an item on one node.
  */
 export interface ItemKeys {
-  /** hash: `h:<location>` on-hand, `r:<location>` reserved */
+  /** hash: on-hand, reserved and pending supply per location (fields and values: layout.ts) */
   stock: string;
-  /** hash: `<reservationId>:<location>` → `<state>:<quantity>:<expiresAtMs>` */
+  /** hash: one hold per reservation line (fields and values: layout.ts) */
   holds: string;
   /** sorted set: hold field → when it next needs attention (expiry, or tombstone removal) */
   exp: string;
@@ -58,15 +58,18 @@ export class Keys {
   }
 
   /**
-   * hash: a reservation's header (`body`: reference, metadata and lines as JSON; `created`, `expires` in ms),
-   * written by the reserve script so confirm and release need no PostgreSQL read. A cache: PostgreSQL has the
-   * record, and a missing header means "ask PostgreSQL".
+   * hash: a reservation's header (reference, metadata, lines, times; fields: layout.ts), written by the reserve
+   * script so confirm and release need no PostgreSQL read. A cache: PostgreSQL has the record, and a missing
+   * header means "ask PostgreSQL".
    */
   reservation(id: string): string {
     return `${this.prefix}{r:${id}}`;
   }
 
-  /** `scope` is the client credential's name (the anonymous scope when authentication is off). */
+  /**
+   * string: the idempotency record (layout.ts). `scope` is the client credential's name (the anonymous scope when
+   * authentication is off).
+   */
   idempotency(scope: string, key: string): string {
     return `${this.prefix}idem:${scope}:${key}`;
   }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
+import { luaLayout } from './layout.js';
 import { HoldState, ScriptStatus } from './status.js';
 
 /** The decision scripts in src/redis/lua (one file each). */
@@ -25,15 +26,16 @@ const luaTable = (name: string, table: Record<string, string | number>): string 
     .join(', ')} }`;
 
 /**
- * A script's source as Redis runs it: the status and hold-state tables injected from TypeScript (one source
- * for both languages), and each `--@include name` line replaced by includes/name.lua.
+ * A script's source as Redis runs it: the status codes (`S`), hold states (`H`) and value layout (`L`, layout.ts)
+ * injected from TypeScript (one source for both languages), and each `--@include name` line replaced by
+ * includes/name.lua.
  */
 export function scriptSource(name: ScriptName): string {
   const body = readFileSync(new URL(`${name}.lua`, luaDir), 'utf8').replace(
     /^--@include (\w+)$/gm,
     (_, include: string) => readFileSync(new URL(`includes/${include}.lua`, luaDir), 'utf8'),
   );
-  return `${luaTable('S', ScriptStatus)}\n${luaTable('H', HoldState)}\n${body}`;
+  return [luaTable('S', ScriptStatus), luaTable('H', HoldState), luaTable('L', luaLayout), body].join('\n');
 }
 
 export type ScriptReply = [number, ...unknown[]];

@@ -8,11 +8,12 @@ import { canAccess, type Caller } from '../domain/tenancy.js';
 import type { Metrics } from '../metrics.js';
 import type { Decisions, SettleAction } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
+import { parseRecord, recordPrefix } from '../redis/layout.js';
 import { findIdempotency, findReservation } from '../store/reservations.js';
 import type { BatchWriter, RecordOp, RecordResult } from '../store/writer.js';
 import type { ReservationApi, ReserveAnswer } from './api.js';
 import { compensate, recordFailed } from './compensation.js';
-import { parseRecord, recordPrefix, requestHash } from './idempotency.js';
+import { requestHash } from './idempotency.js';
 
 export interface ReservationDeps {
   db: pg.Pool;

@@ -3,7 +3,7 @@ import { ProblemError, unavailable } from '../domain/errors.js';
 import { toAvailability } from '../domain/reservation.js';
 import type { AvailabilityDocument } from '../domain/schemas.js';
 import type { Metrics } from '../metrics.js';
-import type { Decisions } from '../redis/decisions.js';
+import type { Decisions, ItemStock } from '../redis/decisions.js';
 import type { StockApi } from './api.js';
 import type { BatchWriter } from '../store/writer.js';
 import { compensate, recordFailed } from './compensation.js';
@@ -15,8 +15,8 @@ export class StockService implements StockApi {
   ) {}
 
   async availability(itemId: string): Promise<AvailabilityDocument> {
-    const fields = await this.d.decisions.availability(itemId);
-    const document = fields && toAvailability(itemId, fields);
+    const stock = await this.d.decisions.availability(itemId);
+    const document = stock && toAvailability(itemId, stock);
     if (!document) throw notFound(itemId);
     return document;
   }
@@ -60,8 +60,8 @@ export class StockService implements StockApi {
       throw recordFailed(err, { operation: 'stock', log: this.d.log });
     }
     if (result === 'stale') throw unavailable('Redis was rebuilt while the request was in flight; nothing was applied, retry');
-    const fields = decision.pending ? await this.applyRecorded(itemId, location, decision) : decision.fields;
-    return toAvailability(itemId, fields) ?? emptyAvailability(itemId);
+    const stock = decision.pending ? await this.applyRecorded(itemId, location, decision) : decision.stock;
+    return toAvailability(itemId, stock) ?? emptyAvailability(itemId);
   }
 
   /**
@@ -71,17 +71,17 @@ export class StockService implements StockApi {
   private async applyRecorded(
     itemId: string,
     location: string,
-    decision: { generation: string; onHandDelta: number; created: boolean; fields: string[] },
-  ): Promise<string[]> {
+    decision: { generation: string; onHandDelta: number; created: boolean; stock: ItemStock },
+  ): Promise<ItemStock> {
     try {
       const applied = await this.d.decisions.changeStock(itemId, location, 'apply', decision.onHandDelta, decision);
-      if (applied.kind === 'changed') return applied.fields;
+      if (applied.kind === 'changed') return applied.stock;
       // Rebuilt since the decision: the rebuild read the committed increase from PostgreSQL.
-      return (await this.d.decisions.availability(itemId)) ?? decision.fields;
+      return (await this.d.decisions.availability(itemId)) ?? decision.stock;
     } catch (err) {
       this.d.metrics.compensations.inc({ operation: 'stock', result: 'apply_failed' });
       this.d.log.error({ err, itemId, location }, 'recorded stock increase not applied in Redis; reconcile --repair restores it');
-      return withOnHand(decision.fields, location, decision.onHandDelta);
+      return withOnHand(decision.stock, location, decision.onHandDelta);
     }
   }
 
@@ -93,7 +93,7 @@ export class StockService implements StockApi {
     err: unknown,
     itemId: string,
     location: string,
-    change: { generation: string; onHandDelta: number; created: boolean; pending: boolean; fields: string[] },
+    change: { generation: string; onHandDelta: number; created: boolean; pending: boolean; stock: ItemStock },
   ): Promise<void> {
     if (change.onHandDelta === 0 && !change.created) return;
     const mode = change.pending ? 'abandon' : 'undo';
@@ -113,11 +113,11 @@ const notFound = (itemId: string, location?: string) =>
 
 const emptyAvailability = (itemId: string): AvailabilityDocument => ({ itemId, onHand: 0, reserved: 0, available: 0, locations: [] });
 
-/** `fields` with `delta` added to the location's on-hand (the answer when Redis could not be told). */
-function withOnHand(fields: string[], location: string, delta: number): string[] {
-  const out = [...fields];
-  const i = out.findIndex((f, n) => n % 2 === 0 && f === `h:${location}`);
-  if (i >= 0) out[i + 1] = String(Number(out[i + 1]) + delta);
-  else out.push(`h:${location}`, String(delta), `r:${location}`, '0');
+/** `stock` with `delta` added to the location's on-hand (the answer when Redis could not be told). */
+function withOnHand(stock: ItemStock, location: string, delta: number): ItemStock {
+  const out = new Map(stock);
+  const figures = out.get(location);
+  if (figures?.onHand != null) out.set(location, { ...figures, onHand: figures.onHand + delta });
+  else out.set(location, { pending: null, ...figures, onHand: delta, reserved: 0 });
   return out;
 }

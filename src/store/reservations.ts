@@ -72,6 +72,79 @@ export async function findOverdue(db: pg.Pool, limit: number): Promise<Reservati
   return rows.map(toRecord);
 }
 
+type Db = pg.Pool | pg.PoolClient;
+
+/** A line of a reservation PostgreSQL has as pending and unexpired: a hold Redis should have. */
+export interface LiveHold {
+  reservationId: string;
+  itemId: string;
+  location: string;
+  quantity: number;
+  expiresAtMs: number;
+}
+
+/** Every live hold (pending, expires_at after PostgreSQL's now). */
+export async function findLiveHolds(db: Db): Promise<LiveHold[]> {
+  const { rows } = await db.query<{ id: string; item_id: string; location: string; quantity: number; expires_ms: number }>(
+    `SELECT l.reservation_id AS id, l.item_id, l.location, l.quantity,
+            (extract(epoch FROM r.expires_at) * 1000)::bigint AS expires_ms
+     FROM reservations r JOIN reservation_lines l ON l.reservation_id = r.id
+     WHERE r.status = 'pending' AND r.expires_at > now()`,
+  );
+  return rows.map((h) => ({ reservationId: h.id, itemId: h.item_id, location: h.location, quantity: h.quantity, expiresAtMs: h.expires_ms }));
+}
+
+/** Per (item, location) of the given items: the units and the number of live holds. */
+export async function sumLiveHolds(
+  db: Db,
+  items: readonly string[],
+): Promise<{ itemId: string; location: string; reserved: number; holds: number }[]> {
+  const { rows } = await db.query<{ item_id: string; location: string; reserved: number; holds: number }>(
+    `SELECT l.item_id, l.location, sum(l.quantity)::bigint AS reserved, count(*)::int AS holds
+     FROM reservations r JOIN reservation_lines l ON l.reservation_id = r.id
+     WHERE r.status = 'pending' AND r.expires_at > now() AND l.item_id = ANY($1)
+     GROUP BY l.item_id, l.location`,
+    [items],
+  );
+  return rows.map((r) => ({ itemId: r.item_id, location: r.location, reserved: r.reserved, holds: r.holds }));
+}
+
+/** Which of these reservations PostgreSQL has, as pending. */
+export async function findPendingIds(db: Db, ids: readonly string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const { rows } = await db.query<{ id: string }>(`SELECT id FROM reservations WHERE id = ANY($1::uuid[]) AND status = 'pending'`, [ids]);
+  return new Set(rows.map((r) => r.id));
+}
+
+/** An idempotency row within the retention, with when it was claimed and how long it has left (ms). */
+export interface RetainedIdempotency {
+  scope: string;
+  key: string;
+  requestHash: string;
+  reservationId: string;
+  claimedAtMs: number;
+  ttlMs: number;
+}
+
+/** Every idempotency row within the retention (the rebuild restores them to Redis). */
+export async function findRetainedIdempotency(db: Db, retentionHours: number): Promise<RetainedIdempotency[]> {
+  const { rows } = await db.query<{ scope: string; key: string; request_hash: string; id: string; claimed_ms: number; ttl_ms: number }>(
+    `SELECT scope, key, request_hash, reservation_id AS id,
+            (extract(epoch FROM created_at) * 1000)::bigint AS claimed_ms,
+            (extract(epoch FROM created_at + make_interval(hours => $1) - now()) * 1000)::bigint AS ttl_ms
+     FROM idempotency_keys WHERE created_at > now() - make_interval(hours => $1)`,
+    [retentionHours],
+  );
+  return rows.map((r) => ({
+    scope: r.scope,
+    key: r.key,
+    requestHash: r.request_hash,
+    reservationId: r.id,
+    claimedAtMs: r.claimed_ms,
+    ttlMs: r.ttl_ms,
+  }));
+}
+
 /** Forgets idempotency keys older than the retention; their keys may be used again. */
 export async function deleteOldIdempotencyKeys(db: pg.Pool, retentionHours: number, limit: number): Promise<number> {
   const { rowCount } = await db.query(

@@ -1,13 +1,24 @@
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { Keys } from '../../src/redis/keys.js';
-import { HoldState } from '../../src/redis/status.js';
+import {
+  checkStores,
+  pairKey,
+  readPostgres,
+  readRedis,
+  type IdempotencyRow,
+  type Movement,
+  type PostgresState,
+  type RedisState,
+  type ReservationStatus,
+} from '../helpers/invariants.js';
 import type { ClientLog, Line, Sku } from './load.js';
 import type { Sample } from './monitor.js';
 
 /**
- * The invariants of architecture.md, checked after a drill against PostgreSQL, Redis and the clients' own log
- * of what they were told. Each check lists its violations precisely (ids, figures), never just "false".
+ * The invariants of architecture.md, checked after a drill: the stores by the one checker every suite shares
+ * (test/helpers/invariants.ts), and here what only the drill knows, the clients' own log of what they were told.
+ * Each check lists its violations precisely (ids, figures), never just "false".
  */
 
 export type InvariantId = 'I1' | 'I2' | 'I3' | 'I4' | 'I5' | 'I6' | 'API';
@@ -42,50 +53,11 @@ class Violations {
   }
 }
 
-type Status = 'pending' | 'confirmed' | 'released' | 'expired';
-
-interface PgReservation {
-  id: string;
-  status: Status;
-  expiresAtMs: number;
-  updatedAtMs: number;
-  lines: Line[];
-}
-
-interface Movement {
-  itemId: string;
-  location: string;
-  kind: string;
-  onHand: number;
-  reserved: number;
-  reservationId: string | null;
-  reason: string | null;
-}
-
-interface RedisHold {
-  itemId: string;
-  reservationId: string;
-  location: string;
-  state: string;
-  quantity: number;
-  expiresAtMs: number;
-}
-
-/** One consistent read of PostgreSQL (a repeatable-read transaction) and of Redis, taken with the load stopped. */
+/** One consistent read of PostgreSQL (a repeatable-read transaction), then of Redis, taken with the load stopped. */
 export interface Snapshot {
-  pgNowMs: number;
-  redisNowMs: number;
-  reservations: Map<string, PgReservation>;
-  stock: Map<string, { onHand: number; reserved: number }>;
-  movements: Movement[];
-  /** idempotency key → rows (one per scope). */
-  idempotency: Map<string, { reservationId: string; statusCode: number; responseId: string | null }[]>;
-  redisMarker: string | null;
-  redisStock: Map<string, { onHand: number | null; reserved: number | null }>;
-  redisHolds: RedisHold[];
+  postgres: PostgresState;
+  redis: RedisState;
 }
-
-const pairKey = (itemId: string, location: string) => `${itemId}@${location}`;
 
 /**
  * Waits until PostgreSQL records no pending reservation past its TTL (the sweepers of the API nodes record
@@ -110,97 +82,10 @@ export async function waitForExpiriesRecorded(db: pg.Pool, timeoutMs: number): P
   }
 }
 
+/** All of PostgreSQL (the drill's database is its own), and Redis for the drill's items. */
 export async function takeSnapshot(db: pg.Pool, redis: Redis, keys: Keys, skus: readonly Sku[]): Promise<Snapshot> {
-  const client = await db.connect();
-  const reservations = new Map<string, PgReservation>();
-  const stock = new Map<string, { onHand: number; reserved: number }>();
-  const idempotency = new Map<string, { reservationId: string; statusCode: number; responseId: string | null }[]>();
-  let movements: Movement[];
-  let pgNowMs: number;
-  try {
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    pgNowMs = (await client.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now.getTime();
-    const rs = await client.query<{ id: string; status: Status; expires_at: Date; updated_at: Date }>(
-      'SELECT id, status, expires_at, updated_at FROM reservations',
-    );
-    for (const r of rs.rows) {
-      reservations.set(r.id, { id: r.id, status: r.status, expiresAtMs: r.expires_at.getTime(), updatedAtMs: r.updated_at.getTime(), lines: [] });
-    }
-    const ls = await client.query<{ reservation_id: string; item_id: string; location: string; quantity: number }>(
-      'SELECT reservation_id, item_id, location, quantity FROM reservation_lines ORDER BY reservation_id, line_no',
-    );
-    for (const l of ls.rows) {
-      const r = reservations.get(l.reservation_id);
-      if (r) r.lines.push({ itemId: l.item_id, location: l.location, quantity: l.quantity });
-    }
-    const st = await client.query<{ item_id: string; location: string; on_hand: number; reserved: number }>(
-      'SELECT item_id, location, on_hand::float8 AS on_hand, reserved::float8 AS reserved FROM stock',
-    );
-    for (const s of st.rows) stock.set(pairKey(s.item_id, s.location), { onHand: s.on_hand, reserved: s.reserved });
-    const mv = await client.query<{
-      item_id: string;
-      location: string;
-      kind: string;
-      on_hand_delta: number;
-      reserved_delta: number;
-      reservation_id: string | null;
-      reason: string | null;
-    }>(
-      `SELECT item_id, location, kind, on_hand_delta::float8 AS on_hand_delta, reserved_delta::float8 AS reserved_delta,
-              reservation_id, reason
-       FROM stock_movements ORDER BY id`,
-    );
-    movements = mv.rows.map((m) => ({
-      itemId: m.item_id,
-      location: m.location,
-      kind: m.kind,
-      onHand: m.on_hand_delta,
-      reserved: m.reserved_delta,
-      reservationId: m.reservation_id,
-      reason: m.reason,
-    }));
-    const ik = await client.query<{ key: string; reservation_id: string; status_code: number; response_id: string | null }>(
-      `SELECT key, reservation_id, status_code, response::jsonb->>'id' AS response_id FROM idempotency_keys`,
-    );
-    for (const k of ik.rows) {
-      const rows = idempotency.get(k.key) ?? [];
-      rows.push({ reservationId: k.reservation_id, statusCode: k.status_code, responseId: k.response_id });
-      idempotency.set(k.key, rows);
-    }
-    await client.query('COMMIT');
-  } finally {
-    client.release();
-  }
-
-  const [seconds, micros] = (await redis.time()) as [number | string, number | string];
-  const redisNowMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
-  const redisMarker = await redis.get(keys.marker);
-  const redisStock = new Map<string, { onHand: number | null; reserved: number | null }>();
-  const redisHolds: RedisHold[] = [];
-  for (const itemId of new Set(skus.map((s) => s.itemId))) {
-    const k = keys.item(itemId);
-    const [hash, holds] = await Promise.all([redis.hgetall(k.stock), redis.hgetall(k.holds)]);
-    for (const [field, value] of Object.entries(hash)) {
-      const location = field.slice(2);
-      const entry = redisStock.get(pairKey(itemId, location)) ?? { onHand: null, reserved: null };
-      if (field.startsWith('h:')) entry.onHand = Number(value);
-      else if (field.startsWith('r:')) entry.reserved = Number(value);
-      redisStock.set(pairKey(itemId, location), entry);
-    }
-    for (const [field, value] of Object.entries(holds)) {
-      const colon = field.indexOf(':');
-      const [state = '', quantity = '0', expiresAt = '0'] = value.split(':');
-      redisHolds.push({
-        itemId,
-        reservationId: field.slice(0, colon),
-        location: field.slice(colon + 1),
-        state,
-        quantity: Number(quantity),
-        expiresAtMs: Number(expiresAt),
-      });
-    }
-  }
-  return { pgNowMs, redisNowMs, reservations, stock, movements, idempotency, redisMarker, redisStock, redisHolds };
+  const postgres = await readPostgres(db);
+  return { postgres, redis: await readRedis(redis, keys, [...new Set(skus.map((s) => s.itemId))]) };
 }
 
 const linesLabel = (lines: readonly Line[]) => lines.map((l) => `${l.quantity}×${l.itemId}@${l.location}`).join(' + ');
@@ -224,7 +109,8 @@ export interface CheckInput {
 }
 
 export function checkInvariants(input: CheckInput): InvariantResult[] {
-  const { snapshot: s, log, overdue } = input;
+  const { snapshot, log, overdue } = input;
+  const pgs = snapshot.postgres;
   const i1 = new Violations();
   const i2 = new Violations();
   const i3 = new Violations();
@@ -232,39 +118,12 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
   const i5 = new Violations();
   const i6 = new Violations();
   const api = new Violations();
-
-  // Per (item, location) figures from PostgreSQL.
-  const pairs = new Set<string>([...s.stock.keys(), ...input.skus.map((k) => pairKey(k.itemId, k.location))]);
-  const supplied = new Map<string, number>();
-  const ledgerOnHand = new Map<string, number>();
-  const ledgerReserved = new Map<string, number>();
-  for (const m of s.movements) {
-    const key = pairKey(m.itemId, m.location);
-    pairs.add(key);
-    ledgerOnHand.set(key, (ledgerOnHand.get(key) ?? 0) + m.onHand);
-    ledgerReserved.set(key, (ledgerReserved.get(key) ?? 0) + m.reserved);
-    if (m.kind === 'set' || m.kind === 'adjust') {
-      supplied.set(key, (supplied.get(key) ?? 0) + m.onHand);
-      if (m.onHand < 0) i1.add(`${key}: ledger has a stock reduction of ${m.onHand} (${m.kind}, reason ${String(m.reason)}) that no client asked for`);
-    }
-  }
-  const sold = new Map<string, number>();
-  const heldLive = new Map<string, number>();
-  const heldPending = new Map<string, number>();
   const add = (map: Map<string, number>, key: string, n: number) => map.set(key, (map.get(key) ?? 0) + n);
-  for (const r of s.reservations.values()) {
-    for (const l of r.lines) {
-      const key = pairKey(l.itemId, l.location);
-      if (r.status === 'confirmed') add(sold, key, l.quantity);
-      if (r.status === 'pending') add(heldPending, key, l.quantity);
-      if (r.status === 'pending' && r.expiresAtMs > s.pgNowMs) add(heldLive, key, l.quantity);
-    }
-  }
 
   // Stock increases the clients were not told were applied (503, no answer) and the ledger does not have: if
   // Redis applied one anyway (a decision whose record never came), it offers units PostgreSQL never supplied.
   const byReason = new Map<string, Movement[]>();
-  for (const m of s.movements) if (m.reason !== null) byReason.set(m.reason, [...(byReason.get(m.reason) ?? []), m]);
+  for (const m of pgs.movements) if (m.reason !== null) byReason.set(m.reason, [...(byReason.get(m.reason) ?? []), m]);
   const unrecordedSupply = new Map<string, number>();
   for (const a of log.stock) {
     const failed = a.status === 'network' || a.status >= 500;
@@ -280,15 +139,20 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
       : '';
   };
 
-  // ---- I1 no oversell
-  for (const key of pairs) {
-    const sup = supplied.get(key) ?? 0;
-    const sd = sold.get(key) ?? 0;
-    const held = heldLive.get(key) ?? 0;
-    const excess = sd + held - sup;
-    if (excess > 0) i1.add(`${key}: ${sd} confirmed + ${held} held by pending reservations > ${sup} supplied (oversold by ${excess})${phantom(key, excess)}`);
-    const onHand = s.stock.get(key)?.onHand;
-    if (onHand !== undefined && onHand < 0) i1.add(`${key}: PostgreSQL on-hand is ${onHand}${phantom(key, -onHand)}`);
+  // ---- The stores: I1, I2, I3 and I5 as PostgreSQL and Redis show them (the load never reduces stock). Redis =
+  // PostgreSQL figure for figure is the reconciliation step's to judge (the harness), not the snapshot's.
+  const stores = checkStores(snapshot, { holdsWithinSupply: true, expiryMarginMs: EXPIRY_MARGIN_MS, explainOversell: phantom });
+  for (const v of stores.violations.I1) i1.add(v);
+  for (const v of stores.violations.I2) i2.add(v);
+  for (const v of stores.violations.I3) i3.add(v);
+  for (const v of stores.violations.I5) i5.add(v);
+  const supplied = new Map(stores.figures.map((f) => [pairKey(f.itemId, f.location), f.ledger.supplied]));
+
+  // ---- I1 no oversell: what the load asked for, and what the monitor saw while it ran
+  for (const m of pgs.movements) {
+    if ((m.kind === 'set' || m.kind === 'adjust') && m.onHand < 0) {
+      i1.add(`${pairKey(m.itemId, m.location)}: ledger has a stock reduction of ${m.onHand} (${m.kind}, reason ${String(m.reason)}) that no client asked for`);
+    }
   }
   for (const v of input.monitorViolations) {
     const key = pairKey(v.itemId, v.location);
@@ -298,19 +162,8 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
   }
 
   // ---- I2 one key, one reservation; I4 acknowledged reservations are stored as answered
-  const idById = new Map<string, string>(); // reservation id → key
-  for (const [key, rows] of s.idempotency) {
-    if (rows.length > 1) i2.add(`key ${key}: ${rows.length} idempotency rows (${rows.map((r) => r.reservationId).join(', ')})`);
-    for (const row of rows) {
-      if (idById.has(row.reservationId)) i2.add(`reservation ${row.reservationId} is the answer of two keys: ${idById.get(row.reservationId)} and ${key}`);
-      idById.set(row.reservationId, key);
-      if (row.responseId !== row.reservationId) i2.add(`key ${key}: stored answer names ${String(row.responseId)} but the row names ${row.reservationId}`);
-      if (!s.reservations.has(row.reservationId)) i2.add(`key ${key}: names reservation ${row.reservationId}, which PostgreSQL does not have`);
-    }
-  }
-  for (const r of s.reservations.values()) {
-    if (!idById.has(r.id)) i2.add(`reservation ${r.id} (${linesLabel(r.lines)}) has no idempotency key row`);
-  }
+  const storedByKey = new Map<string, IdempotencyRow>();
+  for (const row of pgs.idempotency) if (!storedByKey.has(row.key)) storedByKey.set(row.key, row);
   for (const k of log.keys.values()) {
     for (const a of k.attempts) {
       if (definitive(a.status, a.code) && a.status !== 201 && !(a.status === 409 && a.code === 'insufficient_stock')) {
@@ -319,7 +172,7 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
     }
     const created = k.attempts.filter((a) => a.status === 201);
     const ids = [...new Set(created.map((a) => a.id))];
-    const stored = s.idempotency.get(k.key)?.[0];
+    const stored = storedByKey.get(k.key);
     if (ids.length > 1) i2.add(`key ${k.key}: 201 answers name ${ids.length} reservations: ${ids.join(', ')}`);
     const id = ids[0];
     if (id === undefined) {
@@ -342,7 +195,7 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
     }
     if (!stored) i4.add(`key ${k.key}: acknowledged 201 ${id}, but PostgreSQL has no idempotency record for the key`);
     else if (stored.reservationId !== id) i2.add(`key ${k.key}: acknowledged ${id}, but PostgreSQL binds the key to ${stored.reservationId}`);
-    const r = s.reservations.get(id);
+    const r = pgs.reservations.get(id);
     if (!r) {
       i4.add(`key ${k.key}: acknowledged reservation ${id} (${linesLabel(k.lines)}) is missing from PostgreSQL`);
       continue;
@@ -355,7 +208,7 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
   }
 
   // ---- I4 acknowledged confirms/releases, and every definitive answer agrees with the final state
-  const expected: Record<string, Status> = {
+  const expected: Record<string, ReservationStatus> = {
     '200 confirm confirmed': 'confirmed',
     '200 release released': 'released',
     '200 release expired': 'expired',
@@ -364,7 +217,7 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
     '409 release reservation_confirmed': 'confirmed',
   };
   for (const st of log.settles) {
-    const r = s.reservations.get(st.reservationId);
+    const r = pgs.reservations.get(st.reservationId);
     for (const a of st.attempts) {
       if (!definitive(a.status, a.code)) continue;
       const label = a.status === 200 ? `200 ${st.action} ${String(a.docStatus)}` : `${String(a.status)} ${st.action} ${a.code ?? ''}`;
@@ -373,7 +226,7 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
         i4.add(`${st.action} ${st.reservationId}: answered ${label}, but PostgreSQL has no such reservation`);
       } else if (want === undefined) {
         api.add(`${st.action} ${st.reservationId} (${linesLabel(r.lines)}): answered ${label}, which api.md does not allow here; PostgreSQL says ${r.status}`);
-      } else if (want === 'expired' && r.status === 'pending' && r.expiresAtMs <= s.pgNowMs) {
+      } else if (want === 'expired' && r.status === 'pending' && r.expiresAtMs <= pgs.nowMs) {
         // Expired by its TTL, not yet recorded: I3 reports the unrecorded expiry.
       } else if (r.status !== want) {
         i4.add(`${st.action} ${st.reservationId}: answered ${label}, but PostgreSQL says ${r.status}`);
@@ -383,7 +236,7 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
 
   // ---- I4 acknowledged stock changes are in the ledger; I6 a 503 applied nothing
   const setRows = new Map<string, number>();
-  for (const m of s.movements) if (m.kind === 'set') add(setRows, pairKey(m.itemId, m.location), 1);
+  for (const m of pgs.movements) if (m.kind === 'set') add(setRows, pairKey(m.itemId, m.location), 1);
   const ackedSets = new Map<string, number>();
   for (const a of log.stock) {
     const key = pairKey(a.itemId, a.location);
@@ -406,91 +259,12 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
     if ((setRows.get(key) ?? 0) < n) i4.add(`${key}: ${n} acknowledged stock sets, ledger has ${setRows.get(key) ?? 0}`);
   }
 
-  // ---- I3 expiry: overdue rows recorded; pending reservations held in Redis exactly while unexpired
+  // ---- I3 expiry: overdue rows recorded (the stores' side is above)
   const stranded =
     input.strandedSessions.length > 0
       ? ` [stranded transaction: ${input.strandedSessions.length} PostgreSQL session(s) left idle in transaction holding locks]`
       : '';
   for (const o of overdue) i3.add(`still pending in PostgreSQL after the sweepers had time: ${o}${stranded}`);
-  for (const r of s.reservations.values()) {
-    if (r.status === 'confirmed' && r.updatedAtMs >= r.expiresAtMs) {
-      i3.add(`reservation ${r.id} was confirmed at ${new Date(r.updatedAtMs).toISOString()}, after its TTL (${new Date(r.expiresAtMs).toISOString()})`);
-    }
-  }
-  const now = s.redisNowMs;
-  const holdByField = new Map<string, RedisHold>();
-  for (const h of s.redisHolds) holdByField.set(`${h.itemId}/${h.reservationId}:${h.location}`, h);
-  if (s.redisMarker === null) i3.add('Redis has no generation marker after the drill (state not rebuilt)');
-  for (const r of s.reservations.values()) {
-    if (r.status !== 'pending' || Math.abs(r.expiresAtMs - now) < EXPIRY_MARGIN_MS || r.expiresAtMs < now) continue;
-    for (const l of r.lines) {
-      const h = holdByField.get(`${l.itemId}/${r.id}:${l.location}`);
-      if (!h || h.state !== HoldState.pending) {
-        i3.add(`pending reservation ${r.id} (${l.quantity}×${l.itemId}@${l.location}, expires in ${r.expiresAtMs - now} ms) is not held in Redis (${h ? `hold state ${h.state}` : 'no hold'})`);
-      } else if (h.quantity !== l.quantity || h.expiresAtMs !== r.expiresAtMs) {
-        i3.add(`pending reservation ${r.id}: Redis holds ${h.quantity} until ${h.expiresAtMs}, PostgreSQL ${l.quantity} until ${r.expiresAtMs}`);
-      }
-    }
-  }
-  for (const h of s.redisHolds) {
-    if (h.state !== HoldState.pending || h.expiresAtMs <= now + EXPIRY_MARGIN_MS) continue;
-    const r = s.reservations.get(h.reservationId);
-    if (!r || r.status !== 'pending') {
-      i3.add(`Redis holds ${h.quantity}×${h.itemId}@${h.location} for ${h.reservationId}, which PostgreSQL calls ${r ? r.status : 'unknown'} (an orphaned hold)`);
-    }
-  }
-
-  // ---- I5 conservation, in PostgreSQL and within Redis
-  for (const key of pairs) {
-    const st = s.stock.get(key) ?? { onHand: 0, reserved: 0 };
-    const lo = ledgerOnHand.get(key) ?? 0;
-    const lr = ledgerReserved.get(key) ?? 0;
-    const pend = heldPending.get(key) ?? 0;
-    const expectOnHand = (supplied.get(key) ?? 0) - (sold.get(key) ?? 0);
-    if (st.onHand !== lo) i5.add(`${key}: stock.on_hand ${st.onHand} ≠ Σ ledger on_hand_delta ${lo}`);
-    if (st.onHand !== expectOnHand) i5.add(`${key}: on-hand ${st.onHand} ≠ supplied ${supplied.get(key) ?? 0} − confirmed ${sold.get(key) ?? 0}`);
-    if (st.reserved !== lr) i5.add(`${key}: stock.reserved ${st.reserved} ≠ Σ ledger reserved_delta ${lr}`);
-    if (st.reserved !== pend) i5.add(`${key}: stock.reserved ${st.reserved} ≠ Σ pending lines ${pend}`);
-    const rs = s.redisStock.get(key);
-    if (rs) {
-      const rawPending = s.redisHolds
-        .filter((h) => h.state === HoldState.pending && pairKey(h.itemId, h.location) === key)
-        .reduce((n, h) => n + h.quantity, 0);
-      if ((rs.reserved ?? 0) !== rawPending) i5.add(`${key}: Redis reserved ${String(rs.reserved)} ≠ Σ its pending holds ${rawPending}`);
-    }
-  }
-  const terminalKind: Record<Status, string | null> = { pending: null, confirmed: 'confirm', released: 'release', expired: 'expire' };
-  const byReservation = new Map<string, Movement[]>();
-  for (const m of s.movements) {
-    if (m.reservationId === null) continue;
-    byReservation.set(m.reservationId, [...(byReservation.get(m.reservationId) ?? []), m]);
-    if (!s.reservations.has(m.reservationId)) i5.add(`ledger ${m.kind} row for unknown reservation ${m.reservationId}`);
-  }
-  for (const r of s.reservations.values()) {
-    const ms = byReservation.get(r.id) ?? [];
-    const describe = () => ms.map((m) => `${m.kind} ${m.itemId}@${m.location} ${m.onHand}/${m.reserved}`).join(', ');
-    const reserveRows = ms.filter((m) => m.kind === 'reserve');
-    const okReserve =
-      reserveRows.length === r.lines.length &&
-      r.lines.every((l) => reserveRows.some((m) => m.itemId === l.itemId && m.location === l.location && m.reserved === l.quantity && m.onHand === 0));
-    const terminal = terminalKind[r.status];
-    const endRows = ms.filter((m) => m.kind !== 'reserve');
-    const okEnd =
-      terminal === null
-        ? endRows.length === 0
-        : endRows.length === r.lines.length &&
-          endRows.every((m) => m.kind === terminal) &&
-          r.lines.every((l) =>
-            endRows.some(
-              (m) =>
-                m.itemId === l.itemId &&
-                m.location === l.location &&
-                m.reserved === -l.quantity &&
-                m.onHand === (terminal === 'confirm' ? -l.quantity : 0),
-            ),
-          );
-    if (!okReserve || !okEnd) i5.add(`reservation ${r.id} (${r.status}, ${linesLabel(r.lines)}): ledger rows [${describe()}] do not record it exactly once`);
-  }
 
   // Client-side bound: what clients were told they bought never exceeds what was supplied.
   const boughtByClients = new Map<string, number>();

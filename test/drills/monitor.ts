@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { Keys } from '../../src/redis/keys.js';
+import { parseStock } from '../../src/redis/layout.js';
 import type { Sku } from './load.js';
 
 /**
@@ -58,11 +59,10 @@ export class Monitor {
     }
     this.samples++;
     for (const sku of this.d.skus) {
-      const hash = hashes[items.indexOf(sku.itemId)]!;
-      const h = hash[`h:${sku.location}`];
-      if (h === undefined) continue; // flushed, or being rebuilt
-      const onHand = Number(h);
-      const reserved = Number(hash[`r:${sku.location}`] ?? '0');
+      const figures = parseStock(hashes[items.indexOf(sku.itemId)]!).get(sku.location);
+      if (figures?.onHand == null) continue; // flushed, or being rebuilt
+      const onHand = figures.onHand;
+      const reserved = figures.reserved ?? 0;
       if (onHand < 0 || reserved < 0 || reserved > onHand) this.note({ source: 'Redis', ...sku, onHand, reserved });
     }
   }

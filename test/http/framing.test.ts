@@ -69,6 +69,7 @@ describe("what Node's parser refuses is a problem+json, and the connection is cl
       `POST /reservations HTTP/1.1\r\n${host}${json}Idempotency-Key: k\r\nTransfer-Encoding: chunked\r\n\r\n${MARK}\r\n`,
       'malformed_request',
     ],
+    ['a request line without a version', `POST /reservations?${MARK}\r\n${host}${json}Content-Length: 2\r\n\r\n{}`, 'malformed_request'],
     ['an HTTP/1.1 request without Host', `GET /health/live?${MARK} HTTP/1.1\r\n\r\n`, 'malformed_request'],
     ['two Host headers', `GET /health/live?${MARK} HTTP/1.1\r\n${host}Host: u\r\n\r\n`, 'malformed_request'],
     ['a header over 16 KiB', `GET /health/live HTTP/1.1\r\n${host}X-A: ${MARK}${'a'.repeat(16 * 1024)}\r\n\r\n`, 'request_header_too_large'],
@@ -248,6 +249,13 @@ describe("Fastify's early answers are problem+json with a catalogued code", () =
       expect(head.body, path).toBe('');
       if (get.statusCode >= 400) expect(head.headers['content-type'], path).toMatch(/^application\/problem\+json/);
     }
+    // A HEAD the parser refuses gets its problem's head only: a body would read as garbage after the answer.
+    const refused = await exchange(port, `HEAD /health/live HTTP/1.1\r\n${host}Content-Length: 1\r\nContent-Length: 2\r\n\r\n`, {
+      head: true,
+    });
+    expect(refused.statusCode).toBe(400);
+    expect(refused.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(refused.body).toBe('');
     const post = await exchange(port, request('HEAD', '/reservations'), { head: true });
     expect(post.statusCode).toBe(405);
     expect(post.headers['content-type']).toMatch(/^application\/problem\+json/);

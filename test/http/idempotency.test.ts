@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { newItem, newKey } from '../helpers/app.js';
 import { expectInvalid, expectProblem, expectReservation, useHttpApp, type Response } from '../helpers/http.js';
 import { ANONYMOUS } from '../../src/http/access.js';
-import { recordPrefix, requestHash } from '../../src/service/idempotency.js';
+import { formatRecord } from '../../src/redis/layout.js';
+import { requestHash } from '../../src/service/idempotency.js';
 
 // api.md, "Reservations": Idempotency-Key.
 const { t, api } = useHttpApp();
@@ -231,12 +232,12 @@ describe('a failed request binds nothing: the key may be retried', () => {
 
 describe('the same key while the first request is still in flight', () => {
   // No inject can pause a request between its Redis decision and its PostgreSQL commit, so these tests write the
-  // record that request would have left, in the format of src/service/idempotency.ts:
-  // `<prefix>idem:<scope>:<key>` → `<requestHash>|<reservationId>|<claimedAtMs>`.
+  // record that request would have left, formatted by src/redis/layout.ts.
   async function inFlight(key: string, body: unknown, claimedAtMs = Date.now()): Promise<string> {
     const { redis, keys } = t.app.runtime;
     const redisKey = keys.idempotency(ANONYMOUS, key);
-    await redis.set(redisKey, recordPrefix(requestHash(body), '00000000-0000-7000-8000-000000000000') + claimedAtMs, 'PX', 600_000);
+    const record = formatRecord({ hash: requestHash(body), reservationId: '00000000-0000-7000-8000-000000000000', claimedAtMs });
+    await redis.set(redisKey, record, 'PX', 600_000);
     return redisKey;
   }
 

@@ -1,5 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { holdField, parseHold } from '../../src/redis/layout.js';
+import { HoldState } from '../../src/redis/status.js';
 import {
   Api,
   availabilityOf,
@@ -191,7 +193,7 @@ describe('expiry (I3)', () => {
       const release = api.release(r.id);
       const holds = t.app.runtime.keys.item(item).holds;
       await waitFor('the release to be decided in Redis', async () =>
-        (await t.app.runtime.redis.hget(holds, `${r.id}:default`))?.startsWith('r:') ? true : undefined,
+        parseHold((await t.app.runtime.redis.hget(holds, holdField(r.id, 'default'))) ?? '')?.state === HoldState.released ? true : undefined,
       );
       expect(Date.now(), 'set-up finished before the TTL').toBeLessThan(expiresAt);
       // That batch now waits on the test's uncommitted idempotency row, before its UPDATE of the reservation.

@@ -1,6 +1,8 @@
 import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reconcile, type ReconcileOptions } from '../../src/jobs/reconcile.js';
+import { formatHold, holdField, stockField } from '../../src/redis/layout.js';
+import { HoldState } from '../../src/redis/status.js';
 import { newItem, newKey, startTestApp, type TestApp } from '../helpers/app.js';
 import { startRedis } from '../helpers/redis-server.js';
 
@@ -37,7 +39,7 @@ describe('reconciliation', () => {
     const item = newItem();
     await stockAndHold(item, 10, 3);
     const { redis, keys } = t.app.runtime;
-    await redis.hset(keys.item(item).stock, 'h:default', 42);
+    await redis.hset(keys.item(item).stock, stockField('onHand', 'default'), 42);
 
     const report = await reconcile(t.app.runtime.reconcileDeps, dryRun);
     expect(report.drift).toContainEqual({
@@ -46,7 +48,7 @@ describe('reconciliation', () => {
       redis: { onHand: 42, reserved: 3, holds: 1 },
       postgres: { onHand: 10, reserved: 3, holds: 1 },
     });
-    expect(await redis.hget(keys.item(item).stock, 'h:default')).toBe('42'); // a dry run changes nothing
+    expect(await redis.hget(keys.item(item).stock, stockField('onHand', 'default'))).toBe('42'); // a dry run changes nothing
 
     const repaired = await reconcile(t.app.runtime.reconcileDeps, repair);
     expect(repaired.repair).toEqual({ orphansDropped: 0, rebuilt: true });
@@ -63,9 +65,10 @@ describe('reconciliation', () => {
     const orphan = uuidv7({ msecs: Date.now() - 60_000 });
     const k = keys.item(item);
     const expiresAt = Date.now() + 600_000;
-    await redis.hset(k.holds, `${orphan}:default`, `p:4:${expiresAt}`);
-    await redis.zadd(k.exp, expiresAt, `${orphan}:default`);
-    await redis.hincrby(k.stock, 'r:default', 4);
+    const field = holdField(orphan, 'default');
+    await redis.hset(k.holds, field, formatHold({ state: HoldState.pending, quantity: 4, expiresAtMs: expiresAt }));
+    await redis.zadd(k.exp, expiresAt, field);
+    await redis.hincrby(k.stock, stockField('reserved', 'default'), 4);
 
     const report = await reconcile(t.app.runtime.reconcileDeps, dryRun);
     expect(report.orphanHolds.map((o) => o.reservationId)).toEqual([orphan]);
@@ -80,16 +83,16 @@ describe('reconciliation', () => {
     const item = newItem();
     await stockAndHold(item, 10, 1);
     const { redis, keys } = t.app.runtime;
-    const young = uuidv7();
-    await redis.hset(keys.item(item).holds, `${young}:default`, `p:1:${Date.now() + 600_000}`);
-    await redis.hincrby(keys.item(item).stock, 'r:default', 1);
+    const young = holdField(uuidv7(), 'default');
+    await redis.hset(keys.item(item).holds, young, formatHold({ state: HoldState.pending, quantity: 1, expiresAtMs: Date.now() + 600_000 }));
+    await redis.hincrby(keys.item(item).stock, stockField('reserved', 'default'), 1);
     const report = await reconcile(t.app.runtime.reconcileDeps, { ...dryRun, dropOrphans: true });
     expect(report.orphanHolds).toEqual([]);
     expect(report.repair).toEqual({ orphansDropped: 0, rebuilt: false });
-    expect(await redis.hget(keys.item(item).holds, `${young}:default`)).not.toBeNull();
+    expect(await redis.hget(keys.item(item).holds, young)).not.toBeNull();
     // Clean up so other tests see no drift.
-    await redis.hdel(keys.item(item).holds, `${young}:default`);
-    await redis.hincrby(keys.item(item).stock, 'r:default', -1);
+    await redis.hdel(keys.item(item).holds, young);
+    await redis.hincrby(keys.item(item).stock, stockField('reserved', 'default'), -1);
   });
 
   it('finds an item only Redis knows: stocked there, never recorded in PostgreSQL', async () => {

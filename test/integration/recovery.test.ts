@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
+import { recordPrefix } from '../../src/redis/layout.js';
 import { newItem, newKey, startTestApp, type TestApp } from '../helpers/app.js';
 
 let t: TestApp;
@@ -71,7 +72,7 @@ describe('recovery after Redis lost its state', () => {
       lines,
       ttlMs: 60_000,
       idempotencyKey: t.app.runtime.keys.idempotency('_', newKey()),
-      recordPrefix: 'hash|id|',
+      recordPrefix: recordPrefix('hash', id),
       recordTtlMs: 60_000,
       header: { reference: null, metadata: {}, lines, tenant: 'default' },
     });

@@ -5,6 +5,7 @@ import pg from 'pg';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Keys } from '../../src/redis/keys.js';
+import { stockField } from '../../src/redis/layout.js';
 import { freePort } from '../helpers/ports.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
 import { testRedisUrl } from '../helpers/servers.js';
@@ -82,7 +83,7 @@ describe('graceful shutdown (SIGTERM)', () => {
       await db.end();
       expect(new Set(rows.map((r) => r.id))).toEqual(new Set(created.map((a) => a!.body.id)));
       expect(Number(stock[0]!.reserved)).toBe(created.length);
-      expect(Number(await redis.hget(new Keys(prefix).item(item).stock, 'r:default'))).toBe(created.length);
+      expect(Number(await redis.hget(new Keys(prefix).item(item).stock, stockField('reserved', 'default')))).toBe(created.length);
     } finally {
       child.kill('SIGKILL');
       const stream = redis.scanStream({ match: `${prefix}*` });

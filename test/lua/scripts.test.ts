@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
+import { luaLayout } from '../../src/redis/layout.js';
 import { scriptNames, scriptSource } from '../../src/redis/scripts.js';
 import { HoldState, ScriptStatus } from '../../src/redis/status.js';
 import { testRedisUrl } from '../helpers/servers.js';
@@ -20,10 +21,21 @@ describe('Lua scripts', () => {
     expect([...files].sort()).toEqual([...scriptNames].sort());
   });
 
-  it.each(luaFiles)('%s uses only status codes and hold states defined in TypeScript', (file) => {
+  it.each(luaFiles)('%s uses only status codes, hold states and layout names defined in TypeScript', (file) => {
     const source = readFileSync(new URL(file, luaDir), 'utf8');
     for (const [, name] of source.matchAll(/\bS\.([A-Z_]+)/g)) expect(Object.keys(ScriptStatus), `S.${name}`).toContain(name);
     for (const [, name] of source.matchAll(/\bH\.([a-z]+)/g)) expect(Object.keys(HoldState), `H.${name}`).toContain(name);
+    for (const [, name] of source.matchAll(/\bL\.(\w+)/g)) expect(Object.keys(luaLayout), `L.${name}`).toContain(name);
+  });
+
+  it.each(luaFiles)('%s spells no field name or separator of the layout itself (it builds them through L)', (file) => {
+    // Comments may describe the format; code may not restate it.
+    const code = readFileSync(new URL(file, luaDir), 'utf8')
+      .replace(/--\[\[[\s\S]*?\]\]/g, '')
+      .replace(/--.*$/gm, '');
+    const literals = [...code.matchAll(/'([^']*)'|"([^"]*)"/g)].map((m) => m[1] ?? m[2]!);
+    const layoutStrings = new Set(Object.values(luaLayout));
+    expect(literals.filter((l) => layoutStrings.has(l as never))).toEqual([]);
   });
 
   it.each(luaFiles.filter((f) => !f.startsWith('includes/')))('%s opens with a header naming its KEYS, ARGV and returns', (file) => {

@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import { Type } from 'typebox';
 import type { Recovery } from '../../jobs/recovery.js';
 import type { Metrics } from '../../metrics.js';
+import { reachable } from '../../store/health.js';
 import { documented, problems } from '../openapi.js';
 import { sendProblem } from '../problem.js';
 
@@ -79,7 +80,7 @@ export const operationRoutes: FastifyPluginAsyncTypebox<{
     async (request, reply) => {
       const [redisOk, postgresOk] = await Promise.all([
         redis.ping().then(() => true, () => false),
-        db.query('SELECT 1').then(() => true, () => false),
+        reachable(db),
       ]);
       const stateOk = redisOk && (await recovery.check());
       const checks = {

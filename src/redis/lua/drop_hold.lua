@@ -16,7 +16,7 @@ local value = redis.call('HGET', KEYS[3], ARGV[1])
 if not value then return { S.ALREADY } end
 local state, qty = parseHold(value)
 if state ~= H.pending then return { S.ALREADY } end
-redis.call('HINCRBY', KEYS[2], 'r:' .. fieldLocation(ARGV[1]), -qty)
+redis.call('HINCRBY', KEYS[2], reservedField(fieldLocation(ARGV[1])), -qty)
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 return { S.OK }

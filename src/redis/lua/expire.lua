@@ -35,7 +35,7 @@ for _, line in ipairs(readLines(6, tonumber(ARGV[5]))) do
   else
     local state, qty, expMs = parseHold(value)
     if state == H.confirmed and revert then
-      redis.call('HINCRBY', stockKey, 'h:' .. line.location, qty)
+      redis.call('HINCRBY', stockKey, onHandField(line.location), qty)
       redis.call('HSET', holdsKey, field, formatHold(H.expired, qty, expMs))
       redis.call('ZADD', expKey, now + retentionMs, field)
       state = H.expired

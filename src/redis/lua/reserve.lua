@@ -39,11 +39,11 @@ expireItems(FIXED, itemCount, now, retentionMs)
 local missing, short = {}, {}
 for n, line in ipairs(lines) do
   local stockKey = itemKeys(FIXED, line.item)
-  local onHand = redis.call('HGET', stockKey, 'h:' .. line.location)
+  local onHand = redis.call('HGET', stockKey, onHandField(line.location))
   if not onHand then
     missing[#missing + 1] = n
   else
-    local reserved = tonumber(redis.call('HGET', stockKey, 'r:' .. line.location) or '0')
+    local reserved = tonumber(redis.call('HGET', stockKey, reservedField(line.location)) or '0')
     local available = math.max(0, tonumber(onHand) - reserved)
     if available < line.qty then
       short[#short + 1] = n
@@ -58,11 +58,11 @@ local expiresAt = now + tonumber(ARGV[2])
 for _, line in ipairs(lines) do
   local stockKey, holdsKey, expKey = itemKeys(FIXED, line.item)
   local field = holdField(ARGV[1], line.location)
-  redis.call('HINCRBY', stockKey, 'r:' .. line.location, line.qty)
+  redis.call('HINCRBY', stockKey, reservedField(line.location), line.qty)
   redis.call('HSET', holdsKey, field, formatHold(H.pending, line.qty, expiresAt))
   redis.call('ZADD', expKey, expiresAt, field)
 end
-redis.call('SET', KEYS[2], ARGV[3] .. now, 'PX', ARGV[4])
-redis.call('HSET', KEYS[3], 'body', ARGV[8], 'created', now, 'expires', expiresAt)
+redis.call('SET', KEYS[2], formatRecord(ARGV[3], now), 'PX', ARGV[4])
+redis.call('HSET', KEYS[3], L.headerBody, ARGV[8], L.headerCreated, now, L.headerExpires, expiresAt)
 redis.call('PEXPIREAT', KEYS[3], expiresAt + retentionMs)
 return { S.OK, gen, now }

@@ -42,7 +42,7 @@ for n, line in ipairs(lines) do
     local state = parseHold(value)
     counts[state] = counts[state] + 1
     if state == H.pending and confirm then
-      local onHand = tonumber(redis.call('HGET', stockKey, 'h:' .. line.location) or '0')
+      local onHand = tonumber(redis.call('HGET', stockKey, onHandField(line.location)) or '0')
       if onHand < line.qty then
         short[#short + 1] = n
         short[#short + 1] = onHand
@@ -62,8 +62,8 @@ for _, line in ipairs(lines) do
   local stockKey, holdsKey, expKey = itemKeys(FIXED, line.item)
   local field = holdField(ARGV[1], line.location)
   local _, qty, expMs = parseHold(redis.call('HGET', holdsKey, field))
-  redis.call('HINCRBY', stockKey, 'r:' .. line.location, -qty)
-  if confirm then redis.call('HINCRBY', stockKey, 'h:' .. line.location, -qty) end
+  redis.call('HINCRBY', stockKey, reservedField(line.location), -qty)
+  if confirm then redis.call('HINCRBY', stockKey, onHandField(line.location), -qty) end
   redis.call('HSET', holdsKey, field, formatHold(target, qty, expMs))
   redis.call('ZADD', expKey, now + retentionMs, field)
 end

@@ -35,9 +35,10 @@ local stockKey, holdsKey, expKey = itemKeys(1, 1)
 expireDue(stockKey, holdsKey, expKey, nowMs(), tonumber(ARGV[4]))
 
 local mode = ARGV[1]
-local onHandField, reservedField, pendingField = 'h:' .. ARGV[2], 'r:' .. ARGV[2], 'p:' .. ARGV[2]
-local current = redis.call('HGET', stockKey, onHandField)
-local pending = tonumber(redis.call('HGET', stockKey, pendingField) or '0')
+-- This location's fields in the stock hash.
+local onHandAt, reservedAt, pendingAt = onHandField(ARGV[2]), reservedField(ARGV[2]), pendingField(ARGV[2])
+local current = redis.call('HGET', stockKey, onHandAt)
+local pending = tonumber(redis.call('HGET', stockKey, pendingAt) or '0')
 local onHand = tonumber(current or '0')
 local amount = tonumber(ARGV[3])
 
@@ -46,30 +47,30 @@ local function reply(delta, created, deferred)
 end
 
 local function movePending(delta)
-  if pending - delta == 0 then redis.call('HDEL', stockKey, pendingField)
-  else redis.call('HINCRBY', stockKey, pendingField, -delta) end
+  if pending - delta == 0 then redis.call('HDEL', stockKey, pendingAt)
+  else redis.call('HINCRBY', stockKey, pendingAt, -delta) end
 end
 
 -- Removes a location that only the undone change had created.
 local function removeIfCreated()
-  if ARGV[6] == '1' and tonumber(redis.call('HGET', stockKey, onHandField) or '0') == 0
-      and tonumber(redis.call('HGET', stockKey, reservedField) or '0') == 0
-      and not redis.call('HGET', stockKey, pendingField) then
-    redis.call('HDEL', stockKey, onHandField, reservedField)
+  if ARGV[6] == '1' and tonumber(redis.call('HGET', stockKey, onHandAt) or '0') == 0
+      and tonumber(redis.call('HGET', stockKey, reservedAt) or '0') == 0
+      and not redis.call('HGET', stockKey, pendingAt) then
+    redis.call('HDEL', stockKey, onHandAt, reservedAt)
   end
 end
 
 if mode == 'apply' then
   movePending(amount)
-  redis.call('HINCRBY', stockKey, onHandField, amount)
-  redis.call('HSETNX', stockKey, reservedField, 0)
+  redis.call('HINCRBY', stockKey, onHandAt, amount)
+  redis.call('HSETNX', stockKey, reservedAt, 0)
   return reply(amount, false, false)
 elseif mode == 'abandon' then
   movePending(amount)
   removeIfCreated()
   return reply(0, false, false)
 elseif mode == 'undo' then
-  redis.call('HINCRBY', stockKey, onHandField, -amount)
+  redis.call('HINCRBY', stockKey, onHandAt, -amount)
   removeIfCreated()
   return reply(-amount, false, false)
 end
@@ -81,8 +82,8 @@ if mode == 'set' then
   -- Clamped at zero: a set below what a concurrent increase still has pending keeps on-hand non-negative.
   delta = math.max(amount - pending, 0) - onHand
   if not current and delta <= 0 then
-    redis.call('HSET', stockKey, onHandField, 0)
-    redis.call('HSETNX', stockKey, reservedField, 0)
+    redis.call('HSET', stockKey, onHandAt, 0)
+    redis.call('HSETNX', stockKey, reservedAt, 0)
   end
 else
   if not current then return { S.NOT_FOUND } end
@@ -91,8 +92,8 @@ else
 end
 
 if delta > 0 then
-  redis.call('HINCRBY', stockKey, pendingField, delta)
+  redis.call('HINCRBY', stockKey, pendingAt, delta)
   return reply(delta, created, true)
 end
-if delta < 0 then redis.call('HINCRBY', stockKey, onHandField, delta) end
+if delta < 0 then redis.call('HINCRBY', stockKey, onHandAt, delta) end
 return reply(delta, created, false)

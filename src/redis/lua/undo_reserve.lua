@@ -27,7 +27,7 @@ for _, line in ipairs(readLines(6, tonumber(ARGV[5]))) do
   if value then
     local state, qty = parseHold(value)
     -- An expired hold already gave its units back; a pending one gives them back now.
-    if state == H.pending then redis.call('HINCRBY', stockKey, 'r:' .. line.location, -qty) end
+    if state == H.pending then redis.call('HINCRBY', stockKey, reservedField(line.location), -qty) end
     redis.call('HDEL', holdsKey, field)
     redis.call('ZREM', expKey, field)
   end

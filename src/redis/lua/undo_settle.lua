@@ -29,8 +29,8 @@ if not confirm then
   for _, line in ipairs(lines) do
     local stockKey, holdsKey = itemKeys(FIXED, line.item)
     local value = redis.call('HGET', holdsKey, holdField(ARGV[2], line.location))
-    local onHand = tonumber(redis.call('HGET', stockKey, 'h:' .. line.location) or '0')
-    local reserved = tonumber(redis.call('HGET', stockKey, 'r:' .. line.location) or '0')
+    local onHand = tonumber(redis.call('HGET', stockKey, onHandField(line.location)) or '0')
+    local reserved = tonumber(redis.call('HGET', stockKey, reservedField(line.location)) or '0')
     if not value or parseHold(value) ~= from or onHand - reserved < line.qty then return { S.INSUFFICIENT } end
   end
 end
@@ -42,9 +42,9 @@ for _, line in ipairs(lines) do
   if value then
     local state, qty, expMs = parseHold(value)
     if state == from then
-      if confirm then redis.call('HINCRBY', stockKey, 'h:' .. line.location, qty) end
+      if confirm then redis.call('HINCRBY', stockKey, onHandField(line.location), qty) end
       if expMs > now then
-        redis.call('HINCRBY', stockKey, 'r:' .. line.location, qty)
+        redis.call('HINCRBY', stockKey, reservedField(line.location), qty)
         redis.call('HSET', holdsKey, field, formatHold(H.pending, qty, expMs))
         redis.call('ZADD', expKey, expMs, field)
       else

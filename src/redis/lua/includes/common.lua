@@ -1,4 +1,5 @@
--- Shared helpers. `S` (status codes) and `H` (hold states) are injected by the loader from src/redis/status.ts.
+-- Shared helpers. The loader injects `S` (status codes) and `H` (hold states) from src/redis/status.ts, and `L`
+-- (what is written inside the values) from src/redis/layout.ts: fields and values are built and read through `L`.
 
 -- Redis' own clock, in milliseconds: the one clock every decision uses.
 local function nowMs()
@@ -11,22 +12,38 @@ local function generation(markerKey)
   return redis.call('GET', markerKey)
 end
 
+-- The stock hash's fields of a location: on-hand, reserved (units of pending holds), pending supply.
+local function onHandField(location) return L.onHand .. location end
+local function reservedField(location) return L.reserved .. location end
+local function pendingField(location) return L.pending .. location end
+
+-- A Lua pattern that matches `s` literally.
+local function literal(s) return (string.gsub(s, '%p', '%%%0')) end
+
+local HOLD_PATTERN = '^(%a)' .. literal(L.holdValueSep) .. '(%d+)' .. literal(L.holdValueSep) .. '(%d+)$'
+
 -- A hold is stored as "<state>:<quantity>:<expiresAtMs>" under the field "<reservationId>:<location>".
 local function parseHold(value)
-  local state, qty, expMs = string.match(value, '^(%a):(%d+):(%d+)$')
+  local state, qty, expMs = string.match(value, HOLD_PATTERN)
   return state, tonumber(qty), tonumber(expMs)
 end
 
 local function formatHold(state, qty, expMs)
-  return state .. ':' .. qty .. ':' .. expMs
+  return state .. L.holdValueSep .. qty .. L.holdValueSep .. expMs
 end
 
 local function holdField(reservationId, location)
-  return reservationId .. ':' .. location
+  return reservationId .. L.holdFieldSep .. location
 end
 
+-- A reservation id never contains the separator; a location may, so the field splits at its first one.
 local function fieldLocation(field)
-  return string.sub(field, string.find(field, ':', 1, true) + 1)
+  return string.sub(field, string.find(field, L.holdFieldSep, 1, true) + #L.holdFieldSep)
+end
+
+-- The idempotency record: the prefix TypeScript made ("<requestHash>|<reservationId>|") and the claim's clock.
+local function formatRecord(prefix, claimedAtMs)
+  return prefix .. claimedAtMs
 end
 
 -- Keys of the item at 1-based index i, after `fixed` leading keys (3 keys an item: stock, holds, exp).
@@ -45,7 +62,7 @@ local function expireDue(stockKey, holdsKey, expKey, now, retentionMs)
     local state, qty, expMs
     if value then state, qty, expMs = parseHold(value) end
     if state == H.pending then
-      redis.call('HINCRBY', stockKey, 'r:' .. fieldLocation(field), -qty)
+      redis.call('HINCRBY', stockKey, reservedField(fieldLocation(field)), -qty)
       redis.call('HSET', holdsKey, field, formatHold(H.expired, qty, expMs))
       redis.call('ZADD', expKey, now + retentionMs, field)
     else

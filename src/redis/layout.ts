@@ -1,0 +1,159 @@
+import { HoldState } from './status.js';
+
+/**
+ * What is written inside the Redis values, for both languages: TypeScript formats and parses through the helpers
+ * below, and the loader (scripts.ts) injects `luaLayout` into every script as `L`, so includes/common.lua builds
+ * and parses the same strings. Keys are made in keys.ts; this module says what goes in them.
+ *
+ * - stock hash `{i:<item>}:stock`: `h:<location>` on-hand, `r:<location>` reserved (units of pending holds),
+ *   `p:<location>` supply decided but not yet recorded (not available).
+ * - holds hash `{i:<item>}:holds`: field `<reservationId>:<location>`, value `<state>:<quantity>:<expiresAtMs>`
+ *   (state: a HoldState code). A location may itself contain `:`; a reservation id never does, so a field splits
+ *   at its first separator.
+ * - idempotency record: `<requestHash>|<reservationId>|<claimedAtMs>`. TypeScript makes the part before the clock
+ *   (`recordPrefix`), the reserve script appends Redis' clock (`formatRecord` in common.lua); the rebuild writes
+ *   whole records (`formatRecord` here). Neither a hash (base64url) nor a UUID contains `|`.
+ * - reservation header hash `{r:<id>}`: `body` (JSON: reference, metadata, lines, tenant), `created` and
+ *   `expires` (ms).
+ */
+
+const STOCK_PREFIX = { onHand: 'h:', reserved: 'r:', pending: 'p:' } as const;
+const HOLD_FIELD_SEPARATOR = ':';
+const HOLD_VALUE_SEPARATOR = ':';
+const RECORD_SEPARATOR = '|';
+const HEADER_FIELD = { body: 'body', created: 'created', expires: 'expires' } as const;
+
+/** The layout as Lua reads it (injected as `L`; a test fails if a script names a key missing here). */
+export const luaLayout = {
+  onHand: STOCK_PREFIX.onHand,
+  reserved: STOCK_PREFIX.reserved,
+  pending: STOCK_PREFIX.pending,
+  holdFieldSep: HOLD_FIELD_SEPARATOR,
+  holdValueSep: HOLD_VALUE_SEPARATOR,
+  recordSep: RECORD_SEPARATOR,
+  headerBody: HEADER_FIELD.body,
+  headerCreated: HEADER_FIELD.created,
+  headerExpires: HEADER_FIELD.expires,
+} as const;
+
+// ---- stock hash ----------------------------------------------------------------------------------------------
+
+/** The three figures the stock hash keeps per location. */
+export type StockFigure = keyof typeof STOCK_PREFIX;
+
+/** One location's figures as stored; null where the hash has no such field. */
+export interface LocationStock {
+  onHand: number | null;
+  reserved: number | null;
+  pending: number | null;
+}
+
+/** The stock hash field of one figure at one location. */
+export const stockField = (figure: StockFigure, location: string): string => STOCK_PREFIX[figure] + location;
+
+/** Which figure of which location a stock hash field holds, or null for a field that is not of this layout. */
+export function parseStockField(field: string): { figure: StockFigure; location: string } | null {
+  for (const figure of Object.keys(STOCK_PREFIX) as StockFigure[]) {
+    if (field.startsWith(STOCK_PREFIX[figure])) return { figure, location: field.slice(STOCK_PREFIX[figure].length) };
+  }
+  return null;
+}
+
+/**
+ * An item's stock hash per location, from HGETALL as a script returns it (a flat field, value list) or as ioredis
+ * returns it (an object). Fields not of this layout are left out.
+ */
+export function parseStock(hash: readonly string[] | Readonly<Record<string, string>>): Map<string, LocationStock> {
+  const out = new Map<string, LocationStock>();
+  for (const [field, value] of entries(hash)) {
+    const parsed = parseStockField(field);
+    if (!parsed) continue;
+    let figures = out.get(parsed.location);
+    if (!figures) out.set(parsed.location, (figures = { onHand: null, reserved: null, pending: null }));
+    figures[parsed.figure] = Number(value);
+  }
+  return out;
+}
+
+function entries(hash: readonly string[] | Readonly<Record<string, string>>): [string, string][] {
+  if (!Array.isArray(hash)) return Object.entries(hash);
+  const flat = hash as readonly string[];
+  const out: [string, string][] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i]!, flat[i + 1]!]);
+  return out;
+}
+
+// ---- holds hash ----------------------------------------------------------------------------------------------
+
+export type HoldStateCode = (typeof HoldState)[keyof typeof HoldState];
+
+export interface Hold {
+  state: HoldStateCode;
+  quantity: number;
+  expiresAtMs: number;
+}
+
+const holdStates = new Set<string>(Object.values(HoldState));
+const DIGITS = /^\d+$/;
+
+/** The holds hash field of one reservation's line at one location. */
+export const holdField = (reservationId: string, location: string): string => reservationId + HOLD_FIELD_SEPARATOR + location;
+
+/** Splits a holds hash field at its first separator (a location may contain one); null if it has none. */
+export function parseHoldField(field: string): { reservationId: string; location: string } | null {
+  const at = field.indexOf(HOLD_FIELD_SEPARATOR);
+  if (at < 0) return null;
+  return { reservationId: field.slice(0, at), location: field.slice(at + HOLD_FIELD_SEPARATOR.length) };
+}
+
+export const formatHold = (hold: Hold): string =>
+  [hold.state, hold.quantity, hold.expiresAtMs].join(HOLD_VALUE_SEPARATOR);
+
+/** A hold value, or null when it is not `<state>:<quantity>:<expiresAtMs>` with a known state. */
+export function parseHold(value: string): Hold | null {
+  const parts = value.split(HOLD_VALUE_SEPARATOR);
+  if (parts.length !== 3) return null;
+  const [state, quantity, expiresAtMs] = parts as [string, string, string];
+  if (!holdStates.has(state) || !DIGITS.test(quantity) || !DIGITS.test(expiresAtMs)) return null;
+  return { state: state as HoldStateCode, quantity: Number(quantity), expiresAtMs: Number(expiresAtMs) };
+}
+
+// ---- idempotency record --------------------------------------------------------------------------------------
+
+export interface IdempotencyRecord {
+  /** requestHash() of the first request's body. */
+  hash: string;
+  reservationId: string;
+  /** Redis' clock when the reserve script claimed the key (or the row's creation time, after a rebuild). */
+  claimedAtMs: number;
+}
+
+/** The record up to its clock: what the reserve script is given (it appends the clock) and undo_reserve matches. */
+export const recordPrefix = (hash: string, reservationId: string): string =>
+  hash + RECORD_SEPARATOR + reservationId + RECORD_SEPARATOR;
+
+/** A whole record, as the rebuild writes one from PostgreSQL's row. */
+export const formatRecord = (record: IdempotencyRecord): string =>
+  recordPrefix(record.hash, record.reservationId) + record.claimedAtMs;
+
+/** Reads a record; a field it lacks reads empty (0 for the clock), so a record with fewer fields still parses. */
+export function parseRecord(record: string): IdempotencyRecord {
+  const [hash = '', reservationId = '', claimedAtMs = '0'] = record.split(RECORD_SEPARATOR);
+  return { hash, reservationId, claimedAtMs: Number(claimedAtMs) };
+}
+
+// ---- reservation header --------------------------------------------------------------------------------------
+
+export interface StoredHeader {
+  /** JSON of the header's body (reference, metadata, lines, tenant); decisions.ts gives it its type. */
+  body: string;
+  createdMs: number;
+  expiresMs: number;
+}
+
+/** The header hash as HGETALL returns it, or null when there is none (never cached, expired, or lost). */
+export function parseHeader(fields: Readonly<Record<string, string>>): StoredHeader | null {
+  const body = fields[HEADER_FIELD.body];
+  if (!body) return null;
+  return { body, createdMs: Number(fields[HEADER_FIELD.created]), expiresMs: Number(fields[HEADER_FIELD.expires]) };
+}

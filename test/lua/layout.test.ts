@@ -1,0 +1,249 @@
+import { randomBytes } from 'node:crypto';
+import fc from 'fast-check';
+import { Redis } from 'ioredis';
+import { v7 as uuidv7 } from 'uuid';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMetrics } from '../../src/metrics.js';
+import { Decisions, type ReservationHeader } from '../../src/redis/decisions.js';
+import { Keys } from '../../src/redis/keys.js';
+import {
+  formatHold,
+  formatRecord,
+  holdField,
+  parseHeader,
+  parseHold,
+  parseHoldField,
+  parseRecord,
+  parseStock,
+  parseStockField,
+  recordPrefix,
+  stockField,
+} from '../../src/redis/layout.js';
+import { HoldState } from '../../src/redis/status.js';
+import { newItem } from '../helpers/app.js';
+
+/**
+ * Lua and TypeScript agree on what is inside the Redis values (src/redis/layout.ts): the real scripts run on a
+ * real Redis, and what they write is read back with the TypeScript helpers; values the TypeScript helpers write
+ * (as the rebuild writes them) are fed to the scripts, which must act on them.
+ */
+
+const RETENTION_MS = 60_000;
+/** A location with the hold field's separator in it: a field splits at its first separator, not its last. */
+const LOCATION = 'bay:3';
+
+const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { lazyConnect: true });
+const keys = new Keys(`test:layout:${randomBytes(4).toString('hex')}:`);
+const decisions = new Decisions(redis, keys, createMetrics(), RETENTION_MS, () => {});
+const GENERATION = '7';
+
+beforeAll(async () => {
+  await redis.set(keys.marker, GENERATION);
+});
+afterAll(async () => {
+  const stream = redis.scanStream({ match: `${keys.prefix}*`, count: 1000 });
+  for await (const batch of stream as AsyncIterable<string[]>) if (batch.length > 0) await redis.unlink(...batch);
+  await redis.quit();
+});
+
+const header = (itemId: string, quantity: number, location = LOCATION): ReservationHeader => ({
+  reference: 'cart-1',
+  metadata: { channel: 'web' },
+  lines: [{ itemId, location, quantity }],
+  tenant: 'default',
+});
+
+async function reserve(itemId: string, quantity: number, ttlMs = 60_000, location = LOCATION) {
+  const reservationId = uuidv7();
+  const idempotencyKey = keys.idempotency('_', `key-${reservationId}`);
+  const hash = `hash-${randomBytes(4).toString('hex')}`;
+  const decision = await decisions.reserve({
+    reservationId,
+    lines: [{ itemId, location, quantity }],
+    ttlMs,
+    idempotencyKey,
+    recordPrefix: recordPrefix(hash, reservationId),
+    recordTtlMs: 60_000,
+    header: header(itemId, quantity, location),
+  });
+  if (decision.kind !== 'held') throw new Error(`reserve: ${JSON.stringify(decision)}`);
+  return { reservationId, idempotencyKey, hash, nowMs: decision.nowMs };
+}
+
+const stockOf = async (itemId: string, location = LOCATION) => parseStock(await redis.hgetall(keys.item(itemId).stock)).get(location);
+const holdOf = async (itemId: string, reservationId: string, location = LOCATION) =>
+  parseHold((await redis.hget(keys.item(itemId).holds, holdField(reservationId, location))) ?? '');
+
+describe('TypeScript reads what the scripts write', () => {
+  it('stock fields: pending supply, on-hand and reserved, per location', async () => {
+    const item = newItem();
+    const decided = await decisions.changeStock(item, LOCATION, 'set', 10);
+    if (decided.kind !== 'changed') throw new Error(decided.kind);
+    expect(await stockOf(item)).toEqual({ onHand: null, reserved: null, pending: 10 });
+    // The script's reply is parsed by the same helper.
+    expect(decided.stock.get(LOCATION)).toEqual({ onHand: null, reserved: null, pending: 10 });
+    await decisions.changeStock(item, LOCATION, 'apply', 10, decided);
+    expect(await stockOf(item)).toEqual({ onHand: 10, reserved: 0, pending: null });
+    for (const field of Object.keys(await redis.hgetall(keys.item(item).stock))) {
+      expect(parseStockField(field), field).toMatchObject({ location: LOCATION });
+    }
+  });
+
+  it('a hold, its field, the idempotency record and the header the reserve script writes', async () => {
+    const item = newItem();
+    await stock(item, 10);
+    const { reservationId, idempotencyKey, hash, nowMs } = await reserve(item, 3, 45_000);
+
+    const fields = Object.keys(await redis.hgetall(keys.item(item).holds));
+    expect(fields.map(parseHoldField)).toEqual([{ reservationId, location: LOCATION }]);
+    expect(await holdOf(item, reservationId)).toEqual({ state: HoldState.pending, quantity: 3, expiresAtMs: nowMs + 45_000 });
+    expect(await stockOf(item)).toEqual({ onHand: 10, reserved: 3, pending: null });
+    expect(parseRecord((await redis.get(idempotencyKey))!)).toEqual({ hash, reservationId, claimedAtMs: nowMs });
+    expect(parseHeader(await redis.hgetall(keys.reservation(reservationId)))).toEqual({
+      body: JSON.stringify(header(item, 3)),
+      createdMs: nowMs,
+      expiresMs: nowMs + 45_000,
+    });
+    expect(await decisions.header(reservationId)).toEqual({ ...header(item, 3), createdMs: nowMs, expiresMs: nowMs + 45_000 });
+  });
+
+  it('the final states settle writes: confirmed and released', async () => {
+    const item = newItem();
+    await stock(item, 10);
+    const sold = await reserve(item, 4);
+    const freed = await reserve(item, 2);
+    expect((await decisions.settle('confirm', sold.reservationId, [{ itemId: item, location: LOCATION, quantity: 4 }])).kind).toBe('settled');
+    expect((await decisions.settle('release', freed.reservationId, [{ itemId: item, location: LOCATION, quantity: 2 }])).kind).toBe('settled');
+    expect(await holdOf(item, sold.reservationId)).toEqual({ state: HoldState.confirmed, quantity: 4, expiresAtMs: sold.nowMs + 60_000 });
+    expect(await holdOf(item, freed.reservationId)).toEqual({ state: HoldState.released, quantity: 2, expiresAtMs: freed.nowMs + 60_000 });
+    expect(await stockOf(item)).toEqual({ onHand: 6, reserved: 0, pending: null });
+  });
+
+  it('for any location an identifier may be, the reserve script writes what the helpers parse', async () => {
+    const item = newItem();
+    const identifier = fc.stringMatching(/^[A-Za-z0-9._:-]{1,64}$/).filter((s) => s !== '.' && s !== '..');
+    await fc.assert(
+      fc.asyncProperty(identifier, fc.integer({ min: 1, max: 1_000 }), async (location, quantity) => {
+        const decided = await decisions.changeStock(item, location, 'set', quantity);
+        if (decided.kind !== 'changed') throw new Error(decided.kind);
+        if (decided.pending) await decisions.changeStock(item, location, 'apply', decided.onHandDelta, decided);
+        const { reservationId, nowMs } = await reserve(item, quantity, 60_000, location);
+        expect(await holdOf(item, reservationId, location)).toEqual({ state: HoldState.pending, quantity, expiresAtMs: nowMs + 60_000 });
+        expect(parseHoldField(holdField(reservationId, location))).toEqual({ reservationId, location });
+        expect(await stockOf(item, location)).toMatchObject({ onHand: quantity, reserved: quantity });
+        expect((await decisions.settle('release', reservationId, [{ itemId: item, location, quantity }])).kind).toBe('settled');
+      }),
+      { numRuns: 30 },
+    );
+  });
+});
+
+/** Stock as the rebuild writes it: on-hand and a zero reserved, through the helpers. */
+async function stock(itemId: string, onHand: number): Promise<void> {
+  await redis.hset(keys.item(itemId).stock, stockField('onHand', LOCATION), onHand, stockField('reserved', LOCATION), 0);
+  await redis.sadd(keys.items, itemId);
+}
+
+/** A pending hold as the rebuild writes it. */
+async function writeHold(itemId: string, reservationId: string, quantity: number, expiresAtMs: number): Promise<void> {
+  const k = keys.item(itemId);
+  const field = holdField(reservationId, LOCATION);
+  await redis.hincrby(k.stock, stockField('reserved', LOCATION), quantity);
+  await redis.hset(k.holds, field, formatHold({ state: HoldState.pending, quantity, expiresAtMs }));
+  await redis.zadd(k.exp, expiresAtMs, field);
+}
+
+describe('the scripts act on what TypeScript writes', () => {
+  const redisNow = async () => {
+    const [seconds, micros] = await redis.time();
+    return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+  };
+
+  it('availability reads the stock fields and expires a hold whose TTL passed', async () => {
+    const item = newItem();
+    await stock(item, 10);
+    const now = await redisNow();
+    const due = uuidv7();
+    const live = uuidv7();
+    await writeHold(item, due, 4, now - 1_000);
+    await writeHold(item, live, 2, now + 60_000);
+
+    expect((await decisions.availability(item))?.get(LOCATION)).toEqual({ onHand: 10, reserved: 2, pending: null });
+    expect(await holdOf(item, due)).toEqual({ state: HoldState.expired, quantity: 4, expiresAtMs: now - 1_000 });
+    expect(await holdOf(item, live)).toEqual({ state: HoldState.pending, quantity: 2, expiresAtMs: now + 60_000 });
+  });
+
+  it('settle, expire and drop_hold find the holds, their quantities and expiries', async () => {
+    const item = newItem();
+    await stock(item, 10);
+    const expiresAtMs = (await redisNow()) + 60_000;
+    const [sold, inspected, orphan] = [uuidv7(), uuidv7(), uuidv7()];
+    await writeHold(item, sold, 3, expiresAtMs);
+    await writeHold(item, inspected, 2, expiresAtMs);
+    await writeHold(item, orphan, 1, expiresAtMs);
+
+    expect((await decisions.settle('confirm', sold, [{ itemId: item, location: LOCATION, quantity: 3 }])).kind).toBe('settled');
+    expect(await holdOf(item, sold)).toEqual({ state: HoldState.confirmed, quantity: 3, expiresAtMs });
+    expect(await decisions.expire(inspected, [{ itemId: item, location: LOCATION, quantity: 2 }], 'inspect')).toMatchObject({
+      generation: GENERATION,
+      pending: 1,
+      missing: 0,
+    });
+    expect(await decisions.dropHold(item, holdField(orphan, LOCATION))).toBe(true);
+    expect(await stockOf(item)).toEqual({ onHand: 7, reserved: 2, pending: null });
+  });
+
+  it('reserve answers a record the rebuild wrote as the key taken, and undo_reserve frees only its own', async () => {
+    const item = newItem();
+    await stock(item, 10);
+    const reservationId = uuidv7();
+    const idempotencyKey = keys.idempotency('_', `key-${reservationId}`);
+    const record = formatRecord({ hash: 'h1', reservationId, claimedAtMs: 1_700_000_000_000 });
+    await redis.set(idempotencyKey, record);
+
+    const decision = await decisions.reserve({
+      reservationId: uuidv7(),
+      lines: [{ itemId: item, location: LOCATION, quantity: 1 }],
+      ttlMs: 60_000,
+      idempotencyKey,
+      recordPrefix: recordPrefix('h1', uuidv7()),
+      recordTtlMs: 60_000,
+      header: header(item, 1),
+    });
+    expect(decision).toEqual({ kind: 'idempotent', record });
+
+    const undo = (prefix: string) =>
+      decisions.undoReserve({ generation: GENERATION, reservationId, lines: [], idempotencyKey, recordPrefix: prefix });
+    await undo(recordPrefix('h1', uuidv7()));
+    expect(await redis.get(idempotencyKey), 'another reservation’s prefix leaves the record').toBe(record);
+    await undo(recordPrefix('h1', reservationId));
+    expect(await redis.get(idempotencyKey), 'its own prefix frees it').toBeNull();
+  });
+});
+
+describe('the helpers', () => {
+  it('format and parse are inverses', () => {
+    const hold = { state: HoldState.confirmed, quantity: 12, expiresAtMs: 1_700_000_000_123 };
+    expect(parseHold(formatHold(hold))).toEqual(hold);
+    const record = { hash: 'abc_-', reservationId: uuidv7(), claimedAtMs: 1_700_000_000_123 };
+    expect(parseRecord(formatRecord(record))).toEqual(record);
+    expect(formatRecord(record)).toBe(recordPrefix(record.hash, record.reservationId) + record.claimedAtMs);
+    for (const figure of ['onHand', 'reserved', 'pending'] as const) {
+      expect(parseStockField(stockField(figure, 'a:b'))).toEqual({ figure, location: 'a:b' });
+    }
+  });
+
+  it('refuse what is not of the layout', () => {
+    expect(parseHold('p:1')).toBeNull();
+    expect(parseHold('q:1:2')).toBeNull();
+    expect(parseHold('p:-1:2')).toBeNull();
+    expect(parseHold('p:1:2:3')).toBeNull();
+    expect(parseHoldField('no-separator')).toBeNull();
+    expect(parseStockField('x:default')).toBeNull();
+    expect(parseHeader({})).toBeNull();
+  });
+
+  it('a record with fewer fields still parses (an older writer; a newer reader)', () => {
+    expect(parseRecord('h|id')).toEqual({ hash: 'h', reservationId: 'id', claimedAtMs: 0 });
+  });
+});
