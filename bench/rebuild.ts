@@ -10,22 +10,34 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { pino } from 'pino';
 import { buildApp } from '../src/app.js';
+import { HELP, integerFlag, parseCommandLine } from '../src/cli/args.js';
 import { loadConfig } from '../src/config.js';
 import { reconcile } from '../src/jobs/reconcile.js';
 import { ensureDatabase, migrate } from '../src/store/database.js';
 
-const { values } = parseArgs({
-  options: {
-    items: { type: 'string', default: '100000' },
-    holds: { type: 'string', default: '100000' },
-    passes: { type: 'string', default: '3' },
-  },
-});
-const items = Number(values.items);
-const holds = Number(values.holds);
-const passes = Number(values.passes);
+const usage = `npm run bench:rebuild -- [--items N] [--holds N] [--passes N]
 
-const databaseUrl = `postgres://postgres@127.0.0.1:5432/irs_bench_rebuild_${randomBytes(3).toString('hex')}`;
+Seeds a fresh database (on BENCH_DATABASE_URL's server, default the local PostgreSQL) with N items and N live holds,
+wipes the Redis state (REDIS_URL) and times one node's rebuild of it from PostgreSQL; prints the median as JSON and
+checks the rebuilt Redis against PostgreSQL. Exit 0: no drift; 1: drift after the rebuild; 2: a bad flag.
+
+  --items N    stocked items (default 100000)
+  --holds N    live holds over them (default 100000)
+  --passes N   rebuilds timed; the median is reported (default 3)
+  --help       this text
+`;
+
+const values = parseCommandLine(usage, () =>
+  parseArgs({ options: { items: { type: 'string' }, holds: { type: 'string' }, passes: { type: 'string' }, help: HELP } }),
+);
+const items = integerFlag('items', values.items, 100_000);
+const holds = integerFlag('holds', values.holds, 100_000, 0);
+const passes = integerFlag('passes', values.passes, 3);
+
+const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const target = new URL(adminUrl);
+target.pathname = `/irs_bench_rebuild_${randomBytes(3).toString('hex')}`;
+const databaseUrl = target.toString();
 await ensureDatabase(databaseUrl);
 await migrate(databaseUrl, pino({ level: 'silent' }));
 const seed = new pg.Client({ connectionString: databaseUrl });
@@ -51,6 +63,7 @@ await seed.query(
 );
 
 const config = loadConfig({
+  ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
   DATABASE_URL: databaseUrl,
   REDIS_KEY_PREFIX: `bench-rebuild-${randomBytes(3).toString('hex')}:`,
   LOG_LEVEL: 'warn',
@@ -97,7 +110,7 @@ try {
   await app.close();
   await seed.query('SELECT 1');
   await seed.end();
-  const admin = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres' });
+  const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(new URL(databaseUrl).pathname.slice(1))} WITH (FORCE)`);
   await admin.end();

@@ -118,14 +118,21 @@ export function formatSoak(s: SoakReport): string {
   ].join('\n');
 }
 
-/** Writes latest.json and latest.svg; a soak goes into the existing latest.json (or a new one). */
-export async function writeResults(outDir: string, report: BenchReport): Promise<{ json: string; svg: string }> {
+/**
+ * Writes `<name>.json` and `<name>.svg` (latest: the published run; quick: a smoke run, not committed); a soak goes
+ * into the existing latest.json (or a new one).
+ */
+export async function writeResults(
+  outDir: string,
+  report: BenchReport,
+  name: 'latest' | 'quick' = 'latest',
+): Promise<{ json: string; svg: string }> {
   mkdirSync(outDir, { recursive: true });
-  const json = path.join(outDir, 'latest.json');
+  const json = path.join(outDir, `${name}.json`);
   const previous = existsSync(json) ? (JSON.parse(readFileSync(json, 'utf8')) as Partial<BenchReport>) : null;
   const merged: BenchReport = previous?.soak && !report.soak ? { ...report, soak: previous.soak } : report;
   writeFileSync(json, `${JSON.stringify(merged, null, 2)}\n`);
-  const svg = path.join(outDir, 'latest.svg');
+  const svg = path.join(outDir, `${name}.svg`);
   const rows = report.summary.map((s) => ({
     scenario: `${s.scenario} (${s.connections})`,
     design: s.design,

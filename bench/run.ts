@@ -3,6 +3,7 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { HELP, integerFlag, parseCommandLine, usageError } from '../src/cli/args.js';
 import { defaultOptions, runBench, runSoak, type BenchOptions } from './harness.js';
 import { formatProfile } from './profile.js';
 import { formatReport, formatSoak, writeResults, writeSoak } from './report.js';
@@ -15,7 +16,8 @@ const help = `npm run bench -- [options]
   --duration S        seconds per scenario (default 10)
   --passes N          passes; medians are reported (default 3)
   --warmup S          warm-up load per service start (default 2)
-  --quick             smoke run: 2 s per scenario, 1 pass, 1 s warm-up, 1,000 SKUs
+  --quick             smoke run: 2 s per scenario, 1 pass, 1 s warm-up, 1,000 SKUs; writes quick.json and
+                      quick.svg (not committed), never the published latest.*
   --skus N            SKUs of the carts and reads scenarios (default 10000)
   --pool N            DATABASE_POOL_SIZE of every design (default 16)
   --env KEY=VALUE     extra environment for the service under test (repeatable), e.g. WRITER_MAX_BATCH=200
@@ -28,45 +30,42 @@ const help = `npm run bench -- [options]
   --wait-quiet S      before each design, wait up to S s for other work on the machine to stop (default 60; 0: never)
   --out DIR           results directory (default bench/results)
   --keep-db           keep the bench databases afterwards
+  --help              this text
+
+Exit 0: the invariants held in every run; 1: one failed; 2: a bad flag.
 `;
 
-const { values } = parseArgs({
-  options: {
-    designs: { type: 'string' },
-    scenarios: { type: 'string' },
-    duration: { type: 'string' },
-    passes: { type: 'string' },
-    warmup: { type: 'string' },
-    quick: { type: 'boolean', default: false },
-    skus: { type: 'string' },
-    pool: { type: 'string' },
-    env: { type: 'string', multiple: true },
-    url: { type: 'string' },
-    header: { type: 'string', multiple: true },
-    profile: { type: 'boolean', default: false },
-    soak: { type: 'string' },
-    rate: { type: 'string' },
-    'soak-design': { type: 'string' },
-    out: { type: 'string' },
-    'keep-db': { type: 'boolean', default: false },
-    'wait-quiet': { type: 'string' },
-    help: { type: 'boolean', default: false },
-  },
-});
-
-if (values.help) {
-  console.log(help);
-  process.exit(0);
-}
+const values = parseCommandLine(help, () =>
+  parseArgs({
+    options: {
+      designs: { type: 'string' },
+      scenarios: { type: 'string' },
+      duration: { type: 'string' },
+      passes: { type: 'string' },
+      warmup: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      skus: { type: 'string' },
+      pool: { type: 'string' },
+      env: { type: 'string', multiple: true },
+      url: { type: 'string' },
+      header: { type: 'string', multiple: true },
+      profile: { type: 'boolean', default: false },
+      soak: { type: 'string' },
+      rate: { type: 'string' },
+      'soak-design': { type: 'string' },
+      out: { type: 'string' },
+      'keep-db': { type: 'boolean', default: false },
+      'wait-quiet': { type: 'string' },
+      help: HELP,
+    },
+  }),
+);
 
 function list<T extends string>(value: string | undefined, allowed: readonly T[], what: string): T[] | undefined {
   if (value === undefined) return undefined;
   const items = value.split(',').map((s) => s.trim()).filter(Boolean);
   for (const item of items) {
-    if (!(allowed as readonly string[]).includes(item)) {
-      console.error(`unknown ${what} "${item}"; one of ${allowed.join(', ')}`);
-      process.exit(2);
-    }
+    if (!(allowed as readonly string[]).includes(item)) usageError(`unknown ${what} "${item}"; one of ${allowed.join(', ')}`);
   }
   return items as T[];
 }
@@ -74,17 +73,15 @@ function list<T extends string>(value: string | undefined, allowed: readonly T[]
 function number(value: string | undefined, what: string): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) {
-    console.error(`--${what} needs a positive number`);
-    process.exit(2);
-  }
+  if (!Number.isFinite(n) || n <= 0) usageError(`--${what} needs a positive number (got "${value}")`);
   return n;
 }
 
-function pairs(values: string[] | undefined, separator: string): Record<string, string> {
+function pairs(values: string[] | undefined, separator: string, flag: string): Record<string, string> {
   return Object.fromEntries(
     (values ?? []).map((v) => {
       const i = v.indexOf(separator);
+      if (i <= 0) usageError(`--${flag} needs NAME${separator}VALUE (got "${v}")`);
       return [v.slice(0, i).trim(), v.slice(i + 1).trim()];
     }),
   );
@@ -99,12 +96,12 @@ o.passes = Math.round(number(values.passes, 'passes') ?? o.passes);
 o.warmupSeconds = values.warmup === '0' ? 0 : (number(values.warmup, 'warmup') ?? o.warmupSeconds);
 o.skuCount = Math.round(number(values.skus, 'skus') ?? o.skuCount);
 o.poolSize = Math.round(number(values.pool, 'pool') ?? o.poolSize);
-o.serverEnv = pairs(values.env, '=');
-o.headers = pairs(values.header, ':');
+o.serverEnv = pairs(values.env, '=', 'env');
+o.headers = pairs(values.header, ':', 'header');
 o.url = values.url ?? null;
 o.profile = values.profile;
 o.keepDatabases = values['keep-db'];
-if (values['wait-quiet'] !== undefined) o.waitQuietSeconds = Number(values['wait-quiet']) || 0;
+if (values['wait-quiet'] !== undefined) o.waitQuietSeconds = integerFlag('wait-quiet', values['wait-quiet'], 0, 0);
 if (values.out) o.outDir = path.resolve(values.out);
 
 if (values.soak) {
@@ -129,6 +126,7 @@ console.log(
 const report = await runBench(o);
 console.log(`\n${formatReport(report)}`);
 for (const p of report.profiles) console.log(`\n${formatProfile({ ...p, functions: p.functions.slice(0, 15), packages: p.packages.slice(0, 12), owners: p.owners.slice(0, 12) })}`);
-const files = await writeResults(o.outDir, report);
+// A smoke run's figures are not the published ones: it never replaces latest.*.
+const files = await writeResults(o.outDir, report, values.quick ? 'quick' : 'latest');
 console.log(`\nwrote ${files.json} and ${files.svg}`);
 process.exit(report.invariantsOk ? 0 : 1);

@@ -12,33 +12,45 @@ import pg from 'pg';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { buildApp, type BuildOptions, type Runtime } from '../src/app.js';
+import { HELP, integerFlag, parseCommandLine, usageError } from '../src/cli/args.js';
 import { loadConfig } from '../src/config.js';
 import { migrate } from '../src/store/database.js';
 import { PgOnlyDesign } from './baselines/pg-only.js';
 import { RedisOnlyDesign } from './baselines/redis-only.js';
 import { designNames, type ServerCommand, type ServerMessage } from './types.js';
 
-const { values } = parseArgs({
-  options: {
-    design: { type: 'string', default: 'durable' },
-    port: { type: 'string', default: '0' },
-    host: { type: 'string', default: '127.0.0.1' },
-    database: { type: 'string' },
-    prefix: { type: 'string' },
-    'admin-url': { type: 'string', default: process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres' },
-  },
-});
+const usage = `npx tsx bench/server.ts [--design D] [--port N] [--host H] [--database NAME] [--prefix P] [--admin-url URL]
+
+One design behind the service's HTTP layer, on a fresh database (dropped and created again) and Redis key prefix.
+
+  --design D        ${designNames.join(', ')} (default durable)
+  --port N          port, 0 for any free one (default 0)
+  --host H          address to listen on (default 127.0.0.1)
+  --database NAME   database, a-z 0-9 _ (default irs_bench_<design>)
+  --prefix P        Redis key prefix (default bench:<design>:)
+  --admin-url URL   PostgreSQL server to create it on (default BENCH_DATABASE_URL, else the local one)
+  --help            this text
+`;
+
+const values = parseCommandLine(usage, () =>
+  parseArgs({
+    options: {
+      design: { type: 'string', default: 'durable' },
+      port: { type: 'string' },
+      host: { type: 'string', default: '127.0.0.1' },
+      database: { type: 'string' },
+      prefix: { type: 'string' },
+      'admin-url': { type: 'string', default: process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres' },
+      help: HELP,
+    },
+  }),
+);
 
 const design = values.design as (typeof designNames)[number];
-if (!designNames.includes(design)) {
-  console.error(`unknown design ${values.design}; one of ${designNames.join(', ')}`);
-  process.exit(2);
-}
+if (!designNames.includes(design)) usageError(`unknown design ${values.design}; one of ${designNames.join(', ')}`);
+const port = integerFlag('port', values.port, 0, 0);
 const dbName = values.database ?? `irs_bench_${design.replace(/-/g, '_')}`;
-if (!/^[a-z0-9_]+$/.test(dbName)) {
-  console.error(`database name ${dbName}: use a-z 0-9 _`);
-  process.exit(2);
-}
+if (!/^[a-z0-9_]+$/.test(dbName)) usageError(`database name ${dbName}: use a-z 0-9 _`);
 const prefix = values.prefix ?? `bench:${design}:`;
 const adminUrl = values['admin-url'];
 const databaseUrl = new URL(adminUrl);
@@ -97,9 +109,9 @@ if (design === 'pg-only') {
 
 const app = await buildApp(config, options);
 app.addHook('onClose', async () => closeDesign());
-await app.listen({ host: values.host, port: Number(values.port) });
+await app.listen({ host: values.host, port });
 const address = app.server.address();
-const port = typeof address === 'object' && address ? address.port : Number(values.port);
+const listening = typeof address === 'object' && address ? address.port : port;
 
 const send = (message: ServerMessage) => process.send?.(message);
 
@@ -114,9 +126,9 @@ if (process.send) {
   });
   // The orchestrator died: do not linger.
   process.on('disconnect', () => void app.close().finally(() => process.exit(0)));
-  send({ type: 'ready', port, pid: process.pid, databaseUrl: databaseUrl.toString(), redisPrefix: prefix });
+  send({ type: 'ready', port: listening, pid: process.pid, databaseUrl: databaseUrl.toString(), redisPrefix: prefix });
 } else {
-  console.log(`${design} listening on http://${values.host}:${port} (database ${dbName}, Redis prefix ${prefix})`);
+  console.log(`${design} listening on http://${values.host}:${listening} (database ${dbName}, Redis prefix ${prefix})`);
   const stop = () => void app.close().finally(() => process.exit(0));
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);

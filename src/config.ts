@@ -90,12 +90,15 @@ export function addressOf(value: string): string {
   return URL_RULES.DATABASE_URL.schemes.some((s) => s === url.protocol) ? `${address}${url.pathname}` : address;
 }
 
-/** Reads and validates the environment; throws one error naming every bad variable, never quoting a secret. */
+/**
+ * Reads and validates `env` (the process environment by default, and then nothing else: a test's or a tool's own
+ * `env` is not mixed with the caller's shell); throws one error naming every bad variable, never quoting a secret.
+ */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   let config: Config | undefined;
   const problems: string[] = [];
   try {
-    config = envSchema<Config>({ schema: ConfigSchema, data: env });
+    config = envSchema<Config>({ schema: ConfigSchema, data: env, env: false });
   } catch (err) {
     problems.push((err as Error).message);
   }

@@ -12,20 +12,39 @@ import { execFileSync, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { HELP, integerFlag, parseCommandLine, usageError } from '../../src/cli/args.js';
 import { cleanup, closeShared, connectShared, defaultOptions, repoRoot, startServer } from '../harness.js';
 import { median, round } from '../stats.js';
 import { designNames, type Design } from '../types.js';
 
-const { values } = parseArgs({
-  options: {
-    passes: { type: 'string', default: '3' },
-    duration: { type: 'string', default: '10' },
-    designs: { type: 'string', default: designNames.join(',') },
-    connections: { type: 'string', default: '64' },
-  },
-});
-const passes = Number(values.passes);
-const designs = values.designs.split(',') as Design[];
+const usage = `npm run bench:wrk -- [--passes N] [--duration S] [--designs LIST] [--connections N]
+
+The flash sale measured with wrk (needs wrk on the PATH) against each design, behind bench/server.ts as in
+\`npm run bench\`; medians over passes, written to bench/results/wrk.json. Exit 2: a bad flag, or no wrk.
+
+  --passes N        passes; the designs take turns within each (default 3)
+  --duration S      seconds of load per design and pass (default 10)
+  --designs LIST    ${designNames.join(',')} (default: all)
+  --connections N   wrk connections (default 64)
+  --help            this text
+`;
+
+const values = parseCommandLine(usage, () =>
+  parseArgs({
+    options: {
+      passes: { type: 'string' },
+      duration: { type: 'string' },
+      designs: { type: 'string', default: designNames.join(',') },
+      connections: { type: 'string' },
+      help: HELP,
+    },
+  }),
+);
+const passes = integerFlag('passes', values.passes, 3);
+const duration = integerFlag('duration', values.duration, 10);
+const connections = integerFlag('connections', values.connections, 64);
+const designs = values.designs.split(',').map((d) => d.trim()) as Design[];
+for (const d of designs) if (!(designNames as readonly string[]).includes(d)) usageError(`unknown design "${d}"; one of ${designNames.join(', ')}`);
 const SKU = 'wrk-flash';
 const script = path.join(repoRoot, 'bench/wrk/flash.lua');
 
@@ -55,7 +74,7 @@ function wrkVersion(): string {
 /** One wrk run; its Lua done() prints the `outcomes` and `summary` lines parsed here. */
 function wrk(url: string, seconds: number): Promise<Omit<WrkRun, 'design' | 'pass'>> {
   return new Promise((resolve, reject) => {
-    const child = spawn('wrk', ['-t1', `-c${values.connections}`, `-d${seconds}s`, '--latency', '-s', script, url], {
+    const child = spawn('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-s', script, url], {
       env: { ...process.env, SKU },
     });
     let out = '';
@@ -77,7 +96,7 @@ function wrk(url: string, seconds: number): Promise<Omit<WrkRun, 'design' | 'pas
 
 const o = { ...defaultOptions(), tag: 'wrk' };
 const version = wrkVersion();
-console.log(`bench:wrk: ${designs.join(', ')} × flash sale, ${values.connections} connections; ${passes} pass(es) × ${values.duration} s; ${version}`);
+console.log(`bench:wrk: ${designs.join(', ')} × flash sale, ${connections} connections; ${passes} pass(es) × ${duration} s; ${version}`);
 const shared = await connectShared(o);
 const runs: WrkRun[] = [];
 for (let pass = 1; pass <= passes; pass++) {
@@ -92,7 +111,7 @@ for (let pass = 1; pass <= passes; pass++) {
       });
       if (seeded.status !== 200) throw new Error(`${design}: seeding answered ${seeded.status}`);
       await wrk(server.url, 2); // warm-up
-      const run = { design, pass, ...(await wrk(server.url, Number(values.duration))) };
+      const run = { design, pass, ...(await wrk(server.url, duration)) };
       runs.push(run);
       const outcomes = Object.entries(run.outcomes).map(([k, v]) => `${k} ${v}`).join(', ');
       console.log(`  pass ${pass}  ${design.padEnd(10)} ${Math.round(run.rps)} req/s  p50 ${run.p50} p99 ${run.p99} max ${run.max} ms  ${outcomes}  socket errors ${run.errors}`);
@@ -121,5 +140,5 @@ const ratios = {
 };
 console.log(`\nratios (median over passes of the ratio within a pass): durable / pg-only ${ratios.durableOverPgOnly}, durable / redis-only ${ratios.durableOverRedisOnly}`);
 const file = path.join(o.outDir, 'wrk.json');
-writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), wrk: version, connections: Number(values.connections), passes, durationSeconds: Number(values.duration), rows, ratios, runs }, null, 2));
+writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), wrk: version, connections, passes, durationSeconds: duration, rows, ratios, runs }, null, 2));
 console.log(`wrote ${path.relative(repoRoot, file)}`);

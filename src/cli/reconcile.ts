@@ -1,17 +1,44 @@
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { buildApp } from '../app.js';
-import { loadConfig } from '../config.js';
+import { addressOf, loadConfig } from '../config.js';
 import { logOptions } from '../log.js';
 import { reconcile, type ReconcileReport } from '../jobs/reconcile.js';
 import { migrate } from '../store/database.js';
+import { HELP, parseCommandLine } from './args.js';
 
-/** `npm run reconcile [-- --repair] [-- --json]`: compare Redis with PostgreSQL; repair from PostgreSQL. */
-const { values } = parseArgs({
-  options: { repair: { type: 'boolean', default: false }, json: { type: 'boolean', default: false } },
-});
-const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', RECONCILE_INTERVAL_MS: '0' });
-await migrate(config.DATABASE_URL, pino(logOptions('warn')));
+const usage = `npm run reconcile -- [--repair] [--json]
+  (in production: node dist/src/cli/reconcile.js [--repair] [--json])
+
+Compares Redis with PostgreSQL (the source of truth) per item and location, and lists orphaned holds (granted in
+Redis, never recorded). Exit 0: they agree (or were repaired); 1: they differ (a dry run), or it failed; 2: a bad flag.
+
+  --repair    drop orphaned holds and, if drift remains, rebuild Redis from PostgreSQL (mutations answer 503
+              for the seconds the rebuild takes)
+  --json      print the report as JSON
+  --help      this text
+
+Reads the service's environment (DATABASE_URL, REDIS_URL, REDIS_KEY_PREFIX, …; see the README).
+`;
+
+const values = parseCommandLine(usage, () =>
+  parseArgs({ options: { repair: { type: 'boolean', default: false }, json: { type: 'boolean', default: false }, help: HELP } }),
+);
+let config;
+try {
+  config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', RECONCILE_INTERVAL_MS: '0' });
+} catch (err) {
+  // loadConfig's messages name the variable and mask every secret.
+  console.error(`Invalid configuration: ${(err as Error).message}`);
+  process.exit(1);
+}
+try {
+  // Quiet: a failure is reported below, in one line.
+  await migrate(config.DATABASE_URL, pino(logOptions('fatal')));
+} catch (err) {
+  console.error(`cannot prepare PostgreSQL at ${addressOf(config.DATABASE_URL)}: ${(err as Error).message}`);
+  process.exit(1);
+}
 const app = await buildApp(config);
 try {
   await app.runtime.recovery.ensure();

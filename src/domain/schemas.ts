@@ -15,7 +15,7 @@ import { Type, type Static, type TSchema } from 'typebox';
  *   control character.
  * Lengths count code points (an emoji is one). The ranges are `\u` escapes rather than `\p{Cc}`/`\p{Cs}` so that the
  * OpenAPI document's readers without Unicode property escapes read them too; Ajv compiles patterns with the `u` flag
- * (`unicodeRegExp`, set in app.ts), under which `\uD800-\uDFFF` matches only unpaired surrogates, never a pair.
+ * (`unicodeRegExp`, set in plugins/http.ts), under which `\uD800-\uDFFF` matches only unpaired surrogates, never a pair.
  * Each pattern's sentence is what a client reads in a 400 (`patternMessages`).
  */
 const IDENTIFIER_PATTERN = '^(?!\\.{1,2}$)[A-Za-z0-9._:-]*$'; // `*`: minLength says an empty one is too short
@@ -31,17 +31,18 @@ export const patternMessages: Readonly<Record<string, string>> = {
   [IDEMPOTENCY_KEY_PATTERN]: 'may contain only visible ASCII characters (0x21–0x7E)',
 };
 
-const identifier = (maxLength: number, description: string) =>
-  Type.String({ minLength: 1, maxLength, pattern: IDENTIFIER_PATTERN, description });
+const identifier = (maxLength: number, description: string, example: string) =>
+  Type.String({ minLength: 1, maxLength, pattern: IDENTIFIER_PATTERN, description, examples: [example] });
 const label = (options: { minLength?: number; maxLength: number; description: string }) =>
   Type.String({ ...options, pattern: LABEL_PATTERN });
 const text = (options: { minLength?: number; maxLength: number; description?: string }) =>
   Type.String({ ...options, pattern: TEXT_PATTERN });
 
-export const ItemId = identifier(128, 'Item identifier: 1–128 of A–Z a–z 0–9 . _ : -, not "." or ".."');
+export const ItemId = identifier(128, 'Item identifier: 1–128 of A–Z a–z 0–9 . _ : -, not "." or ".."', 'sku-tshirt-m');
 export const Location = identifier(
   64,
   'Stock location: 1–64 of A–Z a–z 0–9 . _ : -, not "." or ".."; omitted means "default"',
+  'wh-2',
 );
 export const DEFAULT_LOCATION = 'default';
 export const DEFAULT_TTL_SECONDS = 900;
@@ -93,24 +94,47 @@ export const ReservationRequest = Type.Object(
 export type ReservationRequest = Static<typeof ReservationRequest>;
 
 export const IdempotencyHeaders = Type.Object({
-  'idempotency-key': Type.String({ minLength: 1, maxLength: 255, pattern: IDEMPOTENCY_KEY_PATTERN }),
+  'idempotency-key': Type.String({
+    minLength: 1,
+    maxLength: 255,
+    pattern: IDEMPOTENCY_KEY_PATTERN,
+    description:
+      'Required: 1–255 visible ASCII characters (0x21–0x7E), chosen by the client, one per reservation it means to ' +
+      'make (a cart or checkout id will do). The same key with the same body, within the idempotency retention ' +
+      '(24 h by default), answers the first success again, with `Idempotent-Replayed: true`, and holds nothing more; ' +
+      'with another body it is `422 idempotency_key_reused`. A request that failed binds nothing: retry a 503 with the ' +
+      'same key. Keys are scoped per API key.',
+    examples: ['checkout-8421-1'],
+  }),
 });
 
-export const LineDocument = Type.Object({ itemId: Type.String(), location: Type.String(), quantity: Type.Integer() });
+export const LineDocument = Type.Object({
+  itemId: Type.String(),
+  location: Type.String({ description: 'Where the units are held ("default" when the request named none)' }),
+  quantity: Type.Integer(),
+});
 
 export const ReservationDocument = Type.Object({
-  id: Type.String(),
-  status: ReservationStatus,
-  reference: Type.Union([Type.String(), Type.Null()]),
+  id: Type.String({ description: 'The reservation id (a UUIDv7)' }),
+  status: Type.Union(ReservationStatus.anyOf, {
+    description:
+      '`pending` (units held until `expiresAt`) → `confirmed` (sold), `released` (given back) or `expired` (read so the ' +
+      'instant `expiresAt` passes); the last three never change again',
+  }),
+  reference: Type.Union([Type.String(), Type.Null()], { description: "The request's `reference`, or null" }),
   lines: Type.Array(LineDocument),
   expiresAt: Timestamp,
   createdAt: Timestamp,
   updatedAt: Timestamp,
-  metadata: StringMap(Type.String()),
+  metadata: StringMap(Type.String(), { description: "The request's `metadata`, or {}" }),
 });
 export type ReservationDocument = Static<typeof ReservationDocument>;
 
-const Figures = { onHand: Type.Integer(), reserved: Type.Integer(), available: Type.Integer() };
+const Figures = {
+  onHand: Type.Integer({ description: 'Units physically held and not yet sold' }),
+  reserved: Type.Integer({ description: 'Units held by pending reservations that have not expired' }),
+  available: Type.Integer({ description: 'max(0, onHand − reserved) per location; the sum of the locations at the top' }),
+};
 export const AvailabilityDocument = Type.Object({
   itemId: Type.String(),
   ...Figures,
@@ -140,19 +164,32 @@ export const StockAdjustRequest = Type.Object(
 
 export const ItemParams = Type.Object({ itemId: ItemId });
 /** Any shape: an id that names no reservation is a 404, never a 400 (api.md). */
-export const ReservationParams = Type.Object({ id: Type.String() });
+export const ReservationParams = Type.Object({
+  id: Type.String({ description: 'The reservation id', examples: ['01a217ba-1200-7c1e-9a4f-5d2b8e3c6a10'] }),
+});
 
 export const Problem = Type.Object(
   {
-    type: Type.String(),
-    title: Type.String(),
-    status: Type.Integer(),
-    code: Type.String(),
-    detail: Type.Optional(Type.String()),
-    errors: Type.Optional(Type.Array(Type.Object({ field: Type.String(), message: Type.String() }))),
+    type: Type.String({ description: 'Always `about:blank`: `code` says what happened' }),
+    title: Type.String({ description: "The code's title (the error catalogue's)" }),
+    status: Type.Integer({ description: 'The HTTP status, repeated' }),
+    code: Type.String({ description: 'The stable word clients switch on (see "Errors" in the API description)' }),
+    detail: Type.Optional(Type.String({ description: 'This occurrence in words, for people; do not parse it' })),
+    errors: Type.Optional(
+      Type.Array(Type.Object({ field: Type.String(), message: Type.String() }), {
+        description: '`validation_failed`: each field (a JSON path, a header name, or `body`) and the rule it breaks',
+      }),
+    ),
     lines: Type.Optional(
       Type.Array(
         Type.Object({ itemId: Type.String(), location: Type.String(), requested: Type.Integer(), available: Type.Integer() }),
+        { description: '`insufficient_stock`: each short line, what it asked for and what there is' },
+      ),
+    ),
+    checks: Type.Optional(
+      Type.Object(
+        { redis: Type.String(), postgres: Type.String(), state: Type.String() },
+        { description: 'Readiness (`GET /health/ready`) only: the state of each dependency' },
       ),
     ),
   },

@@ -121,7 +121,7 @@ export function registerFraming(app: FastifyInstance): void {
     endWithProblem(socket, 'method_not_allowed', 'CONNECT is not served here; this is not a proxy', { headers: { Allow: '' } });
   });
   // RFC 9112 §3.2: an HTTP/1.1 request without a Host, or any request with more than one, is a 400. Node's own check
-  // answers with an empty body, so it is off (app.ts) and this hook, first of all, says it as a problem. A request
+  // answers with an empty body, so it is off (plugins/http.ts) and this hook, first of all, says it as a problem. A request
   // line without a version (HTTP/0.9, which has no headers and no body) is refused too: Node's parser reads headers
   // and a body after it anyway, a framing no client should rely on.
   app.addHook('onRequest', async (request, reply) => {

@@ -38,7 +38,7 @@ interface AjvError {
   params: Record<string, unknown>;
   /** Set on the errors of a `propertyNames` subschema, which fail the key, not the object they sit on. */
   propertyName?: string;
-  /** The failing keyword's value and the schema holding it (Ajv's `verbose`, set in app.ts). */
+  /** The failing keyword's value and the schema holding it (Ajv's `verbose`, set in plugins/http.ts). */
   schema?: unknown;
   parentSchema?: Record<string, unknown>;
 }

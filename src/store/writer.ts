@@ -1,38 +1,12 @@
 import type pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
-import type { Line, ReservationRecord } from '../domain/reservation.js';
 import type { Metrics } from '../metrics.js';
 import { batchValues, RECORD_BATCH, resultsOf, type Outcome } from './batch-statement.js';
 import { checkOut } from './database.js';
+import type { RecordOp, RecordResult } from './record.js';
 
-export type Transition = 'confirmed' | 'released' | 'expired';
-
-/** What one request asks PostgreSQL to record. `generation` is the Redis state generation it was decided under. */
-export type RecordOp =
-  | {
-      kind: 'reserve';
-      generation: string;
-      reservation: ReservationRecord;
-      idempotency: { scope: string; key: string; requestHash: string; statusCode: number; response: unknown };
-    }
-  | { kind: 'transition'; generation: string; reservationId: string; to: Transition; at: Date; lines: readonly Line[] }
-  | {
-      kind: 'stock';
-      generation: string;
-      itemId: string;
-      location: string;
-      onHandDelta: number;
-      movement: 'set' | 'adjust';
-      reason: string | null;
-    };
-
-/**
- * - recorded: committed.
- * - conflict: not applied because PostgreSQL already had the final word (the idempotency key was taken, or the
- *   reservation was no longer pending).
- * - stale: not applied because Redis was rebuilt after the decision (the fence).
- */
-export type RecordResult = 'recorded' | 'conflict' | 'stale';
+// The operations and their results live in ./record.js, which the batch statement reads too.
+export type { RecordOp, RecordResult, Transition } from './record.js';
 
 /**
  * The batch did not commit (`committed: false`), or its fate could not be learned yet (`'unknown'`: PostgreSQL was

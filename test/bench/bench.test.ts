@@ -40,5 +40,12 @@ describe('benchmark harness (smoke)', () => {
     const files = await writeResults(out, report);
     expect(JSON.parse(readFileSync(files.json, 'utf8')).summary).toHaveLength(1);
     expect(existsSync(files.svg)).toBe(true);
+
+    // A smoke run (--quick) writes quick.*, and leaves the published latest.* as they were.
+    const published = readFileSync(files.json, 'utf8');
+    const quick = await writeResults(out, { ...report, startedAt: 'quick' }, 'quick');
+    expect([path.basename(quick.json), path.basename(quick.svg)]).toEqual(['quick.json', 'quick.svg']);
+    expect(JSON.parse(readFileSync(quick.json, 'utf8')).startedAt).toBe('quick');
+    expect(readFileSync(files.json, 'utf8')).toBe(published);
   }, 120_000);
 });

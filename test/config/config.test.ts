@@ -59,6 +59,19 @@ describe('connection URLs (refused at start, named, password masked)', () => {
     }
   });
 
+  it('reads the environment it is given, and nothing else', () => {
+    const saved = process.env.RATE_LIMIT_MAX;
+    process.env.RATE_LIMIT_MAX = '5';
+    try {
+      expect(loadConfig({}).RATE_LIMIT_MAX).toBe(0);
+      expect(loadConfig({ RATE_LIMIT_MAX: '7' }).RATE_LIMIT_MAX).toBe(7);
+      expect(loadConfig().RATE_LIMIT_MAX).toBe(5);
+    } finally {
+      if (saved === undefined) delete process.env.RATE_LIMIT_MAX;
+      else process.env.RATE_LIMIT_MAX = saved;
+    }
+  });
+
   it('names a dependency by host and port (and database), never its credentials', () => {
     expect(addressOf(`redis://:${SECRET}@cache.example:6380`)).toBe('cache.example:6380');
     expect(addressOf('rediss://cache.example')).toBe('cache.example:6379');

@@ -6,6 +6,7 @@ import { buildApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { migrate } from '../../src/store/database.js';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
+import { testRedisUrl } from './servers.js';
 
 export interface TestApp {
   app: FastifyInstance;
@@ -16,8 +17,8 @@ export interface TestApp {
 }
 
 /**
- * A fully wired app on its own PostgreSQL database and its own Redis key prefix (on the local Redis unless
- * REDIS_URL is overridden), migrated and ready; `close()` removes both.
+ * A fully wired app on its own PostgreSQL database and its own Redis key prefix, on the servers DATABASE_URL and
+ * REDIS_URL name (test/helpers/servers.ts; `overrides` win), migrated and ready; `close()` removes both.
  */
 export async function startTestApp(overrides: Record<string, string | number> = {}): Promise<TestApp> {
   let database: TestDatabase | undefined;
@@ -28,6 +29,7 @@ export async function startTestApp(overrides: Record<string, string | number> = 
   }
   const env: Record<string, string> = {
     LOG_LEVEL: 'silent',
+    REDIS_URL: testRedisUrl(),
     REDIS_KEY_PREFIX: `t${randomBytes(4).toString('hex')}:`,
     SWEEPER_INTERVAL_MS: '100',
     ...Object.fromEntries(Object.entries(overrides).map(([k, v]) => [k, String(v)])),

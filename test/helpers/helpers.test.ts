@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from './ports.js';
 import { createTestDatabase, startPostgres } from './postgres.js';
 import { startRedis, type RedisServer } from './redis-server.js';
+import { testPostgresUrl } from './servers.js';
 import { startTcpProxy } from './tcp-proxy.js';
 
 const PG_TIMEOUT_MS = 60_000;
@@ -137,7 +138,7 @@ describe('createTestDatabase', () => {
       client.on('error', () => undefined);
 
       await db.drop();
-      const base = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+      const base = testPostgresUrl();
       const left = await pgQuery<{ n: string }>(
         base,
         `SELECT count(*) AS n FROM pg_database WHERE datname = '${db.name}'`,

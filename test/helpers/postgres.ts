@@ -6,8 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { freePort, onProcessExit } from './ports.js';
-
-const DEFAULT_BASE_URL = 'postgres://postgres@127.0.0.1:5432/postgres';
+import { testPostgresUrl } from './servers.js';
 const PG_BIN_DIR = '/usr/lib/postgresql/15/bin';
 
 // ---------------------------------------------------------------------------
@@ -32,9 +31,8 @@ async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>)
   }
 }
 
-export async function createTestDatabase(
-  baseUrl: string = process.env.TEST_DATABASE_URL ?? DEFAULT_BASE_URL,
-): Promise<TestDatabase> {
+/** A fresh database on `baseUrl`'s server (by default DATABASE_URL's: test/helpers/servers.ts). */
+export async function createTestDatabase(baseUrl: string = testPostgresUrl()): Promise<TestDatabase> {
   // Hex-only name: safe to interpolate (CREATE DATABASE cannot take bind parameters).
   const name = `irs_test_${randomBytes(6).toString('hex')}`;
   await withClient(baseUrl, (c) => c.query(`CREATE DATABASE "${name}"`));

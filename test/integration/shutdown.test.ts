@@ -8,6 +8,7 @@ import { Keys } from '../../src/redis/keys.js';
 import { stockField } from '../../src/redis/layout.js';
 import { freePort } from '../helpers/ports.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
+import { testRedisUrl } from '../helpers/servers.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -40,7 +41,7 @@ describe('graceful shutdown (SIGTERM)', () => {
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     child.stdout.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    const redis = new Redis();
+    const redis = new Redis(testRedisUrl());
     try {
       await waitReady(url);
       const item = `sku-${randomBytes(4).toString('hex')}`;

@@ -4,6 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { luaLayout } from '../../src/redis/layout.js';
 import { scriptNames, scriptSource } from '../../src/redis/scripts.js';
 import { HoldState, ScriptStatus } from '../../src/redis/status.js';
+import { testRedisUrl } from '../helpers/servers.js';
 
 const luaDir = new URL('../../src/redis/lua/', import.meta.url);
 const luaFiles = [
@@ -12,7 +13,7 @@ const luaFiles = [
 ];
 
 describe('Lua scripts', () => {
-  const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { lazyConnect: true });
+  const redis = new Redis(testRedisUrl(), { lazyConnect: true });
   afterAll(() => redis.quit());
 
   it('every script file is registered, and every registered script has a file', () => {

@@ -1,25 +1,48 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import type { Runtime } from '../../app.js';
-import { reconcile } from '../../jobs/reconcile.js';
+import { reconcile, type ReconcileDeps } from '../../jobs/reconcile.js';
+import { documented, problems } from '../openapi.js';
 
 const Figures = Type.Object({ onHand: Type.Integer(), reserved: Type.Integer(), holds: Type.Integer() });
 const Report = Type.Object({
-  checkedItems: Type.Integer(),
-  drift: Type.Array(Type.Object({ itemId: Type.String(), location: Type.String(), redis: Figures, postgres: Figures })),
+  checkedItems: Type.Integer({ description: 'Items compared (from PostgreSQL and Redis, never a keyspace scan)' }),
+  drift: Type.Array(Type.Object({ itemId: Type.String(), location: Type.String(), redis: Figures, postgres: Figures }), {
+    description: 'Each (item, location) whose figures differ across two looks a second apart',
+  }),
   orphanHolds: Type.Array(
     Type.Object({ itemId: Type.String(), field: Type.String(), reservationId: Type.String(), ageMs: Type.Integer() }),
+    { description: 'Holds Redis granted that PostgreSQL never recorded (their request died in between)' },
   ),
-  repair: Type.Union([Type.Object({ orphansDropped: Type.Integer(), rebuilt: Type.Boolean() }), Type.Null()]),
+  repair: Type.Union([Type.Object({ orphansDropped: Type.Integer(), rebuilt: Type.Boolean() }), Type.Null()], {
+    description: 'What the repair did; null for a dry run',
+  }),
 });
 
+const clean = { checkedItems: 1250, drift: [], orphanHolds: [], repair: null };
+const drifted = {
+  checkedItems: 1250,
+  drift: [
+    {
+      itemId: 'sku-tshirt-m',
+      location: 'default',
+      redis: { onHand: 100, reserved: 9, holds: 4 },
+      postgres: { onHand: 100, reserved: 7, holds: 3 },
+    },
+  ],
+  orphanHolds: [{ itemId: 'sku-tshirt-m', field: '01a217ba-1200-7c1e-9a4f-5d2b8e3c6a10:default', reservationId: '01a217ba-1200-7c1e-9a4f-5d2b8e3c6a10', ageMs: 42_000 }],
+  repair: null,
+};
+
 /** Operator endpoints; the same code as `npm run reconcile`. */
-export const adminRoutes: FastifyPluginAsyncTypebox<{ runtime: Runtime }> = async (app, { runtime }) => {
+export const adminRoutes: FastifyPluginAsyncTypebox<{ reconcileDeps: ReconcileDeps; orphanAfterMs: number }> = async (
+  app,
+  { reconcileDeps, orphanAfterMs },
+) => {
   const run = (repair: boolean) =>
-    reconcile(runtime.reconcileDeps, {
+    reconcile(reconcileDeps, {
       dropOrphans: repair,
       rebuildOnDrift: repair,
-      orphanAfterMs: runtime.config.ORPHAN_HOLD_AFTER_MS,
+      orphanAfterMs,
       settleMs: 1000,
     });
 
@@ -28,9 +51,16 @@ export const adminRoutes: FastifyPluginAsyncTypebox<{ runtime: Runtime }> = asyn
     {
       config: { access: 'operator' },
       schema: {
+        operationId: 'getReconciliation',
         tags: ['operations'],
         summary: 'Compare Redis with PostgreSQL per item and location (dry run)',
-        response: { 200: Report },
+        description: 'The same report as `npm run reconcile`; changes nothing.',
+        response: {
+          200: documented('The differences found (none: Redis agrees with PostgreSQL)', Report, {
+            clean: { summary: 'Redis agrees with PostgreSQL', value: clean },
+            drift: { summary: 'An orphaned hold left by a process that died', value: drifted },
+          }),
+        },
       },
     },
     () => run(false),
@@ -41,10 +71,28 @@ export const adminRoutes: FastifyPluginAsyncTypebox<{ runtime: Runtime }> = asyn
     {
       config: { access: 'operator' },
       schema: {
+        operationId: 'repairReconciliation',
         tags: ['operations'],
         summary: 'Compare, then repair from PostgreSQL: drop orphaned holds, rebuild Redis if drift remains',
+        description:
+          'The same as `npm run reconcile -- --repair`. A rebuild makes mutations and availability reads answer 503 for ' +
+          'the seconds it takes. No body, or `{"repair": false}` for a dry run.',
         body: Type.Optional(Type.Object({ repair: Type.Boolean({ default: true }) }, { additionalProperties: false })),
-        response: { 200: Report },
+        bodyExamples: { repair: { summary: 'Repair (the default)', value: { repair: true } } },
+        response: {
+          200: documented('The differences found, and what the repair did', Report, {
+            repaired: {
+              summary: 'The orphaned hold dropped; no rebuild needed',
+              value: { ...drifted, repair: { orphansDropped: 1, rebuilt: false } },
+            },
+          }),
+          ...problems({
+            validation_failed: {
+              means: 'The body is not `{"repair": true|false}`.',
+              example: { detail: 'repair: must be true or false', errors: [{ field: 'repair', message: 'must be true or false' }] },
+            },
+          }),
+        },
       },
     },
     (request) => run(request.body?.repair ?? true),

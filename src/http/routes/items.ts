@@ -3,24 +3,69 @@ import {
   AvailabilityDocument,
   DEFAULT_LOCATION,
   ItemParams,
-  Problem,
   StockAdjustRequest,
   StockSetRequest,
+  type AvailabilityDocument as Availability,
 } from '../../domain/schemas.js';
 import type { StockApi } from '../../service/api.js';
+import { documented, problems, type Examples } from '../openapi.js';
+
+// Examples: one T-shirt size stocked at the default location and a second warehouse, a count, a delivery, a write-off.
+
+const twoLocations: Availability = {
+  itemId: 'sku-tshirt-m',
+  onHand: 140,
+  reserved: 7,
+  available: 133,
+  locations: [
+    { location: 'default', onHand: 100, reserved: 7, available: 93 },
+    { location: 'wh-2', onHand: 40, reserved: 0, available: 40 },
+  ],
+};
+
+const availabilityExamples: Examples<Availability> = {
+  twoLocations: { summary: 'Stocked at two locations, 7 units held by pending reservations', value: twoLocations },
+  soldOut: {
+    summary: 'Sold out: every unit on hand is held',
+    value: {
+      itemId: 'sneaker-drop-42',
+      onHand: 500,
+      reserved: 500,
+      available: 0,
+      locations: [{ location: 'default', onHand: 500, reserved: 500, available: 0 }],
+    },
+  },
+};
+
+const unavailable = 'Redis or PostgreSQL is unreachable, or Redis state is being rebuilt: nothing changed, retry.';
 
 export const itemRoutes: FastifyPluginAsyncTypebox<{ stock: StockApi }> = async (app, { stock }) => {
-  const errors = { 400: Problem, 404: Problem, 409: Problem, 503: Problem };
-
   app.get(
     '/items/:itemId/availability',
     {
       config: { access: 'client' },
       schema: {
+        operationId: 'getAvailability',
         tags: ['stock'],
         summary: 'Availability of an item, per location and in total',
+        description:
+          'Exact at every instant: a reservation past its `expiresAt` no longer counts as reserved, whether or not a ' +
+          'background job has recorded its expiry.',
         params: ItemParams,
-        response: { 200: AvailabilityDocument, ...errors },
+        response: {
+          200: documented('On-hand, reserved and available units, per location (by name) and summed', AvailabilityDocument, availabilityExamples),
+          ...problems({
+            validation_failed: {
+              means: 'The item id breaks its rule (1–128 of `A–Z a–z 0–9 . _ : -`).',
+              example: {
+                detail: 'itemId: may contain only A–Z a–z 0–9 . _ : - and may not be "." or ".."',
+                errors: [{ field: 'itemId', message: 'may contain only A–Z a–z 0–9 . _ : - and may not be "." or ".."' }],
+              },
+            },
+            item_not_found: 'The item was never stocked.',
+            unavailable: 'Redis is unreachable or its state is being rebuilt: retry.',
+          }),
+        },
       },
     },
     (request) => stock.availability(request.params.itemId),
@@ -31,11 +76,33 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ stock: StockApi }> = async 
     {
       config: { access: 'operator' },
       schema: {
+        operationId: 'setStock',
         tags: ['stock'],
         summary: 'Set the on-hand quantity of a location (absolute; creates the item/location if new)',
+        description:
+          'Safe to repeat. On-hand may be set below what is reserved (a count found units missing): existing holds ' +
+          'stay, `available` is 0 until restocked, and a confirm succeeds only while on-hand still covers it.',
         params: ItemParams,
         body: StockSetRequest,
-        response: { 200: AvailabilityDocument, ...errors },
+        bodyExamples: {
+          count: { summary: 'Count at the default location', value: { quantity: 100 } },
+          secondWarehouse: { summary: 'Stock a second warehouse', value: { quantity: 40, location: 'wh-2' } },
+        },
+        response: {
+          200: documented("The item's availability after the change", AvailabilityDocument, {
+            afterCount: { summary: 'After stocking wh-2 with 40', value: twoLocations },
+          }),
+          ...problems({
+            validation_failed: {
+              means: 'A field breaks its rule (`quantity` 0–1,000,000,000, `location` 1–64 of `A–Z a–z 0–9 . _ : -`), or an unknown field.',
+              example: {
+                detail: 'quantity: must be at most 1000000000',
+                errors: [{ field: 'quantity', message: 'must be at most 1000000000' }],
+              },
+            },
+            unavailable,
+          }),
+        },
       },
     },
     (request) => stock.set(request.params.itemId, request.body.location ?? DEFAULT_LOCATION, request.body.quantity),
@@ -46,11 +113,49 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ stock: StockApi }> = async 
     {
       config: { access: 'operator' },
       schema: {
+        operationId: 'adjustStock',
         tags: ['stock'],
         summary: 'Change the on-hand quantity of a stocked location by a delta',
+        description:
+          'Atomic with concurrent reservations; recorded in the stock ledger with its `reason`. Not idempotent: after a ' +
+          '503, read the availability before repeating it.',
         params: ItemParams,
         body: StockAdjustRequest,
-        response: { 200: AvailabilityDocument, ...errors },
+        bodyExamples: {
+          delivery: { summary: 'A delivery arrives at wh-2', value: { delta: 24, location: 'wh-2', reason: 'delivery PO-1182' } },
+          writeOff: { summary: 'Two units found damaged', value: { delta: -2, reason: 'damaged in handling' } },
+        },
+        response: {
+          200: documented("The item's availability after the change", AvailabilityDocument, {
+            afterWriteOff: {
+              summary: 'After writing off 2 units at the default location',
+              value: {
+                ...twoLocations,
+                onHand: 138,
+                available: 131,
+                locations: [{ location: 'default', onHand: 98, reserved: 7, available: 91 }, twoLocations.locations[1]!],
+              },
+            },
+          }),
+          ...problems({
+            validation_failed: {
+              means: 'A field breaks its rule (`delta` a non-zero integer within ±1,000,000,000, `reason` 1–255 characters), or an unknown field.',
+              example: { detail: 'delta: must not be 0', errors: [{ field: 'delta', message: 'must not be 0' }] },
+            },
+            item_not_found: {
+              means: 'The item, or this location of it, was never stocked: only setting stock creates one.',
+              example: { detail: 'sku-tshirt-m is not stocked at wh-9' },
+            },
+            insufficient_stock: {
+              means: 'The delta would make on-hand negative; `lines` says how much there is. Nothing changed.',
+              example: {
+                detail: 'sku-tshirt-m@wh-2: on hand 3, delta -5',
+                lines: [{ itemId: 'sku-tshirt-m', location: 'wh-2', requested: 5, available: 3 }],
+              },
+            },
+            unavailable: 'Redis or PostgreSQL is unreachable, or Redis state is being rebuilt: read the availability, then retry.',
+          }),
+        },
       },
     },
     async (request, reply) => {

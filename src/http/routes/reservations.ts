@@ -1,13 +1,64 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import {
   IdempotencyHeaders,
-  Problem,
   ReservationDocument,
   ReservationParams,
   ReservationRequest,
+  type ReservationDocument as Reservation,
+  type ReservationRequest as ReserveBody,
 } from '../../domain/schemas.js';
 import type { ReservationApi } from '../../service/api.js';
 import { callerOf } from '../access.js';
+import { documented, problems, type Examples } from '../openapi.js';
+
+// Examples: a cart held while its buyer checks out, and a flash-sale hold of one unit, followed through their lives.
+
+const cartRequest: ReserveBody = {
+  lines: [
+    { itemId: 'sku-tshirt-m', quantity: 2 },
+    { itemId: 'sku-mug-white', quantity: 1, location: 'wh-2' },
+  ],
+  ttlSeconds: 600,
+  reference: 'cart-8421',
+  metadata: { channel: 'web', customer: 'c-1093' },
+};
+const cart: Reservation = {
+  id: '01a217ba-1200-7c1e-9a4f-5d2b8e3c6a10',
+  status: 'pending',
+  reference: 'cart-8421',
+  lines: [
+    { itemId: 'sku-tshirt-m', location: 'default', quantity: 2 },
+    { itemId: 'sku-mug-white', location: 'wh-2', quantity: 1 },
+  ],
+  expiresAt: '2026-11-26T12:10:00.000Z',
+  createdAt: '2026-11-26T12:00:00.000Z',
+  updatedAt: '2026-11-26T12:00:00.000Z',
+  metadata: { channel: 'web', customer: 'c-1093' },
+};
+
+const flashRequest: ReserveBody = { lines: [{ itemId: 'sneaker-drop-42', quantity: 1 }], ttlSeconds: 120, reference: 'checkout-77f3' };
+const flash: Reservation = {
+  id: '01a217ba-23a0-7b03-8e61-0f4a9c2d7e55',
+  status: 'pending',
+  reference: 'checkout-77f3',
+  lines: [{ itemId: 'sneaker-drop-42', location: 'default', quantity: 1 }],
+  expiresAt: '2026-11-26T12:02:04.512Z',
+  createdAt: '2026-11-26T12:00:04.512Z',
+  updatedAt: '2026-11-26T12:00:04.512Z',
+  metadata: {},
+};
+
+const confirmed: Reservation = { ...cart, status: 'confirmed', updatedAt: '2026-11-26T12:04:31.207Z' };
+const released: Reservation = { ...cart, status: 'released', updatedAt: '2026-11-26T12:03:12.880Z' };
+const expired: Reservation = { ...flash, status: 'expired', updatedAt: flash.expiresAt };
+
+const reserveExamples: Examples<ReserveBody> = {
+  cart: { summary: 'A cart: two lines held for 10 minutes while the buyer checks out', value: cartRequest },
+  flashSale: { summary: 'A flash-sale hold: one unit for 2 minutes', value: flashRequest },
+};
+
+const notFound = 'No reservation has this id, or it is another tenant\'s.';
+const unavailable = 'Redis or PostgreSQL is unreachable, or Redis state is being rebuilt: retry (repeating this call is safe).';
 
 export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: ReservationApi }> = async (
   app,
@@ -18,11 +69,62 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
     {
       config: { access: 'client' },
       schema: {
+        operationId: 'createReservation',
         tags: ['reservations'],
         summary: 'Hold every line for ttlSeconds, or nothing',
+        description:
+          'All lines or none: either every line is held until `expiresAt`, or nothing is held and the answer names each ' +
+          'short line. Confirm the reservation to sell its units, release it to give them back; past `expiresAt` its ' +
+          'units are available again by themselves.',
         headers: IdempotencyHeaders,
         body: ReservationRequest,
-        response: { 201: ReservationDocument, 400: Problem, 404: Problem, 409: Problem, 422: Problem, 503: Problem },
+        bodyExamples: reserveExamples,
+        response: {
+          201: documented(
+            'Created (or, with `Idempotent-Replayed: true`, the first answer to this key and body again): every line is held until `expiresAt`',
+            ReservationDocument,
+            {
+              cart: { summary: 'The cart, held for 10 minutes', value: cart },
+              flashSale: { summary: 'The flash-sale hold', value: flash },
+            },
+            {
+              Location: { description: 'The reservation: `/reservations/{id}`', type: 'string' },
+              'Idempotent-Replayed': {
+                description: '`true` when this answers an earlier request with the same Idempotency-Key and body',
+                type: 'string',
+              },
+            },
+          ),
+          ...problems({
+            validation_failed: {
+              means:
+                'A field breaks its rule, a line repeats an (itemId, location) pair, an unknown field, or the ' +
+                '`Idempotency-Key` header is missing or malformed; `errors` names each.',
+              example: {
+                detail: 'lines[0].quantity: must be at least 1; ttlSeconds: must be at most 86400',
+                errors: [
+                  { field: 'lines[0].quantity', message: 'must be at least 1' },
+                  { field: 'ttlSeconds', message: 'must be at most 86400' },
+                ],
+              },
+            },
+            item_not_found: {
+              means: 'A line names an item, or a location of it, that was never stocked. Nothing is held.',
+              example: { detail: 'not stocked: sku-mug-white@wh-9' },
+            },
+            insufficient_stock: {
+              means: 'A line asks for more than is available; `lines` names each short line. Nothing is held.',
+              example: {
+                detail: 'sneaker-drop-42: requested 1, available 0',
+                lines: [{ itemId: 'sneaker-drop-42', location: 'default', requested: 1, available: 0 }],
+              },
+            },
+            idempotency_key_in_use: 'The first request with this key and body is still being processed: retry shortly with the same key.',
+            idempotency_key_reused: 'This key was first used with another body (also while that request is in flight).',
+            unavailable:
+              'Redis or PostgreSQL is unreachable, or Redis state is being rebuilt: nothing is held; retry with the same Idempotency-Key.',
+          }),
+        },
       },
     },
     async (request, reply) => {
@@ -33,12 +135,25 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
     },
   );
 
-  const byId = { params: ReservationParams };
-  const errors = { 404: Problem, 409: Problem, 503: Problem };
-
   app.get(
     '/reservations/:id',
-    { config: { access: 'client' }, schema: { tags: ['reservations'], summary: 'Read a reservation', ...byId, response: { 200: ReservationDocument, ...errors } } },
+    {
+      config: { access: 'client' },
+      schema: {
+        operationId: 'getReservation',
+        tags: ['reservations'],
+        summary: 'Read a reservation',
+        description: 'A reservation whose `expiresAt` has passed reads `expired` at once, whether or not a background job has run.',
+        params: ReservationParams,
+        response: {
+          200: documented('The reservation as it is now', ReservationDocument, {
+            pending: { summary: 'A cart, held', value: cart },
+            expired: { summary: 'A flash-sale hold its buyer never confirmed', value: expired },
+          }),
+          ...problems({ reservation_not_found: notFound, unavailable: 'PostgreSQL is unreachable: retry.' }),
+        },
+      },
+    },
     (request) => reservations.get(callerOf(request), request.params.id),
   );
 
@@ -47,10 +162,31 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
     {
       config: { access: 'client' },
       schema: {
+        operationId: 'confirmReservation',
         tags: ['reservations'],
         summary: 'Sell the held units (idempotent)',
-        ...byId,
-        response: { 200: ReservationDocument, ...errors },
+        description:
+          'The held units leave on-hand for good. Confirming a confirmed reservation answers the same document again; ' +
+          'nothing changes twice. No body.',
+        params: ReservationParams,
+        response: {
+          200: documented('The reservation, `confirmed`', ReservationDocument, { confirmed: { summary: 'The cart, sold', value: confirmed } }),
+          ...problems({
+            reservation_not_found: notFound,
+            reservation_expired: 'Its `expiresAt` passed first: the units are available again; reserve anew.',
+            reservation_released: 'It was released.',
+            insufficient_stock: {
+              means:
+                'On-hand was set below what this reservation holds (a count found units missing) and no longer covers ' +
+                'it; the hold stays pending until restocked or released.',
+              example: {
+                detail: 'sku-tshirt-m: on hand 1 no longer covers 2',
+                lines: [{ itemId: 'sku-tshirt-m', location: 'default', requested: 2, available: 1 }],
+              },
+            },
+            unavailable,
+          }),
+        },
       },
     },
     (request) => reservations.confirm(callerOf(request), request.params.id),
@@ -61,10 +197,24 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
     {
       config: { access: 'client' },
       schema: {
+        operationId: 'releaseReservation',
         tags: ['reservations'],
         summary: 'Give the held units back (idempotent)',
-        ...byId,
-        response: { 200: ReservationDocument, ...errors },
+        description:
+          'The units are available again at once. Releasing a released reservation answers the same document again; ' +
+          'releasing an expired one answers it `expired`. No body.',
+        params: ReservationParams,
+        response: {
+          200: documented('The reservation, `released` (or `expired`, if its TTL had passed)', ReservationDocument, {
+            released: { summary: 'The cart, given back', value: released },
+            expired: { summary: 'Already expired: nothing to give back', value: expired },
+          }),
+          ...problems({
+            reservation_not_found: notFound,
+            reservation_confirmed: 'It was confirmed: its units are sold.',
+            unavailable,
+          }),
+        },
       },
     },
     (request) => reservations.release(callerOf(request), request.params.id),

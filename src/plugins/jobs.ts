@@ -1,0 +1,47 @@
+import fp from 'fastify-plugin';
+import type { Config } from '../config.js';
+import { Reconciler, type ReconcileDeps } from '../jobs/reconcile.js';
+import { Sweeper } from '../jobs/sweeper.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    sweeper: Sweeper;
+    reconciler: Reconciler;
+    /** What reconciliation reads and repairs through: the periodic job, the admin routes and `npm run reconcile`. */
+    reconcileDeps: ReconcileDeps;
+  }
+}
+
+/** The background jobs (safe on every node at once): started once the node is ready, stopped first on close. */
+export const jobsPlugin = fp<{ config: Config }>(
+  async (app, { config }) => {
+    const { redis, db, keys, decisions, recovery, writer, metrics, log } = app;
+    const sweeper = new Sweeper(
+      { db, decisions, writer, metrics, log },
+      {
+        intervalMs: config.SWEEPER_INTERVAL_MS,
+        unrecordedGraceMs: config.UNRECORDED_GRACE_MS,
+        idempotencyRetentionHours: config.IDEMPOTENCY_RETENTION_HOURS,
+      },
+    );
+    const reconcileDeps: ReconcileDeps = { redis, db, keys, decisions, recovery, metrics, log };
+    const reconciler = new Reconciler(reconcileDeps, {
+      intervalMs: config.RECONCILE_INTERVAL_MS,
+      orphanAfterMs: config.ORPHAN_HOLD_AFTER_MS,
+    });
+    app.decorate('sweeper', sweeper);
+    app.decorate('reconciler', reconciler);
+    app.decorate('reconcileDeps', reconcileDeps);
+
+    app.addHook('onReady', async () => {
+      sweeper.start();
+      reconciler.start();
+    });
+    // Registered after the writer and the clients, so this runs before their onClose hooks (Fastify runs onClose
+    // hooks in reverse order): no job submits to a closed writer or queries an ended pool.
+    app.addHook('onClose', async () => {
+      await Promise.all([sweeper.stop(), reconciler.stop()]);
+    });
+  },
+  { name: 'jobs', fastify: '5.x', dependencies: ['metrics', 'redis', 'postgres', 'state', 'writer'] },
+);

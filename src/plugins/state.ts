@@ -1,0 +1,41 @@
+import fp from 'fastify-plugin';
+import { addressOf, type Config } from '../config.js';
+import { Recovery } from '../jobs/recovery.js';
+import { Decisions } from '../redis/decisions.js';
+import { Keys } from '../redis/keys.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    keys: Keys;
+    decisions: Decisions;
+    recovery: Recovery;
+  }
+}
+
+/**
+ * The Redis state: its keys, the Lua decision scripts, and the recovery that rebuilds it from PostgreSQL. One
+ * plugin, because the two need each other: a script that finds no state starts recovery, and recovery rebuilds
+ * through the scripts' module. On ready, the node waits (up to 30 s) for state to serve from.
+ */
+export const statePlugin = fp<{ config: Config }>(
+  async (app, { config }) => {
+    const { redis, db, metrics, log } = app;
+    const keys = new Keys(config.REDIS_KEY_PREFIX);
+    const decisions = new Decisions(redis, keys, metrics, config.TOMBSTONE_RETENTION_SECONDS * 1000, () => void recovery.ensure());
+    const recovery = new Recovery(
+      { redis, db, keys, decisions, metrics, log: log.child({ redis: addressOf(config.REDIS_URL) }) },
+      { idempotencyRetentionHours: config.IDEMPOTENCY_RETENTION_HOURS },
+    );
+    app.decorate('keys', keys);
+    app.decorate('decisions', decisions);
+    app.decorate('recovery', recovery);
+
+    app.addHook('onReady', async () => {
+      // Start serving with Redis state in place when Redis is up; otherwise start not-ready and recover later.
+      if (!(await recovery.check()) && recovery.phase !== 'redis_unreachable') {
+        await Promise.race([recovery.ensure(), new Promise((r) => setTimeout(r, 30_000).unref())]);
+      }
+    });
+  },
+  { name: 'state', fastify: '5.x', dependencies: ['metrics', 'redis', 'postgres'] },
+);

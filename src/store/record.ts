@@ -1,0 +1,33 @@
+import type { Line, ReservationRecord } from '../domain/reservation.js';
+
+// What the group-commit writer (./writer.ts) is asked to record and answers, and what the batch statement
+// (./batch-statement.ts) writes and reads back: one module both import.
+
+export type Transition = 'confirmed' | 'released' | 'expired';
+
+/** What one request asks PostgreSQL to record. `generation` is the Redis state generation it was decided under. */
+export type RecordOp =
+  | {
+      kind: 'reserve';
+      generation: string;
+      reservation: ReservationRecord;
+      idempotency: { scope: string; key: string; requestHash: string; statusCode: number; response: unknown };
+    }
+  | { kind: 'transition'; generation: string; reservationId: string; to: Transition; at: Date; lines: readonly Line[] }
+  | {
+      kind: 'stock';
+      generation: string;
+      itemId: string;
+      location: string;
+      onHandDelta: number;
+      movement: 'set' | 'adjust';
+      reason: string | null;
+    };
+
+/**
+ * - recorded: committed.
+ * - conflict: not applied because PostgreSQL already had the final word (the idempotency key was taken, or the
+ *   reservation was no longer pending).
+ * - stale: not applied because Redis was rebuilt after the decision (the fence).
+ */
+export type RecordResult = 'recorded' | 'conflict' | 'stale';
