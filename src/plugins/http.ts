@@ -11,6 +11,9 @@ import { ProblemDocument } from '../http/openapi.js';
 import { registerErrorHandling, registerNotFound, sendProblem } from '../http/problem.js';
 import { logOptions } from '../log.js';
 
+/** How long a client may take to send one whole request, head and body. */
+export const REQUEST_TIMEOUT_MS = 30_000;
+
 /** What the HTTP layer needs at construction (Fastify takes these only then); the rest is `httpPlugin`. */
 export function httpOptions(config: Config): FastifyHttpOptions<Server> {
   return {
@@ -20,6 +23,9 @@ export function httpOptions(config: Config): FastifyHttpOptions<Server> {
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     bodyLimit: MAX_BODY_BYTES,
+    // A request must arrive whole within this (Fastify's default, 0, lets a client trickle a body in forever and hold
+    // its connection); past it the client gets 408 request_timeout (src/http/framing.ts).
+    requestTimeout: REQUEST_TIMEOUT_MS,
     // While closing, requests still arriving get our problem+json 503 (see the onRequest hook in httpPlugin).
     return503OnClosing: false,
     // Ids longer than any valid one must still reach the routes, to be answered 400 or 404 as problems: no path

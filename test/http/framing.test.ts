@@ -4,6 +4,7 @@ import { errorCatalogue, type ErrorCode } from '../../src/domain/errors.js';
 import { newItem, newKey } from '../helpers/app.js';
 import { expectInvalidFields, expectProblem, useHttpApp } from '../helpers/http.js';
 import { exchange, exchangeAll, listenLocal, type RawResponse } from '../helpers/raw-http.js';
+import { REQUEST_TIMEOUT_MS } from '../../src/plugins/http.js';
 
 // api.md, "Errors": every 4xx/5xx is problem+json, also where a request never reaches a route. These go over real
 // sockets: app.inject bypasses Node's HTTP parser and normalises URLs.
@@ -13,7 +14,9 @@ let port: number;
 beforeAll(async () => {
   // A head that never completes is cut off after headersTimeout, checked every connectionsCheckingInterval (both read
   // when the server starts listening): short here, so the timeout case answers within a second.
+  expect(t.app.server.requestTimeout, 'a whole request must arrive in bounded time').toBe(REQUEST_TIMEOUT_MS);
   t.app.server.headersTimeout = 1_000;
+  t.app.server.requestTimeout = 1_500;
   (t.app.server as { connectionsCheckingInterval?: number }).connectionsCheckingInterval = 50;
   port = await listenLocal(t.app);
 });
@@ -108,6 +111,19 @@ describe("what Node's parser refuses is a problem+json, and the connection is cl
     // Never finishes its head: Node's headersTimeout (1 s here) ends it.
     const res = await exchange(port, `GET /health/live HTTP/1.1\r\n${host}X-${MARK}: a`);
     expectClosingProblem(res, 'request_timeout');
+  });
+
+  it('a body that does not arrive in time → 408 request_timeout, and nothing changes', async () => {
+    const item = newItem();
+    await api.stock(item, 5);
+    const before = await api.figures(item);
+    // The head is whole; the body trickles in and never ends: the request timeout (1.5 s here) ends it.
+    const res = await exchange(
+      port,
+      `POST /items/${item}/stock/adjustments HTTP/1.1\r\n${host}${json}Content-Length: 40\r\n\r\n{"delta": ${MARK.length}`,
+    );
+    expectClosingProblem(res, 'request_timeout');
+    expect(await api.figures(item)).toEqual(before);
   });
 
   it('a body that breaks mid-request changes nothing', async () => {
