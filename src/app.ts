@@ -28,6 +28,7 @@ import type { ReservationApi, StockApi } from './service/api.js';
 import { ReservationService } from './service/reservations.js';
 import { StockService } from './service/stock.js';
 import { createPool } from './store/database.js';
+import { sessionName } from './store/nodes.js';
 import { BatchWriter } from './store/writer.js';
 
 /** The parts of a running node, exposed for tests and the operator tools. */
@@ -117,9 +118,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       log.warn({ err, redis: addresses.redis }, `Redis at ${addresses.redis} is unreachable at start; will keep trying`),
     );
 
-  const db = createPool(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE, queryTimeoutMs: config.DATABASE_QUERY_TIMEOUT_MS });
   const keys = new Keys(config.REDIS_KEY_PREFIX);
   const lease = new NodeLease(redis, keys);
+  const db = createPool(config.DATABASE_URL, {
+    max: config.DATABASE_POOL_SIZE,
+    queryTimeoutMs: config.DATABASE_QUERY_TIMEOUT_MS,
+    applicationName: sessionName(lease.nodeId),
+  });
   let recovery: Recovery | undefined;
   const decisions = new Decisions(redis, keys, metrics, config.TOMBSTONE_RETENTION_SECONDS * 1000, () => void recovery?.ensure());
   recovery = new Recovery(
@@ -235,7 +240,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 }
 
 function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: ReservationApi; stock: StockApi } {
-  const { db, keys, decisions, writer, metrics, config } = r;
+  const { db, keys, decisions, writer, metrics, config, lease } = r;
   return {
     reservations: new ReservationService({
       db,
@@ -245,6 +250,8 @@ function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: Re
       metrics,
       log,
       idempotencyRetentionMs: config.IDEMPOTENCY_RETENTION_HOURS * 3_600_000,
+      lease,
+      sessionEndWaitMs: Math.floor(config.DATABASE_QUERY_TIMEOUT_MS / 2),
     }),
     stock: new StockService({ decisions, writer, metrics, log }),
   };

@@ -6,7 +6,7 @@ import type { Metrics } from '../metrics.js';
 import type { Decisions } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
 import { HoldState } from '../redis/status.js';
-import { recordPrefix } from '../service/idempotency.js';
+import { formatRecord } from '../service/idempotency.js';
 import { checkOut } from '../store/database.js';
 
 export type RecoveryPhase = 'ready' | 'rebuilding' | 'waiting_for_rebuild' | 'redis_unreachable' | 'starting';
@@ -132,7 +132,8 @@ export class Recovery {
         [this.options.idempotencyRetentionHours],
       );
       await this.inChunks(records.rows, (p, r) => {
-        p.set(keys.idempotency(r.scope, r.key), recordPrefix(r.request_hash, r.id) + r.claimed_ms, 'PX', Math.max(1, r.ttl_ms));
+        const record = formatRecord({ hash: r.request_hash, reservationId: r.id, claimedAtMs: r.claimed_ms, nodeId: null, outcomeUnknown: false });
+        p.set(keys.idempotency(r.scope, r.key), record, 'PX', Math.max(1, r.ttl_ms));
       });
 
       if (!(await decisions.finishRebuild(token, generation))) {

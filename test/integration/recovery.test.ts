@@ -72,8 +72,10 @@ describe('recovery after Redis lost its state', () => {
       ttlMs: 60_000,
       idempotencyKey: t.app.runtime.keys.idempotency('_', newKey()),
       recordPrefix: 'hash|id|',
+      recordSuffix: '|node',
       recordTtlMs: 60_000,
       header: { reference: null, metadata: {}, lines, tenant: 'default' },
+      lease: { key: t.app.runtime.lease.key, ttlMs: t.app.runtime.lease.ttlMs },
     });
     expect(decided.kind).toBe('held');
     if (decided.kind !== 'held') return;
