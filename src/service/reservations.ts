@@ -173,7 +173,16 @@ export class ReservationService implements ReservationApi {
    * fence), nothing holds its units or its key any more: give both back.
    */
   private async afterLateCommit(id: string, undo: () => Promise<boolean>, idempotencyKey: string, prefix: string): Promise<void> {
-    if (await findReservation(this.d.db, id)) return;
+    // PostgreSQL just answered; should this read fail, ask again (the mark keeps retries at 503 until then).
+    for (let wait = 100; ; wait = Math.min(2 * wait, 2_000)) {
+      try {
+        if (await findReservation(this.d.db, id)) return;
+        break;
+      } catch (err) {
+        if (!this.d.lease.running) throw err;
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait).unref());
+    }
     await undo();
     await this.letGo(idempotencyKey, prefix, null, 'request_failed');
   }

@@ -63,6 +63,15 @@ async function boundTo(key: string): Promise<string[]> {
 const poolDrained = () =>
   waitFor('the pool to drop its dead connections', async () => (t.app.runtime.db.totalCount === 0 ? true : undefined));
 
+/**
+ * Leaves idle connections in the app's pool, so that a batch sent next goes out on one of them (and its answer can
+ * be lost) rather than waiting for a new connection (which fails before anything is sent).
+ */
+async function warmPool(): Promise<void> {
+  const clients = await Promise.all([1, 2, 3].map(() => t.app.runtime.db.connect()));
+  for (const c of clients) c.release();
+}
+
 /** Retries `key` with `body` until a definitive answer (not 5xx, not 409 in use); returns it and every answer. */
 async function retryUntilDefinitive(key: string, body: ReservationRequest): Promise<{ last: Answer; answers: string[]; tookMs: number }> {
   const started = Date.now();
@@ -170,6 +179,7 @@ describe('a request that answered 503 without learning whether its batch committ
     const item = await stocked(3);
     const key = newKey();
     const body: ReservationRequest = { lines: [{ itemId: item, quantity: 3 }] };
+    await warmPool();
     proxy.loseReplies();
     let restored = 0;
     try {
@@ -187,6 +197,36 @@ describe('a request that answered 503 without learning whether its batch committ
     expect(Date.now() - restored).toBeLessThan(DEFINITIVE_WITHIN_MS);
     expect(await boundTo(key)).toEqual([reservationOf(last).id]);
     expect((await api.availability(item)).body).toMatchObject({ onHand: 3, reserved: 3, available: 0 });
+  });
+});
+
+describe('a request that answered 503 while its batch committed with the key refused (another attempt had it)', () => {
+  it('gives its hold and its claim back once it learns so, and retries replay the first reservation', async () => {
+    const item = await stocked(10);
+    const key = newKey();
+    const body: ReservationRequest = { lines: [{ itemId: item, quantity: 2 }] };
+    const first = await api.reserve(key, body);
+    expect(outcome(first)).toBe('201');
+    // Redis lost the key's record: the next attempt decides (holds 2 more) and its batch finds the key taken.
+    await t.app.runtime.redis.del(t.app.runtime.keys.idempotency(ANONYMOUS, key));
+    await warmPool();
+    proxy.loseReplies();
+    try {
+      const lost = await api.reserve(key, body);
+      expect(outcome(lost)).toBe('503 unavailable');
+      expect(problemOf(lost).detail).toMatch(/could not be asked/);
+      expect((await api.availability(item)).body).toMatchObject({ reserved: 4 });
+    } finally {
+      proxy.restore();
+    }
+    await waitFor('the refused attempt\'s hold and claim to be given back', async () => {
+      const a = await api.availability(item);
+      return (a.body as { reserved: number }).reserved === 2 && (await recordOf(key)) === null ? true : undefined;
+    });
+    const retry = await api.reserve(key, body);
+    expect(outcome(retry)).toBe('201');
+    expect(retry.text).toBe(first.text);
+    expect(await boundTo(key)).toEqual([reservationOf(first).id]);
   });
 });
 
