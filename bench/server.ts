@@ -104,7 +104,7 @@ if (design === 'pg-only') {
     return d;
   };
 } else if (design === 'redis-only') {
-  options.services = (r: Runtime) => new RedisOnlyDesign(r.redis, r.keys, r.decisions);
+  options.services = (r: Runtime) => new RedisOnlyDesign(r.redis, r.keys, r.decisions, r.lease);
 }
 
 const app = await buildApp(config, options);

@@ -7,6 +7,7 @@ import { adminRoutes } from './http/routes/admin.js';
 import { itemRoutes } from './http/routes/items.js';
 import { operationRoutes } from './http/routes/operations.js';
 import { reservationRoutes } from './http/routes/reservations.js';
+import { newNodeId, type NodeLease } from './jobs/node-lease.js';
 import type { Recovery } from './jobs/recovery.js';
 import type { Reconciler, ReconcileDeps } from './jobs/reconcile.js';
 import type { Sweeper } from './jobs/sweeper.js';
@@ -14,6 +15,7 @@ import type { Metrics } from './metrics.js';
 import { docsPlugin } from './plugins/docs.js';
 import { httpOptions, httpPlugin } from './plugins/http.js';
 import { jobsPlugin } from './plugins/jobs.js';
+import { leasePlugin } from './plugins/lease.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { postgresPlugin } from './plugins/postgres.js';
 import { redisPlugin } from './plugins/redis.js';
@@ -35,6 +37,8 @@ export interface Runtime {
   metrics: Metrics;
   decisions: Decisions;
   writer: BatchWriter;
+  /** This process's node id and lease (src/jobs/node-lease.ts). */
+  lease: NodeLease;
   recovery: Recovery;
   sweeper: Sweeper;
   reconcileDeps: ReconcileDeps;
@@ -60,14 +64,17 @@ export interface BuildOptions {
  */
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify(httpOptions(config)).withTypeProvider<TypeBoxTypeProvider>();
+  // Known before the clients exist: the node's PostgreSQL sessions carry it (src/store/nodes.ts).
+  const nodeId = newNodeId();
   await app.register(metricsPlugin);
   await app.register(redisPlugin, { config });
-  await app.register(postgresPlugin, { config });
+  await app.register(postgresPlugin, { config, nodeId });
   await app.register(statePlugin, { config });
+  await app.register(leasePlugin, { nodeId });
   await app.register(writerPlugin, { config });
   await app.register(jobsPlugin, { config });
-  const { redis, db, keys, metrics, decisions, writer, recovery, sweeper, reconcileDeps, reconciler } = app;
-  const runtime: Runtime = { config, redis, db, keys, metrics, decisions, writer, recovery, sweeper, reconcileDeps, reconciler };
+  const { redis, db, keys, metrics, decisions, writer, lease, recovery, sweeper, reconcileDeps, reconciler } = app;
+  const runtime: Runtime = { config, redis, db, keys, metrics, decisions, writer, lease, recovery, sweeper, reconcileDeps, reconciler };
   app.decorate('runtime', runtime);
 
   await app.register(httpPlugin, { config });
@@ -83,7 +90,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 }
 
 function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: ReservationApi; stock: StockApi } {
-  const { db, keys, decisions, writer, metrics, config } = r;
+  const { db, keys, decisions, writer, metrics, config, lease } = r;
   return {
     reservations: new ReservationService({
       db,
@@ -93,6 +100,8 @@ function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: Re
       metrics,
       log,
       idempotencyRetentionMs: config.IDEMPOTENCY_RETENTION_HOURS * 3_600_000,
+      lease,
+      sessionEndWaitMs: Math.floor(config.DATABASE_QUERY_TIMEOUT_MS / 2),
     }),
     stock: new StockService({ decisions, writer, metrics, log }),
   };

@@ -56,6 +56,12 @@ export function createMetrics() {
       labelNames: ['operation', 'result'] as const,
       registers: [registry],
     }),
+    claimsFreed: new Counter({
+      name: 'irs_idempotency_claims_freed_total',
+      help: 'Idempotency keys freed of a claim PostgreSQL never committed, by why: request_failed (its own request answered an error), owner_lost (its process\'s lease lapsed), outcome_never_learned (the commit\'s fate was never learned), legacy_timeout (a record without a node id, a minute old)',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
     sweeperRuns: new Counter({
       name: 'irs_sweeper_runs_total',
       help: 'Sweeper passes, by result',

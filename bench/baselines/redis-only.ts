@@ -11,10 +11,11 @@ import {
 } from '../../src/domain/schemas.js';
 import type { Decisions, SettleAction } from '../../src/redis/decisions.js';
 import type { Keys } from '../../src/redis/keys.js';
-import { parseRecord, recordPrefix } from '../../src/redis/layout.js';
+import { parseRecord, recordPrefix, recordSuffix } from '../../src/redis/layout.js';
 import { canAccess, type Caller } from '../../src/domain/tenancy.js';
 import type { ReservationApi, ReserveAnswer, StockApi } from '../../src/service/api.js';
 import { requestHash } from '../../src/service/idempotency.js';
+import type { NodeLease } from '../../src/jobs/node-lease.js';
 import { normaliseLines } from '../../src/service/reservations.js';
 
 /**
@@ -43,8 +44,8 @@ export class RedisOnlyDesign {
   readonly reservations: ReservationApi;
   readonly stock: StockApi;
 
-  constructor(redis: Redis, keys: Keys, decisions: Decisions) {
-    this.reservations = new RedisOnlyReservations(redis, keys, decisions);
+  constructor(redis: Redis, keys: Keys, decisions: Decisions, lease: NodeLease) {
+    this.reservations = new RedisOnlyReservations(redis, keys, decisions, lease);
     this.stock = new RedisOnlyStock(decisions);
   }
 }
@@ -54,6 +55,7 @@ class RedisOnlyReservations implements ReservationApi {
     private readonly redis: Redis,
     private readonly keys: Keys,
     private readonly decisions: Decisions,
+    private readonly lease: NodeLease,
   ) {}
 
   /** Baseline-owned key (the service's key builder has no reservation headers: it keeps them in PostgreSQL). */
@@ -73,8 +75,10 @@ class RedisOnlyReservations implements ReservationApi {
       ttlMs,
       idempotencyKey,
       recordPrefix: recordPrefix(hash, id),
+      recordSuffix: recordSuffix(this.lease.nodeId),
       recordTtlMs: RETENTION_MS,
       header: { reference: request.reference ?? null, metadata: request.metadata ?? {}, lines, tenant: caller.tenant },
+      lease: { key: this.lease.key, ttlMs: this.lease.ttlMs },
     });
     switch (decision.kind) {
       case 'idempotent':

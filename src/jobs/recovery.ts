@@ -114,7 +114,7 @@ export class Recovery {
       // Idempotency records too, so a retry of a committed request replays it even when its units are gone.
       const records = await findRetainedIdempotency(client, this.options.idempotencyRetentionHours);
       await this.inChunks(records, (p, r) => {
-        const record = formatRecord({ hash: r.requestHash, reservationId: r.reservationId, claimedAtMs: r.claimedAtMs });
+        const record = formatRecord({ hash: r.requestHash, reservationId: r.reservationId, claimedAtMs: r.claimedAtMs, nodeId: null, outcomeUnknown: false });
         p.set(keys.idempotency(r.scope, r.key), record, 'PX', Math.max(1, r.ttlMs));
       });
 

@@ -4,6 +4,7 @@ import type pg from 'pg';
 import type { Config } from '../config.js';
 import { createPool } from '../store/database.js';
 import { autovacuumSetting } from '../store/health.js';
+import { sessionName } from '../store/nodes.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -12,9 +13,14 @@ declare module 'fastify' {
 }
 
 /** The PostgreSQL pool every part of the node shares; ended on close. Migrations run before the app is built. */
-export const postgresPlugin = fp<{ config: Config }>(
-  async (app, { config }) => {
-    const db = createPool(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE, queryTimeoutMs: config.DATABASE_QUERY_TIMEOUT_MS });
+export const postgresPlugin = fp<{ config: Config; nodeId: string }>(
+  async (app, { config, nodeId }) => {
+    const db = createPool(config.DATABASE_URL, {
+      max: config.DATABASE_POOL_SIZE,
+      queryTimeoutMs: config.DATABASE_QUERY_TIMEOUT_MS,
+      // Names this node's sessions, so another node can end them once this node's lease has lapsed.
+      applicationName: sessionName(nodeId),
+    });
     app.decorate('db', db);
 
     app.addHook('onReady', async () => {

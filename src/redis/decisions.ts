@@ -112,16 +112,19 @@ export class Decisions {
     lines: readonly Line[];
     ttlMs: number;
     idempotencyKey: string;
-    /** layout.ts recordPrefix(); the script appends its clock. */
+    /** The idempotency record is `recordPrefix`, the script's clock, `recordSuffix` (src/redis/layout.ts). */
     recordPrefix: string;
+    recordSuffix: string;
     recordTtlMs: number;
     /** What confirm and release need besides the holds: reference, metadata, lines, tenant. */
     header: ReservationHeader;
+    /** The deciding node's lease (src/jobs/node-lease.ts): the script sets it if missing, so no claim outlives it. */
+    lease: { key: string; ttlMs: number };
   }): Promise<ReserveDecision> {
     const { itemKeys, itemCount, lineArgs } = this.linesLayout(input.lines);
     const reply = await this.call(
       'reserve',
-      [this.keys.marker, input.idempotencyKey, this.keys.reservation(input.reservationId), ...itemKeys],
+      [this.keys.marker, input.idempotencyKey, this.keys.reservation(input.reservationId), input.lease.key, ...itemKeys],
       [
         input.reservationId,
         input.ttlMs,
@@ -131,6 +134,8 @@ export class Decisions {
         itemCount,
         input.lines.length,
         JSON.stringify(input.header),
+        input.recordSuffix,
+        input.lease.ttlMs,
         ...lineArgs,
       ],
     );
@@ -285,9 +290,12 @@ export class Decisions {
     return reply[0] === S.OK;
   }
 
-  /** Deletes an idempotency record if it still reads `value`; true if it did. */
-  async forgetClaim(idempotencyKey: string, value: string): Promise<boolean> {
-    const reply = await this.call('forget_claim', [idempotencyKey], [value]);
+  /**
+   * Deletes an idempotency record (or, given `replacement`, rewrites it) if it is still the claim of the attempt
+   * whose record starts with `attemptPrefix`; true if it did.
+   */
+  async forgetClaim(idempotencyKey: string, attemptPrefix: string, replacement = ''): Promise<boolean> {
+    const reply = await this.call('forget_claim', [idempotencyKey], [attemptPrefix, replacement]);
     return reply[0] === S.OK;
   }
 

@@ -10,9 +10,10 @@ import { HoldState } from './status.js';
  * - holds hash `{i:<item>}:holds`: field `<reservationId>:<location>`, value `<state>:<quantity>:<expiresAtMs>`
  *   (state: a HoldState code). A location may itself contain `:`; a reservation id never does, so a field splits
  *   at its first separator.
- * - idempotency record: `<requestHash>|<reservationId>|<claimedAtMs>`. TypeScript makes the part before the clock
- *   (`recordPrefix`), the reserve script appends Redis' clock (`formatRecord` in common.lua); the rebuild writes
- *   whole records (`formatRecord` here). Neither a hash (base64url) nor a UUID contains `|`.
+ * - idempotency record: `<requestHash>|<reservationId>|<claimedAtMs>|<nodeId>[|?]`. TypeScript makes the part
+ *   before the clock (`recordPrefix`) and after it (`recordSuffix`), the reserve script puts Redis' clock between
+ *   them (`formatRecord` in common.lua); the rebuild writes whole records (`formatRecord` here). Neither a hash
+ *   (base64url), a UUID nor a node id (hex) contains `|`.
  * - reservation header hash `{r:<id>}`: `body` (JSON: reference, metadata, lines, tenant), `created` and
  *   `expires` (ms).
  */
@@ -120,26 +121,45 @@ export function parseHold(value: string): Hold | null {
 
 // ---- idempotency record --------------------------------------------------------------------------------------
 
+/**
+ * A claim on an idempotency key by one attempt, named by its reservation id. Whether that attempt committed is
+ * PostgreSQL's to say; the rest says what to make of a claim PostgreSQL has no commit for:
+ * - `nodeId` is the process that made it (src/jobs/node-lease.ts): while its lease lives the attempt is in flight,
+ *   once it lapsed the process died and the claim is free. Records a rebuild restored from PostgreSQL (committed
+ *   ones) and records of older versions have none.
+ * - `outcomeUnknown` marks an attempt that answered 503 without knowing whether PostgreSQL committed it (its batch's
+ *   answer was lost and PostgreSQL could not be asked). Its node clears the mark once it learns the outcome.
+ */
 export interface IdempotencyRecord {
   /** requestHash() of the first request's body. */
   hash: string;
   reservationId: string;
   /** Redis' clock when the reserve script claimed the key (or the row's creation time, after a rebuild). */
   claimedAtMs: number;
+  nodeId: string | null;
+  outcomeUnknown: boolean;
 }
 
-/** The record up to its clock: what the reserve script is given (it appends the clock) and undo_reserve matches. */
+const UNKNOWN_MARK = '?';
+
+/** The record up to its clock: what identifies one attempt (the reserve script appends its clock, then the suffix). */
 export const recordPrefix = (hash: string, reservationId: string): string =>
   hash + RECORD_SEPARATOR + reservationId + RECORD_SEPARATOR;
 
-/** A whole record, as the rebuild writes one from PostgreSQL's row. */
-export const formatRecord = (record: IdempotencyRecord): string =>
-  recordPrefix(record.hash, record.reservationId) + record.claimedAtMs;
+/** What the reserve script appends after its clock: the node that made the claim. */
+export const recordSuffix = (nodeId: string): string => RECORD_SEPARATOR + nodeId;
+
+/** A whole record (the rebuild writes one from PostgreSQL's row; a node marks or rewrites its own). */
+export function formatRecord(record: IdempotencyRecord): string {
+  const node = record.nodeId === null ? '' : recordSuffix(record.nodeId);
+  const mark = record.outcomeUnknown ? RECORD_SEPARATOR + UNKNOWN_MARK : '';
+  return recordPrefix(record.hash, record.reservationId) + record.claimedAtMs + node + mark;
+}
 
 /** Reads a record; a field it lacks reads empty (0 for the clock), so a record with fewer fields still parses. */
 export function parseRecord(record: string): IdempotencyRecord {
-  const [hash = '', reservationId = '', claimedAtMs = '0'] = record.split(RECORD_SEPARATOR);
-  return { hash, reservationId, claimedAtMs: Number(claimedAtMs) };
+  const [hash = '', reservationId = '', claimedAtMs = '0', nodeId = '', mark = ''] = record.split(RECORD_SEPARATOR);
+  return { hash, reservationId, claimedAtMs: Number(claimedAtMs), nodeId: nodeId || null, outcomeUnknown: mark === UNKNOWN_MARK };
 }
 
 // ---- reservation header --------------------------------------------------------------------------------------

@@ -8,12 +8,18 @@ import { RecordError, RecordRejected } from '../store/writer.js';
  * may have committed it after all, the writer's lookup decides first: a decision PostgreSQL committed stands; one it
  * did not is undone as soon as the writer knows (PostgreSQL unreachable: when it answers again), and one it
  * committed after all gets `onCommittedAfterAll` (what the caller does after a commit). If it never learns,
- * reconciliation and the sweeper settle the decision, as after a crash.
+ * reconciliation and the sweeper settle the decision, as after a crash, and `onNeverLearned` runs.
  */
 export async function compensate(
   err: unknown,
   undo: () => Promise<boolean>,
-  context: { operation: string; metrics: Metrics; log: Logger; onCommittedAfterAll?: () => Promise<unknown> },
+  context: {
+    operation: string;
+    metrics: Metrics;
+    log: Logger;
+    onCommittedAfterAll?: () => Promise<unknown>;
+    onNeverLearned?: () => Promise<unknown>;
+  },
 ): Promise<void> {
   const { operation, metrics, log } = context;
   const settle = async (): Promise<void> => {
@@ -36,6 +42,7 @@ export async function compensate(
     }
     metrics.compensations.inc({ operation, result: 'skipped_unknown_commit' });
     log.error({ operation }, 'commit outcome never learned; Redis decision left for the sweeper and reconciliation');
+    return context.onNeverLearned?.();
   }).catch((lateErr: unknown) => {
     // Nobody awaits this chain: a rejection here must be logged, not left to crash the process.
     log.error({ err: lateErr, operation }, 'settling a decision after its commit was learned failed; reconciliation will repair Redis');

@@ -5,12 +5,14 @@ import { newReservationId } from '../domain/ids.js';
 import { effectiveStatus, pendingReservation, toDocument, type Line, type ReservationRecord } from '../domain/reservation.js';
 import { DEFAULT_LOCATION, DEFAULT_TTL_SECONDS, type ReservationDocument, type ReservationRequest } from '../domain/schemas.js';
 import { canAccess, type Caller } from '../domain/tenancy.js';
+import type { NodeLease } from '../jobs/node-lease.js';
 import type { Metrics } from '../metrics.js';
 import type { Decisions, SettleAction } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
-import { parseRecord, recordPrefix } from '../redis/layout.js';
+import { formatRecord, parseRecord, recordPrefix, recordSuffix } from '../redis/layout.js';
+import { endSessionsOf } from '../store/nodes.js';
 import { findIdempotency, findReservation } from '../store/reservations.js';
-import type { BatchWriter, RecordOp, RecordResult } from '../store/writer.js';
+import { RecordError, type BatchWriter, type RecordOp, type RecordResult } from '../store/writer.js';
 import type { ReservationApi, ReserveAnswer } from './api.js';
 import { compensate, recordFailed } from './compensation.js';
 import { requestHash } from './idempotency.js';
@@ -23,13 +25,20 @@ export interface ReservationDeps {
   metrics: Metrics;
   log: Logger;
   idempotencyRetentionMs: number;
+  /** This node's lease: its id goes into every claim, and other nodes' leases say whether theirs are in flight. */
+  lease: NodeLease;
+  /** How long ending a dead node's PostgreSQL sessions may wait for them to exit (below the query timeout). */
+  sessionEndWaitMs: number;
 }
 
 /**
- * An idempotency record PostgreSQL has no commit for is taken as in flight while younger than this (longer than
- * any request can take), and as left by a request that died once older.
+ * A record without a node id (written by a version before node leases) that PostgreSQL has no commit for is taken
+ * as in flight while younger than this (longer than any request can take), and as left by a request that died
+ * once older.
  */
-const CLAIM_STALE_MS = 60_000;
+const LEGACY_CLAIM_STALE_MS = 60_000;
+
+type FreedReason = 'request_failed' | 'owner_lost' | 'outcome_never_learned' | 'legacy_timeout';
 /** How long a duplicate confirm/release waits for the first one's commit before answering 503. */
 const DUPLICATE_WAIT_MS = 2_000;
 
@@ -65,6 +74,7 @@ export class ReservationService implements ReservationApi {
     const ttlMs = (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000;
     const idempotencyKey = this.d.keys.idempotency(scope, key);
     const prefix = recordPrefix(hash, id);
+    const { lease } = this.d;
 
     const decision = await this.d.decisions.reserve({
       reservationId: id,
@@ -72,8 +82,10 @@ export class ReservationService implements ReservationApi {
       ttlMs,
       idempotencyKey,
       recordPrefix: prefix,
+      recordSuffix: recordSuffix(lease.nodeId),
       recordTtlMs: this.d.idempotencyRetentionMs,
       header: { reference: request.reference ?? null, metadata: request.metadata ?? {}, lines, tenant: caller.tenant },
+      lease: { key: lease.key, ttlMs: lease.ttlMs },
     });
     switch (decision.kind) {
       case 'idempotent':
@@ -99,31 +111,114 @@ export class ReservationService implements ReservationApi {
     const body = toDocument(reservation, createdAt);
     const undo = () =>
       this.d.decisions.undoReserve({ generation: decision.generation, reservationId: id, lines, idempotencyKey, recordPrefix: prefix });
-    const result = await this.record(
-      {
-        kind: 'reserve',
-        generation: decision.generation,
-        reservation,
-        idempotency: { scope, key, requestHash: hash, statusCode: 201, response: body },
-      },
-      'reserve',
-      undo,
-    );
-    if (result === 'conflict') {
-      // PostgreSQL already knows this key (Redis lost its record): undo our hold and answer as the first time.
-      await undo();
-      const replay = await this.replay(scope, key, hash);
-      if (!replay) throw new Error('idempotency conflict without a recorded key');
-      return replay;
+    const { metrics, log } = this.d;
+    const operation = 'reserve';
+
+    // From here the key is claimed for this attempt. Every way out but a commit lets the claim go before the
+    // answer (a failed request binds nothing, api.md), so a retry is never told the key is in use by a request
+    // that has already answered. Letting it go is safe even when this attempt's batch may still commit (its
+    // answer lost, its statement still in PostgreSQL): the claim only spares duplicates a wasted decision, and
+    // PostgreSQL's unique key on idempotency_keys decides. A retry that claims the key and holds units either
+    // commits first (then this batch's insert of the key does nothing) or finds this one committed (`conflict`:
+    // it undoes its own hold and replays this answer): one reservation either way. What a retry must not do is
+    // answer "nothing was reserved" (409 insufficient_stock, 404) while this attempt may yet commit: so an attempt
+    // whose outcome is unknown is not freed but marked, and duplicates get 503 until this node learns the outcome
+    // (then undone and freed, or replayed from PostgreSQL).
+    let marked = false;
+    try {
+      let result: RecordResult;
+      try {
+        result = await this.d.writer.submit({
+          kind: 'reserve',
+          generation: decision.generation,
+          reservation,
+          idempotency: { scope, key, requestHash: hash, statusCode: 201, response: body },
+        });
+      } catch (err) {
+        if (err instanceof RecordError && err.committed === 'unknown') {
+          // Before compensate sets the outcome's handlers going, which may free the record.
+          marked = true;
+          const claim = { hash, reservationId: id, claimedAtMs: decision.nowMs, nodeId: lease.nodeId, outcomeUnknown: true };
+          await this.letGo(idempotencyKey, prefix, formatRecord(claim), null);
+        }
+        await compensate(err, undo, {
+          operation,
+          metrics,
+          log,
+          onCommittedAfterAll: () => this.afterLateCommit(id, undo, idempotencyKey, prefix),
+          onNeverLearned: () => this.letGo(idempotencyKey, prefix, null, 'outcome_never_learned'),
+        });
+        throw recordFailed(err, { operation, log });
+      }
+      // Fenced out by a rebuild: nothing was written, and the rebuild (from PostgreSQL) dropped the holds.
+      if (result === 'stale') throw unavailable('Redis was rebuilt while the request was in flight; nothing was applied, retry');
+      if (result === 'conflict') {
+        // PostgreSQL already knows this key (Redis lost its record, or another attempt's claim was freed): undo
+        // our hold and answer as the first time.
+        await undo();
+        const replay = await this.replay(scope, key, hash);
+        if (!replay) throw new Error('idempotency conflict without a recorded key');
+        return replay;
+      }
+    } catch (err) {
+      if (!marked) await this.letGo(idempotencyKey, prefix, null, 'request_failed');
+      throw err;
     }
-    this.d.metrics.reservations.inc({ outcome: 'created' });
+    metrics.reservations.inc({ outcome: 'created' });
     return { statusCode: 201, body };
   }
 
   /**
+   * The batch of an attempt that answered 503 committed after all. If it created the reservation, PostgreSQL
+   * replays it to retries. If PostgreSQL refused it (another attempt had recorded the key first, or the rebuild
+   * fence), nothing holds its units or its key any more: give both back.
+   */
+  private async afterLateCommit(id: string, undo: () => Promise<boolean>, idempotencyKey: string, prefix: string): Promise<void> {
+    // PostgreSQL just answered; should this read fail, ask again (the mark keeps retries at 503 until then).
+    for (let wait = 100; ; wait = Math.min(2 * wait, 2_000)) {
+      try {
+        if (await findReservation(this.d.db, id)) return;
+        break;
+      } catch (err) {
+        if (!this.d.lease.running) throw err;
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait).unref());
+    }
+    await undo();
+    await this.letGo(idempotencyKey, prefix, null, 'request_failed');
+  }
+
+  /**
+   * Lets this node's claim for the attempt `prefix` go: deletes it, or rewrites it as `replacement`. The first try
+   * is awaited (before the answer); if Redis cannot be reached, later tries go on in the background until it
+   * answers, or until this node closes (its lease then lapses, which frees its claims as well).
+   */
+  private async letGo(idempotencyKey: string, prefix: string, replacement: string | null, reason: FreedReason | null): Promise<void> {
+    const attempt = async (): Promise<boolean> => {
+      try {
+        if ((await this.d.decisions.forgetClaim(idempotencyKey, prefix, replacement ?? '')) && reason) {
+          this.d.metrics.claimsFreed.inc({ reason });
+        }
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    if (await attempt()) return;
+    this.d.log.warn({ idempotencyKey }, 'could not let go of an idempotency claim (Redis unreachable); retrying in the background');
+    void (async () => {
+      for (let wait = 100; this.d.lease.running; wait = Math.min(2 * wait, 2_000)) {
+        await new Promise((resolve) => setTimeout(resolve, wait).unref());
+        if (await attempt()) return;
+      }
+    })();
+  }
+
+  /**
    * The key has a Redis record. PostgreSQL says whether its request committed: then replay it (or 422 for
-   * another body). If not, a young record is a request still in flight (409, or 422 for another body); an old
-   * one belongs to a request that died, and is freed (null: the caller tries again).
+   * another body). If not, the claim's node decides: while its lease lives the request is in flight (409, or 422
+   * for another body; 503 if it answered without learning whether it committed); once the lease lapsed the
+   * process died, and the claim is freed at once (null: the caller tries again).
    */
   private async answerDuplicate(
     scope: string,
@@ -135,9 +230,36 @@ export class ReservationService implements ReservationApi {
     const replay = await this.replay(scope, key, hash);
     if (replay) return replay;
     const claim = parseRecord(record);
-    if (Date.now() - claim.claimedAtMs < CLAIM_STALE_MS) throw claim.hash === hash ? inUse() : reused();
-    await this.d.decisions.forgetClaim(idempotencyKey, record);
+    let reason: FreedReason;
+    if (claim.nodeId === null) {
+      if (Date.now() - claim.claimedAtMs < LEGACY_CLAIM_STALE_MS) throw claim.hash === hash ? inUse() : reused();
+      reason = 'legacy_timeout';
+    } else if (claim.nodeId === this.d.lease.nodeId || (await this.isAlive(claim.nodeId))) {
+      if (claim.hash !== hash) throw reused();
+      throw claim.outcomeUnknown ? outcomeUnknown() : inUse();
+    } else {
+      // Its process died. A statement it sent may still be running in PostgreSQL (blocked on a lock) and commit
+      // later: end its sessions first, so PostgreSQL's answer now is final. Otherwise a retry could answer
+      // "nothing was reserved" for an attempt that then commits.
+      if (!(await this.read(() => endSessionsOf(this.d.db, claim.nodeId!, this.d.sessionEndWaitMs)))) {
+        throw unavailable('the request that held this Idempotency-Key is still ending; retry');
+      }
+      const late = await this.replay(scope, key, hash);
+      if (late) return late;
+      reason = 'owner_lost';
+    }
+    if (await this.d.decisions.forgetClaim(idempotencyKey, recordPrefix(claim.hash, claim.reservationId))) {
+      this.d.metrics.claimsFreed.inc({ reason });
+    }
     return null;
+  }
+
+  private async isAlive(nodeId: string): Promise<boolean> {
+    try {
+      return await this.d.lease.isAlive(nodeId);
+    } catch (err) {
+      throw unavailable('Redis is unreachable', err);
+    }
   }
 
   /** The first answer PostgreSQL recorded for this key, or null; 422 if it was for another body. */
@@ -297,6 +419,11 @@ const inUse = () => new ProblemError('idempotency_key_in_use', 'a request with t
 
 const reused = () =>
   new ProblemError('idempotency_key_reused', 'this Idempotency-Key was used with a different request body');
+
+const outcomeUnknown = () =>
+  unavailable(
+    'an earlier request with this Idempotency-Key is waiting to learn whether PostgreSQL recorded it; retry with the same key',
+  );
 
 /**
  * The answer for a reservation that already ended: the same document when it ended the way asked (or expired,

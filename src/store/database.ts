@@ -8,7 +8,8 @@ const migrationsDir = fileURLToPath(new URL('../../migrations/', import.meta.url
 // bigint columns (counts, generation) come back as JS numbers: every value they hold fits in 2^53.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
 
-export function createPool(url: string, options: { max: number; queryTimeoutMs: number }): pg.Pool {
+/** `applicationName` names the node's sessions (src/store/nodes.ts: `sessionName`). */
+export function createPool(url: string, options: { max: number; queryTimeoutMs: number; applicationName?: string }): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max: options.max,
@@ -19,7 +20,7 @@ export function createPool(url: string, options: { max: number; queryTimeoutMs: 
     statement_timeout: options.queryTimeoutMs,
     idle_in_transaction_session_timeout: 2 * options.queryTimeoutMs,
     keepAlive: true,
-    application_name: 'inventory-reservation-service',
+    application_name: options.applicationName ?? 'inventory-reservation-service',
     // The group-commit statement is prepared once per connection but planned per batch: a generic plan made
     // while the tables were small keeps scanning them whole as they grow (src/store/batch-statement.ts). Other
     // queries are unnamed, planned each time anyway. PGOPTIONS still applies; `options` in DATABASE_URL replaces

@@ -179,7 +179,8 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
       const last = [...k.attempts].reverse().find((a) => definitive(a.status, a.code));
       if (last && stored) {
         i2.add(
-          `key ${k.key}: answered ${String(last.status)} ${last.code ?? ''} (nothing reserved), yet PostgreSQL created reservation ${stored.reservationId} for it`,
+          `key ${k.key}: answered ${String(last.status)} ${last.code ?? ''} (nothing reserved), yet PostgreSQL created reservation ${stored.reservationId} for it` +
+            ` (answers: ${history(k.attempts)})`,
         );
       }
       continue;
@@ -282,6 +283,54 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
 
   return [i1.result('I1'), i2.result('I2'), i3.result('I3'), i4.result('I4'), i5.result('I5'), i6.result('I6'), api.result('API')];
 }
+
+/** api.md: a failed request binds nothing, and clients retry with the same key; issue 10 bounds how soon it works. */
+export const RETRY_RESOLVED_WITHIN_MS = 5_000;
+
+/** How soon the creates the clients were not answered for good got their definitive answer. */
+export interface RetryResolution {
+  /** Keys whose create got a 5xx, no answer, or 409 idempotency_key_in_use at least once. */
+  unacknowledged: number;
+  /** The longest such key took, from recovery (or its first such answer, if later) to its first definitive answer. */
+  worstMs: number | null;
+  /** Keys that took longer than RETRY_RESOLVED_WITHIN_MS, or never got a definitive answer. */
+  late: string[];
+}
+
+/**
+ * Every create the clients retried (they retry until a definitive answer: test/drills/load.ts) must be answered
+ * for good within RETRY_RESOLVED_WITHIN_MS of `recoveredAt` (every node ready), or of its first non-definitive
+ * answer when that came later (a "409 in use" while a twin request was in flight, a claim of a node that died).
+ */
+export function retryResolution(log: ClientLog, recoveredAt: number): RetryResolution {
+  const out: RetryResolution = { unacknowledged: 0, worstMs: null, late: [] };
+  for (const k of log.keys.values()) {
+    const creates = k.attempts.filter((a) => !a.replay);
+    const faulty = creates.filter((a) => !definitive(a.status, a.code));
+    if (faulty.length === 0) continue;
+    out.unacknowledged++;
+    const firstFault = Math.min(...faulty.map((a) => a.at));
+    const answered = creates.filter((a) => definitive(a.status, a.code) && a.at >= firstFault).map((a) => a.at);
+    const what = `create ${k.key} (${linesLabel(k.lines)}), first answered ${describeAnswer(faulty.find((a) => a.at === firstFault)!)} at ${new Date(firstFault).toISOString()}`;
+    if (answered.length === 0) {
+      const last = creates.reduce((x, y) => (y.at > x.at ? y : x));
+      out.late.push(`${what}: never answered for good (last answer ${describeAnswer(last)} at ${new Date(last.at).toISOString()})`);
+      continue;
+    }
+    const ms = Math.max(0, Math.min(...answered) - Math.max(recoveredAt, firstFault));
+    out.worstMs = Math.max(out.worstMs ?? 0, ms);
+    if (ms > RETRY_RESOLVED_WITHIN_MS) out.late.push(`${what}: answered for good ${ms} ms after recovery, over ${RETRY_RESOLVED_WITHIN_MS} ms`);
+  }
+  return out;
+}
+
+const describeAnswer = (a: { status: number | 'network'; code?: string }) => `${String(a.status)}${a.code ? ` ${a.code}` : ''}`;
+
+/** A key's answers in order, each with when it was sent and answered (ISO times of day), for a violation's message. */
+const history = (attempts: readonly { status: number | 'network'; code?: string; sentAt: number; at: number }[]) =>
+  attempts
+    .map((a) => `${describeAnswer(a)} [${new Date(a.sentAt).toISOString().slice(11, 23)}→${new Date(a.at).toISOString().slice(11, 23)}]`)
+    .join(', ');
 
 /** Keys the clients gave up on without a definitive answer (their outcome is unknown to them). */
 export function unresolvedKeys(log: ClientLog): number {

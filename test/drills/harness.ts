@@ -14,7 +14,15 @@ import { createTestDatabase, startPostgres, type PrivatePostgres, type TestDatab
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { ApiProcess } from './api-process.js';
-import { checkInvariants, takeSnapshot, unresolvedKeys, waitForExpiriesRecorded, type InvariantResult } from './checks.js';
+import {
+  checkInvariants,
+  retryResolution,
+  takeSnapshot,
+  unresolvedKeys,
+  waitForExpiriesRecorded,
+  type InvariantResult,
+  type RetryResolution,
+} from './checks.js';
 import { ClientLog, runLoad, seedStock, type Sku } from './load.js';
 import { Monitor } from './monitor.js';
 
@@ -329,6 +337,8 @@ export interface DrillResult {
   readyMs: number | null;
   /** Keys whose clients gave up without a definitive answer. */
   unresolvedKeys: number;
+  /** How soon after recovery every create the clients retried got its definitive answer (bounded: checks.ts). */
+  retries: RetryResolution | null;
   /** API processes that exited on their own (the harness restarted them, as a supervisor would). */
   crashes: string[];
   /** Observations that are not invariant violations (stranded PostgreSQL sessions, what repair fixed). */
@@ -427,6 +437,7 @@ export async function runDrill(drill: Drill, options: DrillOptions): Promise<Dri
     recoveryMs: null,
     readyMs: null,
     unresolvedKeys: 0,
+    retries: null,
     crashes: [],
     notes: [],
     expiriesRecordedAfterMs: null,
@@ -482,6 +493,7 @@ export async function runDrill(drill: Drill, options: DrillOptions): Promise<Dri
     if (!ready) throw new Error(`the API did not report ready within ${READY_TIMEOUT_MS} ms of the fault`);
     const firstCreated = log.firstCreatedAfter(faultAt);
     result.recoveryMs = firstCreated === null ? null : firstCreated - faultAt;
+    result.retries = retryResolution(log, faultAt + result.readyMs!);
 
     const expiries = await waitForExpiriesRecorded(env.directDb, EXPIRY_RECORD_TIMEOUT_MS);
     result.expiriesRecordedAfterMs = expiries.overdue.length === 0 ? expiries.waitedMs : null;
@@ -517,6 +529,8 @@ export async function runDrill(drill: Drill, options: DrillOptions): Promise<Dri
       result.crashes.length === 0 &&
       result.invariants.length > 0 &&
       result.invariants.every((i) => i.ok) &&
+      result.retries !== null &&
+      result.retries.late.length === 0 &&
       (result.reconcile?.ok ?? false);
     if (env) {
       if (result.ok && !options.keepLogs) env.removeLogs();
@@ -535,6 +549,9 @@ export function failures(result: DrillResult, perInvariant = Infinity): string[]
     for (const v of i.violations.slice(0, perInvariant)) out.push(`${i.id} ${i.name}: ${v}`);
     if (i.violations.length > perInvariant) out.push(`${i.id} ${i.name}: … and ${i.violations.length - perInvariant} more`);
   }
+  const late = result.retries?.late ?? [];
+  for (const l of late.slice(0, perInvariant)) out.push(`retry: ${l}`);
+  if (late.length > perInvariant) out.push(`retry: … and ${late.length - perInvariant} more`);
   if (result.reconcile && !result.reconcile.ok) out.push(...result.reconcile.details.map((d) => `Redis≠PostgreSQL: ${d}`));
   if (!result.error && result.reconcile === null) out.push('reconciliation did not run');
   return out;

@@ -108,7 +108,7 @@ export interface LoadOptions {
   durationMs: number;
   /**
    * How long after the end a request still in its retry loop keeps retrying before the client gives up; the
-   * closing buyers work through this window too.
+   * closing buyers work through this window too. A create (a new key) keeps retrying longer: see runLoad.
    */
   drainMs: number;
   skus: readonly Sku[];
@@ -132,11 +132,19 @@ function retryable(status: Outcome, code: string | undefined): boolean {
 }
 
 /**
+ * How long past the drain a create still unanswered keeps retrying: every unacknowledged create is retried with
+ * its key and body until it gets a definitive answer (the drill checks how soon after recovery each did), and
+ * this only bounds a drill whose service never recovers.
+ */
+const CREATE_RETRY_GRACE_MS = 20_000;
+
+/**
  * The drill's load: `clients` concurrent shoppers (reserve 1–3 units of one or two SKUs with a short TTL, then
- * confirm, release or walk away; retry 503s and network errors with the same Idempotency-Key and body, like a
- * careful client), some re-sending keys they already had answered, plus one operator receiving stock; then
- * closing buyers sell out every location. Bounded: no new reservation starts after `durationMs`, and no
- * request goes on past `drainMs` after that.
+ * confirm, release or walk away; retry 503s, network errors and "in use" with the same Idempotency-Key and body,
+ * like a careful client: a create until it gets a definitive answer), some re-sending keys they already had
+ * answered, plus one operator receiving stock; then closing buyers sell out every location. Bounded: no new
+ * reservation starts after `durationMs`, and no request goes on past `drainMs` after that (a create's retries
+ * past CREATE_RETRY_GRACE_MS).
  */
 export async function runLoad(o: LoadOptions): Promise<void> {
   // Seeded, so a failing drill's choices replay from its printed seed.
@@ -148,10 +156,10 @@ export async function runLoad(o: LoadOptions): Promise<void> {
   const drainUntil = endAt + o.drainMs;
   const acknowledged: KeyLog[] = [];
 
-  /** Sends until a definitive answer, the op's deadline, or the drain's end; null when it gave up. */
+  /** Sends until a definitive answer or `until`; null when it gave up. */
   async function send(
     node: { index: number },
-    deadline: number,
+    until: number,
     request: (base: string) => Promise<HttpAnswer>,
     record: (attempt: Attempt, answer: HttpAnswer | null) => void,
     mutation: boolean,
@@ -174,7 +182,7 @@ export async function runLoad(o: LoadOptions): Promise<void> {
       record({ node: base, sentAt, at: Date.now(), status, ...(code ? { code } : {}) }, answer);
       if (!retryable(status, code)) return answer;
       const backoff = Math.min(50 * 2 ** attempt, 400) * (0.5 + random());
-      if (Date.now() + backoff > Math.min(deadline, drainUntil)) return null;
+      if (Date.now() + backoff > until) return null;
       await sleep(backoff);
     }
   }
@@ -194,7 +202,8 @@ export async function runLoad(o: LoadOptions): Promise<void> {
   async function reserve(entry: KeyLog, node: { index: number }, replay: boolean): Promise<string | null> {
     const answer = await send(
       node,
-      Date.now() + (replay ? 3_000 : 15_000),
+      // A re-send of an acknowledged key is a probe; a create is retried until it is answered for good.
+      replay ? Math.min(Date.now() + 3_000, drainUntil) : drainUntil + CREATE_RETRY_GRACE_MS,
       (base) => http.request(base, 'POST', '/reservations', entry.body, { 'idempotency-key': entry.key }),
       (attempt, a) => entry.attempts.push({ ...attempt, ...documentOf(a), ...(replay ? { replay } : {}) }),
       true,
@@ -207,7 +216,7 @@ export async function runLoad(o: LoadOptions): Promise<void> {
     o.log.settles.push(entry);
     await send(
       node,
-      Date.now() + 15_000,
+      Math.min(Date.now() + 15_000, drainUntil),
       (base) => http.request(base, 'POST', `/reservations/${id}/${action}`),
       (attempt, a) => entry.attempts.push({ ...attempt, ...documentOf(a) }),
       true,
@@ -302,7 +311,7 @@ export async function runLoad(o: LoadOptions): Promise<void> {
     for (let n = 0; Date.now() < endAt; n++) {
       await sleep(50);
       const sku = o.skus[n % o.skus.length]!;
-      const read = await send(node, Date.now() + 1_000, (base) => http.request(base, 'GET', `/items/${sku.itemId}/availability`), () => {}, false);
+      const read = await send(node, Math.min(Date.now() + 1_000, drainUntil), (base) => http.request(base, 'GET', `/items/${sku.itemId}/availability`), () => {}, false);
       const doc = read?.status === 200 ? (read.body as { locations: { location: string; onHand: number }[] }) : null;
       const onHand = doc?.locations.find((l) => l.location === sku.location)?.onHand;
       if (onHand === undefined) continue;

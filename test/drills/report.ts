@@ -1,4 +1,4 @@
-import { INVARIANT_NAMES, type InvariantId } from './checks.js';
+import { INVARIANT_NAMES, RETRY_RESOLVED_WITHIN_MS, type InvariantId } from './checks.js';
 import { failures, type DrillResult } from './harness.js';
 
 const ms = (v: number | null) => (v === null ? '—' : v < 1000 ? `${v} ms` : `${(v / 1000).toFixed(1)} s`);
@@ -7,6 +7,13 @@ function invariantCell(result: DrillResult, id: InvariantId): string {
   const i = result.invariants.find((x) => x.id === id);
   if (!i) return result.error ? 'n/a' : '?';
   return i.ok ? 'pass' : `FAIL(${i.violations.length})`;
+}
+
+function retryCell(result: DrillResult): string {
+  const r = result.retries;
+  if (!r) return 'n/a';
+  const worst = r.unacknowledged === 0 ? '0' : ms(r.worstMs);
+  return r.late.length === 0 ? worst : `FAIL(${r.late.length}) ${worst}`;
 }
 
 function reconcileCell(result: DrillResult): string {
@@ -19,7 +26,7 @@ function reconcileCell(result: DrillResult): string {
 /** The operator's table: one row per drill, then every failure spelled out. */
 export function formatTable(results: readonly DrillResult[]): string {
   const ids: InvariantId[] = ['I1', 'I2', 'I3', 'I4', 'I5', 'I6', 'API'];
-  const header = ['drill', 'requests', 'acks', 'faults', 'recovery', 'ready', 'unresolved', 'crashes', ...ids, 'redis=pg'];
+  const header = ['drill', 'requests', 'acks', 'faults', 'recovery', 'ready', 'retried', 'retry', 'unresolved', 'crashes', ...ids, 'redis=pg'];
   const rows = results.map((r) => [
     r.drill,
     String(r.requests),
@@ -27,6 +34,8 @@ export function formatTable(results: readonly DrillResult[]): string {
     String(r.faults),
     ms(r.recoveryMs),
     ms(r.readyMs),
+    r.retries ? String(r.retries.unacknowledged) : 'n/a',
+    retryCell(r),
     String(r.unresolvedKeys),
     r.crashes.length === 0 ? '0' : `FAIL(${r.crashes.length})`,
     ...ids.map((id) => invariantCell(r, id)),
@@ -39,6 +48,8 @@ export function formatTable(results: readonly DrillResult[]): string {
     '',
     `recovery: fault injected → first reservation acknowledged for a request sent after it; ready: → every running node ready again`,
     `faults: 5xx answers and network errors the clients saw; unresolved: keys whose client gave up without a definitive answer`,
+    `retried: creates answered 5xx, not at all, or 409 in use, then retried with the same key and body; retry: the longest ` +
+      `any took to a definitive answer after recovery (ready, or its first such answer if later); FAIL over ${RETRY_RESOLVED_WITHIN_MS / 1000} s`,
     `crashes: API processes that exited on their own (restarted by the drill's supervisor)`,
     ids.map((id) => `${id} ${INVARIANT_NAMES[id]}`).join(' · '),
     `redis=pg: reconciliation dry run clean (pass* = clean only after a repair pass)`,

@@ -1,8 +1,8 @@
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { newItem, newKey } from '../helpers/app.js';
 import { expectInvalid, expectProblem, expectReservation, useHttpApp, type Response } from '../helpers/http.js';
 import { ANONYMOUS } from '../../src/http/access.js';
-import { formatRecord } from '../../src/redis/layout.js';
+import { formatRecord, parseRecord } from '../../src/redis/layout.js';
 import { requestHash } from '../../src/service/idempotency.js';
 
 // api.md, "Reservations": Idempotency-Key.
@@ -232,14 +232,37 @@ describe('a failed request binds nothing: the key may be retried', () => {
 
 describe('the same key while the first request is still in flight', () => {
   // No inject can pause a request between its Redis decision and its PostgreSQL commit, so these tests write the
-  // record that request would have left, formatted by src/redis/layout.ts.
-  async function inFlight(key: string, body: unknown, claimedAtMs = Date.now()): Promise<string> {
+  // record that request would have left (src/redis/layout.ts), naming the node that made it: LIVE has a
+  // lease (another node of the cluster, still running), DEAD has none (its process died).
+  const LIVE = 'aaaaaaaaaaaa';
+  const DEAD = 'dddddddddddd';
+  const UNKNOWN_ID = '00000000-0000-7000-8000-000000000000';
+
+  beforeAll(async () => {
+    const { redis, keys } = t.app.runtime;
+    await redis.set(keys.node(LIVE), '1', 'PX', 600_000);
+  });
+
+  async function inFlight(
+    key: string,
+    body: unknown,
+    claim: { nodeId?: string | null; claimedAtMs?: number; outcomeUnknown?: boolean } = {},
+  ): Promise<string> {
     const { redis, keys } = t.app.runtime;
     const redisKey = keys.idempotency(ANONYMOUS, key);
-    const record = formatRecord({ hash: requestHash(body), reservationId: '00000000-0000-7000-8000-000000000000', claimedAtMs });
+    const record = formatRecord({
+      hash: requestHash(body),
+      reservationId: UNKNOWN_ID,
+      claimedAtMs: claim.claimedAtMs ?? Date.now(),
+      nodeId: claim.nodeId === undefined ? LIVE : claim.nodeId,
+      outcomeUnknown: claim.outcomeUnknown ?? false,
+    });
     await redis.set(redisKey, record, 'PX', 600_000);
     return redisKey;
   }
+
+  const freed = async (reason: string) =>
+    (await t.app.runtime.metrics.claimsFreed.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
 
   it('the same body answers 409 idempotency_key_in_use and holds nothing', async () => {
     const item = await stocked(5);
@@ -258,6 +281,14 @@ describe('the same key while the first request is still in flight', () => {
     expect(await api.at(item)).toEqual({ onHand: 5, reserved: 0, available: 5 });
   });
 
+  it('a claim of this very node is in flight too', async () => {
+    const item = await stocked(5);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 2 }] };
+    await inFlight(key, body, { nodeId: t.app.runtime.lease.nodeId });
+    expectProblem(await api.reserve(body, key), 'idempotency_key_in_use');
+  });
+
   it('once the in-flight record is gone, the key can be used', async () => {
     const item = await stocked(5);
     const key = newKey();
@@ -269,15 +300,76 @@ describe('the same key while the first request is still in flight', () => {
     expect(await api.at(item)).toEqual({ onHand: 5, reserved: 2, available: 3 });
   });
 
-  it('a record a minute old that PostgreSQL never committed belongs to a request that died: the key is free', async () => {
+  it('a claim whose node died (no lease) is freed at once: the same body is created, not told "in use"', async () => {
     const item = await stocked(5);
     const key = newKey();
-    await inFlight(key, { lines: [{ itemId: item, quantity: 1 }] }, Date.now() - 61_000);
+    const body = { lines: [{ itemId: item, quantity: 2 }] };
+    await inFlight(key, body, { nodeId: DEAD });
+    const before = await freed('owner_lost');
+    const created = await api.reserve(body, key);
+    expectReservation(created, 201);
+    expect(created.headers['idempotent-replayed']).toBeUndefined();
+    expect(created.json<{ id: string }>().id).not.toBe(UNKNOWN_ID);
+    expectReplayOf(await api.reserve(body, key), created);
+    expect(await api.at(item)).toEqual({ onHand: 5, reserved: 2, available: 3 });
+    expect(await freed('owner_lost')).toBe(before + 1);
+  });
+
+  it('a claim whose node died binds nothing: another body may use the key', async () => {
+    const item = await stocked(5);
+    const key = newKey();
+    await inFlight(key, { lines: [{ itemId: item, quantity: 1 }] }, { nodeId: DEAD });
+    expectReservation(await api.reserve({ lines: [{ itemId: item, quantity: 3 }] }, key), 201);
+    expect(await api.at(item)).toEqual({ onHand: 5, reserved: 3, available: 2 });
+  });
+
+  it('a claim whose node answered 503 without learning the outcome: the same body is told to retry (503), never "in use"', async () => {
+    const item = await stocked(5);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 2 }] };
+    await inFlight(key, body, { outcomeUnknown: true });
+    const retry = await api.reserve(body, key);
+    expectProblem(retry, 'unavailable');
+    expect(retry.json<{ detail: string }>().detail).toMatch(/waiting to learn whether PostgreSQL recorded it/);
+    expectProblem(await api.reserve({ lines: [{ itemId: item, quantity: 1 }] }, key), 'idempotency_key_reused');
+    expect(await api.at(item)).toEqual({ onHand: 5, reserved: 0, available: 5 });
+  });
+
+  it('a record without a node id (an older version\'s) is in flight while young', async () => {
+    const item = await stocked(5);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 1 }] };
+    await inFlight(key, body, { nodeId: null });
+    expectProblem(await api.reserve(body, key), 'idempotency_key_in_use');
+  });
+
+  it('a record without a node id a minute old that PostgreSQL never committed belongs to a request that died: the key is free', async () => {
+    const item = await stocked(5);
+    const key = newKey();
+    await inFlight(key, { lines: [{ itemId: item, quantity: 1 }] }, { nodeId: null, claimedAtMs: Date.now() - 61_000 });
     // Failed requests bind nothing, so even another body may now use the key.
     const body = { lines: [{ itemId: item, quantity: 2 }] };
     const created = await api.reserve(body, key);
     expectReservation(created, 201);
     expectReplayOf(await api.reserve(body, key), created);
     expect(await api.at(item)).toEqual({ onHand: 5, reserved: 2, available: 3 });
+  });
+
+  it('a claim names its node, and the reserve script puts the node\'s lease back if Redis lost it', async () => {
+    const item = await stocked(5);
+    const key = newKey();
+    const { redis, keys, lease } = t.app.runtime;
+    await lease.stop(); // deletes the lease and stops renewing it, so only the script can set it again
+    try {
+      expect(await redis.exists(lease.key)).toBe(0);
+      const created = expectReservation(await api.reserve({ lines: [{ itemId: item, quantity: 1 }] }, key), 201);
+      const record = parseRecord((await redis.get(keys.idempotency(ANONYMOUS, key)))!);
+      expect(record).toMatchObject({ reservationId: created.id, nodeId: lease.nodeId, outcomeUnknown: false });
+      const ttl = await redis.pttl(lease.key);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(lease.ttlMs);
+    } finally {
+      lease.start();
+    }
   });
 });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
-import { recordPrefix } from '../../src/redis/layout.js';
+import { recordPrefix, recordSuffix } from '../../src/redis/layout.js';
 import { newItem, newKey, startTestApp, type TestApp } from '../helpers/app.js';
 
 let t: TestApp;
@@ -73,8 +73,10 @@ describe('recovery after Redis lost its state', () => {
       ttlMs: 60_000,
       idempotencyKey: t.app.runtime.keys.idempotency('_', newKey()),
       recordPrefix: recordPrefix('hash', id),
+      recordSuffix: recordSuffix('node'),
       recordTtlMs: 60_000,
       header: { reference: null, metadata: {}, lines, tenant: 'default' },
+      lease: { key: t.app.runtime.lease.key, ttlMs: t.app.runtime.lease.ttlMs },
     });
     expect(decided.kind).toBe('held');
     if (decided.kind !== 'held') return;

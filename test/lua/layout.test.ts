@@ -17,6 +17,7 @@ import {
   parseStock,
   parseStockField,
   recordPrefix,
+  recordSuffix,
   stockField,
 } from '../../src/redis/layout.js';
 import { HoldState } from '../../src/redis/status.js';
@@ -34,6 +35,8 @@ const LOCATION = 'bay:3';
 
 const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { lazyConnect: true });
 const keys = new Keys(`test:layout:${randomBytes(4).toString('hex')}:`);
+/** The node the reserve calls below claim keys for. */
+const NODE = 'abcdef012345';
 const decisions = new Decisions(redis, keys, createMetrics(), RETENTION_MS, () => {});
 const GENERATION = '7';
 
@@ -63,8 +66,10 @@ async function reserve(itemId: string, quantity: number, ttlMs = 60_000, locatio
     ttlMs,
     idempotencyKey,
     recordPrefix: recordPrefix(hash, reservationId),
+    recordSuffix: recordSuffix(NODE),
     recordTtlMs: 60_000,
     header: header(itemId, quantity, location),
+    lease: { key: keys.node(NODE), ttlMs: 3_000 },
   });
   if (decision.kind !== 'held') throw new Error(`reserve: ${JSON.stringify(decision)}`);
   return { reservationId, idempotencyKey, hash, nowMs: decision.nowMs };
@@ -98,7 +103,13 @@ describe('TypeScript reads what the scripts write', () => {
     expect(fields.map(parseHoldField)).toEqual([{ reservationId, location: LOCATION }]);
     expect(await holdOf(item, reservationId)).toEqual({ state: HoldState.pending, quantity: 3, expiresAtMs: nowMs + 45_000 });
     expect(await stockOf(item)).toEqual({ onHand: 10, reserved: 3, pending: null });
-    expect(parseRecord((await redis.get(idempotencyKey))!)).toEqual({ hash, reservationId, claimedAtMs: nowMs });
+    expect(parseRecord((await redis.get(idempotencyKey))!)).toEqual({
+      hash,
+      reservationId,
+      claimedAtMs: nowMs,
+      nodeId: NODE,
+      outcomeUnknown: false,
+    });
     expect(parseHeader(await redis.hgetall(keys.reservation(reservationId)))).toEqual({
       body: JSON.stringify(header(item, 3)),
       createdMs: nowMs,
@@ -198,7 +209,7 @@ describe('the scripts act on what TypeScript writes', () => {
     await stock(item, 10);
     const reservationId = uuidv7();
     const idempotencyKey = keys.idempotency('_', `key-${reservationId}`);
-    const record = formatRecord({ hash: 'h1', reservationId, claimedAtMs: 1_700_000_000_000 });
+    const record = formatRecord({ hash: 'h1', reservationId, claimedAtMs: 1_700_000_000_000, nodeId: null, outcomeUnknown: false });
     await redis.set(idempotencyKey, record);
 
     const decision = await decisions.reserve({
@@ -207,8 +218,10 @@ describe('the scripts act on what TypeScript writes', () => {
       ttlMs: 60_000,
       idempotencyKey,
       recordPrefix: recordPrefix('h1', uuidv7()),
+      recordSuffix: recordSuffix(NODE),
       recordTtlMs: 60_000,
       header: header(item, 1),
+      lease: { key: keys.node(NODE), ttlMs: 3_000 },
     });
     expect(decision).toEqual({ kind: 'idempotent', record });
 
@@ -225,9 +238,14 @@ describe('the helpers', () => {
   it('format and parse are inverses', () => {
     const hold = { state: HoldState.confirmed, quantity: 12, expiresAtMs: 1_700_000_000_123 };
     expect(parseHold(formatHold(hold))).toEqual(hold);
-    const record = { hash: 'abc_-', reservationId: uuidv7(), claimedAtMs: 1_700_000_000_123 };
-    expect(parseRecord(formatRecord(record))).toEqual(record);
-    expect(formatRecord(record)).toBe(recordPrefix(record.hash, record.reservationId) + record.claimedAtMs);
+    const restored = { hash: 'abc_-', reservationId: uuidv7(), claimedAtMs: 1_700_000_000_123, nodeId: null, outcomeUnknown: false };
+    expect(parseRecord(formatRecord(restored))).toEqual(restored);
+    expect(formatRecord(restored)).toBe(recordPrefix(restored.hash, restored.reservationId) + restored.claimedAtMs);
+    const claimed = { ...restored, nodeId: NODE, outcomeUnknown: false };
+    expect(parseRecord(formatRecord(claimed))).toEqual(claimed);
+    expect(formatRecord(claimed)).toBe(recordPrefix(claimed.hash, claimed.reservationId) + claimed.claimedAtMs + recordSuffix(NODE));
+    const marked = { ...claimed, outcomeUnknown: true };
+    expect(parseRecord(formatRecord(marked))).toEqual(marked);
     for (const figure of ['onHand', 'reserved', 'pending'] as const) {
       expect(parseStockField(stockField(figure, 'a:b'))).toEqual({ figure, location: 'a:b' });
     }
@@ -244,6 +262,7 @@ describe('the helpers', () => {
   });
 
   it('a record with fewer fields still parses (an older writer; a newer reader)', () => {
-    expect(parseRecord('h|id')).toEqual({ hash: 'h', reservationId: 'id', claimedAtMs: 0 });
+    expect(parseRecord('h|id')).toEqual({ hash: 'h', reservationId: 'id', claimedAtMs: 0, nodeId: null, outcomeUnknown: false });
+    expect(parseRecord('h|id|5')).toEqual({ hash: 'h', reservationId: 'id', claimedAtMs: 5, nodeId: null, outcomeUnknown: false });
   });
 });

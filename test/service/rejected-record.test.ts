@@ -14,7 +14,7 @@ const { t, api } = useHttpApp();
 const log = pino({ level: 'silent' });
 
 function services() {
-  const { db, keys, decisions, writer, metrics, config } = t.app.runtime;
+  const { db, keys, decisions, writer, metrics, config, lease } = t.app.runtime;
   return {
     reservations: new ReservationService({
       db,
@@ -24,6 +24,8 @@ function services() {
       metrics,
       log,
       idempotencyRetentionMs: config.IDEMPOTENCY_RETENTION_HOURS * 3_600_000,
+      lease,
+      sessionEndWaitMs: 1_000,
     }),
     stock: new StockService({ decisions, writer, metrics, log }),
   };

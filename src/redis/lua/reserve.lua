@@ -4,16 +4,19 @@
   KEYS[1]    generation marker
   KEYS[2]    idempotency record of the request's key
   KEYS[3]    the reservation's header
-  KEYS[4..]  per item: stock, holds, exp (ARGV[6] items)
+  KEYS[4]    the deciding node's lease
+  KEYS[5..]  per item: stock, holds, exp (ARGV[6] items)
   ARGV[1]    reservation id
   ARGV[2]    ttl in ms
-  ARGV[3]    idempotency record prefix "<requestHash>|<reservationId>|" (the script appends its clock, ms)
+  ARGV[3]    idempotency record prefix "<requestHash>|<reservationId>|" (the script appends its clock, ms, then ARGV[9])
   ARGV[4]    how long the idempotency record lives, ms (the idempotency retention)
   ARGV[5]    tombstone retention, ms
   ARGV[6]    item count
   ARGV[7]    line count
   ARGV[8]    the header's body (JSON: reference, metadata, lines, tenant)
-  ARGV[9..]  per line: item index (1-based), location, quantity
+  ARGV[9]    idempotency record suffix "|<nodeId>" (src/redis/layout.ts recordSuffix)
+  ARGV[10]   the lease's TTL, ms (src/jobs/node-lease.ts)
+  ARGV[11..] per line: item index (1-based), location, quantity
 
   Returns
     {S.OK, generation, nowMs}
@@ -23,7 +26,7 @@
     {S.INSUFFICIENT, lineIndex, available, ...} lines that cannot be held; nothing was held
 ]]
 --@include common
-local FIXED = 3
+local FIXED = 4
 local gen = generation(KEYS[1])
 if not gen then return { S.NO_STATE } end
 
@@ -33,7 +36,7 @@ if existing then return { S.IDEMPOTENT, existing } end
 local now = nowMs()
 local retentionMs = tonumber(ARGV[5])
 local itemCount = tonumber(ARGV[6])
-local lines = readLines(9, tonumber(ARGV[7]))
+local lines = readLines(11, tonumber(ARGV[7]))
 expireItems(FIXED, itemCount, now, retentionMs)
 
 local missing, short = {}, {}
@@ -62,7 +65,10 @@ for _, line in ipairs(lines) do
   redis.call('HSET', holdsKey, field, formatHold(H.pending, line.qty, expiresAt))
   redis.call('ZADD', expKey, expiresAt, field)
 end
-redis.call('SET', KEYS[2], formatRecord(ARGV[3], now), 'PX', ARGV[4])
+redis.call('SET', KEYS[2], formatRecord(ARGV[3], now, ARGV[9]), 'PX', ARGV[4])
+-- No claim without its node's lease: a node whose lease Redis lost (a flush) would otherwise look dead to a
+-- duplicate until its next renewal.
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[10], 'NX')
 redis.call('HSET', KEYS[3], L.headerBody, ARGV[8], L.headerCreated, now, L.headerExpires, expiresAt)
 redis.call('PEXPIREAT', KEYS[3], expiresAt + retentionMs)
 return { S.OK, gen, now }

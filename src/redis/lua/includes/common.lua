@@ -41,9 +41,10 @@ local function fieldLocation(field)
   return string.sub(field, string.find(field, L.holdFieldSep, 1, true) + #L.holdFieldSep)
 end
 
--- The idempotency record: the prefix TypeScript made ("<requestHash>|<reservationId>|") and the claim's clock.
-local function formatRecord(prefix, claimedAtMs)
-  return prefix .. claimedAtMs
+-- The idempotency record: the prefix TypeScript made ("<requestHash>|<reservationId>|"), the claim's clock, and the
+-- suffix TypeScript made ("|<nodeId>").
+local function formatRecord(prefix, claimedAtMs, suffix)
+  return prefix .. claimedAtMs .. suffix
 end
 
 -- Keys of the item at 1-based index i, after `fixed` leading keys (3 keys an item: stock, holds, exp).
