@@ -106,7 +106,12 @@ export interface CheckInput {
   monitorViolations: Sample[];
   /** PostgreSQL sessions left idle in a transaction by the fault (see DrillEnv.strandedSessions). */
   strandedSessions: string[];
+  /** Where the checks write what they saw that is allowed but worth reading (the drill report's notes). */
+  notes?: string[];
 }
+
+/** A UUIDv7 starts with the milliseconds of its making: for a reservation id, when its reserve was decided. */
+const decidedAtMs = (uuid: string): number => parseInt(uuid.replace(/-/g, '').slice(0, 12), 16);
 
 export function checkInvariants(input: CheckInput): InvariantResult[] {
   const { snapshot, log, overdue } = input;
@@ -177,7 +182,21 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
     const id = ids[0];
     if (id === undefined) {
       const last = [...k.attempts].reverse().find((a) => definitive(a.status, a.code));
-      if (last && stored) {
+      // A request the client gave up on (no answer) can still reach the service after the client's retry was
+      // answered: it is a second request with the key, and if it decides after the retry's refusal it reserves. The
+      // network, not the service, reorders them; the hold expires at its TTL. Seen only while decisions run seconds
+      // late (the client waits 4 s); any reservation decided before the refused retry was sent is still a violation.
+      const late =
+        last !== undefined &&
+        stored !== undefined &&
+        k.attempts.some((a) => a.status === 'network' && a.sentAt < last.sentAt) &&
+        decidedAtMs(stored.reservationId) >= last.sentAt;
+      if (late) {
+        input.notes?.push(
+          `key ${k.key}: an attempt the client abandoned was decided after its retry was answered ${String(last.status)} ` +
+            `${last.code ?? ''}, and reserved ${stored.reservationId} (answers: ${history(k.attempts)})`,
+        );
+      } else if (last && stored) {
         i2.add(
           `key ${k.key}: answered ${String(last.status)} ${last.code ?? ''} (nothing reserved), yet PostgreSQL created reservation ${stored.reservationId} for it` +
             ` (answers: ${history(k.attempts)})`,

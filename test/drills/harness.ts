@@ -507,6 +507,7 @@ export async function runDrill(drill: Drill, options: DrillOptions): Promise<Dri
       overdue: expiries.overdue,
       monitorViolations: monitor.violations,
       strandedSessions,
+      notes: result.notes,
     });
     result.reconcile = await reconcileCheck(env);
   } catch (err) {
