@@ -452,7 +452,56 @@ describe('BatchWriter (group commit)', () => {
       rebuild.release();
     }
   });
+
+  it('fences out transitions decided before a rebuild: stale, the reservations stay pending, no ledger row', async () => {
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
+    const item = `fenced-transitions-${randomUUID()}`;
+    const before = await currentGeneration();
+    await writer.submit(stockOp(item, 10, before));
+    const reserves = [1, 2, 3].map((quantity) => ({ ...reserveOp(item, randomUUID(), quantity), generation: before }));
+    for (const op of reserves) expect(await writer.submit(op)).toBe('recorded');
+    const stock = await stockRow(item);
+    expect(stock).toEqual({ on_hand: 10, reserved: 6 });
+    const ledger = await ledgerRows(item);
+
+    // Redis decided confirm, release and expire under `before`; a rebuild bumps the generation before they record.
+    await pool.query('UPDATE state_generation SET generation = generation + 1');
+    const transitions = (['confirmed', 'released', 'expired'] as const).map(
+      (to, i): RecordOp => ({
+        kind: 'transition',
+        generation: before,
+        reservationId: reserves[i]!.reservation.id,
+        to,
+        at: new Date(),
+        lines: reserves[i]!.reservation.lines,
+      }),
+    );
+    // Together (one batch, as the sweeper and requests would send them) and each alone.
+    expect(await Promise.all(transitions.map((op) => writer.submit(op)))).toEqual(['stale', 'stale', 'stale']);
+    for (const op of transitions) expect(await writer.submit(op)).toBe('stale');
+
+    const { rows } = await pool.query<{ status: string }>('SELECT status FROM reservations WHERE id = ANY($1::uuid[])', [
+      reserves.map((op) => op.reservation.id),
+    ]);
+    expect(rows.map((r) => r.status)).toEqual(['pending', 'pending', 'pending']);
+    expect(await ledgerRows(item)).toEqual(ledger);
+    expect(await stockRow(item)).toEqual(stock);
+  });
 });
+
+async function currentGeneration(): Promise<string> {
+  const { rows } = await pool.query<{ generation: string }>('SELECT generation::text AS generation FROM state_generation');
+  return rows[0]!.generation;
+}
+
+/** The item's ledger, oldest first. */
+async function ledgerRows(itemId: string) {
+  const { rows } = await pool.query<{ kind: string; on_hand_delta: string; reserved_delta: string; reservation_id: string | null }>(
+    'SELECT kind, on_hand_delta, reserved_delta, reservation_id FROM stock_movements WHERE item_id = $1 ORDER BY id',
+    [itemId],
+  );
+  return rows;
+}
 
 /**
  * `base`, counting the batch statements sent through it; with `loseFirstAnswer`, the first one that succeeds
