@@ -4,8 +4,17 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReservationRecord } from '../../src/domain/reservation.js';
 import { createMetrics } from '../../src/metrics.js';
+import { compensate } from '../../src/service/compensation.js';
 import { createPool, migrate } from '../../src/store/database.js';
-import { BatchWriter, RecordError, RecordRejected, type RecordOp } from '../../src/store/writer.js';
+import { deleteOldWriteBatches } from '../../src/store/reservations.js';
+import {
+  batchRetentionMs,
+  BatchWriter,
+  FATE_DEADLINE_MS as DEFAULT_FATE_DEADLINE_MS,
+  RecordError,
+  RecordRejected,
+  type RecordOp,
+} from '../../src/store/writer.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
 
 let database: TestDatabase;
@@ -366,6 +375,95 @@ describe('BatchWriter (group commit)', () => {
     expect(await stockRow(item)).toEqual({ on_hand: 7, reserved: 0 });
   });
 
+  describe("a batch's fate deadline", () => {
+    const FATE_DEADLINE_MS = 1_500;
+
+    /**
+     * A pool whose batch statement commits and loses its answer (`batchIds`: the batches it sent), and whose
+     * lookups (the writer's other queries) wait at a gate the test opens; `waiting` resolves when the first lookup
+     * arrives there.
+     */
+    function gatedPool() {
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => (open = resolve));
+      let arrived!: () => void;
+      const waiting = new Promise<void>((resolve) => (arrived = resolve));
+      const batchIds: string[] = [];
+      const gated = {
+        connect: async () => {
+          const client = await pool.connect();
+          const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+          (client as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = async (...args: unknown[]) => {
+            const statement = args[0] as { name?: string; values?: unknown[] };
+            const result = await query(...args);
+            if (statement.name !== 'record_batch') return result;
+            batchIds.push(statement.values![1] as string);
+            throw new Error('connection lost');
+          };
+          return client;
+        },
+        query: async (...args: unknown[]) => {
+          arrived();
+          await gate;
+          return (pool.query as (...a: unknown[]) => Promise<unknown>)(...args);
+        },
+      } as unknown as pg.Pool;
+      return { pool: gated, waiting, open, batchIds };
+    }
+
+    it('answers unknown, never "not committed", for a committed batch whose lookup answers after the deadline', async () => {
+      const gated = gatedPool();
+      const metrics = createMetrics();
+      const writer = new BatchWriter(gated.pool, metrics, { maxBatch: 10, concurrency: 1, fateWaitMs: 0, fateDeadlineMs: FATE_DEADLINE_MS });
+      const item = `late-lookup-${randomUUID()}`;
+      const submitted = writer.submit(stockOp(item, 7)).catch((e: unknown) => e);
+      await gated.waiting; // the batch committed, its answer was lost, its lookup is on its way
+      // Its row is pruned meanwhile (as by a sweeper keeping rows no longer than the deadline), and the deadline
+      // passes before the lookup's answer arrives.
+      const { rowCount } = await pool.query('DELETE FROM write_batches WHERE id = ANY($1::uuid[])', [gated.batchIds]);
+      expect(rowCount).toBe(1);
+      await new Promise((resolve) => setTimeout(resolve, FATE_DEADLINE_MS));
+      gated.open();
+
+      const error = (await submitted) as RecordError;
+      expect(error).toBeInstanceOf(RecordError);
+      expect(error.committed).toBe('unknown');
+      expect(await error.fate).toBe('unknown');
+      // So the request's decision is not undone: it stands, for reconciliation and the sweeper to settle.
+      let undone = 0;
+      await compensate(error, async () => (++undone, true), { operation: 'stock', metrics, log: pino({ level: 'silent' }) });
+      await error.fate;
+      expect(undone).toBe(0);
+      expect(await counterWith(metrics.compensations, { result: 'skipped_unknown_commit' })).toBe(1);
+      expect(await stockRow(item)).toEqual({ on_hand: 7, reserved: 0 });
+    });
+
+    it('keeps write_batches rows past the deadline: the sweeper prunes only what no lookup trusts any more', async () => {
+      const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0, fateDeadlineMs: FATE_DEADLINE_MS });
+      expect(writer.batchRetentionMs).toBeGreaterThan(FATE_DEADLINE_MS);
+      expect(new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 }).batchRetentionMs).toBe(
+        batchRetentionMs(DEFAULT_FATE_DEADLINE_MS),
+      );
+      await pool.query('DELETE FROM write_batches');
+      await writer.submit(stockOp(`pruned-${randomUUID()}`, 1));
+      await writer.submit(stockOp(`pruned-${randomUUID()}`, 1));
+      // One row aged just past its deadline, one just past the retention.
+      await pool.query(
+        `UPDATE write_batches SET committed_at = now() - make_interval(secs => $1::float8 / 1000)
+         WHERE id = (SELECT id FROM write_batches ORDER BY id LIMIT 1)`,
+        [writer.batchRetentionMs + 1_000],
+      );
+      await pool.query(
+        `UPDATE write_batches SET committed_at = now() - make_interval(secs => $1::float8 / 1000)
+         WHERE id = (SELECT id FROM write_batches ORDER BY id DESC LIMIT 1)`,
+        [FATE_DEADLINE_MS + 100],
+      );
+      expect(await deleteOldWriteBatches(pool, writer.batchRetentionMs)).toBe(1);
+      const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM write_batches');
+      expect(rows[0]!.n).toBe(1);
+    });
+  });
+
   it('ends the lookup of a batch still running on the server before deciding it did not commit', async () => {
     // The batch blocks on a row lock; its connection "dies" (the client gives up); the lookup must terminate the
     // backend, or the batch would commit after being reported as not committed once the lock is released.
@@ -541,6 +639,15 @@ function countedPool(base: pg.Pool, options: { loseFirstAnswer?: boolean } = {})
 
 async function counter(metric: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
   return (await metric.get()).values.reduce((sum, v) => sum + v.value, 0);
+}
+
+/** The sum of a counter's series whose labels include `labels`. */
+async function counterWith(
+  metric: { get(): Promise<{ values: { value: number; labels: Record<string, unknown> }[] }> },
+  labels: Record<string, string>,
+): Promise<number> {
+  const values = (await metric.get()).values.filter((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l));
+  return values.reduce((sum, v) => sum + v.value, 0);
 }
 
 /** Waits until `n` sessions of this database wait for a lock. */
