@@ -126,6 +126,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     maxBatch: config.WRITER_MAX_BATCH,
     concurrency: config.WRITER_CONCURRENCY,
     fateWaitMs: config.WRITER_FATE_WAIT_MS,
+    maxQueue: config.WRITER_MAX_QUEUE,
   });
   const sweeper = new Sweeper(
     { db, decisions, writer, metrics, log },
@@ -183,7 +184,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: reply.statusCode },
       reply.elapsedTime / 1000,
     );
-    if (reply.statusCode >= 500) request.log.warn({ url: request.url, statusCode: reply.statusCode }, 'request failed');
+    // A refusal that says when to retry (a shed write) is expected under overload and counted: a log line each
+    // would turn an overload into a flood of them.
+    if (reply.statusCode >= 500 && !reply.hasHeader('retry-after')) {
+      request.log.warn({ url: request.url, statusCode: reply.statusCode }, 'request failed');
+    }
   });
 
   await app.register(swagger, {

@@ -101,6 +101,8 @@ function sqlStateOf(err: unknown): string | null {
  */
 export class BatchWriter {
   private queue: Pending[] = [];
+  /** Write requests admitted and not yet finished (`admit`). */
+  private admitted = 0;
   private inflight = 0;
   private scheduled = false;
   private closed = false;
@@ -123,10 +125,34 @@ export class BatchWriter {
       fateWaitMs: number;
       /** FATE_DEADLINE_MS unless set (tests shorten it). */
       fateDeadlineMs?: number;
+      /** Most write requests admitted at once (`admit`); 0 or unset: no bound. */
+      maxQueue?: number;
     },
   ) {
     this.fateDeadlineMs = options.fateDeadlineMs ?? FATE_DEADLINE_MS;
     this.batchRetentionMs = batchRetentionMs(this.fateDeadlineMs);
+  }
+
+  /**
+   * Admission, asked by a write request before it decides anything: null when `maxQueue` requests are already
+   * admitted and unfinished (deciding, waiting for a batch, or in one), so the request can be refused having
+   * changed nothing; else the function that ends the admission (call it once the request finished, however).
+   *
+   * Past saturation the backlog, and with it every admitted request's latency, would otherwise grow with the
+   * offered load; bounded, an admitted request waits for at most about `maxQueue` operations to commit before its
+   * own. Counted per request rather than per queued operation so that requests deciding at once (each a Redis
+   * round trip away from `submit`) cannot all pass a check none of them has yet counted.
+   */
+  admit(): (() => void) | null {
+    const max = this.options.maxQueue ?? 0;
+    if (max > 0 && this.admitted >= max) return null;
+    this.admitted++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.admitted--;
+    };
   }
 
   submit(op: RecordOp): Promise<RecordResult> {

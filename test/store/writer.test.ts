@@ -83,6 +83,23 @@ describe('BatchWriter (group commit)', () => {
     expect(rows[0].n).toBe(300); // the ledger keeps every movement
   });
 
+  it('admits at most maxQueue write requests at once, each until it says it finished; 0 admits any number', () => {
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0, maxQueue: 2 });
+    const first = writer.admit();
+    const second = writer.admit();
+    expect(first && second).toBeTruthy();
+    expect(writer.admit()).toBeNull();
+    first!();
+    first!(); // finishing twice frees one place, not two
+    const third = writer.admit();
+    expect(third).toBeTruthy();
+    expect(writer.admit()).toBeNull();
+    second!();
+    third!();
+    const unbounded = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0, maxQueue: 0 });
+    expect(Array.from({ length: 10_000 }, () => unbounded.admit()).every(Boolean)).toBe(true);
+  });
+
   it('answers stale, and applies nothing, for a decision made under another generation', async () => {
     const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
     const item = `stale-${randomUUID()}`;
