@@ -10,7 +10,7 @@
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { Keys } from '../src/redis/keys.js';
-import type { Acked, Design } from './types.js';
+import { isDurable, type Acked, type Design } from './types.js';
 
 export interface Figures {
   onHand: number;
@@ -130,7 +130,7 @@ export async function audit(input: AuditInput): Promise<AuditResult> {
 
   let pgSide: Map<string, Figures> | null = null;
   let redisSide: Map<string, Figures> | null = null;
-  if (input.db && (input.design === 'durable' || input.design === 'pg-only')) {
+  if (input.db && (isDurable(input.design) || input.design === 'pg-only')) {
     pgSide = await postgresFigures(input.db);
     checkStore('postgres', input.supplied, pgSide, failures);
     checkAcked('postgres', input.acked, pgSide, failures);
@@ -139,7 +139,7 @@ export async function audit(input: AuditInput): Promise<AuditResult> {
     if (input.ackedReservations > recorded) failures.push(`postgres: I4 the client saw ${input.ackedReservations} reservations created, ${recorded} are recorded`);
     sum(pgSide);
   }
-  if (input.redis && (input.design === 'durable' || input.design === 'redis-only')) {
+  if (input.redis && (isDurable(input.design) || input.design === 'redis-only')) {
     redisSide = await redisFigures(input.redis, input.redisPrefix, items);
     // Redis counts sold units only from confirmed holds' tombstones, which it drops after
     // TOMBSTONE_RETENTION_SECONDS: with PostgreSQL beside it, Redis is held to equal PostgreSQL instead (below).

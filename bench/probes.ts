@@ -67,6 +67,18 @@ export function namedCpuSeconds(name: string): Map<number, number> {
 }
 
 /**
+ * The PostgreSQL processes that work for a bench run: the backends connected to its database, and the server's own
+ * (WAL writer, checkpointer…), not other databases' backends (another test suite on the same server).
+ */
+export async function postgresPidsOf(admin: pg.Client, database: string): Promise<Set<number>> {
+  const { rows } = await admin.query<{ pid: number }>(
+    "SELECT pid FROM pg_stat_activity WHERE datname = $1 OR (datname IS NULL AND backend_type <> 'client backend')",
+    [database],
+  );
+  return new Set(rows.map((r) => r.pid));
+}
+
+/**
  * CPU the processes used between two looks: those alive at the second look, counted from the first look (or
  * from their start). A process that ended in between is missed, so this is a lower bound.
  */

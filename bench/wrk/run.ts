@@ -14,13 +14,13 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { cleanup, closeShared, connectShared, defaultOptions, repoRoot, startServer } from '../harness.js';
 import { median, round } from '../stats.js';
-import { designNames, type Design } from '../types.js';
+import { standardDesigns, type Design } from '../types.js';
 
 const { values } = parseArgs({
   options: {
     passes: { type: 'string', default: '3' },
     duration: { type: 'string', default: '10' },
-    designs: { type: 'string', default: designNames.join(',') },
+    designs: { type: 'string', default: standardDesigns.join(',') },
     connections: { type: 'string', default: '64' },
   },
 });
