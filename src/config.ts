@@ -30,9 +30,10 @@ export const ConfigSchema = Type.Object({
    */
   WRITER_CONCURRENCY: Type.Integer({ default: 1, minimum: 1 }),
   /**
-   * Most write requests (reserve, confirm, release, stock) a node holds at once, from before their Redis decision
-   * until their answer; more are refused at once with 503 and Retry-After, changing nothing. Bounds the latency of
-   * the admitted past saturation (see bench/README.md, "Beyond saturation"). 0: no bound.
+   * Most write requests a node holds at once, from before their Redis decision until their answer: beyond it new
+   * reservations are refused at once with 503 and Retry-After, changing nothing; confirm, release and stock changes
+   * beyond twice it. Bounds the latency of the admitted past saturation (bench/README.md, "Beyond saturation").
+   * 0: no bound.
    */
   WRITER_MAX_QUEUE: Type.Integer({ default: 2000, minimum: 0 }),
   /** How long a request whose batch lost its connection waits to learn whether it committed (then 503, unknown). */

@@ -9,15 +9,16 @@ import type { BatchWriter } from '../store/writer.js';
 export const SHED_RETRY_AFTER_SECONDS = 1;
 
 /**
- * Runs a write request's `work` (decide, record, answer) if the writer admits one more; else answers 503 with
- * Retry-After at once, before anything was decided, so the refused request changed nothing and cost almost nothing.
+ * Runs a write request's `work` (decide, record, answer) if the writer admits one more (a reservation opens new
+ * work, and is refused first: BatchWriter.admit); else answers 503 with Retry-After at once, before anything was
+ * decided, so the refused request changed nothing and cost almost nothing.
  */
 export async function admitted<T>(
   d: { writer: BatchWriter; metrics: Metrics },
   operation: 'reserve' | 'confirm' | 'release' | 'stock',
   work: () => Promise<T>,
 ): Promise<T> {
-  const finish = d.writer.admit();
+  const finish = d.writer.admit(operation === 'reserve' ? 'new' : 'other');
   if (!finish) {
     d.metrics.shed.inc({ operation });
     throw new ProblemError(

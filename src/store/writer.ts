@@ -125,7 +125,7 @@ export class BatchWriter {
       fateWaitMs: number;
       /** FATE_DEADLINE_MS unless set (tests shorten it). */
       fateDeadlineMs?: number;
-      /** Most write requests admitted at once (`admit`); 0 or unset: no bound. */
+      /** Most write requests admitted at once (`admit`: new reservations; twice as many others); 0 or unset: no bound. */
       maxQueue?: number;
     },
   ) {
@@ -134,17 +134,21 @@ export class BatchWriter {
   }
 
   /**
-   * Admission, asked by a write request before it decides anything: null when `maxQueue` requests are already
+   * Admission, asked by a write request before it decides anything: null when too many requests are already
    * admitted and unfinished (deciding, waiting for a batch, or in one), so the request can be refused having
    * changed nothing; else the function that ends the admission (call it once the request finished, however).
    *
    * Past saturation the backlog, and with it every admitted request's latency, would otherwise grow with the
-   * offered load; bounded, an admitted request waits for at most about `maxQueue` operations to commit before its
-   * own. Counted per request rather than per queued operation so that requests deciding at once (each a Redis
+   * offered load; bounded, an admitted request waits for at most about 2 × `maxQueue` operations to commit before
+   * its own. Counted per request rather than per queued operation so that requests deciding at once (each a Redis
    * round trip away from `submit`) cannot all pass a check none of them has yet counted.
+   *
+   * A request that opens work (`'new'`: a reservation) is refused from `maxQueue` on; one that finishes or feeds it
+   * (`'other'`: confirm, release, a stock change) only from twice that, so a flood of new reservations cannot keep
+   * the buyers who hold units from checking out, nor an operator from restocking.
    */
-  admit(): (() => void) | null {
-    const max = this.options.maxQueue ?? 0;
+  admit(kind: 'new' | 'other'): (() => void) | null {
+    const max = (this.options.maxQueue ?? 0) * (kind === 'new' ? 1 : 2);
     if (max > 0 && this.admitted >= max) return null;
     this.admitted++;
     let done = false;

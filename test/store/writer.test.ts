@@ -83,21 +83,25 @@ describe('BatchWriter (group commit)', () => {
     expect(rows[0].n).toBe(300); // the ledger keeps every movement
   });
 
-  it('admits at most maxQueue write requests at once, each until it says it finished; 0 admits any number', () => {
+  it('admits new work while fewer than maxQueue requests are in progress, other writes while fewer than twice that', () => {
     const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0, maxQueue: 2 });
-    const first = writer.admit();
-    const second = writer.admit();
+    const first = writer.admit('new');
+    const second = writer.admit('new');
     expect(first && second).toBeTruthy();
-    expect(writer.admit()).toBeNull();
+    expect(writer.admit('new')).toBeNull();
+    const settles = [writer.admit('other'), writer.admit('other')];
+    expect(settles.every(Boolean)).toBe(true);
+    expect(writer.admit('other')).toBeNull();
     first!();
     first!(); // finishing twice frees one place, not two
-    const third = writer.admit();
+    expect(writer.admit('new')).toBeNull(); // 3 in progress
+    const third = writer.admit('other');
     expect(third).toBeTruthy();
-    expect(writer.admit()).toBeNull();
-    second!();
-    third!();
+    expect(writer.admit('other')).toBeNull();
+    for (const finish of [second, third, ...settles]) finish!();
+    expect(writer.admit('new')).toBeTruthy();
     const unbounded = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0, maxQueue: 0 });
-    expect(Array.from({ length: 10_000 }, () => unbounded.admit()).every(Boolean)).toBe(true);
+    expect(Array.from({ length: 10_000 }, () => unbounded.admit('new')).every(Boolean)).toBe(true);
   });
 
   it('answers stale, and applies nothing, for a decision made under another generation', async () => {
