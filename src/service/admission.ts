@@ -9,6 +9,17 @@ import type { BatchWriter } from '../store/writer.js';
 export const SHED_RETRY_AFTER_SECONDS = 1;
 
 /**
+ * One refusal for every shed request: its answer is always the same, and capturing a stack trace per request was
+ * the largest cost of a refusal that must stay far cheaper than the writes it protects (bench/README.md).
+ */
+const SHED = new ProblemError(
+  'unavailable',
+  'this node has as many writes in progress as it admits (WRITER_MAX_QUEUE); nothing was applied, retry after Retry-After seconds with the same Idempotency-Key',
+  {},
+  { retryAfterSeconds: SHED_RETRY_AFTER_SECONDS },
+);
+
+/**
  * Runs a write request's `work` (decide, record, answer) if the writer admits one more (a reservation opens new
  * work, and is refused first: BatchWriter.admit); else answers 503 with Retry-After at once, before anything was
  * decided, so the refused request changed nothing and cost almost nothing.
@@ -21,12 +32,7 @@ export async function admitted<T>(
   const finish = d.writer.admit(operation === 'reserve' ? 'new' : 'other');
   if (!finish) {
     d.metrics.shed.inc({ operation });
-    throw new ProblemError(
-      'unavailable',
-      'this node has as many writes in progress as it admits (WRITER_MAX_QUEUE); nothing was applied, retry after Retry-After seconds with the same Idempotency-Key',
-      {},
-      { retryAfterSeconds: SHED_RETRY_AFTER_SECONDS },
-    );
+    throw SHED;
   }
   try {
     return await work();
