@@ -536,6 +536,8 @@ export interface SummaryRow {
   /** Shed answers as a share of all answers, %. */
   shedPercent: number;
   cpuMicrosPerWrite: { service: number | null; redis: number | null; postgres: number | null };
+  /** The service's own mean time to answer 2xx and 503 (from reading the request), ms: ServiceDelta.httpMsMean. */
+  serviceMsMean: { ok: number | null; unavailable: number | null };
   invariantsOk: boolean;
 }
 
@@ -554,6 +556,8 @@ export interface SaturationRatios {
   createdBoundedOverUnbounded: number | null;
   /** p99 of acknowledged answers, off / on (above 1: the bound keeps the answered fast). */
   okP99UnboundedOverBounded: number | null;
+  /** The service's own mean time to answer a 2xx, off / on. */
+  serviceOkMeanUnboundedOverBounded: number | null;
   /** Service CPU per acknowledged write, on / off (what shedding costs the node). */
   serviceCpuBoundedOverUnbounded: number | null;
 }
@@ -574,6 +578,9 @@ export function saturationRatios(runs: RunResult[]): SaturationRatios[] {
       scenario,
       createdBoundedOverUnbounded: ratio(({ on, off }) => on.load.createdPerSecond / off.load.createdPerSecond),
       okP99UnboundedOverBounded: ratio(({ on, off }) => off.load.answeredMs.ok.p99 / on.load.answeredMs.ok.p99),
+      serviceOkMeanUnboundedOverBounded: ratio(({ on, off }) =>
+        on.service?.httpMsMean.ok && off.service?.httpMsMean.ok ? off.service.httpMsMean.ok / on.service.httpMsMean.ok : null,
+      ),
       serviceCpuBoundedOverUnbounded: ratio(({ on, off }) =>
         on.cpuMicrosPerWrite.service !== null && off.cpuMicrosPerWrite.service ? on.cpuMicrosPerWrite.service / off.cpuMicrosPerWrite.service : null,
       ),
@@ -653,6 +660,10 @@ export function summarize(runs: RunResult[]): SummaryRow[] {
         service: medianOrNull(g.map((r) => r.cpuMicrosPerWrite.service)),
         redis: medianOrNull(g.map((r) => r.cpuMicrosPerWrite.redis)),
         postgres: medianOrNull(g.map((r) => r.cpuMicrosPerWrite.postgres)),
+      },
+      serviceMsMean: {
+        ok: medianOrNull(g.map((r) => r.service?.httpMsMean.ok ?? null)),
+        unavailable: medianOrNull(g.map((r) => r.service?.httpMsMean.unavailable ?? null)),
       },
       soldOutAtSeconds: medianOrNull(g.map((r) => r.load.soldOutAtSeconds)),
       cpuPercent: {

@@ -105,7 +105,7 @@ export function formatReport(r: BenchReport): string {
     out.push('', 'Beyond saturation (WRITER_MAX_QUEUE on: durable; off: durable-unbounded; medians of passes):', '');
     out.push(
       table(
-        ['scenario', 'design', 'conns', '201/s', 'writes/s', 'p99 2xx ms', 'p99 shed ms', 'shed %', 'cpu µs/write svc/redis/pg'],
+        ['scenario', 'design', 'conns', '201/s', 'writes/s', 'p99 2xx ms', 'p99 shed ms', 'shed %', 'in service 2xx/503 ms', 'cpu µs/write svc/redis/pg'],
         beyond.map((s) => [
           s.scenario,
           s.design,
@@ -115,6 +115,7 @@ export function formatReport(r: BenchReport): string {
           s.answeredP99Ms.ok,
           s.answeredP99Ms.shed,
           Math.round(s.shedPercent * 10) / 10,
+          `${s.serviceMsMean.ok ?? '-'}/${s.serviceMsMean.unavailable ?? '-'}`,
           `${s.cpuMicrosPerWrite.service ?? '-'}/${s.cpuMicrosPerWrite.redis ?? '-'}/${s.cpuMicrosPerWrite.postgres ?? '-'}`,
         ]),
       ),
@@ -122,8 +123,14 @@ export function formatReport(r: BenchReport): string {
     out.push('', 'Bound on against off (median over passes of the ratio within each pass):', '');
     out.push(
       table(
-        ['scenario', '201/s on / off', 'p99 2xx off / on', 'service cpu per write on / off'],
-        r.saturation.map((x) => [x.scenario, x.createdBoundedOverUnbounded, x.okP99UnboundedOverBounded, x.serviceCpuBoundedOverUnbounded]),
+        ['scenario', '201/s on / off', 'p99 2xx off / on', 'in-service 2xx off / on', 'service cpu per write on / off'],
+        r.saturation.map((x) => [
+          x.scenario,
+          x.createdBoundedOverUnbounded,
+          x.okP99UnboundedOverBounded,
+          x.serviceOkMeanUnboundedOverBounded,
+          x.serviceCpuBoundedOverUnbounded,
+        ]),
       ),
     );
   }
