@@ -10,7 +10,7 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { Keys } from '../src/redis/keys.js';
 import { checkStores, pairKey, readPostgres, readRedis, type LocationFigures } from '../test/helpers/invariants.js';
-import type { Acked, Design } from './types.js';
+import { isDurable, type Acked, type Design } from './types.js';
 
 export interface AuditResult {
   ok: boolean;
@@ -37,8 +37,8 @@ export interface AuditInput {
 /** One look at the stores of a design (the orchestrator retries while a durable node's in-flight work drains). */
 export async function audit(input: AuditInput): Promise<AuditResult> {
   const items = [...input.supplied.keys()];
-  const withPostgres = input.db !== null && (input.design === 'durable' || input.design === 'pg-only');
-  const withRedis = input.redis !== null && (input.design === 'durable' || input.design === 'redis-only');
+  const withPostgres = input.db !== null && (isDurable(input.design) || input.design === 'pg-only');
+  const withRedis = input.redis !== null && (isDurable(input.design) || input.design === 'redis-only');
   // The bench's database is the run's own: all of it is read.
   const postgres = withPostgres ? await readPostgres(input.db!) : null;
   const redis = withRedis ? await readRedis(input.redis!, new Keys(input.redisPrefix), items) : null;

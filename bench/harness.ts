@@ -20,6 +20,7 @@ import {
   machineBusySeconds,
   namedCpuSeconds,
   pgCounters,
+  postgresPidsOf,
   processCpuSeconds,
   redisCounters,
   redisDelta,
@@ -40,6 +41,7 @@ import {
   CART_SKU_UNITS,
   FLASH_UNITS,
   scenarios,
+  scenariosOf,
   type Acked,
   type Design,
   type LoadResult,
@@ -96,8 +98,8 @@ export interface BenchOptions {
 export function defaultOptions(): BenchOptions {
   return {
     url: null,
-    designs: ['durable', 'pg-only', 'redis-only'],
-    scenarios: ['flash', 'flash64', 'carts', 'reads'],
+    designs: ['durable', 'durable-unbounded', 'pg-only', 'redis-only'],
+    scenarios: ['flash', 'flash64', 'carts', 'reads', 'overload'],
     durationSeconds: 10,
     warmupSeconds: 2,
     passes: 3,
@@ -260,6 +262,8 @@ export interface RunResult {
    * that none of the four used (another tenant, a test suite: a run with much of it is suspect).
    */
   cpuPercent: { service: number | null; redis: number | null; postgres: number | null; generator: number; other: number | null };
+  /** CPU each process spent per acknowledged write (201 + 200), µs. */
+  cpuMicrosPerWrite: { service: number | null; redis: number | null; postgres: number | null };
   rssMiB: { start: number | null; max: number | null; end: number | null };
   redisCommands: RedisCommandDelta[];
   /** PostgreSQL transactions (reads included) and WAL flushes (fsyncs) per acknowledged write. */
@@ -282,6 +286,8 @@ interface Snapshot {
   machine: number;
   service: number | null;
   postgresCpu: Map<number, number> | null;
+  /** PostgreSQL's processes that work for this run: the design database's backends and the server's own. */
+  postgresPids: Set<number> | null;
   redis: RedisCounters | null;
   pg: PgCounters | null;
   metrics: ServiceMetrics | null;
@@ -293,6 +299,7 @@ async function snapshot(server: Server, shared: Shared, headers: Record<string, 
     machine: machineBusySeconds(),
     service: server.pid ? processCpuSeconds(server.pid) : null,
     postgresCpu: server.pid ? namedCpuSeconds('postgres') : null,
+    postgresPids: shared.admin && server.databaseName ? await postgresPidsOf(shared.admin, server.databaseName) : null,
     redis: shared.redis && server.pid ? await redisCounters(shared.redis) : null,
     pg: shared.admin && server.databaseName ? await pgCounters(shared.admin, server.databaseName) : null,
     metrics: await serviceMetrics(server.url, headers),
@@ -300,6 +307,9 @@ async function snapshot(server: Server, shared: Shared, headers: Record<string, 
 }
 
 const percentOf = (a: number | null, b: number | null, seconds: number) => (a === null || b === null ? null : round(((b - a) / seconds) * 100, 1));
+
+/** The entries of `cpu` whose pid is in `pids` (all of them without a set). */
+const ofPids = (cpu: Map<number, number>, pids: Set<number> | null) => (pids ? new Map([...cpu].filter(([pid]) => pids.has(pid))) : cpu);
 
 function mergeAcked(into: Record<string, Acked>, from: Record<string, Acked>): void {
   for (const [item, a] of Object.entries(from)) {
@@ -346,6 +356,8 @@ async function waitQuiet(o: BenchOptions): Promise<void> {
 
 async function measureDesign(design: Design, pass: number, o: BenchOptions, shared: Shared, profiles: ProfileSummary[]): Promise<RunResult[]> {
   const label = `p${pass}`;
+  const scenarioList = scenariosOf(design, o.scenarios);
+  if (scenarioList.length === 0) return [];
   if (!o.url && o.waitQuietSeconds > 0) await waitQuiet(o);
   const server = o.url ? externalServer(o.url) : await startServer(design, o, label);
   const results: RunResult[] = [];
@@ -355,7 +367,7 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
   const prefix = `${shared.runTag}-${design}-${label}`;
   const skuPrefix = `${prefix}-sku-`;
   try {
-    if (o.scenarios.some((s) => scenarios[s].kind !== 'flash')) {
+    if (scenarioList.some((s) => scenarios[s].kind !== 'flash')) {
       const started = performance.now();
       const items = Array.from({ length: o.skuCount }, (_, i): [string, number] => [`${skuPrefix}${i}`, CART_SKU_UNITS]);
       await seed(server.url, items, o.headers);
@@ -386,12 +398,13 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
       ackedReservations += warm.ackedReservations;
     }
 
-    for (const name of o.scenarios) {
+    for (const name of scenarioList) {
       const scenario = scenarios[name];
       const flashItem = `${prefix}-${name}`;
       if (scenario.kind === 'flash') {
-        await seed(server.url, [[flashItem, FLASH_UNITS]], o.headers);
-        supplied.set(flashItem, FLASH_UNITS);
+        const units = scenario.units ?? FLASH_UNITS;
+        await seed(server.url, [[flashItem, units]], o.headers);
+        supplied.set(flashItem, units);
       }
       if (shared.vacuum && server.databaseUrl) await vacuumAnalyze(server.databaseUrl);
       const before = await snapshot(server, shared, o.headers);
@@ -425,9 +438,13 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
       const cpu = {
         service: percentOf(before.service, after.service, seconds),
         redis: before.redis && after.redis ? percentOf(before.redis.cpuSeconds, after.redis.cpuSeconds, seconds) : null,
-        postgres: before.postgresCpu && after.postgresCpu ? percentOf(0, cpuBetween(before.postgresCpu, after.postgresCpu), seconds) : null,
+        postgres:
+          before.postgresCpu && after.postgresCpu
+            ? percentOf(0, cpuBetween(before.postgresCpu, ofPids(after.postgresCpu, after.postgresPids)), seconds)
+            : null,
         generator: load.generatorCpuPercent,
       };
+      const perWrite = (percent: number | null) => (percent === null || writes === 0 ? null : round(((percent / 100) * seconds * 1e6) / writes, 1));
       const machineBusy = percentOf(before.machine, after.machine, seconds)!;
       const ours = (cpu.service ?? 0) + (cpu.redis ?? 0) + (cpu.postgres ?? 0) + cpu.generator;
       const result: RunResult = {
@@ -437,6 +454,7 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
         connections: scenario.connections,
         load,
         cpuPercent: { ...cpu, other: server.pid ? round(Math.max(0, machineBusy - ours), 1) : null },
+        cpuMicrosPerWrite: { service: perWrite(cpu.service), redis: perWrite(cpu.redis), postgres: perWrite(cpu.postgres) },
         rssMiB: { start: rss[0] ?? null, max: rss.length ? Math.max(...rss) : null, end: rss.at(-1) ?? null },
         redisCommands: before.redis && after.redis ? redisDelta(before.redis, after.redis, load.responses) : [],
         postgres:
@@ -509,9 +527,17 @@ export interface SummaryRow {
   latencyMs: Omit<Percentiles, 'count' | 'mean'>;
   reserveLatencyMs: { p50: number; p99: number } | null;
   /** Sums over passes. */
-  outcomes: { created: number; ok: number; insufficient: number; other: number };
+  outcomes: { created: number; ok: number; insufficient: number; shed: number; other: number };
   soldOutAtSeconds: number | null;
   cpuPercent: { service: number | null; redis: number | null; postgres: number | null; generator: number; other: number | null };
+  /** Medians over passes, as the rest: reservations created per second; p99 of 2xx and of shed answers. */
+  createdPerSecond: number;
+  answeredP99Ms: { ok: number; shed: number | null };
+  /** Shed answers as a share of all answers, %. */
+  shedPercent: number;
+  cpuMicrosPerWrite: { service: number | null; redis: number | null; postgres: number | null };
+  /** The service's own mean time to answer 2xx and 503 (from reading the request), ms: ServiceDelta.httpMsMean. */
+  serviceMsMean: { ok: number | null; unavailable: number | null };
   invariantsOk: boolean;
 }
 
@@ -521,6 +547,46 @@ export interface RatioRow {
   durableOverPgOnly: number | null;
   pgOnlyP99OverDurableP99: number | null;
   durableOverRedisOnly: number | null;
+}
+
+/** Beyond saturation (the overload scenario): the bound on against off, medians of the ratios within each pass. */
+export interface SaturationRatios {
+  scenario: ScenarioName;
+  /** Reservations created per second, WRITER_MAX_QUEUE on / off (about 1: throughput holds). */
+  createdBoundedOverUnbounded: number | null;
+  /** p99 of acknowledged answers, off / on (above 1: the bound keeps the answered fast). */
+  okP99UnboundedOverBounded: number | null;
+  /** The service's own mean time to answer a 2xx, off / on. */
+  serviceOkMeanUnboundedOverBounded: number | null;
+  /** Service CPU per acknowledged write, on / off (what shedding costs the node). */
+  serviceCpuBoundedOverUnbounded: number | null;
+}
+
+export function saturationRatios(runs: RunResult[]): SaturationRatios[] {
+  const out: SaturationRatios[] = [];
+  for (const scenario of new Set(runs.filter((r) => r.design === 'durable-unbounded').map((r) => r.scenario))) {
+    const pairs = [...new Set(runs.map((r) => r.pass))].flatMap((pass) => {
+      const on = runs.find((r) => r.scenario === scenario && r.pass === pass && r.design === 'durable');
+      const off = runs.find((r) => r.scenario === scenario && r.pass === pass && r.design === 'durable-unbounded');
+      return on && off ? [{ on, off }] : [];
+    });
+    const ratio = (f: (p: { on: RunResult; off: RunResult }) => number | null) => {
+      const values = pairs.map(f).filter((v): v is number => v !== null && Number.isFinite(v));
+      return values.length ? round(median(values), 2) : null;
+    };
+    out.push({
+      scenario,
+      createdBoundedOverUnbounded: ratio(({ on, off }) => on.load.createdPerSecond / off.load.createdPerSecond),
+      okP99UnboundedOverBounded: ratio(({ on, off }) => off.load.answeredMs.ok.p99 / on.load.answeredMs.ok.p99),
+      serviceOkMeanUnboundedOverBounded: ratio(({ on, off }) =>
+        on.service?.httpMsMean.ok && off.service?.httpMsMean.ok ? off.service.httpMsMean.ok / on.service.httpMsMean.ok : null,
+      ),
+      serviceCpuBoundedOverUnbounded: ratio(({ on, off }) =>
+        on.cpuMicrosPerWrite.service !== null && off.cpuMicrosPerWrite.service ? on.cpuMicrosPerWrite.service / off.cpuMicrosPerWrite.service : null,
+      ),
+    });
+  }
+  return out;
 }
 
 export interface TargetCheck {
@@ -538,6 +604,7 @@ export interface BenchReport {
   machine: Machine;
   summary: SummaryRow[];
   ratios: RatioRow[];
+  saturation: SaturationRatios[];
   targets: TargetCheck[];
   invariantsOk: boolean;
   runs: RunResult[];
@@ -580,7 +647,23 @@ export function summarize(runs: RunResult[]): SummaryRow[] {
         created: sum((r) => r.load.outcomes.created),
         ok: sum((r) => r.load.outcomes.ok),
         insufficient: sum((r) => r.load.outcomes.insufficient),
+        shed: sum((r) => r.load.outcomes.shed),
         other: sum((r) => r.load.outcomes.other),
+      },
+      createdPerSecond: m((r) => r.load.createdPerSecond),
+      answeredP99Ms: {
+        ok: m((r) => r.load.answeredMs.ok.p99),
+        shed: medianOrNull(g.map((r) => (r.load.answeredMs.shed.count > 0 ? r.load.answeredMs.shed.p99 : null))),
+      },
+      shedPercent: m((r) => (r.load.responses > 0 ? (100 * r.load.outcomes.shed) / r.load.responses : 0)),
+      cpuMicrosPerWrite: {
+        service: medianOrNull(g.map((r) => r.cpuMicrosPerWrite.service)),
+        redis: medianOrNull(g.map((r) => r.cpuMicrosPerWrite.redis)),
+        postgres: medianOrNull(g.map((r) => r.cpuMicrosPerWrite.postgres)),
+      },
+      serviceMsMean: {
+        ok: medianOrNull(g.map((r) => r.service?.httpMsMean.ok ?? null)),
+        unavailable: medianOrNull(g.map((r) => r.service?.httpMsMean.unavailable ?? null)),
       },
       soldOutAtSeconds: medianOrNull(g.map((r) => r.load.soldOutAtSeconds)),
       cpuPercent: {
@@ -672,7 +755,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       for (const design of order) runs.push(...(await measureDesign(design, pass, o, shared, profiles)));
     }
     const summary = summarize(runs);
-    const ratioRows = ratios(runs, o.scenarios);
+    // Designs are compared in the scenarios all of them run.
+    const ratioRows = ratios(runs, o.scenarios.filter((s) => !scenarios[s].designs));
     const { log: _log, soak: _soak, ...options } = o;
     return {
       kind: 'irs-bench',
@@ -683,6 +767,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       machine: host,
       summary,
       ratios: ratioRows,
+      saturation: saturationRatios(runs),
       targets: targets(summary, ratioRows),
       invariantsOk: runs.every((r) => r.invariants.ok),
       runs,

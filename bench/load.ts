@@ -59,7 +59,7 @@ const all = new Samples();
 const opSamples: Partial<Record<OpName, Samples>> = {};
 const opStatuses: Partial<Record<OpName, Record<string, number>>> = {};
 const at = spec.timelineSeconds ? new Samples() : null;
-const outcomes = { created: 0, ok: 0, insufficient: 0, other: 0 };
+const outcomes = { created: 0, ok: 0, insufficient: 0, shed: 0, other: 0 };
 const otherSamples: string[] = [];
 const acked: Record<string, Acked> = {};
 let ackedReservations = 0;
@@ -70,16 +70,27 @@ let responsesAtSoldOut = 0;
 let started = 0;
 /** The operation of the response being recorded: onResponse sets it, autocannon's 'response' event reads it next. */
 let lastOp: OpName = 'read';
+/** Likewise, what kind of answer it was. */
+let lastKind: 'ok' | 'shed' | 'other' = 'other';
+const answered = { ok: new Samples(), shed: new Samples() };
+
+type Headers = Record<string, string | string[]>;
+/** A 503 that says when to retry: the service shed the request before deciding anything. */
+const isShed = (status: number, headers: Headers) => status === 503 && Object.keys(headers).some((h) => h.toLowerCase() === 'retry-after');
 
 const ackedOf = (itemId: string): Acked => (acked[itemId] ??= { reserved: 0, confirmed: 0, released: 0 });
 
-function classify(op: OpName, status: number, body: string): void {
+function classify(op: OpName, status: number, body: string, headers: Headers): void {
   lastOp = op;
+  lastKind = status === 200 || status === 201 ? 'ok' : 'other';
   const statuses = (opStatuses[op] ??= {});
   statuses[status] = (statuses[status] ?? 0) + 1;
   if (status === 201) outcomes.created++;
   else if (status === 200) outcomes.ok++;
-  else if (status === 409 && body.includes('"insufficient_stock"')) {
+  else if (isShed(status, headers)) {
+    outcomes.shed++;
+    lastKind = 'shed';
+  } else if (status === 409 && body.includes('"insufficient_stock"')) {
     outcomes.insufficient++;
     if (soldOutAt === null && op === 'reserve') {
       soldOutAt = (performance.now() - started) / 1000;
@@ -99,8 +110,8 @@ function idOf(body: string): string | undefined {
   return body.slice(start + 6, end);
 }
 
-function onReserved(status: number, body: string, ctx: Context): void {
-  classify('reserve', status, body);
+function onReserved(status: number, body: string, ctx: Context, headers: Headers): void {
+  classify('reserve', status, body, headers);
   if (status !== 201 || !ctx.lines) {
     ctx.id = undefined;
     return;
@@ -111,8 +122,8 @@ function onReserved(status: number, body: string, ctx: Context): void {
   for (const l of ctx.lines) ackedOf(l.itemId).reserved += l.quantity;
 }
 
-function onSettled(status: number, body: string, ctx: Context): void {
-  classify(ctx.action ?? 'confirm', status, body);
+function onSettled(status: number, body: string, ctx: Context, headers: Headers): void {
+  classify(ctx.action ?? 'confirm', status, body, headers);
   if (status !== 200 || !ctx.lines) return;
   writes++;
   for (const l of ctx.lines) {
@@ -141,12 +152,12 @@ function reserveThenSettle(pick: () => LineSpec[]): autocannon.Request[] {
         ctx.lines = pick();
         return reserveRequest(req, ctx.lines);
       },
-      onResponse: (status, body, context) => onReserved(status, body, context as Context),
+      onResponse: (status, body, context, headers) => onReserved(status, body, context as Context, headers as Headers),
     },
     {
       // autocannon's types say setupRequest returns a Request; returning null (documented) restarts the sequence.
       setupRequest: settle as (req: autocannon.Request, context: object) => autocannon.Request,
-      onResponse: (status, body, context) => onSettled(status, body, context as Context),
+      onResponse: (status, body, context, headers) => onSettled(status, body, context as Context, headers as Headers),
     },
   ];
 }
@@ -166,10 +177,10 @@ function readMix(): autocannon.Request[] {
         ctx.lines = undefined;
         return { ...req, method: 'GET', path: `/items/${itemId}/availability`, headers: { ...spec.headers }, body: undefined };
       },
-      onResponse: (status, body, context) => {
+      onResponse: (status, body, context, headers) => {
         const ctx = context as Context;
-        if (ctx.lines) onReserved(status, body, ctx);
-        else classify('read', status, body);
+        if (ctx.lines) onReserved(status, body, ctx, headers as Headers);
+        else classify('read', status, body, headers as Headers);
       },
     },
   ];
@@ -211,6 +222,7 @@ const instance = autocannon(
 instance.on('response', (_client, _status, _bytes, responseTime) => {
   all.push(responseTime);
   (opSamples[lastOp] ??= new Samples()).push(responseTime);
+  if (lastKind !== 'other') answered[lastKind].push(responseTime);
   at?.push(performance.now() - started);
 });
 instance.on('reqError', () => connectionErrors++);
@@ -246,6 +258,8 @@ function finish(result: autocannon.Result): void {
     throughput: round(all.length / elapsedSeconds, 1),
     writesPerSecond: round(writes / elapsedSeconds, 1),
     latencyMs: percentiles(all.values()),
+    createdPerSecond: round(outcomes.created / elapsedSeconds, 1),
+    answeredMs: { ok: percentiles(answered.ok.values()), shed: percentiles(answered.shed.values()) },
     ops,
     outcomes: { ...outcomes, other },
     otherSamples,

@@ -67,6 +67,18 @@ export function namedCpuSeconds(name: string): Map<number, number> {
 }
 
 /**
+ * The PostgreSQL processes that work for a bench run: the backends connected to its database, and the server's own
+ * (WAL writer, checkpointer…), not other databases' backends (another test suite on the same server).
+ */
+export async function postgresPidsOf(admin: pg.Client, database: string): Promise<Set<number>> {
+  const { rows } = await admin.query<{ pid: number }>(
+    "SELECT pid FROM pg_stat_activity WHERE datname = $1 OR (datname IS NULL AND backend_type <> 'client backend')",
+    [database],
+  );
+  return new Set(rows.map((r) => r.pid));
+}
+
+/**
  * CPU the processes used between two looks: those alive at the second look, counted from the first look (or
  * from their start). A process that ended in between is missed, so this is a lower bound.
  */
@@ -218,9 +230,11 @@ export async function serviceMetrics(url: string, headers: Record<string, string
     const out: ServiceMetrics = {};
     for (const m of text.matchAll(/^(irs_\w+?|http_request_duration_seconds)_(sum|count)(\{[^}]*\})? ([\d.e+-]+)$/gm)) {
       const [, name, kind, labels = '', value] = m as unknown as [string, string, string, string | undefined, string];
-      // Lua by script; everything else summed over its labels.
+      // Lua by script; HTTP also by kind of answer (2xx, 503, other); everything else summed over its labels.
       const script = /script="([^"]+)"/.exec(labels)?.[1];
-      const key = script ? `${name}{${script}}` : name;
+      const status = /status_code="(\d+)"/.exec(labels)?.[1];
+      const answer = status === undefined ? undefined : status.startsWith('2') ? '2xx' : status === '503' ? '503' : 'other';
+      const key = script ? `${name}{${script}}` : answer ? `${name}{${answer}}` : name;
       const entry = (out[key] ??= { sum: 0, count: 0 });
       entry[kind as 'sum' | 'count'] += Number(value);
     }
@@ -237,6 +251,11 @@ export interface ServiceDelta {
   pgBatchMsMean: number | null;
   /** Lua script round trips (client side, queueing in ioredis included), mean ms by script. */
   luaMsMean: Record<string, number>;
+  /**
+   * Mean time the service took to answer, as it measures it (from reading the request to answering: not the time
+   * a request waited to be accepted or read), for 2xx answers and for 503s; ms.
+   */
+  httpMsMean: { ok: number | null; unavailable: number | null };
 }
 
 export function serviceDelta(before: ServiceMetrics | null, after: ServiceMetrics | null): ServiceDelta | null {
@@ -255,7 +274,12 @@ export function serviceDelta(before: ServiceMetrics | null, after: ServiceMetric
     const x = d(key);
     if (x.count > 0) luaMsMean[script] = round((x.sum / x.count) * 1000, 2);
   }
+  const httpMean = (answer: string) => {
+    const x = d(`http_request_duration_seconds{${answer}}`);
+    return x.count > 0 ? round((x.sum / x.count) * 1000, 2) : null;
+  };
   return {
+    httpMsMean: { ok: httpMean('2xx'), unavailable: httpMean('503') },
     pgBatches: batchSize.count,
     pgBatchOperationsMean: batchSize.count > 0 ? round(batchSize.sum / batchSize.count, 1) : null,
     pgBatchMsMean: batchTime.count > 0 ? round((batchTime.sum / batchTime.count) * 1000, 2) : null,

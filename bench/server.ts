@@ -86,8 +86,9 @@ const baselineEnv: Record<string, string> = { SWEEPER_INTERVAL_MS: '2147483647',
 const config = loadConfig({
   LOG_LEVEL: 'error',
   DATABASE_POOL_SIZE: '16',
-  ...(design === 'durable' ? {} : baselineEnv),
+  ...(design === 'durable' || design === 'durable-unbounded' ? {} : baselineEnv),
   ...process.env,
+  ...(design === 'durable-unbounded' ? { WRITER_MAX_QUEUE: '0' } : {}),
   DATABASE_URL: databaseUrl.toString(),
   REDIS_KEY_PREFIX: prefix,
 });

@@ -1,10 +1,18 @@
 /** What the benchmark's processes (orchestrator, service under test, load generator) say to each other. */
 
-export const designNames = ['durable', 'pg-only', 'redis-only'] as const;
+/**
+ * `durable-unbounded`: the durable service with WRITER_MAX_QUEUE=0 (no bound on the writes it holds), run only in
+ * the scenarios that name it, to compare with the bound on under the same load.
+ */
+export const designNames = ['durable', 'durable-unbounded', 'pg-only', 'redis-only'] as const;
 /** `external`: a service at `--url` the bench did not start (its design is unknown to it). */
 export type Design = (typeof designNames)[number] | 'external';
+/** The designs a scenario runs against unless it names its own. */
+export const standardDesigns: readonly Design[] = ['durable', 'pg-only', 'redis-only'];
+/** This service, with PostgreSQL and Redis both holding state (the bench holds them to agree). */
+export const isDurable = (design: Design): boolean => design === 'durable' || design === 'durable-unbounded';
 
-export const scenarioNames = ['flash', 'flash64', 'carts', 'reads'] as const;
+export const scenarioNames = ['flash', 'flash64', 'carts', 'reads', 'overload'] as const;
 export type ScenarioName = (typeof scenarioNames)[number];
 
 export type LoadKind = 'flash' | 'carts' | 'reads';
@@ -14,6 +22,10 @@ export interface Scenario {
   kind: LoadKind;
   connections: number;
   description: string;
+  /** Units of the flash SKU (kind flash); FLASH_UNITS unless set. */
+  units?: number;
+  /** The designs it runs against; `standardDesigns` unless set. */
+  designs?: readonly Design[];
 }
 
 /** The catalogue (bench/README.md describes each). */
@@ -42,7 +54,20 @@ export const scenarios: Record<ScenarioName, Scenario> = {
     connections: 64,
     description: '90% availability reads / 10% one-line reservations over 10,000 SKUs',
   },
+  overload: {
+    name: 'overload',
+    kind: 'flash',
+    connections: 2000,
+    units: 1_000_000_000,
+    designs: ['durable', 'durable-unbounded'],
+    description:
+      'beyond saturation: the flash sale at 2,000 connections on a SKU that never sells out, with WRITER_MAX_QUEUE and without',
+  },
 };
+
+/** Which scenarios of `names` run against `design`. */
+export const scenariosOf = (design: Design, names: readonly ScenarioName[]): ScenarioName[] =>
+  names.filter((n) => design === 'external' || (scenarios[n].designs ?? standardDesigns).includes(design));
 
 /** Units the flash SKU starts with (issue 3). */
 export const FLASH_UNITS = 10_000;
@@ -106,8 +131,13 @@ export interface LoadResult {
   /** 2xx mutations (reserve 201, confirm/release 200) per second: acknowledged writes. */
   writesPerSecond: number;
   latencyMs: Percentiles;
+  /** Reservations created (201) per second: what a flash sale beyond saturation is for. */
+  createdPerSecond: number;
+  /** Latency of the answered requests by kind: acknowledged (2xx), and shed (503 with Retry-After). */
+  answeredMs: { ok: Percentiles; shed: Percentiles };
   ops: Partial<Record<OpName, OpStats>>;
-  outcomes: { created: number; ok: number; insufficient: number; other: number };
+  /** `shed`: 503 with Retry-After (the service refused before deciding: WRITER_MAX_QUEUE); not an error. */
+  outcomes: { created: number; ok: number; insufficient: number; shed: number; other: number };
   /** A few bodies of "other" outcomes, to say what went wrong. */
   otherSamples: string[];
   connectionErrors: number;

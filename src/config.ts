@@ -29,6 +29,13 @@ export const ConfigSchema = Type.Object({
    * fastest on a hot SKU (bigger batches, no two batches queueing on its stock row): see bench/README.md.
    */
   WRITER_CONCURRENCY: Type.Integer({ default: 1, minimum: 1 }),
+  /**
+   * Most write requests a node holds at once, from before their Redis decision until their answer: beyond it new
+   * reservations are refused at once with 503 and Retry-After, changing nothing; confirm, release and stock changes
+   * beyond twice it. Bounds what is decided and not yet recorded when PostgreSQL falls behind; the default was
+   * measured (bench/README.md, "Beyond saturation"). 0: no bound.
+   */
+  WRITER_MAX_QUEUE: Type.Integer({ default: 1000, minimum: 0 }),
   /** How long a request whose batch lost its connection waits to learn whether it committed (then 503, unknown). */
   WRITER_FATE_WAIT_MS: Type.Integer({ default: 10_000, minimum: 0 }),
   SWEEPER_INTERVAL_MS: Type.Integer({ default: 1000, minimum: 10 }),

@@ -39,6 +39,12 @@ export function createMetrics() {
       buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500],
       registers: [registry],
     }),
+    shed: new Counter({
+      name: 'irs_shed_total',
+      help: 'Write requests refused with 503 before deciding anything, because WRITER_MAX_QUEUE requests were in progress, by operation',
+      labelNames: ['operation'] as const,
+      registers: [registry],
+    }),
     pgBatchFailures: new Counter({
       name: 'irs_pg_batch_failures_total',
       help: 'Group-commit transactions that failed (their requests were compensated and answered 503)',

@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { HELP, integerFlag, parseCommandLine, usageError } from '../../src/cli/args.js';
 import { cleanup, closeShared, connectShared, defaultOptions, repoRoot, startServer } from '../harness.js';
 import { median, round } from '../stats.js';
-import { designNames, type Design } from '../types.js';
+import { designNames, standardDesigns, type Design } from '../types.js';
 
 const usage = `npm run bench:wrk -- [--passes N] [--duration S] [--designs LIST] [--connections N]
 
@@ -24,7 +24,7 @@ The flash sale measured with wrk (needs wrk on the PATH) against each design, be
 
   --passes N        passes; the designs take turns within each (default 3)
   --duration S      seconds of load per design and pass (default 10)
-  --designs LIST    ${designNames.join(',')} (default: all)
+  --designs LIST    ${standardDesigns.join(',')} (default: all)
   --connections N   wrk connections (default 64)
   --help            this text
 `;
@@ -34,7 +34,7 @@ const values = parseCommandLine(usage, () =>
     options: {
       passes: { type: 'string' },
       duration: { type: 'string' },
-      designs: { type: 'string', default: designNames.join(',') },
+      designs: { type: 'string', default: standardDesigns.join(',') },
       connections: { type: 'string' },
       help: HELP,
     },

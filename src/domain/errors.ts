@@ -53,17 +53,20 @@ export interface ProblemExtras {
 export class ProblemError extends Error {
   readonly status: number;
   readonly title: string;
+  /** Sent as `Retry-After` (seconds): the refusal is expected and passes (a shed write), so it is not logged. */
+  readonly retryAfterSeconds: number | undefined;
 
   constructor(
     readonly code: ErrorCode,
     readonly detail?: string,
     readonly extras: ProblemExtras = {},
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; retryAfterSeconds?: number },
   ) {
     super(detail ?? errorCatalogue[code].title, options);
     this.name = 'ProblemError';
     this.status = errorCatalogue[code].status;
     this.title = errorCatalogue[code].title;
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
 }
 

@@ -128,7 +128,8 @@ const bodyErrors: Record<string, string> = {
 export function registerErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError & { validation?: AjvError[]; validationContext?: string }, request, reply) => {
     if (error instanceof ProblemError) {
-      if (error.status >= 500) request.log.warn({ err: error.cause ?? error }, error.message);
+      if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(error.retryAfterSeconds));
+      else if (error.status >= 500) request.log.warn({ err: error.cause ?? error }, error.message);
       return sendProblem(reply, error.code, error.detail, error.extras);
     }
     if (error.validation) {

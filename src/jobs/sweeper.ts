@@ -76,7 +76,7 @@ export class Sweeper {
     );
     if (this.passes++ % 60 === 0) {
       await deleteOldIdempotencyKeys(db, this.options.idempotencyRetentionHours, 10_000);
-      await deleteOldWriteBatches(db);
+      await deleteOldWriteBatches(db, writer.batchRetentionMs);
     }
   }
 }

@@ -106,7 +106,11 @@ export const httpPlugin = fp<{ config: Config }>(
         { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: reply.statusCode },
         reply.elapsedTime / 1000,
       );
-      if (reply.statusCode >= 500) request.log.warn({ url: request.url, statusCode: reply.statusCode }, 'request failed');
+      // A refusal that says when to retry (a shed write) is expected under overload and counted: a log line each
+      // would turn an overload into a flood of them.
+      if (reply.statusCode >= 500 && !reply.hasHeader('retry-after')) {
+        request.log.warn({ url: request.url, statusCode: reply.statusCode }, 'request failed');
+      }
     });
   },
   { name: 'http', fastify: '5.x', dependencies: ['metrics', 'redis', 'state'] },

@@ -15,6 +15,7 @@ export const writerPlugin = fp<{ config: Config }>(
       maxBatch: config.WRITER_MAX_BATCH,
       concurrency: config.WRITER_CONCURRENCY,
       fateWaitMs: config.WRITER_FATE_WAIT_MS,
+      maxQueue: config.WRITER_MAX_QUEUE,
     });
     app.decorate('writer', writer);
     app.addHook('onClose', async () => {

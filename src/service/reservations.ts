@@ -13,6 +13,7 @@ import { formatRecord, parseRecord, recordPrefix, recordSuffix } from '../redis/
 import { endSessionsOf } from '../store/nodes.js';
 import { findIdempotency, findReservation } from '../store/reservations.js';
 import { RecordError, type BatchWriter, type RecordOp, type RecordResult } from '../store/writer.js';
+import { admitted } from './admission.js';
 import type { ReservationApi, ReserveAnswer } from './api.js';
 import { compensate, recordFailed } from './compensation.js';
 import { requestHash } from './idempotency.js';
@@ -51,7 +52,11 @@ const lineLabel = (l: Line) => (l.location === DEFAULT_LOCATION ? l.itemId : `${
 export class ReservationService implements ReservationApi {
   constructor(private readonly d: ReservationDeps) {}
 
-  async reserve(caller: Caller, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
+  reserve(caller: Caller, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
+    return admitted(this.d, 'reserve', () => this.reserveAdmitted(caller, key, request));
+  }
+
+  private async reserveAdmitted(caller: Caller, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
     const lines = normaliseLines(request);
     const hash = requestHash(request);
     // A second try only follows freeing the key of a first request that died; a third would be a loop.
@@ -276,11 +281,11 @@ export class ReservationService implements ReservationApi {
   }
 
   confirm(caller: Caller, id: string): Promise<ReservationDocument> {
-    return this.settle(caller, 'confirm', id);
+    return admitted(this.d, 'confirm', () => this.settle(caller, 'confirm', id));
   }
 
   release(caller: Caller, id: string): Promise<ReservationDocument> {
-    return this.settle(caller, 'release', id);
+    return admitted(this.d, 'release', () => this.settle(caller, 'release', id));
   }
 
   /**

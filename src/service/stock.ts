@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics.js';
 import type { Decisions, ItemStock } from '../redis/decisions.js';
 import type { StockApi } from './api.js';
 import type { BatchWriter } from '../store/writer.js';
+import { admitted } from './admission.js';
 import { compensate, recordFailed } from './compensation.js';
 
 /** Operator stock changes and availability reads. */
@@ -22,11 +23,11 @@ export class StockService implements StockApi {
   }
 
   set(itemId: string, location: string, quantity: number): Promise<AvailabilityDocument> {
-    return this.change(itemId, location, 'set', quantity, null);
+    return admitted(this.d, 'stock', () => this.change(itemId, location, 'set', quantity, null));
   }
 
   adjust(itemId: string, location: string, delta: number, reason: string | null): Promise<AvailabilityDocument> {
-    return this.change(itemId, location, 'adjust', delta, reason);
+    return admitted(this.d, 'stock', () => this.change(itemId, location, 'adjust', delta, reason));
   }
 
   private async change(

@@ -155,8 +155,13 @@ export async function deleteOldIdempotencyKeys(db: pg.Pool, retentionHours: numb
   return rowCount ?? 0;
 }
 
-/** Batch rows serve only the lookup right after a lost answer (src/store/writer.ts): ten minutes is ample. */
-export async function deleteOldWriteBatches(db: pg.Pool): Promise<number> {
-  const { rowCount } = await db.query("DELETE FROM write_batches WHERE committed_at < now() - interval '10 minutes'");
+/**
+ * Batch rows serve only the lookup after a lost answer (src/store/writer.ts), which trusts a missing row only
+ * within the batch's fate deadline: `olderThanMs` is the writer's `batchRetentionMs`, longer than that deadline.
+ */
+export async function deleteOldWriteBatches(db: pg.Pool, olderThanMs: number): Promise<number> {
+  const { rowCount } = await db.query('DELETE FROM write_batches WHERE committed_at < now() - make_interval(secs => $1::float8 / 1000)', [
+    olderThanMs,
+  ]);
   return rowCount ?? 0;
 }

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
 import type { Metrics } from '../metrics.js';
@@ -10,7 +11,8 @@ export type { RecordOp, RecordResult, Transition } from './record.js';
 
 /**
  * The batch did not commit (`committed: false`), or its fate could not be learned yet (`'unknown'`: PostgreSQL was
- * unreachable). Then `fate` keeps asking and settles to whether it committed, or 'unknown' after FATE_DEADLINE_MS.
+ * unreachable). Then `fate` keeps asking and settles to whether it committed, or 'unknown' once the batch's fate
+ * deadline (FATE_DEADLINE_MS after it was sent) passed.
  */
 export class RecordError extends Error {
   readonly fate: Promise<boolean | 'unknown'>;
@@ -73,17 +75,63 @@ function sqlStateOf(err: unknown): string | null {
  */
 export class BatchWriter {
   private queue: Pending[] = [];
+  /** Write requests admitted and not yet finished (`admit`). */
+  private admitted = 0;
   private inflight = 0;
   private scheduled = false;
   private closed = false;
   /** Lost batches whose fate is being looked up (off the flush slots, so later batches are not held up). */
   private settling = 0;
 
+  /**
+   * How long `write_batches` rows must be kept (src/jobs/sweeper.ts prunes older ones): the fate deadline plus a
+   * margin, so no lookup this writer trusts can find a batch's row already pruned.
+   */
+  readonly batchRetentionMs: number;
+  private readonly fateDeadlineMs: number;
+
   constructor(
     private readonly pool: pg.Pool,
     private readonly metrics: Metrics,
-    private readonly options: { maxBatch: number; concurrency: number; fateWaitMs: number },
-  ) {}
+    private readonly options: {
+      maxBatch: number;
+      concurrency: number;
+      fateWaitMs: number;
+      /** FATE_DEADLINE_MS unless set (tests shorten it). */
+      fateDeadlineMs?: number;
+      /** Most write requests admitted at once (`admit`: new reservations; twice as many others); 0 or unset: no bound. */
+      maxQueue?: number;
+    },
+  ) {
+    this.fateDeadlineMs = options.fateDeadlineMs ?? FATE_DEADLINE_MS;
+    this.batchRetentionMs = batchRetentionMs(this.fateDeadlineMs);
+  }
+
+  /**
+   * Admission, asked by a write request before it decides anything: null when too many requests are already
+   * admitted and unfinished (deciding, waiting for a batch, or in one), so the request can be refused having
+   * changed nothing; else the function that ends the admission (call it once the request finished, however).
+   *
+   * Past saturation the backlog, and with it every admitted request's latency, would otherwise grow with the
+   * offered load; bounded, an admitted request waits for at most about 2 × `maxQueue` operations to commit before
+   * its own. Counted per request rather than per queued operation so that requests deciding at once (each a Redis
+   * round trip away from `submit`) cannot all pass a check none of them has yet counted.
+   *
+   * A request that opens work (`'new'`: a reservation) is refused from `maxQueue` on; one that finishes or feeds it
+   * (`'other'`: confirm, release, a stock change) only from twice that, so a flood of new reservations cannot keep
+   * the buyers who hold units from checking out, nor an operator from restocking.
+   */
+  admit(kind: 'new' | 'other'): (() => void) | null {
+    const max = (this.options.maxQueue ?? 0) * (kind === 'new' ? 1 : 2);
+    if (max > 0 && this.admitted >= max) return null;
+    this.admitted++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.admitted--;
+    };
+  }
 
   submit(op: RecordOp): Promise<RecordResult> {
     return new Promise((resolve, reject) => {
@@ -194,7 +242,7 @@ export class BatchWriter {
   private async settleLost(batch: Pending[], lost: LostAnswer): Promise<void> {
     this.settling++;
     try {
-      const outcome = await this.lookUpUntil(lost.processId, lost.batchId, Date.now() + this.options.fateWaitMs);
+      const outcome = await this.lookUpUntil(lost, Math.min(performance.now() + this.options.fateWaitMs, lost.fateDeadline));
       if (outcome !== false && outcome !== 'unknown') {
         const results = resultsOf(lost.ops, lost.generation, outcome); // the answer was lost, not the commit
         batch.forEach((p, i) => p.resolve(results[i]!));
@@ -204,7 +252,7 @@ export class BatchWriter {
       const fate =
         outcome === false
           ? undefined
-          : this.lookUpUntil(lost.processId, lost.batchId, Date.now() + FATE_DEADLINE_MS).then((o) => (o === 'unknown' ? o : o !== false));
+          : this.lookUpUntil(lost, lost.fateDeadline).then((o) => (o === 'unknown' ? o : o !== false));
       const error = new RecordError(outcome, lost.cause, fate);
       batch.forEach((p) => p.reject(error));
     } finally {
@@ -227,6 +275,8 @@ export class BatchWriter {
       throw new RecordError(false, err);
     }
     let broken: Error | undefined;
+    // Before the statement can start: its `write_batches` row is younger than anything measured from here.
+    const fateDeadline = performance.now() + this.fateDeadlineMs;
     try {
       const { rows } = await client.query<Outcome>({
         // A named statement: each connection parses and plans this large statement once, not per batch.
@@ -240,7 +290,7 @@ export class BatchWriter {
       // An ERROR aborts the statement's transaction: nothing committed. Anything else (the connection died, a
       // timeout, a FATAL) may have struck before or after the commit: look the batch up.
       if ((err as { severity?: string }).severity === 'ERROR') throw new RecordError(false, err);
-      throw new LostAnswer(err, processIdOf(client), batchId, ops, generation);
+      throw new LostAnswer(err, processIdOf(client), batchId, ops, generation, fateDeadline);
     } finally {
       // After any error the connection may be dead or mid-statement: destroy it rather than reuse it.
       client.release(broken);
@@ -250,9 +300,15 @@ export class BatchWriter {
   /**
    * The fate of a batch whose answer was lost, asked on another connection: first make sure its backend is gone
    * (its statement could still commit), then look for the batch's row.
+   *
+   * No row means "not committed" only if the answer came before the batch's fate deadline: rows are kept for
+   * `batchRetentionMs`, longer than the deadline, so until then a committed batch's row cannot have been pruned.
+   * Past it the row may be gone, and the answer is 'unknown' (reconciliation and the sweeper settle the decision),
+   * never `false`, which would undo a committed change.
    */
-  private async lookUp(processId: number | null, batchId: string): Promise<Outcome | false | 'unknown'> {
-    if (processId === null) return 'unknown';
+  private async lookUp(lost: LostAnswer): Promise<Outcome | false | 'unknown'> {
+    const { processId, batchId } = lost;
+    if (processId === null || performance.now() >= lost.fateDeadline) return 'unknown';
     try {
       // Linux hands out process ids in sequence, so within minutes this id still names the batch's backend.
       const { rows: gone } = await this.pool.query<{ gone: boolean }>(
@@ -263,17 +319,22 @@ export class BatchWriter {
       const { rows } = await this.pool.query<Outcome>('SELECT fenced_in, created::text[], moved::text[] FROM write_batches WHERE id = $1', [
         batchId,
       ]);
-      return rows[0] ?? false;
+      if (rows[0]) return rows[0];
+      // The read's snapshot was taken before its answer arrived: if that was before the deadline, so was the read.
+      return performance.now() < lost.fateDeadline ? false : 'unknown';
     } catch {
       return 'unknown';
     }
   }
 
-  /** Looks up until PostgreSQL answers or the deadline passes, backing off between tries. */
-  private async lookUpUntil(processId: number | null, batchId: string, deadline: number): Promise<Outcome | false | 'unknown'> {
+  /**
+   * Looks up until PostgreSQL answers or `giveUpAt` (performance.now() time, at most the batch's fate deadline)
+   * passes, backing off between tries.
+   */
+  private async lookUpUntil(lost: LostAnswer, giveUpAt: number): Promise<Outcome | false | 'unknown'> {
     for (let wait = 100; ; wait = Math.min(2 * wait, 2_000)) {
-      const outcome = await this.lookUp(processId, batchId);
-      if (outcome !== 'unknown' || this.closed || Date.now() + wait > deadline) return outcome;
+      const outcome = await this.lookUp(lost);
+      if (outcome !== 'unknown' || this.closed || performance.now() + wait > giveUpAt) return outcome;
       await new Promise((resolve) => setTimeout(resolve, wait).unref());
     }
   }
@@ -287,13 +348,25 @@ class LostAnswer {
     readonly batchId: string,
     readonly ops: RecordOp[],
     readonly generation: string,
+    /** performance.now() time after which a lookup cannot trust a missing `write_batches` row. */
+    readonly fateDeadline: number,
   ) {}
 }
 
 /** How long a lookup waits for the lost batch's backend to exit. */
 const TERMINATE_WAIT_MS = 5_000;
-/** How long the writer keeps asking an unreachable PostgreSQL for a batch's fate (then reconciliation repairs). */
-const FATE_DEADLINE_MS = 10 * 60_000;
+/**
+ * How long after sending a batch the writer may still learn its fate (then 'unknown': reconciliation and the
+ * sweeper settle what it decided). The one deadline of a batch's fate: `write_batches` rows are kept longer.
+ */
+export const FATE_DEADLINE_MS = 10 * 60_000;
+
+/**
+ * `write_batches` rows outlive their batch's fate deadline by half as long again: PostgreSQL stamps a row when its
+ * statement starts, after the writer started the deadline's clock, so only a jump of PostgreSQL's clock could age a
+ * row faster than the writer's deadline runs out; the margin absorbs one of minutes.
+ */
+export const batchRetentionMs = (fateDeadlineMs: number): number => Math.ceil(fateDeadlineMs * 1.5);
 
 /** pg keeps the backend's process id (from BackendKeyData) on the client; its typings do not declare it. */
 const processIdOf = (client: pg.PoolClient) => (client as unknown as { processID: number | null }).processID;

@@ -1,7 +1,12 @@
+import { randomBytes, randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { luaLayout } from '../../src/redis/layout.js';
+import type { Line } from '../../src/domain/reservation.js';
+import { createMetrics } from '../../src/metrics.js';
+import { Decisions } from '../../src/redis/decisions.js';
+import { Keys } from '../../src/redis/keys.js';
+import { luaLayout, recordPrefix, recordSuffix } from '../../src/redis/layout.js';
 import { scriptNames, scriptSource } from '../../src/redis/scripts.js';
 import { HoldState, ScriptStatus } from '../../src/redis/status.js';
 import { testRedisUrl } from '../helpers/servers.js';
@@ -49,5 +54,96 @@ describe('Lua scripts', () => {
   it.each(scriptNames)('%s compiles in Redis', async (name) => {
     const sha = await redis.script('LOAD', scriptSource(name));
     expect(sha).toMatch(/^[0-9a-f]{40}$/);
+  });
+});
+
+describe('undo_settle', () => {
+  const redis = new Redis(testRedisUrl(), { lazyConnect: true });
+  const keys = new Keys(`t${randomBytes(4).toString('hex')}:`);
+  const node = 'aaaaaaaaaaaa';
+  const decisions = new Decisions(redis, keys, createMetrics(), 60_000, () => {
+    throw new Error('the generation marker is set by the test');
+  });
+  afterAll(async () => {
+    const stream = redis.scanStream({ match: `${keys.prefix}*`, count: 1000 });
+    for await (const batch of stream as AsyncIterable<string[]>) if (batch.length) await redis.unlink(...batch);
+    await redis.quit();
+  });
+
+  /** An item with `onHand` units on hand at the default location, in a Redis of generation 0. */
+  async function stocked(onHand: number): Promise<string> {
+    await redis.set(keys.marker, '0');
+    const itemId = `undo-${randomUUID()}`;
+    const decided = await decisions.changeStock(itemId, 'default', 'set', onHand);
+    if (decided.kind !== 'changed') throw new Error(`stock: ${decided.kind}`);
+    await decisions.changeStock(itemId, 'default', 'apply', decided.onHandDelta, decided);
+    return itemId;
+  }
+
+  async function reserve(lines: Line[]): Promise<string> {
+    const id = randomUUID();
+    const decision = await decisions.reserve({
+      reservationId: id,
+      lines,
+      ttlMs: 60_000,
+      idempotencyKey: keys.idempotency('_', randomUUID()),
+      recordPrefix: recordPrefix('h', id),
+      recordSuffix: recordSuffix(node),
+      recordTtlMs: 60_000,
+      header: { reference: null, metadata: {}, lines, tenant: 'default' },
+      lease: { key: keys.node(node), ttlMs: 3_000 },
+    });
+    expect(decision.kind).toBe('held');
+    return id;
+  }
+
+  async function stockOf(itemId: string): Promise<{ onHand: number; reserved: number }> {
+    const at = (await decisions.availability(itemId))!.get('default')!;
+    return { onHand: at.onHand ?? 0, reserved: at.reserved ?? 0 };
+  }
+
+  it('undoes a release whose units are still free: the hold is pending again', async () => {
+    const itemId = await stocked(2);
+    const lines = [{ itemId, location: 'default', quantity: 2 }];
+    const id = await reserve(lines);
+    const released = await decisions.settle('release', id, lines);
+    if (released.kind !== 'settled') throw new Error(`settle: ${released.kind}`);
+    expect(await stockOf(itemId)).toEqual({ onHand: 2, reserved: 0 });
+
+    expect(await decisions.undoSettle('release', released.generation, id, lines)).toBe(true);
+    expect(await stockOf(itemId)).toEqual({ onHand: 2, reserved: 2 });
+    expect(await decisions.expire(id, lines, 'inspect')).toMatchObject({ pending: 1, released: 0 });
+  });
+
+  it('does not undo a release whose units another reservation took since (that would oversell)', async () => {
+    const itemId = await stocked(2);
+    const lines = [{ itemId, location: 'default', quantity: 2 }];
+    const first = await reserve(lines);
+    const released = await decisions.settle('release', first, lines);
+    if (released.kind !== 'settled') throw new Error(`settle: ${released.kind}`);
+    const second = await reserve(lines); // the freed units, taken
+
+    expect(await decisions.undoSettle('release', released.generation, first, lines)).toBe(false);
+    expect(await stockOf(itemId)).toEqual({ onHand: 2, reserved: 2 }); // the second reservation's, once
+    expect(await decisions.expire(first, lines, 'inspect')).toMatchObject({ pending: 0, released: 1 });
+    expect(await decisions.expire(second, lines, 'inspect')).toMatchObject({ pending: 1 });
+  });
+
+  it('undoes no line of a release when one of its lines lost its units', async () => {
+    const free = await stocked(5);
+    const taken = await stocked(1);
+    const lines = [
+      { itemId: free, location: 'default', quantity: 1 },
+      { itemId: taken, location: 'default', quantity: 1 },
+    ];
+    const first = await reserve(lines);
+    const released = await decisions.settle('release', first, lines);
+    if (released.kind !== 'settled') throw new Error(`settle: ${released.kind}`);
+    await reserve([lines[1]!]);
+
+    expect(await decisions.undoSettle('release', released.generation, first, lines)).toBe(false);
+    expect(await stockOf(free)).toEqual({ onHand: 5, reserved: 0 });
+    expect(await stockOf(taken)).toEqual({ onHand: 1, reserved: 1 });
+    expect(await decisions.expire(first, lines, 'inspect')).toMatchObject({ pending: 0, released: 2 });
   });
 });

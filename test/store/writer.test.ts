@@ -4,8 +4,17 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReservationRecord } from '../../src/domain/reservation.js';
 import { createMetrics } from '../../src/metrics.js';
+import { compensate } from '../../src/service/compensation.js';
 import { createPool, migrate } from '../../src/store/database.js';
-import { BatchWriter, RecordError, RecordRejected, type RecordOp } from '../../src/store/writer.js';
+import { deleteOldWriteBatches } from '../../src/store/reservations.js';
+import {
+  batchRetentionMs,
+  BatchWriter,
+  FATE_DEADLINE_MS as DEFAULT_FATE_DEADLINE_MS,
+  RecordError,
+  RecordRejected,
+  type RecordOp,
+} from '../../src/store/writer.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
 
 let database: TestDatabase;
@@ -72,6 +81,27 @@ describe('BatchWriter (group commit)', () => {
     expect(batches?.value).toBeLessThan(300);
     const { rows } = await pool.query('SELECT count(*)::int AS n FROM stock_movements WHERE item_id = $1', [item]);
     expect(rows[0].n).toBe(300); // the ledger keeps every movement
+  });
+
+  it('admits new work while fewer than maxQueue requests are in progress, other writes while fewer than twice that', () => {
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0, maxQueue: 2 });
+    const first = writer.admit('new');
+    const second = writer.admit('new');
+    expect(first && second).toBeTruthy();
+    expect(writer.admit('new')).toBeNull();
+    const settles = [writer.admit('other'), writer.admit('other')];
+    expect(settles.every(Boolean)).toBe(true);
+    expect(writer.admit('other')).toBeNull();
+    first!();
+    first!(); // finishing twice frees one place, not two
+    expect(writer.admit('new')).toBeNull(); // 3 in progress
+    const third = writer.admit('other');
+    expect(third).toBeTruthy();
+    expect(writer.admit('other')).toBeNull();
+    for (const finish of [second, third, ...settles]) finish!();
+    expect(writer.admit('new')).toBeTruthy();
+    const unbounded = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0, maxQueue: 0 });
+    expect(Array.from({ length: 10_000 }, () => unbounded.admit('new')).every(Boolean)).toBe(true);
   });
 
   it('answers stale, and applies nothing, for a decision made under another generation', async () => {
@@ -366,6 +396,95 @@ describe('BatchWriter (group commit)', () => {
     expect(await stockRow(item)).toEqual({ on_hand: 7, reserved: 0 });
   });
 
+  describe("a batch's fate deadline", () => {
+    const FATE_DEADLINE_MS = 1_500;
+
+    /**
+     * A pool whose batch statement commits and loses its answer (`batchIds`: the batches it sent), and whose
+     * lookups (the writer's other queries) wait at a gate the test opens; `waiting` resolves when the first lookup
+     * arrives there.
+     */
+    function gatedPool() {
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => (open = resolve));
+      let arrived!: () => void;
+      const waiting = new Promise<void>((resolve) => (arrived = resolve));
+      const batchIds: string[] = [];
+      const gated = {
+        connect: async () => {
+          const client = await pool.connect();
+          const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+          (client as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = async (...args: unknown[]) => {
+            const statement = args[0] as { name?: string; values?: unknown[] };
+            const result = await query(...args);
+            if (statement.name !== 'record_batch') return result;
+            batchIds.push(statement.values![1] as string);
+            throw new Error('connection lost');
+          };
+          return client;
+        },
+        query: async (...args: unknown[]) => {
+          arrived();
+          await gate;
+          return (pool.query as (...a: unknown[]) => Promise<unknown>)(...args);
+        },
+      } as unknown as pg.Pool;
+      return { pool: gated, waiting, open, batchIds };
+    }
+
+    it('answers unknown, never "not committed", for a committed batch whose lookup answers after the deadline', async () => {
+      const gated = gatedPool();
+      const metrics = createMetrics();
+      const writer = new BatchWriter(gated.pool, metrics, { maxBatch: 10, concurrency: 1, fateWaitMs: 0, fateDeadlineMs: FATE_DEADLINE_MS });
+      const item = `late-lookup-${randomUUID()}`;
+      const submitted = writer.submit(stockOp(item, 7)).catch((e: unknown) => e);
+      await gated.waiting; // the batch committed, its answer was lost, its lookup is on its way
+      // Its row is pruned meanwhile (as by a sweeper keeping rows no longer than the deadline), and the deadline
+      // passes before the lookup's answer arrives.
+      const { rowCount } = await pool.query('DELETE FROM write_batches WHERE id = ANY($1::uuid[])', [gated.batchIds]);
+      expect(rowCount).toBe(1);
+      await new Promise((resolve) => setTimeout(resolve, FATE_DEADLINE_MS));
+      gated.open();
+
+      const error = (await submitted) as RecordError;
+      expect(error).toBeInstanceOf(RecordError);
+      expect(error.committed).toBe('unknown');
+      expect(await error.fate).toBe('unknown');
+      // So the request's decision is not undone: it stands, for reconciliation and the sweeper to settle.
+      let undone = 0;
+      await compensate(error, async () => (++undone, true), { operation: 'stock', metrics, log: pino({ level: 'silent' }) });
+      await error.fate;
+      expect(undone).toBe(0);
+      expect(await counterWith(metrics.compensations, { result: 'skipped_unknown_commit' })).toBe(1);
+      expect(await stockRow(item)).toEqual({ on_hand: 7, reserved: 0 });
+    });
+
+    it('keeps write_batches rows past the deadline: the sweeper prunes only what no lookup trusts any more', async () => {
+      const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0, fateDeadlineMs: FATE_DEADLINE_MS });
+      expect(writer.batchRetentionMs).toBeGreaterThan(FATE_DEADLINE_MS);
+      expect(new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 }).batchRetentionMs).toBe(
+        batchRetentionMs(DEFAULT_FATE_DEADLINE_MS),
+      );
+      await pool.query('DELETE FROM write_batches');
+      await writer.submit(stockOp(`pruned-${randomUUID()}`, 1));
+      await writer.submit(stockOp(`pruned-${randomUUID()}`, 1));
+      // One row aged just past its deadline, one just past the retention.
+      await pool.query(
+        `UPDATE write_batches SET committed_at = now() - make_interval(secs => $1::float8 / 1000)
+         WHERE id = (SELECT id FROM write_batches ORDER BY id LIMIT 1)`,
+        [writer.batchRetentionMs + 1_000],
+      );
+      await pool.query(
+        `UPDATE write_batches SET committed_at = now() - make_interval(secs => $1::float8 / 1000)
+         WHERE id = (SELECT id FROM write_batches ORDER BY id DESC LIMIT 1)`,
+        [FATE_DEADLINE_MS + 100],
+      );
+      expect(await deleteOldWriteBatches(pool, writer.batchRetentionMs)).toBe(1);
+      const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM write_batches');
+      expect(rows[0]!.n).toBe(1);
+    });
+  });
+
   it('ends the lookup of a batch still running on the server before deciding it did not commit', async () => {
     // The batch blocks on a row lock; its connection "dies" (the client gives up); the lookup must terminate the
     // backend, or the batch would commit after being reported as not committed once the lock is released.
@@ -452,7 +571,56 @@ describe('BatchWriter (group commit)', () => {
       rebuild.release();
     }
   });
+
+  it('fences out transitions decided before a rebuild: stale, the reservations stay pending, no ledger row', async () => {
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
+    const item = `fenced-transitions-${randomUUID()}`;
+    const before = await currentGeneration();
+    await writer.submit(stockOp(item, 10, before));
+    const reserves = [1, 2, 3].map((quantity) => ({ ...reserveOp(item, randomUUID(), quantity), generation: before }));
+    for (const op of reserves) expect(await writer.submit(op)).toBe('recorded');
+    const stock = await stockRow(item);
+    expect(stock).toEqual({ on_hand: 10, reserved: 6 });
+    const ledger = await ledgerRows(item);
+
+    // Redis decided confirm, release and expire under `before`; a rebuild bumps the generation before they record.
+    await pool.query('UPDATE state_generation SET generation = generation + 1');
+    const transitions = (['confirmed', 'released', 'expired'] as const).map(
+      (to, i): RecordOp => ({
+        kind: 'transition',
+        generation: before,
+        reservationId: reserves[i]!.reservation.id,
+        to,
+        at: new Date(),
+        lines: reserves[i]!.reservation.lines,
+      }),
+    );
+    // Together (one batch, as the sweeper and requests would send them) and each alone.
+    expect(await Promise.all(transitions.map((op) => writer.submit(op)))).toEqual(['stale', 'stale', 'stale']);
+    for (const op of transitions) expect(await writer.submit(op)).toBe('stale');
+
+    const { rows } = await pool.query<{ status: string }>('SELECT status FROM reservations WHERE id = ANY($1::uuid[])', [
+      reserves.map((op) => op.reservation.id),
+    ]);
+    expect(rows.map((r) => r.status)).toEqual(['pending', 'pending', 'pending']);
+    expect(await ledgerRows(item)).toEqual(ledger);
+    expect(await stockRow(item)).toEqual(stock);
+  });
 });
+
+async function currentGeneration(): Promise<string> {
+  const { rows } = await pool.query<{ generation: string }>('SELECT generation::text AS generation FROM state_generation');
+  return rows[0]!.generation;
+}
+
+/** The item's ledger, oldest first. */
+async function ledgerRows(itemId: string) {
+  const { rows } = await pool.query<{ kind: string; on_hand_delta: string; reserved_delta: string; reservation_id: string | null }>(
+    'SELECT kind, on_hand_delta, reserved_delta, reservation_id FROM stock_movements WHERE item_id = $1 ORDER BY id',
+    [itemId],
+  );
+  return rows;
+}
 
 /**
  * `base`, counting the batch statements sent through it; with `loseFirstAnswer`, the first one that succeeds
@@ -492,6 +660,15 @@ function countedPool(base: pg.Pool, options: { loseFirstAnswer?: boolean } = {})
 
 async function counter(metric: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
   return (await metric.get()).values.reduce((sum, v) => sum + v.value, 0);
+}
+
+/** The sum of a counter's series whose labels include `labels`. */
+async function counterWith(
+  metric: { get(): Promise<{ values: { value: number; labels: Record<string, unknown> }[] }> },
+  labels: Record<string, string>,
+): Promise<number> {
+  const values = (await metric.get()).values.filter((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l));
+  return values.reduce((sum, v) => sum + v.value, 0);
 }
 
 /** Waits until `n` sessions of this database wait for a lock. */
