@@ -16,6 +16,7 @@ import { adminRoutes } from './http/routes/admin.js';
 import { itemRoutes } from './http/routes/items.js';
 import { operationRoutes } from './http/routes/operations.js';
 import { reservationRoutes } from './http/routes/reservations.js';
+import { NodeLease } from './jobs/node-lease.js';
 import { Recovery } from './jobs/recovery.js';
 import { Reconciler, type ReconcileDeps } from './jobs/reconcile.js';
 import { Sweeper } from './jobs/sweeper.js';
@@ -39,6 +40,8 @@ export interface Runtime {
   metrics: Metrics;
   decisions: Decisions;
   writer: BatchWriter;
+  /** This process's node id and lease (src/jobs/node-lease.ts). */
+  lease: NodeLease;
   recovery: Recovery;
   sweeper: Sweeper;
   reconcileDeps: ReconcileDeps;
@@ -117,6 +120,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   const db = createPool(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE, queryTimeoutMs: config.DATABASE_QUERY_TIMEOUT_MS });
   const keys = new Keys(config.REDIS_KEY_PREFIX);
+  const lease = new NodeLease(redis, keys);
   let recovery: Recovery | undefined;
   const decisions = new Decisions(redis, keys, metrics, config.TOMBSTONE_RETENTION_SECONDS * 1000, () => void recovery?.ensure());
   recovery = new Recovery(
@@ -141,7 +145,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     intervalMs: config.RECONCILE_INTERVAL_MS,
     orphanAfterMs: config.ORPHAN_HOLD_AFTER_MS,
   });
-  const runtime: Runtime = { config, redis, db, keys, metrics, decisions, writer, recovery, sweeper, reconcileDeps, reconciler };
+  const runtime: Runtime = { config, redis, db, keys, metrics, decisions, writer, lease, recovery, sweeper, reconcileDeps, reconciler };
   app.decorate('runtime', runtime);
   const { reservations, stock } = options.services?.(runtime) ?? defaultServices(runtime, log);
 
@@ -211,6 +215,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(adminRoutes, { runtime });
 
   app.addHook('onReady', async () => {
+    lease.start();
     // Start serving with Redis state in place when Redis is up; otherwise start not-ready and recover later.
     if (!(await recovery.check()) && recovery.phase !== 'redis_unreachable') {
       await Promise.race([recovery.ensure(), new Promise((r) => setTimeout(r, 30_000).unref())]);
@@ -223,6 +228,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.addHook('onClose', async () => {
     await Promise.all([sweeper.stop(), reconciler.stop()]);
     await writer.close();
+    // After the last commit: until then this node's claims are in flight.
+    await lease.stop();
     await Promise.allSettled([db.end(), redis.quit()]);
   });
   return app;

@@ -42,6 +42,14 @@ export class Keys {
     return `${this.prefix}reconcile-lock`;
   }
 
+  /**
+   * A node's lease (src/jobs/node-lease.ts): exists while the process `nodeId` is alive and renewing it. Claims on
+   * idempotency keys name their node, so a duplicate can tell a request still in flight from one whose process died.
+   */
+  node(nodeId: string): string {
+    return `${this.prefix}node:${nodeId}`;
+  }
+
   /** Prefix of the rate limiter's counters (one per credential or client IP). */
   get rateLimit(): string {
     return `${this.prefix}ratelimit:`;
