@@ -236,7 +236,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 }
 
 function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: ReservationApi; stock: StockApi } {
-  const { db, keys, decisions, writer, metrics, config } = r;
+  const { db, keys, decisions, writer, metrics, config, lease } = r;
   return {
     reservations: new ReservationService({
       db,
@@ -247,7 +247,7 @@ function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: Re
       log,
       idempotencyRetentionMs: config.IDEMPOTENCY_RETENTION_HOURS * 3_600_000,
     }),
-    stock: new StockService({ decisions, writer, metrics, log }),
+    stock: new StockService({ decisions, writer, metrics, log, nodeId: lease.nodeId }),
   };
 }
 

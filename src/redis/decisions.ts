@@ -24,10 +24,22 @@ export type SettleDecision =
   | { kind: 'insufficient'; short: { lineIndex: number; onHand: number }[] };
 
 export type StockDecision =
-  | { kind: 'changed'; generation: string; onHandDelta: number; created: boolean; pending: boolean; stock: ItemStock }
+  | {
+      kind: 'changed';
+      generation: string;
+      onHandDelta: number;
+      created: boolean;
+      pending: boolean;
+      stock: ItemStock;
+      /** An intent was recorded: the decision is to be ended (endStockChange). */
+      intent: boolean;
+    }
   | { kind: 'not_found' }
   | { kind: 'stale' }
   | { kind: 'insufficient'; onHand: number };
+
+/** How a stock decision's intent ends: an increase is applied or abandoned, a decrease settled or undone. */
+export type StockEnd = 'apply' | 'abandon' | 'settle' | 'undo';
 
 export interface HoldCounts {
   generation: string;
@@ -219,22 +231,56 @@ export class Decisions {
   }
 
   /**
-   * `set`/`adjust` decide; an increase comes back `pending` (not yet available). After its record, `apply` makes it
-   * on-hand, or `abandon` drops it; `undo` takes back an unrecorded decrease. Those three take the decision's
-   * `generation` (a rebuilt Redis answers `stale`) and whether it `created` the location.
+   * `set`/`adjust` decide, recording an intent under `op.opId` (unless nothing changed); an increase comes back
+   * `pending` (not yet available). Each decision with `intent` is then ended by `endStockChange`.
    */
   async changeStock(
     itemId: string,
     location: string,
-    mode: 'set' | 'adjust' | 'apply' | 'abandon' | 'undo',
+    mode: 'set' | 'adjust',
     amount: number,
-    decided: { generation: string; created: boolean } = { generation: '', created: false },
+    op: { opId: string; nodeId: string },
   ): Promise<StockDecision> {
+    const decision = await this.stockScript(itemId, mode, { location, amount, opId: op.opId, nodeId: op.nodeId });
+    if (decision.kind === 'already') throw new Error('stock: a decision answered as an end');
+    return decision;
+  }
+
+  /**
+   * Ends a stock decision's intent: after its record, `apply` makes an increase on-hand and `settle` lets a decrease
+   * stand; if it was not recorded, `abandon` drops the increase and `undo` gives the decrease back. Acts only while
+   * the intent is there (`already` otherwise). `decided` is the decision's generation (a rebuilt Redis answers
+   * `stale`; '' skips the check) and whether it created the location (removed again by abandon/undo).
+   */
+  async endStockChange(
+    itemId: string,
+    verb: StockEnd,
+    opId: string,
+    decided: { generation: string; created: boolean } = { generation: '', created: false },
+  ): Promise<StockDecision | { kind: 'already' }> {
+    return this.stockScript(itemId, verb, { opId, generation: decided.generation, created: decided.created });
+  }
+
+  private async stockScript(
+    itemId: string,
+    mode: 'set' | 'adjust' | StockEnd,
+    a: { location?: string; amount?: number; opId: string; nodeId?: string; generation?: string; created?: boolean },
+  ): Promise<StockDecision | { kind: 'already' }> {
     const k = this.keys.item(itemId);
     const reply = await this.call(
       'stock',
-      [this.keys.marker, k.stock, k.holds, k.exp, this.keys.items],
-      [mode, location, amount, this.retentionMs, decided.generation, decided.created ? '1' : '0', itemId],
+      [this.keys.marker, k.stock, k.holds, k.exp, this.keys.items, k.intents],
+      [
+        mode,
+        a.location ?? '',
+        a.amount ?? 0,
+        this.retentionMs,
+        a.generation ?? '',
+        a.created ? '1' : '0',
+        itemId,
+        a.opId,
+        a.nodeId ?? '',
+      ],
     );
     switch (reply[0]) {
       case S.OK:
@@ -245,6 +291,7 @@ export class Decisions {
           created: reply[3] === 1,
           pending: reply[4] === 1,
           stock: parseStock(reply[5] as string[]),
+          intent: reply[6] === 1,
         };
       case S.NOT_FOUND:
         return { kind: 'not_found' };
@@ -252,6 +299,8 @@ export class Decisions {
         return { kind: 'insufficient', onHand: Number(reply[1]) };
       case S.STALE:
         return { kind: 'stale' };
+      case S.ALREADY:
+        return { kind: 'already' };
     }
     throw new Error(`stock: unexpected status ${reply[0]}`);
   }

@@ -98,10 +98,11 @@ describe('reconciliation', () => {
   it('finds an item only Redis knows: stocked there, never recorded in PostgreSQL', async () => {
     const item = newItem();
     const { decisions, redis, keys } = t.app.runtime;
-    // What a stock increase leaves when its record failed and so did the undo: on-hand PostgreSQL never saw.
-    const decided = await decisions.changeStock(item, 'default', 'set', 5);
+    // What an increase applied without a record would leave (never the service's way): on-hand PostgreSQL never saw.
+    const opId = uuidv7();
+    const decided = await decisions.changeStock(item, 'default', 'set', 5, { opId, nodeId: t.app.runtime.lease.nodeId });
     if (decided.kind !== 'changed' || !decided.pending) throw new Error(`expected a pending increase: ${JSON.stringify(decided)}`);
-    await decisions.changeStock(item, 'default', 'apply', 5, { generation: decided.generation, created: true });
+    await decisions.endStockChange(item, 'apply', opId, decided);
 
     const report = await reconcile(t.app.runtime.reconcileDeps, dryRun);
     expect(report.drift).toContainEqual({

@@ -14,7 +14,7 @@ const { t, api } = useHttpApp();
 const log = pino({ level: 'silent' });
 
 function services() {
-  const { db, keys, decisions, writer, metrics, config } = t.app.runtime;
+  const { db, keys, decisions, writer, metrics, config, lease } = t.app.runtime;
   return {
     reservations: new ReservationService({
       db,
@@ -25,7 +25,7 @@ function services() {
       log,
       idempotencyRetentionMs: config.IDEMPOTENCY_RETENTION_HOURS * 3_600_000,
     }),
-    stock: new StockService({ decisions, writer, metrics, log }),
+    stock: new StockService({ decisions, writer, metrics, log, nodeId: lease.nodeId }),
   };
 }
 
