@@ -18,7 +18,7 @@ import { operationRoutes } from './http/routes/operations.js';
 import { reservationRoutes } from './http/routes/reservations.js';
 import { NodeLease } from './jobs/node-lease.js';
 import { Recovery } from './jobs/recovery.js';
-import { Reconciler, type ReconcileDeps } from './jobs/reconcile.js';
+import { judgeIntentsAfterMs, Reconciler, type ReconcileDeps } from './jobs/reconcile.js';
 import { Sweeper } from './jobs/sweeper.js';
 import { logOptions } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -140,7 +140,17 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       idempotencyRetentionHours: config.IDEMPOTENCY_RETENTION_HOURS,
     },
   );
-  const reconcileDeps: ReconcileDeps = { redis, db, keys, decisions, recovery, metrics, log };
+  const reconcileDeps: ReconcileDeps = {
+    redis,
+    db,
+    keys,
+    decisions,
+    recovery,
+    metrics,
+    log,
+    lease,
+    judgeIntentsAfterMs: judgeIntentsAfterMs(config.DATABASE_QUERY_TIMEOUT_MS),
+  };
   const reconciler = new Reconciler(reconcileDeps, {
     intervalMs: config.RECONCILE_INTERVAL_MS,
     orphanAfterMs: config.ORPHAN_HOLD_AFTER_MS,

@@ -4,7 +4,7 @@ import type { Line } from '../domain/reservation.js';
 import { DEFAULT_TENANT } from '../domain/tenancy.js';
 import type { Metrics } from '../metrics.js';
 import type { Keys } from './keys.js';
-import { parseHeader, parseStock, type LocationStock } from './layout.js';
+import { parseHeader, parseStock, type HoldStateCode, type LocationStock } from './layout.js';
 import { defineScripts, type ScriptName, type ScriptReply } from './scripts.js';
 import { ScriptStatus as S } from './status.js';
 
@@ -37,6 +37,37 @@ export type StockDecision =
   | { kind: 'not_found' }
   | { kind: 'stale' }
   | { kind: 'insufficient'; onHand: number };
+
+/** What PostgreSQL says about one (item, location), read while its stock row is held (see `correct`). */
+export interface CorrectionFacts {
+  generation: string;
+  onHand: number;
+  /** Intent op ids PostgreSQL has a ledger row for: recorded, or void (taken back for good). */
+  ops: ReadonlyMap<string, 'recorded' | 'void'>;
+  /** PostgreSQL's status, as a hold state, of reservations whose holds there Redis has pending or confirmed. */
+  statuses: ReadonlyMap<string, HoldStateCode>;
+  /** PostgreSQL's pending unexpired holds there. */
+  liveHolds: readonly { reservationId: string; quantity: number; expiresAtMs: number }[];
+}
+
+export interface RedisFigures {
+  onHand: number;
+  reserved: number;
+  pending: number;
+}
+
+/** What a correction found and wrote. */
+export interface Correction {
+  kind: 'corrected';
+  generation: string;
+  before: RedisFigures;
+  after: RedisFigures;
+  /** Units of decisions PostgreSQL does not have yet, which the target accounts for. */
+  inFlight: { confirms: number; debits: number; supply: number };
+  intentsEnded: number;
+  holdsSettled: number;
+  holdsReadded: number;
+}
 
 /** How a stock decision's intent ends: an increase is applied or abandoned, a decrease settled or undone. */
 export type StockEnd = 'apply' | 'abandon' | 'settle' | 'undo';
@@ -332,6 +363,45 @@ export class Decisions {
     const k = this.keys.item(itemId);
     const reply = await this.call('drop_hold', [this.keys.marker, k.stock, k.holds, k.exp], [field]);
     return reply[0] === S.OK;
+  }
+
+  /**
+   * Reconciliation's fenced correction of one (item, location) (correct.lua): from PostgreSQL's `facts`, read while
+   * its stock row is held, and Redis' current state, sets on-hand, reserved and pending supply to what they must be.
+   * `stale` when Redis is at another generation than the facts (nothing changed).
+   */
+  async correct(itemId: string, location: string, facts: CorrectionFacts): Promise<Correction | { kind: 'stale' }> {
+    const k = this.keys.item(itemId);
+    const reply = await this.call(
+      'correct',
+      [this.keys.marker, k.stock, k.holds, k.exp, k.intents, this.keys.items],
+      [
+        facts.generation,
+        location,
+        facts.onHand,
+        this.retentionMs,
+        itemId,
+        facts.ops.size,
+        ...[...facts.ops].flat(),
+        facts.statuses.size,
+        ...[...facts.statuses].flat(),
+        facts.liveHolds.length,
+        ...facts.liveHolds.flatMap((h) => [h.reservationId, h.quantity, h.expiresAtMs]),
+      ],
+    );
+    if (reply[0] === S.STALE) return { kind: 'stale' };
+    if (reply[0] !== S.OK) throw new Error(`correct: unexpected status ${reply[0]}`);
+    const n = reply.slice(2).map(Number) as number[];
+    return {
+      kind: 'corrected',
+      generation: String(reply[1]),
+      before: { onHand: n[0]!, reserved: n[1]!, pending: n[2]! },
+      after: { onHand: n[3]!, reserved: n[4]!, pending: n[5]! },
+      inFlight: { confirms: n[6]!, debits: n[7]!, supply: n[8]! },
+      intentsEnded: n[9]!,
+      holdsSettled: n[10]!,
+      holdsReadded: n[11]!,
+    };
   }
 
   /** Deletes an idempotency record if it still reads `value`; true if it did. */

@@ -385,11 +385,17 @@ async function reconcileCheck(env: DrillEnv): Promise<ReconcileOutcome> {
   });
   const app = await buildApp(config);
   const deps = app.runtime.reconcileDeps;
-  const dryRun: ReconcileOptions = { dropOrphans: false, rebuildOnDrift: false, orphanAfterMs: ORPHAN_HOLD_AFTER_MS, settleMs: 1_000 };
+  const dryRun: ReconcileOptions = {
+    heal: false,
+    dropOrphans: false,
+    rebuildOnDrift: false,
+    orphanAfterMs: ORPHAN_HOLD_AFTER_MS,
+    settleMs: 1_000,
+  };
   const run = async (): Promise<ReconcileOutcome> => {
     const found = report(await reconcile(deps, dryRun));
     if (found.length === 0) return { ok: true, repairNeeded: false, details: [] };
-    await reconcile(deps, { ...dryRun, dropOrphans: true, rebuildOnDrift: true });
+    await reconcile(deps, { ...dryRun, heal: true, dropOrphans: true, rebuildOnDrift: true });
     const after = report(await reconcile(deps, dryRun));
     return {
       ok: after.length === 0,
