@@ -6,8 +6,8 @@ import { formatTable } from './report.js';
 /**
  * The fault drills of issue 4, with real processes: each runs a concurrent reservation load against real API
  * processes, injects its fault mid-load (mid-commit), lets the system recover and checks every invariant (I1–I6),
- * the answers against api.md, and Redis = PostgreSQL after reconciliation. Sized to keep this file around 2–3
- * minutes on two cores; `npm run drill` runs the same drills bigger.
+ * the answers against api.md, and Redis = PostgreSQL healed by the nodes themselves (no repair pass). Sized to keep
+ * this file around 2–3 minutes on two cores; `npm run drill` runs the same drills bigger.
  * Asserts invariants, never timings.
  */
 const SEED = Number(process.env.DRILL_SEED ?? Math.floor(Math.random() * 2 ** 31));
