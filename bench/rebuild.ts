@@ -82,6 +82,7 @@ try {
     seconds.push((performance.now() - started) / 1000);
   }
   const report = await reconcile(app.runtime.reconcileDeps, {
+    heal: false,
     dropOrphans: false,
     rebuildOnDrift: false,
     orphanAfterMs: 60_000,

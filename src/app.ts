@@ -103,6 +103,6 @@ function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: Re
       lease,
       sessionEndWaitMs: Math.floor(config.DATABASE_QUERY_TIMEOUT_MS / 2),
     }),
-    stock: new StockService({ decisions, writer, metrics, log }),
+    stock: new StockService({ decisions, writer, metrics, log, nodeId: lease.nodeId }),
   };
 }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { ProblemError, unavailable } from '../../src/domain/errors.js';
 import { newReservationId } from '../../src/domain/ids.js';
@@ -209,12 +210,13 @@ class RedisOnlyStock implements StockApi {
   }
 
   private async change(itemId: string, location: string, mode: 'set' | 'adjust', amount: number): Promise<AvailabilityDocument> {
-    const decision = await this.decisions.changeStock(itemId, location, mode, amount);
+    const opId = randomUUID();
+    const decision = await this.decisions.changeStock(itemId, location, mode, amount, { opId, nodeId: 'redis-only' });
     switch (decision.kind) {
       case 'changed': {
-        // No record to wait for: an increase is applied at once.
-        const applied = decision.pending
-          ? await this.decisions.changeStock(itemId, location, 'apply', decision.onHandDelta, decision)
+        // No record to wait for: the decision's intent is ended at once (an increase applied).
+        const applied = decision.intent
+          ? await this.decisions.endStockChange(itemId, decision.pending ? 'apply' : 'settle', opId, decision)
           : decision;
         const document = applied.kind === 'changed' ? toAvailability(itemId, applied.stock) : null;
         if (!document) throw unavailable('Redis was rebuilt; retry');

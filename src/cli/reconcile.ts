@@ -43,6 +43,7 @@ const app = await buildApp(config);
 try {
   await app.runtime.recovery.ensure();
   const report = await reconcile(app.runtime.reconcileDeps, {
+    heal: values.repair,
     dropOrphans: values.repair,
     rebuildOnDrift: values.repair,
     orphanAfterMs: config.ORPHAN_HOLD_AFTER_MS,
@@ -50,13 +51,22 @@ try {
   });
   console.log(values.json ? JSON.stringify(report, null, 2) : format(report, values.repair));
   // A dry run that finds drift fails, so scripts and cron jobs notice.
-  process.exitCode = !values.repair && (report.drift.length > 0 || report.orphanHolds.length > 0) ? 1 : 0;
+  process.exitCode = !values.repair && (report.drift.length > 0 || report.orphanHolds.length > 0 || report.strandedIntents.length > 0) ? 1 : 0;
 } finally {
   await app.close();
 }
 
 function format(report: ReconcileReport, repair: boolean): string {
-  const out = [`checked ${report.checkedItems} items: ${report.drift.length} rows differ, ${report.orphanHolds.length} orphaned holds`];
+  const out = [
+    `checked ${report.checkedItems} items: ${report.drift.length} rows differ, ${report.orphanHolds.length} orphaned holds, ` +
+      `${report.strandedIntents.length} stranded stock intents`,
+  ];
+  for (const s of report.strandedIntents) {
+    out.push(
+      `stranded ${s.kind} ${s.delta > 0 ? '+' : ''}${s.delta} at ${s.itemId}@${s.location} (op ${s.opId}, node ${s.nodeId || '?'} ` +
+        `${s.ownerAlive ? 'alive' : 'gone'}, ${Math.round(s.ageMs / 1000)} s old, ledger: ${s.ledger}): ${s.action === 'finish' ? 'finish' : 'take back'}`,
+    );
+  }
   if (report.drift.length > 0) {
     out.push('');
     out.push(['item', 'location', 'onHand redis/pg', 'reserved redis/pg', 'holds redis/pg'].join('\t'));
@@ -67,7 +77,24 @@ function format(report: ReconcileReport, repair: boolean): string {
     }
   }
   for (const o of report.orphanHolds) out.push(`orphaned hold ${o.field} on ${o.itemId} (${Math.round(o.ageMs / 1000)} s old)`);
-  if (report.repair) out.push('', `repaired: ${report.repair.orphansDropped} orphaned holds dropped${report.repair.rebuilt ? ', Redis rebuilt from PostgreSQL' : ''}`);
-  else if (report.drift.length > 0 || report.orphanHolds.length > 0) out.push('', 'dry run: run with --repair to fix from PostgreSQL');
+  const r = report.repair;
+  if (r) {
+    out.push(
+      '',
+      `repaired: ${r.intentsFinished} stranded intents finished, ${r.intentsTakenBack} taken back, ${r.orphansDropped} orphaned holds dropped, ` +
+        `${r.corrected.length} rows corrected in place${r.rebuilt ? ', Redis rebuilt from PostgreSQL' : ''}`,
+    );
+    for (const c of r.corrected) {
+      out.push(
+        `corrected ${c.itemId}@${c.location}: Redis on-hand/reserved/pending ${c.before.onHand}/${c.before.reserved}/${c.before.pending} → ` +
+          `${c.after.onHand}/${c.after.reserved}/${c.after.pending} (PostgreSQL on-hand ${c.postgres.onHand})`,
+      );
+    }
+    for (const u of r.unhealed) {
+      out.push(`${r.rebuilt ? 'rebuilt' : 'not corrected (in flight, or left for --repair)'}: ${u.itemId}@${u.location}`);
+    }
+  } else if (report.drift.length > 0 || report.orphanHolds.length > 0 || report.strandedIntents.length > 0) {
+    out.push('', 'dry run: the service heals this by itself (RECONCILE_INTERVAL_MS); --repair heals now, and rebuilds if drift remains');
+  }
   return out.join('\n');
 }

@@ -2,12 +2,14 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { FastifyBaseLogger as Logger } from 'fastify';
 import type { Metrics } from '../metrics.js';
-import type { Decisions } from '../redis/decisions.js';
+import type { Decisions, RedisFigures } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
-import { parseHold, parseHoldField } from '../redis/layout.js';
+import { IntentKind, parseHold, parseHoldField, parseIntent, type HoldStateCode, type IntentKindName } from '../redis/layout.js';
 import { HoldState } from '../redis/status.js';
+import { findOpOutcomes, voidStockOp, withStockRowHeld, type HeldStockRow, type HoldLimits } from '../store/corrections.js';
 import { findPendingIds, sumLiveHolds } from '../store/reservations.js';
 import { findStock, findStockedItemIds } from '../store/stock.js';
+import { LEASE_TTL_MS, type NodeLease } from './node-lease.js';
 import type { Recovery } from './recovery.js';
 
 export interface Figures {
@@ -30,14 +32,71 @@ export interface OrphanHold {
   ageMs: number;
 }
 
-export interface ReconcileReport {
-  checkedItems: number;
-  drift: DriftRow[];
-  orphanHolds: OrphanHold[];
-  repair: { orphansDropped: number; rebuilt: boolean } | null;
+/** A stock decision whose process left it open, as judged by the ledger (see `judgeStranded`). */
+export interface StrandedIntent {
+  itemId: string;
+  opId: string;
+  location: string;
+  delta: number;
+  kind: IntentKindName;
+  ageMs: number;
+  nodeId: string;
+  ownerAlive: boolean;
+  /** The ledger's word on the op id: recorded, void (taken back for good), or none (never recorded, yet). */
+  ledger: 'recorded' | 'void' | 'none';
+  /** finish: apply a supply / settle a debit; take_back: void it in the ledger, abandon a supply / undo a debit. */
+  action: 'finish' | 'take_back';
 }
 
-/** Runs reconciliation every interval on one node at a time (a Redis lock), dropping orphaned holds. */
+/** One fenced correction of Redis (see `correct`), as recorded in stock_corrections. */
+export interface CorrectionReport {
+  itemId: string;
+  location: string;
+  before: RedisFigures;
+  after: RedisFigures;
+  postgres: { onHand: number; reserved: number };
+  inFlight: { confirms: number; debits: number; supply: number };
+  intentsEnded: number;
+  holdsSettled: number;
+  holdsReadded: number;
+}
+
+export interface ReconcileReport {
+  checkedItems: number;
+  /** Intents judged (a dry run: that would be judged) this pass. */
+  strandedIntents: StrandedIntent[];
+  /** Drift that persisted across the two looks (after the intents were judged). */
+  drift: DriftRow[];
+  orphanHolds: OrphanHold[];
+  repair: {
+    intentsFinished: number;
+    intentsTakenBack: number;
+    orphansDropped: number;
+    corrected: CorrectionReport[];
+    /** Drift left after dropping orphans and correcting: in flight still, or beyond a correction (see README). */
+    unhealed: DriftRow[];
+    rebuilt: boolean;
+  } | null;
+}
+
+/**
+ * How old a stranded intent must be before it is judged: by then any statement its process sent has ended, even
+ * one sent as the lease was last renewed (statement_timeout is server-side), and its process, if alive, would have
+ * ended the intent itself.
+ */
+export const judgeIntentsAfterMs = (queryTimeoutMs: number): number => queryTimeoutMs + LEASE_TTL_MS + 1_000;
+
+/**
+ * An intent never recorded whose process is alive is left to it (its request is in flight), until this old: then
+ * its process has given up on it (a compensation that failed while Redis was down is never retried). Taking it back
+ * is safe however late: the ledger's void means its record can never land afterwards.
+ */
+export const ABANDONED_INTENT_AFTER_MS = 60_000;
+
+/** The correction's transaction holds a stock row that live batches may queue behind: short bounds. */
+const HOLD_LIMITS: HoldLimits = { lockTimeoutMs: 1_000, statementTimeoutMs: 2_000, idleTimeoutMs: 5_000 };
+
+/** Runs reconciliation every interval on one node at a time (a Redis lock): judges intents, drops orphaned holds, corrects drift. */
 export class Reconciler {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<unknown> | null = null;
@@ -65,15 +124,22 @@ export class Reconciler {
     try {
       if ((await this.d.redis.set(this.d.keys.reconcileLock, '1', 'PX', this.options.intervalMs, 'NX')) !== 'OK') return;
       const report = await reconcile(this.d, {
+        heal: true,
         dropOrphans: true,
         rebuildOnDrift: false,
         orphanAfterMs: this.options.orphanAfterMs,
         settleMs: 1000,
       });
-      if (report.drift.length > 0 || report.orphanHolds.length > 0) {
+      if (report.drift.length > 0 || report.orphanHolds.length > 0 || report.strandedIntents.length > 0) {
         this.d.log.warn(
-          { drift: report.drift.length, orphanHolds: report.orphanHolds.length, repair: report.repair },
-          'reconcile: Redis and PostgreSQL disagree',
+          {
+            strandedIntents: report.strandedIntents.length,
+            drift: report.drift.length,
+            orphanHolds: report.orphanHolds.length,
+            corrected: report.repair?.corrected.length,
+            unhealed: report.repair?.unhealed,
+          },
+          'reconcile: Redis and PostgreSQL disagreed',
         );
       }
     } catch (err) {
@@ -90,12 +156,18 @@ export interface ReconcileDeps {
   recovery: Recovery;
   metrics: Metrics;
   log: Logger;
+  /** Asks whether an intent's process still holds its lease. */
+  lease: Pick<NodeLease, 'isAlive'>;
+  /** judgeIntentsAfterMs(DATABASE_QUERY_TIMEOUT_MS). */
+  judgeIntentsAfterMs: number;
 }
 
 export interface ReconcileOptions {
+  /** End stranded intents by the ledger, and correct drift in place (fenced, per item and location). */
+  heal: boolean;
   /** Drop orphaned holds (always safe). */
   dropOrphans: boolean;
-  /** Rebuild Redis from PostgreSQL if drift remains after that. */
+  /** Rebuild Redis from PostgreSQL if drift remains after that (the last resort: 503 while it runs). */
   rebuildOnDrift: boolean;
   /** A hold unknown to PostgreSQL counts as orphaned once its reservation is older than this. */
   orphanAfterMs: number;
@@ -106,46 +178,229 @@ export interface ReconcileOptions {
 const CHUNK = 500;
 const zero = (): Figures => ({ onHand: 0, reserved: 0, holds: 0 });
 const same = (a: Figures, b: Figures) => a.onHand === b.onHand && a.reserved === b.reserved && a.holds === b.holds;
+const rowKey = (itemId: string, location: string) => `${itemId}\u0000${location}`;
 /** A UUIDv7 starts with its creation time in milliseconds. */
 const createdAtMs = (uuid: string) => parseInt(uuid.replace(/-/g, '').slice(0, 12), 16);
 
 /**
  * Compares Redis with PostgreSQL (the source of truth) per item and location: on-hand, reserved units and live
- * holds. Repair drops orphaned holds (granted in Redis, never recorded: always safe) and, if drift remains,
- * rebuilds Redis from PostgreSQL under the generation fence (mutations answer 503 for the seconds it takes).
+ * holds. Healing, in this order: stock decisions left open by a process that died (or gave up) are ended as the
+ * ledger says; orphaned holds (granted in Redis, never recorded) are dropped; drift that persisted across both
+ * looks is corrected in place by a fenced correction per (item, location); and only if drift remains and a rebuild
+ * is asked for, Redis is rebuilt from PostgreSQL under the generation fence (mutations answer 503 meanwhile).
  */
 export async function reconcile(d: ReconcileDeps, options: ReconcileOptions): Promise<ReconcileReport> {
   const items = await listItems(d);
+  const strandedIntents = await findStranded(d, items);
+  let intentsFinished = 0;
+  let intentsTakenBack = 0;
+  if (options.heal) {
+    for (const s of strandedIntents) {
+      const ended = await judge(d, s).catch((err: unknown) => {
+        d.log.warn({ err, itemId: s.itemId, opId: s.opId }, 'reconcile: judging a stranded stock intent failed; next pass retries');
+        return null;
+      });
+      if (ended === 'finish') intentsFinished++;
+      if (ended === 'take_back') intentsTakenBack++;
+    }
+  }
+
   let first = await compare(d, items);
   if (first.drift.length > 0 && options.settleMs > 0) {
     await new Promise((r) => setTimeout(r, options.settleMs));
-    const again = await compare(d, [...new Set(first.drift.map((r) => r.itemId))]);
-    const persisting = new Set(again.drift.map((r) => `${r.itemId}\u0000${r.location}`));
-    first = { ...first, drift: first.drift.filter((r) => persisting.has(`${r.itemId}\u0000${r.location}`)) };
+    const again = await compare(d, driftItems(first.drift));
+    const persisting = new Set(again.drift.map((r) => rowKey(r.itemId, r.location)));
+    first = { ...first, drift: first.drift.filter((r) => persisting.has(rowKey(r.itemId, r.location))) };
   }
   const orphanHolds = first.orphans.filter((o) => o.ageMs >= options.orphanAfterMs);
   d.metrics.reconcileDrift.set(first.drift.length);
   d.metrics.reconcileOrphans.set(orphanHolds.length);
 
-  let repair: ReconcileReport['repair'] = null;
-  if (options.dropOrphans || options.rebuildOnDrift) {
-    let orphansDropped = 0;
-    if (options.dropOrphans) {
-      for (const o of orphanHolds) if (await d.decisions.dropHold(o.itemId, o.field)) orphansDropped++;
-      d.metrics.reconcileRepairs.inc({ action: 'drop_orphan_hold' }, orphansDropped);
-    }
-    const remaining = orphansDropped > 0 ? (await compare(d, [...new Set(first.drift.map((r) => r.itemId))])).drift : first.drift;
-    const rebuilt = options.rebuildOnDrift && remaining.length > 0;
-    if (rebuilt) {
-      d.log.warn({ rows: remaining.length }, 'reconcile: drift remains; rebuilding Redis from PostgreSQL');
-      await d.redis.del(d.keys.marker);
-      await d.recovery.ensure();
-      d.metrics.reconcileRepairs.inc({ action: 'rebuild' });
-    }
-    repair = { orphansDropped, rebuilt };
+  const report: ReconcileReport = { checkedItems: items.length, strandedIntents, drift: first.drift, orphanHolds, repair: null };
+  if (!options.heal && !options.dropOrphans && !options.rebuildOnDrift) return report;
+
+  let orphansDropped = 0;
+  if (options.dropOrphans) {
+    for (const o of orphanHolds) if (await d.decisions.dropHold(o.itemId, o.field)) orphansDropped++;
+    d.metrics.reconcileRepairs.inc({ action: 'drop_orphan_hold' }, orphansDropped);
   }
-  return { checkedItems: items.length, drift: first.drift, orphanHolds, repair };
+  let remaining = orphansDropped > 0 ? await driftAmong(d, first.drift) : first.drift;
+  const corrected: CorrectionReport[] = [];
+  if (options.heal && remaining.length > 0) {
+    for (const row of remaining) {
+      const done = await correctDrift(d, row).catch((err: unknown) => {
+        d.log.warn({ err, itemId: row.itemId, location: row.location }, 'reconcile: correction failed; next pass retries');
+        return null;
+      });
+      if (done) corrected.push(done);
+    }
+    remaining = await driftAmong(d, remaining);
+  }
+  const rebuilt = options.rebuildOnDrift && remaining.length > 0;
+  if (rebuilt) {
+    d.log.warn({ rows: remaining }, 'reconcile: drift remains after correction; rebuilding Redis from PostgreSQL');
+    await d.redis.del(d.keys.marker);
+    await d.recovery.ensure();
+    d.metrics.reconcileRepairs.inc({ action: 'rebuild' });
+  }
+  report.repair = { intentsFinished, intentsTakenBack, orphansDropped, corrected, unhealed: remaining, rebuilt };
+  return report;
 }
+
+const driftItems = (rows: readonly DriftRow[]) => [...new Set(rows.map((r) => r.itemId))];
+
+/** Which of `rows` still differ, at one look. */
+async function driftAmong(d: ReconcileDeps, rows: readonly DriftRow[]): Promise<DriftRow[]> {
+  if (rows.length === 0) return [];
+  const wanted = new Set(rows.map((r) => rowKey(r.itemId, r.location)));
+  return (await compare(d, driftItems(rows))).drift.filter((r) => wanted.has(rowKey(r.itemId, r.location)));
+}
+
+// ---- stranded intents -----------------------------------------------------------------------------------------
+
+/**
+ * Intents old enough to judge (judgeIntentsAfterMs, by Redis' clock) and what becomes of each: one the ledger
+ * recorded is finished whoever its process; one it voided is taken back; one it never recorded is taken back once
+ * its process's lease has lapsed (or it has been open ABANDONED_INTENT_AFTER_MS), and left to its live process
+ * otherwise.
+ */
+async function findStranded(d: ReconcileDeps, items: string[]): Promise<StrandedIntent[]> {
+  const now = await redisNow(d.redis);
+  const old: Omit<StrandedIntent, 'ownerAlive' | 'ledger' | 'action'>[] = [];
+  for (let i = 0; i < items.length; i += REDIS_CONCURRENCY) {
+    const chunk = items.slice(i, i + REDIS_CONCURRENCY);
+    const hashes = await Promise.all(chunk.map((itemId) => d.redis.hgetall(d.keys.item(itemId).intents)));
+    chunk.forEach((itemId, n) => {
+      for (const [opId, value] of Object.entries(hashes[n]!)) {
+        const intent = parseIntent(value);
+        if (!intent) {
+          d.log.warn({ itemId, opId, value }, 'reconcile: a stock intent not of the layout; left alone');
+          continue;
+        }
+        const ageMs = now - intent.decidedMs;
+        if (ageMs >= d.judgeIntentsAfterMs) {
+          old.push({ itemId, opId, location: intent.location, delta: intent.delta, kind: intent.kind, ageMs, nodeId: intent.nodeId });
+        }
+      }
+    });
+  }
+  if (old.length === 0) return [];
+  const outcomes = await findOpOutcomes(d.db, old.map((o) => o.opId));
+  const alive = new Map<string, boolean>();
+  for (const nodeId of new Set(old.map((o) => o.nodeId))) alive.set(nodeId, nodeId !== '' && (await d.lease.isAlive(nodeId)));
+  const out: StrandedIntent[] = [];
+  for (const o of old) {
+    const ledger = outcomes.get(o.opId) ?? 'none';
+    const ownerAlive = alive.get(o.nodeId) ?? false;
+    if (ledger === 'none' && ownerAlive && o.ageMs < ABANDONED_INTENT_AFTER_MS) continue; // in flight with its process
+    out.push({ ...o, ownerAlive, ledger, action: ledger === 'recorded' ? 'finish' : 'take_back' });
+  }
+  return out;
+}
+
+/**
+ * Ends one stranded intent as the ledger says. Taking back one the ledger has no row for first voids its op id
+ * there, so its record can never land after (a batch that got there first wins, and the intent is finished instead).
+ * Resolves to what was done, or null if the intent was gone already.
+ */
+async function judge(d: ReconcileDeps, s: StrandedIntent): Promise<'finish' | 'take_back' | null> {
+  let action = s.action;
+  if (s.ledger === 'none') {
+    const reason =
+      `reconciliation: stock decision ${s.opId} of node ${s.nodeId || '?'} (${s.ownerAlive ? 'alive, open' : 'lease lapsed'} ` +
+      `${Math.round(s.ageMs)} ms) never recorded; taken back`;
+    const outcome = await voidStockOp(d.db, { opId: s.opId, itemId: s.itemId, location: s.location, reason });
+    if (outcome === 'recorded') action = 'finish';
+  }
+  const supply = s.kind === IntentKind.supply;
+  const verb = action === 'finish' ? (supply ? 'apply' : 'settle') : supply ? 'abandon' : 'undo';
+  const ended = await d.decisions.endStockChange(s.itemId, verb, s.opId);
+  if (ended.kind !== 'changed') return null; // its process (or another pass) ended it meanwhile
+  const metric = action === 'finish' ? 'finish_intent' : 'take_back_intent';
+  d.metrics.reconcileRepairs.inc({ action: metric });
+  d.log.warn(
+    { itemId: s.itemId, location: s.location, opId: s.opId, kind: s.kind, delta: s.delta, nodeId: s.nodeId, ownerAlive: s.ownerAlive, verb },
+    `reconcile: stranded stock intent ${action === 'finish' ? 'finished (recorded)' : 'taken back (never recorded)'}`,
+  );
+  return action;
+}
+
+// ---- the fenced correction ------------------------------------------------------------------------------------
+
+/**
+ * Corrects one (item, location) in place, from PostgreSQL's word read while its stock row is held (no batch can
+ * commit a change there meanwhile) and Redis' current state (correct.lua). The order is what makes it exact: the
+ * row is held first; then Redis' intents and holds there are listed; then PostgreSQL is asked about those; then the
+ * script runs. Whatever Redis decided after the listing is in flight by construction: its record needs the row.
+ * Resolves to the correction, or null when nothing needed changing (all in flight) or Redis is of another
+ * generation. `row` is the drift found (its figures go into the audit row's reason).
+ */
+export async function correctDrift(d: ReconcileDeps, row: DriftRow): Promise<CorrectionReport | null> {
+  const { itemId, location } = row;
+  return withStockRowHeld(d.db, itemId, location, HOLD_LIMITS, async (held) => {
+    const facts = await factsUnder(d, held);
+    // The row is held while this connection's transaction lives; it outlives an idle gap of idleTimeoutMs.
+    if (performance.now() - facts.readAt > HOLD_LIMITS.idleTimeoutMs / 2) throw new Error('correction: facts too old to act on');
+    const done = await d.decisions.correct(itemId, location, facts);
+    if (done.kind === 'stale') return { keep: false, result: null };
+    const changed =
+      !sameFigures(done.before, done.after) || done.intentsEnded > 0 || done.holdsSettled > 0 || done.holdsReadded > 0;
+    if (!changed) return { keep: false, result: null };
+    const report: CorrectionReport = {
+      itemId,
+      location,
+      before: done.before,
+      after: done.after,
+      postgres: { onHand: held.onHand, reserved: held.reserved },
+      inFlight: done.inFlight,
+      intentsEnded: done.intentsEnded,
+      holdsSettled: done.holdsSettled,
+      holdsReadded: done.holdsReadded,
+    };
+    const reason =
+      `drift persisted across two looks: Redis on-hand/reserved/holds ${row.redis.onHand}/${row.redis.reserved}/${row.redis.holds}, ` +
+      `PostgreSQL ${row.postgres.onHand}/${row.postgres.reserved}/${row.postgres.holds}`;
+    await held.record({
+      generation: done.generation,
+      before: done.before,
+      after: done.after,
+      details: { inFlight: done.inFlight, intentsEnded: done.intentsEnded, holdsSettled: done.holdsSettled, holdsReadded: done.holdsReadded },
+      reason,
+    });
+    d.metrics.reconcileRepairs.inc({ action: 'correct' });
+    d.log.warn({ ...report, reason }, 'reconcile: Redis corrected from PostgreSQL (fenced, in place)');
+    return { keep: true, result: report };
+  });
+}
+
+const sameFigures = (a: RedisFigures, b: RedisFigures) => a.onHand === b.onHand && a.reserved === b.reserved && a.pending === b.pending;
+
+/** Redis' intents and holds at the row's location, then PostgreSQL's word on them (the row held throughout). */
+async function factsUnder(d: ReconcileDeps, held: HeldStockRow) {
+  const k = d.keys.item(held.itemId);
+  const opIds = Object.entries(await d.redis.hgetall(k.intents))
+    .filter(([, value]) => parseIntent(value)?.location === held.location)
+    .map(([opId]) => opId);
+  const reservationIds: string[] = [];
+  const stream = d.redis.hscanStream(k.holds, { count: 1000 });
+  for await (const chunk of stream as AsyncIterable<string[]>) {
+    for (let i = 0; i < chunk.length; i += 2) {
+      const at = parseHoldField(chunk[i]!);
+      const state = parseHold(chunk[i + 1]!)?.state;
+      if (at?.location === held.location && (state === HoldState.pending || state === HoldState.confirmed)) {
+        reservationIds.push(at.reservationId);
+      }
+    }
+  }
+  const ops = await held.opOutcomes(opIds);
+  const statuses = new Map<string, HoldStateCode>(
+    [...(await held.statuses(reservationIds))].map(([id, status]) => [id, HoldState[status]]),
+  );
+  const liveHolds = await held.liveHolds();
+  return { generation: held.generation, onHand: held.onHand, ops, statuses, liveHolds, readAt: performance.now() };
+}
+
+// ---- comparing ------------------------------------------------------------------------------------------------
 
 /** Every item either side knows: PostgreSQL's stock rows and Redis' set of stocked items (no keyspace scan). */
 async function listItems(d: ReconcileDeps): Promise<string[]> {
@@ -181,6 +436,11 @@ async function compare(d: ReconcileDeps, items: string[]): Promise<{ drift: Drif
 
 /** Items read from Redis at once: enough to overlap round trips, few enough not to crowd out live traffic. */
 const REDIS_CONCURRENCY = 20;
+
+async function redisNow(redis: Redis): Promise<number> {
+  const [seconds, micros] = (await redis.time()) as [number | string, number | string];
+  return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+}
 
 async function readRedis(d: ReconcileDeps, items: string[]) {
   const figures = new Map<string, Figures>();
@@ -224,7 +484,7 @@ async function readPostgres(d: ReconcileDeps, items: string[]): Promise<Map<stri
 }
 
 function entry(map: Map<string, Figures>, itemId: string, location: string): Figures {
-  const key = `${itemId}\u0000${location}`;
+  const key = rowKey(itemId, location);
   let f = map.get(key);
   if (!f) map.set(key, (f = zero()));
   return f;

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin';
 import type { Config } from '../config.js';
-import { Reconciler, type ReconcileDeps } from '../jobs/reconcile.js';
+import { judgeIntentsAfterMs, Reconciler, type ReconcileDeps } from '../jobs/reconcile.js';
 import { Sweeper } from '../jobs/sweeper.js';
 
 declare module 'fastify' {
@@ -15,7 +15,7 @@ declare module 'fastify' {
 /** The background jobs (safe on every node at once): started once the node is ready, stopped first on close. */
 export const jobsPlugin = fp<{ config: Config }>(
   async (app, { config }) => {
-    const { redis, db, keys, decisions, recovery, writer, metrics, log } = app;
+    const { redis, db, keys, decisions, recovery, writer, lease, metrics, log } = app;
     const sweeper = new Sweeper(
       { db, decisions, writer, metrics, log },
       {
@@ -24,7 +24,17 @@ export const jobsPlugin = fp<{ config: Config }>(
         idempotencyRetentionHours: config.IDEMPOTENCY_RETENTION_HOURS,
       },
     );
-    const reconcileDeps: ReconcileDeps = { redis, db, keys, decisions, recovery, metrics, log };
+    const reconcileDeps: ReconcileDeps = {
+      redis,
+      db,
+      keys,
+      decisions,
+      recovery,
+      metrics,
+      log,
+      lease,
+      judgeIntentsAfterMs: judgeIntentsAfterMs(config.DATABASE_QUERY_TIMEOUT_MS),
+    };
     const reconciler = new Reconciler(reconcileDeps, {
       intervalMs: config.RECONCILE_INTERVAL_MS,
       orphanAfterMs: config.ORPHAN_HOLD_AFTER_MS,
@@ -43,5 +53,5 @@ export const jobsPlugin = fp<{ config: Config }>(
       await Promise.all([sweeper.stop(), reconciler.stop()]);
     });
   },
-  { name: 'jobs', fastify: '5.x', dependencies: ['metrics', 'redis', 'postgres', 'state', 'writer'] },
+  { name: 'jobs', fastify: '5.x', dependencies: ['metrics', 'redis', 'postgres', 'state', 'lease', 'writer'] },
 );

@@ -4,7 +4,7 @@ import type { Line } from '../domain/reservation.js';
 import { DEFAULT_TENANT } from '../domain/tenancy.js';
 import type { Metrics } from '../metrics.js';
 import type { Keys } from './keys.js';
-import { parseHeader, parseStock, type LocationStock } from './layout.js';
+import { parseHeader, parseStock, type HoldStateCode, type LocationStock } from './layout.js';
 import { defineScripts, type ScriptName, type ScriptReply } from './scripts.js';
 import { ScriptStatus as S } from './status.js';
 
@@ -24,10 +24,53 @@ export type SettleDecision =
   | { kind: 'insufficient'; short: { lineIndex: number; onHand: number }[] };
 
 export type StockDecision =
-  | { kind: 'changed'; generation: string; onHandDelta: number; created: boolean; pending: boolean; stock: ItemStock }
+  | {
+      kind: 'changed';
+      generation: string;
+      onHandDelta: number;
+      created: boolean;
+      pending: boolean;
+      stock: ItemStock;
+      /** An intent was recorded: the decision is to be ended (endStockChange). */
+      intent: boolean;
+    }
   | { kind: 'not_found' }
   | { kind: 'stale' }
   | { kind: 'insufficient'; onHand: number };
+
+/** What PostgreSQL says about one (item, location), read while its stock row is held (see `correct`). */
+export interface CorrectionFacts {
+  generation: string;
+  onHand: number;
+  /** Intent op ids PostgreSQL has a ledger row for: recorded, or void (taken back for good). */
+  ops: ReadonlyMap<string, 'recorded' | 'void'>;
+  /** PostgreSQL's status, as a hold state, of reservations whose holds there Redis has pending or confirmed. */
+  statuses: ReadonlyMap<string, HoldStateCode>;
+  /** PostgreSQL's pending unexpired holds there. */
+  liveHolds: readonly { reservationId: string; quantity: number; expiresAtMs: number }[];
+}
+
+export interface RedisFigures {
+  onHand: number;
+  reserved: number;
+  pending: number;
+}
+
+/** What a correction found and wrote. */
+export interface Correction {
+  kind: 'corrected';
+  generation: string;
+  before: RedisFigures;
+  after: RedisFigures;
+  /** Units of decisions PostgreSQL does not have yet, which the target accounts for. */
+  inFlight: { confirms: number; debits: number; supply: number };
+  intentsEnded: number;
+  holdsSettled: number;
+  holdsReadded: number;
+}
+
+/** How a stock decision's intent ends: an increase is applied or abandoned, a decrease settled or undone. */
+export type StockEnd = 'apply' | 'abandon' | 'settle' | 'undo';
 
 export interface HoldCounts {
   generation: string;
@@ -224,22 +267,56 @@ export class Decisions {
   }
 
   /**
-   * `set`/`adjust` decide; an increase comes back `pending` (not yet available). After its record, `apply` makes it
-   * on-hand, or `abandon` drops it; `undo` takes back an unrecorded decrease. Those three take the decision's
-   * `generation` (a rebuilt Redis answers `stale`) and whether it `created` the location.
+   * `set`/`adjust` decide, recording an intent under `op.opId` (unless nothing changed); an increase comes back
+   * `pending` (not yet available). Each decision with `intent` is then ended by `endStockChange`.
    */
   async changeStock(
     itemId: string,
     location: string,
-    mode: 'set' | 'adjust' | 'apply' | 'abandon' | 'undo',
+    mode: 'set' | 'adjust',
     amount: number,
-    decided: { generation: string; created: boolean } = { generation: '', created: false },
+    op: { opId: string; nodeId: string },
   ): Promise<StockDecision> {
+    const decision = await this.stockScript(itemId, mode, { location, amount, opId: op.opId, nodeId: op.nodeId });
+    if (decision.kind === 'already') throw new Error('stock: a decision answered as an end');
+    return decision;
+  }
+
+  /**
+   * Ends a stock decision's intent: after its record, `apply` makes an increase on-hand and `settle` lets a decrease
+   * stand; if it was not recorded, `abandon` drops the increase and `undo` gives the decrease back. Acts only while
+   * the intent is there (`already` otherwise). `decided` is the decision's generation (a rebuilt Redis answers
+   * `stale`; '' skips the check) and whether it created the location (removed again by abandon/undo).
+   */
+  async endStockChange(
+    itemId: string,
+    verb: StockEnd,
+    opId: string,
+    decided: { generation: string; created: boolean } = { generation: '', created: false },
+  ): Promise<StockDecision | { kind: 'already' }> {
+    return this.stockScript(itemId, verb, { opId, generation: decided.generation, created: decided.created });
+  }
+
+  private async stockScript(
+    itemId: string,
+    mode: 'set' | 'adjust' | StockEnd,
+    a: { location?: string; amount?: number; opId: string; nodeId?: string; generation?: string; created?: boolean },
+  ): Promise<StockDecision | { kind: 'already' }> {
     const k = this.keys.item(itemId);
     const reply = await this.call(
       'stock',
-      [this.keys.marker, k.stock, k.holds, k.exp, this.keys.items],
-      [mode, location, amount, this.retentionMs, decided.generation, decided.created ? '1' : '0', itemId],
+      [this.keys.marker, k.stock, k.holds, k.exp, this.keys.items, k.intents],
+      [
+        mode,
+        a.location ?? '',
+        a.amount ?? 0,
+        this.retentionMs,
+        a.generation ?? '',
+        a.created ? '1' : '0',
+        itemId,
+        a.opId,
+        a.nodeId ?? '',
+      ],
     );
     switch (reply[0]) {
       case S.OK:
@@ -250,6 +327,7 @@ export class Decisions {
           created: reply[3] === 1,
           pending: reply[4] === 1,
           stock: parseStock(reply[5] as string[]),
+          intent: reply[6] === 1,
         };
       case S.NOT_FOUND:
         return { kind: 'not_found' };
@@ -257,6 +335,8 @@ export class Decisions {
         return { kind: 'insufficient', onHand: Number(reply[1]) };
       case S.STALE:
         return { kind: 'stale' };
+      case S.ALREADY:
+        return { kind: 'already' };
     }
     throw new Error(`stock: unexpected status ${reply[0]}`);
   }
@@ -288,6 +368,45 @@ export class Decisions {
     const k = this.keys.item(itemId);
     const reply = await this.call('drop_hold', [this.keys.marker, k.stock, k.holds, k.exp], [field]);
     return reply[0] === S.OK;
+  }
+
+  /**
+   * Reconciliation's fenced correction of one (item, location) (correct.lua): from PostgreSQL's `facts`, read while
+   * its stock row is held, and Redis' current state, sets on-hand, reserved and pending supply to what they must be.
+   * `stale` when Redis is at another generation than the facts (nothing changed).
+   */
+  async correct(itemId: string, location: string, facts: CorrectionFacts): Promise<Correction | { kind: 'stale' }> {
+    const k = this.keys.item(itemId);
+    const reply = await this.call(
+      'correct',
+      [this.keys.marker, k.stock, k.holds, k.exp, k.intents, this.keys.items],
+      [
+        facts.generation,
+        location,
+        facts.onHand,
+        this.retentionMs,
+        itemId,
+        facts.ops.size,
+        ...[...facts.ops].flat(),
+        facts.statuses.size,
+        ...[...facts.statuses].flat(),
+        facts.liveHolds.length,
+        ...facts.liveHolds.flatMap((h) => [h.reservationId, h.quantity, h.expiresAtMs]),
+      ],
+    );
+    if (reply[0] === S.STALE) return { kind: 'stale' };
+    if (reply[0] !== S.OK) throw new Error(`correct: unexpected status ${reply[0]}`);
+    const n = reply.slice(2).map(Number) as number[];
+    return {
+      kind: 'corrected',
+      generation: String(reply[1]),
+      before: { onHand: n[0]!, reserved: n[1]!, pending: n[2]! },
+      after: { onHand: n[3]!, reserved: n[4]!, pending: n[5]! },
+      inFlight: { confirms: n[6]!, debits: n[7]!, supply: n[8]! },
+      intentsEnded: n[9]!,
+      holdsSettled: n[10]!,
+      holdsReadded: n[11]!,
+    };
   }
 
   /**

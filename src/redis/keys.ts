@@ -9,6 +9,8 @@ export interface ItemKeys {
   holds: string;
   /** sorted set: hold field → when it next needs attention (expiry, or tombstone removal) */
   exp: string;
+  /** hash: stock decisions whose fate is still open, by op id (values: layout.ts; judged by reconciliation) */
+  intents: string;
 }
 
 export class Keys {
@@ -57,7 +59,7 @@ export class Keys {
 
   item(itemId: string): ItemKeys {
     const tag = `${this.prefix}{i:${itemId}}`;
-    return { stock: `${tag}:stock`, holds: `${tag}:holds`, exp: `${tag}:exp` };
+    return { stock: `${tag}:stock`, holds: `${tag}:holds`, exp: `${tag}:exp`, intents: `${tag}:intents` };
   }
 
   /** Pattern matching every item key (for the rebuild's clean-up). */

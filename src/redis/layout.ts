@@ -16,6 +16,10 @@ import { HoldState } from './status.js';
  *   (base64url), a UUID nor a node id (hex) contains `|`.
  * - reservation header hash `{r:<id>}`: `body` (JSON: reference, metadata, lines, tenant), `created` and
  *   `expires` (ms).
+ * - stock intents hash `{i:<item>}:intents`: field the op id (a UUIDv7, also recorded with the ledger row),
+ *   value `<location>|<delta>|<kind>|<decidedMs>|<nodeId>`: a stock decision whose fate is still open. kind
+ *   `supply` (an increase, waiting in pending supply) or `debit` (applied to on-hand at once). An identifier never
+ *   contains `|`; the value is split from its right all the same, so the location takes whatever is left.
  */
 
 const STOCK_PREFIX = { onHand: 'h:', reserved: 'r:', pending: 'p:' } as const;
@@ -23,6 +27,9 @@ const HOLD_FIELD_SEPARATOR = ':';
 const HOLD_VALUE_SEPARATOR = ':';
 const RECORD_SEPARATOR = '|';
 const HEADER_FIELD = { body: 'body', created: 'created', expires: 'expires' } as const;
+const INTENT_SEPARATOR = '|';
+/** What a stock intent waits for: a supply is applied once recorded, a debit (applied already) only settled. */
+export const IntentKind = { supply: 'supply', debit: 'debit' } as const;
 
 /** The layout as Lua reads it (injected as `L`; a test fails if a script names a key missing here). */
 export const luaLayout = {
@@ -35,6 +42,9 @@ export const luaLayout = {
   headerBody: HEADER_FIELD.body,
   headerCreated: HEADER_FIELD.created,
   headerExpires: HEADER_FIELD.expires,
+  intentSep: INTENT_SEPARATOR,
+  intentSupply: IntentKind.supply,
+  intentDebit: IntentKind.debit,
 } as const;
 
 // ---- stock hash ----------------------------------------------------------------------------------------------
@@ -176,4 +186,35 @@ export function parseHeader(fields: Readonly<Record<string, string>>): StoredHea
   const body = fields[HEADER_FIELD.body];
   if (!body) return null;
   return { body, createdMs: Number(fields[HEADER_FIELD.created]), expiresMs: Number(fields[HEADER_FIELD.expires]) };
+}
+
+// ---- stock intents -------------------------------------------------------------------------------------------
+
+export type IntentKindName = (typeof IntentKind)[keyof typeof IntentKind];
+
+/** A stock decision whose fate is open: decided in Redis, not yet known to be recorded or taken back. */
+export interface StockIntent {
+  location: string;
+  /** The on-hand change decided: positive for a supply, negative (or 0, for a set that created the location) for a debit. */
+  delta: number;
+  kind: IntentKindName;
+  /** Redis' clock when the stock script decided. */
+  decidedMs: number;
+  /** The deciding process (src/jobs/node-lease.ts). */
+  nodeId: string;
+}
+
+export const formatIntent = (intent: StockIntent): string =>
+  [intent.location, intent.delta, intent.kind, intent.decidedMs, intent.nodeId].join(INTENT_SEPARATOR);
+
+const INTEGER = /^-?\d+$/;
+
+/** An intent value, or null when it is not of the layout. */
+export function parseIntent(value: string): StockIntent | null {
+  const parts = value.split(INTENT_SEPARATOR);
+  if (parts.length < 5) return null;
+  const [delta, kind, decidedMs, nodeId] = parts.slice(-4) as [string, string, string, string];
+  const location = parts.slice(0, -4).join(INTENT_SEPARATOR);
+  if (!location || !INTEGER.test(delta) || !DIGITS.test(decidedMs) || (kind !== IntentKind.supply && kind !== IntentKind.debit)) return null;
+  return { location, delta: Number(delta), kind, decidedMs: Number(decidedMs), nodeId };
 }

@@ -15,6 +15,7 @@ export const scriptNames = [
   'finish_rebuild',
   'drop_hold',
   'forget_claim',
+  'correct',
 ] as const;
 export type ScriptName = (typeof scriptNames)[number];
 

@@ -1,9 +1,10 @@
 import type { FastifyBaseLogger as Logger } from 'fastify';
+import { v7 as uuidv7 } from 'uuid';
 import { ProblemError, unavailable } from '../domain/errors.js';
 import { toAvailability } from '../domain/reservation.js';
 import type { AvailabilityDocument } from '../domain/schemas.js';
 import type { Metrics } from '../metrics.js';
-import type { Decisions, ItemStock } from '../redis/decisions.js';
+import type { Decisions, ItemStock, StockDecision } from '../redis/decisions.js';
 import type { StockApi } from './api.js';
 import type { BatchWriter } from '../store/writer.js';
 import { admitted } from './admission.js';
@@ -12,7 +13,14 @@ import { compensate, recordFailed } from './compensation.js';
 /** Operator stock changes and availability reads. */
 export class StockService implements StockApi {
   constructor(
-    private readonly d: { decisions: Decisions; writer: BatchWriter; metrics: Metrics; log: Logger },
+    private readonly d: {
+      decisions: Decisions;
+      writer: BatchWriter;
+      metrics: Metrics;
+      log: Logger;
+      /** This process's node id (src/jobs/node-lease.ts): each decision's intent names it. */
+      nodeId: string;
+    },
   ) {}
 
   async availability(itemId: string): Promise<AvailabilityDocument> {
@@ -37,14 +45,16 @@ export class StockService implements StockApi {
     amount: number,
     reason: string | null,
   ): Promise<AvailabilityDocument> {
-    const decision = await this.d.decisions.changeStock(itemId, location, mode, amount);
-    if (decision.kind === 'not_found') throw notFound(itemId, location);
-    if (decision.kind === 'stale') throw unavailable('Redis was rebuilt; retry');
-    if (decision.kind === 'insufficient') {
-      throw new ProblemError('insufficient_stock', `${itemId}@${location}: on hand ${decision.onHand}, delta ${amount}`, {
-        lines: [{ itemId, location, requested: -amount, available: decision.onHand }],
+    const opId = uuidv7();
+    const decided = await this.d.decisions.changeStock(itemId, location, mode, amount, { opId, nodeId: this.d.nodeId });
+    if (decided.kind === 'not_found') throw notFound(itemId, location);
+    if (decided.kind === 'stale') throw unavailable('Redis was rebuilt; retry');
+    if (decided.kind === 'insufficient') {
+      throw new ProblemError('insufficient_stock', `${itemId}@${location}: on hand ${decided.onHand}, delta ${amount}`, {
+        lines: [{ itemId, location, requested: -amount, available: decided.onHand }],
       });
     }
+    const decision: Decided = { ...decided, opId };
     let result;
     try {
       result = await this.d.writer.submit({
@@ -55,59 +65,61 @@ export class StockService implements StockApi {
         onHandDelta: decision.onHandDelta,
         movement: mode,
         reason,
+        opId,
       });
     } catch (err) {
       await this.compensate(err, itemId, location, decision);
       throw recordFailed(err, { operation: 'stock', log: this.d.log });
     }
     if (result === 'stale') throw unavailable('Redis was rebuilt while the request was in flight; nothing was applied, retry');
-    const stock = decision.pending ? await this.applyRecorded(itemId, location, decision) : decision.stock;
+    if (result === 'conflict') {
+      // Reconciliation took this node for dead and took the decision back (a void in the ledger): never recorded.
+      throw unavailable('the change was taken back before it was recorded; nothing was applied, retry');
+    }
+    const stock = await this.endRecorded(itemId, location, decision);
     return toAvailability(itemId, stock) ?? emptyAvailability(itemId);
   }
 
   /**
-   * Makes a recorded increase available. It is durable already: if Redis fails now, the answer stays 200 and the
-   * units are missing from Redis (never extra) until reconciliation repairs it.
+   * Ends a recorded decision's intent: an increase becomes available, a decrease stands. It is durable already: if
+   * Redis fails now, the answer stays 200, and reconciliation ends the intent (an increase is missing from Redis
+   * until then, never extra).
    */
-  private async applyRecorded(
-    itemId: string,
-    location: string,
-    decision: { generation: string; onHandDelta: number; created: boolean; stock: ItemStock },
-  ): Promise<ItemStock> {
+  private async endRecorded(itemId: string, location: string, decision: Decided): Promise<ItemStock> {
+    if (!decision.intent) return decision.stock;
     try {
-      const applied = await this.d.decisions.changeStock(itemId, location, 'apply', decision.onHandDelta, decision);
-      if (applied.kind === 'changed') return applied.stock;
-      // Rebuilt since the decision: the rebuild read the committed increase from PostgreSQL.
-      return (await this.d.decisions.availability(itemId)) ?? decision.stock;
+      const ended = await this.d.decisions.endStockChange(itemId, decision.pending ? 'apply' : 'settle', decision.opId, decision);
+      if (ended.kind === 'changed') return ended.stock;
+      // Ended by reconciliation already, or rebuilt since: either way Redis has the recorded change.
+      return decision.pending ? ((await this.d.decisions.availability(itemId)) ?? decision.stock) : decision.stock;
     } catch (err) {
+      if (!decision.pending) {
+        this.d.log.warn({ err, itemId, location }, 'recorded stock decrease not settled in Redis; reconciliation drops its intent');
+        return decision.stock;
+      }
       this.d.metrics.compensations.inc({ operation: 'stock', result: 'apply_failed' });
-      this.d.log.error({ err, itemId, location }, 'recorded stock increase not applied in Redis; reconcile --repair restores it');
+      this.d.log.error({ err, itemId, location }, 'recorded stock increase not applied in Redis; reconciliation applies it');
       return withOnHand(decision.stock, location, decision.onHandDelta);
     }
   }
 
   /**
-   * Takes the unrecorded change back out of Redis, removing a location it created; where units since sold make
-   * that impossible, reconciliation repairs.
+   * Takes the unrecorded change back out of Redis (abandons an increase, undoes a decrease), removing a location it
+   * created. A change PostgreSQL turns out to have recorded after all is ended as after a clean commit.
    */
-  private async compensate(
-    err: unknown,
-    itemId: string,
-    location: string,
-    change: { generation: string; onHandDelta: number; created: boolean; pending: boolean; stock: ItemStock },
-  ): Promise<void> {
-    if (change.onHandDelta === 0 && !change.created) return;
-    const mode = change.pending ? 'abandon' : 'undo';
+  private async compensate(err: unknown, itemId: string, location: string, decision: Decided): Promise<void> {
+    if (!decision.intent) return;
     const undo = async () => {
-      const undone = await this.d.decisions.changeStock(itemId, location, mode, change.onHandDelta, change);
-      if (undone.kind === 'insufficient' || undone.kind === 'not_found') throw new Error(`stock undo: ${undone.kind} (units since sold)`);
-      return undone.kind === 'changed'; // stale: rebuilt from PostgreSQL, which never had the change
+      const undone = await this.d.decisions.endStockChange(itemId, decision.pending ? 'abandon' : 'undo', decision.opId, decision);
+      return undone.kind === 'changed'; // already: reconciliation took it back; stale: rebuilt from PostgreSQL, which never had it
     };
-    // A pending increase that PostgreSQL turns out to have recorded is made available, as after a clean commit.
-    const onCommittedAfterAll = change.pending ? () => this.applyRecorded(itemId, location, change) : undefined;
+    const onCommittedAfterAll = () => this.endRecorded(itemId, location, decision);
     await compensate(err, undo, { operation: 'stock', metrics: this.d.metrics, log: this.d.log, onCommittedAfterAll });
   }
 }
+
+/** A stock decision and its op id. */
+type Decided = Extract<StockDecision, { kind: 'changed' }> & { opId: string };
 
 const notFound = (itemId: string, location?: string) =>
   new ProblemError('item_not_found', location ? `${itemId} is not stocked at ${location}` : `${itemId} is not stocked`);

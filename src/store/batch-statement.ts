@@ -10,6 +10,8 @@ export interface Outcome {
   fenced_in: boolean;
   created: string[] | null;
   moved: string[] | null;
+  /** Op ids of the stock changes recorded (one reconciliation has voided is not). */
+  stocked: string[] | null;
 }
 
 interface Movement {
@@ -22,19 +24,23 @@ interface Movement {
   reserved: number;
   reservationId: string | null;
   reason: string | null;
+  opId: string | null;
 }
 
 /**
  * Per operation: stale if decided under another generation than PostgreSQL's, conflict if PostgreSQL refused it
- * (the idempotency key was taken, or the reservation was no longer pending), else recorded.
+ * (the idempotency key was taken, the reservation was no longer pending, or reconciliation voided the stock
+ * change's op id first), else recorded.
  */
 export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome): RecordResult[] {
   const created = new Set(outcome.created ?? []);
   const moved = new Set(outcome.moved ?? []);
+  const stocked = new Set(outcome.stocked ?? []);
   return ops.map((op) => {
     if (op.generation !== generation || !outcome.fenced_in) return 'stale';
     if (op.kind === 'reserve' && !created.has(op.reservation.id)) return 'conflict';
     if (op.kind === 'transition' && !moved.has(op.reservationId)) return 'conflict';
+    if (op.kind === 'stock' && !stocked.has(op.opId)) return 'conflict';
     return 'recorded';
   });
 }
@@ -54,7 +60,9 @@ export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome)
  * size (plan_cache_mode, src/store/database.ts): a plan cached while they were small would scan them whole.
  *
  * Stock rows are updated in key order, so concurrent batches (on this node or others) never deadlock on them;
- * the ledger keeps every movement while the stock row takes their sum.
+ * the ledger keeps every movement while the stock row takes their sum. The sum is taken over the rows the ledger
+ * accepted: a stock change whose op id is there already (voided by reconciliation, which took the decision back in
+ * Redis for good: src/jobs/reconcile.ts) is skipped, changes nothing, and is answered as a conflict.
  */
 export const RECORD_BATCH = `
 WITH fence AS (
@@ -83,25 +91,28 @@ WITH fence AS (
   WHERE r.id = t.id AND r.status = t.from_status AND EXISTS (SELECT FROM fence)
   RETURNING r.id
 ), movements AS (
-  SELECT m.item_id, m.location, m.kind, m.on_hand_delta, m.reserved_delta, m.reservation_id, m.reason
-  FROM unnest($22::text[], $23::text[], $24::text[], $25::bigint[], $26::bigint[], $27::uuid[], $28::text[], $29::text[])
-    AS m(item_id, location, kind, on_hand_delta, reserved_delta, reservation_id, reason, gate)
+  SELECT m.item_id, m.location, m.kind, m.on_hand_delta, m.reserved_delta, m.reservation_id, m.reason, m.op_id
+  FROM unnest($22::text[], $23::text[], $24::text[], $25::bigint[], $26::bigint[], $27::uuid[], $28::text[], $29::text[], $31::uuid[])
+    AS m(item_id, location, kind, on_hand_delta, reserved_delta, reservation_id, reason, gate, op_id)
   WHERE (m.gate = 'stock' AND EXISTS (SELECT FROM fence))
      OR (m.gate = 'reserve' AND m.reservation_id IN (SELECT reservation_id FROM idem))
      OR (m.gate = 'transition' AND m.reservation_id IN (SELECT id FROM moved))
 ), ledger AS (
-  INSERT INTO stock_movements (item_id, location, kind, on_hand_delta, reserved_delta, reservation_id, reason)
+  INSERT INTO stock_movements (item_id, location, kind, on_hand_delta, reserved_delta, reservation_id, reason, op_id)
   SELECT * FROM movements
+  ON CONFLICT (op_id) WHERE op_id IS NOT NULL DO NOTHING
+  RETURNING item_id, location, on_hand_delta, reserved_delta, op_id
 ), stocked AS (
   INSERT INTO stock AS s (item_id, location, on_hand, reserved)
-  SELECT item_id, location, sum(on_hand_delta), sum(reserved_delta) FROM movements
+  SELECT item_id, location, sum(on_hand_delta), sum(reserved_delta) FROM ledger
   GROUP BY item_id, location ORDER BY item_id, location
   ON CONFLICT (item_id, location) DO UPDATE
     SET on_hand = s.on_hand + excluded.on_hand, reserved = s.reserved + excluded.reserved, updated_at = now()
 )
-INSERT INTO write_batches (id, fenced_in, created, moved)
-SELECT $2::uuid, EXISTS (SELECT FROM fence), (SELECT array_agg(reservation_id) FROM idem), (SELECT array_agg(id) FROM moved)
-RETURNING fenced_in, created::text[], moved::text[]`;
+INSERT INTO write_batches (id, fenced_in, created, moved, stocked)
+SELECT $2::uuid, EXISTS (SELECT FROM fence), (SELECT array_agg(reservation_id) FROM idem), (SELECT array_agg(id) FROM moved),
+  (SELECT array_agg(op_id) FROM ledger WHERE op_id IS NOT NULL)
+RETURNING fenced_in, created::text[], moved::text[], stocked::text[]`;
 
 /** RECORD_BATCH's parameters from $3 on: the operations as column arrays. */
 export function batchValues(ops: RecordOp[]): unknown[] {
@@ -139,8 +150,9 @@ export function batchValues(ops: RecordOp[]): unknown[] {
     movements.map((m) => m.reservationId),
     movements.map((m) => m.reason),
     movements.map((m) => m.gate),
-    // $30, last so the earlier parameters keep their numbers.
+    // $30 and $31, last so the earlier parameters keep their numbers.
     reserves.map((r) => r.reservation.tenant),
+    movements.map((m) => m.opId),
   ];
 }
 
@@ -158,6 +170,7 @@ function movementsOf(op: RecordOp): Movement[] {
           reserved: 0,
           reservationId: null,
           reason: op.reason,
+          opId: op.opId,
         },
       ];
     case 'reserve':
@@ -170,6 +183,7 @@ function movementsOf(op: RecordOp): Movement[] {
         reserved: l.quantity,
         reservationId: op.reservation.id,
         reason: null,
+        opId: null,
       }));
     case 'transition': {
       const kind = { confirmed: 'confirm', released: 'release', expired: 'expire' }[op.to];
@@ -182,6 +196,7 @@ function movementsOf(op: RecordOp): Movement[] {
         reserved: -l.quantity,
         reservationId: op.reservationId,
         reason: null,
+        opId: null,
       }));
     }
   }

@@ -22,12 +22,14 @@ export type RecordOp =
       onHandDelta: number;
       movement: 'set' | 'adjust';
       reason: string | null;
+      /** The decision's op id (its intent in Redis): the ledger row carries it, and it is recorded at most once. */
+      opId: string;
     };
 
 /**
  * - recorded: committed.
- * - conflict: not applied because PostgreSQL already had the final word (the idempotency key was taken, or the
- *   reservation was no longer pending).
+ * - conflict: not applied because PostgreSQL already had the final word (the idempotency key was taken, the
+ *   reservation was no longer pending, or reconciliation had voided the stock change's op id).
  * - stale: not applied because Redis was rebuilt after the decision (the fence).
  */
 export type RecordResult = 'recorded' | 'conflict' | 'stale';

@@ -316,9 +316,10 @@ export class BatchWriter {
         [processId, TERMINATE_WAIT_MS],
       );
       if (!gone[0]?.gone) return 'unknown';
-      const { rows } = await this.pool.query<Outcome>('SELECT fenced_in, created::text[], moved::text[] FROM write_batches WHERE id = $1', [
-        batchId,
-      ]);
+      const { rows } = await this.pool.query<Outcome>(
+        'SELECT fenced_in, created::text[], moved::text[], stocked::text[] FROM write_batches WHERE id = $1',
+        [batchId],
+      );
       if (rows[0]) return rows[0];
       // The read's snapshot was taken before its answer arrived: if that was before the deadline, so was the read.
       return performance.now() < lost.fateDeadline ? false : 'unknown';

@@ -6,9 +6,9 @@ import { formatTable } from './report.js';
 /**
  * The fault drills of issue 4, with real processes: each runs a concurrent reservation load against real API
  * processes, injects its fault mid-load (mid-commit), lets the system recover and checks every invariant (I1–I6),
- * the answers against api.md, Redis = PostgreSQL after reconciliation, and that every create the clients retried
- * was answered for good within 5 s of recovery (issue 10). Sized to keep this file around 2–3 minutes on two
- * cores; `npm run drill` runs the same drills bigger.
+ * the answers against api.md, Redis = PostgreSQL healed by the nodes themselves (no repair pass), and that every
+ * create the clients retried was answered for good within 5 s of recovery (issue 10). Sized to keep this file around
+ * 2–3 minutes on two cores; `npm run drill` runs the same drills bigger.
  * Asserts invariants and that one bound, no other timing.
  */
 const SEED = Number(process.env.DRILL_SEED ?? Math.floor(Math.random() * 2 ** 31));

@@ -42,7 +42,11 @@ const INITIAL_STOCK = 200;
 /** How long the API nodes' sweepers get to record every overdue expiry (TTLs ≤ 5 s, 3 s grace, slack). */
 const EXPIRY_RECORD_TIMEOUT_MS = 15_000;
 const READY_TIMEOUT_MS = 30_000;
-const RECONCILE_TIMEOUT_MS = 60_000;
+/**
+ * How long the API nodes' own reconcilers get to heal Redis (every RECONCILE_INTERVAL_MS; a stranded stock intent is
+ * judged DATABASE_QUERY_TIMEOUT_MS + 4 s after its decision).
+ */
+const HEAL_TIMEOUT_MS = 30_000;
 
 async function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -314,11 +318,17 @@ export interface DrillOptions {
 }
 
 export interface ReconcileOutcome {
-  /** A dry run reports no drift and no orphaned hold (after the repair pass, if one was needed). */
+  /** A dry run reported no drift, orphaned hold or stranded stock intent within HEAL_TIMEOUT_MS; no repair run. */
   ok: boolean;
-  repairNeeded: boolean;
-  /** What the first dry run found, and what remained after repair. */
+  /** The check's start (load drained, invariants checked) → the first clean dry run; 0 when the first was clean. */
+  healedAfterMs: number | null;
+  /** What the first dry run found (the nodes healed it), or what was left at the deadline. */
   details: string[];
+  /** What the nodes' reconcilers left in PostgreSQL: corrections recorded, stock decisions voided. */
+  corrections: number;
+  voided: number;
+  /** The fault → the last of those (by PostgreSQL's clock, on this machine), or null if there was none. */
+  lastRepairAfterFaultMs: number | null;
 }
 
 export interface DrillResult {
@@ -371,6 +381,11 @@ async function waitReady(apis: readonly ApiProcess[], timeoutMs: number): Promis
 }
 
 const report = (r: ReconcileReport): string[] => [
+  ...r.strandedIntents.map(
+    (i) =>
+      `stranded ${i.kind} intent ${i.delta > 0 ? '+' : ''}${i.delta} at ${i.itemId}@${i.location} (node ${i.nodeId} ` +
+      `${i.ownerAlive ? 'alive' : 'gone'}, ${Math.round(i.ageMs)} ms old, ledger ${i.ledger})`,
+  ),
   ...r.drift.map(
     (d) =>
       `drift ${d.itemId}@${d.location}: Redis on-hand/reserved/holds ${d.redis.onHand}/${d.redis.reserved}/${d.redis.holds}, ` +
@@ -380,11 +395,12 @@ const report = (r: ReconcileReport): string[] => [
 ];
 
 /**
- * Redis and PostgreSQL equal after reconciliation: `reconcile()` run in this process against the same Redis,
- * PostgreSQL and key prefix (a node built with buildApp, never started: no jobs of its own). A dry run must
- * report nothing; if it does, one repair pass runs and a second dry run must then report nothing.
+ * Redis and PostgreSQL equal, healed by the API nodes themselves: a dry run of `reconcile()` in this process
+ * against the same Redis, PostgreSQL and key prefix (a node built with buildApp, never started: no jobs of its own,
+ * and it changes nothing) is repeated until it reports nothing, for at most HEAL_TIMEOUT_MS, while the running
+ * nodes' reconcilers (every RECONCILE_INTERVAL_MS) end stranded stock intents and correct drift. No repair pass.
  */
-async function reconcileCheck(env: DrillEnv): Promise<ReconcileOutcome> {
+async function reconcileCheck(env: DrillEnv, faultAt: number): Promise<ReconcileOutcome> {
   const config = loadConfig({
     DATABASE_URL: env.database.url,
     REDIS_URL: env.redis.url,
@@ -392,23 +408,43 @@ async function reconcileCheck(env: DrillEnv): Promise<ReconcileOutcome> {
     LOG_LEVEL: 'silent',
     RECONCILE_INTERVAL_MS: '0',
     ORPHAN_HOLD_AFTER_MS: String(ORPHAN_HOLD_AFTER_MS),
+    DATABASE_QUERY_TIMEOUT_MS: API_ENV.DATABASE_QUERY_TIMEOUT_MS,
   });
   const app = await buildApp(config);
   const deps = app.runtime.reconcileDeps;
-  const dryRun: ReconcileOptions = { dropOrphans: false, rebuildOnDrift: false, orphanAfterMs: ORPHAN_HOLD_AFTER_MS, settleMs: 1_000 };
-  const run = async (): Promise<ReconcileOutcome> => {
-    const found = report(await reconcile(deps, dryRun));
-    if (found.length === 0) return { ok: true, repairNeeded: false, details: [] };
-    await reconcile(deps, { ...dryRun, dropOrphans: true, rebuildOnDrift: true });
-    const after = report(await reconcile(deps, dryRun));
-    return {
-      ok: after.length === 0,
-      repairNeeded: true,
-      details: [...found.map((f) => `before repair: ${f}`), ...after.map((f) => `after repair: ${f}`)],
-    };
+  const dryRun: ReconcileOptions = {
+    heal: false,
+    dropOrphans: false,
+    rebuildOnDrift: false,
+    orphanAfterMs: ORPHAN_HOLD_AFTER_MS,
+    settleMs: 1_000,
+  };
+  const started = Date.now();
+  const run = async (): Promise<Pick<ReconcileOutcome, 'ok' | 'healedAfterMs' | 'details'>> => {
+    let first: string[] | null = null;
+    for (;;) {
+      const found = report(await reconcile(deps, dryRun));
+      first ??= found;
+      if (found.length === 0) {
+        return { ok: true, healedAfterMs: first.length === 0 ? 0 : Date.now() - started, details: first.map((f) => `healed: ${f}`) };
+      }
+      if (Date.now() - started > HEAL_TIMEOUT_MS) {
+        const details = [...first.map((f) => `at first: ${f}`), ...found.map((f) => `still, after ${HEAL_TIMEOUT_MS} ms: ${f}`)];
+        return { ok: false, healedAfterMs: null, details };
+      }
+      await sleep(250);
+    }
   };
   try {
-    return await withTimeout(run(), RECONCILE_TIMEOUT_MS, 'reconciliation (dry run, repair if needed, dry run)');
+    const outcome = await withTimeout(run(), HEAL_TIMEOUT_MS + 30_000, 'waiting for the nodes to heal Redis (dry runs)');
+    const { rows } = await env.directDb.query<{ corrections: number; voided: number; last_ms: number | null }>(
+      `SELECT (SELECT count(*) FROM stock_corrections)::int AS corrections,
+              (SELECT count(*) FROM stock_movements WHERE kind = 'void')::int AS voided,
+              (extract(epoch FROM greatest((SELECT max(corrected_at) FROM stock_corrections),
+                                           (SELECT max(created_at) FROM stock_movements WHERE kind = 'void'))) * 1000)::float8 AS last_ms`,
+    );
+    const { corrections, voided, last_ms: lastMs } = rows[0]!;
+    return { ...outcome, corrections, voided, lastRepairAfterFaultMs: lastMs === null ? null : Math.round(lastMs - faultAt) };
   } finally {
     await withTimeout(app.close(), 10_000, 'closing the reconciling node').catch(() => {
       app.runtime.redis.disconnect();
@@ -509,7 +545,7 @@ export async function runDrill(drill: Drill, options: DrillOptions): Promise<Dri
       strandedSessions,
       notes: result.notes,
     });
-    result.reconcile = await reconcileCheck(env);
+    result.reconcile = await reconcileCheck(env, faultAt);
   } catch (err) {
     result.error = err instanceof Error ? (err.stack ?? err.message) : String(err);
   } finally {

@@ -19,14 +19,19 @@ function retryCell(result: DrillResult): string {
 function reconcileCell(result: DrillResult): string {
   const r = result.reconcile;
   if (!r) return 'n/a';
-  if (!r.ok) return 'FAIL';
-  return r.repairNeeded ? 'pass*' : 'pass';
+  return r.ok ? 'pass' : 'FAIL';
+}
+
+function healedCell(result: DrillResult): string {
+  const r = result.reconcile;
+  if (!r) return 'n/a';
+  return r.ok ? ms(r.healedAfterMs) : 'never';
 }
 
 /** The operator's table: one row per drill, then every failure spelled out. */
 export function formatTable(results: readonly DrillResult[]): string {
   const ids: InvariantId[] = ['I1', 'I2', 'I3', 'I4', 'I5', 'I6', 'API'];
-  const header = ['drill', 'requests', 'acks', 'faults', 'recovery', 'ready', 'retried', 'retry', 'unresolved', 'crashes', ...ids, 'redis=pg'];
+  const header = ['drill', 'requests', 'acks', 'faults', 'recovery', 'ready', 'retried', 'retry', 'unresolved', 'crashes', ...ids, 'redis=pg', 'healed'];
   const rows = results.map((r) => [
     r.drill,
     String(r.requests),
@@ -40,6 +45,7 @@ export function formatTable(results: readonly DrillResult[]): string {
     r.crashes.length === 0 ? '0' : `FAIL(${r.crashes.length})`,
     ...ids.map((id) => invariantCell(r, id)),
     reconcileCell(r),
+    healedCell(r),
   ]);
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)));
   const line = (cells: string[]) => cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ');
@@ -52,12 +58,19 @@ export function formatTable(results: readonly DrillResult[]): string {
       `any took to a definitive answer after recovery (ready, or its first such answer if later); FAIL over ${RETRY_RESOLVED_WITHIN_MS / 1000} s`,
     `crashes: API processes that exited on their own (restarted by the drill's supervisor)`,
     ids.map((id) => `${id} ${INVARIANT_NAMES[id]}`).join(' · '),
-    `redis=pg: reconciliation dry run clean (pass* = clean only after a repair pass)`,
+    `redis=pg: a reconciliation dry run reports nothing (no drift, orphaned hold or stranded stock intent); no repair pass is run`,
+    `healed: load drained and checked → first clean dry run, the nodes' own reconcilers healing meanwhile (0: nothing left by then)`,
   );
   for (const r of results) {
     const notes = [
       ...failures(r, 10),
-      ...(r.reconcile?.ok && r.reconcile.repairNeeded ? r.reconcile.details.map((d) => `repaired: ${d}`) : []),
+      ...(r.reconcile?.ok ? r.reconcile.details : []),
+      ...(r.reconcile && (r.reconcile.corrections > 0 || r.reconcile.voided > 0)
+        ? [
+            `the nodes corrected Redis ${r.reconcile.corrections} times (stock_corrections) and voided ${r.reconcile.voided} stock ` +
+              `decisions, the last ${ms(r.reconcile.lastRepairAfterFaultMs)} after the fault`,
+          ]
+        : []),
       ...r.notes.map((n) => `note: ${n}`),
     ];
     if (notes.length === 0) continue;

@@ -355,6 +355,11 @@ export function checkStores(state: StoreState, options: CheckOptions = {}): Stor
       f.pg.reserved = s.reserved;
     }
     for (const m of pgs.movements) {
+      // A void names a stock decision reconciliation took back for good: no units, and no stock row of its own.
+      if (m.kind === 'void') {
+        if (m.onHand !== 0 || m.reserved !== 0) violations.I5.push(`${pairKey(m.itemId, m.location)}: a void ledger row moves ${m.onHand}/${m.reserved} units`);
+        continue;
+      }
       const f = figure(m.itemId, m.location);
       f.ledger.rows++;
       f.ledger.onHand += m.onHand;

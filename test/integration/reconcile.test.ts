@@ -12,8 +12,18 @@ beforeAll(async () => {
 });
 afterAll(() => t.close());
 
-const dryRun: ReconcileOptions = { dropOrphans: false, rebuildOnDrift: false, orphanAfterMs: 10_000, settleMs: 0 };
-const repair: ReconcileOptions = { ...dryRun, dropOrphans: true, rebuildOnDrift: true };
+const dryRun: ReconcileOptions = { heal: false, dropOrphans: false, rebuildOnDrift: false, orphanAfterMs: 10_000, settleMs: 0 };
+const repair: ReconcileOptions = { ...dryRun, heal: true, dropOrphans: true, rebuildOnDrift: true };
+/** What a repair pass that found nothing to do reports, with `changes` on top. */
+const repaired = (changes: Record<string, unknown>) => ({
+  intentsFinished: 0,
+  intentsTakenBack: 0,
+  orphansDropped: 0,
+  corrected: [],
+  unhealed: [],
+  rebuilt: false,
+  ...changes,
+});
 
 async function stockAndHold(item: string, onHand: number, held: number) {
   await t.app.inject({ method: 'PUT', url: `/items/${item}/stock`, payload: { quantity: onHand } });
@@ -35,7 +45,7 @@ describe('reconciliation', () => {
     expect(report.orphanHolds).toEqual([]);
   });
 
-  it('reports an on-hand that drifted in Redis, and repairs it by rebuilding from PostgreSQL', async () => {
+  it('reports an on-hand that drifted in Redis, and repair corrects it in place, without a rebuild', async () => {
     const item = newItem();
     await stockAndHold(item, 10, 3);
     const { redis, keys } = t.app.runtime;
@@ -50,8 +60,32 @@ describe('reconciliation', () => {
     });
     expect(await redis.hget(keys.item(item).stock, stockField('onHand', 'default'))).toBe('42'); // a dry run changes nothing
 
-    const repaired = await reconcile(t.app.runtime.reconcileDeps, repair);
-    expect(repaired.repair).toEqual({ orphansDropped: 0, rebuilt: true });
+    const rebuildsBefore = await counter(t, 'irs_redis_rebuilds_total');
+    const repairedNow = await reconcile(t.app.runtime.reconcileDeps, repair);
+    expect(repairedNow.repair).toMatchObject(repaired({ corrected: [expect.objectContaining({ itemId: item, location: 'default' })] }));
+    expect(repairedNow.repair?.corrected[0]).toMatchObject({ before: { onHand: 42, reserved: 3 }, after: { onHand: 10, reserved: 3 } });
+    expect(await counter(t, 'irs_redis_rebuilds_total')).toBe(rebuildsBefore);
+    expect((await reconcile(t.app.runtime.reconcileDeps, dryRun)).drift).toEqual([]);
+    const availability = await t.app.inject({ url: `/items/${item}/availability` });
+    expect(availability.json()).toMatchObject({ onHand: 10, reserved: 3, available: 7 });
+  });
+
+  it('rebuilds from PostgreSQL, as the last resort, drift a correction cannot fix: Redis of another generation', async () => {
+    const item = newItem();
+    await stockAndHold(item, 10, 3);
+    const { redis, keys } = t.app.runtime;
+    await redis.hset(keys.item(item).stock, stockField('onHand', 'default'), 42);
+    const generation = await redis.get(keys.marker);
+    await redis.set(keys.marker, '999'); // not PostgreSQL's: a correction leaves such a Redis alone
+
+    const healOnly = await reconcile(t.app.runtime.reconcileDeps, { ...repair, rebuildOnDrift: false });
+    expect(healOnly.repair).toMatchObject(repaired({ unhealed: [expect.objectContaining({ itemId: item })] }));
+    expect(await redis.hget(keys.item(item).stock, stockField('onHand', 'default'))).toBe('42');
+
+    const rebuilt = await reconcile(t.app.runtime.reconcileDeps, repair);
+    expect(rebuilt.repair).toMatchObject(repaired({ unhealed: [expect.objectContaining({ itemId: item })], rebuilt: true }));
+    expect(await redis.get(keys.marker)).not.toBe('999');
+    expect(await redis.get(keys.marker)).not.toBe(generation);
     expect((await reconcile(t.app.runtime.reconcileDeps, dryRun)).drift).toEqual([]);
     const availability = await t.app.inject({ url: `/items/${item}/availability` });
     expect(availability.json()).toMatchObject({ onHand: 10, reserved: 3, available: 7 });
@@ -73,8 +107,8 @@ describe('reconciliation', () => {
     const report = await reconcile(t.app.runtime.reconcileDeps, dryRun);
     expect(report.orphanHolds.map((o) => o.reservationId)).toEqual([orphan]);
 
-    const repaired = await reconcile(t.app.runtime.reconcileDeps, repair);
-    expect(repaired.repair).toEqual({ orphansDropped: 1, rebuilt: false });
+    const repairedNow = await reconcile(t.app.runtime.reconcileDeps, repair);
+    expect(repairedNow.repair).toEqual(repaired({ orphansDropped: 1 }));
     const availability = await t.app.inject({ url: `/items/${item}/availability` });
     expect(availability.json()).toMatchObject({ onHand: 10, reserved: 2, available: 8 });
   });
@@ -88,7 +122,11 @@ describe('reconciliation', () => {
     await redis.hincrby(keys.item(item).stock, stockField('reserved', 'default'), 1);
     const report = await reconcile(t.app.runtime.reconcileDeps, { ...dryRun, dropOrphans: true });
     expect(report.orphanHolds).toEqual([]);
-    expect(report.repair).toEqual({ orphansDropped: 0, rebuilt: false });
+    expect(report.repair).toEqual(
+      repaired({
+        unhealed: [{ itemId: item, location: 'default', redis: { onHand: 10, reserved: 2, holds: 2 }, postgres: { onHand: 10, reserved: 1, holds: 1 } }],
+      }),
+    );
     expect(await redis.hget(keys.item(item).holds, young)).not.toBeNull();
     // Clean up so other tests see no drift.
     await redis.hdel(keys.item(item).holds, young);
@@ -98,10 +136,11 @@ describe('reconciliation', () => {
   it('finds an item only Redis knows: stocked there, never recorded in PostgreSQL', async () => {
     const item = newItem();
     const { decisions, redis, keys } = t.app.runtime;
-    // What a stock increase leaves when its record failed and so did the undo: on-hand PostgreSQL never saw.
-    const decided = await decisions.changeStock(item, 'default', 'set', 5);
+    // What an increase applied without a record would leave (never the service's way): on-hand PostgreSQL never saw.
+    const opId = uuidv7();
+    const decided = await decisions.changeStock(item, 'default', 'set', 5, { opId, nodeId: t.app.runtime.lease.nodeId });
     if (decided.kind !== 'changed' || !decided.pending) throw new Error(`expected a pending increase: ${JSON.stringify(decided)}`);
-    await decisions.changeStock(item, 'default', 'apply', 5, { generation: decided.generation, created: true });
+    await decisions.endStockChange(item, 'apply', opId, decided);
 
     const report = await reconcile(t.app.runtime.reconcileDeps, dryRun);
     expect(report.drift).toContainEqual({
@@ -117,9 +156,15 @@ describe('reconciliation', () => {
   it('is served to operators at /admin/reconciliation', async () => {
     const res = await t.app.inject({ url: '/admin/reconciliation' });
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toMatchObject({ drift: [], orphanHolds: [], repair: null });
+    expect(res.json()).toMatchObject({ strandedIntents: [], drift: [], orphanHolds: [], repair: null });
   });
 });
+
+/** A counter's value on the app's registry (0 when never counted). */
+async function counter(app: TestApp, name: string): Promise<number> {
+  const metric = await app.app.runtime.metrics.registry.getSingleMetric(name)?.get();
+  return metric?.values.reduce((sum, v) => sum + v.value, 0) ?? 0;
+}
 
 describe('listing items', () => {
   it('reads the set of stocked items, never scanning the keyspace; a rebuild fills the set again', async () => {

@@ -8,11 +8,14 @@ import { Decisions, type ReservationHeader } from '../../src/redis/decisions.js'
 import { Keys } from '../../src/redis/keys.js';
 import {
   formatHold,
+  formatIntent,
   formatRecord,
+  IntentKind,
   holdField,
   parseHeader,
   parseHold,
   parseHoldField,
+  parseIntent,
   parseRecord,
   parseStock,
   parseStockField,
@@ -22,6 +25,7 @@ import {
 } from '../../src/redis/layout.js';
 import { HoldState } from '../../src/redis/status.js';
 import { newItem } from '../helpers/app.js';
+import { testRedisUrl } from '../helpers/servers.js';
 
 /**
  * Lua and TypeScript agree on what is inside the Redis values (src/redis/layout.ts): the real scripts run on a
@@ -33,7 +37,7 @@ const RETENTION_MS = 60_000;
 /** A location with the hold field's separator in it: a field splits at its first separator, not its last. */
 const LOCATION = 'bay:3';
 
-const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { lazyConnect: true });
+const redis = new Redis(testRedisUrl(), { lazyConnect: true });
 const keys = new Keys(`test:layout:${randomBytes(4).toString('hex')}:`);
 /** The node the reserve calls below claim keys for. */
 const NODE = 'abcdef012345';
@@ -82,16 +86,33 @@ const holdOf = async (itemId: string, reservationId: string, location = LOCATION
 describe('TypeScript reads what the scripts write', () => {
   it('stock fields: pending supply, on-hand and reserved, per location', async () => {
     const item = newItem();
-    const decided = await decisions.changeStock(item, LOCATION, 'set', 10);
+    const opId = uuidv7();
+    const decided = await decisions.changeStock(item, LOCATION, 'set', 10, { opId, nodeId: NODE });
     if (decided.kind !== 'changed') throw new Error(decided.kind);
     expect(await stockOf(item)).toEqual({ onHand: null, reserved: null, pending: 10 });
     // The script's reply is parsed by the same helper.
     expect(decided.stock.get(LOCATION)).toEqual({ onHand: null, reserved: null, pending: 10 });
-    await decisions.changeStock(item, LOCATION, 'apply', 10, decided);
+    await decisions.endStockChange(item, 'apply', opId, decided);
     expect(await stockOf(item)).toEqual({ onHand: 10, reserved: 0, pending: null });
     for (const field of Object.keys(await redis.hgetall(keys.item(item).stock))) {
       expect(parseStockField(field), field).toMatchObject({ location: LOCATION });
     }
+  });
+
+  it('the intent a stock decision records, until the decision ends', async () => {
+    const item = newItem();
+    const supply = uuidv7();
+    const decided = await decisions.changeStock(item, LOCATION, 'set', 10, { opId: supply, nodeId: NODE });
+    if (decided.kind !== 'changed') throw new Error(decided.kind);
+    const [seconds] = await redis.time();
+    const intent = parseIntent((await redis.hget(keys.item(item).intents, supply))!);
+    expect(intent).toEqual({ location: LOCATION, delta: 10, kind: IntentKind.supply, decidedMs: expect.any(Number), nodeId: NODE });
+    expect(Math.abs(intent!.decidedMs - Number(seconds) * 1000)).toBeLessThan(2_000);
+    await decisions.endStockChange(item, 'apply', supply, decided);
+    const debit = uuidv7();
+    await decisions.changeStock(item, LOCATION, 'adjust', -4, { opId: debit, nodeId: NODE });
+    expect(await redis.hgetall(keys.item(item).intents)).toEqual({ [debit]: expect.any(String) });
+    expect(parseIntent((await redis.hget(keys.item(item).intents, debit))!)).toMatchObject({ delta: -4, kind: IntentKind.debit });
   });
 
   it('a hold, its field, the idempotency record and the header the reserve script writes', async () => {
@@ -135,9 +156,10 @@ describe('TypeScript reads what the scripts write', () => {
     const identifier = fc.stringMatching(/^[A-Za-z0-9._:-]{1,64}$/).filter((s) => s !== '.' && s !== '..');
     await fc.assert(
       fc.asyncProperty(identifier, fc.integer({ min: 1, max: 1_000 }), async (location, quantity) => {
-        const decided = await decisions.changeStock(item, location, 'set', quantity);
+        const opId = uuidv7();
+        const decided = await decisions.changeStock(item, location, 'set', quantity, { opId, nodeId: NODE });
         if (decided.kind !== 'changed') throw new Error(decided.kind);
-        if (decided.pending) await decisions.changeStock(item, location, 'apply', decided.onHandDelta, decided);
+        if (decided.intent) await decisions.endStockChange(item, decided.pending ? 'apply' : 'settle', opId, decided);
         const { reservationId, nowMs } = await reserve(item, quantity, 60_000, location);
         expect(await holdOf(item, reservationId, location)).toEqual({ state: HoldState.pending, quantity, expiresAtMs: nowMs + 60_000 });
         expect(parseHoldField(holdField(reservationId, location))).toEqual({ reservationId, location });
@@ -204,6 +226,19 @@ describe('the scripts act on what TypeScript writes', () => {
     expect(await stockOf(item)).toEqual({ onHand: 7, reserved: 2, pending: null });
   });
 
+  it('the stock script ends an intent TypeScript wrote, from the delta and location in it', async () => {
+    const item = newItem();
+    await stock(item, 10);
+    const opId = uuidv7();
+    const k = keys.item(item);
+    await redis.hset(k.stock, stockField('pending', LOCATION), 6);
+    await redis.hset(k.intents, opId, formatIntent({ location: LOCATION, delta: 6, kind: IntentKind.supply, decidedMs: 1, nodeId: NODE }));
+    const applied = await decisions.endStockChange(item, 'apply', opId);
+    expect(applied).toMatchObject({ kind: 'changed', onHandDelta: 6 });
+    expect(await stockOf(item)).toEqual({ onHand: 16, reserved: 0, pending: null });
+    expect(await decisions.endStockChange(item, 'apply', opId)).toEqual({ kind: 'already' });
+  });
+
   it('reserve answers a record the rebuild wrote as the key taken, and undo_reserve frees only its own', async () => {
     const item = newItem();
     await stock(item, 10);
@@ -246,6 +281,8 @@ describe('the helpers', () => {
     expect(formatRecord(claimed)).toBe(recordPrefix(claimed.hash, claimed.reservationId) + claimed.claimedAtMs + recordSuffix(NODE));
     const marked = { ...claimed, outcomeUnknown: true };
     expect(parseRecord(formatRecord(marked))).toEqual(marked);
+    const intent = { location: 'a:b', delta: -3, kind: IntentKind.debit, decidedMs: 1_700_000_000_123, nodeId: NODE };
+    expect(parseIntent(formatIntent(intent))).toEqual(intent);
     for (const figure of ['onHand', 'reserved', 'pending'] as const) {
       expect(parseStockField(stockField(figure, 'a:b'))).toEqual({ figure, location: 'a:b' });
     }
@@ -259,6 +296,9 @@ describe('the helpers', () => {
     expect(parseHoldField('no-separator')).toBeNull();
     expect(parseStockField('x:default')).toBeNull();
     expect(parseHeader({})).toBeNull();
+    expect(parseIntent('default|3|supply|1')).toBeNull();
+    expect(parseIntent('default|3|other|1|n')).toBeNull();
+    expect(parseIntent('|3|supply|1|n')).toBeNull();
   });
 
   it('a record with fewer fields still parses (an older writer; a newer reader)', () => {

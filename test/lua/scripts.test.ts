@@ -74,9 +74,10 @@ describe('undo_settle', () => {
   async function stocked(onHand: number): Promise<string> {
     await redis.set(keys.marker, '0');
     const itemId = `undo-${randomUUID()}`;
-    const decided = await decisions.changeStock(itemId, 'default', 'set', onHand);
+    const opId = randomUUID();
+    const decided = await decisions.changeStock(itemId, 'default', 'set', onHand, { opId, nodeId: node });
     if (decided.kind !== 'changed') throw new Error(`stock: ${decided.kind}`);
-    await decisions.changeStock(itemId, 'default', 'apply', decided.onHandDelta, decided);
+    await decisions.endStockChange(itemId, 'apply', opId, decided);
     return itemId;
   }
 

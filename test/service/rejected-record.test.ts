@@ -27,7 +27,7 @@ function services() {
       lease,
       sessionEndWaitMs: 1_000,
     }),
-    stock: new StockService({ decisions, writer, metrics, log }),
+    stock: new StockService({ decisions, writer, metrics, log, nodeId: lease.nodeId }),
   };
 }
 

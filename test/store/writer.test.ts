@@ -43,6 +43,7 @@ const stockOp = (itemId: string, onHandDelta: number, generation = GEN): RecordO
   onHandDelta,
   movement: 'adjust',
   reason: null,
+  opId: randomUUID(),
 });
 
 function reserveOp(itemId: string, key: string, quantity = 1): RecordOp & { kind: 'reserve' } {
@@ -143,6 +144,29 @@ describe('BatchWriter (group commit)', () => {
     expect(await writer.submit(transition('confirmed'))).toBe('recorded');
     expect(await writer.submit(transition('released'))).toBe('conflict');
     expect(await stockRow(item)).toEqual({ on_hand: 6, reserved: 0 });
+  });
+
+  it('records a stock change once per op id: one the ledger has already (a void) is a conflict that changes nothing', async () => {
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
+    const item = `op-${randomUUID()}`;
+    const first = stockOp(item, 10);
+    expect(await writer.submit(first)).toBe('recorded');
+    expect(await writer.submit(first)).toBe('conflict');
+    // Reconciliation took this decision back for good (src/store/corrections.ts voidStockOp).
+    const voided = stockOp(item, 5) as RecordOp & { kind: 'stock' };
+    await pool.query(
+      "INSERT INTO stock_movements (item_id, location, kind, on_hand_delta, reserved_delta, op_id) VALUES ($1, 'default', 'void', 0, 0, $2)",
+      [item, voided.opId],
+    );
+    // In one batch: only the voided one is refused.
+    expect(await Promise.all([writer.submit(voided), writer.submit(stockOp(item, 1))])).toEqual(['conflict', 'recorded']);
+    expect(await stockRow(item)).toEqual({ on_hand: 11, reserved: 0 });
+    const { rows } = await pool.query('SELECT kind, on_hand_delta FROM stock_movements WHERE item_id = $1 ORDER BY id', [item]);
+    expect(rows).toEqual([
+      { kind: 'adjust', on_hand_delta: 10 },
+      { kind: 'void', on_hand_delta: 0 },
+      { kind: 'adjust', on_hand_delta: 1 },
+    ]);
   });
 
   it('fails exactly the operations of a failed batch, and nothing of them is applied', async () => {

@@ -4,23 +4,62 @@ import { reconcile, type ReconcileDeps } from '../../jobs/reconcile.js';
 import { documented, problems } from '../openapi.js';
 
 const Figures = Type.Object({ onHand: Type.Integer(), reserved: Type.Integer(), holds: Type.Integer() });
+const RedisFigures = Type.Object({ onHand: Type.Integer(), reserved: Type.Integer(), pending: Type.Integer() });
+const DriftRow = Type.Object({ itemId: Type.String(), location: Type.String(), redis: Figures, postgres: Figures });
 const Report = Type.Object({
   checkedItems: Type.Integer({ description: 'Items compared (from PostgreSQL and Redis, never a keyspace scan)' }),
-  drift: Type.Array(Type.Object({ itemId: Type.String(), location: Type.String(), redis: Figures, postgres: Figures }), {
-    description: 'Each (item, location) whose figures differ across two looks a second apart',
-  }),
+  strandedIntents: Type.Array(
+    Type.Object({
+      itemId: Type.String(),
+      opId: Type.String(),
+      location: Type.String(),
+      delta: Type.Integer(),
+      kind: Type.Union([Type.Literal('supply'), Type.Literal('debit')]),
+      ageMs: Type.Integer(),
+      nodeId: Type.String(),
+      ownerAlive: Type.Boolean(),
+      ledger: Type.Union([Type.Literal('recorded'), Type.Literal('void'), Type.Literal('none')]),
+      action: Type.Union([Type.Literal('finish'), Type.Literal('take_back')]),
+    }),
+    { description: 'Stock changes decided in Redis whose node died before they were settled, and what the ledger says of each' },
+  ),
+  drift: Type.Array(DriftRow, { description: 'Each (item, location) whose figures differ across two looks a second apart' }),
   orphanHolds: Type.Array(
     Type.Object({ itemId: Type.String(), field: Type.String(), reservationId: Type.String(), ageMs: Type.Integer() }),
     { description: 'Holds Redis granted that PostgreSQL never recorded (their request died in between)' },
   ),
-  repair: Type.Union([Type.Object({ orphansDropped: Type.Integer(), rebuilt: Type.Boolean() }), Type.Null()], {
-    description: 'What the repair did; null for a dry run',
-  }),
+  repair: Type.Union(
+    [
+      Type.Object({
+        intentsFinished: Type.Integer(),
+        intentsTakenBack: Type.Integer(),
+        orphansDropped: Type.Integer(),
+        corrected: Type.Array(
+          Type.Object({
+            itemId: Type.String(),
+            location: Type.String(),
+            before: RedisFigures,
+            after: RedisFigures,
+            postgres: Type.Object({ onHand: Type.Integer(), reserved: Type.Integer() }),
+            inFlight: Type.Object({ confirms: Type.Integer(), debits: Type.Integer(), supply: Type.Integer() }),
+            intentsEnded: Type.Integer(),
+            holdsSettled: Type.Integer(),
+            holdsReadded: Type.Integer(),
+          }),
+        ),
+        unhealed: Type.Array(DriftRow),
+        rebuilt: Type.Boolean(),
+      }),
+      Type.Null(),
+    ],
+    { description: 'What the repair did; null for a dry run' },
+  ),
 });
 
-const clean = { checkedItems: 1250, drift: [], orphanHolds: [], repair: null };
+const clean = { checkedItems: 1250, strandedIntents: [], drift: [], orphanHolds: [], repair: null };
 const drifted = {
   checkedItems: 1250,
+  strandedIntents: [],
   drift: [
     {
       itemId: 'sku-tshirt-m',
@@ -40,6 +79,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox<{ reconcileDeps: ReconcileDe
 ) => {
   const run = (repair: boolean) =>
     reconcile(reconcileDeps, {
+      heal: repair,
       dropOrphans: repair,
       rebuildOnDrift: repair,
       orphanAfterMs,
@@ -53,7 +93,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox<{ reconcileDeps: ReconcileDe
       schema: {
         operationId: 'getReconciliation',
         tags: ['operations'],
-        summary: 'Compare Redis with PostgreSQL per item and location (dry run)',
+        summary: 'Compare Redis with PostgreSQL per item and location, and list stranded stock intents (dry run)',
         description: 'The same report as `npm run reconcile`; changes nothing.',
         response: {
           200: documented('The differences found (none: Redis agrees with PostgreSQL)', Report, {
@@ -73,17 +113,23 @@ export const adminRoutes: FastifyPluginAsyncTypebox<{ reconcileDeps: ReconcileDe
       schema: {
         operationId: 'repairReconciliation',
         tags: ['operations'],
-        summary: 'Compare, then repair from PostgreSQL: drop orphaned holds, rebuild Redis if drift remains',
+        summary:
+          'Compare, then repair from PostgreSQL: end stranded stock intents, drop orphaned holds, correct drift in place, ' +
+          'and rebuild Redis only if drift remains',
         description:
-          'The same as `npm run reconcile -- --repair`. A rebuild makes mutations and availability reads answer 503 for ' +
-          'the seconds it takes. No body, or `{"repair": false}` for a dry run.',
+          'The same as `npm run reconcile -- --repair`. Only drift a correction cannot fix (a Redis of another ' +
+          'generation) leads to a rebuild, during which mutations and availability reads answer 503. No body, or ' +
+          '`{"repair": false}` for a dry run.',
         body: Type.Optional(Type.Object({ repair: Type.Boolean({ default: true }) }, { additionalProperties: false })),
         bodyExamples: { repair: { summary: 'Repair (the default)', value: { repair: true } } },
         response: {
           200: documented('The differences found, and what the repair did', Report, {
             repaired: {
               summary: 'The orphaned hold dropped; no rebuild needed',
-              value: { ...drifted, repair: { orphansDropped: 1, rebuilt: false } },
+              value: {
+                ...drifted,
+                repair: { intentsFinished: 0, intentsTakenBack: 0, orphansDropped: 1, corrected: [], unhealed: [], rebuilt: false },
+              },
             },
           }),
           ...problems({

@@ -41,10 +41,31 @@ local function fieldLocation(field)
   return string.sub(field, string.find(field, L.holdFieldSep, 1, true) + #L.holdFieldSep)
 end
 
+local function fieldReservation(field)
+  return string.sub(field, 1, string.find(field, L.holdFieldSep, 1, true) - 1)
+end
+
 -- The idempotency record: the prefix TypeScript made ("<requestHash>|<reservationId>|"), the claim's clock, and the
 -- suffix TypeScript made ("|<nodeId>").
 local function formatRecord(prefix, claimedAtMs, suffix)
   return prefix .. claimedAtMs .. suffix
+end
+
+-- A stock intent, under its op id in the item's intents hash: "<location>|<delta>|<kind>|<decidedMs>|<nodeId>"
+-- (kind L.intentSupply or L.intentDebit). Split from the right: the location takes whatever is left.
+local INTENT_SEP = literal(L.intentSep)
+local INTENT_PATTERN = '^(.+)' .. INTENT_SEP .. '(%-?%d+)' .. INTENT_SEP .. '(%a+)' .. INTENT_SEP .. '(%d+)' .. INTENT_SEP
+  .. '([^' .. INTENT_SEP .. ']*)$'
+
+local function formatIntent(location, delta, kind, decidedMs, nodeId)
+  return table.concat({ location, delta, kind, decidedMs, nodeId }, L.intentSep)
+end
+
+-- location, delta, kind, decidedMs, nodeId; nil for a value not of the layout.
+local function parseIntent(value)
+  local location, delta, kind, decidedMs, nodeId = string.match(value, INTENT_PATTERN)
+  if not location then return nil end
+  return location, tonumber(delta), kind, tonumber(decidedMs), nodeId
 end
 
 -- Keys of the item at 1-based index i, after `fixed` leading keys (3 keys an item: stock, holds, exp).

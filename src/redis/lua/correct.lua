@@ -1,0 +1,129 @@
+--[[
+  correct: reconciliation's fenced correction of one (item, location) whose figures drifted from PostgreSQL's. The
+  caller holds PostgreSQL's stock row for it FOR SHARE, so no batch can commit a change there until it is done, and
+  passes the facts it read under that lock. From them and Redis' CURRENT state (decisions go on meanwhile: whatever
+  PostgreSQL does not know yet is in flight) the script computes what Redis must hold, and writes it:
+
+    on-hand  = PostgreSQL's on-hand
+               − units of holds Redis has confirmed that PostgreSQL still calls pending or does not know (confirms
+                 in flight: taken from Redis' on-hand already, not yet from PostgreSQL's)
+               − units of debit intents PostgreSQL has no record of (decreases in flight)
+    reserved = units of the location's pending holds (after expiring due ones)
+    pending  = units of supply intents PostgreSQL has no record of (increases in flight)
+
+  Before that: intents PostgreSQL has a record of ("recorded", or "void": taken back for good) are ended, their
+  change being in PostgreSQL's on-hand or never anywhere; a hold PostgreSQL has final takes PostgreSQL's state where
+  Redis calls it pending, or confirmed where PostgreSQL ended it otherwise (the sweeper's expiry of a confirm never
+  recorded); a pending unexpired hold PostgreSQL has and Redis lacks entirely is added again. A Redis of another
+  generation than PostgreSQL's is left alone.
+
+  KEYS[1]    generation marker
+  KEYS[2..5] the item's stock, holds, exp, intents
+  KEYS[6]    the set of stocked item ids
+  ARGV[1]    PostgreSQL's generation
+  ARGV[2]    location
+  ARGV[3]    PostgreSQL's on-hand there
+  ARGV[4]    tombstone retention, ms
+  ARGV[5]    the item id
+  ARGV[6]    count of op facts, then per op: op id, "recorded" or "void" (ops PostgreSQL has no row for: none)
+  then       count of reservation facts, then per reservation: id, its PostgreSQL status as a hold state code
+  then       count of PostgreSQL's pending unexpired holds here, then per hold: reservation id, quantity, expiry ms
+
+  Returns
+    {S.OK, generation, before onHand, reserved, pending, after onHand, reserved, pending,
+     confirms in flight, debits in flight, supply in flight, intents ended, holds settled, holds re-added}
+    {S.NO_STATE}
+    {S.STALE}   Redis is at another generation than PostgreSQL
+]]
+--@include common
+local gen = generation(KEYS[1])
+if not gen then return { S.NO_STATE } end
+if gen ~= ARGV[1] then return { S.STALE } end
+
+local stockKey, holdsKey, expKey = itemKeys(1, 1)
+local intentsKey = KEYS[5]
+local location = ARGV[2]
+local retentionMs = tonumber(ARGV[4])
+local now = nowMs()
+expireDue(stockKey, holdsKey, expKey, now, retentionMs)
+
+local at = 6
+local ops = {}
+for _ = 1, tonumber(ARGV[at]) do
+  ops[ARGV[at + 1]] = ARGV[at + 2]
+  at = at + 2
+end
+at = at + 1
+local statuses = {}
+for _ = 1, tonumber(ARGV[at]) do
+  statuses[ARGV[at + 1]] = ARGV[at + 2]
+  at = at + 2
+end
+at = at + 1
+local pgHolds = {}
+for n = 1, tonumber(ARGV[at]) do
+  pgHolds[n] = { id = ARGV[at + 1], qty = tonumber(ARGV[at + 2]), exp = tonumber(ARGV[at + 3]) }
+  at = at + 3
+end
+
+local onHandAt, reservedAt, pendingAt = onHandField(location), reservedField(location), pendingField(location)
+local function figure(field) return tonumber(redis.call('HGET', stockKey, field) or '0') end
+local before = { figure(onHandAt), figure(reservedAt), figure(pendingAt) }
+
+-- Intents at this location: end those PostgreSQL has the last word on, sum the rest (in flight).
+local debits, supply, intentsEnded = 0, 0, 0
+local intents = redis.call('HGETALL', intentsKey)
+for i = 1, #intents, 2 do
+  local opId = intents[i]
+  local where, delta, kind = parseIntent(intents[i + 1])
+  if where == location then
+    if ops[opId] then
+      redis.call('HDEL', intentsKey, opId)
+      intentsEnded = intentsEnded + 1
+    elseif kind == L.intentSupply then
+      supply = supply + delta
+    else
+      debits = debits - delta
+    end
+  end
+end
+
+-- Holds at this location: PostgreSQL's final states win; confirms it does not have yet are in flight.
+local confirms, reserved, holdsSettled, holdsReadded = 0, 0, 0, 0
+local seen = {}
+local holds = redis.call('HGETALL', holdsKey)
+for i = 1, #holds, 2 do
+  local field = holds[i]
+  if fieldLocation(field) == location then
+    local reservationId = fieldReservation(field)
+    seen[reservationId] = true
+    local state, qty, expMs = parseHold(holds[i + 1])
+    local pg = statuses[reservationId]
+    local final = state and pg and pg ~= H.pending and pg ~= state
+    if final and (state == H.pending or state == H.confirmed) then
+      redis.call('HSET', holdsKey, field, formatHold(pg, qty, expMs))
+      redis.call('ZADD', expKey, now + retentionMs, field)
+      holdsSettled = holdsSettled + 1
+    elseif state == H.pending then
+      reserved = reserved + qty
+    elseif state == H.confirmed and pg ~= H.confirmed then
+      confirms = confirms + qty
+    end
+  end
+end
+for _, h in ipairs(pgHolds) do
+  if not seen[h.id] and h.exp > now then
+    local field = holdField(h.id, location)
+    redis.call('HSET', holdsKey, field, formatHold(H.pending, h.qty, h.exp))
+    redis.call('ZADD', expKey, h.exp, field)
+    reserved = reserved + h.qty
+    holdsReadded = holdsReadded + 1
+  end
+end
+
+local onHand = math.max(0, tonumber(ARGV[3]) - confirms - debits)
+redis.call('HSET', stockKey, onHandAt, onHand, reservedAt, reserved)
+if supply > 0 then redis.call('HSET', stockKey, pendingAt, supply) else redis.call('HDEL', stockKey, pendingAt) end
+redis.call('SADD', KEYS[6], ARGV[5])
+return { S.OK, gen, before[1], before[2], before[3], onHand, reserved, supply, confirms, debits, supply, intentsEnded,
+  holdsSettled, holdsReadded }
