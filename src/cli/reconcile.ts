@@ -11,10 +11,13 @@ const usage = `npm run reconcile -- [--repair] [--json]
   (in production: node dist/src/cli/reconcile.js [--repair] [--json])
 
 Compares Redis with PostgreSQL (the source of truth) per item and location, and lists orphaned holds (granted in
-Redis, never recorded). Exit 0: they agree (or were repaired); 1: they differ (a dry run), or it failed; 2: a bad flag.
+Redis, never recorded) and stranded stock changes (decided in Redis by a node that died before settling them). The
+nodes heal these by themselves every RECONCILE_INTERVAL_MS; this shows them, or heals now. Exit 0: they agree (or
+were repaired); 1: they differ (a dry run), or it failed; 2: a bad flag.
 
-  --repair    drop orphaned holds and, if drift remains, rebuild Redis from PostgreSQL (mutations answer 503
-              for the seconds the rebuild takes)
+  --repair    heal now: settle stranded stock changes as the ledger says, drop orphaned holds, correct drift in
+              place (no 503 window); rebuild Redis from PostgreSQL only if drift remains after that (mutations
+              answer 503 for the seconds the rebuild takes)
   --json      print the report as JSON
   --help      this text
 
