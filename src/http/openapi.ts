@@ -75,7 +75,7 @@ export const codeDocs: Record<ErrorCode, { means: string; example: ProblemExampl
     example: { detail: 'DELETE is not allowed here; use POST' },
   },
   request_timeout: {
-    means: 'The request line and headers did not arrive in time. The connection is closed.',
+    means: 'The request did not arrive whole in time (its head within Node\'s headersTimeout, all of it within 30 s). The connection is closed.',
     example: { detail: 'the request did not arrive in time' },
   },
   insufficient_stock: {
@@ -121,8 +121,10 @@ export const codeDocs: Record<ErrorCode, { means: string; example: ProblemExampl
   internal: { means: 'A fault in the service; the details are in its log only.', example: { detail: 'Internal server error' } },
   unavailable: {
     means:
-      'Redis or PostgreSQL is unreachable, Redis state is being rebuilt from PostgreSQL, or the node is shutting down. ' +
-      'Retry: a reservation with the same `Idempotency-Key`; confirm, release and setting stock are safe to repeat.',
+      'Redis or PostgreSQL is unreachable, Redis state is being rebuilt from PostgreSQL, the node is shutting down, or it ' +
+      'holds as many unrecorded writes as it may (`WRITER_MAX_QUEUE`: then the answer comes at once, with `Retry-After` ' +
+      'in seconds, and nothing was decided). Retry: a reservation with the same `Idempotency-Key`; confirm, release and ' +
+      'setting stock are safe to repeat.',
     example: { detail: 'Redis state is being rebuilt from PostgreSQL; retry' },
   },
 };
