@@ -89,7 +89,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   return app;
 }
 
-function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: ReservationApi; stock: StockApi } {
+/** The service's own reservation and stock logic over a node's runtime (tests call it to reach them directly). */
+export function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: ReservationApi; stock: StockApi } {
   const { db, keys, decisions, writer, metrics, config, lease } = r;
   return {
     reservations: new ReservationService({

@@ -1,9 +1,8 @@
 import { pino } from 'pino';
+import { defaultServices } from '../../src/app.js';
 import { describe, expect, it } from 'vitest';
 import { ProblemError } from '../../src/domain/errors.js';
 import { ANONYMOUS_CALLER as anonymous } from '../../src/http/access.js';
-import { ReservationService } from '../../src/service/reservations.js';
-import { StockService } from '../../src/service/stock.js';
 import { newItem, newKey } from '../helpers/app.js';
 import { useHttpApp } from '../helpers/http.js';
 import { checkInvariants } from '../helpers/invariants.js';
@@ -13,23 +12,7 @@ import { checkInvariants } from '../helpers/invariants.js';
 const { t, api } = useHttpApp();
 const log = pino({ level: 'silent' });
 
-function services() {
-  const { db, keys, decisions, writer, metrics, config, lease } = t.app.runtime;
-  return {
-    reservations: new ReservationService({
-      db,
-      keys,
-      decisions,
-      writer,
-      metrics,
-      log,
-      idempotencyRetentionMs: config.IDEMPOTENCY_RETENTION_HOURS * 3_600_000,
-      lease,
-      sessionEndWaitMs: 1_000,
-    }),
-    stock: new StockService({ decisions, writer, metrics, log, nodeId: lease.nodeId }),
-  };
-}
+const services = () => defaultServices(t.app.runtime, log);
 
 async function problemOf(call: Promise<unknown>): Promise<ProblemError> {
   const err = await call.then(
