@@ -133,12 +133,13 @@ function badMetadata(d: Draw): Bad {
   const base = () => new Obj(Array.from({ length: d.int(0, 3) }, () => [metaKey(d), 'v'] as [string, JVal]));
   return d.weighted<() => Bad>([
     [2, () => wrongType(d, 'object', 'x')],
-    [1, () => ({ value: new Obj(Array.from({ length: d.int(21, 40) }, (_, i) => [`k${i}`, 'v'] as [string, JVal])), label: 'metadata.too-many-keys', suffix: '' })],
+    // Weighted so that a 10,000-request run draws it about 15 times: the run fails if a required class never came.
+    [7, () => ({ value: new Obj(Array.from({ length: d.int(21, 40) }, (_, i) => [`k${i}`, 'v'] as [string, JVal])), label: 'metadata.too-many-keys', suffix: '' })],
     [1, () => ({ value: base().set('', 'v'), label: 'metadata.key-empty', suffix: '' })],
     [1, () => ({ value: base().set(d.chars(ALNUM, d.int(65, 200)), 'v'), label: 'metadata.key-over-limit', suffix: '' })],
     [1, () => ({ value: base().set(d.insert(metaKey(d), '\u0000'), 'v'), label: 'metadata.key-nul', suffix: '' })],
     [1, () => ({ value: base().set(d.insert(metaKey(d), d.pick(UNICODE.loneSurrogate)), 'v'), label: 'metadata.key-lone-surrogate', suffix: '' })],
-    [4, () => {
+    [8, () => {
       const key = metaKey(d);
       const bad = badText(d, 500, true);
       return { value: base().set(key, bad.value), label: `metadata.value-${bad.label}`, suffix: `.${key}` };
@@ -150,8 +151,8 @@ function badLines(d: Draw, current: JVal[]): Bad {
   const line = () => obj({ itemId: `fz-${d.chars(ID_ALPHABET, 8)}`, quantity: 1 });
   return d.weighted<() => Bad>([
     [2, () => wrongType(d, 'array', line())],
-    [1, () => ({ value: [], label: 'lines.empty', suffix: '' })],
-    [1, () => ({ value: Array.from({ length: d.int(101, 150) }, (_, i) => obj({ itemId: `fz-many-${i}`, quantity: 1 })), label: 'lines.over-limit', suffix: '' })],
+    [4, () => ({ value: [], label: 'lines.empty', suffix: '' })],
+    [4, () => ({ value: Array.from({ length: d.int(101, 150) }, (_, i) => obj({ itemId: `fz-many-${i}`, quantity: 1 })), label: 'lines.over-limit', suffix: '' })],
     [2, () => {
       const ls = [...current];
       const at = d.int(0, ls.length);
