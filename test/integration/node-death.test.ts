@@ -6,10 +6,10 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiProcess } from '../drills/api-process.js';
 import { HttpClient, NetworkError, type HttpAnswer } from '../drills/http-client.js';
-import { waitFor } from '../helpers/api.js';
 import { newItem, newKey } from '../helpers/app.js';
 import { freePort } from '../helpers/ports.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * Issue 10, node death: a real API process killed with kill -9 while a reservation it decided is committing. A

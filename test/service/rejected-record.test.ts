@@ -5,7 +5,7 @@ import { ANONYMOUS_CALLER as anonymous } from '../../src/http/access.js';
 import { ReservationService } from '../../src/service/reservations.js';
 import { StockService } from '../../src/service/stock.js';
 import { newItem, newKey } from '../helpers/app.js';
-import { useHttpApp } from '../helpers/http.js';
+import { useHttpApp } from '../helpers/api.js';
 import { checkInvariants } from '../helpers/invariants.js';
 
 // HTTP validation refuses a NUL before the services see it; the services do not validate again, so these tests
