@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { onProcessExit } from '../helpers/ports.js';
+import { GiveUp, waitFor } from '../helpers/wait.js';
 import { HttpClient } from './http-client.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -101,15 +101,27 @@ export class ApiProcess {
         `(${Date.now() - startedAt} ms after start, code ${String(code)}, signal ${String(signal)}): ${crashReason(this.logSince(logOffset))}`;
       (served ? this.crashes : this.failedStarts).push(what);
     });
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (!isRunning(child)) throw new Error(`${this.name} exited during start (code ${String(child.exitCode)}):\n${this.tail()}`);
-      if (await this.ready()) {
-        served = true;
-        return;
-      }
-      if (Date.now() > deadline) throw new Error(`${this.name} not ready within ${timeoutMs} ms:\n${this.tail()}`);
-      await sleep(50);
+    await this.waitReady(timeoutMs);
+    served = true;
+  }
+
+  /**
+   * Resolves once /health/ready answers 200; fails at once if the process exits meanwhile, or after `timeoutMs`,
+   * with the tail of its log. The one wait for a real process to serve (drills and tests that spawn one).
+   */
+  async waitReady(timeoutMs: number): Promise<void> {
+    const child = this.child;
+    try {
+      await waitFor(
+        `${this.name} to report ready`,
+        async () => {
+          if (!isRunning(child)) throw new GiveUp(`it exited (code ${String(child?.exitCode)}, signal ${String(child?.signalCode)})`);
+          return (await this.ready()) ? true : undefined;
+        },
+        { timeoutMs, intervalMs: 50 },
+      );
+    } catch (err) {
+      throw new Error(`${(err as Error).message}:\n${this.tail()}`);
     }
   }
 

@@ -13,6 +13,7 @@ import { freePort } from '../helpers/ports.js';
 import { createTestDatabase, startPostgres, type PrivatePostgres, type TestDatabase } from '../helpers/postgres.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { waitFor } from '../helpers/wait.js';
 import { ApiProcess } from './api-process.js';
 import {
   checkInvariants,
@@ -370,14 +371,16 @@ const skusFor = (runId: string): Sku[] => [
   { itemId: `${runId}-d`, location: 'wh-2' },
 ];
 
+/** Whether every live API process reported ready within `timeoutMs` (a drill reports a slow recovery, not throws). */
 async function waitReady(apis: readonly ApiProcess[], timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
+  const allReady = async () => {
     const live = apis.filter((a) => a.running);
-    if (live.length > 0 && (await Promise.all(live.map((a) => a.ready()))).every(Boolean)) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(50);
-  }
+    return live.length > 0 && (await Promise.all(live.map((a) => a.ready()))).every(Boolean) ? true : undefined;
+  };
+  return waitFor('every live API process to report ready', allReady, { timeoutMs, intervalMs: 50 }).then(
+    () => true,
+    () => false,
+  );
 }
 
 const report = (r: ReconcileReport): string[] => [
