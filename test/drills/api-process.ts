@@ -146,18 +146,24 @@ export class ApiProcess {
     this.probe.close();
   }
 
-  /** SIGTERM (graceful close), escalating to SIGKILL. */
-  async stop(): Promise<void> {
+  /**
+   * SIGTERM (graceful close), escalating to SIGKILL after STOP_TIMEOUT_MS; resolves with how the process exited
+   * (null if it was not running).
+   */
+  async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null } | null> {
     this.wanted = false;
     await this.starting?.catch(() => undefined);
     const child = this.child;
-    if (child === null || !isRunning(child)) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
+    if (child === null || !isRunning(child)) return null;
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.once('exit', (code, signal) => resolve({ code, signal })),
+    );
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-    await exited;
+    const exit = await exited;
     clearTimeout(timer);
     this.probe.close();
+    return exit;
   }
 
   private logSince(offset: number): string {

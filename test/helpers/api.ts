@@ -8,8 +8,8 @@ import { waitFor } from './wait.js';
 /**
  * The one HTTP client of the tests: the service's contract (api.md) as typed calls, each answering an `Answer`,
  * and the assertions on those answers. Requests go through `app.inject` (no socket), or over real sockets for the
- * tests whose point is many connections at once (`Api.listen`). Raw bytes on a socket, for what neither can show
- * (Node's parser, URLs as sent), are test/helpers/raw-http.ts.
+ * tests whose point is many connections at once (`Api.listen`) or a real process (`Api.at`). Raw bytes on a
+ * socket, for what neither can show (Node's parser, URLs as sent), are test/helpers/raw-http.ts.
  */
 
 /** One HTTP answer, however it was sent. Header names are lower case; a repeated header is joined with ", ". */
@@ -104,7 +104,12 @@ export class Api {
 
   /** Starts `app` on a free 127.0.0.1 port and talks to it over real sockets: real connections, real concurrency. */
   static async listen(app: FastifyInstance): Promise<Api> {
-    return new Api(socketTransport(await app.listen({ host: '127.0.0.1', port: 0 })));
+    return Api.at(await app.listen({ host: '127.0.0.1', port: 0 }));
+  }
+
+  /** Over real sockets to a server listening at `baseUrl` (a process a test spawned). A refused connection rejects. */
+  static at(baseUrl: string): Api {
+    return new Api(socketTransport(baseUrl));
   }
 
   /** Any request (a method, a header or a body the calls below would not send). */
