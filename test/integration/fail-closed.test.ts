@@ -10,6 +10,7 @@ import { newItem, newKey, type TestApp } from '../helpers/app.js';
 import { checkInvariants } from '../helpers/invariants.js';
 import { startPostgres, type PrivatePostgres } from '../helpers/postgres.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { ANY_NODE, backendAlive, waitForLockWait } from '../helpers/sessions.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -238,24 +239,25 @@ describe('PostgreSQL unreachable (I6)', () => {
       await locker.query('BEGIN');
       await locker.query('SELECT * FROM stock WHERE item_id = $1 FOR UPDATE', [sku]);
       const adjusted = api.adjust(sku, { delta: 1 });
-      await waitFor('the batch to block on the row lock', async () => {
-        const { rows } = await watcher.query<{ n: number }>(
-          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        );
-        return rows[0]!.n > 0 ? true : undefined;
-      });
+      const [batch] = await waitForLockWait(watcher, 'the batch to block on the row lock', { applicationName: ANY_NODE });
 
       process.removeAllListeners('uncaughtException');
       process.on('uncaughtException', (err) => uncaught.push(err));
       proxy.cut();
       expectUnavailable(await adjusted, 'adjustment whose commit lost its connection');
-      await new Promise((resolve) => setTimeout(resolve, 100)); // let the socket events run out
-      proxy.restore();
+      // Every connection the cut killed has been dropped, so its socket's events (the ones that could go unheard)
+      // have run while the uncaught-exception listener above is in place.
+      await poolNoticed();
       // The statement is still waiting inside PostgreSQL: the writer's lookup must end it before it can commit,
       // and then take the adjustment back out of Redis.
+      expect(await backendAlive(watcher, batch!)).toBe(true);
+      proxy.restore();
       await waitFor('the adjustment to be taken back', async () =>
         isDeepStrictEqual(await redisState(t.app, sku), before) ? true : undefined,
       { timeoutMs: 30_000, intervalMs: 100 });
+      // Ended, not merely abandoned: the row is still locked, and the backend that ran the batch is gone, so nothing
+      // is left that could commit the adjustment once the lock is released.
+      expect(await backendAlive(watcher, batch!)).toBe(false);
     } finally {
       process.removeAllListeners('uncaughtException');
       for (const listener of saved) process.on('uncaughtException', listener);
@@ -263,7 +265,6 @@ describe('PostgreSQL unreachable (I6)', () => {
       await locker.query('ROLLBACK').catch(() => undefined);
       await Promise.all([locker.end(), watcher.end()]);
     }
-    await new Promise((resolve) => setTimeout(resolve, 200));
     expect(await redisState(t.app, sku)).toEqual(before);
     const { rows } = await t.app.runtime.db.query('SELECT on_hand FROM stock WHERE item_id = $1', [sku]);
     expect(rows).toEqual([{ on_hand: 10 }]);
