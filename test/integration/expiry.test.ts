@@ -5,6 +5,7 @@ import { HoldState } from '../../src/redis/status.js';
 import { Api, availabilityOf, outcome, range, reservationOf, startHttpApp } from '../helpers/api.js';
 import { newItem, newKey, type TestApp } from '../helpers/app.js';
 import { checkInvariants } from '../helpers/invariants.js';
+import { waitForLockWait } from '../helpers/sessions.js';
 import { untilTime, waitFor } from '../helpers/wait.js';
 
 /** I3: a pending reservation stops holding stock the instant its TTL passes and can no longer be confirmed. */
@@ -155,13 +156,7 @@ describe('expiry (I3)', () => {
     const [lock1, lock2, lockKey, watcher] = clients as [pg.Client, pg.Client, pg.Client, pg.Client];
     await Promise.all(clients.map((c) => c.connect()));
     const submit = vi.spyOn(t.app.runtime.writer, 'submit');
-    const waiters = (n: number) =>
-      waitFor(`${n} statements waiting on locks`, async () => {
-        const { rows } = await watcher.query<{ n: number }>(
-          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        );
-        return rows[0]!.n === n ? true : undefined;
-      });
+    const waiters = (n: number) => waitForLockWait(watcher, `${n} statements waiting on locks`, { n });
     try {
       await lock1.query('BEGIN');
       await lock1.query('SELECT 1 FROM stock WHERE item_id = $1 FOR UPDATE', [slow1]);

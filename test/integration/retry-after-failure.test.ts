@@ -8,6 +8,7 @@ import { sessionName } from '../../src/store/nodes.js';
 import { Api, outcome, problemOf, reservationOf, startHttpApp, type Answer } from '../helpers/api.js';
 import { newItem, newKey, type TestApp } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
+import { waitForLockWait } from '../helpers/sessions.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -120,12 +121,7 @@ describe('a request whose record failed frees its claim before it answers 503', 
       await rebuild.query('BEGIN');
       await rebuild.query('UPDATE state_generation SET generation = generation + 1');
       const answer = api.reserve(body, key);
-      await waitFor('the batch to wait on the fence', async () => {
-        const { rows } = await direct.query<{ n: number }>(
-          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        );
-        return rows[0]!.n > 0 ? true : undefined;
-      });
+      await waitForLockWait(direct, 'the batch to wait on the fence');
       await rebuild.query('COMMIT');
       const fenced = await answer;
       expect(outcome(fenced)).toBe('503 unavailable');
@@ -275,13 +271,7 @@ describe('a claim whose node died', () => {
           () => 'committed',
           () => 'ended',
         );
-      await waitFor('the dead node\'s statement to wait on the lock', async () => {
-        const { rows } = await direct.query<{ n: number }>(
-          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-          [sessionName(DEAD)],
-        );
-        return rows[0]!.n > 0 ? true : undefined;
-      });
+      await waitForLockWait(direct, "the dead node's statement to wait on the lock", { applicationName: sessionName(DEAD) });
 
       const retry = await api.reserve(body, key);
       // Definitive and true: nothing is reserved for this key, and nothing will be.
