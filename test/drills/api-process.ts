@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { onProcessExit } from '../helpers/ports.js';
+import { GiveUp, waitFor } from '../helpers/wait.js';
 import { HttpClient } from './http-client.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -101,15 +101,27 @@ export class ApiProcess {
         `(${Date.now() - startedAt} ms after start, code ${String(code)}, signal ${String(signal)}): ${crashReason(this.logSince(logOffset))}`;
       (served ? this.crashes : this.failedStarts).push(what);
     });
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (!isRunning(child)) throw new Error(`${this.name} exited during start (code ${String(child.exitCode)}):\n${this.tail()}`);
-      if (await this.ready()) {
-        served = true;
-        return;
-      }
-      if (Date.now() > deadline) throw new Error(`${this.name} not ready within ${timeoutMs} ms:\n${this.tail()}`);
-      await sleep(50);
+    await this.waitReady(timeoutMs);
+    served = true;
+  }
+
+  /**
+   * Resolves once /health/ready answers 200; fails at once if the process exits meanwhile, or after `timeoutMs`,
+   * with the tail of its log. The one wait for a real process to serve (drills and tests that spawn one).
+   */
+  async waitReady(timeoutMs: number): Promise<void> {
+    const child = this.child;
+    try {
+      await waitFor(
+        `${this.name} to report ready`,
+        async () => {
+          if (!isRunning(child)) throw new GiveUp(`it exited (code ${String(child?.exitCode)}, signal ${String(child?.signalCode)})`);
+          return (await this.ready()) ? true : undefined;
+        },
+        { timeoutMs, intervalMs: 50 },
+      );
+    } catch (err) {
+      throw new Error(`${(err as Error).message}:\n${this.tail()}`);
     }
   }
 
@@ -134,18 +146,24 @@ export class ApiProcess {
     this.probe.close();
   }
 
-  /** SIGTERM (graceful close), escalating to SIGKILL. */
-  async stop(): Promise<void> {
+  /**
+   * SIGTERM (graceful close), escalating to SIGKILL after STOP_TIMEOUT_MS; resolves with how the process exited
+   * (null if it was not running).
+   */
+  async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null } | null> {
     this.wanted = false;
     await this.starting?.catch(() => undefined);
     const child = this.child;
-    if (child === null || !isRunning(child)) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
+    if (child === null || !isRunning(child)) return null;
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.once('exit', (code, signal) => resolve({ code, signal })),
+    );
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-    await exited;
+    const exit = await exited;
     clearTimeout(timer);
     this.probe.close();
+    return exit;
   }
 
   private logSince(offset: number): string {

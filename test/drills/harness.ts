@@ -12,7 +12,9 @@ import { Keys } from '../../src/redis/keys.js';
 import { freePort } from '../helpers/ports.js';
 import { createTestDatabase, startPostgres, type PrivatePostgres, type TestDatabase } from '../helpers/postgres.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { ANY_NODE, waitForLockWait } from '../helpers/sessions.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { waitFor } from '../helpers/wait.js';
 import { ApiProcess } from './api-process.js';
 import {
   checkInvariants,
@@ -283,8 +285,13 @@ export const DRILLS: readonly Drill[] = [
   },
 ];
 
-/** How long group-commit transactions are held open before the fault lands. */
+/**
+ * How long group-commit transactions are held open before the fault lands, once one is seen blocked: the stall's
+ * length is part of the fault (requests pile up in flight behind it), not a wait for something to happen.
+ */
 const COMMIT_STALL_MS = 500;
+/** How long the load has to get a batch blocked on the stalled ledger (it writes all the time: a second is plenty). */
+const STALL_SEEN_TIMEOUT_MS = 10_000;
 
 /**
  * Makes the fault land mid-commit, as it does on a busy production system: takes a SHARE lock on the ledger
@@ -370,14 +377,16 @@ const skusFor = (runId: string): Sku[] => [
   { itemId: `${runId}-d`, location: 'wh-2' },
 ];
 
+/** Whether every live API process reported ready within `timeoutMs` (a drill reports a slow recovery, not throws). */
 async function waitReady(apis: readonly ApiProcess[], timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
+  const allReady = async () => {
     const live = apis.filter((a) => a.running);
-    if (live.length > 0 && (await Promise.all(live.map((a) => a.ready()))).every(Boolean)) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(50);
-  }
+    return live.length > 0 && (await Promise.all(live.map((a) => a.ready()))).every(Boolean) ? true : undefined;
+  };
+  return waitFor('every live API process to report ready', allReady, { timeoutMs, intervalMs: 50 }).then(
+    () => true,
+    () => false,
+  );
 }
 
 const report = (r: ReconcileReport): string[] => [
@@ -513,7 +522,17 @@ export async function runDrill(drill: Drill, options: DrillOptions): Promise<Dri
 
     await sleep(durationMs * 0.35);
     const releaseCommits = await stallCommits(env.directDb);
-    await sleep(COMMIT_STALL_MS);
+    try {
+      // The fault lands mid-commit only once a node's batch provably waits for the stalled ledger.
+      await waitForLockWait(env.directDb, 'a batch to block on the stalled ledger', {
+        applicationName: ANY_NODE,
+        timeoutMs: STALL_SEEN_TIMEOUT_MS,
+      });
+      await sleep(COMMIT_STALL_MS);
+    } catch (err) {
+      await releaseCommits();
+      throw loadError ?? err;
+    }
     const faultAt = Date.now();
     result.faultAt = new Date(faultAt).toISOString();
     try {

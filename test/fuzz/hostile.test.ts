@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkInvariants } from '../helpers/invariants.js';
-import { startHttpApp } from '../helpers/http.js';
+import { startHttpApp } from '../helpers/api.js';
 import type { TestApp } from '../helpers/app.js';
 import { mulberry32 } from '../helpers/random.js';
 import { describeCase, type Case, type World } from './case.js';

@@ -1,31 +1,42 @@
 import type { FastifyInstance } from 'fastify';
-import type { AvailabilityDocument, ReservationDocument, ReservationRequest } from '../../src/domain/schemas.js';
+import { afterAll, beforeAll, expect } from 'vitest';
+import { errorCatalogue, type ErrorCode, type FieldError, type ShortLine } from '../../src/domain/errors.js';
+import type { AvailabilityDocument, ReservationDocument } from '../../src/domain/schemas.js';
+import { newKey, startTestApp, type TestApp } from './app.js';
+import { waitFor } from './wait.js';
 
-/** One HTTP answer, whichever way it was sent (a real socket or `app.inject`). Header names are lower case. */
+/**
+ * The one HTTP client of the tests: the service's contract (api.md) as typed calls, each answering an `Answer`,
+ * and the assertions on those answers. Requests go through `app.inject` (no socket), or over real sockets for the
+ * tests whose point is many connections at once (`Api.listen`) or a real process (`Api.at`). Raw bytes on a
+ * socket, for what neither can show (Node's parser, URLs as sent), are test/helpers/raw-http.ts.
+ */
+
+/** One HTTP answer, however it was sent. Header names are lower case; a repeated header is joined with ", ". */
 export interface Answer {
   status: number;
   headers: Record<string, string>;
   /** The parsed JSON body, or undefined when the body was empty or not JSON. */
   body: unknown;
+  /** The body as sent. */
   text: string;
 }
 
-export interface ProblemBody {
-  type: string;
-  title: string;
-  status: number;
-  code: string;
-  detail?: string;
-  lines?: { itemId: string; location: string; requested: number; available: number }[];
-  errors?: { field: string; message: string }[];
-  checks?: Record<string, string>;
+/**
+ * A request as `app.inject` takes it: a `payload` that is an object (or any other truthy non-string) is sent as
+ * JSON with `content-type: application/json` unless `headers` say otherwise; a string or Buffer is sent as is.
+ */
+export interface Request {
+  method: string;
+  url: string;
+  headers?: Record<string, string>;
+  payload?: unknown;
 }
 
-export interface Transport {
-  send(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Answer>;
-}
+type Transport = (req: Request) => Promise<Answer>;
 
-function parse(text: string): unknown {
+/** The parsed JSON of a body, or undefined when it is empty or not JSON. */
+export function parseJson(text: string): unknown {
   if (text === '') return undefined;
   try {
     return JSON.parse(text) as unknown;
@@ -34,97 +45,197 @@ function parse(text: string): unknown {
   }
 }
 
-/** `body` given as a string is sent verbatim (to test key order and whitespace); anything else as JSON. */
-const encode = (body: unknown): string | undefined =>
-  body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-
-/** Real HTTP through Node's global fetch (undici: its default agent opens as many connections as requests need). */
-export function httpTransport(baseUrl: string): Transport {
-  return {
-    async send(method, path, body, headers = {}) {
-      const payload = encode(body);
-      const res = await fetch(`${baseUrl}${path}`, {
-        method,
-        headers: { ...(payload !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
-        body: payload,
-      });
-      const text = await res.text();
-      const out: Record<string, string> = {};
-      res.headers.forEach((value, name) => {
-        out[name.toLowerCase()] = value;
-      });
-      return { status: res.status, headers: out, body: parse(text), text };
-    },
-  };
-}
-
-export function injectTransport(app: FastifyInstance): Transport {
-  return {
-    async send(method, path, body, headers = {}) {
-      const payload = encode(body);
-      const res = await app.inject({
-        method: method as 'GET',
-        url: path,
-        headers: { ...(payload !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
-        ...(payload !== undefined ? { payload } : {}),
-      });
-      const out: Record<string, string> = {};
-      for (const [name, value] of Object.entries(res.headers)) {
-        if (value !== undefined) out[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : String(value);
-      }
-      return { status: res.statusCode, headers: out, body: parse(res.body), text: res.body };
-    },
-  };
-}
-
-/** The service's HTTP contract (api.md) as typed calls. */
-export class Api {
-  constructor(readonly transport: Transport) {}
-
-  static http(baseUrl: string): Api {
-    return new Api(httpTransport(baseUrl));
-  }
-
-  static inject(app: FastifyInstance): Api {
-    return new Api(injectTransport(app));
-  }
-
-  setStock(itemId: string, quantity: number, location?: string): Promise<Answer> {
-    return this.transport.send('PUT', `/items/${itemId}/stock`, { quantity, ...(location ? { location } : {}) });
-  }
-
-  adjust(itemId: string, delta: number, location?: string, reason?: string): Promise<Answer> {
-    return this.transport.send('POST', `/items/${itemId}/stock/adjustments`, {
-      delta,
-      ...(location ? { location } : {}),
-      ...(reason ? { reason } : {}),
+function injectTransport(appOf: () => FastifyInstance): Transport {
+  return async ({ method, url, headers, payload }) => {
+    const res = await appOf().inject({
+      method: method as 'GET',
+      url,
+      ...(headers ? { headers } : {}),
+      ...(payload !== undefined ? { payload: payload as string } : {}),
     });
+    const out: Record<string, string> = {};
+    for (const [name, value] of Object.entries(res.headers)) {
+      if (value !== undefined) out[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : String(value);
+    }
+    return { status: res.statusCode, headers: out, body: parseJson(res.body), text: res.body };
+  };
+}
+
+/** Real sockets through Node's fetch (undici: its default agent opens as many connections as requests need). */
+function socketTransport(baseUrl: string): Transport {
+  return async ({ method, url, headers = {}, payload }) => {
+    // Encoded as app.inject encodes it, so a test means the same request whichever way it is sent.
+    const raw = typeof payload === 'string' || Buffer.isBuffer(payload);
+    const body = !payload ? undefined : typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? new Uint8Array(payload) : JSON.stringify(payload);
+    const type = body !== undefined && !raw && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type');
+    const res = await fetch(`${baseUrl}${url}`, {
+      method,
+      headers: { ...(type ? { 'content-type': 'application/json' } : {}), ...headers },
+      body,
+    });
+    const text = await res.text();
+    const out: Record<string, string> = {};
+    res.headers.forEach((value, name) => {
+      out[name.toLowerCase()] = value;
+    });
+    return { status: res.status, headers: out, body: parseJson(text), text };
+  };
+}
+
+/** A body of POST /reservations as the tests write it (`reserve` takes anything, to test rejections). */
+export interface ReserveBody {
+  lines: { itemId: string; quantity: number; location?: string }[];
+  ttlSeconds?: number;
+  reference?: string;
+  metadata?: Record<string, string>;
+}
+
+/** Figures of one location, `{ onHand, reserved, available }`, as an availability document reports them. */
+export type Figures = Pick<AvailabilityDocument, 'onHand' | 'reserved' | 'available'>;
+
+/** The contract's calls; each returns the answer as it came (assertions stay in the tests), but for the shortcuts below. */
+export class Api {
+  private constructor(private readonly transport: Transport) {}
+
+  /** Through `app.inject`. `app` may be a getter, read at each call: `useHttpApp` starts the app after its file took the client. */
+  static inject(app: FastifyInstance | (() => FastifyInstance)): Api {
+    return new Api(injectTransport(typeof app === 'function' ? app : () => app));
+  }
+
+  /** Starts `app` on a free 127.0.0.1 port and talks to it over real sockets: real connections, real concurrency. */
+  static async listen(app: FastifyInstance): Promise<Api> {
+    return Api.at(await app.listen({ host: '127.0.0.1', port: 0 }));
+  }
+
+  /** Over real sockets to a server listening at `baseUrl` (a process a test spawned). A refused connection rejects. */
+  static at(baseUrl: string): Api {
+    return new Api(socketTransport(baseUrl));
+  }
+
+  /** Any request (a method, a header or a body the calls below would not send). */
+  request(req: Request): Promise<Answer> {
+    return this.transport(req);
+  }
+
+  putStock(itemId: string, body: unknown): Promise<Answer> {
+    return this.transport({ method: 'PUT', url: `/items/${itemId}/stock`, payload: body });
+  }
+
+  adjust(itemId: string, body: unknown): Promise<Answer> {
+    return this.transport({ method: 'POST', url: `/items/${itemId}/stock/adjustments`, payload: body });
   }
 
   availability(itemId: string): Promise<Answer> {
-    return this.transport.send('GET', `/items/${itemId}/availability`);
+    return this.transport({ method: 'GET', url: `/items/${itemId}/availability` });
   }
 
-  /** `body` may be a raw JSON string (sent verbatim). */
-  reserve(key: string, body: ReservationRequest | string): Promise<Answer> {
-    return this.transport.send('POST', '/reservations', body, { 'idempotency-key': key });
+  /** POST /reservations with a fresh key unless one is given (null: none); `body` may be anything, to test rejections. */
+  reserve(body: unknown, key: string | null = newKey()): Promise<Answer> {
+    return this.transport({
+      method: 'POST',
+      url: '/reservations',
+      headers: key === null ? {} : { 'idempotency-key': key },
+      payload: body,
+    });
+  }
+
+  /** POST /reservations with a raw JSON text, to control its bytes (key order, whitespace). */
+  reserveRaw(json: string, key: string = newKey(), contentType = 'application/json'): Promise<Answer> {
+    return this.transport({
+      method: 'POST',
+      url: '/reservations',
+      headers: { 'idempotency-key': key, 'content-type': contentType },
+      payload: json,
+    });
   }
 
   get(id: string): Promise<Answer> {
-    return this.transport.send('GET', `/reservations/${id}`);
+    return this.transport({ method: 'GET', url: `/reservations/${id}` });
   }
 
   confirm(id: string): Promise<Answer> {
-    return this.transport.send('POST', `/reservations/${id}/confirm`);
+    return this.transport({ method: 'POST', url: `/reservations/${id}/confirm` });
   }
 
   release(id: string): Promise<Answer> {
-    return this.transport.send('POST', `/reservations/${id}/release`);
+    return this.transport({ method: 'POST', url: `/reservations/${id}/release` });
   }
 
   ready(): Promise<Answer> {
-    return this.transport.send('GET', '/health/ready');
+    return this.transport({ method: 'GET', url: '/health/ready' });
   }
+
+  /** PUT stock that must succeed. */
+  async stock(itemId: string, quantity: number, location?: string): Promise<AvailabilityDocument> {
+    return expectAvailability(await this.putStock(itemId, location === undefined ? { quantity } : { quantity, location }));
+  }
+
+  /** Availability that must be 200. */
+  async figures(itemId: string): Promise<AvailabilityDocument> {
+    return expectAvailability(await this.availability(itemId));
+  }
+
+  /** Figures of one location (asserting it is listed). */
+  async at(itemId: string, location = 'default'): Promise<Figures> {
+    const doc = await this.figures(itemId);
+    const l = doc.locations.find((x) => x.location === location);
+    expect(l, `${itemId} lists ${location}`).toBeDefined();
+    return { onHand: l!.onHand, reserved: l!.reserved, available: l!.available };
+  }
+
+  /** A reservation that must be created. */
+  async hold(body: ReserveBody, key?: string): Promise<ReservationDocument> {
+    return expectReservation(await this.reserve(body, key), 201);
+  }
+}
+
+/** Waits until GET /health/ready answers 200 (Redis and PostgreSQL reachable, Redis state built). */
+export async function waitReady(app: FastifyInstance, timeoutMs = 15_000): Promise<void> {
+  const api = Api.inject(app);
+  let last: Answer | undefined;
+  await waitFor(
+    'the app to be ready',
+    async () => ((last = await api.ready()).status === 200 ? true : undefined),
+    { timeoutMs },
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}; last answer: ${last ? `${last.status} ${last.text}` : 'none'}`);
+  });
+}
+
+/**
+ * `startTestApp()`, serving: a fresh key prefix has no generation marker, so the node rebuilds Redis from
+ * PostgreSQL first and answers 503 until that is done (api.md, "Operations").
+ */
+export async function startHttpApp(overrides: Record<string, string | number> = {}): Promise<TestApp> {
+  const test = await startTestApp(overrides);
+  try {
+    await waitReady(test.app);
+  } catch (err) {
+    await test.close();
+    throw err;
+  }
+  return test;
+}
+
+/** This file's app, serving, and its client; `t` is filled in by `beforeAll`, since the app exists only once that has run. */
+export function useHttpApp(overrides: Record<string, string | number> = {}): { t: TestApp; api: Api } {
+  const t = {} as TestApp;
+  beforeAll(async () => {
+    Object.assign(t, await startHttpApp(overrides));
+  });
+  afterAll(() => t.close());
+  return { t, api: Api.inject(() => t.app) };
+}
+
+export interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  code: ErrorCode;
+  detail?: string;
+  errors?: FieldError[];
+  lines?: ShortLine[];
+  checks?: Record<string, string>;
 }
 
 export const reservationOf = (a: Answer): ReservationDocument => a.body as ReservationDocument;
@@ -144,47 +255,76 @@ export function tally(answers: readonly Answer[]): Record<string, number> {
   return counts;
 }
 
-/** Listens on an ephemeral 127.0.0.1 port (real sockets, real concurrency); returns the base URL. */
-export async function listen(app: FastifyInstance): Promise<string> {
-  return app.listen({ host: '127.0.0.1', port: 0 });
+const PROBLEM_MEMBERS = ['type', 'title', 'status', 'code', 'detail', 'errors', 'lines', 'checks'];
+
+/** Asserts an RFC 9457 problem with the catalogue's status and title for `code`, and returns its body. */
+export function expectProblem(res: Answer, code: ErrorCode): ProblemBody {
+  const { status, title } = errorCatalogue[code];
+  expect({ status: res.status, body: res.text }).toMatchObject({ status });
+  expect(res.headers['content-type']).toMatch(/^application\/problem\+json(;|$)/);
+  const body = JSON.parse(res.text) as ProblemBody;
+  expect(body).toMatchObject({ type: 'about:blank', title, status, code });
+  for (const member of Object.keys(body)) expect(PROBLEM_MEMBERS).toContain(member);
+  if ('detail' in body) expect(typeof body.detail).toBe('string');
+  for (const e of body.errors ?? []) expect(Object.keys(e).sort()).toEqual(['field', 'message']);
+  return body;
 }
 
-/** Polls `probe` until it returns a value other than undefined; fails with `what` after `timeoutMs`. */
-export async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined>,
-  { timeoutMs = 10_000, intervalMs = 25 }: { timeoutMs?: number; intervalMs?: number } = {},
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() >= deadline) {
-      const reason = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${reason}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+/** Asserts a `400 validation_failed` and returns the fields its `errors` names. */
+export function expectInvalid(res: Answer): string[] {
+  const body = expectProblem(res, 'validation_failed');
+  expect(Array.isArray(body.errors) && body.errors.length > 0).toBe(true);
+  for (const e of body.errors!) {
+    expect(typeof e.field).toBe('string');
+    expect(e.message.length).toBeGreaterThan(0);
   }
+  return body.errors!.map((e) => e.field);
 }
 
-/** Waits until GET /health/ready answers 200 (Redis and PostgreSQL reachable, Redis state built). */
-export async function waitReady(app: FastifyInstance, timeoutMs = 15_000): Promise<void> {
-  const api = Api.inject(app);
-  await waitFor('the app to be ready', async () => ((await api.ready()).status === 200 ? true : undefined), { timeoutMs });
+/** Asserts a 400 whose `errors` name exactly `fields` (each once at least, in any order). */
+export function expectInvalidFields(res: Answer, ...fields: string[]): void {
+  expect([...new Set(expectInvalid(res))].sort()).toEqual([...new Set(fields)].sort());
 }
 
-/** Resolves once the wall clock reaches `epochMs` (an event in time, not a guessed delay). */
-export async function untilTime(epochMs: number): Promise<void> {
-  for (;;) {
-    const left = epochMs - Date.now();
-    if (left <= 0) return;
-    await new Promise((resolve) => setTimeout(resolve, left));
+export const ISO_MS_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+const RESERVATION_MEMBERS = ['createdAt', 'expiresAt', 'id', 'lines', 'metadata', 'reference', 'status', 'updatedAt'];
+
+/** Asserts the exact shape of a reservation document and returns it. */
+export function expectReservation(res: Answer, statusCode: number): ReservationDocument {
+  expect({ status: res.status, body: res.text }).toMatchObject({ status: statusCode });
+  expect(res.headers['content-type']).toMatch(/^application\/json(;|$)/);
+  const doc = JSON.parse(res.text) as ReservationDocument;
+  expect(Object.keys(doc).sort()).toEqual(RESERVATION_MEMBERS);
+  expect(typeof doc.id).toBe('string');
+  expect(doc.id.length).toBeGreaterThan(0);
+  expect(['pending', 'confirmed', 'released', 'expired']).toContain(doc.status);
+  for (const t of [doc.createdAt, doc.updatedAt, doc.expiresAt]) expect(t).toMatch(ISO_MS_UTC);
+  for (const line of doc.lines) expect(Object.keys(line).sort()).toEqual(['itemId', 'location', 'quantity']);
+  expect(doc.reference === null || typeof doc.reference === 'string').toBe(true);
+  expect(doc.metadata !== null && typeof doc.metadata === 'object' && !Array.isArray(doc.metadata)).toBe(true);
+  return doc;
+}
+
+/** Asserts the exact shape of an availability document, and that its sums and `available` figures add up. */
+export function expectAvailability(res: Answer): AvailabilityDocument {
+  expect({ status: res.status, body: res.text }).toMatchObject({ status: 200 });
+  expect(res.headers['content-type']).toMatch(/^application\/json(;|$)/);
+  const doc = JSON.parse(res.text) as AvailabilityDocument;
+  expect(Object.keys(doc).sort()).toEqual(['available', 'itemId', 'locations', 'onHand', 'reserved']);
+  for (const l of doc.locations) {
+    expect(Object.keys(l).sort()).toEqual(['available', 'location', 'onHand', 'reserved']);
+    expect(l.available).toBe(Math.max(0, l.onHand - l.reserved));
   }
+  const names = doc.locations.map((l) => l.location);
+  expect(names).toEqual([...names].sort());
+  const sum = (k: 'onHand' | 'reserved' | 'available') => doc.locations.reduce((t, l) => t + l[k], 0);
+  expect({ onHand: doc.onHand, reserved: doc.reserved, available: doc.available }).toEqual({
+    onHand: sum('onHand'),
+    reserved: sum('reserved'),
+    available: sum('available'),
+  });
+  return doc;
 }
 
 /**
@@ -200,3 +340,9 @@ export async function wipeRedisState(app: FastifyInstance): Promise<number> {
 }
 
 export const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+/** An identifier of exactly `length` characters of the contract's alphabet, unique per call. */
+export function idOfLength(length: number, prefix: string): string {
+  const unique = `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
+  return (unique + 'x'.repeat(length)).slice(0, length);
+}

@@ -7,6 +7,7 @@ import { createTestDatabase, startPostgres } from './postgres.js';
 import { startRedis, type RedisServer } from './redis-server.js';
 import { testPostgresUrl } from './servers.js';
 import { startTcpProxy } from './tcp-proxy.js';
+import { GiveUp, untilTime, waitFor } from './wait.js';
 
 const PG_TIMEOUT_MS = 60_000;
 
@@ -80,6 +81,45 @@ describe('freePort', () => {
     const server = net.createServer();
     await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
     await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+});
+
+describe('waitFor and untilTime', () => {
+  it('returns the first value the probe gives, asking again after undefined or an error', async () => {
+    let asked = 0;
+    const value = await waitFor('the third answer', async () => {
+      asked++;
+      if (asked === 1) throw new Error('not yet');
+      return asked === 3 ? 'done' : undefined;
+    }, { intervalMs: 1 });
+    expect({ value, asked }).toEqual({ value: 'done', asked: 3 });
+  });
+
+  it('fails loudly at its deadline, naming what it waited for and the last error', async () => {
+    await expect(
+      waitFor('a thing that never happens', async () => Promise.reject(new Error('still down')), { timeoutMs: 50, intervalMs: 5 }),
+    ).rejects.toThrow(/timed out after 50 ms waiting for a thing that never happens \(last error: still down\)/);
+  });
+
+  it('stops at once when the probe gives up', async () => {
+    let asked = 0;
+    await expect(
+      waitFor('a process to serve', async () => {
+        asked++;
+        throw new GiveUp('it exited');
+      }, { timeoutMs: 10_000 }),
+    ).rejects.toThrow('gave up waiting for a process to serve: it exited');
+    expect(asked).toBe(1);
+  });
+
+  it('resolves untilTime no earlier than the moment given, as epoch ms or as an ISO time', async () => {
+    const at = Date.now() + 30;
+    await untilTime(at);
+    expect(Date.now()).toBeGreaterThanOrEqual(at);
+    const iso = new Date(Date.now() + 30).toISOString();
+    await untilTime(iso);
+    expect(Date.now()).toBeGreaterThanOrEqual(Date.parse(iso));
+    await expect(untilTime('not a time')).rejects.toThrow(/not a time/);
   });
 });
 

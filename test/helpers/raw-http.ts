@@ -1,14 +1,14 @@
 import type { FastifyInstance } from 'fastify';
 import net from 'node:net';
-import type { Response } from './http.js';
+import { parseJson, type Answer } from './api.js';
 
 /**
  * Raw HTTP/1.1 over a real socket, for what `app.inject` cannot show: inject bypasses Node's parser (the bytes it
  * refuses) and normalises the URL (`/items/%2e%2e/…` arrives as `/…`).
  */
 
-/** An answer read off the socket, shaped like an injected one so the usual assertions apply, and how it ended. */
-export interface RawResponse extends Response {
+/** An answer read off the socket, shaped like the client's so the usual assertions apply, and how it ended. */
+export interface RawResponse extends Answer {
   statusLine: string;
   /** The server closed the connection after answering. */
   closed: boolean;
@@ -84,14 +84,7 @@ function parseAll(text: string, closed: boolean, head: boolean): RawResponse[] {
     if (Buffer.byteLength(text, 'latin1') < bodyLength) throw new Error(`body shorter than Content-Length: ${statusLine}`);
     const body = Buffer.from(text.slice(0, bodyLength), 'latin1').toString('utf8');
     text = text.slice(bodyLength);
-    answers.push({
-      statusLine,
-      closed,
-      statusCode: Number(statusLine.split(' ')[1]),
-      headers,
-      body,
-      json: () => JSON.parse(body) as unknown,
-    } as unknown as RawResponse);
+    answers.push({ statusLine, closed, status: Number(statusLine.split(' ')[1]), headers, body: parseJson(body), text: body });
   }
   return answers;
 }

@@ -4,8 +4,8 @@ import { mkdtemp } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, onProcessExit } from './ports.js';
+import { GiveUp, waitFor } from './wait.js';
 
 const REDIS_BIN = '/usr/bin/redis-server';
 const START_TIMEOUT_MS = 10_000;
@@ -113,21 +113,22 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
     });
     child = proc;
 
-    const deadline = Date.now() + START_TIMEOUT_MS;
-    for (;;) {
-      if (spawnError !== undefined) throw new Error(`redis-server failed to spawn: ${spawnError.message}`);
-      if (!isRunning(proc)) {
-        throw new Error(
-          `redis-server on port ${port} exited early (code ${String(proc.exitCode)}, signal ${String(proc.signalCode)}):\n${output}`,
-        );
-      }
-      if (await ping(port)) return;
-      if (Date.now() > deadline) {
+    try {
+      await waitFor(
+        `redis-server on port ${port} to answer PING`,
+        async () => {
+          if (spawnError !== undefined) throw new GiveUp(`it failed to spawn: ${spawnError.message}`);
+          if (!isRunning(proc)) throw new GiveUp(`it exited early (code ${String(proc.exitCode)}, signal ${String(proc.signalCode)})`);
+          return (await ping(port)) ? true : undefined;
+        },
+        { timeoutMs: START_TIMEOUT_MS, intervalMs: 50 },
+      );
+    } catch (err) {
+      if (isRunning(proc)) {
         proc.kill('SIGKILL');
         await waitForExit(proc);
-        throw new Error(`redis-server on port ${port} did not answer PING within ${START_TIMEOUT_MS} ms:\n${output}`);
       }
-      await sleep(50);
+      throw new Error(`${(err as Error).message}:\n${output}`);
     }
   }
 

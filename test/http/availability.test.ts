@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { newItem } from '../helpers/app.js';
-import { expectAvailability, expectInvalidFields, expectProblem, useHttpApp } from '../helpers/http.js';
+import { expectAvailability, expectInvalidFields, expectProblem, useHttpApp } from '../helpers/api.js';
 
 // api.md, "Availability".
 const { api } = useHttpApp();
@@ -70,9 +70,9 @@ describe('GET /items/{itemId}/availability', () => {
     const b = await api.hold({ lines: [{ itemId: item, quantity: 3 }] });
     await api.hold({ lines: [{ itemId: item, quantity: 1 }] });
     expect(await api.at(item)).toEqual({ onHand: 10, reserved: 6, available: 4 });
-    expect((await api.release(a.id)).statusCode).toBe(200);
+    expect((await api.release(a.id)).status).toBe(200);
     expect(await api.at(item)).toEqual({ onHand: 10, reserved: 4, available: 6 });
-    expect((await api.confirm(b.id)).statusCode).toBe(200);
+    expect((await api.confirm(b.id)).status).toBe(200);
     expect(await api.at(item)).toEqual({ onHand: 7, reserved: 1, available: 6 });
   });
 

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import type { InjectOptions } from 'fastify';
 import { newItem, newKey } from '../helpers/app.js';
 import {
   expectAvailability,
@@ -7,7 +6,8 @@ import {
   expectProblem,
   expectReservation,
   useHttpApp,
-} from '../helpers/http.js';
+  type Request,
+} from '../helpers/api.js';
 import { MAX_BODY_BYTES } from '../../src/domain/schemas.js';
 
 // api.md, "Errors: RFC 9457 problem details", and the body rules of "Identifiers and limits", across endpoints.
@@ -16,7 +16,7 @@ const { api } = useHttpApp();
 interface BodyEndpoint {
   name: string;
   /** The request with this raw body (a fresh Idempotency-Key each time where one is needed). */
-  request: (payload: string, contentType?: string) => InjectOptions;
+  request: (payload: string, contentType?: string) => Request;
   valid: object;
   status: number;
   /** The item the endpoint's valid body touches, to check that a rejected request changed nothing. */
@@ -29,7 +29,7 @@ async function bodyEndpoints(): Promise<BodyEndpoint[]> {
   await api.stock(item, 10);
   const json =
     (method: 'PUT' | 'POST', url: string, headers: () => Record<string, string> = () => ({})) =>
-    (payload: string, contentType = 'application/json'): InjectOptions => ({
+    (payload: string, contentType = 'application/json'): Request => ({
       method,
       url,
       headers: { ...headers(), 'content-type': contentType },
@@ -58,17 +58,17 @@ describe('request bodies', () => {
   it('accept a body of exactly 64 KiB and reject one byte more with 400 field body; nothing changes', async () => {
     for (const e of await bodyEndpoints()) {
       const before = await api.figures(e.item);
-      const tooBig = await api.inject(e.request(padded(e.valid, MAX_BODY_BYTES + 1)));
+      const tooBig = await api.request(e.request(padded(e.valid, MAX_BODY_BYTES + 1)));
       expectInvalidFields(tooBig, 'body');
       expect(await api.figures(e.item), e.name).toEqual(before);
-      const atLimit = await api.inject(e.request(padded(e.valid, MAX_BODY_BYTES)));
-      expect(atLimit.statusCode, `${e.name}: ${atLimit.body}`).toBe(e.status);
+      const atLimit = await api.request(e.request(padded(e.valid, MAX_BODY_BYTES)));
+      expect(atLimit.status, `${e.name}: ${atLimit.text}`).toBe(e.status);
     }
   });
 
   it('reject a body far over the limit (1 MiB) with 400 field body', async () => {
     for (const e of await bodyEndpoints()) {
-      expectInvalidFields(await api.inject(e.request(padded(e.valid, 1024 * 1024))), 'body');
+      expectInvalidFields(await api.request(e.request(padded(e.valid, 1024 * 1024))), 'body');
     }
   });
 
@@ -82,7 +82,7 @@ describe('request bodies', () => {
   ])('reject %s with 400 field body; nothing changes', async (_label, payload) => {
     for (const e of await bodyEndpoints()) {
       const before = await api.figures(e.item);
-      expectInvalidFields(await api.inject(e.request(payload)), 'body');
+      expectInvalidFields(await api.request(e.request(payload)), 'body');
       expect(await api.figures(e.item), e.name).toEqual(before);
     }
   });
@@ -94,7 +94,7 @@ describe('request bodies', () => {
     ['a string', '"quantity"'],
     ['a number', '1'],
   ])('reject %s where an object is required with 400 field body', async (_label, payload) => {
-    for (const e of await bodyEndpoints()) expectInvalidFields(await api.inject(e.request(payload)), 'body');
+    for (const e of await bodyEndpoints()) expectInvalidFields(await api.request(e.request(payload)), 'body');
   });
 
   it.each([
@@ -106,15 +106,15 @@ describe('request bodies', () => {
     for (const e of await bodyEndpoints()) {
       const before = await api.figures(e.item);
       const text = payload === 'TEXT' ? JSON.stringify(e.valid) : payload;
-      expectProblem(await api.inject(e.request(text, contentType)), 'unsupported_media_type');
+      expectProblem(await api.request(e.request(text, contentType)), 'unsupported_media_type');
       expect(await api.figures(e.item), e.name).toEqual(before);
     }
   });
 
   it('accept JSON with a charset parameter', async () => {
     for (const e of await bodyEndpoints()) {
-      const res = await api.inject(e.request(JSON.stringify(e.valid), 'application/json; charset=utf-8'));
-      expect(res.statusCode, `${e.name}: ${res.body}`).toBe(e.status);
+      const res = await api.request(e.request(JSON.stringify(e.valid), 'application/json; charset=utf-8'));
+      expect(res.status, `${e.name}: ${res.text}`).toBe(e.status);
     }
   });
 });
@@ -131,7 +131,7 @@ describe('routes', () => {
     ['GET', '/health'],
     ['GET', '/v1/reservations'],
   ])('%s %s → 404 not_found', async (method, url) => {
-    expectProblem(await api.inject({ method: method as 'GET' | 'POST', url }), 'not_found');
+    expectProblem(await api.request({ method: method as 'GET' | 'POST', url }), 'not_found');
   });
 
   it.each([
@@ -152,7 +152,7 @@ describe('routes', () => {
     ['POST', '/metrics', ['GET']],
     ['DELETE', '/openapi.json', ['GET']],
   ] as const)('%s %s → 405 method_not_allowed with an Allow header', async (method, url, allowed) => {
-    const res = await api.inject({ method, url });
+    const res = await api.request({ method, url });
     expectProblem(res, 'method_not_allowed');
     const allow = String(res.headers.allow ?? '')
       .split(',')
@@ -166,8 +166,8 @@ describe('routes', () => {
     const item = newItem();
     await api.stock(item, 3);
     const before = await api.figures(item);
-    expectProblem(await api.inject({ method: 'POST', url: `/items/${item}/stock`, payload: { quantity: 9 } }), 'method_not_allowed');
-    expectProblem(await api.inject({ method: 'PATCH', url: `/items/${item}/stock`, payload: { quantity: 9 } }), 'method_not_allowed');
+    expectProblem(await api.request({ method: 'POST', url: `/items/${item}/stock`, payload: { quantity: 9 } }), 'method_not_allowed');
+    expectProblem(await api.request({ method: 'PATCH', url: `/items/${item}/stock`, payload: { quantity: 9 } }), 'method_not_allowed');
     expect(await api.figures(item)).toEqual(before);
   });
 

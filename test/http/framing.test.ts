@@ -2,7 +2,7 @@ import { STATUS_CODES } from 'node:http';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { errorCatalogue, type ErrorCode } from '../../src/domain/errors.js';
 import { newItem, newKey } from '../helpers/app.js';
-import { expectInvalidFields, expectProblem, useHttpApp } from '../helpers/http.js';
+import { expectInvalidFields, expectProblem, useHttpApp } from '../helpers/api.js';
 import { exchange, exchangeAll, listenLocal, type RawResponse } from '../helpers/raw-http.js';
 import { REQUEST_TIMEOUT_MS } from '../../src/plugins/http.js';
 
@@ -31,7 +31,7 @@ function expectClosingProblem(res: RawResponse, code: ErrorCode) {
   const body = expectProblem(res, code);
   expect(res.headers.connection).toBe('close');
   expect(res.closed, 'the server closes the connection').toBe(true);
-  expect(res.body.toLowerCase()).not.toContain(MARK);
+  expect(res.text.toLowerCase()).not.toContain(MARK);
   return body;
 }
 
@@ -158,7 +158,7 @@ describe("what Node's parser refuses is a problem+json, and the connection is cl
       `POST /items/${item}/stock/adjustments HTTP/1.1\r\n${host}${json}Content-Length: ${body.length}\r\n\r\n${body}` +
         `${MARK} / HTTP/1.1\r\n\r\n`,
     );
-    expect(first!.statusCode, first!.body).toBe(200);
+    expect(first!.status, first!.text).toBe(200);
     expectClosingProblem(second!, 'malformed_request');
     expect(more).toEqual([]);
     expect(await api.at(item)).toEqual({ onHand: 6, reserved: 0, available: 6 });
@@ -171,13 +171,13 @@ describe("what Node's parser refuses is a problem+json, and the connection is cl
       port,
       `PUT /items/${item}/stock HTTP/1.1\r\n${host}${json}Content-Length: ${body.length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n${body}`,
     );
-    expect(res.statusCode).toBe(200);
+    expect(res.status).toBe(200);
     expect(await api.at(item)).toEqual({ onHand: 3, reserved: 0, available: 3 });
   });
 
   it('an HTTP/1.0 request needs no Host', async () => {
     const res = await exchange(port, 'GET /health/live HTTP/1.0\r\n\r\n');
-    expect(res.statusCode).toBe(200);
+    expect(res.status).toBe(200);
   });
 });
 
@@ -210,7 +210,7 @@ describe("Fastify's early answers are problem+json with a catalogued code", () =
     const [method, target] = line.split(' ') as [string, string];
     const res = await exchange(port, request(method, target));
     expectProblem(res, 'not_found');
-    expect(res.body).not.toContain('"name"'); // not the package.json a traversal would reach
+    expect(res.text).not.toContain('"name"'); // not the package.json a traversal would reach
   });
 
   it('an empty item id → 400 itemId', async () => {
@@ -224,14 +224,14 @@ describe("Fastify's early answers are problem+json with a catalogued code", () =
   it('an absolute-form target is served like its path', async () => {
     const item = newItem();
     await api.stock(item, 2);
-    expect((await exchange(port, request('GET', `http://t/items/${item}/availability`))).statusCode).toBe(200);
+    expect((await exchange(port, request('GET', `http://t/items/${item}/availability`))).status).toBe(200);
     expectInvalidFields(await exchange(port, request('GET', 'http://t/items/%2e%2e/availability')), 'itemId');
   });
 
   it('a malformed percent-escape: 400 field url, or 404 for a reservation id (nothing echoed)', async () => {
     const res = await exchange(port, request('GET', `/items/${MARK}%zz/availability`));
     expectInvalidFields(res, 'url');
-    expect(res.body).not.toContain(MARK);
+    expect(res.text).not.toContain(MARK);
     expectProblem(await exchange(port, request('POST', `/reservations/${MARK}%zz/confirm`)), 'reservation_not_found');
   });
 
@@ -261,19 +261,19 @@ describe("Fastify's early answers are problem+json with a catalogued code", () =
     for (const path of paths) {
       const get = await exchange(port, request('GET', path));
       const head = await exchange(port, request('HEAD', path), { head: true });
-      expect(head.statusCode, path).toBe(get.statusCode);
-      expect(head.body, path).toBe('');
-      if (get.statusCode >= 400) expect(head.headers['content-type'], path).toMatch(/^application\/problem\+json/);
+      expect(head.status, path).toBe(get.status);
+      expect(head.text, path).toBe('');
+      if (get.status >= 400) expect(head.headers['content-type'], path).toMatch(/^application\/problem\+json/);
     }
     // A HEAD the parser refuses gets its problem's head only: a body would read as garbage after the answer.
     const refused = await exchange(port, `HEAD /health/live HTTP/1.1\r\n${host}Content-Length: 1\r\nContent-Length: 2\r\n\r\n`, {
       head: true,
     });
-    expect(refused.statusCode).toBe(400);
+    expect(refused.status).toBe(400);
     expect(refused.headers['content-type']).toMatch(/^application\/problem\+json/);
-    expect(refused.body).toBe('');
+    expect(refused.text).toBe('');
     const post = await exchange(port, request('HEAD', '/reservations'), { head: true });
-    expect(post.statusCode).toBe(405);
+    expect(post.status).toBe(405);
     expect(post.headers['content-type']).toMatch(/^application\/problem\+json/);
   });
 });
@@ -283,13 +283,13 @@ describe('no answer echoes more than a short prefix of what it was sent', () => 
     const res = await exchange(port, request('GET', `/items/${'x'.repeat(8193)}/availability`));
     const body = expectProblem(res, 'validation_failed');
     expect(body.errors).toEqual([{ field: 'itemId', message: 'must be 1–128 characters' }]);
-    expect(res.body.length).toBeLessThan(300);
+    expect(res.text.length).toBeLessThan(300);
   });
 
   it('an id as long as a head may be still reaches its route', async () => {
     const res = await exchange(port, request('GET', `/items/${'x'.repeat(16_000)}/availability`));
     expectInvalidFields(res, 'itemId');
-    expect(res.body.length).toBeLessThan(300);
+    expect(res.text.length).toBeLessThan(300);
   });
 
   it('an unknown long path is cut to its first 128 characters and …', async () => {

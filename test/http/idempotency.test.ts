@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { newItem, newKey } from '../helpers/app.js';
-import { expectInvalid, expectProblem, expectReservation, useHttpApp, type Response } from '../helpers/http.js';
+import { expectInvalid, expectProblem, expectReservation, useHttpApp, type Answer } from '../helpers/api.js';
 import { ANONYMOUS } from '../../src/http/access.js';
 import { formatRecord, parseRecord } from '../../src/redis/layout.js';
 import { requestHash } from '../../src/service/idempotency.js';
@@ -14,10 +14,10 @@ async function stocked(quantity: number): Promise<string> {
   return item;
 }
 
-function expectReplayOf(replay: Response, first: Response): void {
-  expect(replay.statusCode).toBe(first.statusCode);
+function expectReplayOf(replay: Answer, first: Answer): void {
+  expect(replay.status).toBe(first.status);
   expect(replay.headers['idempotent-replayed']).toBe('true');
-  expect(replay.body).toBe(first.body);
+  expect(replay.text).toBe(first.text);
 }
 
 describe('the same key with the same body replays the first answer', () => {
@@ -69,7 +69,7 @@ describe('the same key with the same body replays the first answer', () => {
     expect(expectReservation(await api.confirm(created.id), 200).status).toBe('confirmed');
     const replay = await api.reserve(body, key);
     expectReplayOf(replay, first);
-    expect(replay.json<{ status: string }>().status).toBe('pending');
+    expect((replay.body as { status: string }).status).toBe('pending');
     expect(expectReservation(await api.get(created.id), 200).status).toBe('confirmed');
     expect(await api.at(item)).toEqual({ onHand: 6, reserved: 0, available: 6 });
   });
@@ -141,11 +141,11 @@ describe('the same key with the same body replays the first answer', () => {
     const key = newKey();
     const body = { lines: [{ itemId: item, quantity: 2 }] };
     const answers = await Promise.all(Array.from({ length: 10 }, () => api.reserve(body, key)));
-    const created = answers.filter((r) => r.statusCode === 201);
+    const created = answers.filter((r) => r.status === 201);
     expect(created.length).toBeGreaterThanOrEqual(1);
-    expect(new Set(created.map((r) => r.body)).size).toBe(1);
+    expect(new Set(created.map((r) => r.text)).size).toBe(1);
     expect(created.filter((r) => r.headers['idempotent-replayed'] === undefined)).toHaveLength(1);
-    for (const r of answers.filter((x) => x.statusCode !== 201)) expectProblem(r, 'idempotency_key_in_use');
+    for (const r of answers.filter((x) => x.status !== 201)) expectProblem(r, 'idempotency_key_in_use');
     expect(await api.at(item)).toEqual({ onHand: 10, reserved: 2, available: 8 });
     expectReplayOf(await api.reserve(body, key), created.find((r) => r.headers['idempotent-replayed'] === undefined)!);
   });
@@ -309,7 +309,7 @@ describe('the same key while the first request is still in flight', () => {
     const created = await api.reserve(body, key);
     expectReservation(created, 201);
     expect(created.headers['idempotent-replayed']).toBeUndefined();
-    expect(created.json<{ id: string }>().id).not.toBe(UNKNOWN_ID);
+    expect((created.body as { id: string }).id).not.toBe(UNKNOWN_ID);
     expectReplayOf(await api.reserve(body, key), created);
     expect(await api.at(item)).toEqual({ onHand: 5, reserved: 2, available: 3 });
     expect(await freed('owner_lost')).toBe(before + 1);
@@ -330,7 +330,7 @@ describe('the same key while the first request is still in flight', () => {
     await inFlight(key, body, { outcomeUnknown: true });
     const retry = await api.reserve(body, key);
     expectProblem(retry, 'unavailable');
-    expect(retry.json<{ detail: string }>().detail).toMatch(/waiting to learn whether PostgreSQL recorded it/);
+    expect((retry.body as { detail: string }).detail).toMatch(/waiting to learn whether PostgreSQL recorded it/);
     expectProblem(await api.reserve({ lines: [{ itemId: item, quantity: 1 }] }, key), 'idempotency_key_reused');
     expect(await api.at(item)).toEqual({ onHand: 5, reserved: 0, available: 5 });
   });

@@ -6,11 +6,11 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCatalogue, type ErrorCode } from '../../src/domain/errors.js';
 import { newKey } from '../helpers/app.js';
-import { useHttpApp } from '../helpers/http.js';
+import { useHttpApp } from '../helpers/api.js';
 
 // The served OpenAPI document, as tools and people meet it: Redocly's recommended rules pass with no error and no
 // warning, every operation says who may call it and every answer it can give, and its examples are real.
-const { t, api } = useHttpApp();
+const { api } = useHttpApp();
 
 interface Example {
   summary?: string;
@@ -47,9 +47,9 @@ interface Document {
 let doc: Document;
 let operations: { method: string; path: string; op: Operation }[];
 beforeAll(async () => {
-  const res = await api.inject({ method: 'GET', url: '/openapi.json' });
-  expect(res.statusCode).toBe(200);
-  doc = res.json<Document>();
+  const res = await api.request({ method: 'GET', url: '/openapi.json' });
+  expect(res.status).toBe(200);
+  doc = res.body as Document;
   operations = Object.entries(doc.paths).flatMap(([p, methods]) =>
     Object.entries(methods).map(([method, op]) => ({ method: method.toUpperCase(), path: p, op })),
   );
@@ -63,7 +63,7 @@ describe('redocly lint (recommended rules)', () => {
 
   it('finds no error and no warning in the served /openapi.json', async () => {
     const file = path.join(dir, 'openapi.json');
-    writeFileSync(file, (await api.inject({ method: 'GET', url: '/openapi.json' })).body);
+    writeFileSync(file, (await api.request({ method: 'GET', url: '/openapi.json' })).text);
     const run = spawnSync(REDOCLY, ['lint', file, '--format', 'json', '--extends', 'recommended'], {
       encoding: 'utf8',
       timeout: 60_000,
@@ -198,14 +198,14 @@ describe('the examples are real', () => {
       const url = p.replace(/\{(\w+)\}/g, (_, name: string) => params[name]!);
       const [status, documented] = success(op);
       for (const [name, example] of Object.entries(examples)) {
-        const headers = op.parameters?.some((x) => x.name === 'idempotency-key') ? { 'idempotency-key': newKey() } : {};
-        const res = await t.app.inject({ method: method as 'POST', url, headers, payload: example.value as object });
-        expect({ status: res.statusCode, body: res.body }, `${method} ${p} example ${name}`).toMatchObject({ status: Number(status) });
+        const headers: Record<string, string> = op.parameters?.some((x) => x.name === 'idempotency-key') ? { 'idempotency-key': newKey() } : {};
+        const res = await api.request({ method, url, headers, payload: example.value });
+        expect({ status: res.status, body: res.text }, `${method} ${p} example ${name}`).toMatchObject({ status: Number(status) });
         const twin = documented.content?.['application/json']?.examples?.[name]?.value;
         if (twin) {
           // Ids and times differ from run to run; everything else is what the example shows.
           const stable = (body: object) => Object.fromEntries(Object.entries(body).filter(([k]) => !/^(id|\w+At)$/.test(k)));
-          expect(stable(res.json()), `${method} ${p} example ${name}`).toEqual(stable(twin as object));
+          expect(stable(res.body as object), `${method} ${p} example ${name}`).toEqual(stable(twin as object));
         }
         tried++;
       }

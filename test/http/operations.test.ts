@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { newItem } from '../helpers/app.js';
-import { expectProblem, useHttpApp } from '../helpers/http.js';
+import { expectProblem, useHttpApp } from '../helpers/api.js';
 
 // api.md, "Operations".
 const { t, api } = useHttpApp();
@@ -18,15 +18,15 @@ interface OpenApiOperation {
 
 describe('health', () => {
   it('GET /health/live → 200', async () => {
-    const res = await api.inject({ method: 'GET', url: '/health/live' });
-    expect(res.statusCode).toBe(200);
+    const res = await api.request({ method: 'GET', url: '/health/live' });
+    expect(res.status).toBe(200);
     expect(res.headers['content-type']).toMatch(/^application\/json/);
   });
 
   it('GET /health/ready → 200 with a check per dependency', async () => {
-    const res = await api.inject({ method: 'GET', url: '/health/ready' });
-    expect(res.statusCode).toBe(200);
-    expect(res.json()).toEqual({ status: 'ready', checks: { redis: 'ok', postgres: 'ok', state: 'ready' } });
+    const res = await api.request({ method: 'GET', url: '/health/ready' });
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ status: 'ready', checks: { redis: 'ok', postgres: 'ok', state: 'ready' } });
   });
 
   it('while Redis state is missing: ready, availability and every mutation answer 503 unavailable and change nothing', async () => {
@@ -38,7 +38,7 @@ describe('health', () => {
     await Promise.all([sweeper.stop(), reconciler.stop()]);
     try {
       await redis.del(keys.marker);
-      const problem = expectProblem(await api.inject({ method: 'GET', url: '/health/ready' }), 'unavailable');
+      const problem = expectProblem(await api.request({ method: 'GET', url: '/health/ready' }), 'unavailable');
       expect(problem.checks).toMatchObject({ redis: 'ok', postgres: 'ok' });
       await recovery.ensure();
 
@@ -55,7 +55,7 @@ describe('health', () => {
       expectProblem(await api.reserve({ lines: [{ itemId: item, quantity: 1 }] }), 'unavailable');
       await recovery.ensure();
       expect(await api.at(item)).toEqual({ onHand: 5, reserved: 0, available: 5 });
-      expect((await api.inject({ method: 'GET', url: '/health/ready' })).statusCode).toBe(200);
+      expect((await api.request({ method: 'GET', url: '/health/ready' })).status).toBe(200);
     } finally {
       await recovery.ensure();
       sweeper.start();
@@ -69,23 +69,23 @@ describe('GET /metrics', () => {
     const item = newItem();
     await api.stock(item, 1);
     await api.hold({ lines: [{ itemId: item, quantity: 1 }] });
-    const res = await api.inject({ method: 'GET', url: '/metrics' });
-    expect(res.statusCode).toBe(200);
+    const res = await api.request({ method: 'GET', url: '/metrics' });
+    expect(res.status).toBe(200);
     expect(res.headers['content-type']).toMatch(/^text\/plain/);
-    expect(res.body).toMatch(/^# HELP http_request_duration_seconds /m);
-    expect(res.body).toMatch(/^# TYPE http_request_duration_seconds histogram$/m);
-    expect(res.body).toMatch(/^http_request_duration_seconds_bucket\{.*\} \d+$/m);
-    expect(res.body).toMatch(/^# TYPE irs_reservation_outcomes_total counter$/m);
-    expect(res.body).toMatch(/^irs_reservation_outcomes_total\{outcome="created"\} [1-9]\d*$/m);
+    expect(res.text).toMatch(/^# HELP http_request_duration_seconds /m);
+    expect(res.text).toMatch(/^# TYPE http_request_duration_seconds histogram$/m);
+    expect(res.text).toMatch(/^http_request_duration_seconds_bucket\{.*\} \d+$/m);
+    expect(res.text).toMatch(/^# TYPE irs_reservation_outcomes_total counter$/m);
+    expect(res.text).toMatch(/^irs_reservation_outcomes_total\{outcome="created"\} [1-9]\d*$/m);
   });
 });
 
 describe('GET /openapi.json', () => {
   it('is an OpenAPI 3 document listing every contract path and method', async () => {
-    const res = await api.inject({ method: 'GET', url: '/openapi.json' });
-    expect(res.statusCode).toBe(200);
+    const res = await api.request({ method: 'GET', url: '/openapi.json' });
+    expect(res.status).toBe(200);
     expect(res.headers['content-type']).toMatch(/^application\/json/);
-    const doc = res.json<OpenApiDocument>();
+    const doc = res.body as OpenApiDocument;
     expect(doc.openapi).toMatch(/^3\.\d+\.\d+$/);
     expect(doc.info.title).toEqual(expect.any(String));
     const contract: [string, string][] = [
@@ -104,7 +104,7 @@ describe('GET /openapi.json', () => {
   });
 
   it('documents the required Idempotency-Key header and the answers of POST /reservations', async () => {
-    const doc = (await api.inject({ method: 'GET', url: '/openapi.json' })).json<OpenApiDocument>();
+    const doc = (await api.request({ method: 'GET', url: '/openapi.json' })).body as OpenApiDocument;
     const post = doc.paths['/reservations']!.post!;
     const header = post.parameters?.find((p) => p.in === 'header' && p.name.toLowerCase() === 'idempotency-key');
     expect(header?.required).toBe(true);
@@ -115,13 +115,13 @@ describe('GET /openapi.json', () => {
 describe('GET /docs', () => {
   it('serves the interactive docs as HTML (following redirects by hand)', async () => {
     let url = '/docs';
-    let res = await api.inject({ method: 'GET', url });
-    for (let hops = 0; res.statusCode >= 300 && res.statusCode < 400 && hops < 5; hops++) {
+    let res = await api.request({ method: 'GET', url });
+    for (let hops = 0; res.status >= 300 && res.status < 400 && hops < 5; hops++) {
       url = new URL(String(res.headers.location), `http://localhost${url}`).pathname;
-      res = await api.inject({ method: 'GET', url });
+      res = await api.request({ method: 'GET', url });
     }
-    expect(res.statusCode).toBe(200);
+    expect(res.status).toBe(200);
     expect(res.headers['content-type']).toMatch(/^text\/html/);
-    expect(res.body).toMatch(/<html/i);
+    expect(res.text).toMatch(/<html/i);
   });
 });

@@ -8,7 +8,7 @@ import {
   idOfLength,
   useHttpApp,
   type ReserveBody,
-} from '../helpers/http.js';
+} from '../helpers/api.js';
 
 // api.md, "Reservations" (POST /reservations) and the request rows of "Identifiers and limits".
 const { api } = useHttpApp();
@@ -330,9 +330,9 @@ describe('POST /reservations: concurrent requests', () => {
   it('never hold more than is available: of 25 concurrent one-unit requests on 10 units, exactly 10 succeed', async () => {
     const item = await stocked(10);
     const answers = await Promise.all(Array.from({ length: 25 }, () => api.reserve({ lines: [{ itemId: item, quantity: 1 }] })));
-    const created = answers.filter((r) => r.statusCode === 201);
+    const created = answers.filter((r) => r.status === 201);
     expect(created).toHaveLength(10);
-    for (const r of answers.filter((x) => x.statusCode !== 201)) expectProblem(r, 'insufficient_stock');
+    for (const r of answers.filter((x) => x.status !== 201)) expectProblem(r, 'insufficient_stock');
     expect(new Set(created.map((r) => expectReservation(r, 201).id)).size).toBe(10);
     expect(await api.at(item)).toEqual({ onHand: 10, reserved: 10, available: 0 });
   });
@@ -342,7 +342,7 @@ describe('POST /reservations: concurrent requests', () => {
     const b = await stocked(4);
     const body = { lines: [{ itemId: a, quantity: 1 }, { itemId: b, quantity: 1 }] };
     const answers = await Promise.all(Array.from({ length: 12 }, () => api.reserve(body)));
-    expect(answers.filter((r) => r.statusCode === 201)).toHaveLength(4);
+    expect(answers.filter((r) => r.status === 201)).toHaveLength(4);
     expect(await api.at(a)).toEqual({ onHand: 6, reserved: 4, available: 2 });
     expect(await api.at(b)).toEqual({ onHand: 4, reserved: 4, available: 0 });
   });

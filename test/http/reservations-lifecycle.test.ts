@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { newItem } from '../helpers/app.js';
-import { expectProblem, expectReservation, passes, useHttpApp } from '../helpers/http.js';
+import { expectProblem, expectReservation, useHttpApp } from '../helpers/api.js';
+import { untilTime } from '../helpers/wait.js';
 
 // api.md, "Reservations" (GET, confirm, release, expiry) and the on-hand-below-reserved rules of "Stock".
 const { t, api } = useHttpApp();
@@ -128,9 +129,9 @@ describe('confirm and release take no body', () => {
     const item = await stocked(2);
     const a = await api.hold({ lines: [{ itemId: item, quantity: 1 }] });
     const b = await api.hold({ lines: [{ itemId: item, quantity: 1 }] });
-    const confirm = await api.inject({ method: 'POST', url: `/reservations/${a.id}/confirm`, ...extra });
+    const confirm = await api.request({ method: 'POST', url: `/reservations/${a.id}/confirm`, ...extra });
     expect(expectReservation(confirm, 200).status).toBe('confirmed');
-    const release = await api.inject({ method: 'POST', url: `/reservations/${b.id}/release`, ...extra });
+    const release = await api.request({ method: 'POST', url: `/reservations/${b.id}/release`, ...extra });
     expect(expectReservation(release, 200).status).toBe('released');
   });
 });
@@ -142,7 +143,7 @@ describe('expiry: a reservation is expired from the instant now >= expiresAt', (
     expect(Date.parse(held.expiresAt) - Date.parse(held.createdAt)).toBe(1000);
     expect(await api.at(item)).toEqual({ onHand: 5, reserved: 5, available: 0 });
 
-    await passes(held.expiresAt);
+    await untilTime(held.expiresAt);
     const read = expectReservation(await api.get(held.id), 200);
     expect(read).toEqual({ ...held, status: 'expired', updatedAt: read.updatedAt });
     expect(await api.at(item)).toEqual({ onHand: 5, reserved: 0, available: 5 });
@@ -163,7 +164,7 @@ describe('expiry: a reservation is expired from the instant now >= expiresAt', (
   it('reads the same expired document, and answers the same, before and after the sweeper records the expiry', async () => {
     const item = await stocked(3);
     const held = await api.hold({ lines: [{ itemId: item, quantity: 3 }], ttlSeconds: 1 });
-    await passes(held.expiresAt);
+    await untilTime(held.expiresAt);
     const before = expectReservation(await api.get(held.id), 200);
     expect(before.status).toBe('expired');
     // Two passes: the first may be one the timer started before the TTL passed.
@@ -178,7 +179,7 @@ describe('expiry: a reservation is expired from the instant now >= expiresAt', (
   it('releasing an expired reservation first (before any read) answers 200 expired', async () => {
     const item = await stocked(2);
     const held = await api.hold({ lines: [{ itemId: item, quantity: 2 }], ttlSeconds: 1 });
-    await passes(held.expiresAt);
+    await untilTime(held.expiresAt);
     expect(expectReservation(await api.release(held.id), 200).status).toBe('expired');
     expect(await api.at(item)).toEqual({ onHand: 2, reserved: 0, available: 2 });
   });
@@ -189,8 +190,8 @@ describe('expiry: a reservation is expired from the instant now >= expiresAt', (
     const released = await api.hold({ lines: [{ itemId: item, quantity: 2 }], ttlSeconds: 1 });
     expect(expectReservation(await api.confirm(confirmed.id), 200).status).toBe('confirmed');
     expect(expectReservation(await api.release(released.id), 200).status).toBe('released');
-    await passes(confirmed.expiresAt);
-    await passes(released.expiresAt);
+    await untilTime(confirmed.expiresAt);
+    await untilTime(released.expiresAt);
     expect(expectReservation(await api.get(confirmed.id), 200).status).toBe('confirmed');
     expect(expectReservation(await api.get(released.id), 200).status).toBe('released');
     expect(expectReservation(await api.confirm(confirmed.id), 200).status).toBe('confirmed');

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { newItem } from '../helpers/app.js';
-import { expectAvailability, expectInvalidFields, expectProblem, idOfLength, useHttpApp } from '../helpers/http.js';
+import { expectAvailability, expectInvalidFields, expectProblem, idOfLength, useHttpApp } from '../helpers/api.js';
 
 // api.md, "Stock (operator endpoints)" and the stock rows of "Identifiers and limits".
 const { api } = useHttpApp();
@@ -18,7 +18,7 @@ describe('PUT /items/{itemId}/stock', () => {
       available: 100,
       locations: [{ location: 'default', onHand: 100, reserved: 0, available: 100 }],
     });
-    expect(await api.figures(item)).toEqual(res.json());
+    expect(await api.figures(item)).toEqual(res.body);
   });
 
   it('sets an absolute quantity (not a delta) and creates further locations', async () => {
@@ -78,7 +78,7 @@ describe('PUT /items/{itemId}/stock', () => {
   it('rejects a body that is not an object (field body), and never creates the item', async () => {
     const item = newItem();
     for (const json of ['[]', '"x"', '5', 'null']) {
-      const res = await api.inject({
+      const res = await api.request({
         method: 'PUT',
         url: `/items/${item}/stock`,
         headers: { 'content-type': 'application/json' },

@@ -9,7 +9,7 @@ import {
   StockSetRequest,
 } from '../../src/domain/schemas.js';
 import { newItem } from '../helpers/app.js';
-import { expectAvailability, expectProblem, expectReservation, useHttpApp, type Response } from '../helpers/http.js';
+import { expectAvailability, expectProblem, expectReservation, useHttpApp, type Answer } from '../helpers/api.js';
 import { exchange, listenLocal } from '../helpers/raw-http.js';
 
 // What a stored string may contain (README, "API"; src/domain/schemas.ts), and the messages a client reads.
@@ -21,7 +21,7 @@ beforeAll(async () => {
 });
 
 /** Asserts a 400 whose `errors` are exactly these, and that `detail` says the same. */
-function expectErrors(res: Response, ...errors: [field: string, message: string][]): void {
+function expectErrors(res: Answer, ...errors: [field: string, message: string][]): void {
   const body = expectProblem(res, 'validation_failed');
   expect(body.errors).toEqual(errors.map(([field, message]) => ({ field, message })));
   expect(body.detail).toBe(errors.map(([field, message]) => `${field}: ${message}`).join('; '));
@@ -35,17 +35,17 @@ interface StoredString {
   name: string;
   kind: 'label' | 'text';
   /** The request carrying `value`, for an item stocked with 5 units at "default". */
-  send: (item: string, value: string) => Promise<Response>;
+  send: (item: string, value: string) => Promise<Answer>;
   field: (value: string) => string;
   message: string;
   /** What the API answered and PostgreSQL holds for an accepted request: each must equal the value sent. */
-  stored: (res: Response, item: string) => Promise<string[]>;
+  stored: (res: Answer, item: string) => Promise<string[]>;
 }
 
 const reserveWith = (item: string, extra: object) => api.reserve({ lines: [{ itemId: item, quantity: 1 }], ...extra });
 
 /** The reservation a 201 created, as answered, as read, and as PostgreSQL holds it. */
-async function reservationCopies(res: Response) {
+async function reservationCopies(res: Answer) {
   const doc = expectReservation(res, 201);
   const read = expectReservation(await api.get(doc.id), 200);
   const { rows } = await t.app.runtime.db.query<{ reference: string | null; metadata: Record<string, string> }>(
@@ -152,7 +152,7 @@ describe('strings PostgreSQL or JSON cannot store faithfully, and control charac
       await api.stock(item, 5);
       const value = `a${char}b`;
       const res = await s.send(item, value);
-      expect(res.statusCode, res.body).toBeLessThan(300);
+      expect(res.status, res.text).toBeLessThan(300);
       for (const copy of await s.stored(res, item)) expect(copy).toBe(value);
     });
   }
@@ -226,7 +226,7 @@ describe('messages say the rule, from its limit', () => {
   const keys = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, 'v']));
   const line = (extra: object = {}) => ({ itemId: 'sku-1', quantity: 1, ...extra });
   const IDENTIFIER = 'may contain only A–Z a–z 0–9 . _ : - and may not be "." or ".."';
-  const cases: [string, (item: string) => Promise<Response>, [string, string][]][] = [
+  const cases: [string, (item: string) => Promise<Answer>, [string, string][]][] = [
     ['type integer', (i) => api.putStock(i, { quantity: '1' }), [['quantity', 'must be an integer']]],
     ['type integer (a fraction)', () => api.reserve({ lines: [line()], ttlSeconds: 1.5 }), [['ttlSeconds', 'must be an integer']]],
     ['type string', () => api.reserve({ lines: [line()], reference: 7 }), [['reference', 'must be a string']]],
@@ -311,7 +311,7 @@ describe('messages say the rule, from its limit', () => {
 
   it('a 400 never repeats the refused value', async () => {
     const res = await api.reserve({ lines: [line()], reference: `zqx\u0000${'r'.repeat(300)}` });
-    expect(res.body).not.toContain('zqx');
+    expect(res.text).not.toContain('zqx');
   });
 });
 

@@ -3,18 +3,17 @@ import type { ReservationRequest } from '../../src/domain/schemas.js';
 import {
   Api,
   availabilityOf,
-  listen,
   outcome,
   range,
   reservationOf,
   tally,
-  waitFor,
-  waitReady,
+  startHttpApp,
   wipeRedisState,
   type Answer,
 } from '../helpers/api.js';
-import { newItem, newKey, startTestApp, type TestApp } from '../helpers/app.js';
+import { newItem, newKey, type TestApp } from '../helpers/app.js';
 import { checkInvariants } from '../helpers/invariants.js';
+import { waitFor } from '../helpers/wait.js';
 
 /** I2: one Idempotency-Key creates at most one reservation, under concurrency, retries and a Redis loss. */
 
@@ -24,9 +23,8 @@ describe('exactly-once creation (I2)', () => {
   const items: string[] = [];
 
   beforeAll(async () => {
-    t = await startTestApp();
-    await waitReady(t.app);
-    api = Api.http(await listen(t.app));
+    t = await startHttpApp();
+    api = await Api.listen(t.app);
   });
   afterAll(async () => {
     await t?.close();
@@ -35,7 +33,7 @@ describe('exactly-once creation (I2)', () => {
   const stock = async (quantity: number): Promise<string> => {
     const sku = newItem('once');
     items.push(sku);
-    expect((await api.setStock(sku, quantity)).status).toBe(200);
+    await api.stock(sku, quantity);
     return sku;
   };
 
@@ -61,7 +59,7 @@ describe('exactly-once creation (I2)', () => {
     waitFor(
       'an answer other than 503',
       async () => {
-        const a = await api.reserve(key, body);
+        const a = await api.reserve(body, key);
         return a.status === 503 ? undefined : a;
       },
       { timeoutMs: 20_000, intervalMs: 50 },
@@ -76,7 +74,7 @@ describe('exactly-once creation (I2)', () => {
       metadata: { channel: 'web', cart: 'c-9' },
     };
 
-    const answers = await Promise.all(range(50).map(() => api.reserve(key, body)));
+    const answers = await Promise.all(range(50).map(() => api.reserve(body, key)));
 
     const outcomes = tally(answers);
     expect(Object.keys(outcomes).every((o) => o === '201' || o === '409 idempotency_key_in_use'), JSON.stringify(outcomes)).toBe(true);
@@ -97,12 +95,12 @@ describe('exactly-once creation (I2)', () => {
 
     // Once settled, a retry replays the first answer: same status, same body, flagged; the same JSON value in
     // another key order and spacing is the same request.
-    const retry = await api.reserve(key, body);
+    const retry = await api.reserve(body, key);
     expect(outcome(retry)).toBe('201');
     expect(retry.headers['idempotent-replayed']).toBe('true');
     expect(retry.text).toBe(originals[0]!.text);
     const reordered = `{ "metadata": {"cart":"c-9", "channel":"web"},\n  "reference":"order-1", "lines":[{"quantity":3,"itemId":"${sku}"}] }`;
-    const again = await api.reserve(key, reordered);
+    const again = await api.reserveRaw(reordered, key);
     expect(outcome(again)).toBe('201');
     expect(again.body).toEqual(original);
 
@@ -118,7 +116,7 @@ describe('exactly-once creation (I2)', () => {
     const bodyB: ReservationRequest = { lines: [{ itemId: sku, quantity: 2 }] };
     const sent = range(40).map((i) => (i % 2 === 0 ? bodyA : bodyB));
 
-    const answers = await Promise.all(sent.map((body) => api.reserve(key, body)));
+    const answers = await Promise.all(sent.map((body) => api.reserve(body, key)));
 
     const originals = answers.filter((a) => a.status === 201 && a.headers['idempotent-replayed'] === undefined);
     expect(originals).toHaveLength(1);
@@ -140,7 +138,7 @@ describe('exactly-once creation (I2)', () => {
     const sku = await stock(10);
     const key = newKey();
     const body: ReservationRequest = { lines: [{ itemId: sku, quantity: 4 }], reference: 'order-2' };
-    const first = await api.reserve(key, body);
+    const first = await api.reserve(body, key);
     expect(outcome(first)).toBe('201');
     const original = reservationOf(first);
 
@@ -153,7 +151,7 @@ describe('exactly-once creation (I2)', () => {
     expect(replay.text).toBe(first.text);
 
     // Concurrent retries after the rebuild: each replays, none holds more.
-    const retries = await Promise.all(range(20).map(() => api.reserve(key, body)));
+    const retries = await Promise.all(range(20).map(() => api.reserve(body, key)));
     for (const a of retries) {
       expect(['201', '409 idempotency_key_in_use'], a.text).toContain(outcome(a));
       if (a.status === 201) expect(a.body).toEqual(original);
@@ -172,18 +170,18 @@ describe('exactly-once creation (I2)', () => {
     const sku = await stock(3);
     const heldKey = newKey();
     const heldBody: ReservationRequest = { lines: [{ itemId: sku, quantity: 2 }] };
-    const held = await api.reserve(heldKey, heldBody);
+    const held = await api.reserve(heldBody, heldKey);
     expect(outcome(held)).toBe('201');
     const soldKey = newKey();
     const soldBody: ReservationRequest = { lines: [{ itemId: sku, quantity: 1 }], reference: 'sold' };
-    const sold = await api.reserve(soldKey, soldBody);
+    const sold = await api.reserve(soldBody, soldKey);
     expect(outcome(sold)).toBe('201');
     expect(outcome(await api.confirm(reservationOf(sold).id))).toBe('200');
     expect(availabilityOf(await api.availability(sku))).toMatchObject({ onHand: 2, reserved: 2, available: 0 });
 
     await wipeRedisState(t.app);
     const replayHeld = await reserveThroughRecovery(heldKey, heldBody);
-    const replaySold = await api.reserve(soldKey, soldBody);
+    const replaySold = await api.reserve(soldBody, soldKey);
 
     for (const [replay, first] of [[replayHeld, held], [replaySold, sold]] as const) {
       expect(outcome(replay), replay.text).toBe('201');
@@ -191,7 +189,7 @@ describe('exactly-once creation (I2)', () => {
       expect(replay.text, 'the same body as first sent, byte for byte').toBe(first.text);
     }
     // Another body under a known key is still refused, whatever the stock.
-    expect(outcome(await api.reserve(heldKey, { lines: [{ itemId: sku, quantity: 1 }] }))).toBe('422 idempotency_key_reused');
+    expect(outcome(await api.reserve({ lines: [{ itemId: sku, quantity: 1 }] }, heldKey))).toBe('422 idempotency_key_reused');
     expect(availabilityOf(await api.availability(sku))).toMatchObject({ onHand: 2, reserved: 2, available: 0 });
     expect(await countRows(sku)).toEqual({ reservations: 2, lines: 2 });
     await checkInvariants(t.app, [sku], { holdsWithinSupply: true });

@@ -2,19 +2,11 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { holdField, parseHold } from '../../src/redis/layout.js';
 import { HoldState } from '../../src/redis/status.js';
-import {
-  Api,
-  availabilityOf,
-  listen,
-  outcome,
-  range,
-  reservationOf,
-  untilTime,
-  waitFor,
-  waitReady,
-} from '../helpers/api.js';
-import { newItem, newKey, startTestApp, type TestApp } from '../helpers/app.js';
+import { Api, availabilityOf, outcome, range, reservationOf, startHttpApp } from '../helpers/api.js';
+import { newItem, newKey, type TestApp } from '../helpers/app.js';
 import { checkInvariants } from '../helpers/invariants.js';
+import { waitForLockWait } from '../helpers/sessions.js';
+import { untilTime, waitFor } from '../helpers/wait.js';
 
 /** I3: a pending reservation stops holding stock the instant its TTL passes and can no longer be confirmed. */
 
@@ -24,9 +16,8 @@ describe('expiry (I3)', () => {
 
   beforeAll(async () => {
     // Two writer slots: the late-release test parks one batch on a row lock per slot.
-    t = await startTestApp({ SWEEPER_INTERVAL_MS: 100, WRITER_CONCURRENCY: 2 });
-    await waitReady(t.app);
-    api = Api.http(await listen(t.app));
+    t = await startHttpApp({ SWEEPER_INTERVAL_MS: 100, WRITER_CONCURRENCY: 2 });
+    api = await Api.listen(t.app);
   });
   afterAll(async () => {
     await t?.close();
@@ -43,10 +34,10 @@ describe('expiry (I3)', () => {
   it('a 1-second reservation frees its units at its TTL, cannot be confirmed, and its row reads expired soon after', async () => {
     const a = newItem('ttl');
     const b = newItem('ttl');
-    expect((await api.setStock(a, 10)).status).toBe(200);
-    expect((await api.setStock(b, 5, 'wh-1')).status).toBe(200);
+    await api.stock(a, 10);
+    await api.stock(b, 5, 'wh-1');
 
-    const created = await api.reserve(newKey(), {
+    const created = await api.reserve({
       lines: [
         { itemId: a, quantity: 4 },
         { itemId: b, location: 'wh-1', quantity: 2 },
@@ -93,9 +84,9 @@ describe('expiry (I3)', () => {
   it('confirms racing the TTL never both confirm and free: each reservation is sold or expired, never both', async () => {
     const skus = [newItem('race'), newItem('race')];
     const perSku = 20;
-    for (const sku of skus) expect((await api.setStock(sku, perSku)).status).toBe(200);
+    for (const sku of skus) await api.stock(sku, perSku);
     const bodies = skus.flatMap((sku) => range(perSku).map(() => ({ lines: [{ itemId: sku, quantity: 1 }], ttlSeconds: 1 })));
-    const created = await Promise.all(bodies.map((body) => api.reserve(newKey(), body)));
+    const created = await Promise.all(bodies.map((body) => api.reserve(body)));
     for (const c of created) expect(outcome(c), c.text).toBe('201');
     const reservations = created.map(reservationOf);
 
@@ -154,8 +145,8 @@ describe('expiry (I3)', () => {
   // row locks in PostgreSQL so the release's batch is still waiting when the sweeper runs past the TTL.
   it('a release decided before the TTL but committed after it wins over the sweeper and answers 200', async () => {
     const [slow1, slow2, item] = [newItem('slow'), newItem('slow'), newItem('slow')];
-    for (const sku of [slow1, slow2, item]) expect((await api.setStock(sku, 5)).status).toBe(200);
-    const created = await api.reserve(newKey(), { lines: [{ itemId: item, quantity: 1 }], ttlSeconds: 2 });
+    for (const sku of [slow1, slow2, item]) await api.stock(sku, 5);
+    const created = await api.reserve({ lines: [{ itemId: item, quantity: 1 }], ttlSeconds: 2 });
     expect(outcome(created)).toBe('201');
     const r = reservationOf(created);
     const expiresAt = Date.parse(r.expiresAt);
@@ -165,13 +156,7 @@ describe('expiry (I3)', () => {
     const [lock1, lock2, lockKey, watcher] = clients as [pg.Client, pg.Client, pg.Client, pg.Client];
     await Promise.all(clients.map((c) => c.connect()));
     const submit = vi.spyOn(t.app.runtime.writer, 'submit');
-    const waiters = (n: number) =>
-      waitFor(`${n} statements waiting on locks`, async () => {
-        const { rows } = await watcher.query<{ n: number }>(
-          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        );
-        return rows[0]!.n === n ? true : undefined;
-      });
+    const waiters = (n: number) => waitForLockWait(watcher, `${n} statements waiting on locks`, { n });
     try {
       await lock1.query('BEGIN');
       await lock1.query('SELECT 1 FROM stock WHERE item_id = $1 FOR UPDATE', [slow1]);
@@ -184,12 +169,12 @@ describe('expiry (I3)', () => {
         [key],
       );
       // Both writer slots (WRITER_CONCURRENCY 2) block on the stock rows.
-      const adjust1 = api.adjust(slow1, 1);
+      const adjust1 = api.adjust(slow1, { delta: 1 });
       await waiters(1);
-      const adjust2 = api.adjust(slow2, 1);
+      const adjust2 = api.adjust(slow2, { delta: 1 });
       await waiters(2);
       // Decided in Redis now, before the TTL; they wait for the next batch together.
-      const reserve = api.reserve(key, { lines: [{ itemId: item, quantity: 1 }] });
+      const reserve = api.reserve({ lines: [{ itemId: item, quantity: 1 }] }, key);
       const release = api.release(r.id);
       const holds = t.app.runtime.keys.item(item).holds;
       await waitFor('the release to be decided in Redis', async () =>
@@ -225,9 +210,9 @@ describe('expiry (I3)', () => {
   it('a release racing the TTL frees the units either way and answers released or expired, never an error', async () => {
     const sku = newItem('race-release');
     const count = 20;
-    expect((await api.setStock(sku, count)).status).toBe(200);
+    await api.stock(sku, count);
     const created = await Promise.all(
-      range(count).map(() => api.reserve(newKey(), { lines: [{ itemId: sku, quantity: 1 }], ttlSeconds: 1 })),
+      range(count).map(() => api.reserve({ lines: [{ itemId: sku, quantity: 1 }], ttlSeconds: 1 })),
     );
     const reservations = created.map(reservationOf);
     const answers = await Promise.all(

@@ -5,12 +5,14 @@ import pgClient from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReservationRequest } from '../../src/domain/schemas.js';
 import { ensureDatabase } from '../../src/store/database.js';
-import { Api, availabilityOf, outcome, problemOf, reservationOf, waitFor, waitReady, type Answer } from '../helpers/api.js';
-import { newItem, newKey, startTestApp, type TestApp } from '../helpers/app.js';
+import { Api, availabilityOf, outcome, problemOf, reservationOf, startHttpApp, waitReady, type Answer } from '../helpers/api.js';
+import { newItem, newKey, type TestApp } from '../helpers/app.js';
 import { checkInvariants } from '../helpers/invariants.js';
 import { startPostgres, type PrivatePostgres } from '../helpers/postgres.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { ANY_NODE, backendAlive, waitForLockWait } from '../helpers/sessions.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { waitFor } from '../helpers/wait.js';
 
 /** I6: with Redis or PostgreSQL unreachable, mutations answer 503 and change nothing; they never guess. */
 
@@ -62,8 +64,7 @@ describe('PostgreSQL unreachable (I6)', () => {
     const url = `postgres://postgres@127.0.0.1:${proxy.port}/${database}`;
     directUrl = `postgres://postgres@127.0.0.1:${pg.port}/${database}`;
     await ensureDatabase(url);
-    t = await startTestApp({ ...FAST_FAIL, DATABASE_URL: url });
-    await waitReady(t.app);
+    t = await startHttpApp({ ...FAST_FAIL, DATABASE_URL: url });
     api = Api.inject(t.app);
   }, 60_000);
   afterAll(async () => {
@@ -84,8 +85,8 @@ describe('PostgreSQL unreachable (I6)', () => {
   async function seed(): Promise<{ sku: string; held: string }> {
     const sku = newItem('pg-down');
     items.push(sku);
-    expect((await api.setStock(sku, 10)).status).toBe(200);
-    const held = await api.reserve(newKey(), { lines: [{ itemId: sku, quantity: 2 }] });
+    await api.stock(sku, 10);
+    const held = await api.reserve({ lines: [{ itemId: sku, quantity: 2 }] });
     expect(outcome(held)).toBe('201');
     return { sku, held: reservationOf(held).id };
   }
@@ -95,14 +96,14 @@ describe('PostgreSQL unreachable (I6)', () => {
     const before = await redisState(t.app, sku, key);
     expect(before.idempotency).toBeNull();
 
-    expectUnavailable(await api.reserve(key, body), 'reserve');
+    expectUnavailable(await api.reserve(body, key), 'reserve');
     expect(await redisState(t.app, sku, key)).toEqual(before);
     expect(availabilityOf(await api.availability(sku))).toMatchObject({ onHand: 10, reserved: 2, available: 8 });
 
     expectUnavailable(await api.confirm(held), 'confirm');
     expectUnavailable(await api.release(held), 'release');
-    expectUnavailable(await api.setStock(sku, 25), 'stock PUT');
-    expectUnavailable(await api.adjust(sku, -3), 'stock adjustment');
+    expectUnavailable(await api.putStock(sku, { quantity: 25 }), 'stock PUT');
+    expectUnavailable(await api.adjust(sku, { delta: -3 }), 'stock adjustment');
     expect(await redisState(t.app, sku, key)).toEqual(before);
     expect(availabilityOf(await api.availability(sku))).toMatchObject({ onHand: 10, reserved: 2, available: 8 });
 
@@ -114,7 +115,7 @@ describe('PostgreSQL unreachable (I6)', () => {
   /** Back up: the very request that failed succeeds with the same key, as a new reservation (201, not a replay). */
   async function expectRecovers(sku: string, held: string, key: string, body: ReservationRequest): Promise<void> {
     await waitReady(t.app);
-    const retry = await api.reserve(key, body);
+    const retry = await api.reserve(body, key);
     expect(outcome(retry), retry.text).toBe('201');
     expect(retry.headers['idempotent-replayed']).toBeUndefined();
     expect(availabilityOf(await api.availability(sku))).toMatchObject({ onHand: 10, reserved: 5, available: 5 });
@@ -161,10 +162,10 @@ describe('PostgreSQL unreachable (I6)', () => {
     try {
       // A statement sent into the partition may yet commit, so its decision stays in Redis (holding units, never
       // offering extra ones) until the writer can ask PostgreSQL.
-      expectUnavailable(await api.reserve(key, body), 'reserve');
+      expectUnavailable(await api.reserve(body, key), 'reserve');
       expectUnavailable(await api.confirm(held), 'confirm');
       expectUnavailable(await api.release(held), 'release');
-      expectUnavailable(await api.adjust(sku, -3), 'stock adjustment');
+      expectUnavailable(await api.adjust(sku, { delta: -3 }), 'stock adjustment');
       expect(availabilityOf(await api.availability(sku)).available).toBeLessThanOrEqual(8);
       const ready = await api.ready();
       expect(ready.status).toBe(503);
@@ -189,7 +190,7 @@ describe('PostgreSQL unreachable (I6)', () => {
     proxy.loseReplies();
     try {
       // The batch commits, its answer is lost, and PostgreSQL cannot be asked for longer than WRITER_FATE_WAIT_MS.
-      const adjusted = await api.adjust(sku, 5);
+      const adjusted = await api.adjust(sku, { delta: 5 });
       expectUnavailable(adjusted, 'increase whose answer was lost');
       expect(problemOf(adjusted).detail).toMatch(/could not be asked/);
       expect(await onHandInPostgres()).toBe(15);
@@ -212,7 +213,7 @@ describe('PostgreSQL unreachable (I6)', () => {
     proxy.cut();
     try {
       await poolNoticed();
-      expectUnavailable(await api.setStock(sku, 7), 'stock PUT of a new item');
+      expectUnavailable(await api.putStock(sku, { quantity: 7 }), 'stock PUT of a new item');
     } finally {
       proxy.restore();
     }
@@ -224,7 +225,7 @@ describe('PostgreSQL unreachable (I6)', () => {
   it('PostgreSQL going away while a batch is committing answers 503 and does not crash the process', async () => {
     const sku = newItem('pg-down-mid-commit');
     items.push(sku);
-    expect((await api.setStock(sku, 10)).status).toBe(200);
+    await api.stock(sku, 10);
     const before = await redisState(t.app, sku);
 
     // Hold the stock row so the next batch blocks inside its transaction, on a checked-out client.
@@ -237,25 +238,26 @@ describe('PostgreSQL unreachable (I6)', () => {
     try {
       await locker.query('BEGIN');
       await locker.query('SELECT * FROM stock WHERE item_id = $1 FOR UPDATE', [sku]);
-      const adjusted = api.adjust(sku, 1);
-      await waitFor('the batch to block on the row lock', async () => {
-        const { rows } = await watcher.query<{ n: number }>(
-          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        );
-        return rows[0]!.n > 0 ? true : undefined;
-      });
+      const adjusted = api.adjust(sku, { delta: 1 });
+      const [batch] = await waitForLockWait(watcher, 'the batch to block on the row lock', { applicationName: ANY_NODE });
 
       process.removeAllListeners('uncaughtException');
       process.on('uncaughtException', (err) => uncaught.push(err));
       proxy.cut();
       expectUnavailable(await adjusted, 'adjustment whose commit lost its connection');
-      await new Promise((resolve) => setTimeout(resolve, 100)); // let the socket events run out
-      proxy.restore();
+      // Every connection the cut killed has been dropped, so its socket's events (the ones that could go unheard)
+      // have run while the uncaught-exception listener above is in place.
+      await poolNoticed();
       // The statement is still waiting inside PostgreSQL: the writer's lookup must end it before it can commit,
       // and then take the adjustment back out of Redis.
+      expect(await backendAlive(watcher, batch!)).toBe(true);
+      proxy.restore();
       await waitFor('the adjustment to be taken back', async () =>
         isDeepStrictEqual(await redisState(t.app, sku), before) ? true : undefined,
       { timeoutMs: 30_000, intervalMs: 100 });
+      // Ended, not merely abandoned: the row is still locked, and the backend that ran the batch is gone, so nothing
+      // is left that could commit the adjustment once the lock is released.
+      expect(await backendAlive(watcher, batch!)).toBe(false);
     } finally {
       process.removeAllListeners('uncaughtException');
       for (const listener of saved) process.on('uncaughtException', listener);
@@ -263,7 +265,6 @@ describe('PostgreSQL unreachable (I6)', () => {
       await locker.query('ROLLBACK').catch(() => undefined);
       await Promise.all([locker.end(), watcher.end()]);
     }
-    await new Promise((resolve) => setTimeout(resolve, 200));
     expect(await redisState(t.app, sku)).toEqual(before);
     const { rows } = await t.app.runtime.db.query('SELECT on_hand FROM stock WHERE item_id = $1', [sku]);
     expect(rows).toEqual([{ on_hand: 10 }]);
@@ -278,8 +279,7 @@ describe('Redis unreachable (I6) and rebuilt from PostgreSQL', () => {
 
   beforeAll(async () => {
     redis = await startRedis();
-    t = await startTestApp({ ...FAST_FAIL, REDIS_URL: redis.url });
-    await waitReady(t.app);
+    t = await startHttpApp({ ...FAST_FAIL, REDIS_URL: redis.url });
     api = Api.inject(t.app);
   }, 60_000);
   afterAll(async () => {
@@ -290,14 +290,14 @@ describe('Redis unreachable (I6) and rebuilt from PostgreSQL', () => {
   it('killed: mutations and availability answer 503 and PostgreSQL is unchanged; restarted empty, it rebuilds and answers from PostgreSQL', async () => {
     const sku = newItem('redis-down');
     const other = newItem('redis-down');
-    expect((await api.setStock(sku, 10)).status).toBe(200);
-    expect((await api.setStock(other, 4, 'wh-9')).status).toBe(200);
+    await api.stock(sku, 10);
+    await api.stock(other, 4, 'wh-9');
     const firstKey = newKey();
     const firstBody: ReservationRequest = { lines: [{ itemId: sku, quantity: 2 }, { itemId: other, location: 'wh-9', quantity: 1 }] };
-    const first = await api.reserve(firstKey, firstBody);
+    const first = await api.reserve(firstBody, firstKey);
     expect(outcome(first)).toBe('201');
     const held = reservationOf(first);
-    const sold = await api.reserve(newKey(), { lines: [{ itemId: sku, quantity: 1 }] });
+    const sold = await api.reserve({ lines: [{ itemId: sku, quantity: 1 }] });
     expect(outcome(await api.confirm(reservationOf(sold).id))).toBe('200');
     await t.app.runtime.writer.drain();
     const before = await pgState(t.app);
@@ -305,12 +305,12 @@ describe('Redis unreachable (I6) and rebuilt from PostgreSQL', () => {
     await redis.kill9();
     const key = newKey();
     const body: ReservationRequest = { lines: [{ itemId: sku, quantity: 3 }] };
-    expectUnavailable(await api.reserve(key, body), 'reserve');
+    expectUnavailable(await api.reserve(body, key), 'reserve');
     expectUnavailable(await api.availability(sku), 'availability');
     expectUnavailable(await api.confirm(held.id), 'confirm');
     expectUnavailable(await api.release(held.id), 'release');
-    expectUnavailable(await api.setStock(sku, 50), 'stock PUT');
-    expectUnavailable(await api.adjust(sku, 5), 'stock adjustment');
+    expectUnavailable(await api.putStock(sku, { quantity: 50 }), 'stock PUT');
+    expectUnavailable(await api.adjust(sku, { delta: 5 }), 'stock adjustment');
     const ready = await api.ready();
     expect(ready.status).toBe(503);
     expect(problemOf(ready).checks).toMatchObject({ redis: 'unreachable' });
@@ -326,11 +326,11 @@ describe('Redis unreachable (I6) and rebuilt from PostgreSQL', () => {
     await checkInvariants(t.app, [sku, other]);
 
     // The reservation made before the outage replays (same id) and holds nothing more.
-    const replay = await api.reserve(firstKey, firstBody);
+    const replay = await api.reserve(firstBody, firstKey);
     expect(outcome(replay), replay.text).toBe('201');
     expect(replay.body).toEqual(first.body);
     // The request refused during the outage bound nothing: it now succeeds.
-    expect(outcome(await api.reserve(key, body))).toBe('201');
+    expect(outcome(await api.reserve(body, key))).toBe('201');
     expect(outcome(await api.confirm(held.id))).toBe('200');
     expect(availabilityOf(await api.availability(sku))).toMatchObject({ onHand: 7, reserved: 3, available: 4 });
     await checkInvariants(t.app, [sku, other]);
@@ -341,6 +341,6 @@ describe('Redis unreachable (I6) and rebuilt from PostgreSQL', () => {
     await redis.kill9();
     expect((await api.ready()).status).toBe(503);
     await redis.restart();
-    await waitFor('ready again', async () => ((await api.ready()).status === 200 ? true : undefined), { timeoutMs: 20_000 });
+    await waitReady(t.app, 20_000);
   });
 });

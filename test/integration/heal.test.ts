@@ -6,9 +6,9 @@ import { newNodeId } from '../../src/jobs/node-lease.js';
 import { ABANDONED_INTENT_AFTER_MS, correctDrift, reconcile, type ReconcileDeps, type ReconcileOptions, type ReconcileReport } from '../../src/jobs/reconcile.js';
 import { formatHold, formatIntent, holdField, parseHold, parseIntent, parseStock, stockField } from '../../src/redis/layout.js';
 import { HoldState } from '../../src/redis/status.js';
-import { waitFor } from '../helpers/api.js';
 import { newItem, newKey, startTestApp, type TestApp } from '../helpers/app.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * Drift heals itself: stock decisions left open (their process died, or Redis was away when it ended them) are

@@ -6,10 +6,11 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiProcess } from '../drills/api-process.js';
 import { HttpClient, NetworkError, type HttpAnswer } from '../drills/http-client.js';
-import { waitFor } from '../helpers/api.js';
 import { newItem, newKey } from '../helpers/app.js';
 import { freePort } from '../helpers/ports.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
+import { ANY_NODE, backendAlive, waitForLockWait } from '../helpers/sessions.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * Issue 10, node death: a real API process killed with kill -9 while a reservation it decided is committing. A
@@ -88,17 +89,9 @@ async function stallCommits(): Promise<() => Promise<void>> {
 }
 
 /** The PostgreSQL backend running a batch that waits on the stalled ledger. */
-const blockedBatch = () =>
-  waitFor('a batch blocked in PostgreSQL', async () => {
-    const { rows } = await direct.query<{ pid: number }>(
-      `SELECT pid FROM pg_stat_activity
-       WHERE datname = current_database() AND application_name LIKE 'inventory-reservation-service/%' AND wait_event_type = 'Lock'`,
-    );
-    return rows[0]?.pid;
-  });
+const blockedBatch = async () => (await waitForLockWait(direct, 'a batch blocked in PostgreSQL', { applicationName: ANY_NODE }))[0]!;
 
-const backendGone = async (pid: number) =>
-  (await direct.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).rowCount === 0 ? true : undefined;
+const backendGone = async (pid: number) => ((await backendAlive(direct, pid)) ? undefined : true);
 
 async function boundTo(key: string): Promise<string[]> {
   const { rows } = await direct.query<{ id: string }>('SELECT reservation_id AS id FROM idempotency_keys WHERE key = $1', [key]);

@@ -1,46 +1,37 @@
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { newItem, newKey, type TestApp } from '../helpers/app.js';
-import { expectProblem, startHttpApp } from '../helpers/http.js';
+import { describe, expect, it } from 'vitest';
+import { newItem, newKey } from '../helpers/app.js';
+import { expectProblem, reservationOf, useHttpApp } from '../helpers/api.js';
+import { waitFor } from '../helpers/wait.js';
 
 const MAX_QUEUE = 3;
 
-let t: TestApp;
-beforeAll(async () => {
-  t = await startHttpApp({ WRITER_MAX_QUEUE: MAX_QUEUE, RECONCILE_INTERVAL_MS: 0 });
-});
-afterAll(() => t.close());
+const { t, api } = useHttpApp({ WRITER_MAX_QUEUE: MAX_QUEUE, RECONCILE_INTERVAL_MS: 0 });
 
-const reserve = (item: string, key: string) =>
-  t.app.inject({ method: 'POST', url: '/reservations', headers: { 'idempotency-key': key }, payload: { lines: [{ itemId: item, quantity: 1 }] } });
-const availability = async (item: string) => (await t.app.inject({ url: `/items/${item}/availability` })).json<{ onHand: number; reserved: number }>();
+const reserve = (item: string, key: string) => api.reserve({ lines: [{ itemId: item, quantity: 1 }] }, key);
+const availability = (item: string) => api.figures(item);
 
 async function shedCounts(): Promise<Record<string, number>> {
-  const text = (await t.app.inject({ url: '/metrics' })).body;
+  const { text } = await api.request({ method: 'GET', url: '/metrics' });
   return Object.fromEntries([...text.matchAll(/^irs_shed_total\{operation="(\w+)"\} (\d+)$/gm)].map(([, op, n]) => [op!, Number(n)]));
 }
 
-/** Until `check` holds, asking again every 10 ms (at most 2 s). */
-async function until(check: () => Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`never: ${what}`);
-}
+/** Until `check` holds (at most 2 s). */
+const until = (check: () => Promise<boolean>, what: string) =>
+  waitFor(what, async () => ((await check()) ? true : undefined), { timeoutMs: 2_000, intervalMs: 10 });
 
 describe('WRITER_MAX_QUEUE', () => {
   it('refuses writes beyond it at once with 503 and Retry-After, changing nothing; the admitted ones record after the stall', async () => {
     const item = newItem();
-    expect((await t.app.inject({ method: 'PUT', url: `/items/${item}/stock`, payload: { quantity: 100 } })).statusCode).toBe(200);
+    await api.stock(item, 100);
     const earlier: string[] = [];
     for (let i = 0; i <= MAX_QUEUE; i++) {
       const res = await reserve(item, newKey());
-      expect(res.statusCode).toBe(201);
-      earlier.push(res.json<{ id: string }>().id);
+      expect(res.status).toBe(201);
+      earlier.push(reservationOf(res).id);
     }
     const held = earlier.length;
-    const settle = (id: string, action: 'confirm' | 'release') => t.app.inject({ method: 'POST', url: `/reservations/${id}/${action}` });
+    const settle = (id: string, action: 'confirm' | 'release') => api[action](id);
 
     // PostgreSQL stalls: the ledger is locked, so every batch waits inside its statement.
     const lock = new pg.Client({ connectionString: t.databaseUrl });
@@ -63,8 +54,8 @@ describe('WRITER_MAX_QUEUE', () => {
       const shedOthers = await Promise.all([
         settle(last, 'confirm'),
         settle(last, 'release'),
-        t.app.inject({ method: 'POST', url: `/items/${item}/stock/adjustments`, payload: { delta: -5 } }),
-        t.app.inject({ method: 'PUT', url: `/items/${item}/stock`, payload: { quantity: 1 } }),
+        api.adjust(item, { delta: -5 }),
+        api.putStock(item, { quantity: 1 }),
       ]);
 
       // Answered while PostgreSQL is still stalled: none of them waited for it.
@@ -79,8 +70,8 @@ describe('WRITER_MAX_QUEUE', () => {
 
       await lock.query('ROLLBACK');
       stalled = false;
-      for (const res of await Promise.all(admittedReserves)) expect(res.statusCode).toBe(201);
-      for (const res of await Promise.all(admittedConfirms)) expect(res.json()).toMatchObject({ status: 'confirmed' });
+      for (const res of await Promise.all(admittedReserves)) expect(res.status).toBe(201);
+      for (const res of await Promise.all(admittedConfirms)) expect(res.body).toMatchObject({ status: 'confirmed' });
 
       // PostgreSQL has what was admitted and nothing of what was refused.
       const { rows: reservations } = await db.query<{ id: string; status: string }>(
@@ -103,8 +94,8 @@ describe('WRITER_MAX_QUEUE', () => {
       ]);
 
       // A refused request bound nothing: its retry, with the same key, is served as a first request.
-      for (const key of shedKeys.slice(0, 3)) expect((await reserve(item, key)).statusCode).toBe(201);
-      expect((await settle(last, 'confirm')).json()).toMatchObject({ status: 'confirmed' });
+      for (const key of shedKeys.slice(0, 3)) expect((await reserve(item, key)).status).toBe(201);
+      expect((await settle(last, 'confirm')).body).toMatchObject({ status: 'confirmed' });
     } finally {
       if (stalled) await lock.query('ROLLBACK').catch(() => {});
       await Promise.all([lock.end(), db.end()]);

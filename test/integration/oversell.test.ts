@@ -3,16 +3,15 @@ import type { ReservationRequest } from '../../src/domain/schemas.js';
 import {
   Api,
   availabilityOf,
-  listen,
   outcome,
   problemOf,
   range,
   reservationOf,
   tally,
-  waitReady,
+  startHttpApp,
   type Answer,
 } from '../helpers/api.js';
-import { newItem, newKey, startTestApp, type TestApp } from '../helpers/app.js';
+import { newItem, newKey, type TestApp } from '../helpers/app.js';
 import { checkInvariants, figuresOf } from '../helpers/invariants.js';
 import { mulberry32 } from '../helpers/random.js';
 
@@ -36,9 +35,8 @@ describe('no oversell under concurrency (I1)', () => {
   const items: string[] = [];
 
   beforeAll(async () => {
-    t = await startTestApp();
-    await waitReady(t.app);
-    api = Api.http(await listen(t.app));
+    t = await startHttpApp();
+    api = await Api.listen(t.app);
   });
   afterAll(async () => {
     await t?.close();
@@ -47,10 +45,10 @@ describe('no oversell under concurrency (I1)', () => {
   it('500 concurrent single-unit reservations on one SKU with stock 50: exactly 50 win, 450 are told why not', async () => {
     const sku = newItem('flash');
     items.push(sku);
-    expect((await api.setStock(sku, 50)).status).toBe(200);
+    await api.stock(sku, 50);
     stocked.set(pairKey(sku, 'default'), 50);
 
-    const answers = await Promise.all(range(500).map(() => api.reserve(newKey(), { lines: [{ itemId: sku, quantity: 1 }] })));
+    const answers = await Promise.all(range(500).map(() => api.reserve({ lines: [{ itemId: sku, quantity: 1 }] })));
 
     expect(tally(answers)).toEqual({ '201': 50, '409 insufficient_stock': 450 });
     const created = answers.filter((a) => a.status === 201).map(reservationOf);
@@ -93,7 +91,7 @@ describe('no oversell under concurrency (I1)', () => {
       { itemId: skus[4]!, location: 'default', stock: 6 },
     ];
     for (const p of pairs) {
-      expect((await api.setStock(p.itemId, p.stock, p.location)).status).toBe(200);
+      await api.stock(p.itemId, p.stock, p.location);
       stocked.set(pairKey(p.itemId, p.location), p.stock);
     }
 
@@ -104,7 +102,7 @@ describe('no oversell under concurrency (I1)', () => {
       // "default" is left out half the time: the service must resolve it the same way.
       lines: lines.map((l) => (l.location === 'default' && rng.chance(0.5) ? { itemId: l.itemId, quantity: l.quantity } : l)),
     }));
-    const answers = await Promise.all(bodies.map((body) => api.reserve(newKey(), body)));
+    const answers = await Promise.all(bodies.map((body) => api.reserve(body)));
 
     const outcomes = tally(answers);
     expect(Object.keys(outcomes).sort()).toEqual(['201', '409 insufficient_stock']);
@@ -171,7 +169,7 @@ describe('no oversell under concurrency (I1)', () => {
     const order = rng.shuffle(calls);
     const answers = await Promise.all(
       order.map((c) =>
-        c.kind === 'adjust' ? api.adjust(c.itemId, c.delta, c.location, 'cycle count') : api[c.kind](c.winner.id),
+        c.kind === 'adjust' ? api.adjust(c.itemId, { delta: c.delta, location: c.location, reason: 'cycle count' }) : api[c.kind](c.winner.id),
       ),
     );
 

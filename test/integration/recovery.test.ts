@@ -1,68 +1,42 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { recordPrefix, recordSuffix } from '../../src/redis/layout.js';
-import { newItem, newKey, startTestApp, type TestApp } from '../helpers/app.js';
+import { expectProblem, useHttpApp, waitReady, wipeRedisState } from '../helpers/api.js';
+import { newItem, newKey } from '../helpers/app.js';
 
-let t: TestApp;
-beforeAll(async () => {
-  t = await startTestApp({ RECONCILE_INTERVAL_MS: 0 });
-});
-afterAll(() => t.close());
+const { t, api } = useHttpApp({ RECONCILE_INTERVAL_MS: 0 });
 
-const put = (item: string, quantity: number) =>
-  t.app.inject({ method: 'PUT', url: `/items/${item}/stock`, payload: { quantity } });
-const reserve = (item: string, quantity: number, ttlSeconds = 600) =>
-  t.app.inject({
-    method: 'POST',
-    url: '/reservations',
-    headers: { 'idempotency-key': newKey() },
-    payload: { lines: [{ itemId: item, quantity }], ttlSeconds },
-  });
-const availability = async (item: string) => (await t.app.inject({ url: `/items/${item}/availability` })).json();
-
+const reserve = (item: string, quantity: number) => api.hold({ lines: [{ itemId: item, quantity }], ttlSeconds: 600 });
 /** Wipes this app's Redis state, as FLUSHALL or a restart without persistence would. */
-async function loseRedisState(): Promise<void> {
-  const { redis, keys } = t.app.runtime;
-  const stream = redis.scanStream({ match: `${keys.prefix}*`, count: 1000 });
-  for await (const batch of stream as AsyncIterable<string[]>) if (batch.length) await redis.unlink(...batch);
-}
-
-async function waitReady(): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if ((await t.app.inject({ url: '/health/ready' })).statusCode === 200) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error('never became ready');
-}
+const loseRedisState = () => wipeRedisState(t.app);
 
 describe('recovery after Redis lost its state', () => {
   it('fails closed, rebuilds stock and live holds from PostgreSQL, and serves the same state again', async () => {
     const item = newItem();
-    await put(item, 20);
+    await api.stock(item, 20);
     const held = await reserve(item, 3);
     const confirmed = await reserve(item, 2);
-    await t.app.inject({ method: 'POST', url: `/reservations/${confirmed.json().id}/confirm` });
+    expect((await api.confirm(confirmed.id)).status).toBe(200);
     const released = await reserve(item, 4);
-    await t.app.inject({ method: 'POST', url: `/reservations/${released.json().id}/release` });
-    const before = await availability(item);
+    expect((await api.release(released.id)).status).toBe(200);
+    const before = await api.figures(item);
     expect(before).toMatchObject({ onHand: 18, reserved: 3, available: 15 });
 
     await loseRedisState();
-    const during = await reserve(item, 1);
-    expect(during.statusCode).toBe(503);
-    expect(during.json()).toMatchObject({ code: 'unavailable' });
+    const during = await api.reserve({ lines: [{ itemId: item, quantity: 1 }], ttlSeconds: 600 });
+    expectProblem(during, 'unavailable');
 
-    await waitReady();
-    expect(await availability(item)).toEqual(before);
+    await waitReady(t.app);
+    expect(await api.figures(item)).toEqual(before);
     // The rebuilt hold is a real hold: it confirms.
-    const confirm = await t.app.inject({ method: 'POST', url: `/reservations/${held.json().id}/confirm` });
-    expect(confirm.json()).toMatchObject({ status: 'confirmed' });
-    expect(await availability(item)).toMatchObject({ onHand: 15, reserved: 0, available: 15 });
+    const confirm = await api.confirm(held.id);
+    expect(confirm.body).toMatchObject({ status: 'confirmed' });
+    expect(await api.figures(item)).toMatchObject({ onHand: 15, reserved: 0, available: 15 });
   });
 
   it('fences out a decision made before the rebuild whose record arrives after it', async () => {
     const item = newItem();
-    await put(item, 10);
+    await api.stock(item, 10);
     const { decisions, writer } = t.app.runtime;
     const now = Date.now();
     const id = '01890000-0000-7000-8000-000000000001';
@@ -101,7 +75,7 @@ describe('recovery after Redis lost its state', () => {
       idempotency: { scope: '_', key: newKey(), requestHash: 'h', statusCode: 201, response: {} },
     });
     expect(result).toBe('stale');
-    expect(await availability(item)).toMatchObject({ onHand: 10, reserved: 0 });
+    expect(await api.figures(item)).toMatchObject({ onHand: 10, reserved: 0 });
     const { rowCount } = await t.app.runtime.db.query('SELECT 1 FROM reservations WHERE id = $1', [id]);
     expect(rowCount).toBe(0);
   });

@@ -5,10 +5,12 @@ import { ANONYMOUS } from '../../src/http/access.js';
 import { formatRecord, parseRecord, recordPrefix, recordSuffix } from '../../src/redis/layout.js';
 import { requestHash } from '../../src/service/idempotency.js';
 import { sessionName } from '../../src/store/nodes.js';
-import { Api, outcome, problemOf, reservationOf, waitFor, waitReady, type Answer } from '../helpers/api.js';
-import { newItem, newKey, startTestApp, type TestApp } from '../helpers/app.js';
+import { Api, outcome, problemOf, reservationOf, startHttpApp, type Answer } from '../helpers/api.js';
+import { newItem, newKey, type TestApp } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
+import { waitForLockWait } from '../helpers/sessions.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * Issue 10: after a request with an Idempotency-Key failed (503) or its process died, a retry with the same key and
@@ -34,8 +36,7 @@ beforeAll(async () => {
   proxy = await startTcpProxy(Number(base.port || 5432), base.hostname);
   const viaProxy = new URL(database.url);
   viaProxy.port = String(proxy.port);
-  t = await startTestApp({ ...FAST_FAIL, RECONCILE_INTERVAL_MS: 0, DATABASE_URL: viaProxy.toString() });
-  await waitReady(t.app);
+  t = await startHttpApp({ ...FAST_FAIL, RECONCILE_INTERVAL_MS: 0, DATABASE_URL: viaProxy.toString() });
   api = Api.inject(t.app);
   direct = new pg.Pool({ connectionString: database.url, max: 3 });
 }, 60_000);
@@ -48,7 +49,7 @@ afterAll(async () => {
 
 async function stocked(quantity: number): Promise<string> {
   const item = newItem('retry');
-  expect((await api.setStock(item, quantity)).status).toBe(200);
+  await api.stock(item, quantity);
   return item;
 }
 
@@ -80,7 +81,7 @@ async function retryUntilDefinitive(key: string, body: ReservationRequest): Prom
   const last = await waitFor(
     `a definitive answer for ${key}`,
     async () => {
-      const a = await api.reserve(key, body);
+      const a = await api.reserve(body, key);
       answers.push(outcome(a));
       return a.status < 500 && outcome(a) !== '409 idempotency_key_in_use' ? a : undefined;
     },
@@ -97,9 +98,9 @@ describe('a request whose record failed frees its claim before it answers 503', 
     proxy.cut();
     try {
       await poolDrained();
-      expect(outcome(await api.reserve(key, body))).toBe('503 unavailable');
+      expect(outcome(await api.reserve(body, key))).toBe('503 unavailable');
       expect(await recordOf(key)).toBeNull();
-      expect(outcome(await api.reserve(key, body))).toBe('503 unavailable');
+      expect(outcome(await api.reserve(body, key))).toBe('503 unavailable');
     } finally {
       proxy.restore();
     }
@@ -119,13 +120,8 @@ describe('a request whose record failed frees its claim before it answers 503', 
     try {
       await rebuild.query('BEGIN');
       await rebuild.query('UPDATE state_generation SET generation = generation + 1');
-      const answer = api.reserve(key, body);
-      await waitFor('the batch to wait on the fence', async () => {
-        const { rows } = await direct.query<{ n: number }>(
-          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        );
-        return rows[0]!.n > 0 ? true : undefined;
-      });
+      const answer = api.reserve(body, key);
+      await waitForLockWait(direct, 'the batch to wait on the fence');
       await rebuild.query('COMMIT');
       const fenced = await answer;
       expect(outcome(fenced)).toBe('503 unavailable');
@@ -139,7 +135,7 @@ describe('a request whose record failed frees its claim before it answers 503', 
       await redis.del(keys.marker);
       await recovery.ensure();
     }
-    const retry = await api.reserve(key, body);
+    const retry = await api.reserve(body, key);
     expect(outcome(retry), retry.text).toBe('201');
     expect(await boundTo(key)).toEqual([reservationOf(retry).id]);
   });
@@ -153,11 +149,11 @@ describe('a request that answered 503 without learning whether its batch committ
     proxy.blackhole();
     let restored = 0;
     try {
-      const first = await api.reserve(key, body);
+      const first = await api.reserve(body, key);
       expect(outcome(first)).toBe('503 unavailable');
       expect(problemOf(first).detail).toMatch(/could not be asked/);
       expect(parseRecord((await recordOf(key))!)).toMatchObject({ nodeId: t.app.runtime.lease.nodeId, outcomeUnknown: true });
-      expect(outcome(await api.reserve(key, body))).toBe('503 unavailable');
+      expect(outcome(await api.reserve(body, key))).toBe('503 unavailable');
     } finally {
       proxy.restore();
       restored = Date.now();
@@ -184,10 +180,10 @@ describe('a request that answered 503 without learning whether its batch committ
     proxy.loseReplies();
     let restored = 0;
     try {
-      const first = await api.reserve(key, body);
+      const first = await api.reserve(body, key);
       expect(outcome(first)).toBe('503 unavailable');
       expect(await boundTo(key)).toHaveLength(1); // committed: only its answer was lost
-      expect(outcome(await api.reserve(key, body))).toBe('503 unavailable');
+      expect(outcome(await api.reserve(body, key))).toBe('503 unavailable');
     } finally {
       proxy.restore();
       restored = Date.now();
@@ -206,14 +202,14 @@ describe('a request that answered 503 while its batch committed with the key ref
     const item = await stocked(10);
     const key = newKey();
     const body: ReservationRequest = { lines: [{ itemId: item, quantity: 2 }] };
-    const first = await api.reserve(key, body);
+    const first = await api.reserve(body, key);
     expect(outcome(first)).toBe('201');
     // Redis lost the key's record: the next attempt decides (holds 2 more) and its batch finds the key taken.
     await t.app.runtime.redis.del(t.app.runtime.keys.idempotency(ANONYMOUS, key));
     await warmPool();
     proxy.loseReplies();
     try {
-      const lost = await api.reserve(key, body);
+      const lost = await api.reserve(body, key);
       expect(outcome(lost)).toBe('503 unavailable');
       expect(problemOf(lost).detail).toMatch(/could not be asked/);
       expect((await api.availability(item)).body).toMatchObject({ reserved: 4 });
@@ -224,7 +220,7 @@ describe('a request that answered 503 while its batch committed with the key ref
       const a = await api.availability(item);
       return (a.body as { reserved: number }).reserved === 2 && (await recordOf(key)) === null ? true : undefined;
     });
-    const retry = await api.reserve(key, body);
+    const retry = await api.reserve(body, key);
     expect(outcome(retry)).toBe('201');
     expect(retry.text).toBe(first.text);
     expect(await boundTo(key)).toEqual([reservationOf(first).id]);
@@ -275,15 +271,9 @@ describe('a claim whose node died', () => {
           () => 'committed',
           () => 'ended',
         );
-      await waitFor('the dead node\'s statement to wait on the lock', async () => {
-        const { rows } = await direct.query<{ n: number }>(
-          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-          [sessionName(DEAD)],
-        );
-        return rows[0]!.n > 0 ? true : undefined;
-      });
+      await waitForLockWait(direct, "the dead node's statement to wait on the lock", { applicationName: sessionName(DEAD) });
 
-      const retry = await api.reserve(key, body);
+      const retry = await api.reserve(body, key);
       // Definitive and true: nothing is reserved for this key, and nothing will be.
       expect(outcome(retry), retry.text).toBe('409 insufficient_stock');
       await lock.query('COMMIT');
@@ -300,7 +290,7 @@ describe('a claim whose node died', () => {
     const item = await stocked(5);
     const key = newKey();
     const body: ReservationRequest = { lines: [{ itemId: item, quantity: 1 }] };
-    const first = await api.reserve(key, body);
+    const first = await api.reserve(body, key);
     expect(outcome(first)).toBe('201');
     // Its record as the dead node left it (PostgreSQL has the commit).
     const { redis, keys } = t.app.runtime;
@@ -308,7 +298,7 @@ describe('a claim whose node died', () => {
       keys.idempotency(ANONYMOUS, key),
       formatRecord({ hash: requestHash(body), reservationId: reservationOf(first).id, claimedAtMs: Date.now(), nodeId: DEAD, outcomeUnknown: false }),
     );
-    const retry = await api.reserve(key, body);
+    const retry = await api.reserve(body, key);
     expect(outcome(retry)).toBe('201');
     expect(retry.text).toBe(first.text);
     expect(retry.headers['idempotent-replayed']).toBe('true');

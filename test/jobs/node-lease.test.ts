@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LEASE_RENEW_MS, LEASE_TTL_MS, NodeLease, newNodeId } from '../../src/jobs/node-lease.js';
 import { Keys } from '../../src/redis/keys.js';
-import { untilTime, waitFor } from '../helpers/api.js';
+import { untilTime, waitFor } from '../helpers/wait.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const keys = new Keys(`t${randomBytes(4).toString('hex')}:`);

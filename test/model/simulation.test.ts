@@ -1,9 +1,10 @@
 import { isDeepStrictEqual } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, outcome, problemOf, reservationOf, untilTime, waitFor, waitReady, type Answer } from '../helpers/api.js';
-import { startTestApp, type TestApp } from '../helpers/app.js';
+import { Api, outcome, problemOf, reservationOf, startHttpApp, type Answer } from '../helpers/api.js';
+import type { TestApp } from '../helpers/app.js';
 import { checkInvariants, figuresOf } from '../helpers/invariants.js';
 import { mulberry32, seedFromEnv } from '../helpers/random.js';
+import { untilTime, waitFor } from '../helpers/wait.js';
 import { DEFAULT_LOCATION, Model, type Expected, type ReserveBody, type RequestLine } from './model.js';
 
 /**
@@ -114,8 +115,7 @@ describe('simulation against the model', () => {
   let t: TestApp;
 
   beforeAll(async () => {
-    t = await startTestApp({ SWEEPER_INTERVAL_MS: 100 });
-    await waitReady(t.app);
+    t = await startHttpApp({ SWEEPER_INTERVAL_MS: 100 });
   });
   afterAll(async () => {
     await t?.close();
@@ -201,7 +201,7 @@ describe('simulation against the model', () => {
     };
 
     const reserve = async (key: string, body: ReserveBody) => {
-      const { answer, expected } = await call(`reserve ${key} ${JSON.stringify(body)}`, () => api.reserve(key, body), (m, now) =>
+      const { answer, expected } = await call(`reserve ${key} ${JSON.stringify(body)}`, () => api.reserve(body, key), (m, now) =>
         m.reserve(key, body, now),
       );
       if ('created' in expected) {
@@ -243,7 +243,7 @@ describe('simulation against the model', () => {
     await paceStep();
     for (const p of INITIAL_PAIRS) {
       const quantity = rng.int(6, 20);
-      await call(`set ${p.itemId}@${p.location} = ${quantity}`, () => api.setStock(p.itemId, quantity, p.location), (m, now) =>
+      await call(`set ${p.itemId}@${p.location} = ${quantity}`, () => api.putStock(p.itemId, { quantity, location: p.location }), (m, now) =>
         m.setStock(p.itemId, p.location, quantity, now),
       );
     }
@@ -294,7 +294,7 @@ describe('simulation against the model', () => {
           if (delta === 0) delta = 1;
           await call(
             `adjust ${target.itemId}@${target.location} ${delta > 0 ? '+' : ''}${delta}`,
-            () => api.adjust(target.itemId, delta, target.location === DEFAULT_LOCATION ? undefined : target.location, 'simulation'),
+            () => api.adjust(target.itemId, { delta, ...(target.location === DEFAULT_LOCATION ? {} : { location: target.location }), reason: 'simulation' }),
             (m, now) => m.adjust(target.itemId, target.location, delta, now),
           );
           break;
@@ -304,7 +304,7 @@ describe('simulation against the model', () => {
           const quantity = rng.int(0, 25);
           await call(
             `set ${target.itemId}@${target.location} = ${quantity}`,
-            () => api.setStock(target.itemId, quantity, target.location),
+            () => api.putStock(target.itemId, { quantity, location: target.location }),
             (m, now) => m.setStock(target.itemId, target.location, quantity, now),
           );
           break;

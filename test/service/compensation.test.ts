@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { createMetrics, type Metrics } from '../../src/metrics.js';
 import { compensate, recordFailed } from '../../src/service/compensation.js';
 import { RecordError, RecordRejected } from '../../src/store/writer.js';
+import { waitFor } from '../helpers/wait.js';
 
 const log = pino({ level: 'silent' });
 
@@ -18,7 +19,22 @@ function pendingFate() {
   return { fate, settle };
 }
 
-const tick = () => new Promise((resolve) => setTimeout(resolve, 10));
+/**
+ * A settled fate is acted on off the caller's path (nobody awaits that chain): these wait for what it does last,
+ * as the rest of the service would see it (a counted result, a call of the caller's hook).
+ */
+const counted = (metrics: Metrics, result: string) =>
+  waitFor(`a compensation counted ${result}`, async () => ((await results(metrics))[result] ? true : undefined), {
+    timeoutMs: 2_000,
+    intervalMs: 1,
+  });
+
+/** A hook for `compensate` (`fn`), and a wait for its first call. */
+function hook<T>(run: () => Promise<T>) {
+  let calls = 0;
+  const called = () => waitFor('the hook to be called', async () => (calls > 0 ? true : undefined), { timeoutMs: 2_000, intervalMs: 1 });
+  return { called, fn: () => (calls++, run()) };
+}
 
 describe('compensate', () => {
   it('undoes at once when the batch did not commit', async () => {
@@ -35,8 +51,9 @@ describe('compensate', () => {
     let undone = 0;
     await compensate(new RecordError('unknown', new Error('x'), fate), async () => (++undone, true), { operation: 'reserve', metrics, log });
     expect(undone).toBe(0);
+    expect(await results(metrics)).toEqual({ deferred: 1 });
     settle(false);
-    await tick();
+    await counted(metrics, 'undone');
     expect(undone).toBe(1);
     expect(await results(metrics)).toEqual({ deferred: 1, undone: 1 });
   });
@@ -45,9 +62,15 @@ describe('compensate', () => {
     const metrics = createMetrics();
     const { fate, settle } = pendingFate();
     let undone = 0;
-    await compensate(new RecordError('unknown', new Error('x'), fate), async () => (++undone, true), { operation: 'confirm', metrics, log });
+    const after = hook(async () => undefined);
+    await compensate(new RecordError('unknown', new Error('x'), fate), async () => (++undone, true), {
+      operation: 'confirm',
+      metrics,
+      log,
+      onCommittedAfterAll: after.fn,
+    });
     settle(true);
-    await tick();
+    await after.called(); // the last thing a late commit leads to
     expect(undone).toBe(0);
     expect(await results(metrics)).toEqual({ deferred: 1, committed_after_all: 1 });
   });
@@ -56,14 +79,16 @@ describe('compensate', () => {
     const metrics = createMetrics();
     const { fate, settle } = pendingFate();
     let applied = 0;
+    const after = hook(async () => ++applied);
     await compensate(new RecordError('unknown', new Error('x'), fate), async () => true, {
       operation: 'stock',
       metrics,
       log,
-      onCommittedAfterAll: async () => ++applied,
+      onCommittedAfterAll: after.fn,
     });
+    expect(applied).toBe(0);
     settle(true);
-    await tick();
+    await after.called();
     expect(applied).toBe(1);
   });
 
@@ -72,30 +97,42 @@ describe('compensate', () => {
     const { fate, settle } = pendingFate();
     const unhandled: unknown[] = [];
     const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    const logged: string[] = [];
+    const recorded = pino({ level: 'error' }, { write: (line: string) => void logged.push(line) });
     process.on('unhandledRejection', onUnhandled);
     try {
       await compensate(new RecordError('unknown', new Error('x'), fate), async () => true, {
         operation: 'stock',
         metrics,
-        log,
+        log: recorded,
         onCommittedAfterAll: async () => Promise.reject(new Error('Redis down')),
       });
       settle(true);
-      await tick();
-      await tick();
+      // Whichever comes of the failure: its log line, or Node reporting it unhandled.
+      await waitFor('the failure to be logged or reported unhandled', async () =>
+        logged.length > 0 || unhandled.length > 0 ? true : undefined,
+      { timeoutMs: 2_000, intervalMs: 1 });
     } finally {
       process.off('unhandledRejection', onUnhandled);
     }
     expect(unhandled).toEqual([]);
+    expect(logged).toHaveLength(1);
+    expect(JSON.parse(logged[0]!)).toMatchObject({ level: 50, operation: 'stock', err: { message: 'Redis down' } });
   });
 
   it('leaves the decision to reconciliation when the fate is never learned', async () => {
     const metrics = createMetrics();
     const { fate, settle } = pendingFate();
     let undone = 0;
-    await compensate(new RecordError('unknown', new Error('x'), fate), async () => (++undone, true), { operation: 'stock', metrics, log });
+    const never = hook(async () => undefined);
+    await compensate(new RecordError('unknown', new Error('x'), fate), async () => (++undone, true), {
+      operation: 'stock',
+      metrics,
+      log,
+      onNeverLearned: never.fn,
+    });
     settle('unknown');
-    await tick();
+    await never.called(); // the last thing a fate never learned leads to
     expect(undone).toBe(0);
     expect(await results(metrics)).toEqual({ deferred: 1, skipped_unknown_commit: 1 });
   });

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ProblemError } from '../../src/domain/errors.js';
 import { ANONYMOUS_CALLER as anonymous } from '../../src/http/access.js';
 import { newItem, newKey } from '../helpers/app.js';
-import { useHttpApp } from '../helpers/http.js';
+import { useHttpApp } from '../helpers/api.js';
 import { checkInvariants } from '../helpers/invariants.js';
 
 // HTTP validation refuses a NUL before the services see it; the services do not validate again, so these tests

@@ -16,6 +16,8 @@ import {
   type RecordOp,
 } from '../../src/store/writer.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
+import { backendAlive, waitForLockWait } from '../helpers/sessions.js';
+import { untilTime, waitFor } from '../helpers/wait.js';
 
 let database: TestDatabase;
 let pool: pg.Pool;
@@ -463,11 +465,12 @@ describe('BatchWriter (group commit)', () => {
       const item = `late-lookup-${randomUUID()}`;
       const submitted = writer.submit(stockOp(item, 7)).catch((e: unknown) => e);
       await gated.waiting; // the batch committed, its answer was lost, its lookup is on its way
+      const lookupArrived = Date.now(); // later than the batch's deadline clock started (before its statement)
       // Its row is pruned meanwhile (as by a sweeper keeping rows no longer than the deadline), and the deadline
-      // passes before the lookup's answer arrives.
+      // passes before the lookup's answer arrives: time passing is what this test is about.
       const { rowCount } = await pool.query('DELETE FROM write_batches WHERE id = ANY($1::uuid[])', [gated.batchIds]);
       expect(rowCount).toBe(1);
-      await new Promise((resolve) => setTimeout(resolve, FATE_DEADLINE_MS));
+      await untilTime(lookupArrived + FATE_DEADLINE_MS);
       gated.open();
 
       const error = (await submitted) as RecordError;
@@ -515,6 +518,7 @@ describe('BatchWriter (group commit)', () => {
     const item = `running-${randomUUID()}`;
     await pool.query("INSERT INTO stock (item_id, location, on_hand) VALUES ($1, 'default', 1)", [item]);
     const blocker = await pool.connect();
+    let batchBackend: number | undefined;
     const impatient = {
       connect: async () => {
         const client = await pool.connect();
@@ -523,7 +527,11 @@ describe('BatchWriter (group commit)', () => {
           const running = query(...args);
           running.catch(() => {});
           if ((args[0] as { name?: string }).name !== 'record_batch') return running;
-          return waitForLockWait().then(() => Promise.reject(new Error('connection lost')));
+          // Gives up only once the batch provably runs on the server: its backend waits for the locked row.
+          return waitForLockWait(pool, 'the batch to block on the row').then(([pid]) => {
+            batchBackend = pid;
+            return Promise.reject(new Error('connection lost'));
+          });
         };
         return client;
       },
@@ -535,11 +543,14 @@ describe('BatchWriter (group commit)', () => {
       await blocker.query('SELECT 1 FROM stock WHERE item_id = $1 FOR UPDATE', [item]);
       const error = await writer.submit(stockOp(item, 5)).catch((e: unknown) => e);
       expect((error as RecordError).committed).toBe(false);
+      // Ended, not merely abandoned: while the row is still locked, the backend that ran the batch is gone, so
+      // nothing is left that could commit the batch once the lock is released.
+      expect(batchBackend).toBeDefined();
+      expect(await backendAlive(pool, batchBackend!)).toBe(false);
     } finally {
       await blocker.query('COMMIT');
       blocker.release();
     }
-    await new Promise((r) => setTimeout(r, 200));
     expect(await stockRow(item)).toEqual({ on_hand: 1, reserved: 0 });
   });
 
@@ -553,7 +564,7 @@ describe('BatchWriter (group commit)', () => {
       await rebuild.query('BEGIN');
       await rebuild.query('UPDATE state_generation SET generation = generation + 1');
       const pending = writer.submit(stockOp(item, 5, before));
-      await waitForLockWait();
+      await waitForLockWait(pool, 'the batch to wait for the rebuild');
       await rebuild.query('COMMIT');
       expect(await pending).toBe('stale');
     } finally {
@@ -577,12 +588,12 @@ describe('BatchWriter (group commit)', () => {
       await blocker.query('BEGIN');
       await blocker.query('SELECT 1 FROM stock WHERE item_id = $1 FOR UPDATE', [item]);
       const pending = writer.submit(stockOp(item, 5, generation));
-      await waitForLockWait();
+      await waitForLockWait(pool, 'the batch to block on the row');
       await rebuild.query('BEGIN');
       const bump = rebuild.query(
         `WITH g AS (UPDATE state_generation SET generation = generation + 1 RETURNING 1) SELECT 1 FROM g`,
       );
-      await waitForLockWait(2);
+      await waitForLockWait(pool, 'the rebuild to wait for the batch', { n: 2 });
       await blocker.query('COMMIT');
       expect(await pending).toBe('recorded');
       await bump;
@@ -695,18 +706,6 @@ async function counterWith(
   return values.reduce((sum, v) => sum + v.value, 0);
 }
 
-/** Waits until `n` sessions of this database wait for a lock. */
-async function waitForLockWait(n = 1): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const { rows } = await pool.query<{ n: number }>(
-      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    );
-    if (rows[0]!.n >= n) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`no ${n} session(s) waiting for a lock`);
-}
-
 describe('the batch statement as the tables grow', () => {
   /**
    * Rows read from reservations (whole-table scans, and the partial index of pending reservations) by 10
@@ -744,14 +743,12 @@ describe('the batch statement as the tables grow', () => {
         );
         return { seq: Number(rows[0]!.seq), partial: Number(rows[0]!.partial), updated: Number(rows[0]!.updated) };
       };
-      const flushed = async (updated: number) => {
-        // Backends report their statistics within seconds of going idle.
-        for (const deadline = Date.now() + 20_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 250))) {
+      // Backends report their statistics within seconds of going idle.
+      const flushed = (updated: number) =>
+        waitFor(`the statistics to count ${updated} updates`, async () => {
           const now = await reads();
-          if (now.updated >= updated) return now;
-        }
-        throw new Error('statistics never caught up');
-      };
+          return now.updated >= updated ? now : undefined;
+        }, { timeoutMs: 20_000, intervalMs: 250 });
       const before = await flushed(10);
       await settle(10);
       const after = await flushed(before.updated + 10);
