@@ -354,15 +354,26 @@ async function expireDue(db: pg.Pool): Promise<void> {
   );
 }
 
+/** This baseline keeps no safety stock: every figure is as for a location without one. */
 function toAvailabilityDocument(itemId: string, rows: { location: string; on_hand: number; reserved: number }[]): AvailabilityDocument {
   const locations = rows.map((r) => ({
     location: r.location,
     onHand: r.on_hand,
     reserved: r.reserved,
+    safetyStock: 0,
     available: Math.max(0, r.on_hand - r.reserved),
+    availableHighPriority: Math.max(0, r.on_hand - r.reserved),
   }));
-  const sum = (k: 'onHand' | 'reserved' | 'available') => locations.reduce((t, l) => t + l[k], 0);
-  return { itemId, onHand: sum('onHand'), reserved: sum('reserved'), available: sum('available'), locations };
+  const sum = (k: 'onHand' | 'reserved' | 'safetyStock' | 'available' | 'availableHighPriority') => locations.reduce((t, l) => t + l[k], 0);
+  return {
+    itemId,
+    onHand: sum('onHand'),
+    reserved: sum('reserved'),
+    safetyStock: sum('safetyStock'),
+    available: sum('available'),
+    availableHighPriority: sum('availableHighPriority'),
+    locations,
+  };
 }
 
 const lineArrays = (lines: readonly Line[]): [string[], string[], number[]] => [

@@ -4,6 +4,8 @@ import { ProblemError, unavailable } from '../../src/domain/errors.js';
 import { newReservationId } from '../../src/domain/ids.js';
 import { toAvailability, toDocument, type Line, type ReservationRecord } from '../../src/domain/reservation.js';
 import {
+  DEFAULT_PRIORITY,
+  type Priority,
   DEFAULT_TTL_SECONDS,
   type AvailabilityDocument,
   type ReservationDocument,
@@ -34,6 +36,8 @@ interface StoredHeader {
   status: ReservationStatus;
   reference: string | null;
   metadata: Record<string, string>;
+  /** Absent in headers stored before priorities: normal. */
+  priority?: Priority;
   lines: Line[];
   expiresAt: number;
   createdAt: number;
@@ -78,7 +82,13 @@ class RedisOnlyReservations implements ReservationApi {
       recordPrefix: recordPrefix(hash, id),
       recordSuffix: recordSuffix(this.lease.nodeId),
       recordTtlMs: RETENTION_MS,
-      header: { reference: request.reference ?? null, metadata: request.metadata ?? {}, lines, tenant: caller.tenant },
+      header: {
+        reference: request.reference ?? null,
+        metadata: request.metadata ?? {},
+        priority: request.priority ?? DEFAULT_PRIORITY,
+        lines,
+        tenant: caller.tenant,
+      },
       lease: { key: this.lease.key, ttlMs: this.lease.ttlMs },
     });
     switch (decision.kind) {
@@ -100,6 +110,7 @@ class RedisOnlyReservations implements ReservationApi {
       status: 'pending',
       reference: request.reference ?? null,
       metadata: request.metadata ?? {},
+      priority: request.priority ?? DEFAULT_PRIORITY,
       lines,
       expiresAt: decision.nowMs + ttlMs,
       createdAt: decision.nowMs,
@@ -238,6 +249,7 @@ function toRecord(h: StoredHeader): ReservationRecord {
     status: h.status,
     reference: h.reference,
     metadata: h.metadata,
+    priority: h.priority ?? DEFAULT_PRIORITY,
     lines: h.lines,
     expiresAt: new Date(h.expiresAt),
     createdAt: new Date(h.createdAt),

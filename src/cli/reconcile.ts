@@ -72,10 +72,17 @@ function format(report: ReconcileReport, repair: boolean): string {
   }
   if (report.drift.length > 0) {
     out.push('');
-    out.push(['item', 'location', 'onHand redis/pg', 'reserved redis/pg', 'holds redis/pg'].join('\t'));
+    out.push(['item', 'location', 'onHand redis/pg', 'reserved redis/pg', 'holds redis/pg', 'safetyStock redis/pg'].join('\t'));
     for (const r of report.drift) {
       out.push(
-        [r.itemId, r.location, `${r.redis.onHand}/${r.postgres.onHand}`, `${r.redis.reserved}/${r.postgres.reserved}`, `${r.redis.holds}/${r.postgres.holds}`].join('\t'),
+        [
+          r.itemId,
+          r.location,
+          `${r.redis.onHand}/${r.postgres.onHand}`,
+          `${r.redis.reserved}/${r.postgres.reserved}`,
+          `${r.redis.holds}/${r.postgres.holds}`,
+          `${r.redis.safetyStock}/${r.postgres.safetyStock}`,
+        ].join('\t'),
       );
     }
   }
@@ -89,8 +96,10 @@ function format(report: ReconcileReport, repair: boolean): string {
     );
     for (const c of r.corrected) {
       out.push(
-        `corrected ${c.itemId}@${c.location}: Redis on-hand/reserved/pending ${c.before.onHand}/${c.before.reserved}/${c.before.pending} → ` +
-          `${c.after.onHand}/${c.after.reserved}/${c.after.pending} (PostgreSQL on-hand ${c.postgres.onHand})`,
+        `corrected ${c.itemId}@${c.location}: Redis on-hand/reserved/pending/safety ` +
+          `${c.before.onHand}/${c.before.reserved}/${c.before.pending}/${c.before.safety} → ` +
+          `${c.after.onHand}/${c.after.reserved}/${c.after.pending}/${c.after.safety} ` +
+          `(PostgreSQL on-hand ${c.postgres.onHand}, safety stock ${c.postgres.safetyStock})`,
       );
     }
     for (const u of r.unhealed) {

@@ -1,5 +1,7 @@
 import {
+  DEFAULT_PRIORITY,
   DEFAULT_TTL_SECONDS,
+  type Priority,
   type AvailabilityDocument,
   type ReservationDocument,
   type ReservationRequest,
@@ -19,6 +21,7 @@ export interface ReservationRecord {
   status: ReservationStatus;
   reference: string | null;
   metadata: Record<string, string>;
+  priority: Priority;
   lines: Line[];
   expiresAt: Date;
   createdAt: Date;
@@ -41,6 +44,7 @@ export function pendingReservation(
     status: 'pending',
     reference: request.reference ?? null,
     metadata: request.metadata ?? {},
+    priority: request.priority ?? DEFAULT_PRIORITY,
     lines,
     expiresAt: new Date(createdAt.getTime() + (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000),
     createdAt,
@@ -66,30 +70,46 @@ export function toDocument(r: ReservationRecord, now = new Date()): ReservationD
     createdAt: r.createdAt.toISOString(),
     updatedAt: updatedAt.toISOString(),
     metadata: r.metadata,
+    priority: r.priority,
   };
 }
 
 /**
  * The availability document from an item's figures per location (as Redis keeps them: a location without an
- * on-hand figure is not stocked, a missing reserved figure is 0), or null when no location is stocked.
+ * on-hand figure is not stocked, a missing reserved or safety figure is 0), or null when no location is stocked.
+ * `available` is what a normal-priority reservation may take, `availableHighPriority` what a high-priority one may
+ * (the rule the reserve script applies: availableAt in src/redis/lua/includes/common.lua).
  */
 export function toAvailability(
   itemId: string,
-  stock: ReadonlyMap<string, { onHand: number | null; reserved: number | null }>,
+  stock: ReadonlyMap<string, { onHand: number | null; reserved: number | null; safety?: number | null }>,
 ): AvailabilityDocument | null {
-  const byLocation = new Map<string, { onHand: number; reserved: number }>();
+  const byLocation = new Map<string, { onHand: number; reserved: number; safetyStock: number }>();
   for (const [location, figures] of stock) {
-    if (figures.onHand !== null) byLocation.set(location, { onHand: figures.onHand, reserved: figures.reserved ?? 0 });
+    if (figures.onHand !== null) {
+      byLocation.set(location, { onHand: figures.onHand, reserved: figures.reserved ?? 0, safetyStock: Math.max(0, figures.safety ?? 0) });
+    }
   }
   if (byLocation.size === 0) return null;
   const locations = [...byLocation]
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([location, { onHand, reserved }]) => ({
+    .map(([location, { onHand, reserved, safetyStock }]) => ({
       location,
       onHand,
       reserved,
-      available: Math.max(0, onHand - reserved),
+      safetyStock,
+      available: Math.max(0, onHand - reserved - safetyStock),
+      availableHighPriority: Math.max(0, onHand - reserved),
     }));
-  const sum = (key: 'onHand' | 'reserved' | 'available') => locations.reduce((total, l) => total + l[key], 0);
-  return { itemId, onHand: sum('onHand'), reserved: sum('reserved'), available: sum('available'), locations };
+  const sum = (key: 'onHand' | 'reserved' | 'safetyStock' | 'available' | 'availableHighPriority') =>
+    locations.reduce((total, l) => total + l[key], 0);
+  return {
+    itemId,
+    onHand: sum('onHand'),
+    reserved: sum('reserved'),
+    safetyStock: sum('safetyStock'),
+    available: sum('available'),
+    availableHighPriority: sum('availableHighPriority'),
+    locations,
+  };
 }

@@ -70,6 +70,14 @@ const Metadata = StringMap(text({ maxLength: 500 }), {
     'without control characters other than tab, line feed and carriage return; no unpaired surrogates anywhere',
 });
 
+const PRIORITIES = ['normal', 'high'] as const;
+export type Priority = (typeof PRIORITIES)[number];
+/** An enum, not a union of literals: a wrong value is told the allowed ones in one message. */
+const priority = (description: string) => Type.Unsafe<Priority>({ type: 'string', enum: [...PRIORITIES], description });
+export const DEFAULT_PRIORITY: Priority = 'normal';
+/** Safety stock and stock quantities share one limit (api.md, "Identifiers and limits"). */
+const MAX_STOCK = 1_000_000_000;
+
 export const ReservationRequest = Type.Object(
   {
     lines: Type.Array(
@@ -88,6 +96,12 @@ export const ReservationRequest = Type.Object(
       label({ minLength: 1, maxLength: 255, description: 'Opaque to the service: 1–255 chars, no control characters or unpaired surrogates' }),
     ),
     metadata: Type.Optional(Metadata),
+    priority: Type.Optional(
+      priority(
+        '`normal` (the default) may take at most `onHand − reserved − safetyStock` at a location; `high` (a VIP, B2B ' +
+          'or call-centre channel) may take the safety stock too: `onHand − reserved`',
+      ),
+    ),
   },
   { additionalProperties: false },
 );
@@ -127,13 +141,20 @@ export const ReservationDocument = Type.Object({
   createdAt: Timestamp,
   updatedAt: Timestamp,
   metadata: StringMap(Type.String(), { description: "The request's `metadata`, or {}" }),
+  priority: priority("The request's `priority` (`normal` when it named none)"),
 });
 export type ReservationDocument = Static<typeof ReservationDocument>;
 
 const Figures = {
   onHand: Type.Integer({ description: 'Units physically held and not yet sold' }),
   reserved: Type.Integer({ description: 'Units held by pending reservations that have not expired' }),
-  available: Type.Integer({ description: 'max(0, onHand − reserved) per location; the sum of the locations at the top' }),
+  safetyStock: Type.Integer({ description: 'Units only high-priority reservations may take (set with the stock PUT)' }),
+  available: Type.Integer({
+    description: 'What a normal-priority reservation may take: max(0, onHand − reserved − safetyStock) per location; the sum of the locations at the top',
+  }),
+  availableHighPriority: Type.Integer({
+    description: 'What a high-priority reservation may take: max(0, onHand − reserved) per location; the sum of the locations at the top',
+  }),
 };
 export const AvailabilityDocument = Type.Object({
   itemId: Type.String(),
@@ -143,7 +164,19 @@ export const AvailabilityDocument = Type.Object({
 export type AvailabilityDocument = Static<typeof AvailabilityDocument>;
 
 export const StockSetRequest = Type.Object(
-  { quantity: Type.Integer({ minimum: 0, maximum: 1_000_000_000 }), location: Type.Optional(Location) },
+  {
+    quantity: Type.Integer({ minimum: 0, maximum: MAX_STOCK }),
+    location: Type.Optional(Location),
+    safetyStock: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: MAX_STOCK,
+        description:
+          'Units of this location only high-priority reservations may take (0–1,000,000,000). Omitted: the location ' +
+          'keeps its safety stock (0 when new). Recorded in the stock ledger like a stock change.',
+      }),
+    ),
+  },
   { additionalProperties: false },
 );
 
@@ -183,7 +216,11 @@ export const Problem = Type.Object(
     lines: Type.Optional(
       Type.Array(
         Type.Object({ itemId: Type.String(), location: Type.String(), requested: Type.Integer(), available: Type.Integer() }),
-        { description: '`insufficient_stock`: each short line, what it asked for and what there is' },
+        {
+          description:
+            '`insufficient_stock`: each short line, what it asked for and what there is (for a reservation: what its ' +
+            'priority may take, so a normal one is told the units beyond the safety stock)',
+        },
       ),
     ),
     checks: Type.Optional(

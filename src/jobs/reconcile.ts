@@ -16,6 +16,8 @@ export interface Figures {
   onHand: number;
   reserved: number;
   holds: number;
+  /** Safety stock enforced (Redis: its decreases not yet recorded included). */
+  safetyStock: number;
 }
 
 export interface DriftRow {
@@ -38,6 +40,8 @@ export interface StrandedIntent {
   opId: string;
   location: string;
   delta: number;
+  /** The safety stock change it decided (0: none). */
+  safetyDelta: number;
   kind: IntentKindName;
   ageMs: number;
   nodeId: string;
@@ -54,8 +58,8 @@ export interface CorrectionReport {
   location: string;
   before: RedisFigures;
   after: RedisFigures;
-  postgres: { onHand: number; reserved: number };
-  inFlight: { confirms: number; debits: number; supply: number };
+  postgres: { onHand: number; reserved: number; safetyStock: number };
+  inFlight: { confirms: number; debits: number; supply: number; safetyIncreases: number; safetyDecreases: number };
   intentsEnded: number;
   holdsSettled: number;
   holdsReadded: number;
@@ -176,15 +180,16 @@ export interface ReconcileOptions {
 }
 
 const CHUNK = 500;
-const zero = (): Figures => ({ onHand: 0, reserved: 0, holds: 0 });
-const same = (a: Figures, b: Figures) => a.onHand === b.onHand && a.reserved === b.reserved && a.holds === b.holds;
+const zero = (): Figures => ({ onHand: 0, reserved: 0, holds: 0, safetyStock: 0 });
+const same = (a: Figures, b: Figures) =>
+  a.onHand === b.onHand && a.reserved === b.reserved && a.holds === b.holds && a.safetyStock === b.safetyStock;
 const rowKey = (itemId: string, location: string) => `${itemId}\u0000${location}`;
 /** A UUIDv7 starts with its creation time in milliseconds. */
 const createdAtMs = (uuid: string) => parseInt(uuid.replace(/-/g, '').slice(0, 12), 16);
 
 /**
- * Compares Redis with PostgreSQL (the source of truth) per item and location: on-hand, reserved units and live
- * holds. Healing, in this order: stock decisions left open by a process that died (or gave up) are ended as the
+ * Compares Redis with PostgreSQL (the source of truth) per item and location: on-hand, reserved units, live
+ * holds and safety stock. Healing, in this order: stock decisions left open by a process that died (or gave up) are ended as the
  * ledger says; orphaned holds (granted in Redis, never recorded) are dropped; drift that persisted across both
  * looks is corrected in place by a fenced correction per (item, location); and only if drift remains and a rebuild
  * is asked for, Redis is rebuilt from PostgreSQL under the generation fence (mutations answer 503 meanwhile).
@@ -279,7 +284,16 @@ async function findStranded(d: ReconcileDeps, items: string[]): Promise<Stranded
         }
         const ageMs = now - intent.decidedMs;
         if (ageMs >= d.judgeIntentsAfterMs) {
-          old.push({ itemId, opId, location: intent.location, delta: intent.delta, kind: intent.kind, ageMs, nodeId: intent.nodeId });
+          old.push({
+            itemId,
+            opId,
+            location: intent.location,
+            delta: intent.delta,
+            safetyDelta: intent.safetyDelta ?? 0,
+            kind: intent.kind,
+            ageMs,
+            nodeId: intent.nodeId,
+          });
         }
       }
     });
@@ -319,7 +333,7 @@ async function judge(d: ReconcileDeps, s: StrandedIntent): Promise<'finish' | 't
   const metric = action === 'finish' ? 'finish_intent' : 'take_back_intent';
   d.metrics.reconcileRepairs.inc({ action: metric });
   d.log.warn(
-    { itemId: s.itemId, location: s.location, opId: s.opId, kind: s.kind, delta: s.delta, nodeId: s.nodeId, ownerAlive: s.ownerAlive, verb },
+    { itemId: s.itemId, location: s.location, opId: s.opId, kind: s.kind, delta: s.delta, safetyDelta: s.safetyDelta, nodeId: s.nodeId, ownerAlive: s.ownerAlive, verb },
     `reconcile: stranded stock intent ${action === 'finish' ? 'finished (recorded)' : 'taken back (never recorded)'}`,
   );
   return action;
@@ -351,15 +365,15 @@ export async function correctDrift(d: ReconcileDeps, row: DriftRow): Promise<Cor
       location,
       before: done.before,
       after: done.after,
-      postgres: { onHand: held.onHand, reserved: held.reserved },
+      postgres: { onHand: held.onHand, reserved: held.reserved, safetyStock: held.safetyStock },
       inFlight: done.inFlight,
       intentsEnded: done.intentsEnded,
       holdsSettled: done.holdsSettled,
       holdsReadded: done.holdsReadded,
     };
     const reason =
-      `drift persisted across two looks: Redis on-hand/reserved/holds ${row.redis.onHand}/${row.redis.reserved}/${row.redis.holds}, ` +
-      `PostgreSQL ${row.postgres.onHand}/${row.postgres.reserved}/${row.postgres.holds}`;
+      `drift persisted across two looks: Redis on-hand/reserved/holds/safety ${figuresText(row.redis)}, ` +
+      `PostgreSQL ${figuresText(row.postgres)}`;
     await held.record({
       generation: done.generation,
       before: done.before,
@@ -373,7 +387,9 @@ export async function correctDrift(d: ReconcileDeps, row: DriftRow): Promise<Cor
   });
 }
 
-const sameFigures = (a: RedisFigures, b: RedisFigures) => a.onHand === b.onHand && a.reserved === b.reserved && a.pending === b.pending;
+const sameFigures = (a: RedisFigures, b: RedisFigures) =>
+  a.onHand === b.onHand && a.reserved === b.reserved && a.pending === b.pending && a.safety === b.safety && a.safetyPending === b.safetyPending;
+const figuresText = (f: Figures) => `${f.onHand}/${f.reserved}/${f.holds}/${f.safetyStock}`;
 
 /** Redis' intents and holds at the row's location, then PostgreSQL's word on them (the row held throughout). */
 async function factsUnder(d: ReconcileDeps, held: HeldStockRow) {
@@ -397,7 +413,15 @@ async function factsUnder(d: ReconcileDeps, held: HeldStockRow) {
     [...(await held.statuses(reservationIds))].map(([id, status]) => [id, HoldState[status]]),
   );
   const liveHolds = await held.liveHolds();
-  return { generation: held.generation, onHand: held.onHand, ops, statuses, liveHolds, readAt: performance.now() };
+  return {
+    generation: held.generation,
+    onHand: held.onHand,
+    safetyStock: held.safetyStock,
+    ops,
+    statuses,
+    liveHolds,
+    readAt: performance.now(),
+  };
 }
 
 // ---- comparing ------------------------------------------------------------------------------------------------
@@ -459,8 +483,9 @@ async function readItem(
 ): Promise<void> {
   // The availability script expires due holds first, so Redis is compared as a decision would see it.
   const stock = (await d.decisions.availability(itemId)) ?? new Map();
-  for (const [location, { onHand, reserved }] of stock) {
+  for (const [location, { onHand, reserved, safety }] of stock) {
     if (onHand !== null) entry(figures, itemId, location).onHand = onHand;
+    if (safety !== null) entry(figures, itemId, location).safetyStock = safety;
     if (reserved !== null) entry(figures, itemId, location).reserved = reserved;
   }
   // HSCAN, not HGETALL: a hot item's hash also holds its recent tombstones, and must not block Redis.
@@ -478,7 +503,7 @@ async function readItem(
 
 async function readPostgres(d: ReconcileDeps, items: string[]): Promise<Map<string, Figures>> {
   const figures = new Map<string, Figures>();
-  for (const r of await findStock(d.db, items)) entry(figures, r.itemId, r.location).onHand = r.onHand;
+  for (const r of await findStock(d.db, items)) Object.assign(entry(figures, r.itemId, r.location), { onHand: r.onHand, safetyStock: r.safetyStock });
   for (const r of await sumLiveHolds(d.db, items)) Object.assign(entry(figures, r.itemId, r.location), { reserved: r.reserved, holds: r.holds });
   return figures;
 }

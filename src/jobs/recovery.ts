@@ -19,7 +19,7 @@ const LOCK_TTL_MS = 30_000;
 const PIPELINE_CHUNK = 5_000;
 
 /**
- * Rebuilds Redis from PostgreSQL when its generation marker is missing (flushed, or restarted empty). One node
+ * Rebuilds Redis from PostgreSQL (on-hand, safety stock, live holds, idempotency records) when its generation marker is missing (flushed, or restarted empty). One node
  * rebuilds (a lock in Redis); the others wait for the marker. Meanwhile every script answers NO_STATE, so
  * mutations and availability reads fail closed with 503.
  */
@@ -99,6 +99,8 @@ export class Recovery {
       await this.inChunks(stock, (p, row) => {
         const k = keys.item(row.itemId);
         p.hset(k.stock, stockField('onHand', row.location), row.onHand, stockField('reserved', row.location), 0);
+        // Only a location with safety stock has the field (as the stock script keeps it).
+        if (row.safetyStock > 0) p.hset(k.stock, stockField('safety', row.location), row.safetyStock);
         p.sadd(keys.items, row.itemId);
       });
 

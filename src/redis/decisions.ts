@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { unavailable } from '../domain/errors.js';
 import type { Line } from '../domain/reservation.js';
+import type { Priority } from '../domain/schemas.js';
 import { DEFAULT_TENANT } from '../domain/tenancy.js';
 import type { Metrics } from '../metrics.js';
 import type { Keys } from './keys.js';
@@ -33,6 +34,8 @@ export type StockDecision =
       stock: ItemStock;
       /** An intent was recorded: the decision is to be ended (endStockChange). */
       intent: boolean;
+      /** The safety stock change: an increase is enforced at once, a decrease only once ended as recorded. */
+      safetyDelta: number;
     }
   | { kind: 'not_found' }
   | { kind: 'stale' }
@@ -42,6 +45,7 @@ export type StockDecision =
 export interface CorrectionFacts {
   generation: string;
   onHand: number;
+  safetyStock: number;
   /** Intent op ids PostgreSQL has a ledger row for: recorded, or void (taken back for good). */
   ops: ReadonlyMap<string, 'recorded' | 'void'>;
   /** PostgreSQL's status, as a hold state, of reservations whose holds there Redis has pending or confirmed. */
@@ -54,6 +58,9 @@ export interface RedisFigures {
   onHand: number;
   reserved: number;
   pending: number;
+  /** Safety stock enforced, and the decreases of it not yet recorded (still enforced). */
+  safety: number;
+  safetyPending: number;
 }
 
 /** What a correction found and wrote. */
@@ -63,7 +70,7 @@ export interface Correction {
   before: RedisFigures;
   after: RedisFigures;
   /** Units of decisions PostgreSQL does not have yet, which the target accounts for. */
-  inFlight: { confirms: number; debits: number; supply: number };
+  inFlight: { confirms: number; debits: number; supply: number; safetyIncreases: number; safetyDecreases: number };
   intentsEnded: number;
   holdsSettled: number;
   holdsReadded: number;
@@ -86,6 +93,8 @@ export type SettleAction = 'confirm' | 'release';
 export interface ReservationHeader {
   reference: string | null;
   metadata: Record<string, string>;
+  /** Absent (a header cached by a version without priorities): normal. */
+  priority?: Priority;
   lines: Line[];
   /** Whose reservation it is, so confirm and release check tenancy without asking PostgreSQL. */
   tenant: string;
@@ -159,7 +168,7 @@ export class Decisions {
     recordPrefix: string;
     recordSuffix: string;
     recordTtlMs: number;
-    /** What confirm and release need besides the holds: reference, metadata, lines, tenant. */
+    /** What confirm and release need besides the holds: reference, metadata, priority, lines, tenant. */
     header: ReservationHeader;
     /** The deciding node's lease (src/jobs/node-lease.ts): the script sets it if missing, so no claim outlives it. */
     lease: { key: string; ttlMs: number };
@@ -179,6 +188,7 @@ export class Decisions {
         JSON.stringify(input.header),
         input.recordSuffix,
         input.lease.ttlMs,
+        input.header.priority ?? 'normal',
         ...lineArgs,
       ],
     );
@@ -268,7 +278,8 @@ export class Decisions {
 
   /**
    * `set`/`adjust` decide, recording an intent under `op.opId` (unless nothing changed); an increase comes back
-   * `pending` (not yet available). Each decision with `intent` is then ended by `endStockChange`.
+   * `pending` (not yet available). Each decision with `intent` is then ended by `endStockChange`. A set may also set
+   * the location's safety stock (`safetyStock`; omitted, it stays): in the same decision and intent.
    */
   async changeStock(
     itemId: string,
@@ -276,8 +287,9 @@ export class Decisions {
     mode: 'set' | 'adjust',
     amount: number,
     op: { opId: string; nodeId: string },
+    safetyStock?: number,
   ): Promise<StockDecision> {
-    const decision = await this.stockScript(itemId, mode, { location, amount, opId: op.opId, nodeId: op.nodeId });
+    const decision = await this.stockScript(itemId, mode, { location, amount, opId: op.opId, nodeId: op.nodeId, safetyStock });
     if (decision.kind === 'already') throw new Error('stock: a decision answered as an end');
     return decision;
   }
@@ -300,7 +312,7 @@ export class Decisions {
   private async stockScript(
     itemId: string,
     mode: 'set' | 'adjust' | StockEnd,
-    a: { location?: string; amount?: number; opId: string; nodeId?: string; generation?: string; created?: boolean },
+    a: { location?: string; amount?: number; opId: string; nodeId?: string; generation?: string; created?: boolean; safetyStock?: number },
   ): Promise<StockDecision | { kind: 'already' }> {
     const k = this.keys.item(itemId);
     const reply = await this.call(
@@ -316,6 +328,7 @@ export class Decisions {
         itemId,
         a.opId,
         a.nodeId ?? '',
+        a.safetyStock ?? '',
       ],
     );
     switch (reply[0]) {
@@ -328,6 +341,7 @@ export class Decisions {
           pending: reply[4] === 1,
           stock: parseStock(reply[5] as string[]),
           intent: reply[6] === 1,
+          safetyDelta: Number(reply[7] ?? 0),
         };
       case S.NOT_FOUND:
         return { kind: 'not_found' };
@@ -349,7 +363,7 @@ export class Decisions {
   }
 
   /** The reservation's cached header, or null (never cached, expired, or Redis lost it: ask PostgreSQL). */
-  async header(id: string): Promise<(ReservationHeader & { createdMs: number; expiresMs: number }) | null> {
+  async header(id: string): Promise<(Required<ReservationHeader> & { createdMs: number; expiresMs: number }) | null> {
     let fields: Record<string, string>;
     try {
       fields = await this.redis.hgetall(this.keys.reservation(id));
@@ -359,8 +373,14 @@ export class Decisions {
     const stored = parseHeader(fields);
     if (!stored) return null;
     const body = JSON.parse(stored.body) as Omit<ReservationHeader, 'tenant'> & { tenant?: string };
-    // A header cached by a version without tenants belongs to the default tenant, as its row does.
-    return { ...body, tenant: body.tenant ?? DEFAULT_TENANT, createdMs: stored.createdMs, expiresMs: stored.expiresMs };
+    // A header cached by a version without tenants (priorities) belongs to the default tenant (is normal), as its row does.
+    return {
+      ...body,
+      tenant: body.tenant ?? DEFAULT_TENANT,
+      priority: body.priority ?? 'normal',
+      createdMs: stored.createdMs,
+      expiresMs: stored.expiresMs,
+    };
   }
 
   /** Drops a pending hold PostgreSQL never recorded; false if it is no longer pending. */
@@ -372,7 +392,8 @@ export class Decisions {
 
   /**
    * Reconciliation's fenced correction of one (item, location) (correct.lua): from PostgreSQL's `facts`, read while
-   * its stock row is held, and Redis' current state, sets on-hand, reserved and pending supply to what they must be.
+   * its stock row is held, and Redis' current state, sets on-hand, reserved, pending supply and safety stock (with
+   * its pending decreases) to what they must be.
    * `stale` when Redis is at another generation than the facts (nothing changed).
    */
   async correct(itemId: string, location: string, facts: CorrectionFacts): Promise<Correction | { kind: 'stale' }> {
@@ -386,6 +407,7 @@ export class Decisions {
         facts.onHand,
         this.retentionMs,
         itemId,
+        facts.safetyStock,
         facts.ops.size,
         ...[...facts.ops].flat(),
         facts.statuses.size,
@@ -400,9 +422,9 @@ export class Decisions {
     return {
       kind: 'corrected',
       generation: String(reply[1]),
-      before: { onHand: n[0]!, reserved: n[1]!, pending: n[2]! },
-      after: { onHand: n[3]!, reserved: n[4]!, pending: n[5]! },
-      inFlight: { confirms: n[6]!, debits: n[7]!, supply: n[8]! },
+      before: { onHand: n[0]!, reserved: n[1]!, pending: n[2]!, safety: n[12]!, safetyPending: n[13]! },
+      after: { onHand: n[3]!, reserved: n[4]!, pending: n[5]!, safety: n[14]!, safetyPending: n[15]! },
+      inFlight: { confirms: n[6]!, debits: n[7]!, supply: n[8]!, safetyIncreases: n[16]!, safetyDecreases: n[17]! },
       intentsEnded: n[9]!,
       holdsSettled: n[10]!,
       holdsReadded: n[11]!,

@@ -6,7 +6,9 @@ import { HoldState } from './status.js';
  * and parses the same strings. Keys are made in keys.ts; this module says what goes in them.
  *
  * - stock hash `{i:<item>}:stock`: `h:<location>` on-hand, `r:<location>` reserved (units of pending holds),
- *   `p:<location>` supply decided but not yet recorded (not available).
+ *   `p:<location>` supply decided but not yet recorded (not available), `s:<location>` safety stock (units only
+ *   high-priority reservations may take; enforced), `q:<location>` safety stock decreases decided but not yet
+ *   recorded (still enforced, part of `s:` until applied).
  * - holds hash `{i:<item>}:holds`: field `<reservationId>:<location>`, value `<state>:<quantity>:<expiresAtMs>`
  *   (state: a HoldState code). A location may itself contain `:`; a reservation id never does, so a field splits
  *   at its first separator.
@@ -17,12 +19,15 @@ import { HoldState } from './status.js';
  * - reservation header hash `{r:<id>}`: `body` (JSON: reference, metadata, lines, tenant), `created` and
  *   `expires` (ms).
  * - stock intents hash `{i:<item>}:intents`: field the op id (a UUIDv7, also recorded with the ledger row),
- *   value `<location>|<delta>|<kind>|<decidedMs>|<nodeId>`: a stock decision whose fate is still open. kind
- *   `supply` (an increase, waiting in pending supply) or `debit` (applied to on-hand at once). An identifier never
- *   contains `|`; the value is split from its right all the same, so the location takes whatever is left.
+ *   value `<location>|<delta>|<kind>|<decidedMs>|<nodeId>[|<safetyDelta>]`: a stock decision whose fate is still
+ *   open. kind `supply` (an on-hand increase, waiting in pending supply) or `debit` (applied to on-hand at once).
+ *   `safetyDelta`, only there when the decision changed the safety stock: an increase is applied at once, a
+ *   decrease waits in `q:` (both mirror on-hand's: Redis never enforces less safety stock than PostgreSQL records).
+ *   An identifier never contains `|`; the value is split from its right all the same, so the location takes
+ *   whatever is left (a value without a safety delta has four fields after the location, one with it five).
  */
 
-const STOCK_PREFIX = { onHand: 'h:', reserved: 'r:', pending: 'p:' } as const;
+const STOCK_PREFIX = { onHand: 'h:', reserved: 'r:', pending: 'p:', safety: 's:', safetyPending: 'q:' } as const;
 const HOLD_FIELD_SEPARATOR = ':';
 const HOLD_VALUE_SEPARATOR = ':';
 const RECORD_SEPARATOR = '|';
@@ -36,6 +41,8 @@ export const luaLayout = {
   onHand: STOCK_PREFIX.onHand,
   reserved: STOCK_PREFIX.reserved,
   pending: STOCK_PREFIX.pending,
+  safety: STOCK_PREFIX.safety,
+  safetyPending: STOCK_PREFIX.safetyPending,
   holdFieldSep: HOLD_FIELD_SEPARATOR,
   holdValueSep: HOLD_VALUE_SEPARATOR,
   recordSep: RECORD_SEPARATOR,
@@ -49,7 +56,7 @@ export const luaLayout = {
 
 // ---- stock hash ----------------------------------------------------------------------------------------------
 
-/** The three figures the stock hash keeps per location. */
+/** The figures the stock hash keeps per location. */
 export type StockFigure = keyof typeof STOCK_PREFIX;
 
 /** One location's figures as stored; null where the hash has no such field. */
@@ -57,6 +64,10 @@ export interface LocationStock {
   onHand: number | null;
   reserved: number | null;
   pending: number | null;
+  /** Safety stock enforced (a decrease not yet recorded included). */
+  safety: number | null;
+  /** Safety stock decreases decided, not yet recorded. */
+  safetyPending: number | null;
 }
 
 /** The stock hash field of one figure at one location. */
@@ -80,11 +91,14 @@ export function parseStock(hash: readonly string[] | Readonly<Record<string, str
     const parsed = parseStockField(field);
     if (!parsed) continue;
     let figures = out.get(parsed.location);
-    if (!figures) out.set(parsed.location, (figures = { onHand: null, reserved: null, pending: null }));
+    if (!figures) out.set(parsed.location, (figures = emptyLocation()));
     figures[parsed.figure] = Number(value);
   }
   return out;
 }
+
+/** A location's figures with no field read yet. */
+export const emptyLocation = (): LocationStock => ({ onHand: null, reserved: null, pending: null, safety: null, safetyPending: null });
 
 function entries(hash: readonly string[] | Readonly<Record<string, string>>): [string, string][] {
   if (!Array.isArray(hash)) return Object.entries(hash);
@@ -202,19 +216,28 @@ export interface StockIntent {
   decidedMs: number;
   /** The deciding process (src/jobs/node-lease.ts). */
   nodeId: string;
+  /** The safety stock change decided: positive applied at once, negative waiting in `q:`; 0 (or absent) when untouched. */
+  safetyDelta?: number;
 }
 
+/** The safety delta is written only when there is one, so a plain stock change keeps the older five fields. */
 export const formatIntent = (intent: StockIntent): string =>
-  [intent.location, intent.delta, intent.kind, intent.decidedMs, intent.nodeId].join(INTENT_SEPARATOR);
+  [intent.location, intent.delta, intent.kind, intent.decidedMs, intent.nodeId, ...(intent.safetyDelta ? [intent.safetyDelta] : [])].join(
+    INTENT_SEPARATOR,
+  );
 
 const INTEGER = /^-?\d+$/;
+const isKind = (kind: string) => kind === IntentKind.supply || kind === IntentKind.debit;
 
-/** An intent value, or null when it is not of the layout. */
+/** An intent value, or null when it is not of the layout (as common.lua's parseIntent: six fields first, then five). */
 export function parseIntent(value: string): StockIntent | null {
   const parts = value.split(INTENT_SEPARATOR);
-  if (parts.length < 5) return null;
-  const [delta, kind, decidedMs, nodeId] = parts.slice(-4) as [string, string, string, string];
-  const location = parts.slice(0, -4).join(INTENT_SEPARATOR);
-  if (!location || !INTEGER.test(delta) || !DIGITS.test(decidedMs) || (kind !== IntentKind.supply && kind !== IntentKind.debit)) return null;
-  return { location, delta: Number(delta), kind, decidedMs: Number(decidedMs), nodeId };
+  for (const tail of [5, 4]) {
+    if (parts.length < tail + 1) continue;
+    const [delta, kind, decidedMs, nodeId, safetyDelta = '0'] = parts.slice(-tail) as [string, string, string, string, string?];
+    const location = parts.slice(0, -tail).join(INTENT_SEPARATOR);
+    if (!location || !INTEGER.test(delta) || !isKind(kind) || !DIGITS.test(decidedMs) || !INTEGER.test(safetyDelta)) continue;
+    return { location, delta: Number(delta), kind: kind as IntentKindName, decidedMs: Number(decidedMs), nodeId, safetyDelta: Number(safetyDelta) };
+  }
+  return null;
 }

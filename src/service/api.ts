@@ -21,6 +21,7 @@ export interface ReserveAnswer {
 
 export interface StockApi {
   availability(itemId: string): Promise<AvailabilityDocument>;
-  set(itemId: string, location: string, quantity: number): Promise<AvailabilityDocument>;
+  /** `safetyStock` undefined: the location keeps its safety stock. */
+  set(itemId: string, location: string, quantity: number, safetyStock?: number): Promise<AvailabilityDocument>;
   adjust(itemId: string, location: string, delta: number, reason: string | null): Promise<AvailabilityDocument>;
 }

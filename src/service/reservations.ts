@@ -3,7 +3,7 @@ import type { FastifyBaseLogger as Logger } from 'fastify';
 import { ProblemError, unavailable } from '../domain/errors.js';
 import { newReservationId } from '../domain/ids.js';
 import { effectiveStatus, pendingReservation, toDocument, type Line, type ReservationRecord } from '../domain/reservation.js';
-import { DEFAULT_LOCATION, DEFAULT_TTL_SECONDS, type ReservationDocument, type ReservationRequest } from '../domain/schemas.js';
+import { DEFAULT_LOCATION, DEFAULT_PRIORITY, DEFAULT_TTL_SECONDS, type ReservationDocument, type ReservationRequest } from '../domain/schemas.js';
 import { canAccess, type Caller } from '../domain/tenancy.js';
 import type { NodeLease } from '../jobs/node-lease.js';
 import type { Metrics } from '../metrics.js';
@@ -89,7 +89,13 @@ export class ReservationService implements ReservationApi {
       recordPrefix: prefix,
       recordSuffix: recordSuffix(lease.nodeId),
       recordTtlMs: this.d.idempotencyRetentionMs,
-      header: { reference: request.reference ?? null, metadata: request.metadata ?? {}, lines, tenant: caller.tenant },
+      header: {
+        reference: request.reference ?? null,
+        metadata: request.metadata ?? {},
+        priority: request.priority ?? DEFAULT_PRIORITY,
+        lines,
+        tenant: caller.tenant,
+      },
       lease: { key: lease.key, ttlMs: lease.ttlMs },
     });
     switch (decision.kind) {
@@ -303,6 +309,7 @@ export class ReservationService implements ReservationApi {
         status: 'pending',
         reference: cached.reference,
         metadata: cached.metadata,
+        priority: cached.priority,
         lines: cached.lines,
         expiresAt: new Date(cached.expiresMs),
         createdAt: new Date(cached.createdMs),

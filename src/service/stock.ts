@@ -5,6 +5,7 @@ import { toAvailability } from '../domain/reservation.js';
 import type { AvailabilityDocument } from '../domain/schemas.js';
 import type { Metrics } from '../metrics.js';
 import type { Decisions, ItemStock, StockDecision } from '../redis/decisions.js';
+import { emptyLocation } from '../redis/layout.js';
 import type { StockApi } from './api.js';
 import type { BatchWriter } from '../store/writer.js';
 import { admitted } from './admission.js';
@@ -30,8 +31,8 @@ export class StockService implements StockApi {
     return document;
   }
 
-  set(itemId: string, location: string, quantity: number): Promise<AvailabilityDocument> {
-    return admitted(this.d, 'stock', () => this.change(itemId, location, 'set', quantity, null));
+  set(itemId: string, location: string, quantity: number, safetyStock?: number): Promise<AvailabilityDocument> {
+    return admitted(this.d, 'stock', () => this.change(itemId, location, 'set', quantity, null, safetyStock));
   }
 
   adjust(itemId: string, location: string, delta: number, reason: string | null): Promise<AvailabilityDocument> {
@@ -44,9 +45,11 @@ export class StockService implements StockApi {
     mode: 'set' | 'adjust',
     amount: number,
     reason: string | null,
+    safetyStock?: number,
   ): Promise<AvailabilityDocument> {
     const opId = uuidv7();
-    const decided = await this.d.decisions.changeStock(itemId, location, mode, amount, { opId, nodeId: this.d.nodeId });
+    // One decision for both figures: reservations see the on-hand and the safety stock change together or not at all.
+    const decided = await this.d.decisions.changeStock(itemId, location, mode, amount, { opId, nodeId: this.d.nodeId }, safetyStock);
     if (decided.kind === 'not_found') throw notFound(itemId, location);
     if (decided.kind === 'stale') throw unavailable('Redis was rebuilt; retry');
     if (decided.kind === 'insufficient') {
@@ -63,7 +66,8 @@ export class StockService implements StockApi {
         itemId,
         location,
         onHandDelta: decision.onHandDelta,
-        movement: mode,
+        safetyDelta: decision.safetyDelta,
+        movement: onlySafety(decision) ? 'safety' : mode,
         reason,
         opId,
       });
@@ -81,9 +85,9 @@ export class StockService implements StockApi {
   }
 
   /**
-   * Ends a recorded decision's intent: an increase becomes available, a decrease stands. It is durable already: if
-   * Redis fails now, the answer stays 200, and reconciliation ends the intent (an increase is missing from Redis
-   * until then, never extra).
+   * Ends a recorded decision's intent: an increase becomes available (on-hand supply; a safety stock decrease stops
+   * being enforced), a decrease stands. It is durable already: if Redis fails now, the answer stays 200, and
+   * reconciliation ends the intent (Redis offers fewer units until then, never more).
    */
   private async endRecorded(itemId: string, location: string, decision: Decided): Promise<ItemStock> {
     if (!decision.intent) return decision.stock;
@@ -91,21 +95,21 @@ export class StockService implements StockApi {
       const ended = await this.d.decisions.endStockChange(itemId, decision.pending ? 'apply' : 'settle', decision.opId, decision);
       if (ended.kind === 'changed') return ended.stock;
       // Ended by reconciliation already, or rebuilt since: either way Redis has the recorded change.
-      return decision.pending ? ((await this.d.decisions.availability(itemId)) ?? decision.stock) : decision.stock;
+      return awaitsEnd(decision) ? ((await this.d.decisions.availability(itemId)) ?? decision.stock) : decision.stock;
     } catch (err) {
-      if (!decision.pending) {
+      if (!awaitsEnd(decision)) {
         this.d.log.warn({ err, itemId, location }, 'recorded stock decrease not settled in Redis; reconciliation drops its intent');
         return decision.stock;
       }
       this.d.metrics.compensations.inc({ operation: 'stock', result: 'apply_failed' });
-      this.d.log.error({ err, itemId, location }, 'recorded stock increase not applied in Redis; reconciliation applies it');
-      return withOnHand(decision.stock, location, decision.onHandDelta);
+      this.d.log.error({ err, itemId, location }, 'recorded stock change not applied in Redis; reconciliation applies it');
+      return asRecorded(decision.stock, location, decision);
     }
   }
 
   /**
-   * Takes the unrecorded change back out of Redis (abandons an increase, undoes a decrease), removing a location it
-   * created. A change PostgreSQL turns out to have recorded after all is ended as after a clean commit.
+   * Takes the unrecorded change back out of Redis (abandons an increase, undoes a decrease; drops a safety stock
+   * decrease, takes a safety stock increase back), removing a location it created. A change PostgreSQL turns out to have recorded after all is ended as after a clean commit.
    */
   private async compensate(err: unknown, itemId: string, location: string, decision: Decided): Promise<void> {
     if (!decision.intent) return;
@@ -124,13 +128,28 @@ type Decided = Extract<StockDecision, { kind: 'changed' }> & { opId: string };
 const notFound = (itemId: string, location?: string) =>
   new ProblemError('item_not_found', location ? `${itemId} is not stocked at ${location}` : `${itemId} is not stocked`);
 
-const emptyAvailability = (itemId: string): AvailabilityDocument => ({ itemId, onHand: 0, reserved: 0, available: 0, locations: [] });
+const emptyAvailability = (itemId: string): AvailabilityDocument => ({
+  itemId,
+  onHand: 0,
+  reserved: 0,
+  safetyStock: 0,
+  available: 0,
+  availableHighPriority: 0,
+  locations: [],
+});
 
-/** `stock` with `delta` added to the location's on-hand (the answer when Redis could not be told). */
-function withOnHand(stock: ItemStock, location: string, delta: number): ItemStock {
+/** A set that changed the safety stock alone: its ledger row says so. */
+const onlySafety = (d: Decided) => d.onHandDelta === 0 && d.safetyDelta !== 0 && !d.created;
+
+/** Part of the decision waits for its end to take effect: an on-hand increase, or a safety stock decrease. */
+const awaitsEnd = (d: Decided) => d.pending || d.safetyDelta < 0;
+
+/** `stock` as it is once the decision's waiting parts take effect (the answer when Redis could not be told). */
+function asRecorded(stock: ItemStock, location: string, d: Decided): ItemStock {
   const out = new Map(stock);
-  const figures = out.get(location);
-  if (figures?.onHand != null) out.set(location, { ...figures, onHand: figures.onHand + delta });
-  else out.set(location, { pending: null, ...figures, onHand: delta, reserved: 0 });
+  const figures = { ...emptyLocation(), reserved: 0, ...out.get(location) };
+  if (d.pending) figures.onHand = (figures.onHand ?? 0) + d.onHandDelta;
+  if (d.safetyDelta < 0) figures.safety = Math.max(0, (figures.safety ?? 0) + d.safetyDelta);
+  out.set(location, figures);
   return out;
 }

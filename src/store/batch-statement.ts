@@ -22,6 +22,7 @@ interface Movement {
   kind: string;
   onHand: number;
   reserved: number;
+  safety: number;
   reservationId: string | null;
   reason: string | null;
   opId: string | null;
@@ -74,10 +75,10 @@ WITH fence AS (
   ON CONFLICT DO NOTHING
   RETURNING reservation_id
 ), created AS (
-  INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at, tenant)
-  SELECT t.id, 'pending', t.reference, t.metadata, t.expires_at, t.created_at, t.created_at, t.tenant
-  FROM unnest($6::uuid[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[], $30::text[])
-    AS t(id, reference, metadata, expires_at, created_at, tenant)
+  INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at, tenant, priority)
+  SELECT t.id, 'pending', t.reference, t.metadata, t.expires_at, t.created_at, t.created_at, t.tenant, t.priority
+  FROM unnest($6::uuid[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[], $30::text[], $33::text[])
+    AS t(id, reference, metadata, expires_at, created_at, tenant, priority)
   WHERE t.id IN (SELECT reservation_id FROM idem)
   RETURNING id
 ), lines AS (
@@ -91,23 +92,25 @@ WITH fence AS (
   WHERE r.id = t.id AND r.status = t.from_status AND EXISTS (SELECT FROM fence)
   RETURNING r.id
 ), movements AS (
-  SELECT m.item_id, m.location, m.kind, m.on_hand_delta, m.reserved_delta, m.reservation_id, m.reason, m.op_id
-  FROM unnest($22::text[], $23::text[], $24::text[], $25::bigint[], $26::bigint[], $27::uuid[], $28::text[], $29::text[], $31::uuid[])
-    AS m(item_id, location, kind, on_hand_delta, reserved_delta, reservation_id, reason, gate, op_id)
+  SELECT m.item_id, m.location, m.kind, m.on_hand_delta, m.reserved_delta, m.reservation_id, m.reason, m.op_id, m.safety_delta
+  FROM unnest($22::text[], $23::text[], $24::text[], $25::bigint[], $26::bigint[], $27::uuid[], $28::text[], $29::text[], $31::uuid[],
+              $32::bigint[])
+    AS m(item_id, location, kind, on_hand_delta, reserved_delta, reservation_id, reason, gate, op_id, safety_delta)
   WHERE (m.gate = 'stock' AND EXISTS (SELECT FROM fence))
      OR (m.gate = 'reserve' AND m.reservation_id IN (SELECT reservation_id FROM idem))
      OR (m.gate = 'transition' AND m.reservation_id IN (SELECT id FROM moved))
 ), ledger AS (
-  INSERT INTO stock_movements (item_id, location, kind, on_hand_delta, reserved_delta, reservation_id, reason, op_id)
+  INSERT INTO stock_movements (item_id, location, kind, on_hand_delta, reserved_delta, reservation_id, reason, op_id, safety_delta)
   SELECT * FROM movements
   ON CONFLICT (op_id) WHERE op_id IS NOT NULL DO NOTHING
-  RETURNING item_id, location, on_hand_delta, reserved_delta, op_id
+  RETURNING item_id, location, on_hand_delta, reserved_delta, op_id, safety_delta
 ), stocked AS (
-  INSERT INTO stock AS s (item_id, location, on_hand, reserved)
-  SELECT item_id, location, sum(on_hand_delta), sum(reserved_delta) FROM ledger
+  INSERT INTO stock AS s (item_id, location, on_hand, reserved, safety_stock)
+  SELECT item_id, location, sum(on_hand_delta), sum(reserved_delta), sum(safety_delta) FROM ledger
   GROUP BY item_id, location ORDER BY item_id, location
   ON CONFLICT (item_id, location) DO UPDATE
-    SET on_hand = s.on_hand + excluded.on_hand, reserved = s.reserved + excluded.reserved, updated_at = now()
+    SET on_hand = s.on_hand + excluded.on_hand, reserved = s.reserved + excluded.reserved,
+        safety_stock = s.safety_stock + excluded.safety_stock, updated_at = now()
 )
 INSERT INTO write_batches (id, fenced_in, created, moved, stocked)
 SELECT $2::uuid, EXISTS (SELECT FROM fence), (SELECT array_agg(reservation_id) FROM idem), (SELECT array_agg(id) FROM moved),
@@ -150,9 +153,11 @@ export function batchValues(ops: RecordOp[]): unknown[] {
     movements.map((m) => m.reservationId),
     movements.map((m) => m.reason),
     movements.map((m) => m.gate),
-    // $30 and $31, last so the earlier parameters keep their numbers.
+    // $30 on, last so the earlier parameters keep their numbers.
     reserves.map((r) => r.reservation.tenant),
     movements.map((m) => m.opId),
+    movements.map((m) => m.safety),
+    reserves.map((r) => r.reservation.priority),
   ];
 }
 
@@ -168,6 +173,7 @@ function movementsOf(op: RecordOp): Movement[] {
           kind: op.movement,
           onHand: op.onHandDelta,
           reserved: 0,
+          safety: op.safetyDelta ?? 0,
           reservationId: null,
           reason: op.reason,
           opId: op.opId,
@@ -181,6 +187,7 @@ function movementsOf(op: RecordOp): Movement[] {
         kind: 'reserve',
         onHand: 0,
         reserved: l.quantity,
+        safety: 0,
         reservationId: op.reservation.id,
         reason: null,
         opId: null,
@@ -194,6 +201,7 @@ function movementsOf(op: RecordOp): Movement[] {
         kind,
         onHand: op.to === 'confirmed' ? -l.quantity : 0,
         reserved: -l.quantity,
+        safety: 0,
         reservationId: op.reservationId,
         reason: null,
         opId: null,

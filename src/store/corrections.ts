@@ -56,17 +56,26 @@ export interface HoldLimits {
   idleTimeoutMs: number;
 }
 
+/** Redis' figures of one location, as a correction reads and writes them. */
+interface Figures {
+  onHand: number;
+  reserved: number;
+  pending: number;
+  safety: number;
+  safetyPending: number;
+}
+
 export interface CorrectionRow {
   generation: string;
-  before: { onHand: number; reserved: number; pending: number };
-  after: { onHand: number; reserved: number; pending: number };
+  before: Figures;
+  after: Figures;
   details: Record<string, unknown>;
   reason: string;
 }
 
 /**
  * PostgreSQL's stock row of one (item, location), held FOR SHARE for as long as the transaction lasts: every batch
- * that changes on-hand or reserved there updates this row, so none can commit until the transaction ends, and what
+ * that changes on-hand, reserved or safety stock there updates this row, so none can commit until the transaction ends, and what
  * is read through this object stays PostgreSQL's word meanwhile. The generation row is held FOR SHARE too, as a
  * batch holds it: a rebuild waits for the transaction, and the transaction for a rebuild.
  */
@@ -78,6 +87,7 @@ export class HeldStockRow {
     readonly generation: string,
     readonly onHand: number,
     readonly reserved: number,
+    readonly safetyStock: number,
   ) {}
 
   opOutcomes(opIds: readonly string[]): Promise<Map<string, OpOutcome>> {
@@ -111,8 +121,9 @@ export class HeldStockRow {
     await this.client.query(
       `INSERT INTO stock_corrections (item_id, location, generation, redis_on_hand_before, redis_reserved_before,
          redis_pending_before, redis_on_hand_after, redis_reserved_after, redis_pending_after, pg_on_hand, pg_reserved,
-         details, reason)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+         details, reason, redis_safety_before, redis_safety_pending_before, redis_safety_after, redis_safety_pending_after,
+         pg_safety_stock)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
       [
         this.itemId,
         this.location,
@@ -127,6 +138,11 @@ export class HeldStockRow {
         this.reserved,
         JSON.stringify(c.details),
         c.reason,
+        c.before.safety,
+        c.before.safetyPending,
+        c.after.safety,
+        c.after.safetyPending,
+        this.safetyStock,
       ],
     );
   }
@@ -154,8 +170,8 @@ export async function withStockRowHeld<T>(
     );
     const gen = await client.query<{ generation: string }>('SELECT generation::text FROM state_generation FOR SHARE');
     const lock = () =>
-      client.query<{ on_hand: number; reserved: number }>(
-        'SELECT on_hand, reserved FROM stock WHERE item_id = $1 AND location = $2 FOR SHARE',
+      client.query<{ on_hand: number; reserved: number; safety_stock: number }>(
+        'SELECT on_hand, reserved, safety_stock FROM stock WHERE item_id = $1 AND location = $2 FOR SHARE',
         [itemId, location],
       );
     let stock = await lock();
@@ -167,7 +183,7 @@ export async function withStockRowHeld<T>(
       stock = await lock();
     }
     const row = stock.rows[0]!;
-    const { keep, result } = await work(new HeldStockRow(client, itemId, location, gen.rows[0]!.generation, row.on_hand, row.reserved));
+    const { keep, result } = await work(new HeldStockRow(client, itemId, location, gen.rows[0]!.generation, row.on_hand, row.reserved, row.safety_stock));
     await client.query(keep ? 'COMMIT' : 'ROLLBACK');
     return result;
   } catch (err) {

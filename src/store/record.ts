@@ -20,7 +20,10 @@ export type RecordOp =
       itemId: string;
       location: string;
       onHandDelta: number;
-      movement: 'set' | 'adjust';
+      /** The safety stock change (a set only; absent: 0). */
+      safetyDelta?: number;
+      /** 'safety': a set that changed only the safety stock. */
+      movement: 'set' | 'adjust' | 'safety';
       reason: string | null;
       /** The decision's op id (its intent in Redis): the ledger row carries it, and it is recorded at most once. */
       opId: string;

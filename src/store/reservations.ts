@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Line, ReservationRecord } from '../domain/reservation.js';
-import type { ReservationStatus } from '../domain/schemas.js';
+import type { Priority, ReservationStatus } from '../domain/schemas.js';
 
 /** Reads of reservations and idempotency records. Writes go through the BatchWriter. */
 
@@ -9,6 +9,7 @@ export interface ReservationRow {
   status: ReservationStatus;
   reference: string | null;
   metadata: Record<string, string>;
+  priority: Priority;
   lines: Line[];
   expires_at: Date;
   created_at: Date;
@@ -18,7 +19,7 @@ export interface ReservationRow {
 
 /** A reservation with its lines as JSON; callers add the WHERE clause (and any locking). */
 export const SELECT_RESERVATION = `
-  SELECT r.id, r.status, r.reference, r.metadata, r.expires_at, r.created_at, r.updated_at, r.tenant,
+  SELECT r.id, r.status, r.reference, r.metadata, r.priority, r.expires_at, r.created_at, r.updated_at, r.tenant,
          (SELECT json_agg(json_build_object('itemId', l.item_id, 'location', l.location, 'quantity', l.quantity)
                           ORDER BY l.line_no)
             FROM reservation_lines l WHERE l.reservation_id = r.id) AS lines
@@ -29,6 +30,7 @@ export const toRecord = (row: ReservationRow): ReservationRecord => ({
   status: row.status,
   reference: row.reference,
   metadata: row.metadata,
+  priority: row.priority,
   lines: row.lines,
   expiresAt: row.expires_at,
   createdAt: row.created_at,

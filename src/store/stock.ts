@@ -8,6 +8,7 @@ export interface StockRow {
   itemId: string;
   location: string;
   onHand: number;
+  safetyStock: number;
 }
 
 /** Every item that has a stock row. */
@@ -16,11 +17,12 @@ export async function findStockedItemIds(db: Db): Promise<string[]> {
   return rows.map((r) => r.item_id);
 }
 
-/** On-hand per (item, location) of the given items, or of every item. */
+/** On-hand and safety stock per (item, location) of the given items, or of every item. */
 export async function findStock(db: Db, items?: readonly string[]): Promise<StockRow[]> {
-  const { rows } = await db.query<{ item_id: string; location: string; on_hand: number }>(
-    items ? 'SELECT item_id, location, on_hand FROM stock WHERE item_id = ANY($1)' : 'SELECT item_id, location, on_hand FROM stock',
+  const columns = 'SELECT item_id, location, on_hand, safety_stock FROM stock';
+  const { rows } = await db.query<{ item_id: string; location: string; on_hand: number; safety_stock: number }>(
+    items ? `${columns} WHERE item_id = ANY($1)` : columns,
     items ? [items] : [],
   );
-  return rows.map((r) => ({ itemId: r.item_id, location: r.location, onHand: r.on_hand }));
+  return rows.map((r) => ({ itemId: r.item_id, location: r.location, onHand: r.on_hand, safetyStock: r.safety_stock }));
 }

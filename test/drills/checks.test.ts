@@ -29,10 +29,10 @@ function snapshot(decidedMs: number): Snapshot {
     postgres: {
       nowMs: T + 10_000,
       reservations: new Map([[id, { id, status: 'pending' as const, expiresAtMs: T + 60_000, updatedAtMs: decidedMs, lines }]]),
-      stock: new Map([[A, { ...SKU, onHand: 10, reserved: 1 }]]),
+      stock: new Map([[A, { ...SKU, onHand: 10, reserved: 1, safetyStock: 0 }]]),
       movements: [
-        { ...SKU, kind: 'set', onHand: 10, reserved: 0, reservationId: null, reason: null },
-        { ...SKU, kind: 'reserve', onHand: 0, reserved: 1, reservationId: id, reason: null },
+        { ...SKU, kind: 'set', onHand: 10, reserved: 0, safety: 0, reservationId: null, reason: null },
+        { ...SKU, kind: 'reserve', onHand: 0, reserved: 1, safety: 0, reservationId: id, reason: null },
       ],
       idempotency: [{ scope: '_', key: KEY, reservationId: id, statusCode: 201, responseId: id }],
     },
@@ -40,7 +40,7 @@ function snapshot(decidedMs: number): Snapshot {
       nowMs: T + 10_000,
       marker: '1',
       items: new Set([SKU.itemId]),
-      stock: new Map([[A, { ...SKU, onHand: 10, reserved: 1, pending: null }]]),
+      stock: new Map([[A, { ...SKU, onHand: 10, reserved: 1, pending: null, safety: null, safetyPending: null }]]),
       holds: [{ ...SKU, reservationId: id, state: HoldState.pending, quantity: 1, expiresAtMs: T + 60_000 }],
       malformed: [],
     },

@@ -4,8 +4,8 @@ import type { BodyKind } from './routes.js';
 
 /**
  * The request bodies' fields and limits (api.md, "Identifiers and limits"), as the fuzzer needs them: for each
- * kind of field, values that break it for certain. `priority`, `allocation` and `safetyStock` are contract
- * fields: only values that are wrong for them are sent (their valid forms are other features' business).
+ * kind of field, values that break it for certain. `allocation` is a contract field not built here: only values
+ * that are wrong for it are sent (its valid forms are another feature's business).
  */
 export type Spec =
   | { kind: 'int'; min: number; max: number; nonZero?: boolean }
@@ -41,12 +41,12 @@ export const BODIES: Record<Exclude<BodyKind, 'none'>, BodySpec> = {
       allocation: { kind: 'object' },
     },
     required: ['lines'],
-    implemented: ['lines', 'ttlSeconds', 'reference', 'metadata'],
+    implemented: ['lines', 'ttlSeconds', 'reference', 'metadata', 'priority'],
   },
   stockSet: {
     fields: { quantity: { kind: 'int', min: 0, max: 1_000_000_000 }, location: { kind: 'id', max: 64 }, safetyStock: { kind: 'int', min: 0, max: 1_000_000_000 } },
     required: ['quantity'],
-    implemented: ['quantity', 'location'],
+    implemented: ['quantity', 'location', 'safetyStock'],
   },
   adjust: {
     fields: {

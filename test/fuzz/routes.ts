@@ -95,6 +95,7 @@ function reserveBody(d: Draw, w: World, b: Builder): Obj {
     if (atLimit) b.decorate('size.at-limit@metadata');
     body.set('metadata', metadata);
   }
+  if (d.bool(0.3)) body.set('priority', d.pick(['normal', 'high']));
   return body;
 }
 
@@ -164,6 +165,7 @@ export const ROUTES: Route[] = [
       b.draft.path[1] = pct(d.bool(0.7) ? d.pick(w.items).id : unknownItem(d));
       const body = obj({ quantity: d.pick([0, 1, 1_000_000_000, d.int(0, 1_000_000_000)]) });
       if (d.bool(0.6)) body.set('location', d.bool(0.5) ? d.pick(stockedPairs(w)).location : unknownLocation(d));
+      if (d.bool(0.4)) body.set('safetyStock', d.pick([0, 1, 1_000_000_000, d.int(0, 1_000_000_000)]));
       json(b, body);
       authorise(d, w, b, 'operator');
     },

@@ -88,6 +88,7 @@ export interface ReserveBody {
   ttlSeconds?: number;
   reference?: string;
   metadata?: Record<string, string>;
+  priority?: 'normal' | 'high';
 }
 
 /** Figures of one location, `{ onHand, reserved, available }`, as an availability document reports them. */
@@ -168,6 +169,11 @@ export class Api {
   /** PUT stock that must succeed. */
   async stock(itemId: string, quantity: number, location?: string): Promise<AvailabilityDocument> {
     return expectAvailability(await this.putStock(itemId, location === undefined ? { quantity } : { quantity, location }));
+  }
+
+  /** PUT stock with a safety stock, that must succeed. */
+  async safety(itemId: string, quantity: number, safetyStock: number, location?: string): Promise<AvailabilityDocument> {
+    return expectAvailability(await this.putStock(itemId, location === undefined ? { quantity, safetyStock } : { quantity, safetyStock, location }));
   }
 
   /** Availability that must be 200. */
@@ -288,7 +294,7 @@ export function expectInvalidFields(res: Answer, ...fields: string[]): void {
 
 export const ISO_MS_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-const RESERVATION_MEMBERS = ['createdAt', 'expiresAt', 'id', 'lines', 'metadata', 'reference', 'status', 'updatedAt'];
+const RESERVATION_MEMBERS = ['createdAt', 'expiresAt', 'id', 'lines', 'metadata', 'priority', 'reference', 'status', 'updatedAt'];
 
 /** Asserts the exact shape of a reservation document and returns it. */
 export function expectReservation(res: Answer, statusCode: number): ReservationDocument {
@@ -303,27 +309,30 @@ export function expectReservation(res: Answer, statusCode: number): ReservationD
   for (const line of doc.lines) expect(Object.keys(line).sort()).toEqual(['itemId', 'location', 'quantity']);
   expect(doc.reference === null || typeof doc.reference === 'string').toBe(true);
   expect(doc.metadata !== null && typeof doc.metadata === 'object' && !Array.isArray(doc.metadata)).toBe(true);
+  expect(['normal', 'high']).toContain(doc.priority);
   return doc;
 }
 
-/** Asserts the exact shape of an availability document, and that its sums and `available` figures add up. */
+const FIGURES = ['onHand', 'reserved', 'safetyStock', 'available', 'availableHighPriority'] as const;
+
+/**
+ * Asserts the exact shape of an availability document (its members in the contract's order), and that its sums and
+ * `available` figures add up.
+ */
 export function expectAvailability(res: Answer): AvailabilityDocument {
   expect({ status: res.status, body: res.text }).toMatchObject({ status: 200 });
   expect(res.headers['content-type']).toMatch(/^application\/json(;|$)/);
   const doc = JSON.parse(res.text) as AvailabilityDocument;
-  expect(Object.keys(doc).sort()).toEqual(['available', 'itemId', 'locations', 'onHand', 'reserved']);
+  expect(Object.keys(doc)).toEqual(['itemId', ...FIGURES, 'locations']);
   for (const l of doc.locations) {
-    expect(Object.keys(l).sort()).toEqual(['available', 'location', 'onHand', 'reserved']);
-    expect(l.available).toBe(Math.max(0, l.onHand - l.reserved));
+    expect(Object.keys(l)).toEqual(['location', ...FIGURES]);
+    expect(l.safetyStock).toBeGreaterThanOrEqual(0);
+    expect(l.available).toBe(Math.max(0, l.onHand - l.reserved - l.safetyStock));
+    expect(l.availableHighPriority).toBe(Math.max(0, l.onHand - l.reserved));
   }
   const names = doc.locations.map((l) => l.location);
   expect(names).toEqual([...names].sort());
-  const sum = (k: 'onHand' | 'reserved' | 'available') => doc.locations.reduce((t, l) => t + l[k], 0);
-  expect({ onHand: doc.onHand, reserved: doc.reserved, available: doc.available }).toEqual({
-    onHand: sum('onHand'),
-    reserved: sum('reserved'),
-    available: sum('available'),
-  });
+  for (const k of FIGURES) expect(doc[k], `${k} is the sum of the locations'`).toBe(doc.locations.reduce((t, l) => t + l[k], 0));
   return doc;
 }
 

@@ -20,6 +20,7 @@ function consistent(): StoreState {
     kind,
     onHand,
     reserved,
+    safety: 0,
     reservationId,
     reason: null,
   });
@@ -30,7 +31,7 @@ function consistent(): StoreState {
         [R1, { id: R1, status: 'pending' as const, expiresAtMs: T + 60_000, updatedAtMs: T - 1_000, lines: line(2) }],
         [R2, { id: R2, status: 'confirmed' as const, expiresAtMs: T + 60_000, updatedAtMs: T - 500, lines: line(2) }],
       ]),
-      stock: new Map([[A, { itemId: 'sku-a', location: 'default', onHand: 10, reserved: 2 }]]),
+      stock: new Map([[A, { itemId: 'sku-a', location: 'default', onHand: 10, reserved: 2, safetyStock: 0 }]]),
       movements: [movement('set', 12, 0, null), movement('reserve', 0, 2, R1), movement('reserve', 0, 2, R2), movement('confirm', -2, -2, R2)],
       idempotency: [
         { scope: '_', key: 'k1', reservationId: R1, statusCode: 201, responseId: R1 },
@@ -41,7 +42,7 @@ function consistent(): StoreState {
       nowMs: T,
       marker: '1',
       items: new Set(['sku-a']),
-      stock: new Map([[A, { itemId: 'sku-a', location: 'default', onHand: 10, reserved: 2, pending: null }]]),
+      stock: new Map([[A, { itemId: 'sku-a', location: 'default', onHand: 10, reserved: 2, pending: null, safety: null, safetyPending: null }]]),
       holds: [
         { itemId: 'sku-a', reservationId: R1, location: 'default', state: HoldState.pending, quantity: 2, expiresAtMs: T + 60_000 },
         { itemId: 'sku-a', reservationId: R2, location: 'default', state: HoldState.confirmed, quantity: 2, expiresAtMs: T + 60_000 },

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import pg from 'pg';
 import type { Keys } from '../../src/redis/keys.js';
-import { parseHold, parseHoldField, parseStockField, type HoldStateCode } from '../../src/redis/layout.js';
+import { emptyLocation, parseHold, parseHoldField, parseStockField, type HoldStateCode } from '../../src/redis/layout.js';
 import { HoldState } from '../../src/redis/status.js';
 
 /**
@@ -45,6 +45,8 @@ export interface Movement {
   kind: string;
   onHand: number;
   reserved: number;
+  /** The safety stock change (safety_delta). */
+  safety: number;
   reservationId: string | null;
   reason: string | null;
 }
@@ -64,7 +66,7 @@ export interface PostgresState {
   nowMs: number;
   reservations: Map<string, PgReservation>;
   /** pairKey → the stock row. */
-  stock: Map<string, { itemId: string; location: string; onHand: number; reserved: number }>;
+  stock: Map<string, { itemId: string; location: string; onHand: number; reserved: number; safetyStock: number }>;
   movements: Movement[];
   idempotency: IdempotencyRow[];
 }
@@ -85,7 +87,18 @@ export interface RedisState {
   /** The items read: Redis is only judged on these. */
   items: ReadonlySet<string>;
   /** pairKey → the stock hash's figures of that location (null: no such field). */
-  stock: Map<string, { itemId: string; location: string; onHand: number | null; reserved: number | null; pending: number | null }>;
+  stock: Map<
+    string,
+    {
+      itemId: string;
+      location: string;
+      onHand: number | null;
+      reserved: number | null;
+      pending: number | null;
+      safety: number | null;
+      safetyPending: number | null;
+    }
+  >;
   holds: RedisHold[];
   /** Fields or values not of src/redis/layout.ts's format. */
   malformed: string[];
@@ -121,8 +134,9 @@ export async function readPostgres(db: Queryable, items?: readonly string[]): Pr
       `SELECT reservation_id, item_id, location, quantity FROM reservation_lines${only('item_id')} ORDER BY reservation_id, line_no`,
       params,
     );
-    const st = await client.query<{ item_id: string; location: string; on_hand: number; reserved: number }>(
-      `SELECT item_id, location, on_hand::float8 AS on_hand, reserved::float8 AS reserved FROM stock${only('item_id')}`,
+    const st = await client.query<{ item_id: string; location: string; on_hand: number; reserved: number; safety_stock: number }>(
+      `SELECT item_id, location, on_hand::float8 AS on_hand, reserved::float8 AS reserved, safety_stock::float8 AS safety_stock
+       FROM stock${only('item_id')}`,
       params,
     );
     const mv = await client.query<{
@@ -131,11 +145,12 @@ export async function readPostgres(db: Queryable, items?: readonly string[]): Pr
       kind: string;
       on_hand_delta: number;
       reserved_delta: number;
+      safety_delta: number;
       reservation_id: string | null;
       reason: string | null;
     }>(
       `SELECT item_id, location, kind, on_hand_delta::float8 AS on_hand_delta, reserved_delta::float8 AS reserved_delta,
-              reservation_id, reason
+              safety_delta::float8 AS safety_delta, reservation_id, reason
        FROM stock_movements${only('item_id')} ORDER BY id`,
       params,
     );
@@ -154,13 +169,19 @@ export async function readPostgres(db: Queryable, items?: readonly string[]): Pr
     return {
       nowMs: now.rows[0]!.now_ms,
       reservations,
-      stock: new Map(st.rows.map((s) => [pairKey(s.item_id, s.location), { itemId: s.item_id, location: s.location, onHand: s.on_hand, reserved: s.reserved }])),
+      stock: new Map(
+        st.rows.map((s) => [
+          pairKey(s.item_id, s.location),
+          { itemId: s.item_id, location: s.location, onHand: s.on_hand, reserved: s.reserved, safetyStock: s.safety_stock },
+        ]),
+      ),
       movements: mv.rows.map((m) => ({
         itemId: m.item_id,
         location: m.location,
         kind: m.kind,
         onHand: m.on_hand_delta,
         reserved: m.reserved_delta,
+        safety: m.safety_delta,
         reservationId: m.reservation_id,
         reason: m.reason,
       })),
@@ -211,7 +232,7 @@ export async function readRedis(redis: Redis, keys: Keys, items: readonly string
           continue;
         }
         const key = pairKey(itemId, parsed.location);
-        const entry = state.stock.get(key) ?? { itemId, location: parsed.location, onHand: null, reserved: null, pending: null };
+        const entry = state.stock.get(key) ?? { itemId, location: parsed.location, ...emptyLocation() };
         entry[parsed.figure] = Number(value);
         state.stock.set(key, entry);
       }
@@ -237,7 +258,7 @@ export type StoreInvariant = 'I1' | 'I2' | 'I3' | 'I5';
 export interface CheckOptions {
   /**
    * Traffic has settled and nothing is left to heal: Redis must equal PostgreSQL figure for figure (on-hand, live
-   * reserved, which holds were sold, no pending supply). The drills leave this to their reconciliation step.
+   * reserved, safety stock, which holds were sold, no pending supply nor pending safety stock decrease). The drills leave this to their reconciliation step.
    */
   redisMatchesPostgres?: boolean;
   /**
@@ -264,13 +285,25 @@ export interface LocationFigures {
   itemId: string;
   location: string;
   /**
-   * The stock hash (`h:` / raw `r:` / `p:`; null where absent), and the units of its holds: pending whose TTL has
-   * not passed at T, pending (raw), confirmed (sold, while their tombstones last).
+   * The stock hash (`h:` / raw `r:` / `p:` / `s:` / `q:`; null where absent), and the units of its holds: pending
+   * whose TTL has not passed at T, pending (raw), confirmed (sold, while their tombstones last).
    */
-  redis: { onHand: number | null; reservedRaw: number | null; pending: number | null; reservedLive: number; heldRaw: number; sold: number };
-  pg: { onHand: number | null; reserved: number | null };
-  /** Sums of the ledger; `supplied` is what set/adjust added, `confirmedOut` what confirms took out. */
-  ledger: { rows: number; onHand: number; reserved: number; supplied: number; confirmedOut: number };
+  redis: {
+    onHand: number | null;
+    reservedRaw: number | null;
+    pending: number | null;
+    safety: number | null;
+    safetyPending: number | null;
+    reservedLive: number;
+    heldRaw: number;
+    sold: number;
+  };
+  pg: { onHand: number | null; reserved: number | null; safetyStock: number | null };
+  /**
+   * Sums of the ledger; `supplied` is what set/adjust added, `confirmedOut` what confirms took out, `safety` the
+   * safety stock changes.
+   */
+  ledger: { rows: number; onHand: number; reserved: number; supplied: number; confirmedOut: number; safety: number };
   /** Units of reservation lines: pending (any), pending and unexpired at T, confirmed. */
   lines: { pending: number; pendingLive: number; confirmed: number };
 }
@@ -323,9 +356,9 @@ export function checkStores(state: StoreState, options: CheckOptions = {}): Stor
       f = {
         itemId,
         location,
-        redis: { onHand: null, reservedRaw: null, pending: null, reservedLive: 0, heldRaw: 0, sold: 0 },
-        pg: { onHand: null, reserved: null },
-        ledger: { rows: 0, onHand: 0, reserved: 0, supplied: 0, confirmedOut: 0 },
+        redis: { onHand: null, reservedRaw: null, pending: null, safety: null, safetyPending: null, reservedLive: 0, heldRaw: 0, sold: 0 },
+        pg: { onHand: null, reserved: null, safetyStock: null },
+        ledger: { rows: 0, onHand: 0, reserved: 0, supplied: 0, confirmedOut: 0, safety: 0 },
         lines: { pending: 0, pendingLive: 0, confirmed: 0 },
       };
       figures.set(key, f);
@@ -339,6 +372,8 @@ export function checkStores(state: StoreState, options: CheckOptions = {}): Stor
       f.redis.onHand = s.onHand;
       f.redis.reservedRaw = s.reserved;
       f.redis.pending = s.pending;
+      f.redis.safety = s.safety;
+      f.redis.safetyPending = s.safetyPending;
     }
     for (const h of rs.holds) {
       const f = figure(h.itemId, h.location);
@@ -353,17 +388,24 @@ export function checkStores(state: StoreState, options: CheckOptions = {}): Stor
       const f = figure(s.itemId, s.location);
       f.pg.onHand = s.onHand;
       f.pg.reserved = s.reserved;
+      f.pg.safetyStock = s.safetyStock;
     }
     for (const m of pgs.movements) {
       // A void names a stock decision reconciliation took back for good: no units, and no stock row of its own.
       if (m.kind === 'void') {
-        if (m.onHand !== 0 || m.reserved !== 0) violations.I5.push(`${pairKey(m.itemId, m.location)}: a void ledger row moves ${m.onHand}/${m.reserved} units`);
+        if (m.onHand !== 0 || m.reserved !== 0 || m.safety !== 0) {
+          violations.I5.push(`${pairKey(m.itemId, m.location)}: a void ledger row moves ${m.onHand}/${m.reserved}/${m.safety} units`);
+        }
         continue;
       }
       const f = figure(m.itemId, m.location);
       f.ledger.rows++;
       f.ledger.onHand += m.onHand;
       f.ledger.reserved += m.reserved;
+      f.ledger.safety += m.safety;
+      if (m.safety !== 0 && m.kind !== 'set' && m.kind !== 'safety') {
+        violations.I5.push(`${pairKey(m.itemId, m.location)}: a ${m.kind} ledger row changes the safety stock by ${m.safety}`);
+      }
       if (m.kind === 'set' || m.kind === 'adjust') f.ledger.supplied += m.onHand;
       if (m.kind === 'confirm') f.ledger.confirmedOut -= m.onHand;
     }
@@ -416,10 +458,17 @@ export function checkStores(state: StoreState, options: CheckOptions = {}): Stor
       }
       if (pgReserved !== f.ledger.reserved) violations.I5.push(`${at}: stock.reserved ${pgReserved} ≠ Σ ledger reserved_delta ${f.ledger.reserved}`);
       if (pgReserved !== f.lines.pending) violations.I5.push(`${at}: stock.reserved ${pgReserved} ≠ Σ pending lines ${f.lines.pending}`);
+      const pgSafety = f.pg.safetyStock ?? 0;
+      if (pgSafety < 0) violations.I5.push(`${at}: PostgreSQL safety stock is ${pgSafety}`);
+      if (pgSafety !== f.ledger.safety) violations.I5.push(`${at}: stock.safety_stock ${pgSafety} ≠ Σ ledger safety_delta ${f.ledger.safety}`);
     }
     if (inRedis(f.itemId)) {
       if (f.redis.onHand !== null && f.redis.onHand < 0) violations.I1.push(`${at}: Redis on-hand is ${f.redis.onHand}`);
       if (f.redis.reservedRaw !== null && f.redis.reservedRaw < 0) violations.I1.push(`${at}: Redis reserved is ${f.redis.reservedRaw}`);
+      if ((f.redis.safety ?? 0) < 0) violations.I1.push(`${at}: Redis safety stock is ${f.redis.safety}`);
+      if ((f.redis.safetyPending ?? 0) > (f.redis.safety ?? 0)) {
+        violations.I5.push(`${at}: Redis pending safety stock decrease (q:) ${f.redis.safetyPending} > its safety stock (s:) ${f.redis.safety ?? 0}`);
+      }
       if (options.holdsWithinSupply && f.redis.onHand !== null && (f.redis.reservedRaw ?? 0) > f.redis.onHand) {
         violations.I1.push(`${at}: Redis reserved ${f.redis.reservedRaw} > on-hand ${f.redis.onHand}`);
       }
@@ -434,6 +483,12 @@ export function checkStores(state: StoreState, options: CheckOptions = {}): Stor
       if (f.redis.onHand === null) differ(`${at}: Redis has no on-hand field (PostgreSQL knows this location)`);
       if (f.redis.pending !== null) differ(`${at}: Redis has pending supply (p:) of ${f.redis.pending} that was neither applied nor abandoned`);
       if (f.redis.onHand !== f.pg.onHand) differ(`${at}: Redis on-hand ${f.redis.onHand} ≠ PostgreSQL on_hand ${f.pg.onHand}`);
+      if (f.redis.safetyPending !== null) {
+        differ(`${at}: Redis has a pending safety stock decrease (q:) of ${f.redis.safetyPending} that was neither applied nor dropped`);
+      }
+      if ((f.redis.safety ?? 0) !== (f.pg.safetyStock ?? 0)) {
+        differ(`${at}: Redis safety stock ${f.redis.safety ?? 0} ≠ PostgreSQL safety_stock ${f.pg.safetyStock ?? 0}`);
+      }
       if (f.redis.reservedLive !== f.lines.pendingLive) {
         differ(`${at}: Redis reserved (unexpired holds) ${f.redis.reservedLive} ≠ Σ pending unexpired lines ${f.lines.pendingLive}`);
       }
@@ -612,15 +667,21 @@ export async function checkInvariants(
 /** The figures side by side, one row per (item, location). */
 export function table(figures: readonly LocationFigures[]): string {
   const n = (v: number | null) => (v === null ? '∅' : String(v));
-  const header = ['item@location', 'redis h', 'redis r', 'redis p', 'redis live', 'pg on_hand', 'pg reserved', 'ledger on_hand', 'ledger reserved', 'supplied', 'confirmed', 'pending', 'pending live'];
+  const header = [
+    'item@location', 'redis h', 'redis r', 'redis p', 'redis s', 'redis q', 'redis live', 'pg on_hand', 'pg reserved', 'pg safety',
+    'ledger on_hand', 'ledger reserved', 'supplied', 'confirmed', 'pending', 'pending live',
+  ];
   const rows = figures.map((f) => [
     pairKey(f.itemId, f.location),
     n(f.redis.onHand),
     n(f.redis.reservedRaw),
     n(f.redis.pending),
+    n(f.redis.safety),
+    n(f.redis.safetyPending),
     String(f.redis.reservedLive),
     n(f.pg.onHand),
     n(f.pg.reserved),
+    n(f.pg.safetyStock),
     String(f.ledger.onHand),
     String(f.ledger.reserved),
     String(f.ledger.supplied),

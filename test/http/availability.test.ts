@@ -15,8 +15,10 @@ describe('GET /items/{itemId}/availability', () => {
       itemId: item,
       onHand: 100,
       reserved: 7,
+      safetyStock: 0,
       available: 93,
-      locations: [{ location: 'default', onHand: 100, reserved: 7, available: 93 }],
+      availableHighPriority: 93,
+      locations: [{ location: 'default', onHand: 100, reserved: 7, safetyStock: 0, available: 93, availableHighPriority: 93 }],
     });
   });
 
@@ -35,12 +37,14 @@ describe('GET /items/{itemId}/availability', () => {
       itemId: item,
       onHand: 26,
       reserved: 11,
+      safetyStock: 0,
       available: 15,
+      availableHighPriority: 15,
       locations: [
-        { location: 'A-1', onHand: 1, reserved: 0, available: 1 },
-        { location: 'default', onHand: 5, reserved: 5, available: 0 },
-        { location: 'wh-10', onHand: 0, reserved: 0, available: 0 },
-        { location: 'wh-2', onHand: 20, reserved: 6, available: 14 },
+        { location: 'A-1', onHand: 1, reserved: 0, safetyStock: 0, available: 1, availableHighPriority: 1 },
+        { location: 'default', onHand: 5, reserved: 5, safetyStock: 0, available: 0, availableHighPriority: 0 },
+        { location: 'wh-10', onHand: 0, reserved: 0, safetyStock: 0, available: 0, availableHighPriority: 0 },
+        { location: 'wh-2', onHand: 20, reserved: 6, safetyStock: 0, available: 14, availableHighPriority: 14 },
       ],
     });
   });
@@ -55,10 +59,12 @@ describe('GET /items/{itemId}/availability', () => {
       itemId: item,
       onHand: 12,
       reserved: 5,
+      safetyStock: 0,
       available: 10,
+      availableHighPriority: 10,
       locations: [
-        { location: 'wh-a', onHand: 2, reserved: 5, available: 0 },
-        { location: 'wh-b', onHand: 10, reserved: 0, available: 10 },
+        { location: 'wh-a', onHand: 2, reserved: 5, safetyStock: 0, available: 0, availableHighPriority: 0 },
+        { location: 'wh-b', onHand: 10, reserved: 0, safetyStock: 0, available: 10, availableHighPriority: 10 },
       ],
     });
   });
@@ -83,8 +89,10 @@ describe('GET /items/{itemId}/availability', () => {
       itemId: item,
       onHand: 0,
       reserved: 0,
+      safetyStock: 0,
       available: 0,
-      locations: [{ location: 'default', onHand: 0, reserved: 0, available: 0 }],
+      availableHighPriority: 0,
+      locations: [{ location: 'default', onHand: 0, reserved: 0, safetyStock: 0, available: 0, availableHighPriority: 0 }],
     });
   });
 

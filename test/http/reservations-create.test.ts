@@ -47,6 +47,7 @@ describe('POST /reservations: the created document', () => {
       createdAt: doc.createdAt,
       updatedAt: doc.createdAt,
       metadata: { channel: 'web', cart: 'c-9' },
+      priority: 'normal',
     });
     expect(Date.parse(doc.expiresAt) - Date.parse(doc.createdAt)).toBe(600_000);
     expect(expectReservation(await api.get(doc.id), 200)).toEqual(doc);
@@ -216,7 +217,7 @@ describe('POST /reservations: rejected with 400 validation_failed naming the fie
     ['a nested metadata object', (i) => ({ lines: [line(i)], metadata: { nested: { a: 'b' } } }), ['metadata.nested']],
     ['metadata that is an array', (i) => ({ lines: [line(i)], metadata: ['a'] }), ['metadata']],
     ['metadata that is a string', (i) => ({ lines: [line(i)], metadata: 'web' }), ['metadata']],
-    ['an unknown top-level field', (i) => ({ lines: [line(i)], priority: 'high' }), ['priority']],
+    ['an unknown top-level field', (i) => ({ lines: [line(i)], urgency: 'high' }), ['urgency']],
     [
       'a (itemId, location) pair named twice',
       (i) => ({ lines: [line(i, { location: 'wh-1' }), line(i), line(i, { location: 'wh-1', quantity: 2 })] }),

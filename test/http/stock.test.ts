@@ -15,8 +15,10 @@ describe('PUT /items/{itemId}/stock', () => {
       itemId: item,
       onHand: 100,
       reserved: 0,
+      safetyStock: 0,
       available: 100,
-      locations: [{ location: 'default', onHand: 100, reserved: 0, available: 100 }],
+      availableHighPriority: 100,
+      locations: [{ location: 'default', onHand: 100, reserved: 0, safetyStock: 0, available: 100, availableHighPriority: 100 }],
     });
     expect(await api.figures(item)).toEqual(res.body);
   });
@@ -30,24 +32,26 @@ describe('PUT /items/{itemId}/stock', () => {
       itemId: item,
       onHand: 10,
       reserved: 0,
+      safetyStock: 0,
       available: 10,
+      availableHighPriority: 10,
       locations: [
-        { location: 'wh-1', onHand: 3, reserved: 0, available: 3 },
-        { location: 'wh-2', onHand: 7, reserved: 0, available: 7 },
+        { location: 'wh-1', onHand: 3, reserved: 0, safetyStock: 0, available: 3, availableHighPriority: 3 },
+        { location: 'wh-2', onHand: 7, reserved: 0, safetyStock: 0, available: 7, availableHighPriority: 7 },
       ],
     });
   });
 
   it('accepts quantity 0 and 1,000,000,000', async () => {
     const item = newItem();
-    expect((await api.stock(item, 0)).locations).toEqual([{ location: 'default', onHand: 0, reserved: 0, available: 0 }]);
+    expect((await api.stock(item, 0)).locations).toEqual([{ location: 'default', onHand: 0, reserved: 0, safetyStock: 0, available: 0, availableHighPriority: 0 }]);
     expect((await api.stock(item, MAX_STOCK)).onHand).toBe(MAX_STOCK);
   });
 
   it('accepts a location of 64 characters of the whole alphabet', async () => {
     const item = newItem();
     const location = idOfLength(64, 'AZaz09._:-');
-    expect((await api.stock(item, 5, location)).locations).toEqual([{ location, onHand: 5, reserved: 0, available: 5 }]);
+    expect((await api.stock(item, 5, location)).locations).toEqual([{ location, onHand: 5, reserved: 0, safetyStock: 0, available: 5, availableHighPriority: 5 }]);
   });
 
   it('accepts an itemId made of the whole alphabet', async () => {
@@ -115,11 +119,13 @@ describe('POST /items/{itemId}/stock/adjustments', () => {
       itemId: item,
       onHand: 15,
       reserved: 0,
+      safetyStock: 0,
       available: 15,
-      locations: [{ location: 'wh-1', onHand: 15, reserved: 0, available: 15 }],
+      availableHighPriority: 15,
+      locations: [{ location: 'wh-1', onHand: 15, reserved: 0, safetyStock: 0, available: 15, availableHighPriority: 15 }],
     });
     const down = expectAvailability(await api.adjust(item, { delta: -15, location: 'wh-1' }));
-    expect(down.locations).toEqual([{ location: 'wh-1', onHand: 0, reserved: 0, available: 0 }]);
+    expect(down.locations).toEqual([{ location: 'wh-1', onHand: 0, reserved: 0, safetyStock: 0, available: 0, availableHighPriority: 0 }]);
   });
 
   it('adjusts "default" when location is omitted, and leaves other locations alone', async () => {
@@ -128,8 +134,8 @@ describe('POST /items/{itemId}/stock/adjustments', () => {
     await api.stock(item, 9, 'wh-1');
     const doc = expectAvailability(await api.adjust(item, { delta: 3 }));
     expect(doc.locations).toEqual([
-      { location: 'default', onHand: 5, reserved: 0, available: 5 },
-      { location: 'wh-1', onHand: 9, reserved: 0, available: 9 },
+      { location: 'default', onHand: 5, reserved: 0, safetyStock: 0, available: 5, availableHighPriority: 5 },
+      { location: 'wh-1', onHand: 9, reserved: 0, safetyStock: 0, available: 9, availableHighPriority: 9 },
     ]);
   });
 
@@ -194,7 +200,7 @@ describe('POST /items/{itemId}/stock/adjustments', () => {
     await api.stock(item, 10);
     await api.hold({ lines: [{ itemId: item, quantity: 4 }] });
     const doc = expectAvailability(await api.adjust(item, { delta: -3, reason: 'damaged' }));
-    expect(doc.locations).toEqual([{ location: 'default', onHand: 7, reserved: 4, available: 3 }]);
+    expect(doc.locations).toEqual([{ location: 'default', onHand: 7, reserved: 4, safetyStock: 0, available: 3, availableHighPriority: 3 }]);
   });
 
   it('may take on-hand below what is reserved (never below zero): available reads 0', async () => {
@@ -202,7 +208,7 @@ describe('POST /items/{itemId}/stock/adjustments', () => {
     await api.stock(item, 10);
     await api.hold({ lines: [{ itemId: item, quantity: 8 }] });
     const doc = expectAvailability(await api.adjust(item, { delta: -5, reason: 'count' }));
-    expect(doc.locations).toEqual([{ location: 'default', onHand: 5, reserved: 8, available: 0 }]);
+    expect(doc.locations).toEqual([{ location: 'default', onHand: 5, reserved: 8, safetyStock: 0, available: 0, availableHighPriority: 0 }]);
     expectProblem(await api.adjust(item, { delta: -6 }), 'insufficient_stock');
     expect(await api.at(item)).toEqual({ onHand: 5, reserved: 8, available: 0 });
   });

@@ -62,7 +62,7 @@ describe('expiry (I3)', () => {
       api.confirm(r.id),
     ]);
     expect(availabilityOf(afterA)).toMatchObject({ onHand: 10, reserved: 0, available: 10 });
-    expect(availabilityOf(afterB).locations).toEqual([{ location: 'wh-1', onHand: 5, reserved: 0, available: 5 }]);
+    expect(availabilityOf(afterB).locations).toEqual([{ location: 'wh-1', onHand: 5, reserved: 0, safetyStock: 0, available: 5, availableHighPriority: 5 }]);
     expect(reservationOf(read)).toMatchObject({ id: r.id, status: 'expired' });
     expect(outcome(confirm)).toBe('409 reservation_expired');
     expect(confirm.headers['content-type']).toMatch(/^application\/problem\+json/);

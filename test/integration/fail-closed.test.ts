@@ -322,7 +322,7 @@ describe('Redis unreachable (I6) and rebuilt from PostgreSQL', () => {
     await waitReady(t.app, 20_000);
     expect(await t.app.runtime.redis.get(t.app.runtime.keys.marker)).not.toBeNull();
     expect(availabilityOf(await api.availability(sku))).toMatchObject({ onHand: 9, reserved: 2, available: 7 });
-    expect(availabilityOf(await api.availability(other)).locations).toEqual([{ location: 'wh-9', onHand: 4, reserved: 1, available: 3 }]);
+    expect(availabilityOf(await api.availability(other)).locations).toEqual([{ location: 'wh-9', onHand: 4, reserved: 1, safetyStock: 0, available: 3, availableHighPriority: 3 }]);
     await checkInvariants(t.app, [sku, other]);
 
     // The reservation made before the outage replays (same id) and holds nothing more.

@@ -119,18 +119,18 @@ describe('stranded stock intents, judged by the ledger', () => {
     const d = await decide(t, item, 'adjust', 5, dead);
     expect(await record(t, item, d)).toBe('recorded'); // …and the process died before `apply`
     await age(t, item, d.opId, bound() + 1_000);
-    expect(await redisStock(t, item)).toEqual({ onHand: 10, reserved: 0, pending: 5 });
+    expect(await redisStock(t, item)).toEqual({ onHand: 10, reserved: 0, pending: 5, safety: null, safetyPending: null });
 
     const looked = await reconcile(deps, dryRun);
     expect(mine(looked, item)).toEqual([
       expect.objectContaining({ opId: d.opId, kind: 'supply', delta: 5, ownerAlive: false, ledger: 'recorded', action: 'finish' }),
     ]);
-    expect(await redisStock(t, item)).toEqual({ onHand: 10, reserved: 0, pending: 5 }); // a dry run changes nothing
+    expect(await redisStock(t, item)).toEqual({ onHand: 10, reserved: 0, pending: 5, safety: null, safetyPending: null }); // a dry run changes nothing
 
     const finished = await repairs(t, 'finish_intent');
     const healed = await reconcile(deps, heal);
     expect(healed.repair?.intentsFinished).toBeGreaterThanOrEqual(1);
-    expect(await redisStock(t, item)).toEqual({ onHand: 15, reserved: 0, pending: null });
+    expect(await redisStock(t, item)).toEqual({ onHand: 15, reserved: 0, pending: null, safety: null, safetyPending: null });
     expect(await pgStock(t, item)).toEqual({ onHand: 15, reserved: 0 });
     expect(await intentsOf(t, item)).toEqual({});
     expect(await repairs(t, 'finish_intent')).toBe(finished + 1);
@@ -148,7 +148,7 @@ describe('stranded stock intents, judged by the ledger', () => {
 
     const takenBack = await repairs(t, 'take_back_intent');
     await reconcile(deps, heal);
-    expect(await redisStock(t, item)).toEqual({ onHand: 10, reserved: 0, pending: null });
+    expect(await redisStock(t, item)).toEqual({ onHand: 10, reserved: 0, pending: null, safety: null, safetyPending: null });
     expect(await intentsOf(t, item)).toEqual({});
     expect(await ledgerOf(t, d.opId)).toEqual([{ kind: 'void', on_hand_delta: 0 }]);
     expect(await repairs(t, 'take_back_intent')).toBe(takenBack + 1);
@@ -169,20 +169,20 @@ describe('stranded stock intents, judged by the ledger', () => {
 
     const passed = await reconcile(deps, heal);
     expect(mine(passed, item)).toEqual([]);
-    expect(await redisStock(t, item)).toEqual({ onHand: 10, reserved: 0, pending: 7 });
+    expect(await redisStock(t, item)).toEqual({ onHand: 10, reserved: 0, pending: 7, safety: null, safetyPending: null });
     expect(Object.keys(await intentsOf(t, item)).sort()).toEqual([live.opId, young.opId].sort());
 
     // Past the bound the dead node's is taken back; the live node's stays its own.
     await age(t, item, young.opId, bound() + 100);
     const later = await reconcile(deps, heal);
     expect(mine(later, item).map((s) => [s.opId, s.action])).toEqual([[young.opId, 'take_back']]);
-    expect(await redisStock(t, item)).toEqual({ onHand: 10, reserved: 0, pending: 3 });
+    expect(await redisStock(t, item)).toEqual({ onHand: 10, reserved: 0, pending: 3, safety: null, safetyPending: null });
     expect(Object.keys(await intentsOf(t, item))).toEqual([live.opId]);
 
     // Its owner ends it as usual.
     expect(await record(t, item, live)).toBe('recorded');
     await t.app.runtime.decisions.endStockChange(item, 'apply', live.opId, live.decision);
-    expect(await redisStock(t, item)).toEqual({ onHand: 13, reserved: 0, pending: null });
+    expect(await redisStock(t, item)).toEqual({ onHand: 13, reserved: 0, pending: null, safety: null, safetyPending: null });
   });
 
   it('takes back a live node’s unrecorded decision left open for a minute (its compensation failed, and is never retried)', async () => {
@@ -207,7 +207,7 @@ describe('stranded stock intents, judged by the ledger', () => {
     expect(await record(t, item, d)).toBe('recorded');
     await age(t, item, d.opId, bound() + 1_000);
     await reconcile(deps, heal);
-    expect(await redisStock(t, item)).toEqual({ onHand: 12, reserved: 0, pending: null });
+    expect(await redisStock(t, item)).toEqual({ onHand: 12, reserved: 0, pending: null, safety: null, safetyPending: null });
     expect(await intentsOf(t, item)).toEqual({});
   });
 
@@ -261,8 +261,8 @@ describe('the fenced correction', () => {
     const counted = await repairs(t, 'correct');
     const report = await reconcile(deps, heal);
     expect(report.repair?.corrected.filter((c) => c.itemId === short || c.itemId === over)).toHaveLength(2);
-    expect(await redisStock(t, short)).toEqual({ onHand: 10, reserved: 0, pending: null });
-    expect(await redisStock(t, over)).toEqual({ onHand: 10, reserved: 0, pending: null });
+    expect(await redisStock(t, short)).toEqual({ onHand: 10, reserved: 0, pending: null, safety: null, safetyPending: null });
+    expect(await redisStock(t, over)).toEqual({ onHand: 10, reserved: 0, pending: null, safety: null, safetyPending: null });
     expect(await repairs(t, 'correct')).toBe(counted + 2);
     expect(await corrections(t, short)).toEqual([
       {
@@ -272,7 +272,7 @@ describe('the fenced correction', () => {
         redis_reserved_after: 0,
         pg_on_hand: 10,
         pg_reserved: 0,
-        reason: 'drift persisted across two looks: Redis on-hand/reserved/holds 7/0/0, PostgreSQL 10/0/0',
+        reason: 'drift persisted across two looks: Redis on-hand/reserved/holds/safety 7/0/0/0, PostgreSQL 10/0/0/0',
       },
     ]);
     // Nothing left to do: the next pass corrects nothing.
@@ -291,7 +291,7 @@ describe('the fenced correction', () => {
     await redis.hincrby(keys.item(item).stock, stockField('onHand', LOCATION), -2); // and 2 units lost
 
     await reconcile(deps, heal);
-    expect(await redisStock(t, item)).toEqual({ onHand: 7, reserved: 0, pending: null }); // not 10: that would oversell
+    expect(await redisStock(t, item)).toEqual({ onHand: 7, reserved: 0, pending: null, safety: null, safetyPending: null }); // not 10: that would oversell
     const recorded = await t.app.runtime.writer.submit({
       kind: 'transition',
       generation: settled.generation,
@@ -313,7 +313,7 @@ describe('the fenced correction', () => {
     await redis.hincrby(keys.item(item).stock, stockField('onHand', LOCATION), -1); // and 1 unit lost
 
     await reconcile(deps, heal);
-    expect(await redisStock(t, item)).toEqual({ onHand: 6, reserved: 0, pending: null }); // not 10
+    expect(await redisStock(t, item)).toEqual({ onHand: 6, reserved: 0, pending: null, safety: null, safetyPending: null }); // not 10
     expect(await record(t, item, d)).toBe('recorded');
     await t.app.runtime.decisions.endStockChange(item, 'settle', d.opId, d.decision);
     expect(await pgStock(t, item)).toEqual({ onHand: 6, reserved: 0 });
@@ -346,7 +346,7 @@ describe('the fenced correction', () => {
     const { redis, keys } = t.app.runtime;
     await redis.hincrby(keys.item(item).stock, stockField('reserved', LOCATION), 5);
     await reconcile(deps, heal);
-    expect(await redisStock(t, item)).toEqual({ onHand: 10, reserved: 2, pending: null });
+    expect(await redisStock(t, item)).toEqual({ onHand: 10, reserved: 2, pending: null, safety: null, safetyPending: null });
   });
 
   it('adds back a pending unexpired hold PostgreSQL has and Redis lost, with PostgreSQL’s expiry', async () => {
@@ -363,7 +363,7 @@ describe('the fenced correction', () => {
     await reconcile(deps, heal);
     expect(parseHold((await redis.hget(keys.item(item).holds, field))!)).toEqual({ ...hold, state: HoldState.pending });
     expect(Number(await redis.zscore(keys.item(item).exp, field))).toBe(hold.expiresAtMs);
-    expect(await redisStock(t, item)).toEqual({ onHand: 10, reserved: 3, pending: null });
+    expect(await redisStock(t, item)).toEqual({ onHand: 10, reserved: 3, pending: null, safety: null, safetyPending: null });
     // Held again: it can be confirmed.
     expect((await t.app.inject({ method: 'POST', url: `/reservations/${id}/confirm` })).statusCode).toBe(200);
   });
@@ -383,7 +383,7 @@ describe('the fenced correction', () => {
 
     await reconcile(deps, heal);
     expect(parseHold((await redis.hget(keys.item(item).holds, field))!)?.state).toBe(HoldState.confirmed);
-    expect(await redisStock(t, item)).toEqual({ onHand: 7, reserved: 0, pending: null });
+    expect(await redisStock(t, item)).toEqual({ onHand: 7, reserved: 0, pending: null, safety: null, safetyPending: null });
     expect(await pgStock(t, item)).toEqual({ onHand: 7, reserved: 0 });
   });
 });
@@ -450,7 +450,7 @@ describe('the fenced correction holds PostgreSQL’s stock row', () => {
     expect(correction).toMatchObject({ before: { onHand: 5 }, after: { onHand: 7 }, inFlight: { confirms: 3 } });
     expect(await recording).toBe('recorded');
     expect(await pgStock(own, item)).toEqual({ onHand: 7, reserved: 0 });
-    expect(await redisStock(own, item)).toEqual({ onHand: 7, reserved: 0, pending: null });
+    expect(await redisStock(own, item)).toEqual({ onHand: 7, reserved: 0, pending: null, safety: null, safetyPending: null });
     expect((await reconcile(ownDeps, dryRun)).drift).toEqual([]);
   });
 });
@@ -466,7 +466,7 @@ describe('the periodic reconciler', () => {
       await waitFor('the reconciler to make the 6 units available', async () =>
         (await redisStock(own, item))?.onHand === 16 ? true : undefined,
       );
-      expect(await redisStock(own, item)).toEqual({ onHand: 16, reserved: 0, pending: null });
+      expect(await redisStock(own, item)).toEqual({ onHand: 16, reserved: 0, pending: null, safety: null, safetyPending: null });
       expect(await intentsOf(own, item)).toEqual({});
       const res = await own.app.inject({ url: `/items/${item}/availability` });
       expect(res.json()).toMatchObject({ onHand: 16, available: 16 });

@@ -137,7 +137,9 @@ describe('no oversell under concurrency (I1)', () => {
         location: p.location,
         onHand: p.stock,
         reserved,
+        safetyStock: 0,
         available: p.stock - reserved,
+        availableHighPriority: p.stock - reserved,
       });
     }
     const winnerIds = answers.filter((a) => a.status === 201).map((a) => reservationOf(a).id);
@@ -223,7 +225,9 @@ describe('no oversell under concurrency (I1)', () => {
         location: k.slice(sep + 1),
         onHand,
         reserved,
+        safetyStock: 0,
         available: Math.max(0, onHand - reserved),
+        availableHighPriority: Math.max(0, onHand - reserved),
       });
     }
     await checkInvariants(t.app, items);

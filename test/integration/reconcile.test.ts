@@ -55,8 +55,8 @@ describe('reconciliation', () => {
     expect(report.drift).toContainEqual({
       itemId: item,
       location: 'default',
-      redis: { onHand: 42, reserved: 3, holds: 1 },
-      postgres: { onHand: 10, reserved: 3, holds: 1 },
+      redis: { onHand: 42, reserved: 3, holds: 1, safetyStock: 0 },
+      postgres: { onHand: 10, reserved: 3, holds: 1, safetyStock: 0 },
     });
     expect(await redis.hget(keys.item(item).stock, stockField('onHand', 'default'))).toBe('42'); // a dry run changes nothing
 
@@ -124,7 +124,7 @@ describe('reconciliation', () => {
     expect(report.orphanHolds).toEqual([]);
     expect(report.repair).toEqual(
       repaired({
-        unhealed: [{ itemId: item, location: 'default', redis: { onHand: 10, reserved: 2, holds: 2 }, postgres: { onHand: 10, reserved: 1, holds: 1 } }],
+        unhealed: [{ itemId: item, location: 'default', redis: { onHand: 10, reserved: 2, holds: 2, safetyStock: 0 }, postgres: { onHand: 10, reserved: 1, holds: 1, safetyStock: 0 } }],
       }),
     );
     expect(await redis.hget(keys.item(item).holds, young)).not.toBeNull();
@@ -146,8 +146,8 @@ describe('reconciliation', () => {
     expect(report.drift).toContainEqual({
       itemId: item,
       location: 'default',
-      redis: { onHand: 5, reserved: 0, holds: 0 },
-      postgres: { onHand: 0, reserved: 0, holds: 0 },
+      redis: { onHand: 5, reserved: 0, holds: 0, safetyStock: 0 },
+      postgres: { onHand: 0, reserved: 0, holds: 0, safetyStock: 0 },
     });
     // Clean up so other tests see no drift.
     await redis.del(keys.item(item).stock);

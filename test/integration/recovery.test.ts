@@ -66,6 +66,7 @@ describe('recovery after Redis lost its state', () => {
         status: 'pending',
         reference: null,
         metadata: {},
+        priority: 'normal',
         lines,
         expiresAt: new Date(now + 60_000),
         createdAt: new Date(now),

@@ -56,6 +56,7 @@ afterAll(async () => {
 const header = (itemId: string, quantity: number, location = LOCATION): ReservationHeader => ({
   reference: 'cart-1',
   metadata: { channel: 'web' },
+  priority: 'normal',
   lines: [{ itemId, location, quantity }],
   tenant: 'default',
 });
@@ -89,11 +90,11 @@ describe('TypeScript reads what the scripts write', () => {
     const opId = uuidv7();
     const decided = await decisions.changeStock(item, LOCATION, 'set', 10, { opId, nodeId: NODE });
     if (decided.kind !== 'changed') throw new Error(decided.kind);
-    expect(await stockOf(item)).toEqual({ onHand: null, reserved: null, pending: 10 });
+    expect(await stockOf(item)).toEqual({ onHand: null, reserved: null, pending: 10, safety: null, safetyPending: null });
     // The script's reply is parsed by the same helper.
-    expect(decided.stock.get(LOCATION)).toEqual({ onHand: null, reserved: null, pending: 10 });
+    expect(decided.stock.get(LOCATION)).toEqual({ onHand: null, reserved: null, pending: 10, safety: null, safetyPending: null });
     await decisions.endStockChange(item, 'apply', opId, decided);
-    expect(await stockOf(item)).toEqual({ onHand: 10, reserved: 0, pending: null });
+    expect(await stockOf(item)).toEqual({ onHand: 10, reserved: 0, pending: null, safety: null, safetyPending: null });
     for (const field of Object.keys(await redis.hgetall(keys.item(item).stock))) {
       expect(parseStockField(field), field).toMatchObject({ location: LOCATION });
     }
@@ -106,13 +107,36 @@ describe('TypeScript reads what the scripts write', () => {
     if (decided.kind !== 'changed') throw new Error(decided.kind);
     const [seconds] = await redis.time();
     const intent = parseIntent((await redis.hget(keys.item(item).intents, supply))!);
-    expect(intent).toEqual({ location: LOCATION, delta: 10, kind: IntentKind.supply, decidedMs: expect.any(Number), nodeId: NODE });
+    expect(intent).toEqual({ location: LOCATION, delta: 10, safetyDelta: 0, kind: IntentKind.supply, decidedMs: expect.any(Number), nodeId: NODE });
     expect(Math.abs(intent!.decidedMs - Number(seconds) * 1000)).toBeLessThan(2_000);
     await decisions.endStockChange(item, 'apply', supply, decided);
     const debit = uuidv7();
     await decisions.changeStock(item, LOCATION, 'adjust', -4, { opId: debit, nodeId: NODE });
     expect(await redis.hgetall(keys.item(item).intents)).toEqual({ [debit]: expect.any(String) });
     expect(parseIntent((await redis.hget(keys.item(item).intents, debit))!)).toMatchObject({ delta: -4, kind: IntentKind.debit });
+  });
+
+  it('safety stock: an increase in s: at once, a decrease waiting in q:, the intent carrying the safety delta', async () => {
+    const item = newItem();
+    await stock(item, 10);
+    const up = uuidv7();
+    const raised = await decisions.changeStock(item, LOCATION, 'set', 10, { opId: up, nodeId: NODE }, 4);
+    expect(raised).toMatchObject({ kind: 'changed', onHandDelta: 0, safetyDelta: 4, intent: true });
+    if (raised.kind !== 'changed') throw new Error(raised.kind);
+    expect(raised.stock.get(LOCATION)).toEqual({ onHand: 10, reserved: 0, pending: null, safety: 4, safetyPending: null });
+    expect(parseIntent((await redis.hget(keys.item(item).intents, up))!)).toMatchObject({ delta: 0, safetyDelta: 4, kind: IntentKind.debit });
+    await decisions.endStockChange(item, 'settle', up, raised);
+
+    const down = uuidv7();
+    const lowered = await decisions.changeStock(item, LOCATION, 'set', 12, { opId: down, nodeId: NODE }, 1);
+    expect(lowered).toMatchObject({ kind: 'changed', onHandDelta: 2, safetyDelta: -3, pending: true });
+    expect(await stockOf(item)).toEqual({ onHand: 10, reserved: 0, pending: 2, safety: 4, safetyPending: 3 });
+    expect(parseIntent((await redis.hget(keys.item(item).intents, down))!)).toMatchObject({ delta: 2, safetyDelta: -3, kind: IntentKind.supply });
+    await decisions.endStockChange(item, 'apply', down, lowered as Extract<typeof lowered, { kind: 'changed' }>);
+    expect(await stockOf(item)).toEqual({ onHand: 12, reserved: 0, pending: null, safety: 1, safetyPending: null });
+    for (const field of Object.keys(await redis.hgetall(keys.item(item).stock))) {
+      expect(parseStockField(field), field).toMatchObject({ location: LOCATION });
+    }
   });
 
   it('a hold, its field, the idempotency record and the header the reserve script writes', async () => {
@@ -123,7 +147,7 @@ describe('TypeScript reads what the scripts write', () => {
     const fields = Object.keys(await redis.hgetall(keys.item(item).holds));
     expect(fields.map(parseHoldField)).toEqual([{ reservationId, location: LOCATION }]);
     expect(await holdOf(item, reservationId)).toEqual({ state: HoldState.pending, quantity: 3, expiresAtMs: nowMs + 45_000 });
-    expect(await stockOf(item)).toEqual({ onHand: 10, reserved: 3, pending: null });
+    expect(await stockOf(item)).toEqual({ onHand: 10, reserved: 3, pending: null, safety: null, safetyPending: null });
     expect(parseRecord((await redis.get(idempotencyKey))!)).toEqual({
       hash,
       reservationId,
@@ -148,7 +172,7 @@ describe('TypeScript reads what the scripts write', () => {
     expect((await decisions.settle('release', freed.reservationId, [{ itemId: item, location: LOCATION, quantity: 2 }])).kind).toBe('settled');
     expect(await holdOf(item, sold.reservationId)).toEqual({ state: HoldState.confirmed, quantity: 4, expiresAtMs: sold.nowMs + 60_000 });
     expect(await holdOf(item, freed.reservationId)).toEqual({ state: HoldState.released, quantity: 2, expiresAtMs: freed.nowMs + 60_000 });
-    expect(await stockOf(item)).toEqual({ onHand: 6, reserved: 0, pending: null });
+    expect(await stockOf(item)).toEqual({ onHand: 6, reserved: 0, pending: null, safety: null, safetyPending: null });
   });
 
   it('for any location an identifier may be, the reserve script writes what the helpers parse', async () => {
@@ -201,7 +225,7 @@ describe('the scripts act on what TypeScript writes', () => {
     await writeHold(item, due, 4, now - 1_000);
     await writeHold(item, live, 2, now + 60_000);
 
-    expect((await decisions.availability(item))?.get(LOCATION)).toEqual({ onHand: 10, reserved: 2, pending: null });
+    expect((await decisions.availability(item))?.get(LOCATION)).toEqual({ onHand: 10, reserved: 2, pending: null, safety: null, safetyPending: null });
     expect(await holdOf(item, due)).toEqual({ state: HoldState.expired, quantity: 4, expiresAtMs: now - 1_000 });
     expect(await holdOf(item, live)).toEqual({ state: HoldState.pending, quantity: 2, expiresAtMs: now + 60_000 });
   });
@@ -223,7 +247,7 @@ describe('the scripts act on what TypeScript writes', () => {
       missing: 0,
     });
     expect(await decisions.dropHold(item, holdField(orphan, LOCATION))).toBe(true);
-    expect(await stockOf(item)).toEqual({ onHand: 7, reserved: 2, pending: null });
+    expect(await stockOf(item)).toEqual({ onHand: 7, reserved: 2, pending: null, safety: null, safetyPending: null });
   });
 
   it('the stock script ends an intent TypeScript wrote, from the delta and location in it', async () => {
@@ -235,8 +259,19 @@ describe('the scripts act on what TypeScript writes', () => {
     await redis.hset(k.intents, opId, formatIntent({ location: LOCATION, delta: 6, kind: IntentKind.supply, decidedMs: 1, nodeId: NODE }));
     const applied = await decisions.endStockChange(item, 'apply', opId);
     expect(applied).toMatchObject({ kind: 'changed', onHandDelta: 6 });
-    expect(await stockOf(item)).toEqual({ onHand: 16, reserved: 0, pending: null });
+    expect(await stockOf(item)).toEqual({ onHand: 16, reserved: 0, pending: null, safety: null, safetyPending: null });
     expect(await decisions.endStockChange(item, 'apply', opId)).toEqual({ kind: 'already' });
+  });
+
+  it('the stock script ends a safety stock decrease TypeScript wrote: recorded, it leaves s: and q:', async () => {
+    const item = newItem();
+    await stock(item, 10);
+    const opId = uuidv7();
+    const k = keys.item(item);
+    await redis.hset(k.stock, stockField('safety', LOCATION), 5, stockField('safetyPending', LOCATION), 2);
+    await redis.hset(k.intents, opId, formatIntent({ location: LOCATION, delta: 0, safetyDelta: -2, kind: IntentKind.debit, decidedMs: 1, nodeId: NODE }));
+    expect(await decisions.endStockChange(item, 'settle', opId)).toMatchObject({ kind: 'changed', safetyDelta: -2 });
+    expect(await stockOf(item)).toEqual({ onHand: 10, reserved: 0, pending: null, safety: 3, safetyPending: null });
   });
 
   it('reserve answers a record the rebuild wrote as the key taken, and undo_reserve frees only its own', async () => {
@@ -281,9 +316,14 @@ describe('the helpers', () => {
     expect(formatRecord(claimed)).toBe(recordPrefix(claimed.hash, claimed.reservationId) + claimed.claimedAtMs + recordSuffix(NODE));
     const marked = { ...claimed, outcomeUnknown: true };
     expect(parseRecord(formatRecord(marked))).toEqual(marked);
-    const intent = { location: 'a:b', delta: -3, kind: IntentKind.debit, decidedMs: 1_700_000_000_123, nodeId: NODE };
+    const intent = { location: 'a:b', delta: -3, safetyDelta: 0, kind: IntentKind.debit, decidedMs: 1_700_000_000_123, nodeId: NODE };
     expect(parseIntent(formatIntent(intent))).toEqual(intent);
-    for (const figure of ['onHand', 'reserved', 'pending'] as const) {
+    const withSafety = { ...intent, safetyDelta: -2 };
+    expect(parseIntent(formatIntent(withSafety))).toEqual(withSafety);
+    // A change without a safety delta keeps the older five fields (what a node of an older version reads).
+    expect(formatIntent(intent).split('|')).toHaveLength(5);
+    expect(formatIntent(withSafety).split('|')).toHaveLength(6);
+    for (const figure of ['onHand', 'reserved', 'pending', 'safety', 'safetyPending'] as const) {
       expect(parseStockField(stockField(figure, 'a:b'))).toEqual({ figure, location: 'a:b' });
     }
   });

@@ -1,6 +1,6 @@
 /**
- * A pure, in-memory model of the service's rules (api.md): stock per (item, location), reservations and their
- * states, availability, idempotency, and the error code each request must get. No I/O and no clock of its own:
+ * A pure, in-memory model of the service's rules (api.md): stock and safety stock per (item, location), reservations,
+ * their priorities and states, availability, idempotency, and the error code each request must get. No I/O and no clock of its own:
  * every rule that depends on time takes `now` (epoch ms), and a reservation is expired once now >= expiresAt.
  *
  * The simulation drives the real service and this model with the same requests and compares the answers.
@@ -25,7 +25,10 @@ export interface ReserveBody {
   ttlSeconds?: number;
   reference?: string;
   metadata?: Record<string, string>;
+  priority?: Priority;
 }
+
+export type Priority = 'normal' | 'high';
 
 /** What is stored; `expired` is never stored, it is derived from the clock. */
 type HeldState = 'pending' | 'confirmed' | 'released';
@@ -38,20 +41,25 @@ export interface ModelReservation {
   state: HeldState;
   reference: string | null;
   metadata: Record<string, string>;
+  priority: Priority;
 }
 
 export interface LocationFigures {
   location: string;
   onHand: number;
   reserved: number;
+  safetyStock: number;
   available: number;
+  availableHighPriority: number;
 }
 
 export interface Availability {
   itemId: string;
   onHand: number;
   reserved: number;
+  safetyStock: number;
   available: number;
+  availableHighPriority: number;
   locations: LocationFigures[];
 }
 
@@ -67,7 +75,10 @@ export type Expected =
   | { status: 200; availability: Availability }
   | { status: 200 | 201; reservationId: string; reservationStatus: Status }
   /** A new reservation: the service picks id and expiresAt; the caller records them with `created()`. */
-  | { status: 201; created: { lines: ModelLine[]; ttlMs: number; reference: string | null; metadata: Record<string, string> } }
+  | {
+      status: 201;
+      created: { lines: ModelLine[]; ttlMs: number; reference: string | null; metadata: Record<string, string>; priority: Priority };
+    }
   /** The first answer again, byte for byte as a JSON value. */
   | { status: 201; replayOf: unknown }
   | { status: 400 | 404 | 409 | 422; code: string; lines?: ShortLine[] };
@@ -90,6 +101,8 @@ const problem = (status: 400 | 404 | 409 | 422, code: string, lines?: ShortLine[
 export class Model {
   /** item → location → on-hand. */
   private readonly stock = new Map<string, Map<string, number>>();
+  /** item → location → safety stock (units only high-priority reservations may take); absent: 0. */
+  private readonly safety = new Map<string, Map<string, number>>();
   private readonly reservations = new Map<string, ModelReservation>();
   /** Idempotency-Key → the request it bound and the first answer's body. */
   private readonly keys = new Map<string, { body: string; first: unknown }>();
@@ -97,6 +110,7 @@ export class Model {
   clone(): Model {
     const copy = new Model();
     for (const [item, locations] of this.stock) copy.stock.set(item, new Map(locations));
+    for (const [item, locations] of this.safety) copy.safety.set(item, new Map(locations));
     for (const [id, r] of this.reservations) copy.reservations.set(id, { ...r, lines: r.lines.map((l) => ({ ...l })) });
     for (const [key, v] of this.keys) copy.keys.set(key, v);
     return copy;
@@ -134,15 +148,38 @@ export class Model {
     return this.stock.get(itemId)?.get(location);
   }
 
+  safetyStock(itemId: string, location: string): number {
+    return this.safety.get(itemId)?.get(location) ?? 0;
+  }
+
+  /** What a reservation of this priority may take at (item, location). */
+  available(itemId: string, location: string, priority: Priority, now: number): number {
+    const free = (this.onHand(itemId, location) ?? 0) - this.reserved(itemId, location, now);
+    return Math.max(0, priority === 'high' ? free : free - this.safetyStock(itemId, location));
+  }
+
   private figures(itemId: string, now: number): Availability {
     const locations = [...(this.stock.get(itemId) ?? new Map<string, number>())]
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([location, onHand]) => {
-        const reserved = this.reserved(itemId, location, now);
-        return { location, onHand, reserved, available: Math.max(0, onHand - reserved) };
-      });
-    const sum = (k: 'onHand' | 'reserved' | 'available') => locations.reduce((total, l) => total + l[k], 0);
-    return { itemId, onHand: sum('onHand'), reserved: sum('reserved'), available: sum('available'), locations };
+      .map(([location, onHand]) => ({
+        location,
+        onHand,
+        reserved: this.reserved(itemId, location, now),
+        safetyStock: this.safetyStock(itemId, location),
+        available: this.available(itemId, location, 'normal', now),
+        availableHighPriority: this.available(itemId, location, 'high', now),
+      }));
+    const sum = (k: 'onHand' | 'reserved' | 'safetyStock' | 'available' | 'availableHighPriority') =>
+      locations.reduce((total, l) => total + l[k], 0);
+    return {
+      itemId,
+      onHand: sum('onHand'),
+      reserved: sum('reserved'),
+      safetyStock: sum('safetyStock'),
+      available: sum('available'),
+      availableHighPriority: sum('availableHighPriority'),
+      locations,
+    };
   }
 
   // --- Requests (each returns the expected answer and applies its effect) -------------------------------------
@@ -152,11 +189,16 @@ export class Model {
     return { status: 200, availability: this.figures(itemId, now) };
   }
 
-  /** PUT /items/{itemId}/stock: absolute; creates the item/location. */
-  setStock(itemId: string, location: string, quantity: number, now: number): Expected {
+  /** PUT /items/{itemId}/stock: absolute; creates the item/location; a safety stock omitted stays. */
+  setStock(itemId: string, location: string, quantity: number, now: number, safetyStock?: number): Expected {
     const locations = this.stock.get(itemId) ?? new Map<string, number>();
     locations.set(location, quantity);
     this.stock.set(itemId, locations);
+    if (safetyStock !== undefined) {
+      const safety = this.safety.get(itemId) ?? new Map<string, number>();
+      safety.set(location, safetyStock);
+      this.safety.set(itemId, safety);
+    }
     return { status: 200, availability: this.figures(itemId, now) };
   }
 
@@ -179,8 +221,9 @@ export class Model {
     if (bound) return bound.body === canonicalJson(body) ? { status: 201, replayOf: bound.first } : problem(422, 'idempotency_key_reused');
 
     if (lines.some((l) => this.onHand(l.itemId, l.location) === undefined)) return problem(404, 'item_not_found');
+    const priority = body.priority ?? 'normal';
     const short = lines.flatMap((l) => {
-      const available = Math.max(0, this.onHand(l.itemId, l.location)! - this.reserved(l.itemId, l.location, now));
+      const available = this.available(l.itemId, l.location, priority, now);
       return available < l.quantity ? [{ itemId: l.itemId, location: l.location, requested: l.quantity, available }] : [];
     });
     if (short.length > 0) return problem(409, 'insufficient_stock', short);
@@ -191,6 +234,7 @@ export class Model {
         ttlMs: (body.ttlSeconds ?? 900) * 1000,
         reference: body.reference ?? null,
         metadata: body.metadata ?? {},
+        priority,
       },
     };
   }
@@ -204,6 +248,7 @@ export class Model {
       state: 'pending',
       reference: body.reference ?? null,
       metadata: body.metadata ?? {},
+      priority: body.priority ?? 'normal',
     });
     this.keys.set(key, { body: canonicalJson(body), first: firstAnswer });
   }

@@ -55,6 +55,7 @@ function reserveOp(itemId: string, key: string, quantity = 1): RecordOp & { kind
     status: 'pending',
     reference: null,
     metadata: {},
+    priority: 'normal',
     lines: [{ itemId, location: 'default', quantity }],
     expiresAt: new Date(now.getTime() + 60_000),
     createdAt: now,

@@ -3,8 +3,14 @@ import { Type } from 'typebox';
 import { reconcile, type ReconcileDeps } from '../../jobs/reconcile.js';
 import { documented, problems } from '../openapi.js';
 
-const Figures = Type.Object({ onHand: Type.Integer(), reserved: Type.Integer(), holds: Type.Integer() });
-const RedisFigures = Type.Object({ onHand: Type.Integer(), reserved: Type.Integer(), pending: Type.Integer() });
+const Figures = Type.Object({ onHand: Type.Integer(), reserved: Type.Integer(), holds: Type.Integer(), safetyStock: Type.Integer() });
+const RedisFigures = Type.Object({
+  onHand: Type.Integer(),
+  reserved: Type.Integer(),
+  pending: Type.Integer({ description: 'On-hand supply decided, not yet recorded (not available)' }),
+  safety: Type.Integer({ description: 'Safety stock enforced' }),
+  safetyPending: Type.Integer({ description: 'Safety stock decreases decided, not yet recorded (still enforced)' }),
+});
 const DriftRow = Type.Object({ itemId: Type.String(), location: Type.String(), redis: Figures, postgres: Figures });
 const Report = Type.Object({
   checkedItems: Type.Integer({ description: 'Items compared (from PostgreSQL and Redis, never a keyspace scan)' }),
@@ -14,6 +20,7 @@ const Report = Type.Object({
       opId: Type.String(),
       location: Type.String(),
       delta: Type.Integer(),
+      safetyDelta: Type.Integer({ description: 'The safety stock change it decided (0: none)' }),
       kind: Type.Union([Type.Literal('supply'), Type.Literal('debit')]),
       ageMs: Type.Integer(),
       nodeId: Type.String(),
@@ -40,8 +47,14 @@ const Report = Type.Object({
             location: Type.String(),
             before: RedisFigures,
             after: RedisFigures,
-            postgres: Type.Object({ onHand: Type.Integer(), reserved: Type.Integer() }),
-            inFlight: Type.Object({ confirms: Type.Integer(), debits: Type.Integer(), supply: Type.Integer() }),
+            postgres: Type.Object({ onHand: Type.Integer(), reserved: Type.Integer(), safetyStock: Type.Integer() }),
+            inFlight: Type.Object({
+              confirms: Type.Integer(),
+              debits: Type.Integer(),
+              supply: Type.Integer(),
+              safetyIncreases: Type.Integer(),
+              safetyDecreases: Type.Integer(),
+            }),
             intentsEnded: Type.Integer(),
             holdsSettled: Type.Integer(),
             holdsReadded: Type.Integer(),
@@ -64,8 +77,8 @@ const drifted = {
     {
       itemId: 'sku-tshirt-m',
       location: 'default',
-      redis: { onHand: 100, reserved: 9, holds: 4 },
-      postgres: { onHand: 100, reserved: 7, holds: 3 },
+      redis: { onHand: 100, reserved: 9, holds: 4, safetyStock: 0 },
+      postgres: { onHand: 100, reserved: 7, holds: 3, safetyStock: 0 },
     },
   ],
   orphanHolds: [{ itemId: 'sku-tshirt-m', field: '01a217ba-1200-7c1e-9a4f-5d2b8e3c6a10:default', reservationId: '01a217ba-1200-7c1e-9a4f-5d2b8e3c6a10', ageMs: 42_000 }],

@@ -10,17 +10,30 @@ import {
 import type { StockApi } from '../../service/api.js';
 import { documented, problems, type Examples } from '../openapi.js';
 
-// Examples: one T-shirt size stocked at the default location and a second warehouse, a count, a delivery, a write-off.
+// Examples: one T-shirt size stocked at the default location and a second warehouse, a count, a delivery, a write-off,
+// and a limited sneaker whose last units at the default location are kept for VIP orders (safety stock).
 
 const twoLocations: Availability = {
   itemId: 'sku-tshirt-m',
   onHand: 140,
   reserved: 7,
+  safetyStock: 0,
   available: 133,
+  availableHighPriority: 133,
   locations: [
-    { location: 'default', onHand: 100, reserved: 7, available: 93 },
-    { location: 'wh-2', onHand: 40, reserved: 0, available: 40 },
+    { location: 'default', onHand: 100, reserved: 7, safetyStock: 0, available: 93, availableHighPriority: 93 },
+    { location: 'wh-2', onHand: 40, reserved: 0, safetyStock: 0, available: 40, availableHighPriority: 40 },
   ],
+};
+
+const vipReserve: Availability = {
+  itemId: 'sneaker-drop-42',
+  onHand: 50,
+  reserved: 38,
+  safetyStock: 10,
+  available: 2,
+  availableHighPriority: 12,
+  locations: [{ location: 'default', onHand: 50, reserved: 38, safetyStock: 10, available: 2, availableHighPriority: 12 }],
 };
 
 const availabilityExamples: Examples<Availability> = {
@@ -31,9 +44,15 @@ const availabilityExamples: Examples<Availability> = {
       itemId: 'sneaker-drop-42',
       onHand: 500,
       reserved: 500,
+      safetyStock: 0,
       available: 0,
-      locations: [{ location: 'default', onHand: 500, reserved: 500, available: 0 }],
+      availableHighPriority: 0,
+      locations: [{ location: 'default', onHand: 500, reserved: 500, safetyStock: 0, available: 0, availableHighPriority: 0 }],
     },
+  },
+  vipReserve: {
+    summary: '10 units kept for high-priority (VIP) reservations: normal ones may take 2 more, high-priority ones 12',
+    value: vipReserve,
   },
 };
 
@@ -53,7 +72,11 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ stock: StockApi }> = async 
           'background job has recorded its expiry.',
         params: ItemParams,
         response: {
-          200: documented('On-hand, reserved and available units, per location (by name) and summed', AvailabilityDocument, availabilityExamples),
+          200: documented(
+            'On-hand, reserved, safety stock and available units (for normal and for high-priority reservations), per location (by name) and summed',
+            AvailabilityDocument,
+            availabilityExamples,
+          ),
           ...problems({
             validation_failed: {
               means: 'The item id breaks its rule (1–128 of `A–Z a–z 0–9 . _ : -`).',
@@ -78,23 +101,29 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ stock: StockApi }> = async 
       schema: {
         operationId: 'setStock',
         tags: ['stock'],
-        summary: 'Set the on-hand quantity of a location (absolute; creates the item/location if new)',
+        summary: 'Set the on-hand quantity (and optionally the safety stock) of a location (absolute; creates the item/location if new)',
         description:
           'Safe to repeat. On-hand may be set below what is reserved (a count found units missing): existing holds ' +
-          'stay, `available` is 0 until restocked, and a confirm succeeds only while on-hand still covers it.',
+          'stay, `available` is 0 until restocked, and a confirm succeeds only while on-hand still covers it. ' +
+          '`safetyStock` keeps units for high-priority reservations only (normal ones see `available` less it); ' +
+          'omitted, the location keeps its safety stock. Both change in one step, recorded in the stock ledger.',
         params: ItemParams,
         body: StockSetRequest,
         bodyExamples: {
           count: { summary: 'Count at the default location', value: { quantity: 100 } },
           secondWarehouse: { summary: 'Stock a second warehouse', value: { quantity: 40, location: 'wh-2' } },
+          vipReserve: { summary: 'Keep the last 10 units for VIP (high-priority) orders', value: { quantity: 50, safetyStock: 10 } },
         },
         response: {
           200: documented("The item's availability after the change", AvailabilityDocument, {
             afterCount: { summary: 'After stocking wh-2 with 40', value: twoLocations },
+            afterVipReserve: { summary: 'After keeping 10 of 50 units for VIP orders (38 held)', value: vipReserve },
           }),
           ...problems({
             validation_failed: {
-              means: 'A field breaks its rule (`quantity` 0–1,000,000,000, `location` 1–64 of `A–Z a–z 0–9 . _ : -`), or an unknown field.',
+              means:
+                'A field breaks its rule (`quantity` and `safetyStock` 0–1,000,000,000, `location` 1–64 of ' +
+                '`A–Z a–z 0–9 . _ : -`), or an unknown field.',
               example: {
                 detail: 'quantity: must be at most 1000000000',
                 errors: [{ field: 'quantity', message: 'must be at most 1000000000' }],
@@ -105,7 +134,10 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ stock: StockApi }> = async 
         },
       },
     },
-    (request) => stock.set(request.params.itemId, request.body.location ?? DEFAULT_LOCATION, request.body.quantity),
+    (request) => {
+      const { quantity, location, safetyStock } = request.body;
+      return stock.set(request.params.itemId, location ?? DEFAULT_LOCATION, quantity, safetyStock);
+    },
   );
 
   app.post(
@@ -133,7 +165,11 @@ export const itemRoutes: FastifyPluginAsyncTypebox<{ stock: StockApi }> = async 
                 ...twoLocations,
                 onHand: 138,
                 available: 131,
-                locations: [{ location: 'default', onHand: 98, reserved: 7, available: 91 }, twoLocations.locations[1]!],
+                availableHighPriority: 131,
+                locations: [
+                  { location: 'default', onHand: 98, reserved: 7, safetyStock: 0, available: 91, availableHighPriority: 91 },
+                  twoLocations.locations[1]!,
+                ],
               },
             },
           }),

@@ -11,7 +11,8 @@ import type { ReservationApi } from '../../service/api.js';
 import { callerOf } from '../access.js';
 import { documented, problems, type Examples } from '../openapi.js';
 
-// Examples: a cart held while its buyer checks out, and a flash-sale hold of one unit, followed through their lives.
+// Examples: a cart held while its buyer checks out, a flash-sale hold of one unit, followed through their lives, and a
+// VIP order that may take the units kept as safety stock.
 
 const cartRequest: ReserveBody = {
   lines: [
@@ -34,6 +35,7 @@ const cart: Reservation = {
   createdAt: '2026-11-26T12:00:00.000Z',
   updatedAt: '2026-11-26T12:00:00.000Z',
   metadata: { channel: 'web', customer: 'c-1093' },
+  priority: 'normal',
 };
 
 const flashRequest: ReserveBody = { lines: [{ itemId: 'sneaker-drop-42', quantity: 1 }], ttlSeconds: 120, reference: 'checkout-77f3' };
@@ -46,6 +48,26 @@ const flash: Reservation = {
   createdAt: '2026-11-26T12:00:04.512Z',
   updatedAt: '2026-11-26T12:00:04.512Z',
   metadata: {},
+  priority: 'normal',
+};
+
+const vipRequest: ReserveBody = {
+  lines: [{ itemId: 'sneaker-drop-42', quantity: 2 }],
+  ttlSeconds: 900,
+  reference: 'vip-order-5512',
+  metadata: { channel: 'call-centre' },
+  priority: 'high',
+};
+const vip: Reservation = {
+  id: '01a217ba-2f10-7d44-b2c9-3e8f6a1d0b27',
+  status: 'pending',
+  reference: 'vip-order-5512',
+  lines: [{ itemId: 'sneaker-drop-42', location: 'default', quantity: 2 }],
+  expiresAt: '2026-11-26T12:15:07.301Z',
+  createdAt: '2026-11-26T12:00:07.301Z',
+  updatedAt: '2026-11-26T12:00:07.301Z',
+  metadata: { channel: 'call-centre' },
+  priority: 'high',
 };
 
 const confirmed: Reservation = { ...cart, status: 'confirmed', updatedAt: '2026-11-26T12:04:31.207Z' };
@@ -55,6 +77,7 @@ const expired: Reservation = { ...flash, status: 'expired', updatedAt: flash.exp
 const reserveExamples: Examples<ReserveBody> = {
   cart: { summary: 'A cart: two lines held for 10 minutes while the buyer checks out', value: cartRequest },
   flashSale: { summary: 'A flash-sale hold: one unit for 2 minutes', value: flashRequest },
+  vip: { summary: 'A VIP order: high priority, so it may take the safety stock', value: vipRequest },
 };
 
 const notFound = 'No reservation has this id, or it is another tenant\'s.';
@@ -75,7 +98,8 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
         description:
           'All lines or none: either every line is held until `expiresAt`, or nothing is held and the answer names each ' +
           'short line. Confirm the reservation to sell its units, release it to give them back; past `expiresAt` its ' +
-          'units are available again by themselves.',
+          'units are available again by themselves. A `normal` reservation (the default) may take at most ' +
+          '`onHand − reserved − safetyStock` at a location, a `high` one `onHand − reserved`.',
         headers: IdempotencyHeaders,
         body: ReservationRequest,
         bodyExamples: reserveExamples,
@@ -86,6 +110,7 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
             {
               cart: { summary: 'The cart, held for 10 minutes', value: cart },
               flashSale: { summary: 'The flash-sale hold', value: flash },
+              vip: { summary: 'The VIP order, held from the safety stock', value: vip },
             },
             {
               Location: { description: 'The reservation: `/reservations/{id}`', type: 'string' },
@@ -113,7 +138,9 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
               example: { detail: 'not stocked: sku-mug-white@wh-9' },
             },
             insufficient_stock: {
-              means: 'A line asks for more than is available; `lines` names each short line. Nothing is held.',
+              means:
+                'A line asks for more than is available to its priority (a normal reservation cannot take the safety ' +
+                'stock); `lines` names each short line with what that priority could take. Nothing is held.',
               example: {
                 detail: 'sneaker-drop-42: requested 1, available 0',
                 lines: [{ itemId: 'sneaker-drop-42', location: 'default', requested: 1, available: 0 }],

@@ -10,6 +10,8 @@
                − units of debit intents PostgreSQL has no record of (decreases in flight)
     reserved = units of the location's pending holds (after expiring due ones)
     pending  = units of supply intents PostgreSQL has no record of (increases in flight)
+    safety   = PostgreSQL's safety stock + safety increases PostgreSQL has no record of (applied at once in Redis)
+    safety pending = safety decreases PostgreSQL has no record of (enforced until recorded)
 
   Before that: intents PostgreSQL has a record of ("recorded", or "void": taken back for good) are ended, their
   change being in PostgreSQL's on-hand or never anywhere; a hold PostgreSQL has final takes PostgreSQL's state where
@@ -25,13 +27,15 @@
   ARGV[3]    PostgreSQL's on-hand there
   ARGV[4]    tombstone retention, ms
   ARGV[5]    the item id
-  ARGV[6]    count of op facts, then per op: op id, "recorded" or "void" (ops PostgreSQL has no row for: none)
+  ARGV[6]    PostgreSQL's safety stock there
+  ARGV[7]    count of op facts, then per op: op id, "recorded" or "void" (ops PostgreSQL has no row for: none)
   then       count of reservation facts, then per reservation: id, its PostgreSQL status as a hold state code
   then       count of PostgreSQL's pending unexpired holds here, then per hold: reservation id, quantity, expiry ms
 
   Returns
     {S.OK, generation, before onHand, reserved, pending, after onHand, reserved, pending,
-     confirms in flight, debits in flight, supply in flight, intents ended, holds settled, holds re-added}
+     confirms in flight, debits in flight, supply in flight, intents ended, holds settled, holds re-added,
+     before safety, safety pending, after safety, safety pending, safety increases in flight, decreases in flight}
     {S.NO_STATE}
     {S.STALE}   Redis is at another generation than PostgreSQL
 ]]
@@ -47,7 +51,7 @@ local retentionMs = tonumber(ARGV[4])
 local now = nowMs()
 expireDue(stockKey, holdsKey, expKey, now, retentionMs)
 
-local at = 6
+local at = 7
 local ops = {}
 for _ = 1, tonumber(ARGV[at]) do
   ops[ARGV[at + 1]] = ARGV[at + 2]
@@ -67,23 +71,23 @@ for n = 1, tonumber(ARGV[at]) do
 end
 
 local onHandAt, reservedAt, pendingAt = onHandField(location), reservedField(location), pendingField(location)
+local safetyAt, safetyPendingAt = safetyField(location), safetyPendingField(location)
 local function figure(field) return tonumber(redis.call('HGET', stockKey, field) or '0') end
-local before = { figure(onHandAt), figure(reservedAt), figure(pendingAt) }
+local before = { figure(onHandAt), figure(reservedAt), figure(pendingAt), figure(safetyAt), figure(safetyPendingAt) }
 
 -- Intents at this location: end those PostgreSQL has the last word on, sum the rest (in flight).
-local debits, supply, intentsEnded = 0, 0, 0
+local debits, supply, intentsEnded, safetyUp, safetyDown = 0, 0, 0, 0, 0
 local intents = redis.call('HGETALL', intentsKey)
 for i = 1, #intents, 2 do
   local opId = intents[i]
-  local where, delta, kind = parseIntent(intents[i + 1])
+  local where, delta, kind, _, _, safetyDelta = parseIntent(intents[i + 1])
   if where == location then
     if ops[opId] then
       redis.call('HDEL', intentsKey, opId)
       intentsEnded = intentsEnded + 1
-    elseif kind == L.intentSupply then
-      supply = supply + delta
     else
-      debits = debits - delta
+      if kind == L.intentSupply then supply = supply + delta else debits = debits - delta end
+      if safetyDelta > 0 then safetyUp = safetyUp + safetyDelta else safetyDown = safetyDown - safetyDelta end
     end
   end
 end
@@ -123,7 +127,13 @@ end
 
 local onHand = math.max(0, tonumber(ARGV[3]) - confirms - debits)
 redis.call('HSET', stockKey, onHandAt, onHand, reservedAt, reserved)
-if supply > 0 then redis.call('HSET', stockKey, pendingAt, supply) else redis.call('HDEL', stockKey, pendingAt) end
+local function store(field, value)
+  if value > 0 then redis.call('HSET', stockKey, field, value) else redis.call('HDEL', stockKey, field) end
+end
+store(pendingAt, supply)
+local safety = math.max(0, tonumber(ARGV[6]) + safetyUp)
+store(safetyAt, safety)
+store(safetyPendingAt, safetyDown)
 redis.call('SADD', KEYS[6], ARGV[5])
 return { S.OK, gen, before[1], before[2], before[3], onHand, reserved, supply, confirms, debits, supply, intentsEnded,
-  holdsSettled, holdsReadded }
+  holdsSettled, holdsReadded, before[4], before[5], safety, safetyDown, safetyUp, safetyDown }

@@ -1,5 +1,6 @@
 --[[
-  reserve: hold every line of a new reservation, or nothing.
+  reserve: hold every line of a new reservation, or nothing. A normal-priority line may take what is available at
+  its location less the safety stock, a high-priority one all that is available (availableAt, includes/common.lua).
 
   KEYS[1]    generation marker
   KEYS[2]    idempotency record of the request's key
@@ -16,14 +17,16 @@
   ARGV[8]    the header's body (JSON: reference, metadata, lines, tenant)
   ARGV[9]    idempotency record suffix "|<nodeId>" (src/redis/layout.ts recordSuffix)
   ARGV[10]   the lease's TTL, ms (src/jobs/node-lease.ts)
-  ARGV[11..] per line: item index (1-based), location, quantity
+  ARGV[11]   the reservation's priority: 'high' or 'normal'
+  ARGV[12..] per line: item index (1-based), location, quantity
 
   Returns
     {S.OK, generation, nowMs}
     {S.NO_STATE}
     {S.IDEMPOTENT, record}                      the key is taken; nothing was held
     {S.NOT_FOUND, lineIndex, ...}               lines whose item/location was never stocked
-    {S.INSUFFICIENT, lineIndex, available, ...} lines that cannot be held; nothing was held
+    {S.INSUFFICIENT, lineIndex, available, ...} lines that cannot be held (available: what this priority may take);
+                                                nothing was held
 ]]
 --@include common
 local FIXED = 4
@@ -36,18 +39,17 @@ if existing then return { S.IDEMPOTENT, existing } end
 local now = nowMs()
 local retentionMs = tonumber(ARGV[5])
 local itemCount = tonumber(ARGV[6])
-local lines = readLines(11, tonumber(ARGV[7]))
+local high = ARGV[11] == 'high'
+local lines = readLines(12, tonumber(ARGV[7]))
 expireItems(FIXED, itemCount, now, retentionMs)
 
 local missing, short = {}, {}
 for n, line in ipairs(lines) do
   local stockKey = itemKeys(FIXED, line.item)
-  local onHand = redis.call('HGET', stockKey, onHandField(line.location))
-  if not onHand then
+  if redis.call('HEXISTS', stockKey, onHandField(line.location)) == 0 then
     missing[#missing + 1] = n
   else
-    local reserved = tonumber(redis.call('HGET', stockKey, reservedField(line.location)) or '0')
-    local available = math.max(0, tonumber(onHand) - reserved)
+    local available = availableAt(stockKey, line.location, high)
     if available < line.qty then
       short[#short + 1] = n
       short[#short + 1] = available

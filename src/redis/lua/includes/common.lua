@@ -12,10 +12,23 @@ local function generation(markerKey)
   return redis.call('GET', markerKey)
 end
 
--- The stock hash's fields of a location: on-hand, reserved (units of pending holds), pending supply.
+-- The stock hash's fields of a location: on-hand, reserved (units of pending holds), pending supply, safety stock
+-- (enforced) and safety stock decreases not yet recorded (still enforced).
 local function onHandField(location) return L.onHand .. location end
 local function reservedField(location) return L.reserved .. location end
 local function pendingField(location) return L.pending .. location end
+local function safetyField(location) return L.safety .. location end
+local function safetyPendingField(location) return L.safetyPending .. location end
+
+-- The units a reservation may take at a location: on-hand not reserved, less the safety stock unless it is high
+-- priority (only those may take it). Never below zero. The one place this rule lives (api.md, "Priority
+-- reservations and safety stock"): every script that holds units asks it.
+local function availableAt(stockKey, location, high)
+  local figures = redis.call('HMGET', stockKey, onHandField(location), reservedField(location), safetyField(location))
+  local free = tonumber(figures[1] or '0') - tonumber(figures[2] or '0')
+  if not high then free = free - math.max(0, tonumber(figures[3] or '0')) end
+  return math.max(0, free)
+end
 
 -- A Lua pattern that matches `s` literally.
 local function literal(s) return (string.gsub(s, '%p', '%%%0')) end
@@ -51,21 +64,30 @@ local function formatRecord(prefix, claimedAtMs, suffix)
   return prefix .. claimedAtMs .. suffix
 end
 
--- A stock intent, under its op id in the item's intents hash: "<location>|<delta>|<kind>|<decidedMs>|<nodeId>"
--- (kind L.intentSupply or L.intentDebit). Split from the right: the location takes whatever is left.
+-- A stock intent, under its op id in the item's intents hash:
+-- "<location>|<delta>|<kind>|<decidedMs>|<nodeId>[|<safetyDelta>]" (kind L.intentSupply or L.intentDebit; the
+-- safety delta only when the decision changed the safety stock). Split from the right: the location takes whatever
+-- is left.
 local INTENT_SEP = literal(L.intentSep)
 local INTENT_PATTERN = '^(.+)' .. INTENT_SEP .. '(%-?%d+)' .. INTENT_SEP .. '(%a+)' .. INTENT_SEP .. '(%d+)' .. INTENT_SEP
   .. '([^' .. INTENT_SEP .. ']*)$'
+local SAFETY_INTENT_PATTERN = string.sub(INTENT_PATTERN, 1, -2) .. INTENT_SEP .. '(%-?%d+)$'
 
-local function formatIntent(location, delta, kind, decidedMs, nodeId)
-  return table.concat({ location, delta, kind, decidedMs, nodeId }, L.intentSep)
+local function formatIntent(location, delta, kind, decidedMs, nodeId, safetyDelta)
+  local fields = { location, delta, kind, decidedMs, nodeId }
+  if safetyDelta ~= 0 then fields[6] = safetyDelta end
+  return table.concat(fields, L.intentSep)
 end
 
--- location, delta, kind, decidedMs, nodeId; nil for a value not of the layout.
+-- location, delta, kind, decidedMs, nodeId, safetyDelta (0 when it has none); nil for a value not of the layout.
 local function parseIntent(value)
-  local location, delta, kind, decidedMs, nodeId = string.match(value, INTENT_PATTERN)
+  local location, delta, kind, decidedMs, nodeId, safetyDelta = string.match(value, SAFETY_INTENT_PATTERN)
+  if not location then
+    location, delta, kind, decidedMs, nodeId = string.match(value, INTENT_PATTERN)
+    safetyDelta = '0'
+  end
   if not location then return nil end
-  return location, tonumber(delta), kind, tonumber(decidedMs), nodeId
+  return location, tonumber(delta), kind, tonumber(decidedMs), nodeId, tonumber(safetyDelta)
 end
 
 -- Keys of the item at 1-based index i, after `fixed` leading keys (3 keys an item: stock, holds, exp).
