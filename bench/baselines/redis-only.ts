@@ -78,7 +78,7 @@ class RedisOnlyReservations implements ReservationApi {
       recordPrefix: recordPrefix(hash, id),
       recordSuffix: recordSuffix(this.lease.nodeId),
       recordTtlMs: RETENTION_MS,
-      header: { reference: request.reference ?? null, metadata: request.metadata ?? {}, lines, tenant: caller.tenant },
+      header: { reference: request.reference ?? null, metadata: request.metadata ?? {}, tenant: caller.tenant, allocation: null },
       lease: { key: this.lease.key, ttlMs: this.lease.ttlMs },
     });
     switch (decision.kind) {
@@ -243,6 +243,7 @@ function toRecord(h: StoredHeader): ReservationRecord {
     createdAt: new Date(h.createdAt),
     updatedAt: new Date(h.updatedAt),
     tenant: h.tenant,
+    allocation: null,
   };
 }
 

@@ -1,5 +1,6 @@
 import {
   DEFAULT_TTL_SECONDS,
+  type Allocation,
   type AvailabilityDocument,
   type ReservationDocument,
   type ReservationRequest,
@@ -19,15 +20,21 @@ export interface ReservationRecord {
   status: ReservationStatus;
   reference: string | null;
   metadata: Record<string, string>;
+  /** What is held: one entry per (itemId, location), allocated lines as allocated. */
   lines: Line[];
   expiresAt: Date;
   createdAt: Date;
   updatedAt: Date;
+  /** The request's allocation, as sent; null without one. */
+  allocation: Allocation | null;
   /** Whose it is (src/domain/tenancy.ts); not part of the document. */
   tenant: string;
 }
 
-/** A new reservation as requested, created at `createdAt` (absent optional fields read back null and {}). */
+/**
+ * A new reservation as requested, holding `lines` (as held: allocated), created at `createdAt` (absent optional
+ * fields read back null and {}).
+ */
 export function pendingReservation(
   id: string,
   request: ReservationRequest,
@@ -45,6 +52,7 @@ export function pendingReservation(
     expiresAt: new Date(createdAt.getTime() + (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000),
     createdAt,
     updatedAt: createdAt,
+    allocation: request.allocation ?? null,
   };
 }
 
@@ -66,6 +74,7 @@ export function toDocument(r: ReservationRecord, now = new Date()): ReservationD
     createdAt: r.createdAt.toISOString(),
     updatedAt: updatedAt.toISOString(),
     metadata: r.metadata,
+    allocation: r.allocation,
   };
 }
 

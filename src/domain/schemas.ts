@@ -70,6 +70,53 @@ const Metadata = StringMap(text({ maxLength: 500 }), {
     'without control characters other than tab, line feed and carriage return; no unpaired surrogates anywhere',
 });
 
+export const MAX_ALLOCATION_LOCATIONS = 32;
+
+const STRATEGIES = ['ordered', 'most_available', 'single_location'] as const;
+/** An enum rather than a union of literals, so that a wrong value is one error naming the three. */
+export const AllocationStrategy = Type.Unsafe<(typeof STRATEGIES)[number]>({
+  type: 'string',
+  enum: [...STRATEGIES],
+  description:
+    '`ordered`: the candidates in the order of `locations` (required). `most_available`: the candidate with the most ' +
+    'available units (`locations`, or every location the item is stocked at when omitted). `single_location`: every ' +
+    'allocated line from the first candidate in `locations` (required) that can hold them all (ship together)',
+});
+export type AllocationStrategy = Static<typeof AllocationStrategy>;
+
+/**
+ * Lets the service choose where lines without a `location` are held. The rules JSON Schema cannot say (which
+ * strategies need `locations`, `split` with `single_location`, an allocated item in one line only) are
+ * src/domain/allocation.ts's.
+ */
+export const Allocation = Type.Object(
+  {
+    strategy: AllocationStrategy,
+    locations: Type.Optional(
+      Type.Array(Location, {
+        minItems: 1,
+        maxItems: MAX_ALLOCATION_LOCATIONS,
+        uniqueItems: true,
+        description:
+          `The candidate locations, most preferred first: 1–${MAX_ALLOCATION_LOCATIONS} distinct. Required for \`ordered\` ` +
+          'and `single_location`. Candidates an item is not stocked at are skipped',
+      }),
+    ),
+    split: Type.Optional(
+      Type.Boolean({
+        description: 'Default false. true: a line may be held at several locations (not with `single_location`)',
+      }),
+    ),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'With `allocation`, each line without `location` is allocated by the strategy (an allocated item may appear in ' +
+      'one line only); a line with `location` is held exactly there. Without it, a line without `location` is held at "default"',
+  },
+);
+export type Allocation = Static<typeof Allocation>;
+
 export const ReservationRequest = Type.Object(
   {
     lines: Type.Array(
@@ -88,6 +135,7 @@ export const ReservationRequest = Type.Object(
       label({ minLength: 1, maxLength: 255, description: 'Opaque to the service: 1–255 chars, no control characters or unpaired surrogates' }),
     ),
     metadata: Type.Optional(Metadata),
+    allocation: Type.Optional(Allocation),
   },
   { additionalProperties: false },
 );
@@ -127,6 +175,9 @@ export const ReservationDocument = Type.Object({
   createdAt: Timestamp,
   updatedAt: Timestamp,
   metadata: StringMap(Type.String(), { description: "The request's `metadata`, or {}" }),
+  allocation: Type.Union([Allocation, Type.Null()], {
+    description: "The request's `allocation` as sent (an omitted `split` stays omitted: false), or null",
+  }),
 });
 export type ReservationDocument = Static<typeof ReservationDocument>;
 
@@ -182,7 +233,19 @@ export const Problem = Type.Object(
     ),
     lines: Type.Optional(
       Type.Array(
-        Type.Object({ itemId: Type.String(), location: Type.String(), requested: Type.Integer(), available: Type.Integer() }),
+        Type.Object({
+          itemId: Type.String(),
+          location: Type.Union([Type.String(), Type.Null()], {
+            description: 'null for an allocated line (the service chose, and no choice could hold it)',
+          }),
+          requested: Type.Integer(),
+          available: Type.Integer({
+            description:
+              'Units there; for an allocated line what the strategy could find: with `split` the sum over the candidates, ' +
+              'without it the most at any one candidate, with `single_location` what the best single candidate has ' +
+              '(the candidate short by the fewest units over all allocated lines; the earlier one on a tie)',
+          }),
+        }),
         { description: '`insufficient_stock`: each short line, what it asked for and what there is' },
       ),
     ),

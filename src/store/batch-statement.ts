@@ -74,10 +74,10 @@ WITH fence AS (
   ON CONFLICT DO NOTHING
   RETURNING reservation_id
 ), created AS (
-  INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at, tenant)
-  SELECT t.id, 'pending', t.reference, t.metadata, t.expires_at, t.created_at, t.created_at, t.tenant
-  FROM unnest($6::uuid[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[], $30::text[])
-    AS t(id, reference, metadata, expires_at, created_at, tenant)
+  INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at, tenant, allocation)
+  SELECT t.id, 'pending', t.reference, t.metadata, t.expires_at, t.created_at, t.created_at, t.tenant, t.allocation
+  FROM unnest($6::uuid[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[], $30::text[], $32::jsonb[])
+    AS t(id, reference, metadata, expires_at, created_at, tenant, allocation)
   WHERE t.id IN (SELECT reservation_id FROM idem)
   RETURNING id
 ), lines AS (
@@ -150,9 +150,10 @@ export function batchValues(ops: RecordOp[]): unknown[] {
     movements.map((m) => m.reservationId),
     movements.map((m) => m.reason),
     movements.map((m) => m.gate),
-    // $30 and $31, last so the earlier parameters keep their numbers.
+    // $30 to $32, last so the earlier parameters keep their numbers.
     reserves.map((r) => r.reservation.tenant),
     movements.map((m) => m.opId),
+    reserves.map((r) => (r.reservation.allocation ? JSON.stringify(r.reservation.allocation) : null)),
   ];
 }
 

@@ -47,6 +47,7 @@ describe('POST /reservations: the created document', () => {
       createdAt: doc.createdAt,
       updatedAt: doc.createdAt,
       metadata: { channel: 'web', cart: 'c-9' },
+      allocation: null,
     });
     expect(Date.parse(doc.expiresAt) - Date.parse(doc.createdAt)).toBe(600_000);
     expect(expectReservation(await api.get(doc.id), 200)).toEqual(doc);

@@ -17,6 +17,29 @@ local function onHandField(location) return L.onHand .. location end
 local function reservedField(location) return L.reserved .. location end
 local function pendingField(location) return L.pending .. location end
 
+-- Whether the item is stocked at the location (PUT created it there): it has an on-hand figure, 0 or more.
+local function stockedAt(stockKey, location)
+  return redis.call('HEXISTS', stockKey, onHandField(location)) == 1
+end
+
+-- Units a reservation may take at the location (never below 0); `high` is the reservation's priority, for
+-- figures only high-priority reservations may take. The one rule for fixed and allocated lines alike.
+local function availableAt(stockKey, location, high)
+  local onHand = tonumber(redis.call('HGET', stockKey, onHandField(location)) or '0')
+  local reserved = tonumber(redis.call('HGET', stockKey, reservedField(location)) or '0')
+  return math.max(0, onHand - reserved)
+end
+
+-- Every location the item is stocked at, by name ascending (byte order: identifiers are ASCII).
+local function stockedLocations(stockKey)
+  local out = {}
+  for _, field in ipairs(redis.call('HKEYS', stockKey)) do
+    if string.sub(field, 1, #L.onHand) == L.onHand then out[#out + 1] = string.sub(field, #L.onHand + 1) end
+  end
+  table.sort(out)
+  return out
+end
+
 -- A Lua pattern that matches `s` literally.
 local function literal(s) return (string.gsub(s, '%p', '%%%0')) end
 
