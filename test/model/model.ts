@@ -20,11 +20,18 @@ export interface RequestLine {
   quantity: number;
 }
 
+export interface AllocationBody {
+  strategy: 'ordered' | 'most_available' | 'single_location';
+  locations?: string[];
+  split?: boolean;
+}
+
 export interface ReserveBody {
   lines: RequestLine[];
   ttlSeconds?: number;
   reference?: string;
   metadata?: Record<string, string>;
+  allocation?: AllocationBody;
 }
 
 /** What is stored; `expired` is never stored, it is derived from the clock. */
@@ -57,7 +64,8 @@ export interface Availability {
 
 export interface ShortLine {
   itemId: string;
-  location: string;
+  /** null for an allocated line. */
+  location: string | null;
   requested: number;
   available: number;
 }
@@ -67,7 +75,16 @@ export type Expected =
   | { status: 200; availability: Availability }
   | { status: 200 | 201; reservationId: string; reservationStatus: Status }
   /** A new reservation: the service picks id and expiresAt; the caller records them with `created()`. */
-  | { status: 201; created: { lines: ModelLine[]; ttlMs: number; reference: string | null; metadata: Record<string, string> } }
+  | {
+      status: 201;
+      created: {
+        lines: ModelLine[];
+        ttlMs: number;
+        reference: string | null;
+        metadata: Record<string, string>;
+        allocation: AllocationBody | null;
+      };
+    }
   /** The first answer again, byte for byte as a JSON value. */
   | { status: 201; replayOf: unknown }
   | { status: 400 | 404 | 409 | 422; code: string; lines?: ShortLine[] };
@@ -169,21 +186,113 @@ export class Model {
     return { status: 200, availability: this.figures(itemId, now) };
   }
 
+  /** Units a reservation may take at (item, location) now. */
+  private available(itemId: string, location: string, now: number): number {
+    return Math.max(0, (this.onHand(itemId, location) ?? 0) - this.reserved(itemId, location, now));
+  }
+
+  /** Whether the request breaks a rule of its lines or its allocation (api.md: 400). */
+  private invalid(body: ReserveBody): boolean {
+    const a = body.allocation;
+    if (a && a.strategy !== 'most_available' && a.locations === undefined) return true;
+    if (a?.strategy === 'single_location' && a.split === true) return true;
+    const pairs = new Set<string>();
+    const allocated = new Set<string>();
+    const fixed = new Set<string>();
+    for (const l of body.lines) {
+      if (l.location === undefined && a) {
+        if (allocated.has(l.itemId) || fixed.has(l.itemId)) return true;
+        allocated.add(l.itemId);
+        continue;
+      }
+      const pair = `${l.itemId}\u0000${l.location ?? DEFAULT_LOCATION}`;
+      if (pairs.has(pair) || allocated.has(l.itemId)) return true;
+      pairs.add(pair);
+      fixed.add(l.itemId);
+    }
+    return false;
+  }
+
+  /** An allocated item's candidates it is stocked at, in preference order (most_available: most available first). */
+  private options(itemId: string, a: AllocationBody, now: number): { location: string; available: number }[] {
+    const names = a.locations ?? [...(this.stock.get(itemId)?.keys() ?? [])].sort();
+    const options = names
+      .filter((location) => this.onHand(itemId, location) !== undefined)
+      .map((location, rank) => ({ location, rank, available: this.available(itemId, location, now) }));
+    if (a.strategy === 'most_available') options.sort((x, y) => y.available - x.available || x.rank - y.rank);
+    return options;
+  }
+
+  /** Where an allocated line (not single_location) is held, or what its strategy found. */
+  private allocateLine(options: { location: string; available: number }[], quantity: number, split: boolean): ModelLine[] | number {
+    if (split) {
+      let left = quantity;
+      const parts = options.flatMap((o) => {
+        const take = Math.min(o.available, left);
+        left -= take;
+        return take > 0 ? [{ location: o.location, quantity: take }] : [];
+      });
+      return left === 0 ? parts.map((p) => ({ itemId: '', ...p })) : options.reduce((sum, o) => sum + o.available, 0);
+    }
+    const o = options.find((x) => x.available >= quantity);
+    return o ? [{ itemId: '', location: o.location, quantity }] : Math.max(...options.map((x) => x.available));
+  }
+
+  /**
+   * single_location: the first candidate holding every allocated line; else, per allocated line, what the best
+   * candidate (short by the fewest units in all, the earlier on a tie) has.
+   */
+  private singleLocation(lines: RequestLine[], locations: string[], now: number): string | number[] {
+    let best: number[] | undefined;
+    let bestShortfall = Infinity;
+    for (const location of locations) {
+      const figures = lines.map((l) => (this.onHand(l.itemId, location) === undefined ? 0 : this.available(l.itemId, location, now)));
+      const shortfall = lines.reduce((sum, l, i) => sum + Math.max(0, l.quantity - figures[i]!), 0);
+      if (shortfall === 0) return location;
+      if (shortfall < bestShortfall) [best, bestShortfall] = [figures, shortfall];
+    }
+    return best!;
+  }
+
   /** POST /reservations. A 201 for a new reservation is recorded afterwards with `created()`. */
   reserve(key: string, body: ReserveBody, now: number): Expected {
-    const lines = body.lines.map((l) => ({ itemId: l.itemId, location: l.location ?? DEFAULT_LOCATION, quantity: l.quantity }));
-    const pairs = new Set(lines.map((l) => `${l.itemId}\u0000${l.location}`));
-    if (pairs.size !== lines.length) return problem(400, 'validation_failed');
+    if (this.invalid(body)) return problem(400, 'validation_failed');
 
     const bound = this.keys.get(key);
     if (bound) return bound.body === canonicalJson(body) ? { status: 201, replayOf: bound.first } : problem(422, 'idempotency_key_reused');
 
-    if (lines.some((l) => this.onHand(l.itemId, l.location) === undefined)) return problem(404, 'item_not_found');
-    const short = lines.flatMap((l) => {
-      const available = Math.max(0, this.onHand(l.itemId, l.location)! - this.reserved(l.itemId, l.location, now));
-      return available < l.quantity ? [{ itemId: l.itemId, location: l.location, requested: l.quantity, available }] : [];
+    const a = body.allocation;
+    const isAllocated = (l: RequestLine) => a !== undefined && l.location === undefined;
+    const missing = body.lines.some((l) =>
+      isAllocated(l) ? this.options(l.itemId, a!, now).length === 0 : this.onHand(l.itemId, l.location ?? DEFAULT_LOCATION) === undefined,
+    );
+    if (missing) return problem(404, 'item_not_found');
+
+    // Per line: its parts, or what was found (short).
+    const held: (ModelLine[] | number)[] = body.lines.map((l) => {
+      if (isAllocated(l)) return a!.strategy === 'single_location' ? [] : this.allocateLine(this.options(l.itemId, a!, now), l.quantity, a!.split ?? false);
+      const location = l.location ?? DEFAULT_LOCATION;
+      const available = this.available(l.itemId, location, now);
+      return available >= l.quantity ? [{ itemId: '', location, quantity: l.quantity }] : available;
+    });
+    if (a?.strategy === 'single_location') {
+      const allocatedLines = body.lines.filter(isAllocated);
+      const where = allocatedLines.length > 0 ? this.singleLocation(allocatedLines, a.locations!, now) : '';
+      let k = 0;
+      body.lines.forEach((l, i) => {
+        if (!isAllocated(l)) return;
+        const figure = typeof where === 'string' ? l.quantity : where[k]!;
+        k++;
+        held[i] = typeof where === 'string' ? [{ itemId: '', location: where, quantity: l.quantity }] : figure < l.quantity ? figure : [];
+      });
+    }
+    const short = body.lines.flatMap((l, i) => {
+      const h = held[i]!;
+      if (typeof h !== 'number') return [];
+      return [{ itemId: l.itemId, location: isAllocated(l) ? null : (l.location ?? DEFAULT_LOCATION), requested: l.quantity, available: h }];
     });
     if (short.length > 0) return problem(409, 'insufficient_stock', short);
+    const lines = body.lines.flatMap((l, i) => (held[i] as ModelLine[]).map((p) => ({ ...p, itemId: l.itemId })));
     return {
       status: 201,
       created: {
@@ -191,15 +300,19 @@ export class Model {
         ttlMs: (body.ttlSeconds ?? 900) * 1000,
         reference: body.reference ?? null,
         metadata: body.metadata ?? {},
+        allocation: a ?? null,
       },
     };
   }
 
-  /** Records the reservation a 201 created (the service chose its id and expiry) and binds the key. */
-  created(key: string, body: ReserveBody, id: string, expiresAt: number, firstAnswer: unknown): void {
+  /**
+   * Records the reservation a 201 created (the service chose its id and expiry; `lines` as held, which the model
+   * decided) and binds the key.
+   */
+  created(key: string, body: ReserveBody, id: string, expiresAt: number, firstAnswer: unknown, lines: ModelLine[]): void {
     this.reservations.set(id, {
       id,
-      lines: body.lines.map((l) => ({ itemId: l.itemId, location: l.location ?? DEFAULT_LOCATION, quantity: l.quantity })),
+      lines: lines.map((l) => ({ ...l })),
       expiresAt,
       state: 'pending',
       reference: body.reference ?? null,

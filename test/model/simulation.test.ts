@@ -5,11 +5,11 @@ import type { TestApp } from '../helpers/app.js';
 import { checkInvariants, figuresOf } from '../helpers/invariants.js';
 import { mulberry32, seedFromEnv } from '../helpers/random.js';
 import { untilTime, waitFor } from '../helpers/wait.js';
-import { DEFAULT_LOCATION, Model, type Expected, type ReserveBody, type RequestLine } from './model.js';
+import { DEFAULT_LOCATION, Model, type AllocationBody, type Expected, type ReserveBody, type RequestLine } from './model.js';
 
 /**
- * A seeded randomized simulation (tigerbeetle's VOPR idea, small): reserve / confirm / release / adjust / set /
- * expire / replay against the real service (Redis + PostgreSQL) and against the pure model in model.ts, one
+ * A seeded randomized simulation (tigerbeetle's VOPR idea, small): reserve (some allocated across locations) /
+ * confirm / release / adjust / set / expire / replay against the real service (Redis + PostgreSQL) and against the pure model in model.ts, one
  * request at a time, comparing every answer (status, code, short lines, documents) and every item's availability
  * after every step, and checking the invariants (Redis = PostgreSQL, no oversell) every CHECK_EVERY steps.
  *
@@ -40,6 +40,9 @@ const INITIAL_PAIRS = [
   { itemId: 'sim-d', location: DEFAULT_LOCATION },
 ];
 const LATE_PAIR = { itemId: 'sim-d', location: 'wh-3' };
+/** The allocation candidates drawn from: every location of the items, and one none of them is stocked at. */
+const LOCATIONS = [DEFAULT_LOCATION, 'wh-1', 'wh-2', 'wh-3', 'wh-9'];
+const ALLOCATED_SHARE = 0.3;
 const ALL_PAIRS = [...INITIAL_PAIRS, LATE_PAIR];
 
 type Op =
@@ -101,6 +104,7 @@ function differences(a: Answer, e: Expected): string[] {
     if (!isDeepStrictEqual(doc.lines, c.lines)) out.push(`lines ${JSON.stringify(doc.lines)}, model says ${JSON.stringify(c.lines)}`);
     if (doc.reference !== c.reference) out.push(`reference ${String(doc.reference)}, model says ${String(c.reference)}`);
     if (!isDeepStrictEqual(doc.metadata, c.metadata)) out.push(`metadata ${JSON.stringify(doc.metadata)}, model says ${JSON.stringify(c.metadata)}`);
+    if (!isDeepStrictEqual(doc.allocation, c.allocation)) out.push(`allocation ${JSON.stringify(doc.allocation)}, model says ${JSON.stringify(c.allocation)}`);
     if (Date.parse(doc.expiresAt) - Date.parse(doc.createdAt) !== c.ttlMs) out.push(`expiresAt − createdAt ≠ ${c.ttlMs} ms`);
     if (doc.updatedAt !== doc.createdAt) out.push('updatedAt ≠ createdAt on a new reservation');
   }
@@ -197,7 +201,24 @@ describe('simulation against the model', () => {
         ttlSeconds: rng.chance(SHORT_TTL_SHARE) ? rng.int(1, 2) : LONG_TTL_SECONDS,
         ...(rng.chance(0.3) ? { reference: `order-${step}` } : {}),
         ...(rng.chance(0.2) ? { metadata: { channel: rng.pick(['web', 'app']), step: String(step) } } : {}),
+        ...(rng.chance(ALLOCATED_SHARE) ? { allocation: allocate(lines) } : {}),
       };
+    };
+
+    /**
+     * An allocation for `lines`, whose lines it makes allocated (drops their location): mostly those whose item is
+     * in no other line, rarely one that is (400); now and then a rule broken on purpose (400).
+     */
+    const allocate = (lines: RequestLine[]): AllocationBody => {
+      const strategy = rng.pick(['ordered', 'most_available', 'single_location'] as const);
+      const allocation: AllocationBody = { strategy };
+      if (strategy !== 'most_available' || rng.chance(0.5)) {
+        if (!rng.chance(0.03)) allocation.locations = rng.sample(LOCATIONS, rng.int(1, LOCATIONS.length));
+      }
+      if (rng.chance(0.6)) allocation.split = strategy === 'single_location' ? rng.chance(0.05) : rng.chance(0.5);
+      const once = (l: RequestLine) => lines.filter((x) => x.itemId === l.itemId).length === 1;
+      for (const l of lines) if ((once(l) || rng.chance(0.05)) && rng.chance(0.7)) delete l.location;
+      return allocation;
     };
 
     const reserve = async (key: string, body: ReserveBody) => {
@@ -206,7 +227,7 @@ describe('simulation against the model', () => {
       );
       if ('created' in expected) {
         const doc = reservationOf(answer);
-        model.created(key, body, doc.id, Date.parse(doc.expiresAt), answer.body);
+        model.created(key, body, doc.id, Date.parse(doc.expiresAt), answer.body, expected.created.lines);
         created.push({ id: doc.id, key });
       }
     };
