@@ -176,8 +176,8 @@ export class Decisions {
   }
 
   /**
-   * Holds the lines, allocating those without a location by `header.allocation` (api.md): `held` names what is
-   * held where, one entry per (line, location) in line order.
+   * Holds the lines, allocating those without a location by `header.allocation` (api.md); a `held` decision's
+   * `lines` say what is held where, one entry per (line, location) in line order.
    */
   async reserve(input: {
     reservationId: string;
