@@ -5,8 +5,9 @@ import { newReservationId } from '../../src/domain/ids.js';
 import { toAvailability, toDocument, type Line, type ReservationRecord } from '../../src/domain/reservation.js';
 import {
   DEFAULT_PRIORITY,
-  type Priority,
   DEFAULT_TTL_SECONDS,
+  type Allocation,
+  type Priority,
   type AvailabilityDocument,
   type ReservationDocument,
   type ReservationRequest,
@@ -19,7 +20,7 @@ import { canAccess, type Caller } from '../../src/domain/tenancy.js';
 import type { ReservationApi, ReserveAnswer, StockApi } from '../../src/service/api.js';
 import { requestHash } from '../../src/service/idempotency.js';
 import type { NodeLease } from '../../src/jobs/node-lease.js';
-import { normaliseLines } from '../../src/service/reservations.js';
+import { requestedLines } from '../../src/domain/allocation.js';
 
 /**
  * The ceiling: the same Lua decisions as the real service (src/redis/decisions.ts) and no durable record at all.
@@ -43,6 +44,8 @@ interface StoredHeader {
   createdAt: number;
   updatedAt: number;
   tenant: string;
+  /** Absent in headers stored before allocation: none. */
+  allocation?: Allocation | null;
 }
 
 export class RedisOnlyDesign {
@@ -69,7 +72,7 @@ class RedisOnlyReservations implements ReservationApi {
   }
 
   async reserve(caller: Caller, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
-    const lines = normaliseLines(request);
+    const lines = requestedLines(request);
     const hash = requestHash(request);
     const id = newReservationId();
     const ttlMs = (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000;
@@ -86,8 +89,8 @@ class RedisOnlyReservations implements ReservationApi {
         reference: request.reference ?? null,
         metadata: request.metadata ?? {},
         priority: request.priority ?? DEFAULT_PRIORITY,
-        lines,
         tenant: caller.tenant,
+        allocation: request.allocation ?? null,
       },
       lease: { key: this.lease.key, ttlMs: this.lease.ttlMs },
     });
@@ -111,11 +114,12 @@ class RedisOnlyReservations implements ReservationApi {
       reference: request.reference ?? null,
       metadata: request.metadata ?? {},
       priority: request.priority ?? DEFAULT_PRIORITY,
-      lines,
+      lines: decision.lines,
       expiresAt: decision.nowMs + ttlMs,
       createdAt: decision.nowMs,
       updatedAt: decision.nowMs,
       tenant: caller.tenant,
+      allocation: request.allocation ?? null,
     };
     const record = toRecord(header);
     return { statusCode: 201, body: toDocument(record, record.createdAt) };
@@ -255,6 +259,7 @@ function toRecord(h: StoredHeader): ReservationRecord {
     createdAt: new Date(h.createdAt),
     updatedAt: new Date(h.updatedAt),
     tenant: h.tenant,
+    allocation: h.allocation ?? null,
   };
 }
 

@@ -36,7 +36,8 @@ export interface FieldError {
 
 export interface ShortLine {
   itemId: string;
-  location: string;
+  /** null for an allocated line: the service chose where, and no choice could hold it. */
+  location: string | null;
   requested: number;
   available: number;
 }

@@ -2,6 +2,7 @@ import {
   DEFAULT_PRIORITY,
   DEFAULT_TTL_SECONDS,
   type Priority,
+  type Allocation,
   type AvailabilityDocument,
   type ReservationDocument,
   type ReservationRequest,
@@ -22,15 +23,21 @@ export interface ReservationRecord {
   reference: string | null;
   metadata: Record<string, string>;
   priority: Priority;
+  /** What is held: one entry per (itemId, location), allocated lines as allocated. */
   lines: Line[];
   expiresAt: Date;
   createdAt: Date;
   updatedAt: Date;
+  /** The request's allocation, as sent; null without one. */
+  allocation: Allocation | null;
   /** Whose it is (src/domain/tenancy.ts); not part of the document. */
   tenant: string;
 }
 
-/** A new reservation as requested, created at `createdAt` (absent optional fields read back null and {}). */
+/**
+ * A new reservation as requested, holding `lines` (as held: allocated), created at `createdAt` (absent optional
+ * fields read back null and {}).
+ */
 export function pendingReservation(
   id: string,
   request: ReservationRequest,
@@ -49,6 +56,7 @@ export function pendingReservation(
     expiresAt: new Date(createdAt.getTime() + (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000),
     createdAt,
     updatedAt: createdAt,
+    allocation: request.allocation ?? null,
   };
 }
 
@@ -71,6 +79,7 @@ export function toDocument(r: ReservationRecord, now = new Date()): ReservationD
     updatedAt: updatedAt.toISOString(),
     metadata: r.metadata,
     priority: r.priority,
+    allocation: r.allocation,
   };
 }
 

@@ -77,6 +77,52 @@ const priority = (description: string) => Type.Unsafe<Priority>({ type: 'string'
 export const DEFAULT_PRIORITY: Priority = 'normal';
 /** Safety stock and stock quantities share one limit (api.md, "Identifiers and limits"). */
 const MAX_STOCK = 1_000_000_000;
+export const MAX_ALLOCATION_LOCATIONS = 32;
+
+const STRATEGIES = ['ordered', 'most_available', 'single_location'] as const;
+/** An enum rather than a union of literals, so that a wrong value is one error naming the three. */
+export const AllocationStrategy = Type.Unsafe<(typeof STRATEGIES)[number]>({
+  type: 'string',
+  enum: [...STRATEGIES],
+  description:
+    '`ordered`: the candidates in the order of `locations` (required). `most_available`: the candidate with the most ' +
+    'available units (`locations`, or every location the item is stocked at when omitted). `single_location`: every ' +
+    'allocated line from the first candidate in `locations` (required) that can hold them all (ship together)',
+});
+export type AllocationStrategy = Static<typeof AllocationStrategy>;
+
+/**
+ * Lets the service choose where lines without a `location` are held. The rules JSON Schema cannot say (which
+ * strategies need `locations`, `split` with `single_location`, an allocated item in one line only) are
+ * src/domain/allocation.ts's.
+ */
+export const Allocation = Type.Object(
+  {
+    strategy: AllocationStrategy,
+    locations: Type.Optional(
+      Type.Array(Location, {
+        minItems: 1,
+        maxItems: MAX_ALLOCATION_LOCATIONS,
+        uniqueItems: true,
+        description:
+          `The candidate locations, most preferred first: 1–${MAX_ALLOCATION_LOCATIONS} distinct. Required for \`ordered\` ` +
+          'and `single_location`. Candidates an item is not stocked at are skipped',
+      }),
+    ),
+    split: Type.Optional(
+      Type.Boolean({
+        description: 'Default false. true: a line may be held at several locations (not with `single_location`)',
+      }),
+    ),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'With `allocation`, each line without `location` is allocated by the strategy (an allocated item may appear in ' +
+      'one line only); a line with `location` is held exactly there. Without it, a line without `location` is held at "default"',
+  },
+);
+export type Allocation = Static<typeof Allocation>;
 
 export const ReservationRequest = Type.Object(
   {
@@ -102,6 +148,7 @@ export const ReservationRequest = Type.Object(
           'or call-centre channel) may take the safety stock too: `onHand − reserved`',
       ),
     ),
+    allocation: Type.Optional(Allocation),
   },
   { additionalProperties: false },
 );
@@ -142,6 +189,9 @@ export const ReservationDocument = Type.Object({
   updatedAt: Timestamp,
   metadata: StringMap(Type.String(), { description: "The request's `metadata`, or {}" }),
   priority: priority("The request's `priority` (`normal` when it named none)"),
+  allocation: Type.Union([Allocation, Type.Null()], {
+    description: "The request's `allocation` as sent (an omitted `split` stays omitted: false), or null",
+  }),
 });
 export type ReservationDocument = Static<typeof ReservationDocument>;
 
@@ -215,7 +265,19 @@ export const Problem = Type.Object(
     ),
     lines: Type.Optional(
       Type.Array(
-        Type.Object({ itemId: Type.String(), location: Type.String(), requested: Type.Integer(), available: Type.Integer() }),
+        Type.Object({
+          itemId: Type.String(),
+          location: Type.Union([Type.String(), Type.Null()], {
+            description: 'null for an allocated line (the service chose, and no choice could hold it)',
+          }),
+          requested: Type.Integer(),
+          available: Type.Integer({
+            description:
+              'Units there (that the reservation\'s priority may take); for an allocated line what the strategy could find: with `split` the sum over the candidates, ' +
+              'without it the most at any one candidate, with `single_location` what the best single candidate has ' +
+              '(the candidate short by the fewest units over all allocated lines; the earlier one on a tie)',
+          }),
+        }),
         {
           description:
             '`insufficient_stock`: each short line, what it asked for and what there is (for a reservation: what its ' +

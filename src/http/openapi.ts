@@ -161,8 +161,11 @@ export function documented<S extends TSchema>(
   };
 }
 
-/** What a code means in one operation: the sentence, and an example if the generic one does not fit. */
-export type CodeDoc = string | { means: string; example: ProblemExample };
+/**
+ * What a code means in one operation: the sentence, and an example if the generic one does not fit (`also`: more
+ * named examples of it, listed as `<code>-<name>`).
+ */
+export type CodeDoc = string | { means: string; example: ProblemExample; also?: Examples<ProblemExample> };
 
 const HEADERS_BY_CODE: Partial<Record<ErrorCode, Record<string, HeaderDoc>>> = {
   unauthorized: {
@@ -192,9 +195,12 @@ function problemResponse(entries: [ErrorCode, CodeDoc][]) {
   let headers: Record<string, HeaderDoc> = {};
   const lines: string[] = [];
   for (const [code, doc] of entries) {
-    const { means, example } = typeof doc === 'string' ? { means: doc, example: codeDocs[code].example } : doc;
+    const { means, example, also = {} } = typeof doc === 'string' ? { means: doc, example: codeDocs[code].example } : doc;
     lines.push(`- \`${code}\`: ${means}`);
     examples[code] = { summary: `${code}: ${errorCatalogue[code].title}`, value: problemExample(code, example) };
+    for (const [name, more] of Object.entries(also)) {
+      examples[`${code}-${name}`] = { summary: `${code}: ${more.summary}`, value: problemExample(code, more.value) };
+    }
     headers = { ...headers, ...HEADERS_BY_CODE[code] };
   }
   const { status } = errorCatalogue[entries[0]![0]];

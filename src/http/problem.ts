@@ -99,6 +99,8 @@ function messageOf(error: AjvError): string {
       return `must have at least ${count(limit, 'item')}`;
     case 'maxItems':
       return `must have at most ${count(limit, 'item')}`;
+    case 'uniqueItems':
+      return `must not repeat an item (items ${String(error.params.j)} and ${String(error.params.i)} are the same)`;
     case 'minProperties':
       return `must have at least ${count(limit, 'key')}`;
     case 'maxProperties':

@@ -1,7 +1,8 @@
 import type { Redis } from 'ioredis';
 import { unavailable } from '../domain/errors.js';
+import type { RequestedLine } from '../domain/allocation.js';
 import type { Line } from '../domain/reservation.js';
-import type { Priority } from '../domain/schemas.js';
+import type { Allocation, Priority } from '../domain/schemas.js';
 import { DEFAULT_TENANT } from '../domain/tenancy.js';
 import type { Metrics } from '../metrics.js';
 import type { Keys } from './keys.js';
@@ -13,7 +14,7 @@ import { ScriptStatus as S } from './status.js';
 export type ItemStock = Map<string, LocationStock>;
 
 export type ReserveDecision =
-  | { kind: 'held'; generation: string; nowMs: number }
+  | { kind: 'held'; generation: string; nowMs: number; lines: Line[] }
   | { kind: 'idempotent'; record: string }
   | { kind: 'not_found'; lineIndexes: number[] }
   | { kind: 'insufficient'; short: { lineIndex: number; available: number }[] };
@@ -95,9 +96,24 @@ export interface ReservationHeader {
   metadata: Record<string, string>;
   /** Absent (a header cached by a version without priorities): normal. */
   priority?: Priority;
+  /** As held: the reserve script writes them (it allocates). */
   lines: Line[];
   /** Whose reservation it is, so confirm and release check tenancy without asking PostgreSQL. */
   tenant: string;
+  /** The request's allocation (null: none, or a header cached by a version without allocation). */
+  allocation: Allocation | null;
+}
+
+/** What the reserve script's header holds besides the lines, which the script writes itself. */
+export type HeaderFacts = Omit<ReservationHeader, 'lines'>;
+
+/** The reserve script's held triples (line index, location, quantity) as lines. */
+function heldLines(requested: readonly RequestedLine[], triples: unknown[]): Line[] {
+  const out: Line[] = [];
+  for (let i = 0; i + 2 < triples.length; i += 3) {
+    out.push({ itemId: requested[Number(triples[i]) - 1]!.itemId, location: String(triples[i + 1]), quantity: Number(triples[i + 2]) });
+  }
+  return out;
 }
 
 /** Pairs of (index, value) that a script returns flattened after its status. */
@@ -141,8 +157,16 @@ export class Decisions {
     return reply;
   }
 
-  /** KEYS for the distinct items of `lines` (in first-seen order) and ARGV triples pointing at them. */
-  private linesLayout(lines: readonly Line[]): { itemKeys: string[]; itemCount: number; lineArgs: (string | number)[] } {
+  /**
+   * KEYS for the distinct items of `lines` (in first-seen order), their ids in that order, and ARGV triples
+   * pointing at them (a line to allocate has location '').
+   */
+  private linesLayout(lines: readonly RequestedLine[]): {
+    itemKeys: string[];
+    itemIds: string[];
+    itemCount: number;
+    lineArgs: (string | number)[];
+  } {
     const index = new Map<string, number>();
     const itemKeys: string[] = [];
     const lineArgs: (string | number)[] = [];
@@ -154,26 +178,32 @@ export class Decisions {
         const k = this.keys.item(line.itemId);
         itemKeys.push(k.stock, k.holds, k.exp);
       }
-      lineArgs.push(i, line.location, line.quantity);
+      lineArgs.push(i, line.location ?? '', line.quantity);
     }
-    return { itemKeys, itemCount: index.size, lineArgs };
+    return { itemKeys, itemIds: [...index.keys()], itemCount: index.size, lineArgs };
   }
 
+  /**
+   * Holds the lines, allocating those without a location by `header.allocation` (api.md); a `held` decision's
+   * `lines` say what is held where, one entry per (line, location) in line order.
+   */
   async reserve(input: {
     reservationId: string;
-    lines: readonly Line[];
+    lines: readonly RequestedLine[];
     ttlMs: number;
     idempotencyKey: string;
     /** The idempotency record is `recordPrefix`, the script's clock, `recordSuffix` (src/redis/layout.ts). */
     recordPrefix: string;
     recordSuffix: string;
     recordTtlMs: number;
-    /** What confirm and release need besides the holds: reference, metadata, priority, lines, tenant. */
-    header: ReservationHeader;
+    /** What confirm and release need besides the holds and the lines (the script writes those). */
+    header: HeaderFacts;
     /** The deciding node's lease (src/jobs/node-lease.ts): the script sets it if missing, so no claim outlives it. */
     lease: { key: string; ttlMs: number };
   }): Promise<ReserveDecision> {
-    const { itemKeys, itemCount, lineArgs } = this.linesLayout(input.lines);
+    const { itemKeys, itemIds, itemCount, lineArgs } = this.linesLayout(input.lines);
+    const { reference, metadata, priority, tenant, allocation } = input.header;
+    const candidates = allocation?.locations ?? [];
     const reply = await this.call(
       'reserve',
       [this.keys.marker, input.idempotencyKey, this.keys.reservation(input.reservationId), input.lease.key, ...itemKeys],
@@ -185,16 +215,22 @@ export class Decisions {
         this.retentionMs,
         itemCount,
         input.lines.length,
-        JSON.stringify(input.header),
+        // A non-empty object: the script puts the lines in front of its first key.
+        JSON.stringify({ reference, metadata, priority, tenant, allocation }),
         input.recordSuffix,
         input.lease.ttlMs,
-        input.header.priority ?? 'normal',
+        priority ?? 'normal',
+        allocation?.strategy ?? '',
+        allocation?.split ? '1' : '0',
+        candidates.length,
+        ...candidates,
+        ...itemIds,
         ...lineArgs,
       ],
     );
     switch (reply[0]) {
       case S.OK:
-        return { kind: 'held', generation: String(reply[1]), nowMs: Number(reply[2]) };
+        return { kind: 'held', generation: String(reply[1]), nowMs: Number(reply[2]), lines: heldLines(input.lines, reply.slice(3)) };
       case S.IDEMPOTENT:
         return { kind: 'idempotent', record: String(reply[1]) };
       case S.NOT_FOUND:
@@ -372,12 +408,17 @@ export class Decisions {
     }
     const stored = parseHeader(fields);
     if (!stored) return null;
-    const body = JSON.parse(stored.body) as Omit<ReservationHeader, 'tenant'> & { tenant?: string };
-    // A header cached by a version without tenants (priorities) belongs to the default tenant (is normal), as its row does.
+    const body = JSON.parse(stored.body) as Omit<ReservationHeader, 'tenant' | 'allocation'> & {
+      tenant?: string;
+      allocation?: Allocation | null;
+    };
+    // A header cached by an older version: without tenants it belongs to the default tenant (as its row does),
+    // without priorities it is normal, without allocation it had none.
     return {
       ...body,
       tenant: body.tenant ?? DEFAULT_TENANT,
       priority: body.priority ?? 'normal',
+      allocation: body.allocation ?? null,
       createdMs: stored.createdMs,
       expiresMs: stored.expiresMs,
     };

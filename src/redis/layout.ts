@@ -16,8 +16,10 @@ import { HoldState } from './status.js';
  *   before the clock (`recordPrefix`) and after it (`recordSuffix`), the reserve script puts Redis' clock between
  *   them (`formatRecord` in common.lua); the rebuild writes whole records (`formatRecord` here). Neither a hash
  *   (base64url), a UUID nor a node id (hex) contains `|`.
- * - reservation header hash `{r:<id>}`: `body` (JSON: reference, metadata, lines, tenant), `created` and
- *   `expires` (ms).
+ * - reservation header hash `{r:<id>}`: `body` (a JSON object: `lines`, the lines as held, then reference,
+ *   metadata, tenant, allocation), `created` and `expires` (ms). The reserve script writes `{"lines":[…],` itself
+ *   (it allocates; identifiers need no escaping, and it encodes them with cjson all the same) in front of the
+ *   object TypeScript made of the rest. Headers of older versions have no `allocation`.
  * - stock intents hash `{i:<item>}:intents`: field the op id (a UUIDv7, also recorded with the ledger row),
  *   value `<location>|<delta>|<kind>|<decidedMs>|<nodeId>[|<safetyDelta>]`: a stock decision whose fate is still
  *   open. kind `supply` (an on-hand increase, waiting in pending supply) or `debit` (applied to on-hand at once).
@@ -189,7 +191,7 @@ export function parseRecord(record: string): IdempotencyRecord {
 // ---- reservation header --------------------------------------------------------------------------------------
 
 export interface StoredHeader {
-  /** JSON of the header's body (reference, metadata, lines, tenant); decisions.ts gives it its type. */
+  /** JSON of the header's body (lines, reference, metadata, tenant, allocation); decisions.ts gives it its type. */
   body: string;
   createdMs: number;
   expiresMs: number;

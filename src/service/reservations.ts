@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { FastifyBaseLogger as Logger } from 'fastify';
+import { requestedLines, type RequestedLine } from '../domain/allocation.js';
 import { ProblemError, unavailable } from '../domain/errors.js';
 import { newReservationId } from '../domain/ids.js';
 import { effectiveStatus, pendingReservation, toDocument, type Line, type ReservationRecord } from '../domain/reservation.js';
@@ -43,7 +44,8 @@ type FreedReason = 'request_failed' | 'owner_lost' | 'outcome_never_learned' | '
 /** How long a duplicate confirm/release waits for the first one's commit before answering 503. */
 const DUPLICATE_WAIT_MS = 2_000;
 
-const lineLabel = (l: Line) => (l.location === DEFAULT_LOCATION ? l.itemId : `${l.itemId}@${l.location}`);
+const lineLabel = (l: RequestedLine) =>
+  l.location === null ? `${l.itemId} (allocated)` : l.location === DEFAULT_LOCATION ? l.itemId : `${l.itemId}@${l.location}`;
 
 /**
  * Reserve, read, confirm and release: each mutation decides in Redis (one script), records in PostgreSQL
@@ -57,7 +59,7 @@ export class ReservationService implements ReservationApi {
   }
 
   private async reserveAdmitted(caller: Caller, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
-    const lines = normaliseLines(request);
+    const lines = requestedLines(request);
     const hash = requestHash(request);
     // A second try only follows freeing the key of a first request that died; a third would be a loop.
     const answer =
@@ -71,7 +73,7 @@ export class ReservationService implements ReservationApi {
     caller: Caller,
     key: string,
     request: ReservationRequest,
-    lines: Line[],
+    requested: RequestedLine[],
     hash: string,
   ): Promise<ReserveAnswer | null> {
     const id = newReservationId();
@@ -83,7 +85,7 @@ export class ReservationService implements ReservationApi {
 
     const decision = await this.d.decisions.reserve({
       reservationId: id,
-      lines,
+      lines: requested,
       ttlMs,
       idempotencyKey,
       recordPrefix: prefix,
@@ -93,8 +95,8 @@ export class ReservationService implements ReservationApi {
         reference: request.reference ?? null,
         metadata: request.metadata ?? {},
         priority: request.priority ?? DEFAULT_PRIORITY,
-        lines,
         tenant: caller.tenant,
+        allocation: request.allocation ?? null,
       },
       lease: { key: lease.key, ttlMs: lease.ttlMs },
     });
@@ -104,11 +106,11 @@ export class ReservationService implements ReservationApi {
       case 'not_found':
         throw new ProblemError(
           'item_not_found',
-          `not stocked: ${decision.lineIndexes.map((i) => lineLabel(lines[i]!)).join(', ')}`,
+          `not stocked: ${decision.lineIndexes.map((i) => notStockedLabel(requested[i]!)).join(', ')}`,
         );
       case 'insufficient': {
         this.d.metrics.reservations.inc({ outcome: 'insufficient' });
-        const short = decision.short.map(({ lineIndex, available }) => ({ ...lines[lineIndex]!, available }));
+        const short = decision.short.map(({ lineIndex, available }) => ({ ...requested[lineIndex]!, available }));
         throw new ProblemError(
           'insufficient_stock',
           short.map((s) => `${lineLabel(s)}: requested ${s.quantity}, available ${s.available}`).join('; '),
@@ -117,6 +119,8 @@ export class ReservationService implements ReservationApi {
       }
     }
 
+    // What is held where: the script allocated the lines without a location.
+    const { lines } = decision;
     const createdAt = new Date(decision.nowMs);
     const reservation = pendingReservation(id, request, lines, createdAt, caller.tenant);
     const body = toDocument(reservation, createdAt);
@@ -314,6 +318,7 @@ export class ReservationService implements ReservationApi {
         expiresAt: new Date(cached.expiresMs),
         createdAt: new Date(cached.createdMs),
         updatedAt: new Date(cached.createdMs),
+        allocation: cached.allocation,
       };
       const answer = await this.decide(action, r);
       if (answer) return answer;
@@ -455,18 +460,13 @@ const ended = (status: 'released' | 'expired' | 'confirmed') =>
     `the reservation is ${status}`,
   );
 
-/** Resolves default locations and rejects a repeated (itemId, location) pair (api.md: at most once). */
+/**
+ * The lines of a request without allocation (the bench's baselines, which have none): default locations resolved,
+ * a repeated (itemId, location) pair rejected (api.md: at most once).
+ */
 export function normaliseLines(request: ReservationRequest): Line[] {
-  const seen = new Set<string>();
-  return request.lines.map((line, i) => {
-    const l = { itemId: line.itemId, location: line.location ?? DEFAULT_LOCATION, quantity: line.quantity };
-    const pair = `${l.itemId}\u0000${l.location}`;
-    if (seen.has(pair)) {
-      throw new ProblemError('validation_failed', 'a reservation names each (itemId, location) at most once', {
-        errors: [{ field: `lines[${i}]`, message: `duplicates an earlier line for ${l.itemId} at ${l.location}` }],
-      });
-    }
-    seen.add(pair);
-    return l;
-  });
+  return requestedLines({ lines: request.lines }) as Line[];
 }
+
+/** An item not stocked where a line asked: at its location, or (allocated) at any of its candidates. */
+const notStockedLabel = (l: RequestedLine) => (l.location === null ? `${l.itemId} (at none of the candidate locations)` : lineLabel(l));

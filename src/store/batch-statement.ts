@@ -75,10 +75,10 @@ WITH fence AS (
   ON CONFLICT DO NOTHING
   RETURNING reservation_id
 ), created AS (
-  INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at, tenant, priority)
-  SELECT t.id, 'pending', t.reference, t.metadata, t.expires_at, t.created_at, t.created_at, t.tenant, t.priority
-  FROM unnest($6::uuid[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[], $30::text[], $33::text[])
-    AS t(id, reference, metadata, expires_at, created_at, tenant, priority)
+  INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at, tenant, priority, allocation)
+  SELECT t.id, 'pending', t.reference, t.metadata, t.expires_at, t.created_at, t.created_at, t.tenant, t.priority, t.allocation
+  FROM unnest($6::uuid[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[], $30::text[], $33::text[], $34::jsonb[])
+    AS t(id, reference, metadata, expires_at, created_at, tenant, priority, allocation)
   WHERE t.id IN (SELECT reservation_id FROM idem)
   RETURNING id
 ), lines AS (
@@ -158,6 +158,7 @@ export function batchValues(ops: RecordOp[]): unknown[] {
     movements.map((m) => m.opId),
     movements.map((m) => m.safety),
     reserves.map((r) => r.reservation.priority),
+    reserves.map((r) => (r.reservation.allocation ? JSON.stringify(r.reservation.allocation) : null)),
   ];
 }
 

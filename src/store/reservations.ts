@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Line, ReservationRecord } from '../domain/reservation.js';
-import type { Priority, ReservationStatus } from '../domain/schemas.js';
+import type { Allocation, Priority, ReservationStatus } from '../domain/schemas.js';
 
 /** Reads of reservations and idempotency records. Writes go through the BatchWriter. */
 
@@ -15,11 +15,12 @@ export interface ReservationRow {
   created_at: Date;
   updated_at: Date;
   tenant: string;
+  allocation: Allocation | null;
 }
 
 /** A reservation with its lines as JSON; callers add the WHERE clause (and any locking). */
 export const SELECT_RESERVATION = `
-  SELECT r.id, r.status, r.reference, r.metadata, r.priority, r.expires_at, r.created_at, r.updated_at, r.tenant,
+  SELECT r.id, r.status, r.reference, r.metadata, r.priority, r.expires_at, r.created_at, r.updated_at, r.tenant, r.allocation,
          (SELECT json_agg(json_build_object('itemId', l.item_id, 'location', l.location, 'quantity', l.quantity)
                           ORDER BY l.line_no)
             FROM reservation_lines l WHERE l.reservation_id = r.id) AS lines
@@ -36,6 +37,7 @@ export const toRecord = (row: ReservationRow): ReservationRecord => ({
   createdAt: row.created_at,
   updatedAt: row.updated_at,
   tenant: row.tenant,
+  allocation: row.allocation,
 });
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -12,7 +12,7 @@ import {
   type RedisState,
   type ReservationStatus,
 } from '../helpers/invariants.js';
-import type { ClientLog, Line, Sku } from './load.js';
+import { heldLines, type ClientLog, type KeyLog, type Line, type Sku } from './load.js';
 import type { Sample } from './monitor.js';
 
 /**
@@ -89,6 +89,8 @@ export async function takeSnapshot(db: pg.Pool, redis: Redis, keys: Keys, skus: 
 }
 
 const linesLabel = (lines: readonly Line[]) => lines.map((l) => `${l.quantity}×${l.itemId}@${l.location}`).join(' + ');
+/** A key's request in words: what it asked for, an allocated line as `@(allocated)`. */
+const keyLabel = (k: KeyLog) => k.body.lines.map((l) => `${l.quantity}×${l.itemId}@${l.location ?? (k.body.allocation ? '(allocated)' : 'default')}`).join(' + ');
 const sameLines = (a: readonly Line[], b: readonly Line[]) =>
   a.length === b.length && a.every((l, i) => l.itemId === b[i]!.itemId && l.location === b[i]!.location && l.quantity === b[i]!.quantity);
 
@@ -172,7 +174,7 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
   for (const k of log.keys.values()) {
     for (const a of k.attempts) {
       if (definitive(a.status, a.code) && a.status !== 201 && !(a.status === 409 && a.code === 'insufficient_stock')) {
-        api.add(`reserve ${k.key} (${linesLabel(k.lines)}): answered ${String(a.status)} ${a.code ?? ''}; the load only sends valid requests for stocked items`);
+        api.add(`reserve ${k.key} (${keyLabel(k)}): answered ${String(a.status)} ${a.code ?? ''}; the load only sends valid requests for stocked items`);
       }
     }
     const created = k.attempts.filter((a) => a.status === 201);
@@ -217,10 +219,15 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
     else if (stored.reservationId !== id) i2.add(`key ${k.key}: acknowledged ${id}, but PostgreSQL binds the key to ${stored.reservationId}`);
     const r = pgs.reservations.get(id);
     if (!r) {
-      i4.add(`key ${k.key}: acknowledged reservation ${id} (${linesLabel(k.lines)}) is missing from PostgreSQL`);
+      i4.add(`key ${k.key}: acknowledged reservation ${id} (${keyLabel(k)}) is missing from PostgreSQL`);
       continue;
     }
-    if (!sameLines(r.lines, k.lines)) i4.add(`reservation ${id}: acknowledged ${linesLabel(k.lines)}, PostgreSQL has ${linesLabel(r.lines)}`);
+    // An allocated reservation holds what its first 201 said; every later 201 (a replay) says the same.
+    const held = heldLines(k);
+    if (!sameLines(r.lines, held)) i4.add(`reservation ${id}: acknowledged ${linesLabel(held)}, PostgreSQL has ${linesLabel(r.lines)}`);
+    for (const a of created) {
+      if (a.lines && !sameLines(a.lines, held)) i2.add(`key ${k.key}: 201 answers hold ${linesLabel(held)} and ${linesLabel(a.lines)}`);
+    }
     const doc = created[0]!;
     if (doc.expiresAt && Date.parse(doc.expiresAt) !== r.expiresAtMs) {
       i4.add(`reservation ${id}: acknowledged expiresAt ${doc.expiresAt}, PostgreSQL has ${new Date(r.expiresAtMs).toISOString()}`);
@@ -289,7 +296,7 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
   // Client-side bound: what clients were told they bought never exceeds what was supplied.
   const boughtByClients = new Map<string, number>();
   const linesById = new Map<string, Line[]>();
-  for (const k of log.keys.values()) for (const a of k.attempts) if (a.status === 201 && a.id) linesById.set(a.id, k.lines);
+  for (const k of log.keys.values()) for (const a of k.attempts) if (a.status === 201 && a.id) linesById.set(a.id, heldLines(k));
   const confirmedIds = new Set(log.settles.filter((st) => st.action === 'confirm' && st.attempts.some((a) => a.status === 200)).map((st) => st.reservationId));
   for (const id of confirmedIds) for (const l of linesById.get(id) ?? []) add(boughtByClients, pairKey(l.itemId, l.location), l.quantity);
   for (const [key, n] of boughtByClients) {
@@ -330,7 +337,7 @@ export function retryResolution(log: ClientLog, recoveredAt: number): RetryResol
     out.unacknowledged++;
     const firstFault = Math.min(...faulty.map((a) => a.at));
     const answered = creates.filter((a) => definitive(a.status, a.code) && a.at >= firstFault).map((a) => a.at);
-    const what = `create ${k.key} (${linesLabel(k.lines)}), first answered ${describeAnswer(faulty.find((a) => a.at === firstFault)!)} at ${new Date(firstFault).toISOString()}`;
+    const what = `create ${k.key} (${keyLabel(k)}), first answered ${describeAnswer(faulty.find((a) => a.at === firstFault)!)} at ${new Date(firstFault).toISOString()}`;
     if (answered.length === 0) {
       const last = creates.reduce((x, y) => (y.at > x.at ? y : x));
       out.late.push(`${what}: never answered for good (last answer ${describeAnswer(last)} at ${new Date(last.at).toISOString()})`);

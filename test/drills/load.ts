@@ -18,6 +18,7 @@ export interface ReserveBody {
   lines: { itemId: string; location?: string; quantity: number }[];
   ttlSeconds: number;
   reference: string;
+  allocation?: { strategy: 'ordered' | 'most_available' | 'single_location'; locations?: string[]; split?: boolean };
 }
 
 /** An HTTP status, or `network` when no answer came back (the effect on the server is unknown). */
@@ -47,8 +48,14 @@ export interface Attempt {
 export interface KeyLog {
   key: string;
   body: ReserveBody;
-  lines: Line[];
+  /** The lines asked for; null when the service allocates them (its 201 documents say where: `heldLines`). */
+  lines: Line[] | null;
   attempts: Attempt[];
+}
+
+/** What a key's reservation holds: its lines, or for an allocated one what its first 201 document said. */
+export function heldLines(k: KeyLog): Line[] {
+  return k.lines ?? k.attempts.find((a) => a.status === 201 && a.lines)?.lines ?? [];
 }
 
 export interface SettleLog {
@@ -223,7 +230,30 @@ export async function runLoad(o: LoadOptions): Promise<void> {
     );
   }
 
-  function newBody(reference: string): { body: ReserveBody; lines: Line[] } {
+  /** Items the load sells at several locations, with those locations. */
+  const spread = [...new Set(o.skus.map((s) => s.itemId))]
+    .map((itemId) => ({ itemId, locations: o.skus.filter((s) => s.itemId === itemId).map((s) => s.location) }))
+    .filter((i) => i.locations.length > 1);
+
+  /** A cart whose first line the service allocates over its item's locations (api.md, "Allocation across locations"). */
+  function allocatedBody(reference: string): { body: ReserveBody; lines: null } {
+    const item = spread[int(0, spread.length - 1)]!;
+    const strategy = (['ordered', 'most_available', 'single_location'] as const)[int(0, 2)]!;
+    const locations = random() < 0.5 ? item.locations : [...item.locations].reverse();
+    const allocation: NonNullable<ReserveBody['allocation']> = { strategy };
+    if (strategy !== 'most_available' || random() < 0.5) allocation.locations = locations;
+    if (strategy !== 'single_location' && random() < 0.5) allocation.split = true;
+    const others = o.skus.filter((s) => s.itemId !== item.itemId);
+    const lines: ReserveBody['lines'] = [{ itemId: item.itemId, quantity: int(1, 3) }];
+    if (others.length > 0 && random() < 0.3) {
+      const s = others[int(0, others.length - 1)]!;
+      lines.push({ itemId: s.itemId, location: s.location, quantity: int(1, 3) });
+    }
+    return { lines: null, body: { lines, ttlSeconds: int(2, 5), reference, allocation } };
+  }
+
+  function newBody(reference: string): { body: ReserveBody; lines: Line[] | null } {
+    if (spread.length > 0 && random() < 0.25) return allocatedBody(reference);
     const count = random() < 0.7 ? 1 : 2;
     const picked: Sku[] = [];
     while (picked.length < count) {

@@ -4,8 +4,8 @@ import type { BodyKind } from './routes.js';
 
 /**
  * The request bodies' fields and limits (api.md, "Identifiers and limits"), as the fuzzer needs them: for each
- * kind of field, values that break it for certain. `allocation` is a contract field not built here: only values
- * that are wrong for it are sent (its valid forms are another feature's business).
+ * kind of field, values that break it for certain. Valid `priority`, `safetyStock` and `allocation` values are
+ * drawn by routes.ts, so a base body may carry them.
  */
 export type Spec =
   | { kind: 'int'; min: number; max: number; nonZero?: boolean }
@@ -15,7 +15,7 @@ export type Spec =
   | { kind: 'metadata' }
   | { kind: 'lines' }
   | { kind: 'enum' }
-  | { kind: 'object' };
+  | { kind: 'allocation' };
 
 export interface BodySpec {
   fields: Record<string, Spec>;
@@ -38,10 +38,10 @@ export const BODIES: Record<Exclude<BodyKind, 'none'>, BodySpec> = {
       reference: { kind: 'text', max: 255 },
       metadata: { kind: 'metadata' },
       priority: { kind: 'enum' },
-      allocation: { kind: 'object' },
+      allocation: { kind: 'allocation' },
     },
     required: ['lines'],
-    implemented: ['lines', 'ttlSeconds', 'reference', 'metadata', 'priority'],
+    implemented: ['lines', 'ttlSeconds', 'reference', 'metadata', 'priority', 'allocation'],
   },
   stockSet: {
     fields: { quantity: { kind: 'int', min: 0, max: 1_000_000_000 }, location: { kind: 'id', max: 64 }, safetyStock: { kind: 'int', min: 0, max: 1_000_000_000 } },
@@ -162,6 +162,58 @@ function badLines(d: Draw, current: JVal[]): Bad {
   ])();
 }
 
+const STRATEGIES = ['ordered', 'most_available', 'single_location'];
+const someLocation = (d: Draw) => d.pick(['default', 'wh-a', 'wh-b', 'wh-c', `fz-w${d.chars(ALNUM, d.int(1, 8))}`]);
+
+/**
+ * An allocation that breaks one rule of api.md's "Allocation across locations" for certain: the schema's (types,
+ * the strategy, 1–32 distinct locations, unknown keys) and the service's (locations required for ordered and
+ * single_location; split with single_location).
+ */
+function badAllocation(d: Draw): Bad {
+  const strategy = d.pick(STRATEGIES);
+  const locations = (n: number) => Array.from({ length: n }, (_, i) => `wh-${i}-${d.chars(ALNUM, d.int(0, 4))}`);
+  const valid = () => obj({ strategy, locations: locations(d.int(1, 3)) });
+  return d.weighted<() => Bad>([
+    [2, () => wrongType(d, 'object', valid())],
+    [1, () => ({ value: obj({ locations: locations(1) }), label: 'allocation.strategy-missing', suffix: '.strategy' })],
+    [2, () => ({
+      value: obj({ strategy: d.pick<JVal>(['nearest', 'ORDERED', 'most-available', '', 'ordered\u0000', 1, null, ['ordered']]), locations: locations(1) }),
+      label: 'allocation.strategy-unknown',
+      suffix: '.strategy',
+    })],
+    [2, () => ({ value: obj({ strategy, locations: [] }), label: 'allocation.locations-empty', suffix: '.locations' })],
+    [2, () => ({ value: obj({ strategy, locations: locations(d.int(33, 40)) }), label: 'allocation.locations-over-limit', suffix: '.locations' })],
+    [2, () => {
+      const ls = locations(d.int(1, 5));
+      ls.splice(d.int(0, ls.length), 0, d.pick(ls));
+      return { value: obj({ strategy, locations: ls }), label: 'allocation.locations-duplicate', suffix: '.locations' };
+    }],
+    [2, () => {
+      const ls: JVal[] = locations(d.int(1, 3));
+      const at = d.int(0, ls.length);
+      const bad = badId(d, 64);
+      ls.splice(at, 0, bad.value);
+      return { value: obj({ strategy, locations: ls }), label: bad.label, suffix: bad.suffix === null ? null : `.locations[${at}]` };
+    }],
+    [2, () => ({
+      value: obj({ strategy: d.pick(['ordered', 'single_location']), ...(d.bool() ? { split: d.bool() } : {}) }),
+      label: 'allocation.locations-required',
+      suffix: '.locations',
+    })],
+    [2, () => ({
+      value: obj({ strategy: 'single_location', locations: [someLocation(d)], split: true }),
+      label: 'allocation.split-with-single-location',
+      suffix: '.split',
+    })],
+    [1, () => ({ value: valid().set('split', d.pick<JVal>(['true', 1, 0, null, []])), label: 'allocation.split-type', suffix: '.split' })],
+    [1, () => {
+      const key = d.pick(['priority', 'location', 'strategies', 'Split', 'constructor']);
+      return { value: valid().set(key, d.pick<JVal>([1, 'x', true])), label: 'allocation.unknown-field', suffix: `.${key}` };
+    }],
+  ])();
+}
+
 export function badValue(d: Draw, spec: Spec, current: JVal | undefined): Bad {
   switch (spec.kind) {
     case 'int':
@@ -178,10 +230,8 @@ export function badValue(d: Draw, spec: Spec, current: JVal | undefined): Bad {
       return badLines(d, Array.isArray(current) ? current : []);
     case 'enum':
       return d.bool(0.5) ? { value: d.pick(['urgent', 'HIGH', 'Normal', '', 'high\u0000']), label: 'enum.value', suffix: '' } : wrongType(d, 'string', 'normal');
-    case 'object':
-      return d.bool(0.4)
-        ? { value: d.pick([new Obj(), obj({ strategy: 'nope' }), obj({ strategy: 1 })]), label: 'object.invalid', suffix: '' }
-        : wrongType(d, 'object', 'x');
+    case 'allocation':
+      return badAllocation(d);
   }
 }
 

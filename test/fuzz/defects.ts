@@ -214,8 +214,8 @@ function plausible(spec: Spec): JVal {
       return [obj({ itemId: 'ok', quantity: 1 })];
     case 'enum':
       return 'normal';
-    case 'object':
-      return new Obj();
+    case 'allocation':
+      return obj({ strategy: 'most_available' });
   }
 }
 
@@ -318,6 +318,14 @@ function lineDefect(d: Draw, b: Builder, duplicate: boolean): void {
       else if (location === undefined && d.bool()) copy.set('location', 'default');
       (ls as JVal[]).push(copy);
       b.defect('lines.duplicate-pair', ['validation_failed'], ['lines']);
+    }],
+    [(ls as JVal[]).length < 100 ? 2 : 0, () => {
+      // An allocated item in a second line (api.md: one line only): the later line's itemId is named.
+      const copy = clone(l) as Obj;
+      copy.delete('location');
+      (ls as JVal[]).push(copy);
+      if (body.get('allocation') === undefined) body.set('allocation', obj({ strategy: 'most_available' }));
+      b.defect('lines.allocated-twice', ['validation_failed'], [`lines[${(ls as JVal[]).length - 1}].itemId`]);
     }],
   ])();
 }

@@ -50,7 +50,7 @@ const REQUIRED_CLASSES = [
   'text.nul', 'text.lone-surrogate', 'text.unicode', 'text.control', 'text.invalid-utf8', 'id.alphabet', 'id.dots',
   'object.unknown-field', 'object.missing', 'body.not-an-object', 'body.empty', 'json.truncated', 'json.over-limit',
   'json.bom', 'json.number-spelling', 'json.duplicate-key-valid-last', '+duplicate-key', 'proto.__proto__',
-  'lines.empty', 'lines.over-limit', 'lines.duplicate-pair', 'metadata.too-many-keys', 'metadata.value-',
+  'lines.empty', 'lines.over-limit', 'lines.duplicate-pair', 'lines.allocated-twice', 'allocation.', 'metadata.too-many-keys', 'metadata.value-',
   'media.other-type', 'media.missing', 'media.variant', 'method.other', 'method.made-up', 'method.lowercase',
   'path.id-alphabet', 'path.id-over-limit', 'path.percent-garbage', 'path.id-dots', 'path.id-nul', 'path.unrouted',
   'path.trailing-slash', 'path.double-slash', 'query.garbage', 'idem.missing', 'idem.over-limit', 'idem.utf8',

@@ -78,6 +78,7 @@ function reserveBody(d: Draw, w: World, b: Builder): Obj {
   const pairs = stockedPairs(w).filter((p) => p.available >= 1);
   const chosen = [...new Set(Array.from({ length: d.int(1, 3) }, () => d.pick(pairs)))];
   const body = obj({ lines: chosen.map((p) => line(d, p, d.int(1, Math.min(3, p.available)))) });
+  if (d.bool(0.35)) allocate(d, w, body, chosen);
   if (d.bool(0.4)) body.set('ttlSeconds', d.pick([1, 60, 900, 86_400, d.int(1, 86_400)]));
   if (d.bool(0.5)) {
     const atLimit = d.bool(0.15);
@@ -97,6 +98,37 @@ function reserveBody(d: Draw, w: World, b: Builder): Obj {
   }
   if (d.bool(0.3)) body.set('priority', d.pick(['normal', 'high']));
   return body;
+}
+
+/**
+ * Gives the body a valid `allocation` under which every line it allocates can be held (so the semantic defects'
+ * codes stay the only ones): a line is allocated only if its item is in no other line, and its own location is
+ * among the candidates (or, for single_location, the one location every allocated line shares).
+ */
+function allocate(d: Draw, w: World, body: Obj, chosen: { itemId: string; location: string }[]): void {
+  const lines = body.get('lines') as Obj[];
+  const names = [...new Set(w.items.flatMap((i) => i.locations.map((l) => l.name)))];
+  const strategy = d.pick(['ordered', 'most_available', 'single_location'] as const);
+  const shared = chosen[0]!.location;
+  const alone = (p: { itemId: string }) => chosen.filter((c) => c.itemId === p.itemId).length === 1;
+  const allocated = chosen.map((p) => alone(p) && (strategy !== 'single_location' || p.location === shared) && d.bool(0.8));
+  lines.forEach((l, i) => (allocated[i] ? l.delete('location') : l.set('location', chosen[i]!.location)));
+  const own = strategy === 'single_location' ? [shared] : chosen.filter((_, i) => allocated[i]).map((p) => p.location);
+  const extra = shuffled(d, [...names, unknownLocation(d)]).slice(0, d.int(0, 3));
+  const locations = shuffled(d, [...new Set([...own, ...extra])]);
+  const allocation = obj({ strategy });
+  if (strategy !== 'most_available' || d.bool(0.5)) allocation.set('locations', locations.length > 0 ? locations : [shared]);
+  if (d.bool(0.6)) allocation.set('split', strategy === 'single_location' ? false : d.bool());
+  body.set('allocation', allocation);
+}
+
+function shuffled<T>(d: Draw, items: readonly T[]): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = d.int(0, i);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
 }
 
 let keys = 0;
@@ -241,7 +273,9 @@ export const ROUTES: Route[] = [
         const l = d.pick(lines(b));
         const pair = stockedPairs(w).find((p) => p.itemId === l.get('itemId') && p.location === ((l.get('location') as string) ?? 'default'));
         const onHand = pair?.onHand ?? 0;
-        l.set('quantity', d.pick([onHand + 1, d.int(onHand + 1, 1_000_000), 1_000_000]));
+        // An allocated line may be held anywhere its item is stocked: only more than all of it is short for certain.
+        const allocated = l.get('location') === undefined && (b.draft.body as { json: Obj }).json.get('allocation') !== undefined;
+        l.set('quantity', allocated ? 1_000_000 : d.pick([onHand + 1, d.int(onHand + 1, 1_000_000), 1_000_000]));
         b.defect('sem.insufficient', ['insufficient_stock']);
       },
       (d, _w, b) => {

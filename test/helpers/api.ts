@@ -89,6 +89,7 @@ export interface ReserveBody {
   reference?: string;
   metadata?: Record<string, string>;
   priority?: 'normal' | 'high';
+  allocation?: { strategy: string; locations?: string[]; split?: boolean };
 }
 
 /** Figures of one location, `{ onHand, reserved, available }`, as an availability document reports them. */
@@ -294,7 +295,7 @@ export function expectInvalidFields(res: Answer, ...fields: string[]): void {
 
 export const ISO_MS_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-const RESERVATION_MEMBERS = ['createdAt', 'expiresAt', 'id', 'lines', 'metadata', 'priority', 'reference', 'status', 'updatedAt'];
+const RESERVATION_MEMBERS = ['allocation', 'createdAt', 'expiresAt', 'id', 'lines', 'metadata', 'priority', 'reference', 'status', 'updatedAt'];
 
 /** Asserts the exact shape of a reservation document and returns it. */
 export function expectReservation(res: Answer, statusCode: number): ReservationDocument {

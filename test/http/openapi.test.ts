@@ -190,7 +190,11 @@ describe('the examples are real', () => {
     for (const itemId of ['sku-tshirt-m', 'sku-mug-white', 'sneaker-drop-42']) {
       await api.stock(itemId, 1000);
       await api.stock(itemId, 1000, 'wh-2');
+      await api.stock(itemId, 1000, 'wh-paris');
     }
+    // The allocation examples: Berlin has 3 t-shirts and no mugs.
+    await api.stock('sku-tshirt-m', 3, 'wh-berlin');
+    await api.stock('sku-mug-white', 0, 'wh-berlin');
     let tried = 0;
     for (const { method, path: p, op } of operations) {
       const examples = op.requestBody?.content['application/json']?.examples ?? {};

@@ -70,6 +70,32 @@ describe('reconciliation', () => {
     expect(availability.json()).toMatchObject({ onHand: 10, reserved: 3, available: 7 });
   });
 
+  it('covers allocated holds: a split reservation over two locations is no drift; drift at one of them is corrected there', async () => {
+    const item = newItem();
+    for (const [location, quantity] of [['wh-a', 3], ['wh-b', 5]] as const) {
+      await t.app.inject({ method: 'PUT', url: `/items/${item}/stock`, payload: { quantity, location } });
+    }
+    const res = await t.app.inject({
+      method: 'POST',
+      url: '/reservations',
+      headers: { 'idempotency-key': newKey() },
+      payload: { lines: [{ itemId: item, quantity: 6 }], allocation: { strategy: 'ordered', locations: ['wh-a', 'wh-b'], split: true } },
+    });
+    expect(res.json()).toMatchObject({ lines: [{ location: 'wh-a', quantity: 3 }, { location: 'wh-b', quantity: 3 }] });
+    await t.app.runtime.writer.drain();
+    expect((await reconcile(t.app.runtime.reconcileDeps, dryRun)).drift.filter((r) => r.itemId === item)).toEqual([]);
+
+    const { redis, keys } = t.app.runtime;
+    await redis.hset(keys.item(item).stock, stockField('reserved', 'wh-b'), 0);
+    const report = await reconcile(t.app.runtime.reconcileDeps, dryRun);
+    expect(report.drift.filter((r) => r.itemId === item)).toEqual([
+      { itemId: item, location: 'wh-b', redis: { onHand: 5, reserved: 0, safetyStock: 0, holds: 1 }, postgres: { onHand: 5, reserved: 3, safetyStock: 0, holds: 1 } },
+    ]);
+    const repairedNow = await reconcile(t.app.runtime.reconcileDeps, repair);
+    expect(repairedNow.repair?.corrected).toEqual([expect.objectContaining({ itemId: item, location: 'wh-b', after: expect.objectContaining({ reserved: 3 }) })]);
+    expect((await reconcile(t.app.runtime.reconcileDeps, dryRun)).drift).toEqual([]);
+  });
+
   it('rebuilds from PostgreSQL, as the last resort, drift a correction cannot fix: Redis of another generation', async () => {
     const item = newItem();
     await stockAndHold(item, 10, 3);

@@ -49,7 +49,7 @@ describe('recovery after Redis lost its state', () => {
       recordPrefix: recordPrefix('hash', id),
       recordSuffix: recordSuffix('node'),
       recordTtlMs: 60_000,
-      header: { reference: null, metadata: {}, lines, tenant: 'default' },
+      header: { reference: null, metadata: {}, tenant: 'default', allocation: null },
       lease: { key: t.app.runtime.lease.key, ttlMs: t.app.runtime.lease.ttlMs },
     });
     expect(decided.kind).toBe('held');
@@ -72,6 +72,7 @@ describe('recovery after Redis lost its state', () => {
         createdAt: new Date(now),
         updatedAt: new Date(now),
         tenant: 'default',
+        allocation: null,
       },
       idempotency: { scope: '_', key: newKey(), requestHash: 'h', statusCode: 201, response: {} },
     });

@@ -248,7 +248,7 @@ describe('a claim whose node died', () => {
       recordPrefix: recordPrefix(hash, deadId),
       recordSuffix: recordSuffix(DEAD),
       recordTtlMs: 60_000,
-      header: { reference: null, metadata: {}, lines, tenant: 'default' },
+      header: { reference: null, metadata: {}, tenant: 'default', allocation: null },
       lease: { key: lease.key, ttlMs: lease.ttlMs }, // this node's lease: DEAD has none
     });
     expect(held.kind).toBe('held');

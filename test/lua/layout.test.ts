@@ -53,12 +53,14 @@ afterAll(async () => {
   await redis.quit();
 });
 
+// In the order the reserve script writes the header's body: the lines it held first.
 const header = (itemId: string, quantity: number, location = LOCATION): ReservationHeader => ({
+  lines: [{ itemId, location, quantity }],
   reference: 'cart-1',
   metadata: { channel: 'web' },
   priority: 'normal',
-  lines: [{ itemId, location, quantity }],
   tenant: 'default',
+  allocation: null,
 });
 
 async function reserve(itemId: string, quantity: number, ttlMs = 60_000, location = LOCATION) {

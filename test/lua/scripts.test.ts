@@ -91,7 +91,7 @@ describe('undo_settle', () => {
       recordPrefix: recordPrefix('h', id),
       recordSuffix: recordSuffix(node),
       recordTtlMs: 60_000,
-      header: { reference: null, metadata: {}, lines, tenant: 'default' },
+      header: { reference: null, metadata: {}, tenant: 'default', allocation: null },
       lease: { key: keys.node(node), ttlMs: 3_000 },
     });
     expect(decision.kind).toBe('held');

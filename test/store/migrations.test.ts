@@ -15,6 +15,7 @@ const LANDED: Record<string, string> = {
   '003_reservation_tenant.sql': '818f2529ee16e75dd14e774edc80ca429f4541b46b71d11525807bc8914a19c4',
   '004_stock_intents.sql': '6d841e6b5e958cdb96f0e5122e83f1ca7941e82cadb308b390fd5b40c70b4b75',
   '005_safety_stock.sql': '3bf2467cbea8bc672a0fa391bb33b4366790b061cb35665719081d4168894ea9',
+  '006_allocation.sql': '041a8181930f95a5d997b4d884f6d9ccdb47bbe52c362f752f719656b6e38fd3',
 };
 
 const dir = new URL('../../migrations/', import.meta.url);

@@ -61,6 +61,7 @@ function reserveOp(itemId: string, key: string, quantity = 1): RecordOp & { kind
     createdAt: now,
     updatedAt: now,
     tenant: 'default',
+    allocation: null,
   };
   return { kind: 'reserve', generation: GEN, reservation, idempotency: { scope: '_', key, requestHash: 'h', statusCode: 201, response: {} } };
 }

@@ -36,6 +36,7 @@ const cart: Reservation = {
   updatedAt: '2026-11-26T12:00:00.000Z',
   metadata: { channel: 'web', customer: 'c-1093' },
   priority: 'normal',
+  allocation: null,
 };
 
 const flashRequest: ReserveBody = { lines: [{ itemId: 'sneaker-drop-42', quantity: 1 }], ttlSeconds: 120, reference: 'checkout-77f3' };
@@ -49,6 +50,7 @@ const flash: Reservation = {
   updatedAt: '2026-11-26T12:00:04.512Z',
   metadata: {},
   priority: 'normal',
+  allocation: null,
 };
 
 const vipRequest: ReserveBody = {
@@ -68,6 +70,58 @@ const vip: Reservation = {
   updatedAt: '2026-11-26T12:00:07.301Z',
   metadata: { channel: 'call-centre' },
   priority: 'high',
+  allocation: null,
+};
+
+// Carts the service allocates over two warehouses, Berlin with 3 t-shirts and no mugs, Paris with plenty: Berlin first,
+// the rest from Paris (split); and one shipped together from one place.
+const splitRequest: ReserveBody = {
+  lines: [
+    { itemId: 'sku-tshirt-m', quantity: 5 },
+    { itemId: 'sku-mug-white', quantity: 1 },
+  ],
+  allocation: { strategy: 'ordered', locations: ['wh-berlin', 'wh-paris'], split: true },
+  reference: 'cart-9120',
+};
+const split: Reservation = {
+  id: '01a217ba-3f10-7d22-b5c4-6e1f0a9d8b31',
+  status: 'pending',
+  reference: 'cart-9120',
+  lines: [
+    { itemId: 'sku-tshirt-m', location: 'wh-berlin', quantity: 3 },
+    { itemId: 'sku-tshirt-m', location: 'wh-paris', quantity: 2 },
+    { itemId: 'sku-mug-white', location: 'wh-paris', quantity: 1 },
+  ],
+  expiresAt: '2026-11-26T12:15:09.004Z',
+  createdAt: '2026-11-26T12:00:09.004Z',
+  updatedAt: '2026-11-26T12:00:09.004Z',
+  metadata: {},
+  priority: 'normal',
+  allocation: { strategy: 'ordered', locations: ['wh-berlin', 'wh-paris'], split: true },
+};
+
+const togetherRequest: ReserveBody = {
+  lines: [
+    { itemId: 'sku-tshirt-m', quantity: 2 },
+    { itemId: 'sku-mug-white', quantity: 2 },
+  ],
+  allocation: { strategy: 'single_location', locations: ['wh-berlin', 'wh-paris'] },
+  reference: 'cart-9121',
+};
+const together: Reservation = {
+  id: '01a217ba-4a77-7e09-8d13-2c5b7f0e4a92',
+  status: 'pending',
+  reference: 'cart-9121',
+  lines: [
+    { itemId: 'sku-tshirt-m', location: 'wh-paris', quantity: 2 },
+    { itemId: 'sku-mug-white', location: 'wh-paris', quantity: 2 },
+  ],
+  expiresAt: '2026-11-26T12:15:12.640Z',
+  createdAt: '2026-11-26T12:00:12.640Z',
+  updatedAt: '2026-11-26T12:00:12.640Z',
+  metadata: {},
+  priority: 'normal',
+  allocation: { strategy: 'single_location', locations: ['wh-berlin', 'wh-paris'] },
 };
 
 const confirmed: Reservation = { ...cart, status: 'confirmed', updatedAt: '2026-11-26T12:04:31.207Z' };
@@ -78,6 +132,11 @@ const reserveExamples: Examples<ReserveBody> = {
   cart: { summary: 'A cart: two lines held for 10 minutes while the buyer checks out', value: cartRequest },
   flashSale: { summary: 'A flash-sale hold: one unit for 2 minutes', value: flashRequest },
   vip: { summary: 'A VIP order: high priority, so it may take the safety stock', value: vipRequest },
+  splitOverWarehouses: {
+    summary: 'A cart the service allocates: Berlin first, the rest from Paris, a line split where one warehouse is short',
+    value: splitRequest,
+  },
+  shipTogether: { summary: 'A cart held in one warehouse, the first that has every line (ship together)', value: togetherRequest },
 };
 
 const notFound = 'No reservation has this id, or it is another tenant\'s.';
@@ -111,6 +170,11 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
               cart: { summary: 'The cart, held for 10 minutes', value: cart },
               flashSale: { summary: 'The flash-sale hold', value: flash },
               vip: { summary: 'The VIP order, held from the safety stock', value: vip },
+              splitOverWarehouses: {
+                summary: 'Berlin had 3 t-shirts and no mugs: 3 t-shirts held there, 2 and the mug in Paris',
+                value: split,
+              },
+              shipTogether: { summary: 'Berlin has no mugs: both lines held in Paris', value: together },
             },
             {
               Location: { description: 'The reservation: `/reservations/{id}`', type: 'string' },
@@ -123,8 +187,10 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
           ...problems({
             validation_failed: {
               means:
-                'A field breaks its rule, a line repeats an (itemId, location) pair, an unknown field, or the ' +
-                '`Idempotency-Key` header is missing or malformed; `errors` names each.',
+                'A field breaks its rule, a line repeats an (itemId, location) pair, an unknown field, the ' +
+                '`Idempotency-Key` header is missing or malformed, or an allocation rule is broken (`locations` missing ' +
+                'for `ordered` or `single_location`, `split` with `single_location`, an allocated item in two lines); ' +
+                '`errors` names each.',
               example: {
                 detail: 'lines[0].quantity: must be at least 1; ttlSeconds: must be at most 86400',
                 errors: [
@@ -134,16 +200,28 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
               },
             },
             item_not_found: {
-              means: 'A line names an item, or a location of it, that was never stocked. Nothing is held.',
+              means:
+                'A line names an item, or a location of it, that was never stocked, or an allocated item is stocked at ' +
+                'none of its candidate locations. Nothing is held.',
               example: { detail: 'not stocked: sku-mug-white@wh-9' },
             },
             insufficient_stock: {
               means:
                 'A line asks for more than is available to its priority (a normal reservation cannot take the safety ' +
-                'stock); `lines` names each short line with what that priority could take. Nothing is held.',
+                'stock); `lines` names each short line with what that priority could take. An allocated line has ' +
+                '`location: null` and `available` = what its strategy could find. Nothing is held.',
               example: {
                 detail: 'sneaker-drop-42: requested 1, available 0',
                 lines: [{ itemId: 'sneaker-drop-42', location: 'default', requested: 1, available: 0 }],
+              },
+              also: {
+                allocated: {
+                  summary: 'A split line over Berlin and Paris: 4 units there in all',
+                  value: {
+                    detail: 'sku-tshirt-m (allocated): requested 5, available 4',
+                    lines: [{ itemId: 'sku-tshirt-m', location: null, requested: 5, available: 4 }],
+                  },
+                },
               },
             },
             idempotency_key_in_use: 'The first request with this key and body is still being processed: retry shortly with the same key.',

@@ -30,6 +30,21 @@ local function availableAt(stockKey, location, high)
   return math.max(0, free)
 end
 
+-- Whether the item is stocked at the location (PUT created it there): it has an on-hand figure, 0 or more.
+local function stockedAt(stockKey, location)
+  return redis.call('HEXISTS', stockKey, onHandField(location)) == 1
+end
+
+-- Every location the item is stocked at, by name ascending (byte order: identifiers are ASCII).
+local function stockedLocations(stockKey)
+  local out = {}
+  for _, field in ipairs(redis.call('HKEYS', stockKey)) do
+    if string.sub(field, 1, #L.onHand) == L.onHand then out[#out + 1] = string.sub(field, #L.onHand + 1) end
+  end
+  table.sort(out)
+  return out
+end
+
 -- A Lua pattern that matches `s` literally.
 local function literal(s) return (string.gsub(s, '%p', '%%%0')) end
 
