@@ -20,11 +20,23 @@ export interface RequestLine {
   quantity: number;
 }
 
+export type Strategy = 'ordered' | 'most_available' | 'single_location';
+
+export interface Allocation {
+  strategy: Strategy;
+  locations?: string[];
+  split?: boolean;
+}
+
+export type Priority = 'normal' | 'high';
+
 export interface ReserveBody {
   lines: RequestLine[];
   ttlSeconds?: number;
   reference?: string;
   metadata?: Record<string, string>;
+  allocation?: Allocation;
+  priority?: Priority;
 }
 
 /** What is stored; `expired` is never stored, it is derived from the clock. */
@@ -44,30 +56,54 @@ export interface LocationFigures {
   location: string;
   onHand: number;
   reserved: number;
+  safetyStock: number;
   available: number;
+  availableHighPriority: number;
 }
 
 export interface Availability {
   itemId: string;
   onHand: number;
   reserved: number;
+  safetyStock: number;
   available: number;
+  availableHighPriority: number;
   locations: LocationFigures[];
 }
 
 export interface ShortLine {
   itemId: string;
-  location: string;
+  /** null for an allocated line: no location could be chosen. */
+  location: string | null;
   requested: number;
   available: number;
 }
+
+/** What a location has: on-hand, and the safety stock only high-priority reservations may take. */
+interface Stocked {
+  onHand: number;
+  safetyStock: number;
+}
+
+/** A line's decision: the parts held, or what the strategy could find. */
+type Placement = { held: ModelLine[] } | { short: ShortLine };
 
 /** The answer the service must give: its status, its problem code, and the parts of the body the model knows. */
 export type Expected =
   | { status: 200; availability: Availability }
   | { status: 200 | 201; reservationId: string; reservationStatus: Status }
   /** A new reservation: the service picks id and expiresAt; the caller records them with `created()`. */
-  | { status: 201; created: { lines: ModelLine[]; ttlMs: number; reference: string | null; metadata: Record<string, string> } }
+  | {
+      status: 201;
+      created: {
+        lines: ModelLine[];
+        ttlMs: number;
+        reference: string | null;
+        metadata: Record<string, string>;
+        priority: Priority;
+        allocation: Allocation | null;
+      };
+    }
   /** The first answer again, byte for byte as a JSON value. */
   | { status: 201; replayOf: unknown }
   | { status: 400 | 404 | 409 | 422; code: string; lines?: ShortLine[] };
@@ -88,15 +124,17 @@ const problem = (status: 400 | 404 | 409 | 422, code: string, lines?: ShortLine[
   lines ? { status, code, lines } : { status, code };
 
 export class Model {
-  /** item → location → on-hand. */
-  private readonly stock = new Map<string, Map<string, number>>();
+  /** item → location → on-hand and safety stock. */
+  private readonly stock = new Map<string, Map<string, Stocked>>();
   private readonly reservations = new Map<string, ModelReservation>();
   /** Idempotency-Key → the request it bound and the first answer's body. */
   private readonly keys = new Map<string, { body: string; first: unknown }>();
 
   clone(): Model {
     const copy = new Model();
-    for (const [item, locations] of this.stock) copy.stock.set(item, new Map(locations));
+    for (const [item, locations] of this.stock) {
+      copy.stock.set(item, new Map([...locations].map(([location, s]) => [location, { ...s }])));
+    }
     for (const [id, r] of this.reservations) copy.reservations.set(id, { ...r, lines: r.lines.map((l) => ({ ...l })) });
     for (const [key, v] of this.keys) copy.keys.set(key, v);
     return copy;
@@ -131,18 +169,49 @@ export class Model {
   }
 
   onHand(itemId: string, location: string): number | undefined {
-    return this.stock.get(itemId)?.get(location);
+    return this.stock.get(itemId)?.get(location)?.onHand;
+  }
+
+  safetyStock(itemId: string, location: string): number | undefined {
+    return this.stock.get(itemId)?.get(location)?.safetyStock;
+  }
+
+  /** Locations the item is stocked at, by name. */
+  private locationsOf(itemId: string): string[] {
+    return [...(this.stock.get(itemId)?.keys() ?? [])].sort(byName);
+  }
+
+  /** What a reservation of `priority` may take at a stocked location: safety stock is for high priority only. */
+  private availableTo(priority: Priority, itemId: string, location: string, now: number): number {
+    const s = this.stock.get(itemId)!.get(location)!;
+    const free = s.onHand - this.reserved(itemId, location, now);
+    return Math.max(0, priority === 'high' ? free : free - s.safetyStock);
   }
 
   private figures(itemId: string, now: number): Availability {
-    const locations = [...(this.stock.get(itemId) ?? new Map<string, number>())]
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([location, onHand]) => {
-        const reserved = this.reserved(itemId, location, now);
-        return { location, onHand, reserved, available: Math.max(0, onHand - reserved) };
-      });
-    const sum = (k: 'onHand' | 'reserved' | 'available') => locations.reduce((total, l) => total + l[k], 0);
-    return { itemId, onHand: sum('onHand'), reserved: sum('reserved'), available: sum('available'), locations };
+    const locations = this.locationsOf(itemId).map((location) => {
+      const { onHand, safetyStock } = this.stock.get(itemId)!.get(location)!;
+      const reserved = this.reserved(itemId, location, now);
+      return {
+        location,
+        onHand,
+        reserved,
+        safetyStock,
+        available: Math.max(0, onHand - reserved - safetyStock),
+        availableHighPriority: Math.max(0, onHand - reserved),
+      };
+    });
+    const sum = (k: 'onHand' | 'reserved' | 'safetyStock' | 'available' | 'availableHighPriority') =>
+      locations.reduce((total, l) => total + l[k], 0);
+    return {
+      itemId,
+      onHand: sum('onHand'),
+      reserved: sum('reserved'),
+      safetyStock: sum('safetyStock'),
+      available: sum('available'),
+      availableHighPriority: sum('availableHighPriority'),
+      locations,
+    };
   }
 
   // --- Requests (each returns the expected answer and applies its effect) -------------------------------------
@@ -152,10 +221,10 @@ export class Model {
     return { status: 200, availability: this.figures(itemId, now) };
   }
 
-  /** PUT /items/{itemId}/stock: absolute; creates the item/location. */
-  setStock(itemId: string, location: string, quantity: number, now: number): Expected {
-    const locations = this.stock.get(itemId) ?? new Map<string, number>();
-    locations.set(location, quantity);
+  /** PUT /items/{itemId}/stock: absolute; creates the item/location; an omitted safety stock is kept (0 when new). */
+  setStock(itemId: string, location: string, quantity: number, now: number, safetyStock?: number): Expected {
+    const locations = this.stock.get(itemId) ?? new Map<string, Stocked>();
+    locations.set(location, { onHand: quantity, safetyStock: safetyStock ?? locations.get(location)?.safetyStock ?? 0 });
     this.stock.set(itemId, locations);
     return { status: 200, availability: this.figures(itemId, now) };
   }
@@ -165,41 +234,88 @@ export class Model {
     const onHand = this.onHand(itemId, location);
     if (onHand === undefined) return problem(404, 'item_not_found');
     if (onHand + delta < 0) return problem(409, 'insufficient_stock', [{ itemId, location, requested: -delta, available: onHand }]);
-    this.stock.get(itemId)!.set(location, onHand + delta);
+    this.stock.get(itemId)!.get(location)!.onHand = onHand + delta;
     return { status: 200, availability: this.figures(itemId, now) };
   }
 
   /** POST /reservations. A 201 for a new reservation is recorded afterwards with `created()`. */
   reserve(key: string, body: ReserveBody, now: number): Expected {
-    const lines = body.lines.map((l) => ({ itemId: l.itemId, location: l.location ?? DEFAULT_LOCATION, quantity: l.quantity }));
-    const pairs = new Set(lines.map((l) => `${l.itemId}\u0000${l.location}`));
-    if (pairs.size !== lines.length) return problem(400, 'validation_failed');
+    if (!isValid(body)) return problem(400, 'validation_failed');
 
     const bound = this.keys.get(key);
     if (bound) return bound.body === canonicalJson(body) ? { status: 201, replayOf: bound.first } : problem(422, 'idempotency_key_reused');
 
-    if (lines.some((l) => this.onHand(l.itemId, l.location) === undefined)) return problem(404, 'item_not_found');
-    const short = lines.flatMap((l) => {
-      const available = Math.max(0, this.onHand(l.itemId, l.location)! - this.reserved(l.itemId, l.location, now));
-      return available < l.quantity ? [{ itemId: l.itemId, location: l.location, requested: l.quantity, available }] : [];
+    const allocation = body.allocation ?? null;
+    const isAllocated = (l: RequestLine) => allocation !== null && l.location === undefined;
+    const priority = body.priority ?? 'normal';
+    const candidatesOf = (itemId: string) => candidates(allocation!, this.locationsOf(itemId));
+    const missing = body.lines.some((l) =>
+      isAllocated(l) ? candidatesOf(l.itemId).length === 0 : this.onHand(l.itemId, l.location ?? DEFAULT_LOCATION) === undefined,
+    );
+    if (missing) return problem(404, 'item_not_found');
+
+    const avail = (itemId: string, location: string) => this.availableTo(priority, itemId, location, now);
+    const singleLocation = allocation?.strategy === 'single_location' ? this.chooseSingleLocation(body.lines.filter(isAllocated), allocation, avail) : null;
+    const placements: Placement[] = body.lines.map((l) => {
+      if (!isAllocated(l)) {
+        const location = l.location ?? DEFAULT_LOCATION;
+        const available = avail(l.itemId, location);
+        return available < l.quantity
+          ? { short: { itemId: l.itemId, location, requested: l.quantity, available } }
+          : { held: [{ itemId: l.itemId, location, quantity: l.quantity }] };
+      }
+      if (singleLocation) return singleLocation.get(l)!;
+      return allocate(l, allocation!, candidatesOf(l.itemId), (location) => avail(l.itemId, location));
     });
+    const short = placements.flatMap((p) => ('short' in p ? [p.short] : []));
     if (short.length > 0) return problem(409, 'insufficient_stock', short);
     return {
       status: 201,
       created: {
-        lines,
+        lines: placements.flatMap((p) => ('held' in p ? p.held : [])),
         ttlMs: (body.ttlSeconds ?? 900) * 1000,
         reference: body.reference ?? null,
         metadata: body.metadata ?? {},
+        priority,
+        allocation,
       },
     };
   }
 
+  /**
+   * single_location: the first candidate that can hold every allocated line. None can: each allocated line it
+   * cannot hold at the best candidate (the one holding the most lines; ties: earlier) is short, with what that
+   * candidate has for it.
+   */
+  private chooseSingleLocation(
+    lines: RequestLine[],
+    allocation: Allocation,
+    avail: (itemId: string, location: string) => number,
+  ): Map<RequestLine, Placement> {
+    const fits = (l: RequestLine, location: string) => this.onHand(l.itemId, location) !== undefined && avail(l.itemId, location) >= l.quantity;
+    const has = (l: RequestLine, location: string) => (this.onHand(l.itemId, location) === undefined ? 0 : avail(l.itemId, location));
+    const locations = allocation.locations!;
+    const whole = locations.find((location) => lines.every((l) => fits(l, location)));
+    if (whole !== undefined) return new Map(lines.map((l) => [l, { held: [{ itemId: l.itemId, location: whole, quantity: l.quantity }] }]));
+    let best = locations[0]!;
+    for (const location of locations) {
+      if (lines.filter((l) => fits(l, location)).length > lines.filter((l) => fits(l, best)).length) best = location;
+    }
+    return new Map(
+      lines.map((l): [RequestLine, Placement] => [
+        l,
+        fits(l, best)
+          ? { held: [{ itemId: l.itemId, location: best, quantity: l.quantity }] }
+          : { short: { itemId: l.itemId, location: null, requested: l.quantity, available: has(l, best) } },
+      ]),
+    );
+  }
+
   /** Records the reservation a 201 created (the service chose its id and expiry) and binds the key. */
-  created(key: string, body: ReserveBody, id: string, expiresAt: number, firstAnswer: unknown): void {
+  created(key: string, body: ReserveBody, lines: ModelLine[], id: string, expiresAt: number, firstAnswer: unknown): void {
     this.reservations.set(id, {
       id,
-      lines: body.lines.map((l) => ({ itemId: l.itemId, location: l.location ?? DEFAULT_LOCATION, quantity: l.quantity })),
+      lines: lines.map((l) => ({ ...l })),
       expiresAt,
       state: 'pending',
       reference: body.reference ?? null,
@@ -233,7 +349,7 @@ export class Model {
       return onHand < l.quantity ? [{ itemId: l.itemId, location: l.location, requested: l.quantity, available: onHand }] : [];
     });
     if (short.length > 0) return problem(409, 'insufficient_stock', short);
-    for (const l of r.lines) this.stock.get(l.itemId)!.set(l.location, this.onHand(l.itemId, l.location)! - l.quantity);
+    for (const l of r.lines) this.stock.get(l.itemId)!.get(l.location)!.onHand -= l.quantity;
     r.state = 'confirmed';
     return { status: 200, reservationId: id, reservationStatus: 'confirmed' };
   }
@@ -247,4 +363,51 @@ export class Model {
     if (status === 'pending') r.state = 'released';
     return { status: 200, reservationId: id, reservationStatus: status === 'pending' ? 'released' : status };
   }
+}
+
+const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** The rules a body must keep besides its shape (api.md): pairs at most once, an allocated item in one line only. */
+function isValid(body: ReserveBody): boolean {
+  const a = body.allocation;
+  if (a) {
+    if (a.strategy !== 'most_available' && !a.locations) return false;
+    if (a.strategy === 'single_location' && a.split) return false;
+    if (a.locations && new Set(a.locations).size !== a.locations.length) return false;
+    const allocatedItems = body.lines.filter((l) => l.location === undefined).map((l) => l.itemId);
+    if (allocatedItems.some((item) => body.lines.filter((l) => l.itemId === item).length > 1)) return false;
+  }
+  const pairs = new Set(body.lines.map((l) => `${l.itemId}\u0000${l.location ?? DEFAULT_LOCATION}`));
+  return pairs.size === body.lines.length;
+}
+
+/** The candidate locations of an allocated line, in the strategy's order, stocked ones only. */
+function candidates(allocation: Allocation, stockedByName: string[]): string[] {
+  if (!allocation.locations) return stockedByName; // most_available without locations: every stocked one, by name
+  return allocation.locations.filter((l) => stockedByName.includes(l));
+}
+
+/** ordered and most_available, with and without split. `candidateLocations` is non-empty. */
+function allocate(l: RequestLine, allocation: Allocation, candidateLocations: string[], avail: (location: string) => number): Placement {
+  const ranked =
+    allocation.strategy === 'most_available'
+      ? [...candidateLocations].sort((a, b) => avail(b) - avail(a) || candidateLocations.indexOf(a) - candidateLocations.indexOf(b))
+      : candidateLocations;
+  const short = (available: number): Placement => ({ short: { itemId: l.itemId, location: null, requested: l.quantity, available } });
+  if (!allocation.split) {
+    const location = ranked.find((c) => avail(c) >= l.quantity);
+    if (location === undefined) return short(Math.max(...ranked.map(avail)));
+    return { held: [{ itemId: l.itemId, location, quantity: l.quantity }] };
+  }
+  const total = ranked.reduce((sum, c) => sum + avail(c), 0);
+  if (total < l.quantity) return short(total);
+  const held: ModelLine[] = [];
+  let left = l.quantity;
+  for (const c of ranked) {
+    const take = Math.min(left, avail(c));
+    if (take > 0) held.push({ itemId: l.itemId, location: c, quantity: take });
+    left -= take;
+    if (left === 0) break;
+  }
+  return { held };
 }

@@ -5,7 +5,7 @@ import type { TestApp } from '../helpers/app.js';
 import { checkInvariants, figuresOf } from '../helpers/invariants.js';
 import { mulberry32, seedFromEnv } from '../helpers/random.js';
 import { untilTime, waitFor } from '../helpers/wait.js';
-import { DEFAULT_LOCATION, Model, type Expected, type ReserveBody, type RequestLine } from './model.js';
+import { DEFAULT_LOCATION, Model, type Allocation, type Expected, type ReserveBody, type RequestLine, type Strategy } from './model.js';
 
 /**
  * A seeded randomized simulation (tigerbeetle's VOPR idea, small): reserve / confirm / release / adjust / set /
@@ -34,13 +34,18 @@ const GHOST = 'sim-ghost'; // never stocked
 const INITIAL_PAIRS = [
   { itemId: 'sim-a', location: DEFAULT_LOCATION },
   { itemId: 'sim-a', location: 'wh-1' },
+  { itemId: 'sim-a', location: 'wh-2' },
   { itemId: 'sim-b', location: DEFAULT_LOCATION },
+  { itemId: 'sim-b', location: 'wh-2' },
   { itemId: 'sim-c', location: DEFAULT_LOCATION },
   { itemId: 'sim-c', location: 'wh-2' },
   { itemId: 'sim-d', location: DEFAULT_LOCATION },
 ];
 const LATE_PAIR = { itemId: 'sim-d', location: 'wh-3' };
 const ALL_PAIRS = [...INITIAL_PAIRS, LATE_PAIR];
+/** Locations an allocation may name: every stocked one, and one never stocked (a candidate to skip). */
+const LOCATIONS = [DEFAULT_LOCATION, 'wh-1', 'wh-2', 'wh-3', 'wh-9'];
+const STRATEGIES: Strategy[] = ['ordered', 'most_available', 'single_location'];
 
 type Op =
   | 'reserve'
@@ -54,6 +59,7 @@ type Op =
   | 'expire'
   | 'wait'
   | 'duplicate_lines'
+  | 'bad_allocation'
   | 'unknown_reservation';
 
 const WEIGHTS: [Op, number][] = [
@@ -68,6 +74,7 @@ const WEIGHTS: [Op, number][] = [
   ['expire', 2],
   ['wait', 2],
   ['duplicate_lines', 1],
+  ['bad_allocation', 1],
   ['unknown_reservation', 2],
 ];
 
@@ -103,6 +110,9 @@ function differences(a: Answer, e: Expected): string[] {
     if (!isDeepStrictEqual(doc.metadata, c.metadata)) out.push(`metadata ${JSON.stringify(doc.metadata)}, model says ${JSON.stringify(c.metadata)}`);
     if (Date.parse(doc.expiresAt) - Date.parse(doc.createdAt) !== c.ttlMs) out.push(`expiresAt − createdAt ≠ ${c.ttlMs} ms`);
     if (doc.updatedAt !== doc.createdAt) out.push('updatedAt ≠ createdAt on a new reservation');
+    const extra = doc as unknown as { priority?: unknown; allocation?: unknown };
+    if (extra.priority !== c.priority) out.push(`priority ${String(extra.priority)}, model says ${c.priority}`);
+    if (!isDeepStrictEqual(extra.allocation, c.allocation)) out.push(`allocation ${JSON.stringify(extra.allocation)}, model says ${JSON.stringify(c.allocation)}`);
   }
   if ('replayOf' in e) {
     if (a.headers['idempotent-replayed'] !== 'true') out.push('a replay without Idempotent-Replayed: true');
@@ -185,18 +195,42 @@ describe('simulation against the model', () => {
 
     const stockPairs = () => ALL_PAIRS.filter((p) => model.onHand(p.itemId, p.location) !== undefined);
 
+    const randomAllocation = (): Allocation => {
+      const strategy = rng.pick(STRATEGIES);
+      const named = strategy !== 'most_available' || rng.chance(0.5);
+      return {
+        strategy,
+        ...(named ? { locations: rng.sample(LOCATIONS, rng.int(1, 4)) } : {}),
+        ...(strategy !== 'single_location' && rng.chance(0.6) ? { split: rng.chance(0.7) } : {}),
+      };
+    };
+
+    /** Lines for an allocation: each allocated item in one line only; now and then a line held at a named location. */
+    const allocatedLines = (): RequestLine[] => {
+      const items = rng.sample([...ITEMS, ...(rng.chance(0.03) ? [GHOST] : [])], rng.pick([1, 1, 2, 3]));
+      return items.map((itemId) => {
+        const fixed = rng.chance(0.2) ? ALL_PAIRS.find((p) => p.itemId === itemId) : undefined;
+        return { itemId, ...(fixed ? { location: fixed.location } : {}), quantity: rng.int(1, 6) };
+      });
+    };
+
     const randomBody = (): ReserveBody => {
+      const allocation = rng.chance(0.35) ? randomAllocation() : undefined;
       const pool = rng.chance(0.03) ? [...ALL_PAIRS, { itemId: GHOST, location: DEFAULT_LOCATION }] : ALL_PAIRS;
-      const lines: RequestLine[] = rng.sample(pool, rng.pick([1, 1, 2, 2, 3])).map((p) => ({
-        itemId: p.itemId,
-        ...(p.location === DEFAULT_LOCATION && rng.chance(0.5) ? {} : { location: p.location }),
-        quantity: rng.int(1, 3),
-      }));
+      const lines: RequestLine[] = allocation
+        ? allocatedLines()
+        : rng.sample(pool, rng.pick([1, 1, 2, 2, 3])).map((p) => ({
+            itemId: p.itemId,
+            ...(p.location === DEFAULT_LOCATION && rng.chance(0.5) ? {} : { location: p.location }),
+            quantity: rng.int(1, 3),
+          }));
       return {
         lines,
         ttlSeconds: rng.chance(SHORT_TTL_SHARE) ? rng.int(1, 2) : LONG_TTL_SECONDS,
         ...(rng.chance(0.3) ? { reference: `order-${step}` } : {}),
         ...(rng.chance(0.2) ? { metadata: { channel: rng.pick(['web', 'app']), step: String(step) } } : {}),
+        ...(allocation ? { allocation } : {}),
+        ...(rng.chance(0.25) ? { priority: rng.pick(['high', 'high', 'normal'] as const) } : {}),
       };
     };
 
@@ -206,7 +240,7 @@ describe('simulation against the model', () => {
       );
       if ('created' in expected) {
         const doc = reservationOf(answer);
-        model.created(key, body, doc.id, Date.parse(doc.expiresAt), answer.body);
+        model.created(key, body, expected.created.lines, doc.id, Date.parse(doc.expiresAt), answer.body);
         created.push({ id: doc.id, key });
       }
     };
@@ -243,8 +277,11 @@ describe('simulation against the model', () => {
     await paceStep();
     for (const p of INITIAL_PAIRS) {
       const quantity = rng.int(6, 20);
-      await call(`set ${p.itemId}@${p.location} = ${quantity}`, () => api.putStock(p.itemId, { quantity, location: p.location }), (m, now) =>
-        m.setStock(p.itemId, p.location, quantity, now),
+      const safetyStock = rng.pick([0, 0, 2, 4]);
+      await call(
+        `set ${p.itemId}@${p.location} = ${quantity} safety ${safetyStock}`,
+        () => api.putStock(p.itemId, { quantity, location: p.location, safetyStock }),
+        (m, now) => m.setStock(p.itemId, p.location, quantity, now, safetyStock),
       );
     }
     v += GRID_MS;
@@ -302,10 +339,11 @@ describe('simulation against the model', () => {
         case 'set': {
           const target = rng.chance(0.15) ? LATE_PAIR : rng.pick(INITIAL_PAIRS);
           const quantity = rng.int(0, 25);
+          const safetyStock = rng.chance(0.4) ? rng.int(0, 8) : undefined;
           await call(
-            `set ${target.itemId}@${target.location} = ${quantity}`,
-            () => api.putStock(target.itemId, { quantity, location: target.location }),
-            (m, now) => m.setStock(target.itemId, target.location, quantity, now),
+            `set ${target.itemId}@${target.location} = ${quantity}${safetyStock === undefined ? '' : ` safety ${safetyStock}`}`,
+            () => api.putStock(target.itemId, { quantity, location: target.location, ...(safetyStock === undefined ? {} : { safetyStock }) }),
+            (m, now) => m.setStock(target.itemId, target.location, quantity, now, safetyStock),
           );
           break;
         }
@@ -329,6 +367,18 @@ describe('simulation against the model', () => {
           const p = rng.pick(INITIAL_PAIRS);
           const body: ReserveBody = { lines: [{ itemId: p.itemId, location: p.location, quantity: 1 }, { itemId: p.itemId, location: p.location, quantity: 2 }] };
           await reserve(`dup-${step}`, body);
+          break;
+        }
+        case 'bad_allocation': {
+          // Each breaks one rule of allocation: 400, nothing held.
+          const item = rng.pick(ITEMS);
+          const body: ReserveBody = rng.pick<ReserveBody>([
+            { lines: [{ itemId: item, quantity: 1 }], allocation: { strategy: 'single_location', locations: ['wh-1'], split: true } },
+            { lines: [{ itemId: item, quantity: 1 }], allocation: { strategy: 'ordered' } },
+            { lines: [{ itemId: item, quantity: 1 }], allocation: { strategy: 'ordered', locations: ['wh-1', 'wh-1'] } },
+            { lines: [{ itemId: item, quantity: 1 }, { itemId: item, location: 'wh-1', quantity: 1 }], allocation: { strategy: 'most_available' } },
+          ]);
+          await reserve(`bad-${step}`, body);
           break;
         }
         case 'unknown_reservation': {
