@@ -18,6 +18,8 @@ export interface ReserveBody {
   lines: { itemId: string; location?: string; quantity: number }[];
   ttlSeconds: number;
   reference: string;
+  allocation?: { strategy: 'ordered' | 'most_available' | 'single_location'; locations?: string[]; split?: boolean };
+  priority?: 'high';
 }
 
 /** An HTTP status, or `network` when no answer came back (the effect on the server is unknown). */
@@ -47,6 +49,7 @@ export interface Attempt {
 export interface KeyLog {
   key: string;
   body: ReserveBody;
+  /** What is held: the request's lines, or for an allocated request, the lines of its first 201 (none before). */
   lines: Line[];
   attempts: Attempt[];
 }
@@ -205,7 +208,12 @@ export async function runLoad(o: LoadOptions): Promise<void> {
       // A re-send of an acknowledged key is a probe; a create is retried until it is answered for good.
       replay ? Math.min(Date.now() + 3_000, drainUntil) : drainUntil + CREATE_RETRY_GRACE_MS,
       (base) => http.request(base, 'POST', '/reservations', entry.body, { 'idempotency-key': entry.key }),
-      (attempt, a) => entry.attempts.push({ ...attempt, ...documentOf(a), ...(replay ? { replay } : {}) }),
+      (attempt, a) => {
+        const doc = documentOf(a);
+        // The service chose where an allocated request is held: the lines it answered are what the checks expect.
+        if (entry.body.allocation && doc.lines && entry.lines.length === 0) entry.lines = doc.lines.map(({ itemId, location, quantity }) => ({ itemId, location, quantity }));
+        entry.attempts.push({ ...attempt, ...doc, ...(replay ? { replay } : {}) });
+      },
       true,
     );
     return answer?.status === 201 ? ((answer.body as { id: string }).id ?? null) : null;
@@ -223,7 +231,25 @@ export async function runLoad(o: LoadOptions): Promise<void> {
     );
   }
 
+  /** Items stocked at several locations, with them: the service may allocate these. */
+  const spread = [...new Set(o.skus.map((s) => s.itemId))]
+    .map((itemId) => ({ itemId, locations: o.skus.filter((s) => s.itemId === itemId).map((s) => s.location) }))
+    .filter((i) => i.locations.length > 1);
+  /** High priority may take safety stock; a fifth of the shoppers ask for it. */
+  const priority = (): Pick<ReserveBody, 'priority'> => (random() < 0.2 ? { priority: 'high' } : {});
+
+  /** One line the service allocates over the item's locations, by a strategy picked at random. */
+  function allocatedBody(reference: string): { body: ReserveBody; lines: Line[] } {
+    const item = spread[int(0, spread.length - 1)]!;
+    const locations = random() < 0.5 ? item.locations : [...item.locations].reverse();
+    const strategy = (['ordered', 'most_available', 'single_location'] as const)[int(0, 2)]!;
+    const allocation =
+      strategy === 'single_location' ? { strategy, locations } : { strategy, ...(strategy === 'ordered' || random() < 0.5 ? { locations } : {}), split: random() < 0.5 };
+    return { lines: [], body: { lines: [{ itemId: item.itemId, quantity: int(1, 3) }], ttlSeconds: int(2, 5), reference, allocation, ...priority() } };
+  }
+
   function newBody(reference: string): { body: ReserveBody; lines: Line[] } {
+    if (spread.length > 0 && random() < 0.2) return allocatedBody(reference);
     const count = random() < 0.7 ? 1 : 2;
     const picked: Sku[] = [];
     while (picked.length < count) {
@@ -240,6 +266,7 @@ export async function runLoad(o: LoadOptions): Promise<void> {
         ),
         ttlSeconds,
         reference,
+        ...priority(),
       },
     };
   }
@@ -287,15 +314,16 @@ export async function runLoad(o: LoadOptions): Promise<void> {
     const node = { index: n };
     for (let round = 0; Date.now() < drainUntil; round++) {
       const read = await send(node, drainUntil, (base) => http.request(base, 'GET', `/items/${sku.itemId}/availability`), () => {}, false);
-      const doc = read?.status === 200 ? (read.body as { locations: { location: string; available: number }[] }) : null;
-      const available = doc?.locations.find((l) => l.location === sku.location)?.available ?? 0;
+      // High priority: the closing buyers take the safety stock too.
+      const doc = read?.status === 200 ? (read.body as { locations: { location: string; availableHighPriority: number }[] }) : null;
+      const available = doc?.locations.find((l) => l.location === sku.location)?.availableHighPriority ?? 0;
       if (available === 0) {
         await sleep(200);
         continue;
       }
       const key = `${o.runId}-closing-${n}-${round}`;
       const lines = [{ itemId: sku.itemId, location: sku.location, quantity: Math.min(available, 1_000_000) }];
-      const entry: KeyLog = { key, body: { lines, ttlSeconds: 30, reference: key }, lines, attempts: [] };
+      const entry: KeyLog = { key, body: { lines, ttlSeconds: 30, reference: key, priority: 'high' }, lines, attempts: [] };
       o.log.keys.set(key, entry);
       const id = await reserve(entry, node, false);
       if (id) await settle(id, 'confirm', node);
@@ -369,13 +397,17 @@ export async function runLoad(o: LoadOptions): Promise<void> {
   }
 }
 
-/** Stocks each SKU through the API (acknowledged stock changes, logged like the load's). */
-export async function seedStock(base: string, skus: readonly Sku[], quantity: number, log: ClientLog): Promise<void> {
+/**
+ * Stocks each SKU through the API (acknowledged stock changes, logged like the load's); every other SKU keeps
+ * `safetyStock` of it for high-priority reservations.
+ */
+export async function seedStock(base: string, skus: readonly Sku[], quantity: number, safetyStock: number, log: ClientLog): Promise<void> {
   const http = new HttpClient(5_000);
   try {
-    for (const sku of skus) {
+    for (const [n, sku] of skus.entries()) {
       const sentAt = Date.now();
-      const answer = await http.request(base, 'PUT', `/items/${sku.itemId}/stock`, { quantity, location: sku.location });
+      const safety = n % 2 === 0 ? { safetyStock } : {};
+      const answer = await http.request(base, 'PUT', `/items/${sku.itemId}/stock`, { quantity, location: sku.location, ...safety });
       log.count(answer.status, true);
       log.stock.push({ node: base, sentAt, at: Date.now(), status: answer.status, mode: 'set', ...sku, amount: quantity, reason: null });
       if (answer.status !== 200) throw new Error(`seeding ${sku.itemId}@${sku.location}: ${answer.status} ${JSON.stringify(answer.body)}`);
