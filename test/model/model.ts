@@ -283,9 +283,9 @@ export class Model {
   }
 
   /**
-   * single_location: the first candidate that can hold every allocated line. None can: each allocated line it
-   * cannot hold at the best candidate (the one holding the most lines; ties: earlier) is short, with what that
-   * candidate has for it.
+   * single_location: the first candidate that can hold every allocated line. None can: each allocated line the
+   * best candidate (short by the fewest units over all allocated lines together; ties: earlier) cannot hold is short,
+   * with what that candidate has of it.
    */
   private chooseSingleLocation(
     lines: RequestLine[],
@@ -297,10 +297,9 @@ export class Model {
     const locations = allocation.locations!;
     const whole = locations.find((location) => lines.every((l) => fits(l, location)));
     if (whole !== undefined) return new Map(lines.map((l) => [l, { held: [{ itemId: l.itemId, location: whole, quantity: l.quantity }] }]));
+    const shortfall = (location: string) => lines.reduce((units, l) => units + Math.max(0, l.quantity - has(l, location)), 0);
     let best = locations[0]!;
-    for (const location of locations) {
-      if (lines.filter((l) => fits(l, location)).length > lines.filter((l) => fits(l, best)).length) best = location;
-    }
+    for (const location of locations) if (shortfall(location) < shortfall(best)) best = location;
     return new Map(
       lines.map((l): [RequestLine, Placement] => [
         l,
