@@ -41,6 +41,8 @@ const API_ENV = {
   SHUTDOWN_GRACE_MS: '1000',
 };
 const INITIAL_STOCK = 200;
+/** Units of every other SKU that only high-priority reservations may take (the load sends both priorities). */
+const SAFETY_STOCK = 15;
 /** How long the API nodes' sweepers get to record every overdue expiry (TTLs ≤ 5 s, 3 s grace, slack). */
 const EXPIRY_RECORD_TIMEOUT_MS = 15_000;
 const READY_TIMEOUT_MS = 30_000;
@@ -498,7 +500,7 @@ export async function runDrill(drill: Drill, options: DrillOptions): Promise<Dri
   try {
     env = await DrillEnv.start(drill.name, drill.topology);
     env.supervise();
-    await seedStock(env.apis[0]!.url, skus, INITIAL_STOCK, log);
+    await seedStock(env.apis[0]!.url, skus, INITIAL_STOCK, SAFETY_STOCK, log);
     monitor = new Monitor({ redis: env.directRedis, db: env.directDb, keys: env.keys, skus, intervalMs: 100 });
     monitor.start();
 

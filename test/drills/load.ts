@@ -19,6 +19,7 @@ export interface ReserveBody {
   ttlSeconds: number;
   reference: string;
   allocation?: { strategy: 'ordered' | 'most_available' | 'single_location'; locations?: string[]; split?: boolean };
+  priority?: 'high';
 }
 
 /** An HTTP status, or `network` when no answer came back (the effect on the server is unknown). */
@@ -234,6 +235,8 @@ export async function runLoad(o: LoadOptions): Promise<void> {
   const spread = [...new Set(o.skus.map((s) => s.itemId))]
     .map((itemId) => ({ itemId, locations: o.skus.filter((s) => s.itemId === itemId).map((s) => s.location) }))
     .filter((i) => i.locations.length > 1);
+  /** High priority may take safety stock; a fifth of the shoppers ask for it. */
+  const priority = (): Pick<ReserveBody, 'priority'> => (random() < 0.2 ? { priority: 'high' } : {});
 
   /** A cart whose first line the service allocates over its item's locations (api.md, "Allocation across locations"). */
   function allocatedBody(reference: string): { body: ReserveBody; lines: null } {
@@ -249,7 +252,7 @@ export async function runLoad(o: LoadOptions): Promise<void> {
       const s = others[int(0, others.length - 1)]!;
       lines.push({ itemId: s.itemId, location: s.location, quantity: int(1, 3) });
     }
-    return { lines: null, body: { lines, ttlSeconds: int(2, 5), reference, allocation } };
+    return { lines: null, body: { lines, ttlSeconds: int(2, 5), reference, allocation, ...priority() } };
   }
 
   function newBody(reference: string): { body: ReserveBody; lines: Line[] | null } {
@@ -270,6 +273,7 @@ export async function runLoad(o: LoadOptions): Promise<void> {
         ),
         ttlSeconds,
         reference,
+        ...priority(),
       },
     };
   }
@@ -317,15 +321,16 @@ export async function runLoad(o: LoadOptions): Promise<void> {
     const node = { index: n };
     for (let round = 0; Date.now() < drainUntil; round++) {
       const read = await send(node, drainUntil, (base) => http.request(base, 'GET', `/items/${sku.itemId}/availability`), () => {}, false);
-      const doc = read?.status === 200 ? (read.body as { locations: { location: string; available: number }[] }) : null;
-      const available = doc?.locations.find((l) => l.location === sku.location)?.available ?? 0;
+      // High priority: the closing buyers take the safety stock too.
+      const doc = read?.status === 200 ? (read.body as { locations: { location: string; availableHighPriority: number }[] }) : null;
+      const available = doc?.locations.find((l) => l.location === sku.location)?.availableHighPriority ?? 0;
       if (available === 0) {
         await sleep(200);
         continue;
       }
       const key = `${o.runId}-closing-${n}-${round}`;
       const lines = [{ itemId: sku.itemId, location: sku.location, quantity: Math.min(available, 1_000_000) }];
-      const entry: KeyLog = { key, body: { lines, ttlSeconds: 30, reference: key }, lines, attempts: [] };
+      const entry: KeyLog = { key, body: { lines, ttlSeconds: 30, reference: key, priority: 'high' }, lines, attempts: [] };
       o.log.keys.set(key, entry);
       const id = await reserve(entry, node, false);
       if (id) await settle(id, 'confirm', node);
@@ -399,13 +404,17 @@ export async function runLoad(o: LoadOptions): Promise<void> {
   }
 }
 
-/** Stocks each SKU through the API (acknowledged stock changes, logged like the load's). */
-export async function seedStock(base: string, skus: readonly Sku[], quantity: number, log: ClientLog): Promise<void> {
+/**
+ * Stocks each SKU through the API (acknowledged stock changes, logged like the load's); every other SKU keeps
+ * `safetyStock` of it for high-priority reservations.
+ */
+export async function seedStock(base: string, skus: readonly Sku[], quantity: number, safetyStock: number, log: ClientLog): Promise<void> {
   const http = new HttpClient(5_000);
   try {
-    for (const sku of skus) {
+    for (const [n, sku] of skus.entries()) {
       const sentAt = Date.now();
-      const answer = await http.request(base, 'PUT', `/items/${sku.itemId}/stock`, { quantity, location: sku.location });
+      const safety = n % 2 === 0 ? { safetyStock } : {};
+      const answer = await http.request(base, 'PUT', `/items/${sku.itemId}/stock`, { quantity, location: sku.location, ...safety });
       log.count(answer.status, true);
       log.stock.push({ node: base, sentAt, at: Date.now(), status: answer.status, mode: 'set', ...sku, amount: quantity, reason: null });
       if (answer.status !== 200) throw new Error(`seeding ${sku.itemId}@${sku.location}: ${answer.status} ${JSON.stringify(answer.body)}`);
