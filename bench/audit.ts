@@ -10,7 +10,7 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { Keys } from '../src/redis/keys.js';
 import { checkStores, pairKey, readPostgres, readRedis, type LocationFigures } from '../test/helpers/invariants.js';
-import { isDurable, type Acked, type Design } from './types.js';
+import { isDurable, type Acked, type Design, type Supply } from './types.js';
 
 export interface AuditResult {
   ok: boolean;
@@ -21,12 +21,10 @@ export interface AuditResult {
   postgresEqualsRedis?: boolean;
 }
 
-/** Bench items live at the default location. */
-const LOCATION = 'default';
-
 export interface AuditInput {
   design: Design;
-  supplied: Map<string, number>;
+  /** Units seeded per item and location. */
+  supplied: Supply;
   acked: Record<string, Acked>;
   ackedReservations: number;
   db: pg.Client | null;
@@ -37,6 +35,7 @@ export interface AuditInput {
 /** One look at the stores of a design (the orchestrator retries while a durable node's in-flight work drains). */
 export async function audit(input: AuditInput): Promise<AuditResult> {
   const items = [...input.supplied.keys()];
+  const pairs = [...input.supplied].flatMap(([item, locations]) => [...locations].map(([location, units]) => ({ item, location, units })));
   const withPostgres = input.db !== null && (isDurable(input.design) || input.design === 'pg-only');
   const withRedis = input.redis !== null && (isDurable(input.design) || input.design === 'redis-only');
   // The bench's database is the run's own: all of it is read.
@@ -49,7 +48,7 @@ export async function audit(input: AuditInput): Promise<AuditResult> {
       // TOMBSTONE_RETENTION_SECONDS: with PostgreSQL beside it, Redis is held to equal PostgreSQL instead.
       redisMatchesPostgres: true,
       holdsWithinSupply: true,
-      closedSupply: new Map(items.map((item) => [pairKey(item, LOCATION), input.supplied.get(item)!])),
+      closedSupply: new Map(pairs.map((p) => [pairKey(p.item, p.location), p.units])),
     },
   );
   const failures = Object.entries(check.violations).flatMap(([id, vs]) => vs.map((v) => `${id} ${v}`));
@@ -59,8 +58,10 @@ export async function audit(input: AuditInput): Promise<AuditResult> {
   const sold = (f: LocationFigures | undefined) => (postgres ? f?.lines.confirmed : f?.redis.sold) ?? 0;
   const held = (f: LocationFigures | undefined) => (postgres ? f?.lines.pending : f?.redis.heldRaw) ?? 0;
   const store = postgres ? 'postgres' : 'redis';
+  const soldOfItem = (item: string) =>
+    [...(input.supplied.get(item)?.keys() ?? [])].reduce((total, location) => total + sold(byPair.get(pairKey(item, location))), 0);
   for (const [item, a] of Object.entries(input.acked)) {
-    const units = sold(byPair.get(pairKey(item, LOCATION)));
+    const units = soldOfItem(item);
     if (a.confirmed > units) failures.push(`I4 ${store} ${item}: the client saw ${a.confirmed} units confirmed, ${units} are recorded sold`);
   }
   if (postgres && input.ackedReservations > postgres.reservations.size) {
@@ -68,9 +69,9 @@ export async function audit(input: AuditInput): Promise<AuditResult> {
   }
 
   const totals = { supplied: 0, sold: 0, held: 0 };
-  for (const [item, units] of input.supplied) {
-    const f = byPair.get(pairKey(item, LOCATION));
-    totals.supplied += units;
+  for (const p of pairs) {
+    const f = byPair.get(pairKey(p.item, p.location));
+    totals.supplied += p.units;
     totals.sold += sold(f);
     totals.held += held(f);
   }
@@ -90,10 +91,11 @@ interface AvailabilityBody {
 }
 
 /** For a service at --url (stores unknown): the same I1 and I4 checks through GET availability. */
-export async function auditOverHttp(url: string, supplied: Map<string, number>, acked: Record<string, Acked>, headers: Record<string, string>): Promise<AuditResult> {
+export async function auditOverHttp(url: string, supplied: Supply, acked: Record<string, Acked>, headers: Record<string, string>): Promise<AuditResult> {
   const failures: string[] = [];
   const totals = { supplied: 0, sold: 0, held: 0 };
-  const items = [...supplied.entries()];
+  // Availability's top-level figures sum the item's locations.
+  const items = [...supplied].map(([item, locations]): [string, number] => [item, [...locations.values()].reduce((a, b) => a + b, 0)]);
   let next = 0;
   const worker = async () => {
     while (next < items.length) {

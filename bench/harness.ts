@@ -38,8 +38,10 @@ import {
 import { summarizeProfile, type ProfileSummary } from './profile.js';
 import { median, round, slope } from './stats.js';
 import {
+  ALLOCATED_SKU_UNITS,
   CART_SKU_UNITS,
   FLASH_UNITS,
+  addSupply,
   scenarios,
   scenariosOf,
   type Acked,
@@ -50,6 +52,7 @@ import {
   type ScenarioName,
   type ServerCommand,
   type ServerMessage,
+  type Supply,
   type TimelinePoint,
 } from './types.js';
 
@@ -99,7 +102,7 @@ export function defaultOptions(): BenchOptions {
   return {
     url: null,
     designs: ['durable', 'durable-unbounded', 'pg-only', 'redis-only'],
-    scenarios: ['flash', 'flash64', 'carts', 'reads', 'overload'],
+    scenarios: ['flash', 'flash64', 'carts', 'carts-allocated', 'reads', 'overload'],
     durationSeconds: 10,
     warmupSeconds: 2,
     passes: 3,
@@ -229,22 +232,34 @@ async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   return result;
 }
 
-/** PUT every item's stock over HTTP (the design's own path), 64 at a time. */
-async function seed(url: string, items: [string, number][], headers: Record<string, string>): Promise<void> {
+/**
+ * PUT every item's stock over HTTP (the design's own path), 64 at a time, and add it to `supplied`. An item is
+ * `[id, units]` at the default location or `[id, units per location]`.
+ */
+async function seed(
+  url: string,
+  items: [string, number | Readonly<Record<string, number>>][],
+  headers: Record<string, string>,
+  supplied: Supply,
+): Promise<void> {
+  const puts = items.flatMap(([item, units]) =>
+    typeof units === 'number' ? [{ item, location: 'default', quantity: units }] : Object.entries(units).map(([location, quantity]) => ({ item, location, quantity })),
+  );
   let next = 0;
   const worker = async () => {
-    while (next < items.length) {
-      const [item, quantity] = items[next++]!;
+    while (next < puts.length) {
+      const { item, location, quantity } = puts[next++]!;
       const response = await fetch(`${url}/items/${encodeURIComponent(item)}/stock`, {
         method: 'PUT',
         headers: { ...headers, 'content-type': 'application/json' },
-        body: JSON.stringify({ quantity }),
+        body: JSON.stringify(location === 'default' ? { quantity } : { quantity, location }),
       });
       await response.arrayBuffer();
-      if (response.status !== 200) throw new Error(`seeding ${item}: ${response.status}`);
+      if (response.status !== 200) throw new Error(`seeding ${item}@${location}: ${response.status}`);
+      addSupply(supplied, item, location, quantity);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(64, items.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(64, puts.length) }, worker));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -321,7 +336,7 @@ function mergeAcked(into: Record<string, Acked>, from: Record<string, Acked>): v
 }
 
 /** Checks the invariants; a durable node's in-flight work may still be landing, so it looks again for a while. */
-async function checkInvariants(server: Server, shared: Shared, supplied: Map<string, number>, acked: Record<string, Acked>, ackedReservations: number, o: BenchOptions): Promise<AuditResult> {
+async function checkInvariants(server: Server, shared: Shared, supplied: Supply, acked: Record<string, Acked>, ackedReservations: number, o: BenchOptions): Promise<AuditResult> {
   if (server.design === 'external') return auditOverHttp(server.url, supplied, acked, o.headers);
   const db = server.databaseUrl ? new pg.Client({ connectionString: server.databaseUrl }) : null;
   await db?.connect();
@@ -361,18 +376,25 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
   if (!o.url && o.waitQuietSeconds > 0) await waitQuiet(o);
   const server = o.url ? externalServer(o.url) : await startServer(design, o, label);
   const results: RunResult[] = [];
-  const supplied = new Map<string, number>();
+  const supplied: Supply = new Map();
   const acked: Record<string, Acked> = {};
   let ackedReservations = 0;
   const prefix = `${shared.runTag}-${design}-${label}`;
   const skuPrefix = `${prefix}-sku-`;
+  // Allocated carts get SKUs of their own, stocked at several locations (the other scenarios' SKUs keep one).
+  const allocatedSkuPrefix = `${prefix}-asku-`;
   try {
-    if (scenarioList.some((s) => scenarios[s].kind !== 'flash')) {
+    if (scenarioList.some((s) => scenarios[s].kind !== 'flash' && !scenarios[s].allocation)) {
       const started = performance.now();
       const items = Array.from({ length: o.skuCount }, (_, i): [string, number] => [`${skuPrefix}${i}`, CART_SKU_UNITS]);
-      await seed(server.url, items, o.headers);
-      for (const [item, units] of items) supplied.set(item, units);
+      await seed(server.url, items, o.headers, supplied);
       o.log(`  ${design}: seeded ${o.skuCount} SKUs in ${round((performance.now() - started) / 1000, 1)} s`);
+    }
+    if (scenarioList.some((s) => scenarios[s].allocation)) {
+      const started = performance.now();
+      const items = Array.from({ length: o.skuCount }, (_, i): [string, Record<string, number>] => [`${allocatedSkuPrefix}${i}`, { ...ALLOCATED_SKU_UNITS }]);
+      await seed(server.url, items, o.headers, supplied);
+      o.log(`  ${design}: seeded ${o.skuCount} SKUs at ${Object.keys(ALLOCATED_SKU_UNITS).length} locations in ${round((performance.now() - started) / 1000, 1)} s`);
     }
     const baseSpec = {
       url: server.url,
@@ -383,8 +405,7 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
     };
     if (o.warmupSeconds > 0) {
       const warmItem = `${prefix}-warm`;
-      await seed(server.url, [[warmItem, 1_000_000_000]], o.headers);
-      supplied.set(warmItem, 1_000_000_000);
+      await seed(server.url, [[warmItem, 1_000_000_000]], o.headers, supplied);
       const warm = await runLoad({
         ...baseSpec,
         kind: 'flash',
@@ -403,8 +424,7 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
       const flashItem = `${prefix}-${name}`;
       if (scenario.kind === 'flash') {
         const units = scenario.units ?? FLASH_UNITS;
-        await seed(server.url, [[flashItem, units]], o.headers);
-        supplied.set(flashItem, units);
+        await seed(server.url, [[flashItem, units]], o.headers, supplied);
       }
       if (shared.vacuum && server.databaseUrl) await vacuumAnalyze(server.databaseUrl);
       const before = await snapshot(server, shared, o.headers);
@@ -419,6 +439,7 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
         ...baseSpec,
         kind: scenario.kind,
         connections: scenario.connections,
+        ...(scenario.allocation ? { allocation: scenario.allocation, skuPrefix: allocatedSkuPrefix } : {}),
         durationSeconds: o.durationSeconds,
         flashItem,
         keyPrefix: `${prefix}-${name}-`,
@@ -819,8 +840,8 @@ export async function runSoak(o: BenchOptions, soak: SoakOptions): Promise<SoakR
     const host = await machine(shared.redis, shared.admin, repoRoot);
     const item = `${shared.runTag}-soak`;
     const units = Math.min(1_000_000_000, Math.ceil(soak.rate * (soak.seconds + o.warmupSeconds + 10)));
-    await seed(server.url, [[item, units]], o.headers);
-    const supplied = new Map([[item, units]]);
+    const supplied: Supply = new Map();
+    await seed(server.url, [[item, units]], o.headers, supplied);
     const spec = {
       url: server.url,
       kind: 'flash' as const,

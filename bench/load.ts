@@ -32,7 +32,8 @@ let keyCounter = 0;
 let settleCounter = 0;
 let readCounter = 0;
 
-const reservationBody = (lines: LineSpec[]) => JSON.stringify({ lines, ttlSeconds: spec.ttlSeconds });
+const reservationBody = (lines: LineSpec[]) =>
+  JSON.stringify({ lines, ttlSeconds: spec.ttlSeconds, ...(spec.allocation ? { allocation: spec.allocation } : {}) });
 
 function cartLines(): LineSpec[] {
   const count = 2 + Math.floor(random() * 4);

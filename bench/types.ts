@@ -12,7 +12,7 @@ export const standardDesigns: readonly Design[] = ['durable', 'pg-only', 'redis-
 /** This service, with PostgreSQL and Redis both holding state (the bench holds them to agree). */
 export const isDurable = (design: Design): boolean => design === 'durable' || design === 'durable-unbounded';
 
-export const scenarioNames = ['flash', 'flash64', 'carts', 'reads', 'overload'] as const;
+export const scenarioNames = ['flash', 'flash64', 'carts', 'carts-allocated', 'reads', 'overload'] as const;
 export type ScenarioName = (typeof scenarioNames)[number];
 
 export type LoadKind = 'flash' | 'carts' | 'reads';
@@ -26,6 +26,15 @@ export interface Scenario {
   units?: number;
   /** The designs it runs against; `standardDesigns` unless set. */
   designs?: readonly Design[];
+  /** Carts whose lines name no location, allocated by the service this way over ALLOCATED_SKU_UNITS' locations. */
+  allocation?: AllocationSpec;
+}
+
+/** A reservation's `allocation` (api.md, "Allocation across locations"). */
+export interface AllocationSpec {
+  strategy: 'ordered' | 'most_available' | 'single_location';
+  locations?: string[];
+  split?: boolean;
 }
 
 /** The catalogue (bench/README.md describes each). */
@@ -47,6 +56,16 @@ export const scenarios: Record<ScenarioName, Scenario> = {
     kind: 'carts',
     connections: 64,
     description: 'carts of 2-5 lines (1-2 units each) over 10,000 SKUs, then half confirm, half release',
+  },
+  'carts-allocated': {
+    name: 'carts-allocated',
+    kind: 'carts',
+    connections: 64,
+    allocation: { strategy: 'most_available', split: true },
+    // pg-only has no allocation of its own to compare: its baseline decides in SQL per named location.
+    designs: ['durable', 'redis-only'],
+    description:
+      'the carts, over SKUs stocked at 3 locations, each line allocated by the service (most_available, split), then half confirm, half release',
   },
   reads: {
     name: 'reads',
@@ -73,6 +92,20 @@ export const scenariosOf = (design: Design, names: readonly ScenarioName[]): Sce
 export const FLASH_UNITS = 10_000;
 /** Units each cart SKU starts with: enough that carts measure the multi-line path, not sell-outs. */
 export const CART_SKU_UNITS = 100_000;
+/**
+ * Units each allocated-cart SKU starts with, per location: uneven, so that most_available ranks them; enough that
+ * the run measures allocation, not sell-outs (so a line is rarely split: splitting is the same decision's cost).
+ */
+export const ALLOCATED_SKU_UNITS: Readonly<Record<string, number>> = { default: 100_000, 'wh-2': 60_000, 'wh-3': 30_000 };
+
+/** Units supplied per item and location: what the audit holds the stores to (a closed supply). */
+export type Supply = Map<string, Map<string, number>>;
+
+export function addSupply(supply: Supply, itemId: string, location: string, units: number): void {
+  let locations = supply.get(itemId);
+  if (!locations) supply.set(itemId, (locations = new Map()));
+  locations.set(location, units);
+}
 
 export interface LoadSpec {
   url: string;
@@ -85,6 +118,8 @@ export interface LoadSpec {
   flashItem: string;
   /** Cart SKUs are `${skuPrefix}${0..skuCount-1}` (kinds carts, reads). */
   skuPrefix: string;
+  /** Carts whose lines name no location carry this `allocation`. */
+  allocation?: AllocationSpec;
   skuCount: number;
   /** Idempotency keys are `${keyPrefix}${n}`: unique per request across the whole run. */
   keyPrefix: string;
