@@ -44,6 +44,7 @@ import {
   addSupply,
   scenarios,
   scenariosOf,
+  standardDesigns,
   type Acked,
   type Design,
   type LoadResult,
@@ -776,8 +777,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       for (const design of order) runs.push(...(await measureDesign(design, pass, o, shared, profiles)));
     }
     const summary = summarize(runs);
-    // Designs are compared in the scenarios all of them run.
-    const ratioRows = ratios(runs, o.scenarios.filter((s) => !scenarios[s].designs));
+    // durable is compared with the baselines in the scenarios that run at least one of them (not overload's pair).
+    const withBaseline = (s: ScenarioName) => (scenarios[s].designs ?? standardDesigns).some((d) => d === 'pg-only' || d === 'redis-only');
+    const ratioRows = ratios(runs, o.scenarios.filter(withBaseline));
     const { log: _log, soak: _soak, ...options } = o;
     return {
       kind: 'irs-bench',
