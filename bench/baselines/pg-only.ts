@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { ProblemError, unavailable } from '../../src/domain/errors.js';
 import { newReservationId } from '../../src/domain/ids.js';
-import { effectiveStatus, pendingReservation, toDocument, type Line, type ReservationRecord } from '../../src/domain/reservation.js';
+import { effectiveStatus, pendingReservation, toAvailability, toDocument, type Line, type ReservationRecord } from '../../src/domain/reservation.js';
 import type { AvailabilityDocument, ReservationDocument, ReservationRequest } from '../../src/domain/schemas.js';
 import { canAccess, type Caller } from '../../src/domain/tenancy.js';
 import type { ReservationApi, ReserveAnswer, StockApi } from '../../src/service/api.js';
@@ -356,24 +356,8 @@ async function expireDue(db: pg.Pool): Promise<void> {
 
 /** This baseline keeps no safety stock: every figure is as for a location without one. */
 function toAvailabilityDocument(itemId: string, rows: { location: string; on_hand: number; reserved: number }[]): AvailabilityDocument {
-  const locations = rows.map((r) => ({
-    location: r.location,
-    onHand: r.on_hand,
-    reserved: r.reserved,
-    safetyStock: 0,
-    available: Math.max(0, r.on_hand - r.reserved),
-    availableHighPriority: Math.max(0, r.on_hand - r.reserved),
-  }));
-  const sum = (k: 'onHand' | 'reserved' | 'safetyStock' | 'available' | 'availableHighPriority') => locations.reduce((t, l) => t + l[k], 0);
-  return {
-    itemId,
-    onHand: sum('onHand'),
-    reserved: sum('reserved'),
-    safetyStock: sum('safetyStock'),
-    available: sum('available'),
-    availableHighPriority: sum('availableHighPriority'),
-    locations,
-  };
+  const stock = new Map(rows.map((r) => [r.location, { onHand: r.on_hand, reserved: r.reserved }]));
+  return toAvailability(itemId, stock)!;
 }
 
 const lineArrays = (lines: readonly Line[]): [string[], string[], number[]] => [
