@@ -11,6 +11,9 @@ import { mulberry32, type Rng } from '../helpers/random.js';
  * of one item. No location is oversold, Redis and PostgreSQL agree per location, and no request is refused while
  * its candidates still had enough for it.
  *
+ * The same with safety stock at every location and normal and high priority mixed: normal requests never take
+ * the safety stock, high ones may (api.md, "Priority reservations and safety stock").
+ *
  * Judging a refusal: nothing is released while the requests run, so what a location has available only falls.
  * A request refused at some instant would therefore also be refused by its strategy on what was left at the end,
  * and what its 409 says it found lies between what the strategy finds on the stock at the start and at the end.
@@ -167,6 +170,72 @@ describe('allocation under concurrency', () => {
       expect(figuresOf(after, sku, location), `${location}; ${context}`).toMatchObject({
         redis: { onHand: STOCK[location]! - sold[location]!, reservedLive: lateHeld[location] },
         pg: { onHand: STOCK[location]! - sold[location]!, reserved: lateHeld[location] },
+      });
+    }
+  });
+
+  it(`${REQUESTS} concurrent allocated reservations of both priorities over three locations with safety stock: normal ones never take it`, async () => {
+    const seed = Number(process.env.ALLOCATION_SEED ?? 20_261_130) + 1;
+    const rng = mulberry32(seed);
+    const sku = newItem('alloc-priority-race');
+    // Less than the demand (about 360 units), so normal requests run into the safety stock and high ones take it.
+    const stock: Record<string, number> = { 'wh-a': 40, 'wh-b': 30, 'wh-c': 120 };
+    const safety: Record<string, number> = { 'wh-a': 10, 'wh-b': 10, 'wh-c': 20 };
+    for (const location of LOCATIONS) {
+      expect((await api.putStock(sku, { quantity: stock[location], location, safetyStock: safety[location] })).status).toBe(200);
+    }
+
+    const requests = range(REQUESTS).map(() => ({ ...drawRequest(rng), high: rng.chance(1 / 3) }));
+    const answers: Answer[] = await Promise.all(
+      requests.map((r) =>
+        api.reserve({ lines: [{ itemId: sku, quantity: r.quantity }], allocation: r.allocation, ...(r.high ? { priority: 'high' } : {}) }),
+      ),
+    );
+    const context = `seed ${seed} (ALLOCATION_SEED replays it, plus 1): ${JSON.stringify(tally(answers))}`;
+    expect(Object.keys(tally(answers)).sort(), context).toEqual(['201', '409 insufficient_stock']);
+
+    const held = { normal: { 'wh-a': 0, 'wh-b': 0, 'wh-c': 0 } as Record<string, number>, high: { 'wh-a': 0, 'wh-b': 0, 'wh-c': 0 } as Record<string, number> };
+    answers.forEach((a, i) => {
+      if (a.status !== 201) return;
+      const r = requests[i]!;
+      const doc = reservationOf(a);
+      expect(doc.priority, context).toBe(r.high ? 'high' : 'normal');
+      for (const l of doc.lines) held[r.high ? 'high' : 'normal'][l.location]! += l.quantity;
+    });
+    const total = (location: string) => held.normal[location]! + held.high[location]!;
+    for (const location of LOCATIONS) {
+      expect(total(location), `${location} oversold; ${context}`).toBeLessThanOrEqual(stock[location]!);
+      expect(held.normal[location], `normal reservations took ${location}'s safety stock; ${context}`).toBeLessThanOrEqual(
+        stock[location]! - safety[location]!,
+      );
+    }
+    // Both sides exercised: high reservations did take safety stock somewhere.
+    expect(LOCATIONS.some((l) => total(l) > stock[l]! - safety[l]!), context).toBe(true);
+
+    // What each priority may take, at the start and at the end.
+    const view = (high: boolean, reserved: (location: string) => number) =>
+      Object.fromEntries(LOCATIONS.map((l) => [l, Math.max(0, stock[l]! - reserved(l) - (high ? 0 : safety[l]!))]));
+    let refused = { normal: 0, high: 0 };
+    answers.forEach((a, i) => {
+      if (a.status !== 409) return;
+      const r = requests[i]!;
+      refused = { ...refused, [r.high ? 'high' : 'normal']: refused[r.high ? 'high' : 'normal'] + 1 };
+      const left = view(r.high, total);
+      const atEnd = allocate(r, left);
+      expect(atEnd, `request ${i} ${JSON.stringify(r)} was refused though ${JSON.stringify(left)} was left to it; ${context}`).toHaveProperty('found');
+      const atStart = allocate(r, view(r.high, () => 0));
+      const [line] = problemOf(a).lines!;
+      expect(line, context).toMatchObject({ itemId: sku, location: null, requested: r.quantity });
+      expect(line!.available, context).toBeGreaterThanOrEqual((atEnd as { found: number }).found);
+      expect(line!.available, context).toBeLessThanOrEqual('found' in atStart ? atStart.found : Infinity);
+    });
+    expect(refused.normal, context).toBeGreaterThan(0);
+
+    const report = await checkInvariants(t.app, [sku], { holdsWithinSupply: true });
+    for (const location of LOCATIONS) {
+      expect(figuresOf(report, sku, location), `${location}; ${context}`).toMatchObject({
+        redis: { onHand: stock[location], reservedLive: total(location) },
+        pg: { onHand: stock[location], reserved: total(location) },
       });
     }
   });
