@@ -155,12 +155,13 @@ export class Api {
     return this.transport({ method: 'GET', url: `/reservations/${id}` });
   }
 
-  confirm(id: string): Promise<Answer> {
-    return this.transport({ method: 'POST', url: `/reservations/${id}/confirm` });
+  /** `ifMatch`: the If-Match header's value, sent as given (to test malformed ones too). */
+  confirm(id: string, ifMatch?: string): Promise<Answer> {
+    return this.transport({ method: 'POST', url: `/reservations/${id}/confirm`, ...(ifMatch === undefined ? {} : { headers: { 'if-match': ifMatch } }) });
   }
 
-  release(id: string): Promise<Answer> {
-    return this.transport({ method: 'POST', url: `/reservations/${id}/release` });
+  release(id: string, ifMatch?: string): Promise<Answer> {
+    return this.transport({ method: 'POST', url: `/reservations/${id}/release`, ...(ifMatch === undefined ? {} : { headers: { 'if-match': ifMatch } }) });
   }
 
   ready(): Promise<Answer> {
@@ -295,7 +296,7 @@ export function expectInvalidFields(res: Answer, ...fields: string[]): void {
 
 export const ISO_MS_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-const RESERVATION_MEMBERS = ['allocation', 'createdAt', 'expiresAt', 'id', 'lines', 'metadata', 'priority', 'reference', 'status', 'updatedAt'];
+const RESERVATION_MEMBERS = ['allocation', 'createdAt', 'expiresAt', 'id', 'lines', 'metadata', 'priority', 'reference', 'status', 'updatedAt', 'version'];
 
 /** Asserts the exact shape of a reservation document and returns it. */
 export function expectReservation(res: Answer, statusCode: number): ReservationDocument {
@@ -311,6 +312,10 @@ export function expectReservation(res: Answer, statusCode: number): ReservationD
   expect(doc.reference === null || typeof doc.reference === 'string').toBe(true);
   expect(doc.metadata !== null && typeof doc.metadata === 'object' && !Array.isArray(doc.metadata)).toBe(true);
   expect(['normal', 'high']).toContain(doc.priority);
+  // The version is the document's last member, and the ETag names it (api.md, "Versions").
+  expect(Object.keys(doc).at(-1)).toBe('version');
+  expect(Number.isInteger(doc.version) && doc.version >= 1, `version ${doc.version}`).toBe(true);
+  expect(res.headers['etag']).toBe(`"${doc.version}"`);
   return doc;
 }
 
