@@ -56,6 +56,16 @@ describe('reservation versions, ETag and If-Match', () => {
     expect((await stored(created.id, item)).row).toEqual({ status: 'pending', version: 1 });
   });
 
+  it('a first answer recorded before versions existed replays at version 1, with its ETag', async () => {
+    const item = newItem('ver');
+    await api.stock(item, 10);
+    const key = newKey();
+    const body = { lines: [{ itemId: item, quantity: 1 }] };
+    const created = expectReservation(await api.reserve(body, key), 201);
+    await t.app.runtime.db.query("UPDATE idempotency_keys SET response = (response::jsonb - 'version')::text WHERE reservation_id = $1", [created.id]);
+    expect(expectReservation(await api.reserve(body, key), 201)).toEqual(created);
+  });
+
   it('+1 on confirm and on release, in the answer, its ETag, GET, Redis and PostgreSQL', async () => {
     for (const action of ['confirm', 'release'] as const) {
       const { item, r } = await pending();
