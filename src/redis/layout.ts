@@ -154,7 +154,12 @@ export function parseHold(value: string): Hold | null {
   if (!holdStates.has(state) || !DIGITS.test(quantity) || !DIGITS.test(expiresAtMs)) return null;
   if (version !== undefined && !DIGITS.test(version)) return null;
   const code = state as HoldStateCode;
-  return { state: code, quantity: Number(quantity), expiresAtMs: Number(expiresAtMs), version: version === undefined ? legacyVersion(code) : Number(version) };
+  return {
+    state: code,
+    quantity: Number(quantity),
+    expiresAtMs: Number(expiresAtMs),
+    version: version === undefined ? legacyVersion(code) : Number(version),
+  };
 }
 
 // ---- idempotency record --------------------------------------------------------------------------------------

@@ -157,11 +157,11 @@ export class Api {
 
   /** `ifMatch`: the If-Match header's value, sent as given (to test malformed ones too). */
   confirm(id: string, ifMatch?: string): Promise<Answer> {
-    return this.transport({ method: 'POST', url: `/reservations/${id}/confirm`, ...(ifMatch === undefined ? {} : { headers: { 'if-match': ifMatch } }) });
+    return this.transport({ method: 'POST', url: `/reservations/${id}/confirm`, headers: ifMatchHeader(ifMatch) });
   }
 
   release(id: string, ifMatch?: string): Promise<Answer> {
-    return this.transport({ method: 'POST', url: `/reservations/${id}/release`, ...(ifMatch === undefined ? {} : { headers: { 'if-match': ifMatch } }) });
+    return this.transport({ method: 'POST', url: `/reservations/${id}/release`, headers: ifMatchHeader(ifMatch) });
   }
 
   ready(): Promise<Answer> {
@@ -196,6 +196,8 @@ export class Api {
     return expectReservation(await this.reserve(body, key), 201);
   }
 }
+
+const ifMatchHeader = (value: string | undefined): Record<string, string> => (value === undefined ? {} : { 'if-match': value });
 
 /** Waits until GET /health/ready answers 200 (Redis and PostgreSQL reachable, Redis state built). */
 export async function waitReady(app: FastifyInstance, timeoutMs = 15_000): Promise<void> {

@@ -193,8 +193,9 @@ describe('reservation versions, ETag and If-Match', () => {
   it('100 reservations each hit at once by confirm and release with If-Match "1": exactly one wins each', async () => {
     const items = range(4).map(() => newItem('ver-race'));
     for (const item of items) await api.stock(item, 1_000);
+    const itemAt = (n: number) => items[n % items.length]!;
     const reservations = await Promise.all(
-      range(100).map((n) => api.hold({ lines: [{ itemId: items[n % items.length]!, quantity: 1 }, { itemId: items[(n + 1) % items.length]!, quantity: 2 }] })),
+      range(100).map((n) => api.hold({ lines: [{ itemId: itemAt(n), quantity: 1 }, { itemId: itemAt(n + 1), quantity: 2 }] })),
     );
     // Every other reservation also gets a duplicate of its confirm: that one answers by its idempotent rule.
     const answers = await Promise.all(
