@@ -128,7 +128,7 @@ const RESERVE = `
 
 /** Moves a locked pending reservation to its final state: reservation row, stock rows, ledger; counts stock rows. */
 const SETTLE = `
-  WITH r AS (UPDATE reservations SET status = $2::text, updated_at = $3::timestamptz WHERE id = $1::uuid),
+  WITH r AS (UPDATE reservations SET status = $2::text, updated_at = $3::timestamptz, version = version + 1 WHERE id = $1::uuid),
   mv AS (
     INSERT INTO stock_movements (item_id, location, kind, on_hand_delta, reserved_delta, reservation_id)
     SELECT t.item_id, t.location, $4::text, -$5::int * t.quantity, -t.quantity, $1
@@ -238,7 +238,7 @@ class PgOnlyReservations implements ReservationApi {
         ...lineArrays(sorted),
       ]);
       if (rows[0]!.stocked < sorted.length) throw new ProblemError('insufficient_stock', 'on hand no longer covers this reservation');
-      return toDocument({ ...r, status: to, updatedAt: now }, now);
+      return toDocument({ ...r, status: to, updatedAt: now, version: r.version + 1 }, now);
     });
   }
 }
@@ -339,7 +339,7 @@ class PgOnlyStock implements StockApi {
 async function expireDue(db: pg.Pool): Promise<void> {
   await db.query(
     `WITH due AS (
-       UPDATE reservations r SET status = 'expired', updated_at = r.expires_at
+       UPDATE reservations r SET status = 'expired', updated_at = r.expires_at, version = r.version + 1
        WHERE r.id IN (SELECT id FROM reservations WHERE status = 'pending' AND expires_at <= now()
                       ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
        RETURNING r.id),

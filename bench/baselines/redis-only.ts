@@ -180,6 +180,8 @@ class RedisOnlyReservations implements ReservationApi {
         throw ended('expired');
       case 'insufficient':
         throw new ProblemError('insufficient_stock', 'on hand no longer covers this reservation');
+      case 'precondition':
+        throw new Error('unreachable: this baseline sends no If-Match');
     }
   }
 
@@ -260,6 +262,8 @@ function toRecord(h: StoredHeader): ReservationRecord {
     updatedAt: new Date(h.updatedAt),
     tenant: h.tenant,
     allocation: h.allocation ?? null,
+    // No versions kept here: creation and one transition are all a reservation of this baseline goes through.
+    version: h.status === 'pending' ? 1 : 2,
   };
 }
 

@@ -32,6 +32,8 @@ export interface ReservationRecord {
   allocation: Allocation | null;
   /** Whose it is (src/domain/tenancy.ts); not part of the document. */
   tenant: string;
+  /** The stored version (api.md, "Versions"): 1 when created, +1 on every recorded change. */
+  version: number;
 }
 
 /**
@@ -57,6 +59,7 @@ export function pendingReservation(
     createdAt,
     updatedAt: createdAt,
     allocation: request.allocation ?? null,
+    version: 1,
   };
 }
 
@@ -67,8 +70,9 @@ export function effectiveStatus(r: Pick<ReservationRecord, 'status' | 'expiresAt
 
 export function toDocument(r: ReservationRecord, now = new Date()): ReservationDocument {
   const status = effectiveStatus(r, now);
-  // An expiry the sweeper has not recorded yet happened at expiresAt.
-  const updatedAt = status === 'expired' && r.status === 'pending' ? r.expiresAt : r.updatedAt;
+  // An expiry the sweeper has not recorded yet happened at expiresAt, and made the version it will record.
+  const unrecordedExpiry = status === 'expired' && r.status === 'pending';
+  const updatedAt = unrecordedExpiry ? r.expiresAt : r.updatedAt;
   return {
     id: r.id,
     status,
@@ -80,6 +84,7 @@ export function toDocument(r: ReservationRecord, now = new Date()): ReservationD
     metadata: r.metadata,
     priority: r.priority,
     allocation: r.allocation,
+    version: unrecordedExpiry ? r.version + 1 : r.version,
   };
 }
 

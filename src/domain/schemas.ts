@@ -169,6 +169,34 @@ export const IdempotencyHeaders = Type.Object({
   }),
 });
 
+/** `"<version>"` (a strong entity tag, api.md "Versions") or `*`. */
+export const IF_MATCH_PATTERN = '^(\\*|"[1-9][0-9]{0,14}")$';
+
+export const IfMatchHeaders = Type.Object({
+  'if-match': Type.Optional(
+    Type.String({
+      pattern: IF_MATCH_PATTERN,
+      description:
+        'Optional: `"<version>"`, the `ETag` of the reservation as the caller last read it. The call then happens only ' +
+        'while the reservation is at that version, else `412 precondition_failed` and nothing changes; a repeat of a ' +
+        'call that already happened (confirming a confirmed reservation, releasing a released one) answers as without ' +
+        'it. `*` matches any version (RFC 9110: the reservation exists), as if the header were absent. Anything else ' +
+        '(a weak tag `W/"1"`, a list of tags, a tag that is not a positive integer) is `400 validation_failed`: every ' +
+        'ETag this service sends is strong and names one version.',
+      examples: ['"1"'],
+    }),
+  ),
+});
+
+/** The version an If-Match header names; null when there is none or it is `*` (unconditional). */
+export function ifMatchVersion(header: string | undefined): number | null {
+  if (header === undefined || header === '*') return null;
+  return Number(header.slice(1, -1));
+}
+
+/** The ETag of a reservation document: its version, as a strong entity tag. */
+export const etagOf = (document: { version: number }): string => `"${document.version}"`;
+
 export const LineDocument = Type.Object({
   itemId: Type.String(),
   location: Type.String({ description: 'Where the units are held ("default" when the request named none)' }),
@@ -191,6 +219,13 @@ export const ReservationDocument = Type.Object({
   priority: priority("The request's `priority` (`normal` when it named none)"),
   allocation: Type.Union([Allocation, Type.Null()], {
     description: "The request's `allocation` as sent (an omitted `split` stays omitted: false), or null",
+  }),
+  version: Type.Integer({
+    minimum: 1,
+    description:
+      '1 when created, +1 on every change (confirm, release, expiry); a reservation that reads `expired` has its ' +
+      "expiry's version at once. Also sent as the `ETag` header (`\"<version>\"`); send it back as `If-Match` to make " +
+      'a confirm or release conditional',
   }),
 });
 export type ReservationDocument = Static<typeof ReservationDocument>;

@@ -98,6 +98,12 @@ export const codeDocs: Record<ErrorCode, { means: string; example: ProblemExampl
     means: 'The first request with this `Idempotency-Key` and body is still being processed: retry shortly with the same key.',
     example: { detail: 'a request with this Idempotency-Key is still being processed' },
   },
+  precondition_failed: {
+    means:
+      "An `If-Match` named another version than the reservation's (its `ETag`): it changed since the caller read it. " +
+      'Nothing changed; read it again and decide anew.',
+    example: { detail: 'If-Match names version 1; the reservation is at version 2' },
+  },
   unsupported_media_type: {
     means: 'A body that is not `application/json`.',
     example: { detail: 'send application/json' },

@@ -409,8 +409,8 @@ async function factsUnder(d: ReconcileDeps, held: HeldStockRow) {
     }
   }
   const ops = await held.opOutcomes(opIds);
-  const statuses = new Map<string, HoldStateCode>(
-    [...(await held.statuses(reservationIds))].map(([id, status]) => [id, HoldState[status]]),
+  const statuses = new Map<string, { state: HoldStateCode; version: number }>(
+    [...(await held.statuses(reservationIds))].map(([id, { status, version }]) => [id, { state: HoldState[status], version }]),
   );
   const liveHolds = await held.liveHolds();
   return {

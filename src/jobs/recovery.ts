@@ -109,7 +109,7 @@ export class Recovery {
         const k = keys.item(h.itemId);
         const field = holdField(h.reservationId, h.location);
         p.hincrby(k.stock, stockField('reserved', h.location), h.quantity);
-        p.hset(k.holds, field, formatHold({ state: HoldState.pending, quantity: h.quantity, expiresAtMs: h.expiresAtMs }));
+        p.hset(k.holds, field, formatHold({ state: HoldState.pending, quantity: h.quantity, expiresAtMs: h.expiresAtMs, version: h.version }));
         p.zadd(k.exp, h.expiresAtMs, field);
       });
 

@@ -19,10 +19,12 @@ export type ReserveDecision =
   | { kind: 'not_found'; lineIndexes: number[] }
   | { kind: 'insufficient'; short: { lineIndex: number; available: number }[] };
 
+/** `version`: the reservation's, as its holds say (after the transition, for `settled`). */
 export type SettleDecision =
-  | { kind: 'settled'; generation: string; nowMs: number }
+  | { kind: 'settled'; generation: string; nowMs: number; version: number }
   | { kind: 'already'; generation: string }
-  | { kind: 'confirmed' | 'released' | 'expired' | 'missing' }
+  | { kind: 'confirmed' | 'released' | 'expired' | 'precondition'; version: number }
+  | { kind: 'missing' }
   | { kind: 'insufficient'; short: { lineIndex: number; onHand: number }[] };
 
 export type StockDecision =
@@ -49,10 +51,10 @@ export interface CorrectionFacts {
   safetyStock: number;
   /** Intent op ids PostgreSQL has a ledger row for: recorded, or void (taken back for good). */
   ops: ReadonlyMap<string, 'recorded' | 'void'>;
-  /** PostgreSQL's status, as a hold state, of reservations whose holds there Redis has pending or confirmed. */
-  statuses: ReadonlyMap<string, HoldStateCode>;
-  /** PostgreSQL's pending unexpired holds there. */
-  liveHolds: readonly { reservationId: string; quantity: number; expiresAtMs: number }[];
+  /** PostgreSQL's status, as a hold state, and version of reservations whose holds there Redis has pending or confirmed. */
+  statuses: ReadonlyMap<string, { state: HoldStateCode; version: number }>;
+  /** PostgreSQL's pending unexpired holds there, with their reservation's version. */
+  liveHolds: readonly { reservationId: string; quantity: number; expiresAtMs: number; version: number }[];
 }
 
 export interface RedisFigures {
@@ -241,24 +243,27 @@ export class Decisions {
     throw new Error(`reserve: unexpected status ${reply[0]}`);
   }
 
-  async settle(action: SettleAction, reservationId: string, lines: readonly Line[]): Promise<SettleDecision> {
+  /** `ifMatch`: the version an If-Match names (null: unconditional); the script refuses any other (`precondition`). */
+  async settle(action: SettleAction, reservationId: string, lines: readonly Line[], ifMatch: number | null = null): Promise<SettleDecision> {
     const { itemKeys, itemCount, lineArgs } = this.linesLayout(lines);
     const reply = await this.call(
       'settle',
       [this.keys.marker, ...itemKeys],
-      [reservationId, action, this.retentionMs, itemCount, lines.length, ...lineArgs],
+      [reservationId, action, this.retentionMs, itemCount, lines.length, ifMatch ?? '', ...lineArgs],
     );
     switch (reply[0]) {
       case S.OK:
-        return { kind: 'settled', generation: String(reply[1]), nowMs: Number(reply[2]) };
+        return { kind: 'settled', generation: String(reply[1]), nowMs: Number(reply[2]), version: Number(reply[3]) };
       case S.ALREADY:
         return { kind: 'already', generation: String(reply[1]) };
+      case S.PRECONDITION:
+        return { kind: 'precondition', version: Number(reply[1]) };
       case S.CONFIRMED:
-        return { kind: 'confirmed' };
+        return { kind: 'confirmed', version: Number(reply[1]) };
       case S.RELEASED:
-        return { kind: 'released' };
+        return { kind: 'released', version: Number(reply[1]) };
       case S.EXPIRED:
-        return { kind: 'expired' };
+        return { kind: 'expired', version: Number(reply[1]) };
       case S.MISSING:
         return { kind: 'missing' };
       case S.INSUFFICIENT:
@@ -452,9 +457,9 @@ export class Decisions {
         facts.ops.size,
         ...[...facts.ops].flat(),
         facts.statuses.size,
-        ...[...facts.statuses].flat(),
+        ...[...facts.statuses].flatMap(([id, { state, version }]) => [id, state, version]),
         facts.liveHolds.length,
-        ...facts.liveHolds.flatMap((h) => [h.reservationId, h.quantity, h.expiresAtMs]),
+        ...facts.liveHolds.flatMap((h) => [h.reservationId, h.quantity, h.expiresAtMs, h.version]),
       ],
     );
     if (reply[0] === S.STALE) return { kind: 'stale' };

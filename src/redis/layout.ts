@@ -9,9 +9,11 @@ import { HoldState } from './status.js';
  *   `p:<location>` supply decided but not yet recorded (not available), `s:<location>` safety stock (units only
  *   high-priority reservations may take; enforced), `q:<location>` safety stock decreases decided but not yet
  *   recorded (still enforced, part of `s:` until applied).
- * - holds hash `{i:<item>}:holds`: field `<reservationId>:<location>`, value `<state>:<quantity>:<expiresAtMs>`
- *   (state: a HoldState code). A location may itself contain `:`; a reservation id never does, so a field splits
- *   at its first separator.
+ * - holds hash `{i:<item>}:holds`: field `<reservationId>:<location>`, value
+ *   `<state>:<quantity>:<expiresAtMs>:<version>` (state: a HoldState code; version: the reservation's, api.md
+ *   "Versions", the same in each of its holds). A value of an older version has no `:<version>` and reads as the
+ *   version it would have had (`legacyVersion`). A location may itself contain `:`; a reservation id never does, so
+ *   a field splits at its first separator.
  * - idempotency record: `<requestHash>|<reservationId>|<claimedAtMs>|<nodeId>[|?]`. TypeScript makes the part
  *   before the clock (`recordPrefix`) and after it (`recordSuffix`), the reserve script puts Redis' clock between
  *   them (`formatRecord` in common.lua); the rebuild writes whole records (`formatRecord` here). Neither a hash
@@ -118,7 +120,12 @@ export interface Hold {
   state: HoldStateCode;
   quantity: number;
   expiresAtMs: number;
+  /** The reservation's version (1 when created, +1 on every change). */
+  version: number;
 }
+
+/** The version of a hold stored without one: creation and one transition were the only changes there were. */
+export const legacyVersion = (state: HoldStateCode): number => (state === HoldState.pending ? 1 : 2);
 
 const holdStates = new Set<string>(Object.values(HoldState));
 const DIGITS = /^\d+$/;
@@ -134,15 +141,25 @@ export function parseHoldField(field: string): { reservationId: string; location
 }
 
 export const formatHold = (hold: Hold): string =>
-  [hold.state, hold.quantity, hold.expiresAtMs].join(HOLD_VALUE_SEPARATOR);
+  [hold.state, hold.quantity, hold.expiresAtMs, hold.version].join(HOLD_VALUE_SEPARATOR);
 
-/** A hold value, or null when it is not `<state>:<quantity>:<expiresAtMs>` with a known state. */
+/**
+ * A hold value, or null when it is not `<state>:<quantity>:<expiresAtMs>[:<version>]` with a known state (as
+ * common.lua's parseHold: without a version, the legacy one).
+ */
 export function parseHold(value: string): Hold | null {
   const parts = value.split(HOLD_VALUE_SEPARATOR);
-  if (parts.length !== 3) return null;
-  const [state, quantity, expiresAtMs] = parts as [string, string, string];
+  if (parts.length !== 3 && parts.length !== 4) return null;
+  const [state, quantity, expiresAtMs, version] = parts as [string, string, string, string?];
   if (!holdStates.has(state) || !DIGITS.test(quantity) || !DIGITS.test(expiresAtMs)) return null;
-  return { state: state as HoldStateCode, quantity: Number(quantity), expiresAtMs: Number(expiresAtMs) };
+  if (version !== undefined && !DIGITS.test(version)) return null;
+  const code = state as HoldStateCode;
+  return {
+    state: code,
+    quantity: Number(quantity),
+    expiresAtMs: Number(expiresAtMs),
+    version: version === undefined ? legacyVersion(code) : Number(version),
+  };
 }
 
 // ---- idempotency record --------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ export const ScriptStatus = {
   MISSING: 9,
   /** A compensation was skipped because Redis was rebuilt since the decision (the rebuild already undid it). */
   STALE: 10,
+  /** An `If-Match` named another version than the reservation's (api.md, "Versions"); its version follows. */
+  PRECONDITION: 11,
 } as const;
 
 export type ScriptStatusName = keyof typeof ScriptStatus;

@@ -9,8 +9,9 @@ import type { Caller } from '../domain/tenancy.js';
 export interface ReservationApi {
   reserve(caller: Caller, key: string, request: ReservationRequest): Promise<ReserveAnswer>;
   get(caller: Caller, id: string): Promise<ReservationDocument>;
-  confirm(caller: Caller, id: string): Promise<ReservationDocument>;
-  release(caller: Caller, id: string): Promise<ReservationDocument>;
+  /** `ifMatch`: the version an `If-Match` named (api.md, "Versions"); absent or null, the call is unconditional. */
+  confirm(caller: Caller, id: string, ifMatch?: number | null): Promise<ReservationDocument>;
+  release(caller: Caller, id: string, ifMatch?: number | null): Promise<ReservationDocument>;
 }
 
 export interface ReserveAnswer {

@@ -283,27 +283,33 @@ export class ReservationService implements ReservationApi {
     if (!first) return null;
     if (first.requestHash !== hash) throw reused();
     this.d.metrics.reservations.inc({ outcome: 'replayed' });
-    return { statusCode: first.statusCode, body: JSON.parse(first.response) as ReservationDocument, replayed: true };
+    const body = JSON.parse(first.response) as Omit<ReservationDocument, 'version'> & { version?: number };
+    // A first answer sent before versions existed had none: the reservation was at 1 when it was made.
+    return { statusCode: first.statusCode, body: { ...body, version: body.version ?? 1 }, replayed: true };
   }
 
   async get(caller: Caller, id: string): Promise<ReservationDocument> {
     return toDocument(await this.loadFor(caller, id));
   }
 
-  confirm(caller: Caller, id: string): Promise<ReservationDocument> {
-    return admitted(this.d, 'confirm', () => this.settle(caller, 'confirm', id));
+  confirm(caller: Caller, id: string, ifMatch: number | null = null): Promise<ReservationDocument> {
+    return admitted(this.d, 'confirm', () => this.settle(caller, 'confirm', id, ifMatch));
   }
 
-  release(caller: Caller, id: string): Promise<ReservationDocument> {
-    return admitted(this.d, 'release', () => this.settle(caller, 'release', id));
+  release(caller: Caller, id: string, ifMatch: number | null = null): Promise<ReservationDocument> {
+    return admitted(this.d, 'release', () => this.settle(caller, 'release', id, ifMatch));
   }
 
   /**
    * Confirm or release. The hot path needs Redis only: the header the reserve script cached gives the lines,
    * and the holds' states decide. Without a header, or when Redis has no holds, PostgreSQL's record decides.
    * Either way tenancy is checked before anything is decided: another tenant's reservation is not found.
+   *
+   * `ifMatch` is checked where the transition is decided: by the settle script, in the same step. Only a
+   * reservation that ended (whose version never changes again) is compared here, and one PostgreSQL calls pending
+   * past its TTL whose holds Redis no longer has (expired: no script can settle it any more).
    */
-  private async settle(caller: Caller, action: SettleAction, id: string): Promise<ReservationDocument> {
+  private async settle(caller: Caller, action: SettleAction, id: string, ifMatch: number | null): Promise<ReservationDocument> {
     const cached = await this.d.decisions.header(id);
     if (cached) {
       if (!canAccess(caller, cached.tenant)) throw notFound(id);
@@ -319,36 +325,40 @@ export class ReservationService implements ReservationApi {
         createdAt: new Date(cached.createdMs),
         updatedAt: new Date(cached.createdMs),
         allocation: cached.allocation,
+        // Not read: the script says the version of every answer made from this record.
+        version: 1,
       };
-      const answer = await this.decide(action, r);
+      const answer = await this.decide(action, r, ifMatch);
       if (answer) return answer;
     }
     const r = await this.loadFor(caller, id);
-    if (r.status !== 'pending') return finalAnswer(action, r);
-    const answer = await this.decide(action, r);
+    if (r.status !== 'pending') return finalAnswer(action, r, ifMatch);
+    const answer = await this.decide(action, r, ifMatch);
     if (answer) return answer;
     // PostgreSQL says pending, Redis has no holds: expired if the TTL passed, else state is being repaired.
-    if (Date.now() >= r.expiresAt.getTime()) return finalAnswer(action, { ...r, status: 'expired', updatedAt: r.expiresAt });
+    if (Date.now() >= r.expiresAt.getTime()) return finalAnswer(action, r, ifMatch);
     this.d.log.error({ reservationId: id }, 'pending reservation has no holds in Redis');
     throw unavailable('reservation state is being repaired; retry');
   }
 
   /** The settle script's verdict on a reservation believed pending; null when Redis has none of its holds. */
-  private async decide(action: SettleAction, r: ReservationRecord): Promise<ReservationDocument | null> {
+  private async decide(action: SettleAction, r: ReservationRecord, ifMatch: number | null): Promise<ReservationDocument | null> {
     const target = action === 'confirm' ? 'confirmed' : 'released';
-    const decision = await this.d.decisions.settle(action, r.id, r.lines);
+    const decision = await this.d.decisions.settle(action, r.id, r.lines, ifMatch);
     switch (decision.kind) {
       case 'settled':
-        return this.recordSettle(action, r, decision.generation, decision.nowMs);
+        return this.recordSettle(action, r, decision.generation, decision.nowMs, decision.version);
       case 'already':
         return this.awaitRecorded(r.id, action);
+      case 'precondition':
+        throw preconditionFailed(ifMatch!, decision.version);
       case 'confirmed':
       case 'released':
         if (decision.kind === target) return this.awaitRecorded(r.id, action);
         throw ended(decision.kind);
       case 'expired':
-        // The sweeper records it.
-        return finalAnswer(action, { ...r, status: 'expired', updatedAt: r.expiresAt });
+        // The sweeper records it (the script checked If-Match already).
+        return finalAnswer(action, { ...r, status: 'expired', updatedAt: r.expiresAt, version: decision.version }, null);
       case 'missing':
         return null;
       case 'insufficient': {
@@ -362,7 +372,13 @@ export class ReservationService implements ReservationApi {
     }
   }
 
-  private async recordSettle(action: SettleAction, r: ReservationRecord, generation: string, nowMs: number): Promise<ReservationDocument> {
+  private async recordSettle(
+    action: SettleAction,
+    r: ReservationRecord,
+    generation: string,
+    nowMs: number,
+    version: number,
+  ): Promise<ReservationDocument> {
     const to = action === 'confirm' ? 'confirmed' : 'released';
     const at = new Date(nowMs);
     const result = await this.record(
@@ -377,7 +393,7 @@ export class ReservationService implements ReservationApi {
       throw ended(now.status === 'pending' ? 'expired' : now.status);
     }
     this.d.metrics.reservations.inc({ outcome: to });
-    return toDocument({ ...r, status: to, updatedAt: at }, at);
+    return toDocument({ ...r, status: to, updatedAt: at, version }, at);
   }
 
   /**
@@ -401,8 +417,9 @@ export class ReservationService implements ReservationApi {
     const deadline = Date.now() + DUPLICATE_WAIT_MS;
     for (;;) {
       const r = await this.load(id);
-      // Ended, however (the sweeper may have recorded the expiry of a release that was never recorded).
-      if (r.status !== 'pending') return finalAnswer(action, r);
+      // Ended, however (the sweeper may have recorded the expiry of a release that was never recorded). A duplicate
+      // is answered by its idempotent rule, whatever its If-Match.
+      if (r.status !== 'pending') return finalAnswer(action, r, null);
       if (Date.now() >= deadline) throw unavailable('another request is settling this reservation; retry');
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
@@ -443,16 +460,22 @@ const outcomeUnknown = () =>
   );
 
 /**
- * The answer for a reservation that already ended: the same document when it ended the way asked (or expired,
- * for a release: api.md), else the matching 409.
+ * The answer for a reservation that already ended: the same document when it ended the way asked (a repeated call,
+ * whatever its If-Match), else 412 if `ifMatch` names another version than the one it ended at, else the same
+ * document for a release of an expired one (api.md), else the matching 409. An ended reservation's version never
+ * changes again, so comparing it here decides nothing a script could decide otherwise.
  */
-function finalAnswer(action: SettleAction, r: ReservationRecord): ReservationDocument {
-  const status = effectiveStatus(r, new Date());
-  if (status === (action === 'confirm' ? 'confirmed' : 'released') || (action === 'release' && status === 'expired')) {
-    return toDocument({ ...r, status });
-  }
-  throw ended(status === 'pending' ? 'expired' : status);
+function finalAnswer(action: SettleAction, r: ReservationRecord, ifMatch: number | null): ReservationDocument {
+  const document = toDocument(r);
+  const status = document.status === 'pending' ? 'expired' : document.status;
+  if (status === (action === 'confirm' ? 'confirmed' : 'released')) return document;
+  if (ifMatch !== null && ifMatch !== document.version) throw preconditionFailed(ifMatch, document.version);
+  if (action === 'release' && status === 'expired') return document;
+  throw ended(status);
 }
+
+const preconditionFailed = (ifMatch: number, version: number) =>
+  new ProblemError('precondition_failed', `If-Match names version ${ifMatch}; the reservation is at version ${version}`);
 
 const ended = (status: 'released' | 'expired' | 'confirmed') =>
   new ProblemError(

@@ -54,6 +54,8 @@ export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome)
  * batches holding the lock; batches arriving meanwhile wait for the rebuild, then re-check the row, find the new
  * generation and write nothing (READ COMMITTED re-evaluates a locked row's condition against its newest version).
  *
+ * Every recorded transition adds one to the reservation's version, as its decision in Redis did (api.md, "Versions").
+ *
  * A transition names the status it leaves (`from_status`, always 'pending') as a column, not a literal: with the
  * literal, the planner may answer "pending rows with these ids" from the sweeper's partial index of every pending
  * reservation (it did, with statistics older than a flash sale: 33,000 index entries read per batch); with a
@@ -87,7 +89,7 @@ WITH fence AS (
   FROM unnest($13::uuid[], $14::smallint[], $15::text[], $16::text[], $17::int[]) AS l(id, n, item_id, location, quantity)
   WHERE l.id IN (SELECT id FROM created)
 ), moved AS (
-  UPDATE reservations r SET status = t.status, updated_at = t.at
+  UPDATE reservations r SET status = t.status, updated_at = t.at, version = r.version + 1
   FROM unnest($18::uuid[], $19::text[], $20::timestamptz[], $21::text[]) AS t(id, status, at, from_status)
   WHERE r.id = t.id AND r.status = t.from_status AND EXISTS (SELECT FROM fence)
   RETURNING r.id

@@ -94,26 +94,26 @@ export class HeldStockRow {
     return findOpOutcomes(this.client, opIds);
   }
 
-  /** PostgreSQL's status of each of these reservations it has. */
-  async statuses(reservationIds: readonly string[]): Promise<Map<string, ReservationStatus>> {
+  /** PostgreSQL's status and version of each of these reservations it has. */
+  async statuses(reservationIds: readonly string[]): Promise<Map<string, { status: ReservationStatus; version: number }>> {
     const ids = reservationIds.filter((id) => UUID.test(id));
     if (ids.length === 0) return new Map();
-    const { rows } = await this.client.query<{ id: string; status: ReservationStatus }>(
-      'SELECT id::text, status FROM reservations WHERE id = ANY($1::uuid[])',
+    const { rows } = await this.client.query<{ id: string; status: ReservationStatus; version: number }>(
+      'SELECT id::text, status, version FROM reservations WHERE id = ANY($1::uuid[])',
       [ids],
     );
-    return new Map(rows.map((r) => [r.id, r.status]));
+    return new Map(rows.map((r) => [r.id, { status: r.status, version: r.version }]));
   }
 
   /** PostgreSQL's pending unexpired holds here. */
-  async liveHolds(): Promise<{ reservationId: string; quantity: number; expiresAtMs: number }[]> {
-    const { rows } = await this.client.query<{ id: string; quantity: number; expires_ms: number }>(
-      `SELECT l.reservation_id::text AS id, l.quantity, (extract(epoch FROM r.expires_at) * 1000)::bigint AS expires_ms
+  async liveHolds(): Promise<{ reservationId: string; quantity: number; expiresAtMs: number; version: number }[]> {
+    const { rows } = await this.client.query<{ id: string; quantity: number; expires_ms: number; version: number }>(
+      `SELECT l.reservation_id::text AS id, l.quantity, (extract(epoch FROM r.expires_at) * 1000)::bigint AS expires_ms, r.version
        FROM reservation_lines l JOIN reservations r ON r.id = l.reservation_id
        WHERE l.item_id = $1 AND l.location = $2 AND r.status = 'pending' AND r.expires_at > now()`,
       [this.itemId, this.location],
     );
-    return rows.map((r) => ({ reservationId: r.id, quantity: r.quantity, expiresAtMs: r.expires_ms }));
+    return rows.map((r) => ({ reservationId: r.id, quantity: r.quantity, expiresAtMs: r.expires_ms, version: r.version }));
   }
 
   /** The audit row of a correction, in the same transaction. */

@@ -16,11 +16,12 @@ export interface ReservationRow {
   updated_at: Date;
   tenant: string;
   allocation: Allocation | null;
+  version: number;
 }
 
 /** A reservation with its lines as JSON; callers add the WHERE clause (and any locking). */
 export const SELECT_RESERVATION = `
-  SELECT r.id, r.status, r.reference, r.metadata, r.priority, r.expires_at, r.created_at, r.updated_at, r.tenant, r.allocation,
+  SELECT r.id, r.status, r.reference, r.metadata, r.priority, r.expires_at, r.created_at, r.updated_at, r.tenant, r.allocation, r.version,
          (SELECT json_agg(json_build_object('itemId', l.item_id, 'location', l.location, 'quantity', l.quantity)
                           ORDER BY l.line_no)
             FROM reservation_lines l WHERE l.reservation_id = r.id) AS lines
@@ -38,6 +39,7 @@ export const toRecord = (row: ReservationRow): ReservationRecord => ({
   updatedAt: row.updated_at,
   tenant: row.tenant,
   allocation: row.allocation,
+  version: row.version,
 });
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -85,17 +87,26 @@ export interface LiveHold {
   location: string;
   quantity: number;
   expiresAtMs: number;
+  /** Its reservation's version. */
+  version: number;
 }
 
 /** Every live hold (pending, expires_at after PostgreSQL's now). */
 export async function findLiveHolds(db: Db): Promise<LiveHold[]> {
-  const { rows } = await db.query<{ id: string; item_id: string; location: string; quantity: number; expires_ms: number }>(
+  const { rows } = await db.query<{ id: string; item_id: string; location: string; quantity: number; expires_ms: number; version: number }>(
     `SELECT l.reservation_id AS id, l.item_id, l.location, l.quantity,
-            (extract(epoch FROM r.expires_at) * 1000)::bigint AS expires_ms
+            (extract(epoch FROM r.expires_at) * 1000)::bigint AS expires_ms, r.version
      FROM reservations r JOIN reservation_lines l ON l.reservation_id = r.id
      WHERE r.status = 'pending' AND r.expires_at > now()`,
   );
-  return rows.map((h) => ({ reservationId: h.id, itemId: h.item_id, location: h.location, quantity: h.quantity, expiresAtMs: h.expires_ms }));
+  return rows.map((h) => ({
+    reservationId: h.id,
+    itemId: h.item_id,
+    location: h.location,
+    quantity: h.quantity,
+    expiresAtMs: h.expires_ms,
+    version: h.version,
+  }));
 }
 
 /** Per (item, location) of the given items: the units and the number of live holds. */

@@ -28,7 +28,7 @@ function snapshot(decidedMs: number): Snapshot {
   return {
     postgres: {
       nowMs: T + 10_000,
-      reservations: new Map([[id, { id, status: 'pending' as const, expiresAtMs: T + 60_000, updatedAtMs: decidedMs, lines }]]),
+      reservations: new Map([[id, { id, status: 'pending' as const, expiresAtMs: T + 60_000, updatedAtMs: decidedMs, version: 1, lines }]]),
       stock: new Map([[A, { ...SKU, onHand: 10, reserved: 1, safetyStock: 0 }]]),
       movements: [
         { ...SKU, kind: 'set', onHand: 10, reserved: 0, safety: 0, reservationId: null, reason: null },
@@ -41,7 +41,7 @@ function snapshot(decidedMs: number): Snapshot {
       marker: '1',
       items: new Set([SKU.itemId]),
       stock: new Map([[A, { ...SKU, onHand: 10, reserved: 1, pending: null, safety: null, safetyPending: null }]]),
-      holds: [{ ...SKU, reservationId: id, state: HoldState.pending, quantity: 1, expiresAtMs: T + 60_000 }],
+      holds: [{ ...SKU, reservationId: id, state: HoldState.pending, quantity: 1, expiresAtMs: T + 60_000, version: 1 }],
       malformed: [],
     },
   };

@@ -149,6 +149,12 @@ export function freshKey(d: Draw, b: Builder): string {
 const seeded = (d: Draw, w: World) => d.pick(w.reservations);
 const unknownItem = (d: Draw) => `fz-unknown-${d.chars(ID_ALPHABET, d.int(1, 100))}`;
 const unknownLocation = (d: Draw) => `fz-nowhere-${d.chars(ID_ALPHABET, d.int(1, 50))}`;
+/** Sets the request's one If-Match header (two would be a list: malformed, whatever each says). */
+function ifMatch(b: Builder, value: string): void {
+  b.draft.headers = b.draft.headers.filter(([k]) => k.toLowerCase() !== 'if-match');
+  b.header('If-Match', value);
+}
+
 /** A UUID no reservation has (version nibble 4: this service makes v7 ids). */
 export const unknownUuid = (d: Draw) =>
   d.pick([
@@ -340,6 +346,16 @@ export const ROUTES: Route[] = [
         (d, _w, b) => {
           b.draft.path[1] = unknownUuid(d);
           b.defect('sem.unknown-id', ['reservation_not_found']);
+        },
+        (d, _w, b) => {
+          // Only `"<positive integer>"` or `*` (api.md "Versions"): a weak tag, a list, a bare or odd number is a 400.
+          ifMatch(b, d.pick(['W/"1"', '1', '"0"', '"01"', '"-1"', '"x"', '""', '"1", "2"', '"1234567890123456"', '**']));
+          b.defect('sem.if-match-malformed', ['validation_failed'], ['If-Match']);
+        },
+        (d, _w, b) => {
+          // The seeded reservations are pending at version 1 for the whole run (or expired, at 2): never this one.
+          ifMatch(b, `"${d.int(3, 999_999_999)}"`);
+          b.defect('sem.if-match-stale', ['precondition_failed']);
         },
       ],
     }),

@@ -155,12 +155,13 @@ export class Api {
     return this.transport({ method: 'GET', url: `/reservations/${id}` });
   }
 
-  confirm(id: string): Promise<Answer> {
-    return this.transport({ method: 'POST', url: `/reservations/${id}/confirm` });
+  /** `ifMatch`: the If-Match header's value, sent as given (to test malformed ones too). */
+  confirm(id: string, ifMatch?: string): Promise<Answer> {
+    return this.transport({ method: 'POST', url: `/reservations/${id}/confirm`, headers: ifMatchHeader(ifMatch) });
   }
 
-  release(id: string): Promise<Answer> {
-    return this.transport({ method: 'POST', url: `/reservations/${id}/release` });
+  release(id: string, ifMatch?: string): Promise<Answer> {
+    return this.transport({ method: 'POST', url: `/reservations/${id}/release`, headers: ifMatchHeader(ifMatch) });
   }
 
   ready(): Promise<Answer> {
@@ -195,6 +196,8 @@ export class Api {
     return expectReservation(await this.reserve(body, key), 201);
   }
 }
+
+const ifMatchHeader = (value: string | undefined): Record<string, string> => (value === undefined ? {} : { 'if-match': value });
 
 /** Waits until GET /health/ready answers 200 (Redis and PostgreSQL reachable, Redis state built). */
 export async function waitReady(app: FastifyInstance, timeoutMs = 15_000): Promise<void> {
@@ -295,7 +298,7 @@ export function expectInvalidFields(res: Answer, ...fields: string[]): void {
 
 export const ISO_MS_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-const RESERVATION_MEMBERS = ['allocation', 'createdAt', 'expiresAt', 'id', 'lines', 'metadata', 'priority', 'reference', 'status', 'updatedAt'];
+const RESERVATION_MEMBERS = ['allocation', 'createdAt', 'expiresAt', 'id', 'lines', 'metadata', 'priority', 'reference', 'status', 'updatedAt', 'version'];
 
 /** Asserts the exact shape of a reservation document and returns it. */
 export function expectReservation(res: Answer, statusCode: number): ReservationDocument {
@@ -311,6 +314,10 @@ export function expectReservation(res: Answer, statusCode: number): ReservationD
   expect(doc.reference === null || typeof doc.reference === 'string').toBe(true);
   expect(doc.metadata !== null && typeof doc.metadata === 'object' && !Array.isArray(doc.metadata)).toBe(true);
   expect(['normal', 'high']).toContain(doc.priority);
+  // The version is the document's last member, and the ETag names it (api.md, "Versions").
+  expect(Object.keys(doc).at(-1)).toBe('version');
+  expect(Number.isInteger(doc.version) && doc.version >= 1, `version ${doc.version}`).toBe(true);
+  expect(res.headers['etag']).toBe(`"${doc.version}"`);
   return doc;
 }
 

@@ -28,8 +28,8 @@ function consistent(): StoreState {
     postgres: {
       nowMs: T - 5,
       reservations: new Map([
-        [R1, { id: R1, status: 'pending' as const, expiresAtMs: T + 60_000, updatedAtMs: T - 1_000, lines: line(2) }],
-        [R2, { id: R2, status: 'confirmed' as const, expiresAtMs: T + 60_000, updatedAtMs: T - 500, lines: line(2) }],
+        [R1, { id: R1, status: 'pending' as const, expiresAtMs: T + 60_000, updatedAtMs: T - 1_000, version: 1, lines: line(2) }],
+        [R2, { id: R2, status: 'confirmed' as const, expiresAtMs: T + 60_000, updatedAtMs: T - 500, version: 2, lines: line(2) }],
       ]),
       stock: new Map([[A, { itemId: 'sku-a', location: 'default', onHand: 10, reserved: 2, safetyStock: 0 }]]),
       movements: [movement('set', 12, 0, null), movement('reserve', 0, 2, R1), movement('reserve', 0, 2, R2), movement('confirm', -2, -2, R2)],
@@ -44,8 +44,8 @@ function consistent(): StoreState {
       items: new Set(['sku-a']),
       stock: new Map([[A, { itemId: 'sku-a', location: 'default', onHand: 10, reserved: 2, pending: null, safety: null, safetyPending: null }]]),
       holds: [
-        { itemId: 'sku-a', reservationId: R1, location: 'default', state: HoldState.pending, quantity: 2, expiresAtMs: T + 60_000 },
-        { itemId: 'sku-a', reservationId: R2, location: 'default', state: HoldState.confirmed, quantity: 2, expiresAtMs: T + 60_000 },
+        { itemId: 'sku-a', reservationId: R1, location: 'default', state: HoldState.pending, quantity: 2, expiresAtMs: T + 60_000, version: 1 },
+        { itemId: 'sku-a', reservationId: R2, location: 'default', state: HoldState.confirmed, quantity: 2, expiresAtMs: T + 60_000, version: 2 },
       ],
       malformed: [],
     },
@@ -90,7 +90,7 @@ describe('checkStores', () => {
   it('I3: a live reservation Redis does not hold, and a hold PostgreSQL does not know', () => {
     const s = consistent();
     s.redis!.holds[0]!.state = HoldState.released;
-    s.redis!.holds.push({ itemId: 'sku-a', reservationId: R3, location: 'default', state: HoldState.pending, quantity: 1, expiresAtMs: T + 5_000 });
+    s.redis!.holds.push({ itemId: 'sku-a', reservationId: R3, location: 'default', state: HoldState.pending, quantity: 1, expiresAtMs: T + 5_000, version: 1 });
     s.redis!.stock.get(A)!.reserved = 1;
     const check = checkStores(s, { expiryMarginMs: 1_000 });
     expect(check.violations.I3).toHaveLength(2);
@@ -134,5 +134,18 @@ describe('checkStores', () => {
     const check = checkStores(s, strict);
     expect(check.differences).toHaveLength(3);
     expect(check.violations.I5).toEqual(check.differences);
+  });
+
+  it('Redis ≠ PostgreSQL: a hold at another version than its reservation in the same state', () => {
+    const s = consistent();
+    s.redis!.holds[1]!.version = 3;
+    expect(violated(s, { holdsWithinSupply: true })).toEqual([]);
+    const check = checkStores(s, strict);
+    expect(check.differences).toEqual([expect.stringContaining('is at version 3, PostgreSQL at 2')]);
+    // An expiry the sweeper has not recorded yet: Redis is one version ahead, in another state.
+    const t = consistent();
+    t.redis!.holds[0]!.state = HoldState.expired;
+    t.redis!.holds[0]!.version = 2;
+    expect(checkStores(t, strict).differences.filter((d) => d.includes('version'))).toEqual([]);
   });
 });

@@ -172,6 +172,27 @@ describe('what each operation documents', () => {
     expect(header.example).toEqual(expect.any(String));
   });
 
+  it('describes versions: ETag on every reservation document, If-Match on confirm and release, and their 412', () => {
+    const reservationAnswers = [
+      ['post', '/reservations', '201'],
+      ['get', '/reservations/{id}', '200'],
+      ['post', '/reservations/{id}/confirm', '200'],
+      ['post', '/reservations/{id}/release', '200'],
+    ] as const;
+    for (const [method, p, status] of reservationAnswers) {
+      expect(doc.paths[p]![method]!.responses[status]!.headers?.ETag?.description, `${method} ${p}`).toMatch(/version/);
+    }
+    for (const action of ['confirm', 'release']) {
+      const op = doc.paths[`/reservations/{id}/${action}`]!.post!;
+      const header = op.parameters!.find((x) => x.name === 'if-match')!;
+      expect(header).toMatchObject({ in: 'header' });
+      expect(header.required ?? false).toBe(false);
+      expect(header.description).toMatch(/412 precondition_failed/);
+      const examples = Object.values(op.responses['412']!.content!['application/problem+json']!.examples!).map((e) => e.value);
+      expect(examples).toEqual([expect.objectContaining({ status: 412, code: 'precondition_failed' })]);
+    }
+  });
+
   it('explains once, in the API description, every code and what any request can be refused with', () => {
     for (const code of Object.keys(errorCatalogue)) expect(doc.info.description).toContain(`| \`${code}\` |`);
     for (const code of ['malformed_request', 'request_timeout', 'expectation_failed', 'request_header_too_large']) {

@@ -49,6 +49,7 @@ describe('POST /reservations: the created document', () => {
       metadata: { channel: 'web', cart: 'c-9' },
       priority: 'normal',
       allocation: null,
+      version: 1,
     });
     expect(Date.parse(doc.expiresAt) - Date.parse(doc.createdAt)).toBe(600_000);
     expect(expectReservation(await api.get(doc.id), 200)).toEqual(doc);

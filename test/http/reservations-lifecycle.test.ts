@@ -50,7 +50,7 @@ describe('POST /reservations/{id}/confirm', () => {
     const held = await api.hold({ lines: [{ itemId: item, quantity: 4 }], reference: 'order-1' });
     expect(await api.at(item)).toEqual({ onHand: 10, reserved: 4, available: 6 });
     const doc = expectReservation(await api.confirm(held.id), 200);
-    expect(doc).toEqual({ ...held, status: 'confirmed', updatedAt: doc.updatedAt });
+    expect(doc).toEqual({ ...held, status: 'confirmed', updatedAt: doc.updatedAt, version: 2 });
     expect(Date.parse(doc.updatedAt)).toBeGreaterThanOrEqual(Date.parse(held.createdAt));
     expect(await api.at(item)).toEqual({ onHand: 6, reserved: 0, available: 6 });
     expect(expectReservation(await api.get(held.id), 200)).toEqual(doc);
@@ -95,7 +95,7 @@ describe('POST /reservations/{id}/release', () => {
     const held = await api.hold({ lines: [{ itemId: item, quantity: 10 }] });
     expect(await api.at(item)).toEqual({ onHand: 10, reserved: 10, available: 0 });
     const doc = expectReservation(await api.release(held.id), 200);
-    expect(doc).toEqual({ ...held, status: 'released', updatedAt: doc.updatedAt });
+    expect(doc).toEqual({ ...held, status: 'released', updatedAt: doc.updatedAt, version: 2 });
     expect(await api.at(item)).toEqual({ onHand: 10, reserved: 0, available: 10 });
     await api.hold({ lines: [{ itemId: item, quantity: 10 }] });
   });
@@ -145,7 +145,7 @@ describe('expiry: a reservation is expired from the instant now >= expiresAt', (
 
     await untilTime(held.expiresAt);
     const read = expectReservation(await api.get(held.id), 200);
-    expect(read).toEqual({ ...held, status: 'expired', updatedAt: read.updatedAt });
+    expect(read).toEqual({ ...held, status: 'expired', updatedAt: read.updatedAt, version: 2 });
     expect(await api.at(item)).toEqual({ onHand: 5, reserved: 0, available: 5 });
 
     expectProblem(await api.confirm(held.id), 'reservation_expired');

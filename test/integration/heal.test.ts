@@ -376,13 +376,14 @@ describe('the fenced correction', () => {
     const { redis, keys } = t.app.runtime;
     const field = holdField(id, LOCATION);
     const hold = parseHold((await redis.hget(keys.item(item).holds, field))!)!;
-    // Redis lost the confirm: the hold pending again, its units reserved and back on hand.
-    await redis.hset(keys.item(item).holds, field, formatHold({ ...hold, state: HoldState.pending }));
+    // Redis lost the confirm: the hold pending again (at the version before it), its units reserved and back on hand.
+    await redis.hset(keys.item(item).holds, field, formatHold({ ...hold, state: HoldState.pending, version: 1 }));
     await redis.zadd(keys.item(item).exp, hold.expiresAtMs, field);
     await redis.hset(keys.item(item).stock, stockField('onHand', LOCATION), 10, stockField('reserved', LOCATION), 3);
 
     await reconcile(deps, heal);
-    expect(parseHold((await redis.hget(keys.item(item).holds, field))!)?.state).toBe(HoldState.confirmed);
+    // PostgreSQL's state, and its version.
+    expect(parseHold((await redis.hget(keys.item(item).holds, field))!)).toEqual({ ...hold, state: HoldState.confirmed, version: 2 });
     expect(await redisStock(t, item)).toEqual({ onHand: 7, reserved: 0, pending: null, safety: null, safetyPending: null });
     expect(await pgStock(t, item)).toEqual({ onHand: 7, reserved: 0 });
   });

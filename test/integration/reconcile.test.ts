@@ -126,7 +126,7 @@ describe('reconciliation', () => {
     const k = keys.item(item);
     const expiresAt = Date.now() + 600_000;
     const field = holdField(orphan, 'default');
-    await redis.hset(k.holds, field, formatHold({ state: HoldState.pending, quantity: 4, expiresAtMs: expiresAt }));
+    await redis.hset(k.holds, field, formatHold({ state: HoldState.pending, quantity: 4, expiresAtMs: expiresAt, version: 1 }));
     await redis.zadd(k.exp, expiresAt, field);
     await redis.hincrby(k.stock, stockField('reserved', 'default'), 4);
 
@@ -144,7 +144,7 @@ describe('reconciliation', () => {
     await stockAndHold(item, 10, 1);
     const { redis, keys } = t.app.runtime;
     const young = holdField(uuidv7(), 'default');
-    await redis.hset(keys.item(item).holds, young, formatHold({ state: HoldState.pending, quantity: 1, expiresAtMs: Date.now() + 600_000 }));
+    await redis.hset(keys.item(item).holds, young, formatHold({ state: HoldState.pending, quantity: 1, expiresAtMs: Date.now() + 600_000, version: 1 }));
     await redis.hincrby(keys.item(item).stock, stockField('reserved', 'default'), 1);
     const report = await reconcile(t.app.runtime.reconcileDeps, { ...dryRun, dropOrphans: true });
     expect(report.orphanHolds).toEqual([]);

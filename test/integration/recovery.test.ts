@@ -73,6 +73,7 @@ describe('recovery after Redis lost its state', () => {
         updatedAt: new Date(now),
         tenant: 'default',
         allocation: null,
+        version: 1,
       },
       idempotency: { scope: '_', key: newKey(), requestHash: 'h', statusCode: 201, response: {} },
     });

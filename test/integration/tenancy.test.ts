@@ -28,7 +28,7 @@ const API_KEYS = [
 ].join(',');
 
 /** The members of a reservation document: tenancy adds none. */
-const DOCUMENT_MEMBERS = ['allocation', 'createdAt', 'expiresAt', 'id', 'lines', 'metadata', 'priority', 'reference', 'status', 'updatedAt'];
+const DOCUMENT_MEMBERS = ['allocation', 'createdAt', 'expiresAt', 'id', 'lines', 'metadata', 'priority', 'reference', 'status', 'updatedAt', 'version'];
 
 let t: TestApp;
 let db: pg.Client;

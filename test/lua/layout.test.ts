@@ -148,7 +148,7 @@ describe('TypeScript reads what the scripts write', () => {
 
     const fields = Object.keys(await redis.hgetall(keys.item(item).holds));
     expect(fields.map(parseHoldField)).toEqual([{ reservationId, location: LOCATION }]);
-    expect(await holdOf(item, reservationId)).toEqual({ state: HoldState.pending, quantity: 3, expiresAtMs: nowMs + 45_000 });
+    expect(await holdOf(item, reservationId)).toEqual({ state: HoldState.pending, quantity: 3, expiresAtMs: nowMs + 45_000, version: 1 });
     expect(await stockOf(item)).toEqual({ onHand: 10, reserved: 3, pending: null, safety: null, safetyPending: null });
     expect(parseRecord((await redis.get(idempotencyKey))!)).toEqual({
       hash,
@@ -172,8 +172,8 @@ describe('TypeScript reads what the scripts write', () => {
     const freed = await reserve(item, 2);
     expect((await decisions.settle('confirm', sold.reservationId, [{ itemId: item, location: LOCATION, quantity: 4 }])).kind).toBe('settled');
     expect((await decisions.settle('release', freed.reservationId, [{ itemId: item, location: LOCATION, quantity: 2 }])).kind).toBe('settled');
-    expect(await holdOf(item, sold.reservationId)).toEqual({ state: HoldState.confirmed, quantity: 4, expiresAtMs: sold.nowMs + 60_000 });
-    expect(await holdOf(item, freed.reservationId)).toEqual({ state: HoldState.released, quantity: 2, expiresAtMs: freed.nowMs + 60_000 });
+    expect(await holdOf(item, sold.reservationId)).toEqual({ state: HoldState.confirmed, quantity: 4, expiresAtMs: sold.nowMs + 60_000, version: 2 });
+    expect(await holdOf(item, freed.reservationId)).toEqual({ state: HoldState.released, quantity: 2, expiresAtMs: freed.nowMs + 60_000, version: 2 });
     expect(await stockOf(item)).toEqual({ onHand: 6, reserved: 0, pending: null, safety: null, safetyPending: null });
   });
 
@@ -187,7 +187,7 @@ describe('TypeScript reads what the scripts write', () => {
         if (decided.kind !== 'changed') throw new Error(decided.kind);
         if (decided.intent) await decisions.endStockChange(item, decided.pending ? 'apply' : 'settle', opId, decided);
         const { reservationId, nowMs } = await reserve(item, quantity, 60_000, location);
-        expect(await holdOf(item, reservationId, location)).toEqual({ state: HoldState.pending, quantity, expiresAtMs: nowMs + 60_000 });
+        expect(await holdOf(item, reservationId, location)).toEqual({ state: HoldState.pending, quantity, expiresAtMs: nowMs + 60_000, version: 1 });
         expect(parseHoldField(holdField(reservationId, location))).toEqual({ reservationId, location });
         expect(await stockOf(item, location)).toMatchObject({ onHand: quantity, reserved: quantity });
         expect((await decisions.settle('release', reservationId, [{ itemId: item, location, quantity }])).kind).toBe('settled');
@@ -208,7 +208,7 @@ async function writeHold(itemId: string, reservationId: string, quantity: number
   const k = keys.item(itemId);
   const field = holdField(reservationId, LOCATION);
   await redis.hincrby(k.stock, stockField('reserved', LOCATION), quantity);
-  await redis.hset(k.holds, field, formatHold({ state: HoldState.pending, quantity, expiresAtMs }));
+  await redis.hset(k.holds, field, formatHold({ state: HoldState.pending, quantity, expiresAtMs, version: 1 }));
   await redis.zadd(k.exp, expiresAtMs, field);
 }
 
@@ -228,8 +228,8 @@ describe('the scripts act on what TypeScript writes', () => {
     await writeHold(item, live, 2, now + 60_000);
 
     expect((await decisions.availability(item))?.get(LOCATION)).toEqual({ onHand: 10, reserved: 2, pending: null, safety: null, safetyPending: null });
-    expect(await holdOf(item, due)).toEqual({ state: HoldState.expired, quantity: 4, expiresAtMs: now - 1_000 });
-    expect(await holdOf(item, live)).toEqual({ state: HoldState.pending, quantity: 2, expiresAtMs: now + 60_000 });
+    expect(await holdOf(item, due)).toEqual({ state: HoldState.expired, quantity: 4, expiresAtMs: now - 1_000, version: 2 });
+    expect(await holdOf(item, live)).toEqual({ state: HoldState.pending, quantity: 2, expiresAtMs: now + 60_000, version: 1 });
   });
 
   it('settle, expire and drop_hold find the holds, their quantities and expiries', async () => {
@@ -242,7 +242,7 @@ describe('the scripts act on what TypeScript writes', () => {
     await writeHold(item, orphan, 1, expiresAtMs);
 
     expect((await decisions.settle('confirm', sold, [{ itemId: item, location: LOCATION, quantity: 3 }])).kind).toBe('settled');
-    expect(await holdOf(item, sold)).toEqual({ state: HoldState.confirmed, quantity: 3, expiresAtMs });
+    expect(await holdOf(item, sold)).toEqual({ state: HoldState.confirmed, quantity: 3, expiresAtMs, version: 2 });
     expect(await decisions.expire(inspected, [{ itemId: item, location: LOCATION, quantity: 2 }], 'inspect')).toMatchObject({
       generation: GENERATION,
       pending: 1,
@@ -308,8 +308,11 @@ describe('the scripts act on what TypeScript writes', () => {
 
 describe('the helpers', () => {
   it('format and parse are inverses', () => {
-    const hold = { state: HoldState.confirmed, quantity: 12, expiresAtMs: 1_700_000_000_123 };
+    const hold = { state: HoldState.confirmed, quantity: 12, expiresAtMs: 1_700_000_000_123, version: 2 };
     expect(parseHold(formatHold(hold))).toEqual(hold);
+    // A hold of an older version has no version: it reads as the one it would have had.
+    expect(parseHold('p:3:1700000000123')).toEqual({ state: HoldState.pending, quantity: 3, expiresAtMs: 1_700_000_000_123, version: 1 });
+    expect(parseHold('x:3:1700000000123')).toEqual({ state: HoldState.expired, quantity: 3, expiresAtMs: 1_700_000_000_123, version: 2 });
     const restored = { hash: 'abc_-', reservationId: uuidv7(), claimedAtMs: 1_700_000_000_123, nodeId: null, outcomeUnknown: false };
     expect(parseRecord(formatRecord(restored))).toEqual(restored);
     expect(formatRecord(restored)).toBe(recordPrefix(restored.hash, restored.reservationId) + restored.claimedAtMs);
@@ -334,7 +337,8 @@ describe('the helpers', () => {
     expect(parseHold('p:1')).toBeNull();
     expect(parseHold('q:1:2')).toBeNull();
     expect(parseHold('p:-1:2')).toBeNull();
-    expect(parseHold('p:1:2:3')).toBeNull();
+    expect(parseHold('p:1:2:x')).toBeNull();
+    expect(parseHold('p:1:2:3:4')).toBeNull();
     expect(parseHoldField('no-separator')).toBeNull();
     expect(parseStockField('x:default')).toBeNull();
     expect(parseHeader({})).toBeNull();

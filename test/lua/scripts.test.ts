@@ -6,7 +6,7 @@ import type { Line } from '../../src/domain/reservation.js';
 import { createMetrics } from '../../src/metrics.js';
 import { Decisions } from '../../src/redis/decisions.js';
 import { Keys } from '../../src/redis/keys.js';
-import { luaLayout, recordPrefix, recordSuffix } from '../../src/redis/layout.js';
+import { holdField, luaLayout, parseHold, recordPrefix, recordSuffix } from '../../src/redis/layout.js';
 import { scriptNames, scriptSource } from '../../src/redis/scripts.js';
 import { HoldState, ScriptStatus } from '../../src/redis/status.js';
 import { testRedisUrl } from '../helpers/servers.js';
@@ -114,6 +114,37 @@ describe('undo_settle', () => {
     expect(await decisions.undoSettle('release', released.generation, id, lines)).toBe(true);
     expect(await stockOf(itemId)).toEqual({ onHand: 2, reserved: 2 });
     expect(await decisions.expire(id, lines, 'inspect')).toMatchObject({ pending: 1, released: 0 });
+  });
+
+  it('reads a hold written before versions (three parts) as version 1 while pending, and writes the version on', async () => {
+    const itemId = await stocked(4);
+    const lines = [{ itemId, location: 'default', quantity: 2 }];
+    const [stale, current] = [await reserve(lines), await reserve(lines)];
+    for (const id of [stale, current]) {
+      const field = holdField(id, 'default');
+      const hold = parseHold((await redis.hget(keys.item(itemId).holds, field))!)!;
+      await redis.hset(keys.item(itemId).holds, field, `${hold.state}:${hold.quantity}:${hold.expiresAtMs}`);
+    }
+    expect(await decisions.settle('confirm', stale, lines, 2)).toEqual({ kind: 'precondition', version: 1 });
+    expect(await decisions.settle('confirm', current, lines, 1)).toMatchObject({ kind: 'settled', version: 2 });
+    expect(await redis.hget(keys.item(itemId).holds, holdField(current, 'default'))).toMatch(/^c:2:\d+:2$/);
+  });
+
+  it('gives an undone confirm or release back the version before it, so a retry with If-Match "1" is decided anew', async () => {
+    for (const action of ['confirm', 'release'] as const) {
+      const itemId = await stocked(2);
+      const lines = [{ itemId, location: 'default', quantity: 2 }];
+      const id = await reserve(lines);
+      const settled = await decisions.settle(action, id, lines, 1);
+      expect(settled).toMatchObject({ kind: 'settled', version: 2 });
+      if (settled.kind !== 'settled') return;
+      expect(await decisions.settle(action === 'confirm' ? 'release' : 'confirm', id, lines, 1)).toEqual({ kind: 'precondition', version: 2 });
+
+      expect(await decisions.undoSettle(action, settled.generation, id, lines)).toBe(true);
+      expect(parseHold((await redis.hget(keys.item(itemId).holds, holdField(id, 'default')))!)).toMatchObject({ state: HoldState.pending, version: 1 });
+      expect(await decisions.settle(action, id, lines, 2)).toEqual({ kind: 'precondition', version: 1 });
+      expect(await decisions.settle(action, id, lines, 1)).toMatchObject({ kind: 'settled', version: 2 });
+    }
   });
 
   it('does not undo a release whose units another reservation took since (that would oversell)', async () => {

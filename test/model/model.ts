@@ -50,7 +50,15 @@ export interface ModelReservation {
   state: HeldState;
   reference: string | null;
   metadata: Record<string, string>;
+  /** The stored version: 1 when created, +1 on confirm or release (an expiry adds its own +1 when derived). */
+  version: number;
 }
+
+/**
+ * What an If-Match header says (api.md "Versions"): a version, or malformed (`W/"1"`, `1`, `"0"`, …: 400 before
+ * anything else); absent (undefined) or `*`, the call is unconditional.
+ */
+export type IfMatch = number | 'malformed' | undefined;
 
 export interface LocationFigures {
   location: string;
@@ -91,7 +99,7 @@ type Placement = { held: ModelLine[] } | { short: ShortLine };
 /** The answer the service must give: its status, its problem code, and the parts of the body the model knows. */
 export type Expected =
   | { status: 200; availability: Availability }
-  | { status: 200 | 201; reservationId: string; reservationStatus: Status }
+  | { status: 200 | 201; reservationId: string; reservationStatus: Status; version: number }
   /** A new reservation: the service picks id and expiresAt; the caller records them with `created()`. */
   | {
       status: 201;
@@ -106,7 +114,7 @@ export type Expected =
     }
   /** The first answer again, byte for byte as a JSON value. */
   | { status: 201; replayOf: unknown }
-  | { status: 400 | 404 | 409 | 422; code: string; lines?: ShortLine[] };
+  | { status: 400 | 404 | 409 | 412 | 422; code: string; lines?: ShortLine[] };
 
 /** JSON with object keys sorted: the same JSON value gives the same text (how idempotency compares bodies). */
 export function canonicalJson(value: unknown): string {
@@ -120,7 +128,7 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value);
 }
 
-const problem = (status: 400 | 404 | 409 | 422, code: string, lines?: ShortLine[]): Expected =>
+const problem = (status: 400 | 404 | 409 | 412 | 422, code: string, lines?: ShortLine[]): Expected =>
   lines ? { status, code, lines } : { status, code };
 
 export class Model {
@@ -144,6 +152,15 @@ export class Model {
 
   statusOf(r: ModelReservation, now: number): Status {
     return r.state === 'pending' && now >= r.expiresAt ? 'expired' : r.state;
+  }
+
+  /** The version a reservation reads at: an expiry is a change of its own, the instant the TTL passes. */
+  versionOf(r: ModelReservation, now: number): number {
+    return this.statusOf(r, now) === 'expired' ? r.version + 1 : r.version;
+  }
+
+  private document(r: ModelReservation, now: number): Expected {
+    return { status: 200, reservationId: r.id, reservationStatus: this.statusOf(r, now), version: this.versionOf(r, now) };
   }
 
   reservation(id: string): ModelReservation | undefined {
@@ -319,6 +336,7 @@ export class Model {
       state: 'pending',
       reference: body.reference ?? null,
       metadata: body.metadata ?? {},
+      version: 1,
     });
     this.keys.set(key, { body: canonicalJson(body), first: firstAnswer });
   }
@@ -326,16 +344,21 @@ export class Model {
   get(id: string, now: number): Expected {
     const r = this.reservations.get(id);
     if (!r) return problem(404, 'reservation_not_found');
-    return { status: 200, reservationId: id, reservationStatus: this.statusOf(r, now) };
+    return this.document(r, now);
   }
 
-  /** The held units leave on-hand for good; only while on-hand still covers every line. */
-  confirm(id: string, now: number): Expected {
+  /**
+   * The held units leave on-hand for good; only while on-hand still covers every line. With If-Match: a repeat
+   * (confirmed already) answers 200 first, then another version is 412, before any other conflict.
+   */
+  confirm(id: string, now: number, ifMatch?: IfMatch): Expected {
+    if (ifMatch === 'malformed') return problem(400, 'validation_failed');
     const r = this.reservations.get(id);
     if (!r) return problem(404, 'reservation_not_found');
-    switch (this.statusOf(r, now)) {
-      case 'confirmed':
-        return { status: 200, reservationId: id, reservationStatus: 'confirmed' };
+    const status = this.statusOf(r, now);
+    if (status === 'confirmed') return this.document(r, now);
+    if (ifMatch !== undefined && ifMatch !== this.versionOf(r, now)) return problem(412, 'precondition_failed');
+    switch (status) {
       case 'released':
         return problem(409, 'reservation_released');
       case 'expired':
@@ -350,17 +373,27 @@ export class Model {
     if (short.length > 0) return problem(409, 'insufficient_stock', short);
     for (const l of r.lines) this.stock.get(l.itemId)!.get(l.location)!.onHand -= l.quantity;
     r.state = 'confirmed';
-    return { status: 200, reservationId: id, reservationStatus: 'confirmed' };
+    r.version++;
+    return this.document(r, now);
   }
 
-  /** The units are available again at once. Released or expired: 200 unchanged. Confirmed: 409. */
-  release(id: string, now: number): Expected {
+  /**
+   * The units are available again at once. Released: 200 unchanged (whatever the If-Match); then another version
+   * is 412; confirmed: 409; expired: 200 unchanged.
+   */
+  release(id: string, now: number, ifMatch?: IfMatch): Expected {
+    if (ifMatch === 'malformed') return problem(400, 'validation_failed');
     const r = this.reservations.get(id);
     if (!r) return problem(404, 'reservation_not_found');
     const status = this.statusOf(r, now);
+    if (status === 'released') return this.document(r, now);
+    if (ifMatch !== undefined && ifMatch !== this.versionOf(r, now)) return problem(412, 'precondition_failed');
     if (status === 'confirmed') return problem(409, 'reservation_confirmed');
-    if (status === 'pending') r.state = 'released';
-    return { status: 200, reservationId: id, reservationStatus: status === 'pending' ? 'released' : status };
+    if (status === 'pending') {
+      r.state = 'released';
+      r.version++;
+    }
+    return this.document(r, now);
   }
 }
 

@@ -5,7 +5,7 @@ import type { TestApp } from '../helpers/app.js';
 import { checkInvariants, figuresOf } from '../helpers/invariants.js';
 import { mulberry32, seedFromEnv } from '../helpers/random.js';
 import { untilTime, waitFor } from '../helpers/wait.js';
-import { DEFAULT_LOCATION, Model, type Allocation, type Expected, type ReserveBody, type RequestLine, type Strategy } from './model.js';
+import { DEFAULT_LOCATION, Model, type Allocation, type Expected, type IfMatch, type ReserveBody, type RequestLine, type Strategy } from './model.js';
 
 /**
  * A seeded randomized simulation (tigerbeetle's VOPR idea, small): reserve / confirm / release / adjust / set /
@@ -92,6 +92,11 @@ function differences(a: Answer, e: Expected): string[] {
     return out;
   }
   if (a.status >= 400) return out;
+  // Every answer that is one reservation document names its version as its ETag (api.md "Versions").
+  if ('reservationId' in e || 'created' in e || 'replayOf' in e) {
+    const version = (a.body as { version?: unknown }).version;
+    if (a.headers['etag'] !== `"${String(version)}"`) out.push(`ETag ${String(a.headers['etag'])} for version ${String(version)}`);
+  }
   if ('availability' in e && !isDeepStrictEqual(a.body, e.availability)) {
     out.push(`availability ${JSON.stringify(a.body)}, model says ${JSON.stringify(e.availability)}`);
   }
@@ -99,6 +104,7 @@ function differences(a: Answer, e: Expected): string[] {
     const doc = reservationOf(a);
     if (doc?.id !== e.reservationId) out.push(`id ${String(doc?.id)}, model says ${e.reservationId}`);
     if (doc?.status !== e.reservationStatus) out.push(`status "${String(doc?.status)}", model says "${e.reservationStatus}"`);
+    if (doc?.version !== e.version) out.push(`version ${String(doc?.version)}, model says ${e.version}`);
   }
   if ('created' in e) {
     const doc = reservationOf(a);
@@ -110,6 +116,7 @@ function differences(a: Answer, e: Expected): string[] {
     if (!isDeepStrictEqual(doc.metadata, c.metadata)) out.push(`metadata ${JSON.stringify(doc.metadata)}, model says ${JSON.stringify(c.metadata)}`);
     if (Date.parse(doc.expiresAt) - Date.parse(doc.createdAt) !== c.ttlMs) out.push(`expiresAt − createdAt ≠ ${c.ttlMs} ms`);
     if (doc.updatedAt !== doc.createdAt) out.push('updatedAt ≠ createdAt on a new reservation');
+    if (doc.version !== 1) out.push(`version ${doc.version} on a new reservation`);
     const extra = doc as unknown as { priority?: unknown; allocation?: unknown };
     if (extra.priority !== c.priority) out.push(`priority ${String(extra.priority)}, model says ${c.priority}`);
     if (!isDeepStrictEqual(extra.allocation, c.allocation)) out.push(`allocation ${JSON.stringify(extra.allocation)}, model says ${JSON.stringify(c.allocation)}`);
@@ -245,6 +252,24 @@ describe('simulation against the model', () => {
       }
     };
 
+    /**
+     * If-Match for a confirm or release: mostly none; else the version the model says it is at, a stale one, `*`
+     * or a malformed one. Sent as the header (undefined: none) and as the model reads it.
+     */
+    const randomIfMatch = (id: string): { header: string | undefined; model: IfMatch } => {
+      const r = model.reservation(id);
+      const current = r ? model.versionOf(r, T0 + v) : 1;
+      const roll = rng.int(1, 100);
+      if (roll <= 55) return { header: undefined, model: undefined };
+      if (roll <= 75) return { header: `"${current}"`, model: current };
+      if (roll <= 88) {
+        const stale = rng.pick([current - 1, current + 1, current + 5].filter((n) => n >= 1));
+        return { header: `"${stale}"`, model: stale };
+      }
+      if (roll <= 92) return { header: '*', model: undefined };
+      return { header: rng.pick(['W/"1"', '1', '"0"', '"x"', '"1", "2"']), model: 'malformed' };
+    };
+
     /** Mostly recent reservations (likely still pending), sometimes any (terminal states, idempotent answers). */
     const pickReservation = (): string | undefined => {
       if (created.length === 0) return undefined;
@@ -316,7 +341,14 @@ describe('simulation against the model', () => {
           break;
         }
         case 'confirm':
-        case 'release':
+        case 'release': {
+          const id = pickReservation();
+          if (!id) break;
+          const ifMatch = randomIfMatch(id);
+          const shown = ifMatch.header === undefined ? '' : ` If-Match: ${ifMatch.header}`;
+          await call(`${op} ${id}${shown}`, () => api[op](id, ifMatch.header), (m, now) => m[op](id, now, ifMatch.model));
+          break;
+        }
         case 'get': {
           const id = pickReservation();
           if (!id) break;
@@ -415,11 +447,15 @@ describe('simulation against the model', () => {
       },
       { timeoutMs: 5_000 },
     );
-    const { rows } = await t.app.runtime.db.query<{ id: string; status: string }>('SELECT id, status FROM reservations');
+    const { rows } = await t.app.runtime.db.query<{ id: string; status: string; version: number }>('SELECT id, status, version FROM reservations');
     const stored = new Map(rows.map((r) => [r.id, r.status]));
+    const versions = new Map(rows.map((r) => [r.id, r.version]));
     for (const r of model.allReservations()) {
       const status = model.statusOf(r, end);
       if (stored.get(r.id) !== status) fail(`reservation ${r.id} is stored as ${String(stored.get(r.id))}, model says ${status}`);
+      // The expiries the sweeper recorded made the version each read at from its TTL on.
+      const version = model.versionOf(r, end);
+      if (versions.get(r.id) !== version) fail(`reservation ${r.id} is stored at version ${String(versions.get(r.id))}, model says ${version}`);
     }
     expect(stored.size).toBe(model.allReservations().length);
     await checkAvailabilityOfAll();

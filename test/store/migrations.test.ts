@@ -16,6 +16,7 @@ const LANDED: Record<string, string> = {
   '004_stock_intents.sql': '6d841e6b5e958cdb96f0e5122e83f1ca7941e82cadb308b390fd5b40c70b4b75',
   '005_safety_stock.sql': '3bf2467cbea8bc672a0fa391bb33b4366790b061cb35665719081d4168894ea9',
   '006_allocation.sql': '041a8181930f95a5d997b4d884f6d9ccdb47bbe52c362f752f719656b6e38fd3',
+  '007_reservation_version.sql': '800ef34a4b168aaeb330f79d86f9c54bd51886c8147886f6baa72b81ec98b0bd',
 };
 
 const dir = new URL('../../migrations/', import.meta.url);

@@ -62,6 +62,7 @@ function reserveOp(itemId: string, key: string, quantity = 1): RecordOp & { kind
     updatedAt: now,
     tenant: 'default',
     allocation: null,
+    version: 1,
   };
   return { kind: 'reserve', generation: GEN, reservation, idempotency: { scope: '_', key, requestHash: 'h', statusCode: 201, response: {} } };
 }

@@ -1,6 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import {
+  etagOf,
   IdempotencyHeaders,
+  IfMatchHeaders,
+  ifMatchVersion,
   ReservationDocument,
   ReservationParams,
   ReservationRequest,
@@ -37,6 +40,7 @@ const cart: Reservation = {
   metadata: { channel: 'web', customer: 'c-1093' },
   priority: 'normal',
   allocation: null,
+  version: 1,
 };
 
 const flashRequest: ReserveBody = { lines: [{ itemId: 'sneaker-drop-42', quantity: 1 }], ttlSeconds: 120, reference: 'checkout-77f3' };
@@ -51,6 +55,7 @@ const flash: Reservation = {
   metadata: {},
   priority: 'normal',
   allocation: null,
+  version: 1,
 };
 
 const vipRequest: ReserveBody = {
@@ -71,6 +76,7 @@ const vip: Reservation = {
   metadata: { channel: 'call-centre' },
   priority: 'high',
   allocation: null,
+  version: 1,
 };
 
 // Carts the service allocates over two warehouses, Berlin with 3 t-shirts and no mugs, Paris with plenty: Berlin first,
@@ -98,6 +104,7 @@ const split: Reservation = {
   metadata: {},
   priority: 'normal',
   allocation: { strategy: 'ordered', locations: ['wh-berlin', 'wh-paris'], split: true },
+  version: 1,
 };
 
 const togetherRequest: ReserveBody = {
@@ -122,11 +129,33 @@ const together: Reservation = {
   metadata: {},
   priority: 'normal',
   allocation: { strategy: 'single_location', locations: ['wh-berlin', 'wh-paris'] },
+  version: 1,
 };
 
-const confirmed: Reservation = { ...cart, status: 'confirmed', updatedAt: '2026-11-26T12:04:31.207Z' };
-const released: Reservation = { ...cart, status: 'released', updatedAt: '2026-11-26T12:03:12.880Z' };
-const expired: Reservation = { ...flash, status: 'expired', updatedAt: flash.expiresAt };
+const confirmed: Reservation = { ...cart, status: 'confirmed', updatedAt: '2026-11-26T12:04:31.207Z', version: 2 };
+const released: Reservation = { ...cart, status: 'released', updatedAt: '2026-11-26T12:03:12.880Z', version: 2 };
+const expired: Reservation = { ...flash, status: 'expired', updatedAt: flash.expiresAt, version: 2 };
+
+const etag = {
+  ETag: {
+    description: 'The reservation\'s version as a strong entity tag (`"1"`): send it back as `If-Match` to confirm or release only that version',
+    type: 'string',
+  },
+} as const;
+
+const precondition = {
+  means:
+    'The request carried `If-Match` and the reservation is at another version (it changed since the caller read it). ' +
+    'Nothing changed. A repeat of a call that already happened is answered as without `If-Match`.',
+  example: { detail: 'If-Match names version 1; the reservation is at version 2' },
+};
+const badIfMatch = {
+  means: 'A malformed `If-Match` (only `"<version>"` or `*`); `errors` names the header.',
+  example: {
+    detail: 'If-Match: is not in the expected format',
+    errors: [{ field: 'If-Match', message: 'is not in the expected format' }],
+  },
+};
 
 const reserveExamples: Examples<ReserveBody> = {
   cart: { summary: 'A cart: two lines held for 10 minutes while the buyer checks out', value: cartRequest },
@@ -177,6 +206,7 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
               shipTogether: { summary: 'Berlin has no mugs: both lines held in Paris', value: together },
             },
             {
+              ...etag,
               Location: { description: 'The reservation: `/reservations/{id}`', type: 'string' },
               'Idempotent-Replayed': {
                 description: '`true` when this answers an earlier request with the same Idempotency-Key and body',
@@ -234,7 +264,7 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
     },
     async (request, reply) => {
       const answer = await reservations.reserve(callerOf(request), request.headers['idempotency-key'], request.body);
-      reply.code(answer.statusCode as 201).header('location', `/reservations/${answer.body.id}`);
+      reply.code(answer.statusCode as 201).header('location', `/reservations/${answer.body.id}`).header('etag', etagOf(answer.body));
       if (answer.replayed) reply.header('idempotent-replayed', 'true');
       return answer.body;
     },
@@ -251,15 +281,24 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
         description: 'A reservation whose `expiresAt` has passed reads `expired` at once, whether or not a background job has run.',
         params: ReservationParams,
         response: {
-          200: documented('The reservation as it is now', ReservationDocument, {
-            pending: { summary: 'A cart, held', value: cart },
-            expired: { summary: 'A flash-sale hold its buyer never confirmed', value: expired },
-          }),
+          200: documented(
+            'The reservation as it is now',
+            ReservationDocument,
+            {
+              pending: { summary: 'A cart, held', value: cart },
+              expired: { summary: 'A flash-sale hold its buyer never confirmed', value: expired },
+            },
+            etag,
+          ),
           ...problems({ reservation_not_found: notFound, unavailable: 'PostgreSQL is unreachable: retry.' }),
         },
       },
     },
-    (request) => reservations.get(callerOf(request), request.params.id),
+    async (request, reply) => {
+      const document = await reservations.get(callerOf(request), request.params.id);
+      reply.header('etag', etagOf(document));
+      return document;
+    },
   );
 
   app.post(
@@ -272,12 +311,20 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
         summary: 'Sell the held units (idempotent)',
         description:
           'The held units leave on-hand for good. Confirming a confirmed reservation answers the same document again; ' +
-          'nothing changes twice. No body.',
+          'nothing changes twice. No body. With `If-Match: "<version>"`, only while the reservation is at that version.',
         params: ReservationParams,
+        headers: IfMatchHeaders,
         response: {
-          200: documented('The reservation, `confirmed`', ReservationDocument, { confirmed: { summary: 'The cart, sold', value: confirmed } }),
+          200: documented(
+            'The reservation, `confirmed`',
+            ReservationDocument,
+            { confirmed: { summary: 'The cart, sold', value: confirmed } },
+            etag,
+          ),
           ...problems({
+            validation_failed: badIfMatch,
             reservation_not_found: notFound,
+            precondition_failed: precondition,
             reservation_expired: 'Its `expiresAt` passed first: the units are available again; reserve anew.',
             reservation_released: 'It was released.',
             insufficient_stock: {
@@ -294,7 +341,11 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
         },
       },
     },
-    (request) => reservations.confirm(callerOf(request), request.params.id),
+    async (request, reply) => {
+      const document = await reservations.confirm(callerOf(request), request.params.id, ifMatchVersion(request.headers['if-match']));
+      reply.header('etag', etagOf(document));
+      return document;
+    },
   );
 
   app.post(
@@ -307,21 +358,34 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
         summary: 'Give the held units back (idempotent)',
         description:
           'The units are available again at once. Releasing a released reservation answers the same document again; ' +
-          'releasing an expired one answers it `expired`. No body.',
+          'releasing an expired one answers it `expired`. No body. With `If-Match: "<version>"`, only while the ' +
+          'reservation is at that version (an expired one is at its expiry\'s version).',
         params: ReservationParams,
+        headers: IfMatchHeaders,
         response: {
-          200: documented('The reservation, `released` (or `expired`, if its TTL had passed)', ReservationDocument, {
-            released: { summary: 'The cart, given back', value: released },
-            expired: { summary: 'Already expired: nothing to give back', value: expired },
-          }),
+          200: documented(
+            'The reservation, `released` (or `expired`, if its TTL had passed)',
+            ReservationDocument,
+            {
+              released: { summary: 'The cart, given back', value: released },
+              expired: { summary: 'Already expired: nothing to give back', value: expired },
+            },
+            etag,
+          ),
           ...problems({
+            validation_failed: badIfMatch,
             reservation_not_found: notFound,
+            precondition_failed: precondition,
             reservation_confirmed: 'It was confirmed: its units are sold.',
             unavailable,
           }),
         },
       },
     },
-    (request) => reservations.release(callerOf(request), request.params.id),
+    async (request, reply) => {
+      const document = await reservations.release(callerOf(request), request.params.id, ifMatchVersion(request.headers['if-match']));
+      reply.header('etag', etagOf(document));
+      return document;
+    },
   );
 };

@@ -29,8 +29,10 @@
   ARGV[5]    the item id
   ARGV[6]    PostgreSQL's safety stock there
   ARGV[7]    count of op facts, then per op: op id, "recorded" or "void" (ops PostgreSQL has no row for: none)
-  then       count of reservation facts, then per reservation: id, its PostgreSQL status as a hold state code
-  then       count of PostgreSQL's pending unexpired holds here, then per hold: reservation id, quantity, expiry ms
+  then       count of reservation facts, then per reservation: id, its PostgreSQL status as a hold state code, its version
+  then       count of PostgreSQL's pending unexpired holds here, then per hold: reservation id, quantity, expiry ms,
+             its reservation's version
+  A hold that takes PostgreSQL's state takes its version too; one added again has PostgreSQL's version.
 
   Returns
     {S.OK, generation, before onHand, reserved, pending, after onHand, reserved, pending,
@@ -59,15 +61,17 @@ for _ = 1, tonumber(ARGV[at]) do
 end
 at = at + 1
 local statuses = {}
+local versions = {}
 for _ = 1, tonumber(ARGV[at]) do
   statuses[ARGV[at + 1]] = ARGV[at + 2]
-  at = at + 2
+  versions[ARGV[at + 1]] = tonumber(ARGV[at + 3])
+  at = at + 3
 end
 at = at + 1
 local pgHolds = {}
 for n = 1, tonumber(ARGV[at]) do
-  pgHolds[n] = { id = ARGV[at + 1], qty = tonumber(ARGV[at + 2]), exp = tonumber(ARGV[at + 3]) }
-  at = at + 3
+  pgHolds[n] = { id = ARGV[at + 1], qty = tonumber(ARGV[at + 2]), exp = tonumber(ARGV[at + 3]), version = tonumber(ARGV[at + 4]) }
+  at = at + 4
 end
 
 local onHandAt, reservedAt, pendingAt = onHandField(location), reservedField(location), pendingField(location)
@@ -105,7 +109,7 @@ for i = 1, #holds, 2 do
     local pg = statuses[reservationId]
     local final = state and pg and pg ~= H.pending and pg ~= state
     if final and (state == H.pending or state == H.confirmed) then
-      redis.call('HSET', holdsKey, field, formatHold(pg, qty, expMs))
+      redis.call('HSET', holdsKey, field, formatHold(pg, qty, expMs, versions[reservationId]))
       redis.call('ZADD', expKey, now + retentionMs, field)
       holdsSettled = holdsSettled + 1
     elseif state == H.pending then
@@ -118,7 +122,7 @@ end
 for _, h in ipairs(pgHolds) do
   if not seen[h.id] and h.exp > now then
     local field = holdField(h.id, location)
-    redis.call('HSET', holdsKey, field, formatHold(H.pending, h.qty, h.exp))
+    redis.call('HSET', holdsKey, field, formatHold(H.pending, h.qty, h.exp, h.version))
     redis.call('ZADD', expKey, h.exp, field)
     reserved = reserved + h.qty
     holdsReadded = holdsReadded + 1

@@ -33,10 +33,11 @@ for _, line in ipairs(readLines(6, tonumber(ARGV[5]))) do
   if not value then
     counts.missing = counts.missing + 1
   else
-    local state, qty, expMs = parseHold(value)
+    local state, qty, expMs, version = parseHold(value)
     if state == H.confirmed and revert then
+      -- The confirm that PostgreSQL never recorded made version + 1, as the expiry PostgreSQL recorded did.
       redis.call('HINCRBY', stockKey, onHandField(line.location), qty)
-      redis.call('HSET', holdsKey, field, formatHold(H.expired, qty, expMs))
+      redis.call('HSET', holdsKey, field, formatHold(H.expired, qty, expMs, version))
       redis.call('ZADD', expKey, now + retentionMs, field)
       state = H.expired
     end

@@ -172,7 +172,7 @@ for n, line in ipairs(lines) do
   for _, part in ipairs(line.parts or { { location = line.location, qty = line.qty } }) do
     local field = holdField(ARGV[1], part.location)
     redis.call('HINCRBY', stockKey, reservedField(part.location), part.qty)
-    redis.call('HSET', holdsKey, field, formatHold(H.pending, part.qty, expiresAt))
+    redis.call('HSET', holdsKey, field, formatHold(H.pending, part.qty, expiresAt, 1))
     redis.call('ZADD', expKey, expiresAt, field)
     held[#held + 1] = n
     held[#held + 1] = part.location

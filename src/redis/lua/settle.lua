@@ -9,13 +9,19 @@
   ARGV[3]    tombstone retention, ms
   ARGV[4]    item count
   ARGV[5]    line count
-  ARGV[6..]  per line: item index (1-based), location, quantity
+  ARGV[6]    the version an If-Match names ('' for none): any other version refuses the call (PRECONDITION)
+  ARGV[7..]  per line: item index (1-based), location, quantity
+
+  The reservation's version is its holds' (they carry the same one); every transition writes version + 1. The
+  If-Match check comes after the duplicate check (a repeated call is answered as before, api.md) and before any
+  other verdict, in this one step: no other decision can come between the check and the transition.
 
   Returns
-    {S.OK, generation, nowMs}
+    {S.OK, generation, nowMs, version}   version: the one the transition made
     {S.NO_STATE}
     {S.ALREADY, generation}      every hold is already in the requested state (a duplicate; nothing changed)
-    {S.CONFIRMED} {S.RELEASED} {S.EXPIRED}   the reservation already ended otherwise
+    {S.PRECONDITION, version}    ARGV[6] is not the reservation's version (nothing changed)
+    {S.CONFIRMED, version} {S.RELEASED, version} {S.EXPIRED, version}   the reservation already ended otherwise
     {S.MISSING}                  a hold is unknown to Redis
     {S.INSUFFICIENT, lineIndex, onHand, ...} confirm only: on-hand no longer covers these lines
 ]]
@@ -28,10 +34,12 @@ local now = nowMs()
 local confirm = ARGV[2] == 'confirm'
 local target = confirm and H.confirmed or H.released
 local retentionMs = tonumber(ARGV[3])
-local lines = readLines(6, tonumber(ARGV[5]))
+local ifMatch = tonumber(ARGV[6])
+local lines = readLines(7, tonumber(ARGV[5]))
 expireItems(FIXED, tonumber(ARGV[4]), now, retentionMs)
 
 local counts = { p = 0, c = 0, r = 0, x = 0, missing = 0 }
+local version = nil
 local short = {}
 for n, line in ipairs(lines) do
   local stockKey, holdsKey = itemKeys(FIXED, line.item)
@@ -39,8 +47,9 @@ for n, line in ipairs(lines) do
   if not value then
     counts.missing = counts.missing + 1
   else
-    local state = parseHold(value)
+    local state, _, _, holdVersion = parseHold(value)
     counts[state] = counts[state] + 1
+    version = math.max(version or 0, holdVersion)
     if state == H.pending and confirm then
       local onHand = tonumber(redis.call('HGET', stockKey, onHandField(line.location)) or '0')
       if onHand < line.qty then
@@ -52,9 +61,10 @@ for n, line in ipairs(lines) do
 end
 
 if counts[target] == #lines then return { S.ALREADY, gen } end
-if counts.c > 0 then return { S.CONFIRMED } end
-if counts.r > 0 then return { S.RELEASED } end
-if counts.x > 0 then return { S.EXPIRED } end
+if ifMatch and version and version ~= ifMatch then return { S.PRECONDITION, version } end
+if counts.c > 0 then return { S.CONFIRMED, version } end
+if counts.r > 0 then return { S.RELEASED, version } end
+if counts.x > 0 then return { S.EXPIRED, version } end
 if counts.missing > 0 then return { S.MISSING } end
 if #short > 0 then return { S.INSUFFICIENT, unpack(short) } end
 
@@ -64,7 +74,7 @@ for _, line in ipairs(lines) do
   local _, qty, expMs = parseHold(redis.call('HGET', holdsKey, field))
   redis.call('HINCRBY', stockKey, reservedField(line.location), -qty)
   if confirm then redis.call('HINCRBY', stockKey, onHandField(line.location), -qty) end
-  redis.call('HSET', holdsKey, field, formatHold(target, qty, expMs))
+  redis.call('HSET', holdsKey, field, formatHold(target, qty, expMs, version + 1))
   redis.call('ZADD', expKey, now + retentionMs, field)
 end
-return { S.OK, gen, now }
+return { S.OK, gen, now, version + 1 }

@@ -40,15 +40,16 @@ for _, line in ipairs(lines) do
   local field = holdField(ARGV[2], line.location)
   local value = redis.call('HGET', holdsKey, field)
   if value then
-    local state, qty, expMs = parseHold(value)
+    local state, qty, expMs, version = parseHold(value)
     if state == from then
+      -- The settle made version + 1; the hold goes back to the version before it (or on to its expiry's).
       if confirm then redis.call('HINCRBY', stockKey, onHandField(line.location), qty) end
       if expMs > now then
         redis.call('HINCRBY', stockKey, reservedField(line.location), qty)
-        redis.call('HSET', holdsKey, field, formatHold(H.pending, qty, expMs))
+        redis.call('HSET', holdsKey, field, formatHold(H.pending, qty, expMs, version - 1))
         redis.call('ZADD', expKey, expMs, field)
       else
-        redis.call('HSET', holdsKey, field, formatHold(H.expired, qty, expMs))
+        redis.call('HSET', holdsKey, field, formatHold(H.expired, qty, expMs, version))
         redis.call('ZADD', expKey, now + tonumber(ARGV[4]), field)
       end
     end

@@ -49,15 +49,23 @@ end
 local function literal(s) return (string.gsub(s, '%p', '%%%0')) end
 
 local HOLD_PATTERN = '^(%a)' .. literal(L.holdValueSep) .. '(%d+)' .. literal(L.holdValueSep) .. '(%d+)$'
+local VERSIONED_HOLD_PATTERN = string.sub(HOLD_PATTERN, 1, -2) .. literal(L.holdValueSep) .. '(%d+)$'
 
--- A hold is stored as "<state>:<quantity>:<expiresAtMs>" under the field "<reservationId>:<location>".
+-- A hold is stored as "<state>:<quantity>:<expiresAtMs>:<version>" under the field "<reservationId>:<location>";
+-- the version is its reservation's (api.md, "Versions"). A value of an older version has no version: it reads as
+-- the one it would have had (1 while pending, 2 once ended: creation and one transition were its only changes).
 local function parseHold(value)
-  local state, qty, expMs = string.match(value, HOLD_PATTERN)
-  return state, tonumber(qty), tonumber(expMs)
+  local state, qty, expMs, version = string.match(value, VERSIONED_HOLD_PATTERN)
+  if not state then
+    state, qty, expMs = string.match(value, HOLD_PATTERN)
+    if not state then return nil end
+    version = state == H.pending and 1 or 2
+  end
+  return state, tonumber(qty), tonumber(expMs), tonumber(version)
 end
 
-local function formatHold(state, qty, expMs)
-  return state .. L.holdValueSep .. qty .. L.holdValueSep .. expMs
+local function formatHold(state, qty, expMs, version)
+  return state .. L.holdValueSep .. qty .. L.holdValueSep .. expMs .. L.holdValueSep .. version
 end
 
 local function holdField(reservationId, location)
@@ -118,11 +126,11 @@ local function expireDue(stockKey, holdsKey, expKey, now, retentionMs)
   local due = redis.call('ZRANGEBYSCORE', expKey, '-inf', now, 'LIMIT', 0, 1000)
   for _, field in ipairs(due) do
     local value = redis.call('HGET', holdsKey, field)
-    local state, qty, expMs
-    if value then state, qty, expMs = parseHold(value) end
+    local state, qty, expMs, version
+    if value then state, qty, expMs, version = parseHold(value) end
     if state == H.pending then
       redis.call('HINCRBY', stockKey, reservedField(fieldLocation(field)), -qty)
-      redis.call('HSET', holdsKey, field, formatHold(H.expired, qty, expMs))
+      redis.call('HSET', holdsKey, field, formatHold(H.expired, qty, expMs, version + 1))
       redis.call('ZADD', expKey, now + retentionMs, field)
     else
       redis.call('HDEL', holdsKey, field)
