@@ -98,6 +98,12 @@ export const codeDocs: Record<ErrorCode, { means: string; example: ProblemExampl
     means: 'The first request with this `Idempotency-Key` and body is still being processed: retry shortly with the same key.',
     example: { detail: 'a request with this Idempotency-Key is still being processed' },
   },
+  too_many_reservations: {
+    means:
+      'The reference has more reservations than one release by reference handles (100): nothing was released. List ' +
+      'them (`GET /reservations?reference=…&status=pending`) and release each.',
+    example: { detail: 'reference order-123 has more than 100 reservations; release them one by one' },
+  },
   unsupported_media_type: {
     means: 'A body that is not `application/json`.',
     example: { detail: 'send application/json' },

@@ -1,4 +1,11 @@
-import type { AvailabilityDocument, ReservationDocument, ReservationRequest } from '../domain/schemas.js';
+import type {
+  AvailabilityDocument,
+  ReferenceListQuery,
+  ReleasedByReference,
+  ReservationDocument,
+  ReservationPage,
+  ReservationRequest,
+} from '../domain/schemas.js';
 import type { Caller } from '../domain/tenancy.js';
 
 /**
@@ -11,6 +18,10 @@ export interface ReservationApi {
   get(caller: Caller, id: string): Promise<ReservationDocument>;
   confirm(caller: Caller, id: string): Promise<ReservationDocument>;
   release(caller: Caller, id: string): Promise<ReservationDocument>;
+  /** The caller's reservations of one reference, newest first, a page at a time. */
+  listByReference(caller: Caller, query: ReferenceListQuery): Promise<ReservationPage>;
+  /** Releases every pending reservation of the caller's with this reference; answers all of them as they are after. */
+  releaseByReference(caller: Caller, reference: string): Promise<ReleasedByReference>;
 }
 
 export interface ReserveAnswer {

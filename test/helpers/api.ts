@@ -163,6 +163,17 @@ export class Api {
     return this.transport({ method: 'POST', url: `/reservations/${id}/release` });
   }
 
+  /** GET /reservations?… with the query as given (a string, to test malformed ones; or its parameters, encoded). */
+  listByReference(query: string | Record<string, string | number>): Promise<Answer> {
+    const qs = typeof query === 'string' ? query : new URLSearchParams(Object.entries(query).map(([k, v]) => [k, String(v)])).toString();
+    return this.transport({ method: 'GET', url: `/reservations${qs === '' ? '' : `?${qs}`}` });
+  }
+
+  /** POST /reservations/release; `body` may be anything, to test rejections. */
+  releaseByReference(body: unknown): Promise<Answer> {
+    return this.transport({ method: 'POST', url: '/reservations/release', payload: body });
+  }
+
   ready(): Promise<Answer> {
     return this.transport({ method: 'GET', url: '/health/ready' });
   }
@@ -315,6 +326,25 @@ export function expectReservation(res: Answer, statusCode: number): ReservationD
 }
 
 const FIGURES = ['onHand', 'reserved', 'safetyStock', 'available', 'availableHighPriority'] as const;
+
+/** A page of `GET /reservations?reference=…`, asserting its shape and each document's. */
+export function expectPage(res: Answer): { items: ReservationDocument[]; nextCursor: string | null } {
+  expect({ status: res.status, body: res.text }).toMatchObject({ status: 200 });
+  const page = JSON.parse(res.text) as { items: unknown[]; nextCursor: string | null };
+  expect(Object.keys(page).sort()).toEqual(['items', 'nextCursor']);
+  expect(page.nextCursor === null || typeof page.nextCursor === 'string').toBe(true);
+  const items = page.items.map((item) => expectReservation({ ...res, text: JSON.stringify(item) }, 200));
+  return { items, nextCursor: page.nextCursor };
+}
+
+/** The answer of `POST /reservations/release`, asserting its shape and each document's. */
+export function expectReleased(res: Answer): { reference: string; items: ReservationDocument[] } {
+  expect({ status: res.status, body: res.text }).toMatchObject({ status: 200 });
+  const body = JSON.parse(res.text) as { reference: string; items: unknown[] };
+  expect(Object.keys(body).sort()).toEqual(['items', 'reference']);
+  const items = body.items.map((item) => expectReservation({ ...res, text: JSON.stringify(item) }, 200));
+  return { reference: body.reference, items };
+}
 
 /**
  * Asserts the exact shape of an availability document (its members in the contract's order), and that its sums and

@@ -16,6 +16,7 @@ const LANDED: Record<string, string> = {
   '004_stock_intents.sql': '6d841e6b5e958cdb96f0e5122e83f1ca7941e82cadb308b390fd5b40c70b4b75',
   '005_safety_stock.sql': '3bf2467cbea8bc672a0fa391bb33b4366790b061cb35665719081d4168894ea9',
   '006_allocation.sql': '041a8181930f95a5d997b4d884f6d9ccdb47bbe52c362f752f719656b6e38fd3',
+  '008_reservations_reference.sql': '880e2e2ebb6ae472e97f9b886da1a1cfb4659302c034d9288f9774fe3c015928',
 };
 
 const dir = new URL('../../migrations/', import.meta.url);
