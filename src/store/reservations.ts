@@ -70,6 +70,12 @@ export interface ReferenceQuery {
  * exactly whatever the column's precision.
  */
 export async function findByReference(db: pg.Pool, q: ReferenceQuery): Promise<{ record: ReservationRecord; position: Position }[]> {
+  const { rows } = await db.query<ReservationRow & { created_us: string }>(referenceQuery(q));
+  return rows.map((row) => ({ record: toRecord(row), position: { createdUs: row.created_us, id: row.id } }));
+}
+
+/** The statement `findByReference` sends (bench/reference-plan.ts shows its plan on a million reservations). */
+export function referenceQuery(q: ReferenceQuery): { text: string; values: unknown[] } {
   const values: unknown[] = [q.reference];
   const where = ['r.reference = $1'];
   if (q.tenant !== null) {
@@ -87,15 +93,12 @@ export async function findByReference(db: pg.Pool, q: ReferenceQuery): Promise<{
     );
   }
   values.push(q.limit);
-  const { rows } = await db.query<ReservationRow & { created_us: string }>(
-    `SELECT ${RESERVATION_COLUMNS}, (extract(epoch FROM r.created_at) * 1000000)::bigint::text AS created_us
+  const text = `SELECT ${RESERVATION_COLUMNS}, (extract(epoch FROM r.created_at) * 1000000)::bigint::text AS created_us
      FROM reservations r
      WHERE ${where.join(' AND ')}
      ORDER BY r.created_at DESC, r.id DESC
-     LIMIT $${values.length}`,
-    values,
-  );
-  return rows.map((row) => ({ record: toRecord(row), position: { createdUs: row.created_us, id: row.id } }));
+     LIMIT $${values.length}`;
+  return { text, values };
 }
 
 export interface IdempotencyRecord {
