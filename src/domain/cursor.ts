@@ -22,8 +22,6 @@ export function encodeCursor(p: Position): string {
 export function decodeCursor(cursor: string): Position | null {
   if (!/^[A-Za-z0-9_-]+$/.test(cursor)) return null;
   const text = Buffer.from(cursor, 'base64url').toString('utf8');
-  // Exactly what encodeCursor makes of it: no other spelling of the same bytes passes.
-  if (Buffer.from(text, 'utf8').toString('base64url') !== cursor) return null;
   const [createdUs, id, ...rest] = text.split('.');
   if (rest.length > 0 || createdUs === undefined || id === undefined) return null;
   if (!MICROSECONDS.test(createdUs) || !UUID.test(id)) return null;
