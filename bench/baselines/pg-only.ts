@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { ProblemError, unavailable } from '../../src/domain/errors.js';
 import { newReservationId } from '../../src/domain/ids.js';
 import { effectiveStatus, pendingReservation, toAvailability, toDocument, type Line, type ReservationRecord } from '../../src/domain/reservation.js';
-import type { AvailabilityDocument, ReservationDocument, ReservationRequest } from '../../src/domain/schemas.js';
+import type { AvailabilityDocument, ReleasedByReference, ReservationDocument, ReservationPage, ReservationRequest } from '../../src/domain/schemas.js';
 import { canAccess, type Caller } from '../../src/domain/tenancy.js';
 import type { ReservationApi, ReserveAnswer, StockApi } from '../../src/service/api.js';
 import { requestHash } from '../../src/service/idempotency.js';
@@ -214,6 +214,15 @@ class PgOnlyReservations implements ReservationApi {
 
   release(caller: Caller, id: string): Promise<ReservationDocument> {
     return this.settle(caller, id, 'released');
+  }
+
+  // The saga operations by reference are the service's own: this baseline measures reserve, confirm and release.
+  listByReference(): Promise<ReservationPage> {
+    return Promise.reject(new ProblemError('not_found', 'the pg-only baseline does not list by reference'));
+  }
+
+  releaseByReference(): Promise<ReleasedByReference> {
+    return Promise.reject(new ProblemError('not_found', 'the pg-only baseline does not release by reference'));
   }
 
   private settle(caller: Caller, id: string, to: 'confirmed' | 'released'): Promise<ReservationDocument> {

@@ -9,7 +9,9 @@ import {
   type Allocation,
   type Priority,
   type AvailabilityDocument,
+  type ReleasedByReference,
   type ReservationDocument,
+  type ReservationPage,
   type ReservationRequest,
   type ReservationStatus,
 } from '../../src/domain/schemas.js';
@@ -146,6 +148,15 @@ class RedisOnlyReservations implements ReservationApi {
 
   async release(caller: Caller, id: string): Promise<ReservationDocument> {
     return this.settle(caller, 'release', id);
+  }
+
+  // The saga operations by reference are the service's own: this baseline measures reserve, confirm and release.
+  listByReference(): Promise<ReservationPage> {
+    return Promise.reject(new ProblemError('not_found', 'the redis-only baseline does not list by reference'));
+  }
+
+  releaseByReference(): Promise<ReleasedByReference> {
+    return Promise.reject(new ProblemError('not_found', 'the redis-only baseline does not release by reference'));
   }
 
   private async settle(caller: Caller, action: SettleAction, id: string): Promise<ReservationDocument> {

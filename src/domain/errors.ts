@@ -19,6 +19,7 @@ export const errorCatalogue = {
   reservation_confirmed: { status: 409, title: 'Reservation confirmed' },
   idempotency_key_in_use: { status: 409, title: 'Idempotency key in use' },
   precondition_failed: { status: 412, title: 'Precondition failed' },
+  too_many_reservations: { status: 409, title: 'Too many reservations' },
   unsupported_media_type: { status: 415, title: 'Unsupported media type' },
   expectation_failed: { status: 417, title: 'Expectation failed' },
   idempotency_key_reused: { status: 422, title: 'Idempotency key reused' },

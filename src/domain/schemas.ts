@@ -124,6 +124,13 @@ export const Allocation = Type.Object(
 );
 export type Allocation = Static<typeof Allocation>;
 
+/** A reservation's `reference`: the order, cart or saga it belongs to (lists and releases by reference name it). */
+export const Reference = label({
+  minLength: 1,
+  maxLength: 255,
+  description: 'Opaque to the service: 1–255 chars, no control characters or unpaired surrogates',
+});
+
 export const ReservationRequest = Type.Object(
   {
     lines: Type.Array(
@@ -138,9 +145,7 @@ export const ReservationRequest = Type.Object(
       { minItems: 1, maxItems: 100, description: 'One (itemId, location) pair at most once' },
     ),
     ttlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400, description: `Default ${DEFAULT_TTL_SECONDS}` })),
-    reference: Type.Optional(
-      label({ minLength: 1, maxLength: 255, description: 'Opaque to the service: 1–255 chars, no control characters or unpaired surrogates' }),
-    ),
+    reference: Type.Optional(Reference),
     metadata: Type.Optional(Metadata),
     priority: Type.Optional(
       priority(
@@ -329,3 +334,65 @@ export const Problem = Type.Object(
   },
   { description: 'RFC 9457 problem details; `code` is the stable word clients switch on' },
 );
+
+/** Page sizes of list queries (api.md, "Identifiers and limits"). */
+export const MAX_LIMIT = 100;
+export const DEFAULT_LIMIT = 20;
+/**
+ * The most reservations one reference may have for `POST /reservations/release` (its answer lists them all): one
+ * page's worth. A reference with more is refused whole, nothing released (`too_many_reservations`).
+ */
+export const MAX_RELEASE_BY_REFERENCE = 100;
+
+const STATUSES = ['pending', 'confirmed', 'released', 'expired'] as const;
+
+/**
+ * `GET /reservations`. A query string carries text: `limit` written as a decimal integer is read as a number before
+ * validation (src/http/routes/reservations.ts), so that its range is checked as an integer's and the OpenAPI
+ * document says what it is.
+ */
+export const ReferenceListQuery = Type.Object(
+  {
+    reference: label({
+      minLength: 1,
+      maxLength: 255,
+      description: 'Required: the reference the reservations were created with (1–255 chars, no control characters or unpaired surrogates)',
+    }),
+    status: Type.Optional(
+      Type.Unsafe<ReservationStatus>({
+        type: 'string',
+        enum: [...STATUSES],
+        description: 'Only reservations in this status now (a pending one past its `expiresAt` reads `expired`)',
+      }),
+    ),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_LIMIT, description: `At most this many items: 1–${MAX_LIMIT}, default ${DEFAULT_LIMIT}` })),
+    cursor: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 200,
+        description: "The previous page's `nextCursor`, as it came: the page after it",
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type ReferenceListQuery = Static<typeof ReferenceListQuery>;
+
+export const ReservationPage = Type.Object({
+  items: Type.Array(ReservationDocument, { description: 'Newest first (by `createdAt`, then `id`)' }),
+  nextCursor: Type.Union([Type.String(), Type.Null()], {
+    description: 'Pass as `cursor` for the next page; null on the last page',
+  }),
+});
+export type ReservationPage = Static<typeof ReservationPage>;
+
+export const ReleaseByReferenceRequest = Type.Object({ reference: Reference }, { additionalProperties: false });
+export type ReleaseByReferenceRequest = Static<typeof ReleaseByReferenceRequest>;
+
+export const ReleasedByReference = Type.Object({
+  reference: Type.String(),
+  items: Type.Array(ReservationDocument, {
+    description: `Every reservation of the reference (at most ${MAX_RELEASE_BY_REFERENCE}), newest first, as it is after the call`,
+  }),
+});
+export type ReleasedByReference = Static<typeof ReleasedByReference>;

@@ -23,3 +23,8 @@ export interface Caller {
 export function canAccess(caller: Caller, tenant: string): boolean {
   return caller.role === 'operator' || caller.tenant === tenant;
 }
+
+/** The one tenant whose reservations this caller may see, or null for every tenant's (an operator). */
+export function visibleTenant(caller: Caller): string | null {
+  return caller.role === 'operator' ? null : caller.tenant;
+}

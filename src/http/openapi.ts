@@ -104,6 +104,12 @@ export const codeDocs: Record<ErrorCode, { means: string; example: ProblemExampl
       'Nothing changed; read it again and decide anew.',
     example: { detail: 'If-Match names version 1; the reservation is at version 2' },
   },
+  too_many_reservations: {
+    means:
+      'The reference has more reservations than one release by reference handles (100): nothing was released. List ' +
+      'them (`GET /reservations?reference=…&status=pending`) and release each.',
+    example: { detail: 'reference order-123 has more than 100 reservations; release them one by one' },
+  },
   unsupported_media_type: {
     means: 'A body that is not `application/json`.',
     example: { detail: 'send application/json' },

@@ -47,7 +47,10 @@ export const docsPlugin = fp(
         },
         servers: [{ url: '/', description: 'The node serving this document' }],
         tags: [
-          { name: 'reservations', description: 'Hold units for a cart or checkout, then confirm (sell) or release them.' },
+          {
+            name: 'reservations',
+            description: 'Hold units for a cart or checkout, then confirm (sell) or release them; find and release them by reference.',
+          },
           { name: 'stock', description: 'Availability per item and location; operators set and adjust on-hand stock.' },
           { name: 'operations', description: 'Health, metrics, reconciliation of Redis with PostgreSQL, and this document.' },
         ],
@@ -123,7 +126,8 @@ and adjust stock and run reconciliation. Each operation says which key it needs.
 
 \`POST /reservations\` needs an \`Idempotency-Key\` header: the same key with the same body answers the first success
 again (\`Idempotent-Replayed: true\`), also after Redis lost its state; with another body it is \`422\`. A request that
-failed binds nothing. Confirm and release are idempotent by nature: repeating one answers the same document.
+failed binds nothing. Confirm and release are idempotent by nature: repeating one answers the same document; so is
+a release by reference (a saga's compensation step): repeating it releases nothing more and answers the same states.
 
 ## Errors
 

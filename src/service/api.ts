@@ -1,4 +1,11 @@
-import type { AvailabilityDocument, ReservationDocument, ReservationRequest } from '../domain/schemas.js';
+import type {
+  AvailabilityDocument,
+  ReferenceListQuery,
+  ReleasedByReference,
+  ReservationDocument,
+  ReservationPage,
+  ReservationRequest,
+} from '../domain/schemas.js';
 import type { Caller } from '../domain/tenancy.js';
 
 /**
@@ -12,6 +19,10 @@ export interface ReservationApi {
   /** `ifMatch`: the version an `If-Match` named (api.md, "Versions"); absent or null, the call is unconditional. */
   confirm(caller: Caller, id: string, ifMatch?: number | null): Promise<ReservationDocument>;
   release(caller: Caller, id: string, ifMatch?: number | null): Promise<ReservationDocument>;
+  /** The caller's reservations of one reference, newest first, a page at a time. */
+  listByReference(caller: Caller, query: ReferenceListQuery): Promise<ReservationPage>;
+  /** Releases every pending reservation of the caller's with this reference; answers all of them as they are after. */
+  releaseByReference(caller: Caller, reference: string): Promise<ReleasedByReference>;
 }
 
 export interface ReserveAnswer {

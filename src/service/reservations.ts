@@ -1,18 +1,30 @@
 import type pg from 'pg';
 import type { FastifyBaseLogger as Logger } from 'fastify';
 import { requestedLines, type RequestedLine } from '../domain/allocation.js';
+import { decodeCursor, encodeCursor } from '../domain/cursor.js';
 import { ProblemError, unavailable } from '../domain/errors.js';
 import { newReservationId } from '../domain/ids.js';
 import { effectiveStatus, pendingReservation, toDocument, type Line, type ReservationRecord } from '../domain/reservation.js';
-import { DEFAULT_LOCATION, DEFAULT_PRIORITY, DEFAULT_TTL_SECONDS, type ReservationDocument, type ReservationRequest } from '../domain/schemas.js';
-import { canAccess, type Caller } from '../domain/tenancy.js';
+import {
+  DEFAULT_LIMIT,
+  DEFAULT_LOCATION,
+  DEFAULT_PRIORITY,
+  DEFAULT_TTL_SECONDS,
+  MAX_RELEASE_BY_REFERENCE,
+  type ReferenceListQuery,
+  type ReleasedByReference,
+  type ReservationDocument,
+  type ReservationPage,
+  type ReservationRequest,
+} from '../domain/schemas.js';
+import { canAccess, visibleTenant, type Caller } from '../domain/tenancy.js';
 import type { NodeLease } from '../jobs/node-lease.js';
 import type { Metrics } from '../metrics.js';
 import type { Decisions, SettleAction } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
 import { formatRecord, parseRecord, recordPrefix, recordSuffix } from '../redis/layout.js';
 import { endSessionsOf } from '../store/nodes.js';
-import { findIdempotency, findReservation } from '../store/reservations.js';
+import { findByReference, findIdempotency, findReservation } from '../store/reservations.js';
 import { RecordError, type BatchWriter, type RecordOp, type RecordResult } from '../store/writer.js';
 import { admitted } from './admission.js';
 import type { ReservationApi, ReserveAnswer } from './api.js';
@@ -298,6 +310,67 @@ export class ReservationService implements ReservationApi {
 
   release(caller: Caller, id: string, ifMatch: number | null = null): Promise<ReservationDocument> {
     return admitted(this.d, 'release', () => this.settle(caller, 'release', id, ifMatch));
+  }
+
+  async listByReference(caller: Caller, query: ReferenceListQuery): Promise<ReservationPage> {
+    const after = query.cursor === undefined ? null : decodeCursor(query.cursor);
+    if (query.cursor !== undefined && !after) {
+      const message = 'is not a cursor this service issued (pass `nextCursor` as it came)';
+      throw new ProblemError('validation_failed', `cursor: ${message}`, { errors: [{ field: 'cursor', message }] });
+    }
+    const limit = query.limit ?? DEFAULT_LIMIT;
+    const now = new Date();
+    // One row more than the page: whether there is a next page, without a count.
+    const rows = await this.read(() =>
+      findByReference(this.d.db, { reference: query.reference, tenant: visibleTenant(caller), status: query.status ?? null, now, after, limit: limit + 1 }),
+    );
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return {
+      items: page.map((r) => toDocument(r.record, now)),
+      nextCursor: rows.length > limit && last ? encodeCursor(last.position) : null,
+    };
+  }
+
+  releaseByReference(caller: Caller, reference: string): Promise<ReleasedByReference> {
+    return admitted(this.d, 'release', () => this.releaseReference(caller, reference));
+  }
+
+  /**
+   * A saga's compensation: each reservation of the reference that PostgreSQL has as pending goes through the release
+   * decision, all at once so that their records share group-commit batches. A confirm that wins the race for one
+   * stays confirmed. The answer is every reservation of the reference as it ended (or is, if created meanwhile: then
+   * pending, and a second call releases it). Idempotent: a second call finds nothing pending and answers the same.
+   */
+  private async releaseReference(caller: Caller, reference: string): Promise<ReleasedByReference> {
+    const now = new Date();
+    const rows = await this.read(() =>
+      findByReference(this.d.db, { reference, tenant: visibleTenant(caller), status: null, now, after: null, limit: MAX_RELEASE_BY_REFERENCE + 1 }),
+    );
+    if (rows.length > MAX_RELEASE_BY_REFERENCE) {
+      throw new ProblemError(
+        'too_many_reservations',
+        `reference ${reference} has more than ${MAX_RELEASE_BY_REFERENCE} reservations; release them one by one`,
+      );
+    }
+    const ended = new Map<string, ReservationDocument>();
+    await Promise.all(
+      rows
+        .filter(({ record }) => record.status === 'pending')
+        .map(async ({ record }) => ended.set(record.id, await this.releaseOfReference(caller, record.id))),
+    );
+    return { reference, items: rows.map(({ record }) => ended.get(record.id) ?? toDocument(record, now)) };
+  }
+
+  /** Releases one reservation of a reference: released (or expired), or confirmed if a confirm won the race. */
+  private async releaseOfReference(caller: Caller, id: string): Promise<ReservationDocument> {
+    try {
+      return await this.settle(caller, 'release', id, null);
+    } catch (err) {
+      // The confirm decided first; its record may still be on its way: answer once PostgreSQL has it.
+      if (err instanceof ProblemError && err.code === 'reservation_confirmed') return this.awaitRecorded(id, 'confirm');
+      throw err;
+    }
   }
 
   /**

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { Position } from '../domain/cursor.js';
 import type { Line, ReservationRecord } from '../domain/reservation.js';
 import type { Allocation, Priority, ReservationStatus } from '../domain/schemas.js';
 
@@ -19,13 +20,16 @@ export interface ReservationRow {
   version: number;
 }
 
+/** A reservation's columns, with its lines as JSON. */
+const RESERVATION_COLUMNS = `
+  r.id, r.status, r.reference, r.metadata, r.priority, r.expires_at, r.created_at, r.updated_at, r.tenant, r.allocation,
+  r.version,
+  (SELECT json_agg(json_build_object('itemId', l.item_id, 'location', l.location, 'quantity', l.quantity)
+                   ORDER BY l.line_no)
+     FROM reservation_lines l WHERE l.reservation_id = r.id) AS lines`;
+
 /** A reservation with its lines as JSON; callers add the WHERE clause (and any locking). */
-export const SELECT_RESERVATION = `
-  SELECT r.id, r.status, r.reference, r.metadata, r.priority, r.expires_at, r.created_at, r.updated_at, r.tenant, r.allocation, r.version,
-         (SELECT json_agg(json_build_object('itemId', l.item_id, 'location', l.location, 'quantity', l.quantity)
-                          ORDER BY l.line_no)
-            FROM reservation_lines l WHERE l.reservation_id = r.id) AS lines
-  FROM reservations r`;
+export const SELECT_RESERVATION = `SELECT ${RESERVATION_COLUMNS} FROM reservations r`;
 
 export const toRecord = (row: ReservationRow): ReservationRecord => ({
   id: row.id,
@@ -48,6 +52,56 @@ export async function findReservation(db: pg.Pool, id: string): Promise<Reservat
   if (!UUID.test(id)) return null; // any other shape names no reservation
   const { rows } = await db.query<ReservationRow>(`${SELECT_RESERVATION} WHERE r.id = $1`, [id]);
   return rows[0] ? toRecord(rows[0]) : null;
+}
+
+export interface ReferenceQuery {
+  reference: string;
+  /** Only this tenant's reservations; null: every tenant's (an operator). */
+  tenant: string | null;
+  /** Only reservations whose status, read at `now`, is this (a pending one past its TTL reads expired); null: all. */
+  status: ReservationStatus | null;
+  now: Date;
+  /** Only rows after this position (newest first); null: from the newest. */
+  after: Position | null;
+  limit: number;
+}
+
+/**
+ * Reservations of one reference, newest first (created_at, then id, both descending), through the index
+ * `reservations_reference` (migrations/008): the reference and the position are its conditions. Each row comes with
+ * its position, for the next page's cursor; created_at travels as whole microseconds, so a cursor names a row
+ * exactly whatever the column's precision.
+ */
+export async function findByReference(db: pg.Pool, q: ReferenceQuery): Promise<{ record: ReservationRecord; position: Position }[]> {
+  const { rows } = await db.query<ReservationRow & { created_us: string }>(referenceQuery(q));
+  return rows.map((row) => ({ record: toRecord(row), position: { createdUs: row.created_us, id: row.id } }));
+}
+
+/** The statement `findByReference` sends (bench/reference-plan.ts shows its plan on a million reservations). */
+export function referenceQuery(q: ReferenceQuery): { text: string; values: unknown[] } {
+  const values: unknown[] = [q.reference];
+  const where = ['r.reference = $1'];
+  if (q.tenant !== null) {
+    values.push(q.tenant);
+    where.push(`r.tenant = $${values.length}`);
+  }
+  if (q.status !== null) {
+    values.push(q.status, q.now);
+    where.push(`(CASE WHEN r.status = 'pending' AND r.expires_at <= $${values.length} THEN 'expired' ELSE r.status END) = $${values.length - 1}`);
+  }
+  if (q.after !== null) {
+    values.push(q.after.createdUs, q.after.id);
+    where.push(
+      `(r.created_at, r.id) < (timestamptz 'epoch' + $${values.length - 1}::bigint * interval '1 microsecond', $${values.length}::uuid)`,
+    );
+  }
+  values.push(q.limit);
+  const text = `SELECT ${RESERVATION_COLUMNS}, (extract(epoch FROM r.created_at) * 1000000)::bigint::text AS created_us
+     FROM reservations r
+     WHERE ${where.join(' AND ')}
+     ORDER BY r.created_at DESC, r.id DESC
+     LIMIT $${values.length}`;
+  return { text, values };
 }
 
 export interface IdempotencyRecord {

@@ -58,6 +58,7 @@ export const BODIES: Record<Exclude<BodyKind, 'none'>, BodySpec> = {
     implemented: ['delta', 'location', 'reason'],
   },
   admin: { fields: { repair: { kind: 'bool' } }, required: [], implemented: ['repair'] },
+  releaseByReference: { fields: { reference: { kind: 'text', max: 255 } }, required: ['reference'], implemented: ['reference'] },
 };
 
 /** A value that breaks a field, what kind of break it is, and the field path the answer should name. */

@@ -6,7 +6,7 @@ import type { WireRequest } from './wire.js';
 export interface World {
   items: { id: string; locations: { name: string; onHand: number; available: number }[] }[];
   /** Pending reservations (long TTL), each made with the client credential and its Idempotency-Key. */
-  reservations: { id: string; key: string }[];
+  reservations: { id: string; key: string; reference: string | null }[];
   credentials: { client: string; operator: string };
 }
 

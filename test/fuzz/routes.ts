@@ -10,7 +10,7 @@ import type { Builder, World } from './case.js';
 
 export type Access = 'public' | 'client' | 'operator';
 /** The JSON body a route takes: its schema is in bodies.ts. `none`: a route that takes no body. */
-export type BodyKind = 'reserve' | 'stockSet' | 'adjust' | 'admin' | 'none';
+export type BodyKind = 'reserve' | 'stockSet' | 'adjust' | 'admin' | 'releaseByReference' | 'none';
 
 export interface Route {
   name: string;
@@ -33,7 +33,9 @@ export const METHODS_BY_TEMPLATE: Record<string, string[]> = {
   '/items/:itemId/availability': ['GET', 'HEAD'],
   '/items/:itemId/stock': ['PUT'],
   '/items/:itemId/stock/adjustments': ['POST'],
-  '/reservations': ['POST'],
+  '/reservations': ['GET', 'HEAD', 'POST'],
+  // GET and HEAD there read the reservation with id "release" (GET /reservations/:id): none, 404.
+  '/reservations/release': ['GET', 'HEAD', 'POST'],
   '/reservations/:id': ['GET', 'HEAD'],
   '/reservations/:id/confirm': ['POST'],
   '/reservations/:id/release': ['POST'],
@@ -300,6 +302,41 @@ export const ROUTES: Route[] = [
         b.defect('sem.key-reused', ['idempotency_key_reused']);
       },
     ],
+  },
+  {
+    name: 'GET /reservations',
+    method: 'GET',
+    template: '/reservations',
+    access: 'client',
+    mutating: false,
+    weight: 4,
+    param: null,
+    body: null,
+    base(d, w, b) {
+      // A seeded reservation's reference (or one no reservation has), maybe a status, a limit, a cursor.
+      const reference = d.bool(0.8) ? (seeded(d, w).reference ?? 'fz-none') : `fz-ref-${d.chars(ALNUM, 8)}`;
+      const params = [`reference=${pct(reference)}`];
+      if (d.bool(0.3)) params.push(`status=${d.pick(['pending', 'confirmed', 'released', 'expired'])}`);
+      if (d.bool(0.4)) params.push(`limit=${d.int(1, 100)}`);
+      b.draft.query = params.join('&');
+      authorise(d, w, b, 'client');
+    },
+    semantic: [],
+  },
+  {
+    name: 'POST /reservations/release',
+    method: 'POST',
+    template: '/reservations/release',
+    access: 'client',
+    mutating: true,
+    weight: 6,
+    param: null,
+    body: 'releaseByReference',
+    base(d, w, b) {
+      json(b, obj({ reference: seeded(d, w).reference ?? `fz-ref-${d.chars(ALNUM, 8)}` }));
+      authorise(d, w, b, 'client');
+    },
+    semantic: [],
   },
   {
     name: 'GET /reservations/:id',

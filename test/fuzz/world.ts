@@ -71,7 +71,7 @@ export async function seedWorld(wire: Wire): Promise<World> {
     const key = `fz-seed-${i}`;
     const res = await callJson(wire, 'POST', '/reservations', CREDENTIALS.client, { ...r, ttlSeconds: 86_400 }, [['Idempotency-Key', key]]);
     if (res.status !== 201) throw new Error(`seeding reservation ${i}: ${res.status} ${res.text}`);
-    reservations.push({ id: (res.json as { id: string }).id, key });
+    reservations.push({ id: (res.json as { id: string }).id, key, reference: r.reference ?? null });
     for (const l of r.lines) {
       const k = `${l.itemId}@${l.location ?? 'default'}`;
       held.set(k, (held.get(k) ?? 0) + l.quantity);

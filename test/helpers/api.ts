@@ -164,6 +164,17 @@ export class Api {
     return this.transport({ method: 'POST', url: `/reservations/${id}/release`, headers: ifMatchHeader(ifMatch) });
   }
 
+  /** GET /reservations?… with the query as given (a string, to test malformed ones; or its parameters, encoded). */
+  listByReference(query: string | Record<string, string | number>): Promise<Answer> {
+    const qs = typeof query === 'string' ? query : new URLSearchParams(Object.entries(query).map(([k, v]) => [k, String(v)])).toString();
+    return this.transport({ method: 'GET', url: `/reservations${qs === '' ? '' : `?${qs}`}` });
+  }
+
+  /** POST /reservations/release; `body` may be anything, to test rejections. */
+  releaseByReference(body: unknown): Promise<Answer> {
+    return this.transport({ method: 'POST', url: '/reservations/release', payload: body });
+  }
+
   ready(): Promise<Answer> {
     return this.transport({ method: 'GET', url: '/health/ready' });
   }
@@ -300,11 +311,19 @@ export const ISO_MS_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
 const RESERVATION_MEMBERS = ['allocation', 'createdAt', 'expiresAt', 'id', 'lines', 'metadata', 'priority', 'reference', 'status', 'updatedAt', 'version'];
 
-/** Asserts the exact shape of a reservation document and returns it. */
+/** Asserts the exact shape of an answer whose body is one reservation document, its ETag too, and returns it. */
 export function expectReservation(res: Answer, statusCode: number): ReservationDocument {
   expect({ status: res.status, body: res.text }).toMatchObject({ status: statusCode });
   expect(res.headers['content-type']).toMatch(/^application\/json(;|$)/);
-  const doc = JSON.parse(res.text) as ReservationDocument;
+  const doc = expectDocument(JSON.parse(res.text));
+  // The ETag names the version (api.md, "Versions").
+  expect(res.headers['etag']).toBe(`"${doc.version}"`);
+  return doc;
+}
+
+/** Asserts the exact shape of one reservation document (alone or in a list) and returns it. */
+export function expectDocument(value: unknown): ReservationDocument {
+  const doc = value as ReservationDocument;
   expect(Object.keys(doc).sort()).toEqual(RESERVATION_MEMBERS);
   expect(typeof doc.id).toBe('string');
   expect(doc.id.length).toBeGreaterThan(0);
@@ -314,14 +333,32 @@ export function expectReservation(res: Answer, statusCode: number): ReservationD
   expect(doc.reference === null || typeof doc.reference === 'string').toBe(true);
   expect(doc.metadata !== null && typeof doc.metadata === 'object' && !Array.isArray(doc.metadata)).toBe(true);
   expect(['normal', 'high']).toContain(doc.priority);
-  // The version is the document's last member, and the ETag names it (api.md, "Versions").
+  // The version is the document's last member.
   expect(Object.keys(doc).at(-1)).toBe('version');
   expect(Number.isInteger(doc.version) && doc.version >= 1, `version ${doc.version}`).toBe(true);
-  expect(res.headers['etag']).toBe(`"${doc.version}"`);
   return doc;
 }
 
 const FIGURES = ['onHand', 'reserved', 'safetyStock', 'available', 'availableHighPriority'] as const;
+
+/** A page of `GET /reservations?reference=…`, asserting its shape and each document's. */
+export function expectPage(res: Answer): { items: ReservationDocument[]; nextCursor: string | null } {
+  expect({ status: res.status, body: res.text }).toMatchObject({ status: 200 });
+  const page = JSON.parse(res.text) as { items: unknown[]; nextCursor: string | null };
+  expect(Object.keys(page).sort()).toEqual(['items', 'nextCursor']);
+  expect(page.nextCursor === null || typeof page.nextCursor === 'string').toBe(true);
+  const items = page.items.map(expectDocument);
+  return { items, nextCursor: page.nextCursor };
+}
+
+/** The answer of `POST /reservations/release`, asserting its shape and each document's. */
+export function expectReleased(res: Answer): { reference: string; items: ReservationDocument[] } {
+  expect({ status: res.status, body: res.text }).toMatchObject({ status: 200 });
+  const body = JSON.parse(res.text) as { reference: string; items: unknown[] };
+  expect(Object.keys(body).sort()).toEqual(['items', 'reference']);
+  const items = body.items.map(expectDocument);
+  return { reference: body.reference, items };
+}
 
 /**
  * Asserts the exact shape of an availability document (its members in the contract's order), and that its sums and

@@ -136,7 +136,8 @@ describe('routes', () => {
 
   it.each([
     ['DELETE', '/reservations', ['POST']],
-    ['GET', '/reservations', ['POST']],
+    ['PUT', '/reservations', ['GET', 'POST']],
+    ['GET', '/reservations/release/confirm', ['POST']],
     ['PUT', '/reservations/abc', ['GET']],
     ['DELETE', '/reservations/abc', ['GET']],
     ['GET', '/reservations/abc/confirm', ['POST']],

@@ -272,7 +272,8 @@ describe("Fastify's early answers are problem+json with a catalogued code", () =
     expect(refused.status).toBe(400);
     expect(refused.headers['content-type']).toMatch(/^application\/problem\+json/);
     expect(refused.text).toBe('');
-    const post = await exchange(port, request('HEAD', '/reservations'), { head: true });
+    // A path with POST only (GET /reservations now lists by reference).
+    const post = await exchange(port, request('HEAD', '/reservations/abc/confirm'), { head: true });
     expect(post.status).toBe(405);
     expect(post.headers['content-type']).toMatch(/^application\/problem\+json/);
   });

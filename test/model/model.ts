@@ -52,6 +52,8 @@ export interface ModelReservation {
   metadata: Record<string, string>;
   /** The stored version: 1 when created, +1 on confirm or release (an expiry adds its own +1 when derived). */
   version: number;
+  /** When the service created it (epoch ms): lists by reference are newest first, then by id. */
+  createdAt: number;
 }
 
 /**
@@ -59,6 +61,9 @@ export interface ModelReservation {
  * anything else); absent (undefined) or `*`, the call is unconditional.
  */
 export type IfMatch = number | 'malformed' | undefined;
+
+/** The most reservations one reference may have for a release by reference (api.md, "Saga operations"). */
+export const MAX_RELEASE_BY_REFERENCE = 100;
 
 export interface LocationFigures {
   location: string;
@@ -112,6 +117,8 @@ export type Expected =
         allocation: Allocation | null;
       };
     }
+  /** Reservations of a reference, in the list's order, as id and status; `more`: whether a next page follows. */
+  | { status: 200; items: { id: string; status: Status; version: number }[]; more?: boolean; reference?: string }
   /** The first answer again, byte for byte as a JSON value. */
   | { status: 201; replayOf: unknown }
   | { status: 400 | 404 | 409 | 412 | 422; code: string; lines?: ShortLine[] };
@@ -328,11 +335,12 @@ export class Model {
   }
 
   /** Records the reservation a 201 created (the service chose its id and expiry) and binds the key. */
-  created(key: string, body: ReserveBody, lines: ModelLine[], id: string, expiresAt: number, firstAnswer: unknown): void {
+  created(key: string, body: ReserveBody, lines: ModelLine[], id: string, expiresAt: number, createdAt: number, firstAnswer: unknown): void {
     this.reservations.set(id, {
       id,
       lines: lines.map((l) => ({ ...l })),
       expiresAt,
+      createdAt,
       state: 'pending',
       reference: body.reference ?? null,
       metadata: body.metadata ?? {},
@@ -394,6 +402,39 @@ export class Model {
       r.version++;
     }
     return this.document(r, now);
+  }
+
+  /** The reservations of a reference, newest first (createdAt, then id, both descending). */
+  private ofReference(reference: string): ModelReservation[] {
+    return [...this.reservations.values()]
+      .filter((r) => r.reference === reference)
+      .sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+  }
+
+  /**
+   * GET /reservations?reference=…: the first `limit` (status read at now, if filtered) below the reservation
+   * `afterId` (the previous page's last; null: from the newest). A position, as the cursor is: what happened above
+   * it since does not move the page.
+   */
+  listByReference(reference: string, status: Status | null, now: number, afterId: string | null, limit: number): Expected {
+    const all = this.ofReference(reference);
+    const below = afterId === null ? all : all.slice(all.findIndex((r) => r.id === afterId) + 1);
+    const passing = below
+      .map((r) => ({ id: r.id, status: this.statusOf(r, now), version: this.versionOf(r, now) }))
+      .filter((r) => status === null || r.status === status);
+    return { status: 200, items: passing.slice(0, limit), more: passing.length > limit };
+  }
+
+  /** POST /reservations/release: every pending one released, the rest as they are; more than the bound: 409, nothing. */
+  releaseByReference(reference: string, now: number): Expected {
+    const all = this.ofReference(reference);
+    if (all.length > MAX_RELEASE_BY_REFERENCE) return problem(409, 'too_many_reservations');
+    for (const r of all) {
+      if (this.statusOf(r, now) !== 'pending') continue;
+      r.state = 'released';
+      r.version++;
+    }
+    return { status: 200, reference, items: all.map((r) => ({ id: r.id, status: this.statusOf(r, now), version: this.versionOf(r, now) })) };
   }
 }
 

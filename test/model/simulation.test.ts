@@ -9,7 +9,7 @@ import { DEFAULT_LOCATION, Model, type Allocation, type Expected, type IfMatch, 
 
 /**
  * A seeded randomized simulation (tigerbeetle's VOPR idea, small): reserve / confirm / release / adjust / set /
- * expire / replay against the real service (Redis + PostgreSQL) and against the pure model in model.ts, one
+ * expire / replay / list and release by reference against the real service (Redis + PostgreSQL) and against the pure model in model.ts, one
  * request at a time, comparing every answer (status, code, short lines, documents) and every item's availability
  * after every step, and checking the invariants (Redis = PostgreSQL, no oversell) every CHECK_EVERY steps.
  *
@@ -46,6 +46,10 @@ const ALL_PAIRS = [...INITIAL_PAIRS, LATE_PAIR];
 /** Locations an allocation may name: every stocked one, and one never stocked (a candidate to skip). */
 const LOCATIONS = [DEFAULT_LOCATION, 'wh-1', 'wh-2', 'wh-3', 'wh-9'];
 const STRATEGIES: Strategy[] = ['ordered', 'most_available', 'single_location'];
+/** Few references, so that each names several reservations (an order's, a saga's), and one never used. */
+const REFERENCES = ['order-1', 'order-2', 'order-3', 'order-4', 'saga-5', 'saga-6'];
+const UNUSED_REFERENCE = 'order-none';
+const STATUSES = ['pending', 'confirmed', 'released', 'expired'] as const;
 
 type Op =
   | 'reserve'
@@ -58,6 +62,8 @@ type Op =
   | 'set'
   | 'expire'
   | 'wait'
+  | 'list_by_reference'
+  | 'release_by_reference'
   | 'duplicate_lines'
   | 'bad_allocation'
   | 'unknown_reservation';
@@ -73,6 +79,8 @@ const WEIGHTS: [Op, number][] = [
   ['set', 8],
   ['expire', 2],
   ['wait', 2],
+  ['list_by_reference', 4],
+  ['release_by_reference', 3],
   ['duplicate_lines', 1],
   ['bad_allocation', 1],
   ['unknown_reservation', 2],
@@ -120,6 +128,13 @@ function differences(a: Answer, e: Expected): string[] {
     const extra = doc as unknown as { priority?: unknown; allocation?: unknown };
     if (extra.priority !== c.priority) out.push(`priority ${String(extra.priority)}, model says ${c.priority}`);
     if (!isDeepStrictEqual(extra.allocation, c.allocation)) out.push(`allocation ${JSON.stringify(extra.allocation)}, model says ${JSON.stringify(c.allocation)}`);
+  }
+  if ('items' in e) {
+    const body = a.body as { items?: { id: string; status: string; version: number }[]; nextCursor?: unknown; reference?: unknown };
+    const got = (body.items ?? []).map((d) => ({ id: d.id, status: d.status, version: d.version }));
+    if (!isDeepStrictEqual(got, e.items)) out.push(`items ${JSON.stringify(got)}, model says ${JSON.stringify(e.items)}`);
+    if (e.more !== undefined && (body.nextCursor !== null) !== e.more) out.push(`nextCursor ${String(body.nextCursor)}, model says ${e.more ? 'more' : 'none'}`);
+    if (e.reference !== undefined && body.reference !== e.reference) out.push(`reference ${String(body.reference)}, model says ${e.reference}`);
   }
   if ('replayOf' in e) {
     if (a.headers['idempotent-replayed'] !== 'true') out.push('a replay without Idempotent-Replayed: true');
@@ -234,7 +249,7 @@ describe('simulation against the model', () => {
       return {
         lines,
         ttlSeconds: rng.chance(SHORT_TTL_SHARE) ? rng.int(1, 2) : LONG_TTL_SECONDS,
-        ...(rng.chance(0.3) ? { reference: `order-${step}` } : {}),
+        ...(rng.chance(0.4) ? { reference: rng.pick(REFERENCES) } : {}),
         ...(rng.chance(0.2) ? { metadata: { channel: rng.pick(['web', 'app']), step: String(step) } } : {}),
         ...(allocation ? { allocation } : {}),
         ...(rng.chance(0.25) ? { priority: rng.pick(['high', 'high', 'normal'] as const) } : {}),
@@ -247,7 +262,7 @@ describe('simulation against the model', () => {
       );
       if ('created' in expected) {
         const doc = reservationOf(answer);
-        model.created(key, body, expected.created.lines, doc.id, Date.parse(doc.expiresAt), answer.body);
+        model.created(key, body, expected.created.lines, doc.id, Date.parse(doc.expiresAt), Date.parse(doc.createdAt), answer.body);
         created.push({ id: doc.id, key });
       }
     };
@@ -395,6 +410,32 @@ describe('simulation against the model', () => {
           v += rng.int(2, 10) * GRID_MS;
           await paceStep();
           break;
+        case 'list_by_reference': {
+          // Every page of a reference's list, in pages of a few (or one page of the default 20), maybe filtered.
+          const reference = rng.chance(0.1) ? UNUSED_REFERENCE : rng.pick(REFERENCES);
+          const status = rng.chance(0.4) ? rng.pick(STATUSES) : null;
+          const limit = rng.chance(0.5) ? rng.int(1, 4) : undefined;
+          let cursor: string | null = null;
+          let after: string | null = null;
+          do {
+            const query = { reference, ...(status ? { status } : {}), ...(limit ? { limit } : {}), ...(cursor ? { cursor } : {}) };
+            const from = after;
+            const { answer } = await call(`list ${JSON.stringify(query)}`, () => api.listByReference(query), (m, now) =>
+              m.listByReference(reference, status, now, from, limit ?? 20),
+            );
+            const page = answer.body as { items: { id: string }[]; nextCursor: string | null };
+            cursor = page.nextCursor;
+            after = page.items.at(-1)?.id ?? after;
+          } while (cursor !== null);
+          break;
+        }
+        case 'release_by_reference': {
+          const reference = rng.chance(0.1) ? UNUSED_REFERENCE : rng.pick(REFERENCES);
+          await call(`release_by_reference ${reference}`, () => api.releaseByReference({ reference }), (m, now) =>
+            m.releaseByReference(reference, now),
+          );
+          break;
+        }
         case 'duplicate_lines': {
           const p = rng.pick(INITIAL_PAIRS);
           const body: ReserveBody = { lines: [{ itemId: p.itemId, location: p.location, quantity: 1 }, { itemId: p.itemId, location: p.location, quantity: 2 }] };

@@ -4,7 +4,11 @@ import {
   IdempotencyHeaders,
   IfMatchHeaders,
   ifMatchVersion,
+  ReferenceListQuery,
+  ReleaseByReferenceRequest,
+  ReleasedByReference,
   ReservationDocument,
+  ReservationPage,
   ReservationParams,
   ReservationRequest,
   type ReservationDocument as Reservation,
@@ -157,6 +161,43 @@ const badIfMatch = {
   },
 };
 
+// A checkout saga for order-123 that held its shirts and its mug in two reservations, then failed at payment: its
+// compensation step releases both; had the shirts been confirmed already, they would stay sold.
+const orderShirts: Reservation = {
+  ...cart,
+  id: '01a217ba-5c01-7a3e-9b42-1d7e3f5a2c84',
+  reference: 'order-123',
+  lines: [{ itemId: 'sku-tshirt-m', location: 'default', quantity: 2 }],
+  metadata: {},
+};
+const orderMug: Reservation = {
+  ...cart,
+  id: '01a217ba-5c4e-7f10-8a07-6b2c9d1e4f53',
+  reference: 'order-123',
+  lines: [{ itemId: 'sku-mug-white', location: 'wh-2', quantity: 1 }],
+  createdAt: '2026-11-26T12:00:01.250Z',
+  updatedAt: '2026-11-26T12:00:01.250Z',
+  expiresAt: '2026-11-26T12:10:01.250Z',
+  metadata: {},
+};
+const compensatedAt = '2026-11-26T12:03:40.118Z';
+const ofOrder: ReservationPage = { items: [orderMug, orderShirts], nextCursor: null };
+const firstPage: ReservationPage = { items: [orderMug], nextCursor: 'MTc5NTY5NDQwMTI1MDAwMC4wMWEyMTdiYS01YzRlLTdmMTAtOGEwNy02YjJjOWQxZTRmNTM' };
+const compensated: ReleasedByReference = {
+  reference: 'order-123',
+  items: [
+    { ...orderMug, status: 'released', updatedAt: compensatedAt },
+    { ...orderShirts, status: 'released', updatedAt: compensatedAt },
+  ],
+};
+const partlySold: ReleasedByReference = {
+  reference: 'order-123',
+  items: [
+    { ...orderMug, status: 'released', updatedAt: compensatedAt },
+    { ...orderShirts, status: 'confirmed', updatedAt: '2026-11-26T12:02:55.406Z' },
+  ],
+};
+
 const reserveExamples: Examples<ReserveBody> = {
   cart: { summary: 'A cart: two lines held for 10 minutes while the buyer checks out', value: cartRequest },
   flashSale: { summary: 'A flash-sale hold: one unit for 2 minutes', value: flashRequest },
@@ -268,6 +309,93 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
       if (answer.replayed) reply.header('idempotent-replayed', 'true');
       return answer.body;
     },
+  );
+
+  app.get(
+    '/reservations',
+    {
+      config: { access: 'client' },
+      // A query string is text: a limit written as a decimal integer is read as the number it spells, so the schema
+      // checks its range (anything else stays text and is refused as not an integer).
+      preValidation: async (request) => {
+        const query = request.query as Record<string, unknown>;
+        if (typeof query.limit === 'string' && /^-?[0-9]+$/.test(query.limit)) query.limit = Number(query.limit);
+      },
+      schema: {
+        operationId: 'listReservationsByReference',
+        tags: ['reservations'],
+        summary: 'Find the reservations of a reference (an order, a cart, a saga), newest first',
+        description:
+          'Every reservation created with this `reference` (a client key sees its own tenant\'s), newest first (by ' +
+          '`createdAt`, then `id`), `limit` at a time. Pass `nextCursor` back as `cursor` for the next page; paging ' +
+          'goes on where it left off however many reservations are created meanwhile (they are newer: they come ' +
+          'before the first page, never twice and never in place of one). `status` filters by the status read now ' +
+          '(a pending reservation past its `expiresAt` reads `expired`). Read from PostgreSQL.',
+        querystring: ReferenceListQuery,
+        response: {
+          200: documented('A page of reservations', ReservationPage, {
+            order: { summary: "The two reservations of order-123's checkout", value: ofOrder },
+            paged: { summary: 'The same with `limit=1`: the first page, and the cursor of the next', value: firstPage },
+          }),
+          ...problems({
+            validation_failed: {
+              means:
+                '`reference` missing or breaking its rule, `status` not one of the four, `limit` not an integer from 1 to ' +
+                `100, a \`cursor\` this service did not issue, or an unknown parameter; \`errors\` names each.`,
+              example: {
+                detail: 'reference: is required; limit: must be at most 100',
+                errors: [
+                  { field: 'reference', message: 'is required' },
+                  { field: 'limit', message: 'must be at most 100' },
+                ],
+              },
+            },
+            unavailable: 'PostgreSQL is unreachable: retry.',
+          }),
+        },
+      },
+    },
+    (request) => reservations.listByReference(callerOf(request), request.query),
+  );
+
+  // A static path: it takes precedence over `/reservations/:id/...`, and `GET /reservations/release` still reads the
+  // reservation with id "release" (none: 404).
+  app.post(
+    '/reservations/release',
+    {
+      config: { access: 'client' },
+      schema: {
+        operationId: 'releaseReservationsByReference',
+        tags: ['reservations'],
+        summary: "Release every pending reservation of a reference: a saga's compensation step (idempotent)",
+        description:
+          'Each pending reservation of the reference (a client key: of its own tenant) is released as by ' +
+          '`POST /reservations/{id}/release`, and the answer lists every reservation of the reference as it is ' +
+          'after, newest first. Confirmed ones stay confirmed (also when a confirm races this call: each reservation ' +
+          'ends one way), expired ones stay expired. Calling again releases nothing more and answers the same; an ' +
+          'unknown reference answers an empty list. A reference with more than 100 reservations is refused whole ' +
+          '(`409 too_many_reservations`, nothing released): list them and release each.',
+        body: ReleaseByReferenceRequest,
+        bodyExamples: { order: { summary: "Compensate order-123's checkout", value: { reference: 'order-123' } } },
+        response: {
+          200: documented('Every reservation of the reference, as it is now', ReleasedByReference, {
+            compensated: { summary: 'Both holds given back', value: compensated },
+            partlySold: { summary: 'The shirts had been confirmed already: they stay sold, the mug is given back', value: partlySold },
+          }),
+          ...problems({
+            validation_failed: {
+              means: '`reference` missing or breaking its rule, or an unknown field; `errors` names each.',
+              example: { detail: 'reference: is required', errors: [{ field: 'reference', message: 'is required' }] },
+            },
+            too_many_reservations: 'The reference has more than 100 reservations: nothing was released.',
+            unavailable:
+              'Redis or PostgreSQL is unreachable, or Redis state is being rebuilt: some reservations may have been released; ' +
+              'repeat the call (it is safe) to release the rest.',
+          }),
+        },
+      },
+    },
+    (request) => reservations.releaseByReference(callerOf(request), request.body.reference),
   );
 
   app.get(
