@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { holdField, parseHold } from '../../src/redis/layout.js';
 import { HoldState } from '../../src/redis/status.js';
 import { RecordError } from '../../src/store/writer.js';
-import { Api, expectInvalidFields, expectProblem, expectReservation, outcome, range, startHttpApp } from '../helpers/api.js';
+import { Api, expectInvalidFields, expectProblem, expectReservation, outcome, range, startHttpApp, wipeRedisState } from '../helpers/api.js';
 import { newItem, type TestApp } from '../helpers/app.js';
 import { checkInvariants } from '../helpers/invariants.js';
 import { untilTime } from '../helpers/wait.js';
@@ -186,6 +186,19 @@ describe('extend a reservation', () => {
     }
     await expectStoredAt(r.id, item, r.expiresAt, 1);
     expect(expectReservation(await api.extend(r.id, { ttlSeconds: 60 }), 200).version).toBe(2);
+    await checkInvariants(t.app, [item]);
+  });
+
+  it('after Redis lost its state and was rebuilt from PostgreSQL, the extended expiry and version stay', async () => {
+    const { item, r } = await pending(60);
+    const doc = expectReservation(await api.extend(r.id, { ttlSeconds: 3_600 }), 200);
+    await wipeRedisState(t.app);
+    await t.app.runtime.recovery.ensure();
+    expect(expectReservation(await api.get(r.id), 200)).toEqual(doc);
+    const { hold, score } = await stored(r.id, item);
+    expect(hold).toMatchObject({ state: HoldState.pending, expiresAtMs: Date.parse(doc.expiresAt), version: 2 });
+    expect(score).toBe(Date.parse(doc.expiresAt));
+    expect(expectReservation(await api.extend(r.id, { ttlSeconds: 60 }, '"2"'), 200).version).toBe(3);
     await checkInvariants(t.app, [item]);
   });
 
