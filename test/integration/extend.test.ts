@@ -5,7 +5,7 @@ import { RecordError } from '../../src/store/writer.js';
 import { Api, expectInvalidFields, expectProblem, expectReservation, outcome, range, startHttpApp, wipeRedisState } from '../helpers/api.js';
 import { newItem, type TestApp } from '../helpers/app.js';
 import { checkInvariants } from '../helpers/invariants.js';
-import { untilTime } from '../helpers/wait.js';
+import { GiveUp, untilTime, waitFor } from '../helpers/wait.js';
 
 /**
  * api.md "Saga operations", **Extend**: `POST /reservations/{id}/extend` `{ "ttlSeconds": n }` moves a pending,
@@ -271,5 +271,72 @@ describe('extend a reservation', () => {
     expect(Object.values(finals).reduce((a, b) => a + b, 0)).toBe(120);
     await t.app.runtime.sweeper.runOnce();
     await checkInvariants(t.app, items);
+  });
+});
+
+describe('extend with concurrent group commits (WRITER_CONCURRENCY 2)', () => {
+  let t: TestApp;
+  let api: Api;
+
+  beforeAll(async () => {
+    t = await startHttpApp({ SWEEPER_INTERVAL_MS: 3_600_000, WRITER_CONCURRENCY: 2 });
+    api = await Api.listen(t.app);
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it("a reservation's changes commit in the order decided: none while a batch in flight records it", async () => {
+    const item = newItem('ext-order');
+    await api.stock(item, 10);
+    const [r, s] = [await api.hold({ lines: [{ itemId: item, quantity: 1 }] }), await api.hold({ lines: [{ itemId: item, quantity: 1 }] })];
+    const { writer, redis, keys, db } = t.app.runtime;
+    const generation = (await redis.get(keys.marker))!;
+    const lockWaits = async () =>
+      Number(
+        (
+          await db.query<{ n: string }>(
+            // The batch statement (its text is cut to its first kilobyte here).
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%WITH fence AS%' AND datname = current_database()",
+          )
+        ).rows[0]!.n,
+      );
+
+    // The first batch (r's extension) waits on r's row, which another transaction holds.
+    const locker = await db.connect();
+    let done = false;
+    try {
+      await locker.query('BEGIN');
+      await locker.query('SELECT FROM reservations WHERE id = $1 FOR UPDATE', [r.id]);
+      const extendAt = new Date();
+      const extension = writer.submit({
+        kind: 'extend',
+        generation,
+        reservationId: r.id,
+        expiresAt: new Date(extendAt.getTime() + 60_000),
+        at: extendAt,
+        version: 2,
+      });
+      await waitFor('the extension waiting on the row', async () => ((await lockWaits()) === 1 ? true : undefined));
+      const release = writer.submit({ kind: 'transition', generation, reservationId: r.id, to: 'released', at: new Date(), lines: r.lines });
+      const other = writer.submit({ kind: 'transition', generation, reservationId: s.id, to: 'released', at: new Date(), lines: s.lines });
+      // The second batch takes s's release only: r's waits for the extension's batch (else it would wait on the row too).
+      const blocked = waitFor('a second batch waiting on the row', async () => {
+        if (done) throw new GiveUp('done');
+        return (await lockWaits()) >= 2 ? ('a second batch waits on r' as const) : undefined;
+      }).catch(() => 'no second wait' as const);
+      expect(await Promise.race([other, blocked])).toBe('recorded');
+      done = true;
+      expect(await lockWaits()).toBe(1);
+      await locker.query('COMMIT');
+      expect(await extension).toBe('recorded');
+      expect(await release).toBe('recorded');
+    } finally {
+      done = true;
+      await locker.query('ROLLBACK').catch(() => undefined);
+      locker.release();
+    }
+    const { rows } = await db.query<{ status: string; version: number }>('SELECT status, version FROM reservations WHERE id = $1', [r.id]);
+    expect(rows[0]).toEqual({ status: 'released', version: 3 });
   });
 });
