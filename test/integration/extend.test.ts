@@ -202,6 +202,20 @@ describe('extend a reservation', () => {
     await checkInvariants(t.app, [item]);
   });
 
+  it('PostgreSQL records an extension only while pending at the version before the one decided', async () => {
+    const { item, r } = await pending();
+    const generation = (await t.app.runtime.redis.get(t.app.runtime.keys.marker))!;
+    const at = new Date();
+    const op = (version: number) =>
+      t.app.runtime.writer.submit({ kind: 'extend', generation, reservationId: r.id, expiresAt: new Date(at.getTime() + 60_000), at, version });
+    expect(await op(3)).toBe('conflict');
+    expect(await op(1)).toBe('conflict');
+    await expectStoredAt(r.id, item, r.expiresAt, 1);
+    await api.release(r.id);
+    expect(await op(3)).toBe('conflict');
+    expect((await stored(r.id, item)).row).toEqual({ status: 'released', version: 2, expires_ms: Date.parse(r.expiresAt) });
+  });
+
   it('the sweeper never expires a reservation whose extension was recorded', async () => {
     const { item, r } = await pending(2);
     const doc = expectReservation(await api.extend(r.id, { ttlSeconds: 600 }), 200);
