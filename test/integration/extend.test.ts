@@ -202,6 +202,19 @@ describe('extend a reservation', () => {
     await checkInvariants(t.app, [item]);
   });
 
+  it('a confirm or release decided after an extension answers the extended expiry, whatever header it read', async () => {
+    for (const action of ['confirm', 'release'] as const) {
+      const { item, r } = await pending(60);
+      const doc = expectReservation(await api.extend(r.id, { ttlSeconds: 600 }), 200);
+      // As if the call had read the header just before the extension moved it.
+      await t.app.runtime.redis.hset(t.app.runtime.keys.reservation(r.id), 'expires', Date.parse(r.expiresAt));
+      const ended = expectReservation(await api[action](r.id), 200);
+      expect(ended.expiresAt).toBe(doc.expiresAt);
+      expect(expectReservation(await api.get(r.id), 200)).toEqual(ended);
+      await checkInvariants(t.app, [item]);
+    }
+  });
+
   it('PostgreSQL records an extension only while pending at the version before the one decided', async () => {
     const { item, r } = await pending();
     const generation = (await t.app.runtime.redis.get(t.app.runtime.keys.marker))!;
