@@ -16,7 +16,7 @@ export function createMetrics() {
     }),
     reservations: new Counter({
       name: 'irs_reservation_outcomes_total',
-      help: 'Reservation outcomes: created, insufficient, confirmed, released, expired, replayed',
+      help: 'Reservation outcomes: created, insufficient, confirmed, released, expired, extended, replayed',
       labelNames: ['outcome'] as const,
       registers: [registry],
     }),

@@ -216,7 +216,11 @@ class PgOnlyReservations implements ReservationApi {
     return this.settle(caller, id, 'released');
   }
 
-  // The saga operations by reference are the service's own: this baseline measures reserve, confirm and release.
+  // The saga operations (extend, by reference) are the service's own: this baseline measures reserve, confirm and release.
+  extend(): Promise<ReservationDocument> {
+    return Promise.reject(new ProblemError('not_found', 'the pg-only baseline does not extend'));
+  }
+
   listByReference(): Promise<ReservationPage> {
     return Promise.reject(new ProblemError('not_found', 'the pg-only baseline does not list by reference'));
   }

@@ -150,7 +150,11 @@ class RedisOnlyReservations implements ReservationApi {
     return this.settle(caller, 'release', id);
   }
 
-  // The saga operations by reference are the service's own: this baseline measures reserve, confirm and release.
+  // The saga operations (extend, by reference) are the service's own: this baseline measures reserve, confirm and release.
+  extend(): Promise<ReservationDocument> {
+    return Promise.reject(new ProblemError('not_found', 'the redis-only baseline does not extend'));
+  }
+
   listByReference(): Promise<ReservationPage> {
     return Promise.reject(new ProblemError('not_found', 'the redis-only baseline does not list by reference'));
   }

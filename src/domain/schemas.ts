@@ -386,6 +386,19 @@ export const ReservationPage = Type.Object({
 });
 export type ReservationPage = Static<typeof ReservationPage>;
 
+/** `POST /reservations/{id}/extend`: the new TTL, from now (same limits as creation). */
+export const ExtendRequest = Type.Object(
+  {
+    ttlSeconds: Type.Integer({
+      minimum: 1,
+      maximum: 86_400,
+      description: 'The reservation now expires this many seconds from now (it may also shorten it)',
+    }),
+  },
+  { additionalProperties: false },
+);
+export type ExtendRequest = Static<typeof ExtendRequest>;
+
 export const ReleaseByReferenceRequest = Type.Object({ reference: Reference }, { additionalProperties: false });
 export type ReleaseByReferenceRequest = Static<typeof ReleaseByReferenceRequest>;
 

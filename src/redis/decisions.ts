@@ -21,11 +21,18 @@ export type ReserveDecision =
 
 /** `version`: the reservation's, as its holds say (after the transition, for `settled`). */
 export type SettleDecision =
-  | { kind: 'settled'; generation: string; nowMs: number; version: number }
+  | { kind: 'settled'; generation: string; nowMs: number; version: number; expiresMs: number }
   | { kind: 'already'; generation: string }
-  | { kind: 'confirmed' | 'released' | 'expired' | 'precondition'; version: number }
+  | { kind: 'confirmed' | 'released' | 'precondition'; version: number }
+  | { kind: 'expired'; version: number; expiresMs: number }
   | { kind: 'missing' }
   | { kind: 'insufficient'; short: { lineIndex: number; onHand: number }[] };
+
+/** `version`: the one the extension made (`extended`), else the reservation's. */
+export type ExtendDecision =
+  | { kind: 'extended'; generation: string; nowMs: number; version: number; expiresMs: number; previousExpiresMs: number }
+  | { kind: 'confirmed' | 'released' | 'expired' | 'precondition'; version: number }
+  | { kind: 'missing' };
 
 export type StockDecision =
   | {
@@ -253,9 +260,49 @@ export class Decisions {
     );
     switch (reply[0]) {
       case S.OK:
-        return { kind: 'settled', generation: String(reply[1]), nowMs: Number(reply[2]), version: Number(reply[3]) };
+        return {
+          kind: 'settled',
+          generation: String(reply[1]),
+          nowMs: Number(reply[2]),
+          version: Number(reply[3]),
+          expiresMs: Number(reply[4]),
+        };
       case S.ALREADY:
         return { kind: 'already', generation: String(reply[1]) };
+      case S.PRECONDITION:
+        return { kind: 'precondition', version: Number(reply[1]) };
+      case S.CONFIRMED:
+        return { kind: 'confirmed', version: Number(reply[1]) };
+      case S.RELEASED:
+        return { kind: 'released', version: Number(reply[1]) };
+      case S.EXPIRED:
+        return { kind: 'expired', version: Number(reply[1]), expiresMs: Number(reply[2]) };
+      case S.MISSING:
+        return { kind: 'missing' };
+      case S.INSUFFICIENT:
+        return { kind: 'insufficient', short: pairs(reply).map(([lineIndex, onHand]) => ({ lineIndex, onHand })) };
+    }
+    throw new Error(`settle: unexpected status ${reply[0]}`);
+  }
+
+  /** Moves a pending, unexpired reservation's expiry to Redis' now + `ttlMs` (extend.lua); `ifMatch` as for settle. */
+  async extend(reservationId: string, lines: readonly Line[], ttlMs: number, ifMatch: number | null = null): Promise<ExtendDecision> {
+    const { itemKeys, itemCount, lineArgs } = this.linesLayout(lines);
+    const reply = await this.call(
+      'extend',
+      [this.keys.marker, this.keys.reservation(reservationId), ...itemKeys],
+      [reservationId, ttlMs, this.retentionMs, itemCount, lines.length, ifMatch ?? '', ...lineArgs],
+    );
+    switch (reply[0]) {
+      case S.OK:
+        return {
+          kind: 'extended',
+          generation: String(reply[1]),
+          nowMs: Number(reply[2]),
+          version: Number(reply[3]),
+          expiresMs: Number(reply[4]),
+          previousExpiresMs: Number(reply[5]),
+        };
       case S.PRECONDITION:
         return { kind: 'precondition', version: Number(reply[1]) };
       case S.CONFIRMED:
@@ -266,10 +313,19 @@ export class Decisions {
         return { kind: 'expired', version: Number(reply[1]) };
       case S.MISSING:
         return { kind: 'missing' };
-      case S.INSUFFICIENT:
-        return { kind: 'insufficient', short: pairs(reply).map(([lineIndex, onHand]) => ({ lineIndex, onHand })) };
     }
-    throw new Error(`settle: unexpected status ${reply[0]}`);
+    throw new Error(`extend: unexpected status ${reply[0]}`);
+  }
+
+  /** Takes an unrecorded extension back (undo_extend.lua); false when Redis was rebuilt since. */
+  async undoExtend(generation: string, reservationId: string, lines: readonly Line[], version: number, previousExpiresMs: number): Promise<boolean> {
+    const { itemKeys, itemCount, lineArgs } = this.linesLayout(lines);
+    const reply = await this.run(
+      'undo_extend',
+      [this.keys.marker, this.keys.reservation(reservationId), ...itemKeys],
+      [generation, reservationId, version, previousExpiresMs, this.retentionMs, itemCount, lines.length, ...lineArgs],
+    );
+    return reply[0] === S.OK;
   }
 
   /** Compensation; resolves to false where the rebuild or a later state made it unnecessary or impossible. */

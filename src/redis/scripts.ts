@@ -9,6 +9,8 @@ export const scriptNames = [
   'settle',
   'undo_reserve',
   'undo_settle',
+  'extend',
+  'undo_extend',
   'expire',
   'stock',
   'availability',

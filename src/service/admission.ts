@@ -26,7 +26,7 @@ const SHED = new ProblemError(
  */
 export async function admitted<T>(
   d: { writer: BatchWriter; metrics: Metrics },
-  operation: 'reserve' | 'confirm' | 'release' | 'stock',
+  operation: 'reserve' | 'confirm' | 'release' | 'extend' | 'stock',
   work: () => Promise<T>,
 ): Promise<T> {
   const finish = d.writer.admit(operation === 'reserve' ? 'new' : 'other');

@@ -19,6 +19,8 @@ export interface ReservationApi {
   /** `ifMatch`: the version an `If-Match` named (api.md, "Versions"); absent or null, the call is unconditional. */
   confirm(caller: Caller, id: string, ifMatch?: number | null): Promise<ReservationDocument>;
   release(caller: Caller, id: string, ifMatch?: number | null): Promise<ReservationDocument>;
+  /** A pending, unexpired reservation now expires `ttlSeconds` from now. */
+  extend(caller: Caller, id: string, ttlSeconds: number, ifMatch?: number | null): Promise<ReservationDocument>;
   /** The caller's reservations of one reference, newest first, a page at a time. */
   listByReference(caller: Caller, query: ReferenceListQuery): Promise<ReservationPage>;
   /** Releases every pending reservation of the caller's with this reference; answers all of them as they are after. */

@@ -312,6 +312,79 @@ export class ReservationService implements ReservationApi {
     return admitted(this.d, 'release', () => this.settle(caller, 'release', id, ifMatch));
   }
 
+  extend(caller: Caller, id: string, ttlSeconds: number, ifMatch: number | null = null): Promise<ReservationDocument> {
+    return admitted(this.d, 'extend', () => this.extendAdmitted(caller, id, ttlSeconds * 1000, ifMatch));
+  }
+
+  /**
+   * The extend script decides (pending and unexpired, If-Match, then the new expiry, in one step); PostgreSQL
+   * records it before the answer, or the decision is taken back (503). As for settle, the cached header gives the
+   * lines and the tenant; without it, PostgreSQL's record does.
+   */
+  private async extendAdmitted(caller: Caller, id: string, ttlMs: number, ifMatch: number | null): Promise<ReservationDocument> {
+    const cached = await this.d.decisions.header(id);
+    let r: ReservationRecord;
+    if (cached) {
+      if (!canAccess(caller, cached.tenant)) throw notFound(id);
+      r = {
+        id,
+        tenant: cached.tenant,
+        status: 'pending',
+        reference: cached.reference,
+        metadata: cached.metadata,
+        priority: cached.priority,
+        lines: cached.lines,
+        expiresAt: new Date(cached.expiresMs),
+        createdAt: new Date(cached.createdMs),
+        updatedAt: new Date(cached.createdMs),
+        allocation: cached.allocation,
+        version: 1,
+      };
+    } else {
+      r = await this.loadFor(caller, id);
+      if (r.status !== 'pending') return extendEnded(r, ifMatch);
+    }
+    const decision = await this.d.decisions.extend(id, r.lines, ttlMs, ifMatch);
+    switch (decision.kind) {
+      case 'extended':
+        return this.recordExtend(r, decision);
+      case 'precondition':
+        throw preconditionFailed(ifMatch!, decision.version);
+      case 'confirmed':
+      case 'released':
+      case 'expired':
+        throw ended(decision.kind);
+      case 'missing': {
+        // Redis has no holds: PostgreSQL's record says what became of it (expired once its TTL passed).
+        const now = await this.loadFor(caller, id);
+        if (now.status !== 'pending' || Date.now() >= now.expiresAt.getTime()) return extendEnded(now, ifMatch);
+        this.d.log.error({ reservationId: id }, 'pending reservation has no holds in Redis');
+        throw unavailable('reservation state is being repaired; retry');
+      }
+    }
+  }
+
+  private async recordExtend(
+    r: ReservationRecord,
+    decision: { generation: string; nowMs: number; version: number; expiresMs: number; previousExpiresMs: number },
+  ): Promise<ReservationDocument> {
+    const at = new Date(decision.nowMs);
+    const expiresAt = new Date(decision.expiresMs);
+    const result = await this.record(
+      { kind: 'extend', generation: decision.generation, reservationId: r.id, expiresAt, at, version: decision.version },
+      'extend',
+      () => this.d.decisions.undoExtend(decision.generation, r.id, r.lines, decision.version, decision.previousExpiresMs),
+    );
+    if (result === 'conflict') {
+      // PostgreSQL has the reservation ended, or at another version: it has the last word.
+      const now = await this.load(r.id);
+      if (now.status !== 'pending') throw ended(now.status);
+      throw unavailable('another change to this reservation is being recorded; retry');
+    }
+    this.d.metrics.reservations.inc({ outcome: 'extended' });
+    return toDocument({ ...r, status: 'pending', expiresAt, updatedAt: at, version: decision.version }, at);
+  }
+
   async listByReference(caller: Caller, query: ReferenceListQuery): Promise<ReservationPage> {
     const after = query.cursor === undefined ? null : decodeCursor(query.cursor);
     if (query.cursor !== undefined && !after) {
@@ -420,7 +493,8 @@ export class ReservationService implements ReservationApi {
     const decision = await this.d.decisions.settle(action, r.id, r.lines, ifMatch);
     switch (decision.kind) {
       case 'settled':
-        return this.recordSettle(action, r, decision.generation, decision.nowMs, decision.version);
+        // The holds' expiry, not the header's as read before: an extension may have moved it since.
+        return this.recordSettle(action, { ...r, expiresAt: new Date(decision.expiresMs) }, decision.generation, decision.nowMs, decision.version);
       case 'already':
         return this.awaitRecorded(r.id, action);
       case 'precondition':
@@ -429,9 +503,11 @@ export class ReservationService implements ReservationApi {
       case 'released':
         if (decision.kind === target) return this.awaitRecorded(r.id, action);
         throw ended(decision.kind);
-      case 'expired':
+      case 'expired': {
         // The sweeper records it (the script checked If-Match already).
-        return finalAnswer(action, { ...r, status: 'expired', updatedAt: r.expiresAt, version: decision.version }, null);
+        const expiresAt = new Date(decision.expiresMs);
+        return finalAnswer(action, { ...r, status: 'expired', expiresAt, updatedAt: expiresAt, version: decision.version }, null);
+      }
       case 'missing':
         return null;
       case 'insufficient': {
@@ -545,6 +621,13 @@ function finalAnswer(action: SettleAction, r: ReservationRecord, ifMatch: number
   if (ifMatch !== null && ifMatch !== document.version) throw preconditionFailed(ifMatch, document.version);
   if (action === 'release' && status === 'expired') return document;
   throw ended(status);
+}
+
+/** Extend of a reservation that ended (or is past its TTL): 412 for another version named, else its 409. */
+function extendEnded(r: ReservationRecord, ifMatch: number | null): never {
+  const document = toDocument(r);
+  if (ifMatch !== null && ifMatch !== document.version) throw preconditionFailed(ifMatch, document.version);
+  throw ended(document.status === 'pending' ? 'expired' : document.status);
 }
 
 const preconditionFailed = (ifMatch: number, version: number) =>

@@ -40,7 +40,7 @@ export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome)
   return ops.map((op) => {
     if (op.generation !== generation || !outcome.fenced_in) return 'stale';
     if (op.kind === 'reserve' && !created.has(op.reservation.id)) return 'conflict';
-    if (op.kind === 'transition' && !moved.has(op.reservationId)) return 'conflict';
+    if ((op.kind === 'transition' || op.kind === 'extend') && !moved.has(op.reservationId)) return 'conflict';
     if (op.kind === 'stock' && !stocked.has(op.opId)) return 'conflict';
     return 'recorded';
   });
@@ -55,6 +55,9 @@ export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome)
  * generation and write nothing (READ COMMITTED re-evaluates a locked row's condition against its newest version).
  *
  * Every recorded transition adds one to the reservation's version, as its decision in Redis did (api.md, "Versions").
+ * An extension (`extended`) moves a pending reservation's expiry, only at the version before the one it decided;
+ * its id is reported among `moved`. An expiry is recorded only while the row's expiry is not after the one the
+ * sweeper read: a recorded extension is never expired by a sweeper that read the reservation before it.
  *
  * A transition names the status it leaves (`from_status`, always 'pending') as a column, not a literal: with the
  * literal, the planner may answer "pending rows with these ids" from the sweeper's partial index of every pending
@@ -92,6 +95,12 @@ WITH fence AS (
   UPDATE reservations r SET status = t.status, updated_at = t.at, version = r.version + 1
   FROM unnest($18::uuid[], $19::text[], $20::timestamptz[], $21::text[]) AS t(id, status, at, from_status)
   WHERE r.id = t.id AND r.status = t.from_status AND EXISTS (SELECT FROM fence)
+    AND (t.status <> 'expired' OR r.expires_at <= t.at)
+  RETURNING r.id
+), extended AS (
+  UPDATE reservations r SET expires_at = t.expires_at, updated_at = t.at, version = t.version
+  FROM unnest($35::uuid[], $36::timestamptz[], $37::timestamptz[], $38::int[], $39::text[]) AS t(id, expires_at, at, version, from_status)
+  WHERE r.id = t.id AND r.status = t.from_status AND r.version = t.version - 1 AND EXISTS (SELECT FROM fence)
   RETURNING r.id
 ), movements AS (
   SELECT m.item_id, m.location, m.kind, m.on_hand_delta, m.reserved_delta, m.reservation_id, m.reason, m.op_id, m.safety_delta
@@ -115,7 +124,7 @@ WITH fence AS (
         safety_stock = s.safety_stock + excluded.safety_stock, updated_at = now()
 )
 INSERT INTO write_batches (id, fenced_in, created, moved, stocked)
-SELECT $2::uuid, EXISTS (SELECT FROM fence), (SELECT array_agg(reservation_id) FROM idem), (SELECT array_agg(id) FROM moved),
+SELECT $2::uuid, EXISTS (SELECT FROM fence), (SELECT array_agg(reservation_id) FROM idem), (SELECT array_agg(id) FROM (SELECT id FROM moved UNION ALL SELECT id FROM extended) AS m),
   (SELECT array_agg(op_id) FROM ledger WHERE op_id IS NOT NULL)
 RETURNING fenced_in, created::text[], moved::text[], stocked::text[]`;
 
@@ -124,6 +133,9 @@ export function batchValues(ops: RecordOp[]): unknown[] {
   const reserves = ops.filter((op) => op.kind === 'reserve');
   const transitions = ops
     .filter((op) => op.kind === 'transition')
+    .sort((a, b) => (a.reservationId < b.reservationId ? -1 : a.reservationId > b.reservationId ? 1 : 0));
+  const extensions = ops
+    .filter((op) => op.kind === 'extend')
     .sort((a, b) => (a.reservationId < b.reservationId ? -1 : a.reservationId > b.reservationId ? 1 : 0));
   const lines = reserves.flatMap((r) => r.reservation.lines.map((l, n) => ({ id: r.reservation.id, n, ...l })));
   const movements = ops.flatMap(movementsOf);
@@ -161,6 +173,11 @@ export function batchValues(ops: RecordOp[]): unknown[] {
     movements.map((m) => m.safety),
     reserves.map((r) => r.reservation.priority),
     reserves.map((r) => (r.reservation.allocation ? JSON.stringify(r.reservation.allocation) : null)),
+    extensions.map((e) => e.reservationId),
+    extensions.map((e) => e.expiresAt),
+    extensions.map((e) => e.at),
+    extensions.map((e) => e.version),
+    extensions.map(() => 'pending'),
   ];
 }
 
@@ -195,6 +212,8 @@ function movementsOf(op: RecordOp): Movement[] {
         reason: null,
         opId: null,
       }));
+    case 'extend':
+      return [];
     case 'transition': {
       const kind = { confirmed: 'confirm', released: 'release', expired: 'expire' }[op.to];
       return op.lines.map((l) => ({

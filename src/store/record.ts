@@ -14,6 +14,8 @@ export type RecordOp =
       idempotency: { scope: string; key: string; requestHash: string; statusCode: number; response: unknown };
     }
   | { kind: 'transition'; generation: string; reservationId: string; to: Transition; at: Date; lines: readonly Line[] }
+  /** A pending reservation's new expiry, recorded only while it is pending at the version before `version`. */
+  | { kind: 'extend'; generation: string; reservationId: string; expiresAt: Date; at: Date; version: number }
   | {
       kind: 'stock';
       generation: string;

@@ -49,6 +49,10 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
+/** The reservation a transition or extension changes (null for other operations). */
+const reservationOf = (p: Pending): string | null =>
+  p.op.kind === 'transition' || p.op.kind === 'extend' ? p.op.reservationId : null;
+
 const RETRYABLE = new Set(['40001', '40P01']); // serialization failure, deadlock
 const MAX_ATTEMPTS = 3;
 /**
@@ -78,6 +82,8 @@ export class BatchWriter {
   /** Write requests admitted and not yet finished (`admit`). */
   private admitted = 0;
   private inflight = 0;
+  /** Reservations whose transition or extension a batch in flight records. */
+  private readonly recording = new Set<string>();
   private scheduled = false;
   private closed = false;
   /** Lost batches whose fate is being looked up (off the flush slots, so later batches are not held up). */
@@ -160,21 +166,30 @@ export class BatchWriter {
   private pump(): void {
     while (this.inflight < this.options.concurrency && this.queue.length > 0) {
       const batch = this.takeBatch();
+      // Every queued operation waits for a batch in flight that records its reservation.
+      if (batch.length === 0) return;
+      const ids = batch.map(reservationOf).filter((id) => id !== null);
+      for (const id of ids) this.recording.add(id);
       this.inflight++;
       void this.flush(batch).finally(() => {
+        for (const id of ids) this.recording.delete(id);
         this.inflight--;
         this.pump();
       });
     }
   }
 
-  /** Up to maxBatch operations, at most one transition per reservation (a later one waits for the next batch). */
+  /**
+   * Up to maxBatch operations, at most one transition or extension per reservation, and none of a reservation a
+   * batch in flight records: a later one waits, so a reservation's changes commit in the order they were decided
+   * (each adds one to its version).
+   */
   private takeBatch(): Pending[] {
     const batch: Pending[] = [];
     const rest: Pending[] = [];
-    const seen = new Set<string>();
+    const seen = new Set<string>(this.recording);
     for (const p of this.queue) {
-      const id = p.op.kind === 'transition' ? p.op.reservationId : null;
+      const id = reservationOf(p);
       if (batch.length >= this.options.maxBatch || (id && seen.has(id))) rest.push(p);
       else {
         if (id) seen.add(id);

@@ -59,6 +59,7 @@ export const BODIES: Record<Exclude<BodyKind, 'none'>, BodySpec> = {
   },
   admin: { fields: { repair: { kind: 'bool' } }, required: [], implemented: ['repair'] },
   releaseByReference: { fields: { reference: { kind: 'text', max: 255 } }, required: ['reference'], implemented: ['reference'] },
+  extend: { fields: { ttlSeconds: { kind: 'int', min: 1, max: 86_400 } }, required: ['ttlSeconds'], implemented: ['ttlSeconds'] },
 };
 
 /** A value that breaks a field, what kind of break it is, and the field path the answer should name. */

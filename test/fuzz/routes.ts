@@ -10,7 +10,7 @@ import type { Builder, World } from './case.js';
 
 export type Access = 'public' | 'client' | 'operator';
 /** The JSON body a route takes: its schema is in bodies.ts. `none`: a route that takes no body. */
-export type BodyKind = 'reserve' | 'stockSet' | 'adjust' | 'admin' | 'releaseByReference' | 'none';
+export type BodyKind = 'reserve' | 'stockSet' | 'adjust' | 'admin' | 'releaseByReference' | 'extend' | 'none';
 
 export interface Route {
   name: string;
@@ -39,6 +39,7 @@ export const METHODS_BY_TEMPLATE: Record<string, string[]> = {
   '/reservations/:id': ['GET', 'HEAD'],
   '/reservations/:id/confirm': ['POST'],
   '/reservations/:id/release': ['POST'],
+  '/reservations/:id/extend': ['POST'],
   '/health/live': ['GET', 'HEAD'],
   '/health/ready': ['GET', 'HEAD'],
   '/metrics': ['GET', 'HEAD'],
@@ -397,6 +398,36 @@ export const ROUTES: Route[] = [
       ],
     }),
   ),
+  {
+    name: 'POST /reservations/:id/extend',
+    method: 'POST',
+    template: '/reservations/:id/extend',
+    access: 'client',
+    mutating: true,
+    weight: 8,
+    param: 'id',
+    body: 'extend',
+    base(d, w, b) {
+      b.draft.path[1] = seeded(d, w).id;
+      json(b, obj({ ttlSeconds: d.int(1, 86_400) }));
+      authorise(d, w, b, 'client');
+    },
+    semantic: [
+      (d, _w, b) => {
+        b.draft.path[1] = unknownUuid(d);
+        b.defect('sem.unknown-id', ['reservation_not_found']);
+      },
+      (d, _w, b) => {
+        ifMatch(b, d.pick(['W/"1"', '1', '"0"', '"01"', '"-1"', '"x"', '""', '"1", "2"', '"1234567890123456"', '**']));
+        b.defect('sem.if-match-malformed', ['validation_failed'], ['If-Match']);
+      },
+      (d, _w, b) => {
+        // The seeded reservations are pending at version 1 for the whole run (or expired, at 2): never this one.
+        ifMatch(b, `"${d.int(3, 999_999_999)}"`);
+        b.defect('sem.if-match-stale', ['precondition_failed']);
+      },
+    ],
+  },
   ...(['/health/live', '/health/ready', '/metrics', '/openapi.json'] as const).map(
     (path): Route => ({
       name: `GET ${path}`,

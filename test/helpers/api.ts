@@ -164,6 +164,11 @@ export class Api {
     return this.transport({ method: 'POST', url: `/reservations/${id}/release`, headers: ifMatchHeader(ifMatch) });
   }
 
+  /** POST /reservations/{id}/extend; `body` may be anything, to test rejections. */
+  extend(id: string, body: unknown, ifMatch?: string): Promise<Answer> {
+    return this.transport({ method: 'POST', url: `/reservations/${id}/extend`, headers: ifMatchHeader(ifMatch), payload: body });
+  }
+
   /** GET /reservations?… with the query as given (a string, to test malformed ones; or its parameters, encoded). */
   listByReference(query: string | Record<string, string | number>): Promise<Answer> {
     const qs = typeof query === 'string' ? query : new URLSearchParams(Object.entries(query).map(([k, v]) => [k, String(v)])).toString();

@@ -67,16 +67,18 @@ const routes = [
   { method: 'GET' as const, path: (id: string) => `/reservations/${id}` },
   { method: 'POST' as const, path: (id: string) => `/reservations/${id}/confirm` },
   { method: 'POST' as const, path: (id: string) => `/reservations/${id}/release` },
+  { method: 'POST' as const, path: (id: string) => `/reservations/${id}/extend`, payload: { ttlSeconds: 60 } },
 ];
 
-const call = (who: Who, method: 'GET' | 'POST', url: string) => t.app.inject({ method, url, headers: auth(who) });
+const call = (who: Who, method: 'GET' | 'POST', url: string, payload?: object) =>
+  t.app.inject({ method, url, headers: auth(who), ...(payload ? { payload } : {}) });
 
 /** Every reservation route answers `who` exactly as for an id that does not exist. */
 async function expectInvisible(who: Who, id: string): Promise<void> {
   const missing = randomUUID();
   for (const route of routes) {
-    const res = await call(who, route.method, route.path(id));
-    const none = await call(who, route.method, route.path(missing));
+    const res = await call(who, route.method, route.path(id), route.payload);
+    const none = await call(who, route.method, route.path(missing), route.payload);
     expect(res.statusCode, `${who} ${route.method} ${route.path('…')}`).toBe(404);
     expect(res.headers['content-type']).toBe(none.headers['content-type']);
     expect(res.json()).toEqual({ ...none.json(), detail: none.json().detail.replace(missing, id) });

@@ -147,6 +147,35 @@ describe('undo_settle', () => {
     }
   });
 
+  it('extend moves every hold, its expiry score and the header; undo_extend takes back only its own state', async () => {
+    const itemId = await stocked(4);
+    const lines = [{ itemId, location: 'default', quantity: 2 }];
+    const id = await reserve(lines);
+    const field = holdField(id, 'default');
+    const before = parseHold((await redis.hget(keys.item(itemId).holds, field))!)!;
+    const extended = await decisions.extend(id, lines, 5_000);
+    if (extended.kind !== 'extended') throw new Error(`extend: ${extended.kind}`);
+    expect(extended).toMatchObject({ version: 2, expiresMs: extended.nowMs + 5_000, previousExpiresMs: before.expiresAtMs });
+    expect(parseHold((await redis.hget(keys.item(itemId).holds, field))!)).toMatchObject({ expiresAtMs: extended.expiresMs, version: 2 });
+    expect(Number(await redis.zscore(keys.item(itemId).exp, field))).toBe(extended.expiresMs);
+    expect(Number(await redis.hget(keys.reservation(id), 'expires'))).toBe(extended.expiresMs);
+
+    // Redis rebuilt since: nothing to undo.
+    expect(await decisions.undoExtend(String(Number(extended.generation) + 1), id, lines, 2, extended.previousExpiresMs)).toBe(false);
+    expect(await decisions.undoExtend(extended.generation, id, lines, 2, extended.previousExpiresMs)).toBe(true);
+    expect(parseHold((await redis.hget(keys.item(itemId).holds, field))!)).toEqual(before);
+    expect(Number(await redis.zscore(keys.item(itemId).exp, field))).toBe(before.expiresAtMs);
+    expect(Number(await redis.hget(keys.reservation(id), 'expires'))).toBe(before.expiresAtMs);
+
+    // A later decision on the holds (a confirm after the extension) stands.
+    const again = await decisions.extend(id, lines, 5_000, 1);
+    if (again.kind !== 'extended') throw new Error(`extend: ${again.kind}`);
+    expect(await decisions.settle('confirm', id, lines, 2)).toMatchObject({ kind: 'settled', version: 3, expiresMs: again.expiresMs });
+    expect(await decisions.undoExtend(again.generation, id, lines, 2, again.previousExpiresMs)).toBe(true);
+    expect(parseHold((await redis.hget(keys.item(itemId).holds, field))!)).toMatchObject({ state: HoldState.confirmed, version: 3 });
+    expect(await decisions.extend(id, lines, 5_000)).toEqual({ kind: 'confirmed', version: 3 });
+  });
+
   it('does not undo a release whose units another reservation took since (that would oversell)', async () => {
     const itemId = await stocked(2);
     const lines = [{ itemId, location: 'default', quantity: 2 }];

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import {
   etagOf,
+  ExtendRequest,
   IdempotencyHeaders,
   IfMatchHeaders,
   ifMatchVersion,
@@ -140,9 +141,17 @@ const confirmed: Reservation = { ...cart, status: 'confirmed', updatedAt: '2026-
 const released: Reservation = { ...cart, status: 'released', updatedAt: '2026-11-26T12:03:12.880Z', version: 2 };
 const expired: Reservation = { ...flash, status: 'expired', updatedAt: flash.expiresAt, version: 2 };
 
+// A slow payment: the cart's hold is extended by ten minutes from the call, at version 2.
+const extended: Reservation = {
+  ...cart,
+  expiresAt: '2026-11-26T12:23:40.118Z',
+  updatedAt: '2026-11-26T12:13:40.118Z',
+  version: 2,
+};
+
 const etag = {
   ETag: {
-    description: 'The reservation\'s version as a strong entity tag (`"1"`): send it back as `If-Match` to confirm or release only that version',
+    description: 'The reservation\'s version as a strong entity tag (`"1"`): send it back as `If-Match` to confirm, release or extend only that version',
     type: 'string',
   },
 } as const;
@@ -512,6 +521,55 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
     },
     async (request, reply) => {
       const document = await reservations.release(callerOf(request), request.params.id, ifMatchVersion(request.headers['if-match']));
+      reply.header('etag', etagOf(document));
+      return document;
+    },
+  );
+
+  app.post(
+    '/reservations/:id/extend',
+    {
+      config: { access: 'client' },
+      schema: {
+        operationId: 'extendReservation',
+        tags: ['reservations'],
+        summary: 'Move a pending hold\'s expiry',
+        description:
+          'A pending, unexpired reservation now expires `ttlSeconds` from now (the server\'s clock), which may also ' +
+          'shorten it; its version goes up by one. Extend racing the expiry has one outcome: extended, or ' +
+          '`409 reservation_expired`. With `If-Match: "<version>"`, only while the reservation is at that version.',
+        params: ReservationParams,
+        headers: IfMatchHeaders,
+        body: ExtendRequest,
+        response: {
+          200: documented(
+            'The reservation, `pending`, with its new `expiresAt`',
+            ReservationDocument,
+            { extended: { summary: 'The cart, ten more minutes while the payment completes', value: extended } },
+            etag,
+          ),
+          ...problems({
+            validation_failed: {
+              means: '`ttlSeconds` missing or not an integer from 1 to 86,400, another field, or a malformed `If-Match`; `errors` names it.',
+              example: {
+                detail: 'ttlSeconds: must be <= 86400',
+                errors: [{ field: 'ttlSeconds', message: 'must be <= 86400' }],
+              },
+            },
+            reservation_not_found: notFound,
+            precondition_failed: precondition,
+            reservation_expired: 'Its `expiresAt` passed first: the units are available again; reserve anew.',
+            reservation_released: 'It was released.',
+            reservation_confirmed: 'It was confirmed: its units are sold.',
+            unavailable,
+          }),
+        },
+      },
+    },
+    async (request, reply) => {
+      const caller = callerOf(request);
+      const ifMatch = ifMatchVersion(request.headers['if-match']);
+      const document = await reservations.extend(caller, request.params.id, request.body.ttlSeconds, ifMatch);
       reply.header('etag', etagOf(document));
       return document;
     },

@@ -17,11 +17,13 @@
   other verdict, in this one step: no other decision can come between the check and the transition.
 
   Returns
-    {S.OK, generation, nowMs, version}   version: the one the transition made
+    {S.OK, generation, nowMs, version, expiresAtMs}   version: the one the transition made; expiresAtMs: the
+                                 holds' (an extension may have moved it since the caller read the header)
     {S.NO_STATE}
     {S.ALREADY, generation}      every hold is already in the requested state (a duplicate; nothing changed)
     {S.PRECONDITION, version}    ARGV[6] is not the reservation's version (nothing changed)
-    {S.CONFIRMED, version} {S.RELEASED, version} {S.EXPIRED, version}   the reservation already ended otherwise
+    {S.CONFIRMED, version} {S.RELEASED, version}   the reservation already ended otherwise
+    {S.EXPIRED, version, expiresAtMs}
     {S.MISSING}                  a hold is unknown to Redis
     {S.INSUFFICIENT, lineIndex, onHand, ...} confirm only: on-hand no longer covers these lines
 ]]
@@ -40,6 +42,7 @@ expireItems(FIXED, tonumber(ARGV[4]), now, retentionMs)
 
 local counts = { p = 0, c = 0, r = 0, x = 0, missing = 0 }
 local version = nil
+local expiresAt = nil
 local short = {}
 for n, line in ipairs(lines) do
   local stockKey, holdsKey = itemKeys(FIXED, line.item)
@@ -47,9 +50,10 @@ for n, line in ipairs(lines) do
   if not value then
     counts.missing = counts.missing + 1
   else
-    local state, _, _, holdVersion = parseHold(value)
+    local state, _, expMs, holdVersion = parseHold(value)
     counts[state] = counts[state] + 1
     version = math.max(version or 0, holdVersion)
+    expiresAt = expMs
     if state == H.pending and confirm then
       local onHand = tonumber(redis.call('HGET', stockKey, onHandField(line.location)) or '0')
       if onHand < line.qty then
@@ -64,7 +68,7 @@ if counts[target] == #lines then return { S.ALREADY, gen } end
 if ifMatch and version and version ~= ifMatch then return { S.PRECONDITION, version } end
 if counts.c > 0 then return { S.CONFIRMED, version } end
 if counts.r > 0 then return { S.RELEASED, version } end
-if counts.x > 0 then return { S.EXPIRED, version } end
+if counts.x > 0 then return { S.EXPIRED, version, expiresAt } end
 if counts.missing > 0 then return { S.MISSING } end
 if #short > 0 then return { S.INSUFFICIENT, unpack(short) } end
 
@@ -77,4 +81,4 @@ for _, line in ipairs(lines) do
   redis.call('HSET', holdsKey, field, formatHold(target, qty, expMs, version + 1))
   redis.call('ZADD', expKey, now + retentionMs, field)
 end
-return { S.OK, gen, now, version + 1 }
+return { S.OK, gen, now, version + 1, expiresAt }
