@@ -143,7 +143,9 @@ export function pathDefect(d: Draw, w: World, b: Builder, route: Route): void {
       [1, () => ['path.id-empty', '']],
     ])();
     b.draft.path[1] = segment;
-    b.defect(label, ['reservation_not_found', 'not_found']);
+    // A path that does not percent-decode is refused before routing: 400 naming the URL, whatever the route's body.
+    if (label === 'path.percent-garbage') b.defect(label, ['reservation_not_found', 'not_found', 'validation_failed'], ['url']);
+    else b.defect(label, ['reservation_not_found', 'not_found']);
   }
 }
 
