@@ -326,20 +326,7 @@ export class ReservationService implements ReservationApi {
     let r: ReservationRecord;
     if (cached) {
       if (!canAccess(caller, cached.tenant)) throw notFound(id);
-      r = {
-        id,
-        tenant: cached.tenant,
-        status: 'pending',
-        reference: cached.reference,
-        metadata: cached.metadata,
-        priority: cached.priority,
-        lines: cached.lines,
-        expiresAt: new Date(cached.expiresMs),
-        createdAt: new Date(cached.createdMs),
-        updatedAt: new Date(cached.createdMs),
-        allocation: cached.allocation,
-        version: 1,
-      };
+      r = fromHeader(id, cached);
     } else {
       r = await this.loadFor(caller, id);
       if (r.status !== 'pending') return extendEnded(r, ifMatch);
@@ -459,21 +446,7 @@ export class ReservationService implements ReservationApi {
     const cached = await this.d.decisions.header(id);
     if (cached) {
       if (!canAccess(caller, cached.tenant)) throw notFound(id);
-      const r: ReservationRecord = {
-        id,
-        tenant: cached.tenant,
-        status: 'pending',
-        reference: cached.reference,
-        metadata: cached.metadata,
-        priority: cached.priority,
-        lines: cached.lines,
-        expiresAt: new Date(cached.expiresMs),
-        createdAt: new Date(cached.createdMs),
-        updatedAt: new Date(cached.createdMs),
-        allocation: cached.allocation,
-        // Not read: the script says the version of every answer made from this record.
-        version: 1,
-      };
+      const r = fromHeader(id, cached);
       const answer = await this.decide(action, r, ifMatch);
       if (answer) return answer;
     }
@@ -649,3 +622,26 @@ export function normaliseLines(request: ReservationRequest): Line[] {
 
 /** An item not stocked where a line asked: at its location, or (allocated) at any of its candidates. */
 const notStockedLabel = (l: RequestedLine) => (l.location === null ? `${l.itemId} (at none of the candidate locations)` : lineLabel(l));
+
+/**
+ * The pending record the reserve script's cached header describes. Its version is not read: the script deciding on
+ * it says the version of every answer made from this record.
+ */
+function fromHeader(id: string, cached: CachedHeader): ReservationRecord {
+  return {
+    id,
+    tenant: cached.tenant,
+    status: 'pending',
+    reference: cached.reference,
+    metadata: cached.metadata,
+    priority: cached.priority,
+    lines: cached.lines,
+    expiresAt: new Date(cached.expiresMs),
+    createdAt: new Date(cached.createdMs),
+    updatedAt: new Date(cached.createdMs),
+    allocation: cached.allocation,
+    version: 1,
+  };
+}
+
+type CachedHeader = NonNullable<Awaited<ReturnType<Decisions['header']>>>;
