@@ -31,21 +31,7 @@ local ifMatch = tonumber(ARGV[6])
 local lines = readLines(7, tonumber(ARGV[5]))
 expireItems(FIXED, tonumber(ARGV[4]), now, retentionMs)
 
-local counts = { p = 0, c = 0, r = 0, x = 0, missing = 0 }
-local version = nil
-local previous = nil
-for _, line in ipairs(lines) do
-  local _, holdsKey = itemKeys(FIXED, line.item)
-  local value = redis.call('HGET', holdsKey, holdField(ARGV[1], line.location))
-  if not value then
-    counts.missing = counts.missing + 1
-  else
-    local state, _, expMs, holdVersion = parseHold(value)
-    counts[state] = counts[state] + 1
-    version = math.max(version or 0, holdVersion)
-    previous = expMs
-  end
-end
+local counts, version, previous = readHolds(FIXED, ARGV[1], lines)
 
 if ifMatch and version and version ~= ifMatch then return { S.PRECONDITION, version } end
 if counts.c > 0 then return { S.CONFIRMED, version } end

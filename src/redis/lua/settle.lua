@@ -40,29 +40,16 @@ local ifMatch = tonumber(ARGV[6])
 local lines = readLines(7, tonumber(ARGV[5]))
 expireItems(FIXED, tonumber(ARGV[4]), now, retentionMs)
 
-local counts = { p = 0, c = 0, r = 0, x = 0, missing = 0 }
-local version = nil
-local expiresAt = nil
 local short = {}
-for n, line in ipairs(lines) do
-  local stockKey, holdsKey = itemKeys(FIXED, line.item)
-  local value = redis.call('HGET', holdsKey, holdField(ARGV[1], line.location))
-  if not value then
-    counts.missing = counts.missing + 1
-  else
-    local state, _, expMs, holdVersion = parseHold(value)
-    counts[state] = counts[state] + 1
-    version = math.max(version or 0, holdVersion)
-    expiresAt = expMs
-    if state == H.pending and confirm then
-      local onHand = tonumber(redis.call('HGET', stockKey, onHandField(line.location)) or '0')
-      if onHand < line.qty then
-        short[#short + 1] = n
-        short[#short + 1] = onHand
-      end
-    end
+local counts, version, expiresAt = readHolds(FIXED, ARGV[1], lines, function(n, line, state)
+  if state ~= H.pending or not confirm then return end
+  local stockKey = itemKeys(FIXED, line.item)
+  local onHand = tonumber(redis.call('HGET', stockKey, onHandField(line.location)) or '0')
+  if onHand < line.qty then
+    short[#short + 1] = n
+    short[#short + 1] = onHand
   end
-end
+end)
 
 if counts[target] == #lines then return { S.ALREADY, gen } end
 if ifMatch and version and version ~= ifMatch then return { S.PRECONDITION, version } end

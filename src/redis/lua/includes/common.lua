@@ -139,6 +139,28 @@ local function expireDue(stockKey, holdsKey, expKey, now, retentionMs)
   end
 end
 
+-- What a reservation's holds say over its lines (item keys after `fixed` leading keys): how many are in each state
+-- (by state code, and `missing`), their version (the highest: all carry the same one) and one hold's expiry.
+-- `each(lineIndex, line, state)`, if given, is called for every hold found.
+local function readHolds(fixed, reservationId, lines, each)
+  local counts = { [H.pending] = 0, [H.confirmed] = 0, [H.released] = 0, [H.expired] = 0, missing = 0 }
+  local version, expiresAt = nil, nil
+  for n, line in ipairs(lines) do
+    local _, holdsKey = itemKeys(fixed, line.item)
+    local value = redis.call('HGET', holdsKey, holdField(reservationId, line.location))
+    if not value then
+      counts.missing = counts.missing + 1
+    else
+      local state, _, expMs, holdVersion = parseHold(value)
+      counts[state] = counts[state] + 1
+      version = math.max(version or 0, holdVersion)
+      expiresAt = expMs
+      if each then each(n, line, state) end
+    end
+  end
+  return counts, version, expiresAt
+end
+
 -- Reads the line triples "itemIndex, location, quantity" that start at ARGV[first].
 local function readLines(first, count)
   local lines = {}
