@@ -369,6 +369,9 @@ export class ReservationService implements ReservationApi {
       // PostgreSQL has the reservation ended, or at another version: it has the last word.
       const now = await this.load(r.id);
       if (now.status !== 'pending') throw ended(now.status);
+      // Pending at another version: this extension was never recorded, so it is taken back as a failed record is
+      // (undo_extend leaves a later decision on the holds alone).
+      await this.d.decisions.undoExtend(decision.generation, r.id, r.lines, decision.version, decision.previousExpiresMs);
       throw unavailable('another change to this reservation is being recorded; retry');
     }
     this.d.metrics.reservations.inc({ outcome: 'extended' });
