@@ -579,6 +579,7 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
         params: ReservationParams,
         headers: IfMatchHeaders,
         body: ExtendRequest,
+        bodyExamples: { extended: { summary: 'Ten more minutes from now, while the payment completes', value: { ttlSeconds: 600 } } },
         response: {
           200: documented(
             'The reservation, `pending`, with its new `expiresAt`',
