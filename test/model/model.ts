@@ -50,7 +50,7 @@ export interface ModelReservation {
   state: HeldState;
   reference: string | null;
   metadata: Record<string, string>;
-  /** The stored version: 1 when created, +1 on confirm or release (an expiry adds its own +1 when derived). */
+  /** The stored version: 1 when created, +1 on confirm, release or extend (an expiry adds its own +1 when derived). */
   version: number;
   /** When the service created it (epoch ms): lists by reference are newest first, then by id. */
   createdAt: number;
@@ -64,6 +64,9 @@ export type IfMatch = number | 'malformed' | undefined;
 
 /** The most reservations one reference may have for a release by reference (api.md, "Saga operations"). */
 export const MAX_RELEASE_BY_REFERENCE = 100;
+
+/** The longest TTL, at creation and on extend (api.md "Saga operations": the same limits): 1 day. */
+export const MAX_TTL_SECONDS = 86_400;
 
 export interface LocationFigures {
   location: string;
@@ -101,10 +104,23 @@ interface Stocked {
 /** A line's decision: the parts held, or what the strategy could find. */
 type Placement = { held: ModelLine[] } | { short: ShortLine };
 
+/**
+ * One reservation document. `expiresAt` as the model knows it, or for an extension (whose new expiry the service's
+ * clock picks; the caller records it with `extended()`) how long after the document's updatedAt.
+ */
+export interface ExpectedDocument {
+  status: 200;
+  reservationId: string;
+  reservationStatus: Status;
+  version: number;
+  lines: ModelLine[];
+  expiresAt: number | { afterUpdateMs: number };
+}
+
 /** The answer the service must give: its status, its problem code, and the parts of the body the model knows. */
 export type Expected =
   | { status: 200; availability: Availability }
-  | { status: 200 | 201; reservationId: string; reservationStatus: Status; version: number }
+  | ExpectedDocument
   /** A new reservation: the service picks id and expiresAt; the caller records them with `created()`. */
   | {
       status: 201;
@@ -166,8 +182,15 @@ export class Model {
     return this.statusOf(r, now) === 'expired' ? r.version + 1 : r.version;
   }
 
-  private document(r: ModelReservation, now: number): Expected {
-    return { status: 200, reservationId: r.id, reservationStatus: this.statusOf(r, now), version: this.versionOf(r, now) };
+  private document(r: ModelReservation, now: number): ExpectedDocument {
+    return {
+      status: 200,
+      reservationId: r.id,
+      reservationStatus: this.statusOf(r, now),
+      version: this.versionOf(r, now),
+      lines: r.lines.map((l) => ({ ...l })),
+      expiresAt: r.expiresAt,
+    };
   }
 
   reservation(id: string): ModelReservation | undefined {
@@ -404,6 +427,27 @@ export class Model {
     return this.document(r, now);
   }
 
+  /**
+   * POST /reservations/{id}/extend: a pending, unexpired reservation expires `ttlSeconds` after the service's now
+   * (recorded from its answer with `extended()`). The body first (400), then If-Match against the version it reads
+   * at, whatever its state (412), then the state's 409.
+   */
+  extend(id: string, body: unknown, now: number, ifMatch?: IfMatch): Expected {
+    if (!isExtendBody(body) || ifMatch === 'malformed') return problem(400, 'validation_failed');
+    const r = this.reservations.get(id);
+    if (!r) return problem(404, 'reservation_not_found');
+    if (ifMatch !== undefined && ifMatch !== this.versionOf(r, now)) return problem(412, 'precondition_failed');
+    const status = this.statusOf(r, now);
+    if (status !== 'pending') return problem(409, `reservation_${status}`);
+    r.version++;
+    return { ...this.document(r, now), expiresAt: { afterUpdateMs: body.ttlSeconds * 1000 } };
+  }
+
+  /** Records the expiry an extension's answer named. */
+  extended(id: string, expiresAt: number): void {
+    this.reservations.get(id)!.expiresAt = expiresAt;
+  }
+
   /** The reservations of a reference, newest first (createdAt, then id, both descending). */
   private ofReference(reference: string): ModelReservation[] {
     return [...this.reservations.values()]
@@ -439,6 +483,14 @@ export class Model {
 }
 
 const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** An extend body: `ttlSeconds` only, an integer from 1 to MAX_TTL_SECONDS. */
+function isExtendBody(body: unknown): body is { ttlSeconds: number } {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return false;
+  const keys = Object.keys(body);
+  const ttl = (body as { ttlSeconds?: unknown }).ttlSeconds;
+  return keys.length === 1 && keys[0] === 'ttlSeconds' && Number.isInteger(ttl) && (ttl as number) >= 1 && (ttl as number) <= MAX_TTL_SECONDS;
+}
 
 /** The rules a body must keep besides its shape (api.md): pairs at most once, an allocated item in one line only. */
 function isValid(body: ReserveBody): boolean {
