@@ -5,14 +5,25 @@ import type { TestApp } from '../helpers/app.js';
 import { checkInvariants, figuresOf } from '../helpers/invariants.js';
 import { mulberry32, seedFromEnv } from '../helpers/random.js';
 import { untilTime, waitFor } from '../helpers/wait.js';
-import { DEFAULT_LOCATION, MAX_TTL_SECONDS, Model, type Allocation, type Expected, type IfMatch, type ReserveBody, type RequestLine, type Strategy } from './model.js';
+import {
+  DEFAULT_LOCATION,
+  MAX_TTL_SECONDS,
+  Model,
+  type Allocation,
+  type Expected,
+  type IfMatch,
+  type ModelLine,
+  type ReserveBody,
+  type RequestLine,
+  type Strategy,
+} from './model.js';
 
 /**
- * A seeded randomized simulation (tigerbeetle's VOPR idea, small): reserve / confirm / release / extend / adjust /
- * set / expire / replay / list and release by reference against the real service (Redis + PostgreSQL) and against
- * the pure model in model.ts, one request at a time, comparing every answer (status, code, short lines, documents)
- * and every item's availability after every step, and checking the invariants (Redis = PostgreSQL, no oversell)
- * every CHECK_EVERY steps.
+ * A seeded randomized simulation (tigerbeetle's VOPR idea, small): reserve / confirm (whole or part) / release /
+ * extend / adjust / set / expire / replay / list and release by reference against the real service (Redis +
+ * PostgreSQL) and against the pure model in model.ts, one request at a time, comparing every answer (status, code,
+ * short lines, documents) and every item's availability after every step, and checking the invariants (Redis =
+ * PostgreSQL, no oversell) every CHECK_EVERY steps.
  *
  * Replay: `SEED=<n> npx vitest run test/model`. The PRNG fixes the operations; time is paced on a virtual grid
  * (a step every GRID_MS) so that which reservations have expired at each step is the same from run to run as
@@ -65,6 +76,7 @@ type Op =
   | 'replay'
   | 'reuse_key'
   | 'confirm'
+  | 'partial_confirm'
   | 'release'
   | 'extend'
   | 'get'
@@ -83,6 +95,7 @@ const WEIGHTS: [Op, number][] = [
   ['replay', 5],
   ['reuse_key', 3],
   ['confirm', 14],
+  ['partial_confirm', 8],
   ['release', 9],
   ['extend', 7],
   ['get', 5],
@@ -310,6 +323,46 @@ describe('simulation against the model', () => {
       return { ttlSeconds: rng.pick([60, LONG_TTL_SECONDS, MAX_TTL_SECONDS]) };
     };
 
+    /**
+     * A partial confirm's body over the pairs `held`: mostly valid (each listed pair at 1..held, some listing every
+     * pair in full, most leaving some out), else one fault (a pair not held, more than held, a pair twice, a shape
+     * the contract refuses); now and then `{}`, which confirms everything.
+     */
+    const randomConfirmBody = (held: ModelLine[]): unknown => {
+      if (rng.chance(0.06)) return {};
+      const entry = (l: { itemId: string; location: string }, quantity: number): RequestLine => ({
+        itemId: l.itemId,
+        ...(l.location === DEFAULT_LOCATION && rng.chance(0.5) ? {} : { location: l.location }),
+        quantity,
+      });
+      const pairs = held.length > 0 ? held : rng.sample(ALL_PAIRS, rng.int(1, 2)).map((p) => ({ ...p, quantity: rng.int(1, 3) }));
+      const lines = rng.chance(0.2)
+        ? pairs.map((l) => entry(l, l.quantity))
+        : rng.sample(pairs, rng.int(1, pairs.length)).map((l) => entry(l, rng.int(1, l.quantity)));
+      const fault = rng.int(1, 100);
+      if (fault <= 72) return { lines: rng.shuffle(lines) };
+      if (fault <= 80) {
+        const others = [...ALL_PAIRS, { itemId: GHOST, location: DEFAULT_LOCATION }].filter(
+          (p) => !pairs.some((l) => l.itemId === p.itemId && l.location === p.location),
+        );
+        return { lines: rng.shuffle([...lines, ...(others.length > 0 ? [entry(rng.pick(others), 1)] : [])]) };
+      }
+      if (fault <= 88) {
+        const i = rng.int(0, lines.length - 1);
+        const over = pairs.find((l) => l.itemId === lines[i]!.itemId && l.location === (lines[i]!.location ?? DEFAULT_LOCATION))!;
+        lines[i] = { ...lines[i]!, quantity: over.quantity + rng.int(1, 3) };
+        return { lines };
+      }
+      if (fault <= 95) {
+        // The same pair again, its location maybe spelled the other way ("default" named or omitted).
+        const twice = rng.pick(lines);
+        const location = twice.location ?? DEFAULT_LOCATION;
+        const again = location === DEFAULT_LOCATION && rng.chance(0.5) ? (twice.location === undefined ? { location } : {}) : { location };
+        return { lines: rng.shuffle([...lines, { itemId: twice.itemId, ...again, quantity: 1 }]) };
+      }
+      return rng.pick<unknown>([{ lines: [] }, { lines: lines.map((l) => ({ ...l, quantity: 0 })) }]);
+    };
+
     /** Mostly recent reservations (likely still pending), sometimes any (terminal states, idempotent answers). */
     const pickReservation = (): string | undefined => {
       if (created.length === 0) return undefined;
@@ -416,6 +469,20 @@ describe('simulation against the model', () => {
             fail(`extend ${id} decided at ${doc.updatedAt}, outside the call (${new Date(before).toISOString()} … ${new Date(after).toISOString()})`);
           }
           model.extended(id, Date.parse(doc.expiresAt));
+          break;
+        }
+        case 'partial_confirm': {
+          const roll = rng.int(1, 100);
+          const id = roll <= 4 ? rng.pick(UNKNOWN_IDS) : roll <= 50 ? pickPending() : pickReservation();
+          if (!id) break;
+          const ifMatch = randomIfMatch(id);
+          const body = randomConfirmBody(model.reservation(id)?.lines ?? []);
+          const shown = ifMatch.header === undefined ? '' : ` If-Match: ${ifMatch.header}`;
+          await call(
+            `confirm_body ${id} ${JSON.stringify(body)}${shown}`,
+            () => api.confirm(id, ifMatch.header, body),
+            (m, now) => m.confirm(id, now, ifMatch.model, body),
+          );
           break;
         }
         case 'get': {
@@ -563,9 +630,10 @@ describe('simulation against the model', () => {
 
     const statuses = model.allReservations().map((r) => model.statusOf(r, end));
     const count = (s: string) => statuses.filter((x) => x === s).length;
+    const inPart = model.allReservations().filter((r) => r.lines.some((l) => l.confirmedQuantity !== undefined)).length;
     console.info(
       `simulation SEED=${SEED}: ${STEPS} steps, ${created.length} reservations ` +
-        `(${count('confirmed')} confirmed, ${count('released')} released, ${count('expired')} expired, ${count('pending')} pending), ` +
+        `(${count('confirmed')} confirmed (${inPart} in part), ${count('released')} released, ${count('expired')} expired, ${count('pending')} pending), ` +
         `virtual ${v} ms\n  outcomes: ${[...seen].filter(([k]) => !k.startsWith('availability')).sort().map(([k, n]) => `${k} ×${n}`).join(', ')}`,
     );
   }, 120_000);
