@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { FastifyBaseLogger as Logger } from 'fastify';
+import { toDocument } from '../domain/reservation.js';
 import type { Metrics } from '../metrics.js';
 import type { Decisions } from '../redis/decisions.js';
 import { deleteOldIdempotencyKeys, deleteOldWriteBatches, findOverdue } from '../store/reservations.js';
@@ -67,6 +68,8 @@ export class Sweeper {
           to: 'expired',
           at: r.expiresAt,
           lines: r.lines,
+          // As it reads from its expiry on: expired, at the version the expiry makes.
+          document: toDocument(r, r.expiresAt),
         });
         if (result !== 'recorded') return;
         metrics.sweeperExpired.inc();

@@ -360,8 +360,9 @@ export class ReservationService implements ReservationApi {
   ): Promise<ReservationDocument> {
     const at = new Date(decision.nowMs);
     const expiresAt = new Date(decision.expiresMs);
+    const document = toDocument({ ...r, status: 'pending', expiresAt, updatedAt: at, version: decision.version }, at);
     const result = await this.record(
-      { kind: 'extend', generation: decision.generation, reservationId: r.id, expiresAt, at, version: decision.version },
+      { kind: 'extend', generation: decision.generation, reservationId: r.id, expiresAt, at, version: decision.version, document },
       'extend',
       () => this.d.decisions.undoExtend(decision.generation, r.id, r.lines, decision.version, decision.previousExpiresMs),
     );
@@ -375,7 +376,7 @@ export class ReservationService implements ReservationApi {
       throw unavailable('another change to this reservation is being recorded; retry');
     }
     this.d.metrics.reservations.inc({ outcome: 'extended' });
-    return toDocument({ ...r, status: 'pending', expiresAt, updatedAt: at, version: decision.version }, at);
+    return document;
   }
 
   async listByReference(caller: Caller, query: ReferenceListQuery): Promise<ReservationPage> {
@@ -533,8 +534,9 @@ export class ReservationService implements ReservationApi {
   ): Promise<ReservationDocument> {
     const to = action === 'confirm' ? 'confirmed' : 'released';
     const at = new Date(nowMs);
+    const document = toDocument({ ...r, status: to, updatedAt: at, version }, at);
     const result = await this.record(
-      { kind: 'transition', generation, reservationId: r.id, to, at, lines: r.lines },
+      { kind: 'transition', generation, reservationId: r.id, to, at, lines: r.lines, document },
       action,
       () => this.d.decisions.undoSettle(action, generation, r.id, r.lines),
     );
@@ -545,7 +547,7 @@ export class ReservationService implements ReservationApi {
       throw ended(now.status === 'pending' ? 'expired' : now.status);
     }
     this.d.metrics.reservations.inc({ outcome: to });
-    return toDocument({ ...r, status: to, updatedAt: at, version }, at);
+    return document;
   }
 
   /**
