@@ -26,6 +26,15 @@ CREATE TABLE events (
 -- The sealer's work: committed events without a position yet, oldest first.
 CREATE INDEX events_unsealed ON events (seq) WHERE position IS NULL;
 
+-- The highest position the sealer handed out. Kept apart from `events`, whose delivered rows are pruned: with the
+-- newest pruned too, `max(position)` would start again below the cursors consumers hold, and they would skip what
+-- follows.
+CREATE TABLE event_positions (
+  singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  position  bigint NOT NULL
+);
+INSERT INTO event_positions (position) VALUES (0);
+
 -- The last sequence handed out per item (the subject of stock.changed and availability.*).
 CREATE TABLE event_item_sequences (
   item_id  text PRIMARY KEY,

@@ -8,6 +8,7 @@ import { itemRoutes } from './http/routes/items.js';
 import { operationRoutes } from './http/routes/operations.js';
 import { reservationRoutes } from './http/routes/reservations.js';
 import { newNodeId, type NodeLease } from './jobs/node-lease.js';
+import type { EventSealer } from './jobs/event-sealer.js';
 import type { Recovery } from './jobs/recovery.js';
 import type { Reconciler, ReconcileDeps } from './jobs/reconcile.js';
 import type { Sweeper } from './jobs/sweeper.js';
@@ -41,6 +42,7 @@ export interface Runtime {
   lease: NodeLease;
   recovery: Recovery;
   sweeper: Sweeper;
+  eventSealer: EventSealer;
   reconcileDeps: ReconcileDeps;
   reconciler: Reconciler;
 }
@@ -73,8 +75,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(leasePlugin, { nodeId });
   await app.register(writerPlugin, { config });
   await app.register(jobsPlugin, { config });
-  const { redis, db, keys, metrics, decisions, writer, lease, recovery, sweeper, reconcileDeps, reconciler } = app;
-  const runtime: Runtime = { config, redis, db, keys, metrics, decisions, writer, lease, recovery, sweeper, reconcileDeps, reconciler };
+  const { redis, db, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler } = app;
+  const runtime: Runtime = { config, redis, db, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler };
   app.decorate('runtime', runtime);
 
   await app.register(httpPlugin, { config });

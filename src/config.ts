@@ -58,6 +58,8 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_MAX: Type.Integer({ default: 0, minimum: 0 }),
   RATE_LIMIT_WINDOW_MS: Type.Integer({ default: 1000, minimum: 1 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ default: 10000, minimum: 0 }),
+  /** How often committed events are given their feed position (src/jobs/event-sealer.ts): about their delay. */
+  EVENTS_SEAL_INTERVAL_MS: Type.Integer({ default: 50, minimum: 1 }),
 });
 
 export type Config = Static<typeof ConfigSchema>;
