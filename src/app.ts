@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { addressOf, type Config } from './config.js';
 import { adminRoutes } from './http/routes/admin.js';
+import { eventRoutes } from './http/routes/events.js';
 import { itemRoutes } from './http/routes/items.js';
 import { operationRoutes } from './http/routes/operations.js';
 import { reservationRoutes } from './http/routes/reservations.js';
@@ -88,6 +89,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(reservationRoutes, { reservations });
   await app.register(operationRoutes, { redis, db, recovery, metrics, addresses });
   await app.register(adminRoutes, { reconcileDeps, orphanAfterMs: config.ORPHAN_HOLD_AFTER_MS });
+  await app.register(eventRoutes, { db, source: config.EVENTS_SOURCE });
   return app;
 }
 

@@ -1,5 +1,8 @@
 import type pg from 'pg';
+import { Errors } from 'typebox/schema';
 import { expect } from 'vitest';
+import { asyncApiDocument } from '../../src/events/asyncapi.js';
+import { EVENT_TYPES } from '../../src/events/types.js';
 
 /**
  * The outbox as the tests read it: straight from the `events` table, with this module's own SQL (never through
@@ -36,14 +39,47 @@ export async function allEvents(db: pg.Pool): Promise<StoredEvent[]> {
   return rows;
 }
 
+/** Each message's payload schema in the served AsyncAPI document, its references resolved, by event type. */
+function payloadSchemas(): Map<string, unknown> {
+  const document = asyncApiDocument({ source: 'test' }) as {
+    components: { messages: Record<string, { name: string; payload: unknown }> };
+  };
+  const resolve = (node: unknown): unknown => {
+    if (Array.isArray(node)) return node.map(resolve);
+    if (node === null || typeof node !== 'object') return node;
+    const { $ref } = node as { $ref?: string };
+    if (typeof $ref === 'string') {
+      const target = $ref.slice(2).split('/').reduce<unknown>((at, key) => (at as Record<string, unknown>)[key], document);
+      return resolve(target);
+    }
+    return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, resolve(v)]));
+  };
+  return new Map(Object.values(document.components.messages).map((m) => [m.name, resolve(m.payload)]));
+}
+const payloads = payloadSchemas();
+
+/** The envelope's members, in the order CloudEvents' structured mode lists them here (src/events/envelope.ts). */
+export const ENVELOPE_MEMBERS = ['specversion', 'id', 'source', 'type', 'subject', 'time', 'datacontenttype', 'sequence', 'data'];
+
+/** An event, as a consumer receives it, is valid against the AsyncAPI document's schema of its type. */
+export function expectDocumented(event: { type: string } & Record<string, unknown>): void {
+  const schema = payloads.get(event.type);
+  expect(schema, `${event.type} is in the AsyncAPI document`).toBeDefined();
+  const [valid, errors] = Errors(schema as never, event);
+  expect(valid, `${event.type}: ${JSON.stringify(errors.map((e) => `${e.instancePath} ${e.message}`))}`).toBe(true);
+}
+
 /**
  * What holds of the whole outbox at any time: each reservation's events are numbered 1..its version, one per
  * version, the first a creation; each item's are numbered 1..n without a gap, n being its `event_item_sequences`
  * row; per subject, insertion order (`seq`) follows `sequence`, and so does the feed's order (`position`) among
- * sealed events.
+ * sealed events; every type is a documented one.
  */
 export async function expectOutboxConsistent(db: pg.Pool): Promise<void> {
   const events = await allEvents(db);
+  const known = new Set(EVENT_TYPES.map((t) => t.type));
+  const unknown = events.filter((e) => !known.has(e.type)).map((e) => e.type);
+  expect(unknown, 'types not in EVENT_TYPES').toEqual([]);
   const bySubject = new Map<string, StoredEvent[]>();
   for (const e of events) bySubject.set(e.subject, [...(bySubject.get(e.subject) ?? []), e]);
   const problems: string[] = [];
