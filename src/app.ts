@@ -4,10 +4,12 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { addressOf, type Config } from './config.js';
 import { adminRoutes } from './http/routes/admin.js';
+import { eventRoutes } from './http/routes/events.js';
 import { itemRoutes } from './http/routes/items.js';
 import { operationRoutes } from './http/routes/operations.js';
 import { reservationRoutes } from './http/routes/reservations.js';
 import { newNodeId, type NodeLease } from './jobs/node-lease.js';
+import type { EventSealer } from './jobs/event-sealer.js';
 import type { Recovery } from './jobs/recovery.js';
 import type { Reconciler, ReconcileDeps } from './jobs/reconcile.js';
 import type { Sweeper } from './jobs/sweeper.js';
@@ -41,6 +43,7 @@ export interface Runtime {
   lease: NodeLease;
   recovery: Recovery;
   sweeper: Sweeper;
+  eventSealer: EventSealer;
   reconcileDeps: ReconcileDeps;
   reconciler: Reconciler;
 }
@@ -73,8 +76,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(leasePlugin, { nodeId });
   await app.register(writerPlugin, { config });
   await app.register(jobsPlugin, { config });
-  const { redis, db, keys, metrics, decisions, writer, lease, recovery, sweeper, reconcileDeps, reconciler } = app;
-  const runtime: Runtime = { config, redis, db, keys, metrics, decisions, writer, lease, recovery, sweeper, reconcileDeps, reconciler };
+  const { redis, db, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler } = app;
+  const runtime: Runtime = { config, redis, db, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler };
   app.decorate('runtime', runtime);
 
   await app.register(httpPlugin, { config });
@@ -86,6 +89,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(reservationRoutes, { reservations });
   await app.register(operationRoutes, { redis, db, recovery, metrics, addresses });
   await app.register(adminRoutes, { reconcileDeps, orphanAfterMs: config.ORPHAN_HOLD_AFTER_MS });
+  await app.register(eventRoutes, { db, source: config.EVENTS_SOURCE });
   return app;
 }
 

@@ -1,6 +1,7 @@
 import { envSchema } from 'env-schema';
 import { Type, type Static } from 'typebox';
 import { parseApiKeys } from './credentials.js';
+import { DEFAULT_EVENT_SOURCE } from './events/envelope.js';
 import { maskCredentials } from './log.js';
 
 /** Every setting the service reads, with its default: the README's configuration table mirrors this. */
@@ -58,6 +59,10 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_MAX: Type.Integer({ default: 0, minimum: 0 }),
   RATE_LIMIT_WINDOW_MS: Type.Integer({ default: 1000, minimum: 1 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ default: 10000, minimum: 0 }),
+  /** The CloudEvents `source` of every event (a URI reference naming this deployment). */
+  EVENTS_SOURCE: Type.String({ default: DEFAULT_EVENT_SOURCE, minLength: 1 }),
+  /** How often committed events are given their feed position (src/jobs/event-sealer.ts): about their delay. */
+  EVENTS_SEAL_INTERVAL_MS: Type.Integer({ default: 50, minimum: 1 }),
 });
 
 export type Config = Static<typeof ConfigSchema>;

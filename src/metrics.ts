@@ -45,6 +45,12 @@ export function createMetrics() {
       labelNames: ['operation'] as const,
       registers: [registry],
     }),
+    eventsAppended: new Counter({
+      name: 'irs_events_appended_total',
+      help: 'Events appended to the outbox by the group-commit statements that recorded their changes, by type',
+      labelNames: ['type'] as const,
+      registers: [registry],
+    }),
     pgBatchFailures: new Counter({
       name: 'irs_pg_batch_failures_total',
       help: 'Group-commit transactions that failed (their requests were compensated and answered 503)',

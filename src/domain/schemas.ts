@@ -22,6 +22,8 @@ const IDENTIFIER_PATTERN = '^(?!\\.{1,2}$)[A-Za-z0-9._:-]*$'; // `*`: minLength 
 const LABEL_PATTERN = '^[^\\u0000-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]*$';
 const TEXT_PATTERN = '^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]*$';
 const IDEMPOTENCY_KEY_PATTERN = '^[\\x21-\\x7E]+$';
+/** A cursor of the event feed: an event's position in it, as decimal digits (opaque to clients). */
+const EVENT_CURSOR_PATTERN = '^(0|[1-9][0-9]{0,15})$';
 
 /** The message of a `pattern` failure, keyed by the pattern (Ajv reports it in `params.pattern`). */
 export const patternMessages: Readonly<Record<string, string>> = {
@@ -29,6 +31,7 @@ export const patternMessages: Readonly<Record<string, string>> = {
   [LABEL_PATTERN]: 'must not contain control characters or unpaired surrogates',
   [TEXT_PATTERN]: 'must not contain control characters other than tab, line feed and carriage return, or unpaired surrogates',
   [IDEMPOTENCY_KEY_PATTERN]: 'may contain only visible ASCII characters (0x21–0x7E)',
+  [EVENT_CURSOR_PATTERN]: 'is not a cursor this service issued (pass `nextCursor` as it came)',
 };
 
 const identifier = (maxLength: number, description: string, example: string) =>
@@ -444,3 +447,65 @@ export const ReleasedByReference = Type.Object({
   }),
 });
 export type ReleasedByReference = Static<typeof ReleasedByReference>;
+
+// Events (api.md, "Events"): the envelope the feed and every transport send, the data of an item's events, and the
+// feed's page. A reservation's events carry its ReservationDocument.
+
+/** What an item's events carry: one location's figures after the change, as PostgreSQL recorded them. */
+export const LocationFigures = Type.Object({
+  itemId: Type.String(),
+  location: Type.String(),
+  ...Figures,
+});
+export type LocationFigures = Static<typeof LocationFigures>;
+
+/** A stored event's CloudEvents 1.0 envelope (structured JSON mode): src/events/envelope.ts makes it. */
+export const CloudEventDocument = Type.Object({
+  specversion: Type.Literal('1.0'),
+  id: Type.String({ format: 'uuid', description: 'Unique per event, the same on every delivery of it: deduplicate by it' }),
+  source: Type.String({ description: 'This deployment (`EVENTS_SOURCE`)' }),
+  type: Type.String({ description: 'What happened, e.g. `inventory.reservation.created` (every type: `GET /asyncapi.json`)' }),
+  subject: Type.String({ description: 'The reservation id (`inventory.reservation.*`) or the item id (`inventory.stock.*`, `inventory.availability.*`)' }),
+  time: Timestamp,
+  datacontenttype: Type.Literal('application/json'),
+  sequence: Type.String({
+    pattern: '^[1-9][0-9]*$',
+    description: "1, 2, 3… per subject, in the order its changes were decided, without gaps: a consumer detects a gap or a duplicate with it",
+  }),
+  data: Type.Unknown({ description: "The subject after the change: a reservation's document, or an item location's figures" }),
+});
+
+export const MAX_EVENTS_LIMIT = 1000;
+export const DEFAULT_EVENTS_LIMIT = 100;
+
+/** `GET /events`. `limit` written as a decimal integer is read as a number before validation (as `GET /reservations`'). */
+export const EventsQuery = Type.Object(
+  {
+    after: Type.Optional(
+      Type.String({
+        pattern: EVENT_CURSOR_PATTERN,
+        description: 'A `nextCursor` this feed answered, as it came: the events after it. Omitted: from the oldest event kept',
+        examples: ['4711'],
+      }),
+    ),
+    limit: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: MAX_EVENTS_LIMIT,
+        description: `At most this many events: 1–${MAX_EVENTS_LIMIT}, default ${DEFAULT_EVENTS_LIMIT}`,
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type EventsQuery = Static<typeof EventsQuery>;
+
+export const EventPage = Type.Object({
+  items: Type.Array(CloudEventDocument, { description: 'In feed order: per subject, in `sequence` order' }),
+  nextCursor: Type.String({
+    description:
+      'Pass as `after` for the next page: the last event\'s cursor, or the `after` sent when there was none (poll again ' +
+      'with it later)',
+  }),
+});
+export type EventPage = Static<typeof EventPage>;

@@ -58,7 +58,7 @@ export const codeDocs: Record<ErrorCode, { means: string; example: ProblemExampl
     example: { detail: 'send a valid key as `Authorization: Bearer <key>`' },
   },
   forbidden: {
-    means: 'A `client` key on an operator operation (stock changes, reconciliation).',
+    means: 'A `client` key on an operator operation (stock changes, reconciliation, the event feed).',
     example: { detail: 'this endpoint needs an operator key' },
   },
   item_not_found: {

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { FastifyBaseLogger as Logger } from 'fastify';
+import { toDocument } from '../domain/reservation.js';
 import type { Metrics } from '../metrics.js';
 import type { Decisions } from '../redis/decisions.js';
 import { deleteOldIdempotencyKeys, deleteOldWriteBatches, findOverdue } from '../store/reservations.js';
@@ -71,6 +72,8 @@ export class Sweeper {
           at: expiry?.expiresAt ?? r.expiresAt,
           lines: r.lines,
           ...(expiry ?? {}),
+          // As it reads from its expiry on: expired, at the version the expiry makes.
+          document: toDocument({ ...r, expiresAt: expiry?.expiresAt ?? r.expiresAt }, expiry?.expiresAt ?? r.expiresAt),
         });
         if (result !== 'recorded') return;
         metrics.sweeperExpired.inc();

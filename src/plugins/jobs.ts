@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin';
 import type { Config } from '../config.js';
+import { EventSealer } from '../jobs/event-sealer.js';
 import { judgeIntentsAfterMs, Reconciler, type ReconcileDeps } from '../jobs/reconcile.js';
 import { Sweeper } from '../jobs/sweeper.js';
 
@@ -7,6 +8,7 @@ declare module 'fastify' {
   interface FastifyInstance {
     sweeper: Sweeper;
     reconciler: Reconciler;
+    eventSealer: EventSealer;
     /** What reconciliation reads and repairs through: the periodic job, the admin routes and `npm run reconcile`. */
     reconcileDeps: ReconcileDeps;
   }
@@ -39,18 +41,21 @@ export const jobsPlugin = fp<{ config: Config }>(
       intervalMs: config.RECONCILE_INTERVAL_MS,
       orphanAfterMs: config.ORPHAN_HOLD_AFTER_MS,
     });
+    const eventSealer = new EventSealer({ db, log }, { intervalMs: config.EVENTS_SEAL_INTERVAL_MS });
     app.decorate('sweeper', sweeper);
+    app.decorate('eventSealer', eventSealer);
     app.decorate('reconciler', reconciler);
     app.decorate('reconcileDeps', reconcileDeps);
 
     app.addHook('onReady', async () => {
       sweeper.start();
       reconciler.start();
+      eventSealer.start();
     });
     // Registered after the writer and the clients, so this runs before their onClose hooks (Fastify runs onClose
     // hooks in reverse order): no job submits to a closed writer or queries an ended pool.
     app.addHook('onClose', async () => {
-      await Promise.all([sweeper.stop(), reconciler.stop()]);
+      await Promise.all([sweeper.stop(), reconciler.stop(), eventSealer.stop()]);
     });
   },
   { name: 'jobs', fastify: '5.x', dependencies: ['metrics', 'redis', 'postgres', 'state', 'lease', 'writer'] },

@@ -360,6 +360,7 @@ export class ReservationService implements ReservationApi {
   ): Promise<ReservationDocument> {
     const at = new Date(decision.nowMs);
     const expiresAt = new Date(decision.expiresMs);
+    const document = toDocument({ ...r, status: 'pending', expiresAt, updatedAt: at, version: decision.version }, at);
     // A shortened hold may have expired at its new time before the undo, its units taken since: then the undo
     // cannot hold it again, and the answer is what it is, expired (the sweeper records it so), not "nothing applied".
     let expiredMeanwhile = false;
@@ -371,7 +372,7 @@ export class ReservationService implements ReservationApi {
     let result: Awaited<ReturnType<typeof this.record>>;
     try {
       result = await this.record(
-        { kind: 'extend', generation: decision.generation, reservationId: r.id, expiresAt, at, version: decision.version },
+        { kind: 'extend', generation: decision.generation, reservationId: r.id, expiresAt, at, version: decision.version, document },
         'extend',
         undo,
       );
@@ -390,7 +391,7 @@ export class ReservationService implements ReservationApi {
       throw unavailable('another change to this reservation is being recorded; retry');
     }
     this.d.metrics.reservations.inc({ outcome: 'extended' });
-    return toDocument({ ...r, status: 'pending', expiresAt, updatedAt: at, version: decision.version }, at);
+    return document;
   }
 
   /**
@@ -400,8 +401,10 @@ export class ReservationService implements ReservationApi {
    */
   private async expiredMeanwhile(r: ReservationRecord, decision: { generation: string; version: number; expiresMs: number }): Promise<ProblemError> {
     const expiresAt = new Date(decision.expiresMs);
+    const version = decision.version + 1;
+    const document = toDocument({ ...r, status: 'expired', expiresAt, updatedAt: expiresAt, version }, expiresAt);
     await this.d.writer
-      .submit({ kind: 'transition', generation: decision.generation, reservationId: r.id, to: 'expired', at: expiresAt, lines: r.lines, version: decision.version + 1, expiresAt })
+      .submit({ kind: 'transition', generation: decision.generation, reservationId: r.id, to: 'expired', at: expiresAt, lines: r.lines, version, expiresAt, document })
       .catch((err: unknown) => this.d.log.warn({ err, reservationId: r.id }, 'could not record an expiry now; the sweeper will'));
     return ended('expired');
   }
@@ -564,8 +567,9 @@ export class ReservationService implements ReservationApi {
   ): Promise<ReservationDocument> {
     const to = action === 'confirm' ? 'confirmed' : 'released';
     const at = new Date(nowMs);
+    const document = toDocument({ ...r, status: to, updatedAt: at, version }, at);
     const result = await this.record(
-      { kind: 'transition', generation, reservationId: r.id, to, at, lines: r.lines, version, expiresAt: r.expiresAt },
+      { kind: 'transition', generation, reservationId: r.id, to, at, lines: r.lines, version, expiresAt: r.expiresAt, document },
       action,
       () => this.d.decisions.undoSettle(action, generation, r.id, r.lines),
     );
@@ -576,7 +580,7 @@ export class ReservationService implements ReservationApi {
       throw ended(now.status === 'pending' ? 'expired' : now.status);
     }
     this.d.metrics.reservations.inc({ outcome: to });
-    return toDocument({ ...r, status: to, updatedAt: at, version }, at);
+    return document;
   }
 
   /**

@@ -13,6 +13,11 @@ export interface Outcome {
   moved: string[] | null;
   /** Op ids of the stock changes recorded (one reconciliation has voided is not). */
   stocked: string[] | null;
+  /**
+   * Events appended, per type (null: none). Only in the statement's own answer: `write_batches` does not keep it,
+   * so a batch whose answer was lost and is looked up there counts none.
+   */
+  appended?: Record<string, number> | null;
 }
 
 interface Movement {
@@ -74,6 +79,23 @@ export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome)
  * the ledger keeps every movement while the stock row takes their sum. The sum is taken over the rows the ledger
  * accepted: a stock change whose op id is there already (voided by reconciliation, which took the decision back in
  * Redis for good: src/jobs/reconcile.ts) is skipped, changes nothing, and is answered as a conflict.
+ *
+ * The outbox (api.md "Events", migrations/010): every change recorded appends its events here, in the same
+ * statement, so an event exists if and only if its change committed (a stale batch, a refused operation, a batch
+ * that fails or an operation split out of it append nothing).
+ * - A reservation's event is gated like its ledger rows (`created`, `moved`, `extended`); its sequence is the
+ *   reservation's count of events (`event_sequence`: not its version, which may grow by more than one when a
+ *   decision's record never came), its data's `version` the version PostgreSQL recorded (RETURNING), the rest of its
+ *   data the document the operation carries (a new reservation's: its 201 answer, stored for replays anyway).
+ * - An item's events come from its stock rows after the upsert (RETURNING: PostgreSQL's figures, whatever other
+ *   nodes changed), the figures before being those less the batch's deltas: `stock.changed` where on-hand or
+ *   safety stock moved or the location is new (the tuple's xmax is 0 only when this statement inserted it),
+ *   `availability.depleted` / `restored` where `available` reached or left 0 (never for a new location).
+ *   Their sequences come from `event_item_sequences`, whose rows are locked in key order and only once every stock
+ *   row is (`item_sequences` waits for the whole of `stocked`): batches wait on items in one order, no deadlock,
+ *   and an item's next batch numbers its events only after this one committed.
+ * - They are inserted ordered by (subject, sequence), so per subject `seq` follows `sequence` (the sealer orders
+ *   by `seq`: src/store/events.ts).
  */
 export const RECORD_BATCH = `
 WITH fence AS (
@@ -83,14 +105,15 @@ WITH fence AS (
   SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::uuid[], $7::smallint[], $8::text[])
   WHERE EXISTS (SELECT FROM fence)
   ON CONFLICT DO NOTHING
-  RETURNING reservation_id
+  RETURNING reservation_id, response
 ), created AS (
-  INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at, tenant, priority, allocation)
-  SELECT t.id, 'pending', t.reference, t.metadata, t.expires_at, t.created_at, t.created_at, t.tenant, t.priority, t.allocation
+  INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at, tenant, priority, allocation,
+    event_sequence)
+  SELECT t.id, 'pending', t.reference, t.metadata, t.expires_at, t.created_at, t.created_at, t.tenant, t.priority, t.allocation, 1
   FROM unnest($6::uuid[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[], $30::text[], $33::text[], $34::jsonb[])
     AS t(id, reference, metadata, expires_at, created_at, tenant, priority, allocation)
   WHERE t.id IN (SELECT reservation_id FROM idem)
-  RETURNING id
+  RETURNING id, version, event_sequence, created_at
 ), lines AS (
   INSERT INTO reservation_lines (reservation_id, line_no, item_id, location, quantity)
   SELECT l.id, l.n, l.item_id, l.location, l.quantity
@@ -98,22 +121,23 @@ WITH fence AS (
   WHERE l.id IN (SELECT id FROM created)
 ), moved AS (
   UPDATE reservations r SET status = t.status, updated_at = t.at, version = coalesce(t.version, r.version + 1),
-    expires_at = coalesce(t.expires_at, r.expires_at)
-  FROM unnest($18::uuid[], $19::text[], $20::timestamptz[], $21::text[], $43::int[], $44::timestamptz[])
-    AS t(id, status, at, from_status, version, expires_at)
+    expires_at = coalesce(t.expires_at, r.expires_at), event_sequence = r.event_sequence + 1
+  FROM unnest($18::uuid[], $19::text[], $20::timestamptz[], $21::text[], $43::int[], $44::timestamptz[], $45::jsonb[])
+    AS t(id, status, at, from_status, version, expires_at, document)
   WHERE r.id = t.id AND r.status = t.from_status AND EXISTS (SELECT FROM fence)
     AND (t.version IS NULL OR r.version < t.version)
     AND (t.status <> 'expired' OR t.version IS NOT NULL OR r.expires_at <= t.at)
-  RETURNING r.id
+  RETURNING r.id, r.version, r.event_sequence, t.status, t.at, t.document
 ), sold AS (
   UPDATE reservation_lines l SET confirmed_quantity = t.confirmed
   FROM unnest($40::uuid[], $41::smallint[], $42::int[]) AS t(id, line_no, confirmed)
   WHERE l.reservation_id = t.id AND l.line_no = t.line_no AND t.id IN (SELECT id FROM moved)
 ), extended AS (
-  UPDATE reservations r SET expires_at = t.expires_at, updated_at = t.at, version = t.version
-  FROM unnest($35::uuid[], $36::timestamptz[], $37::timestamptz[], $38::int[], $39::text[]) AS t(id, expires_at, at, version, from_status)
+  UPDATE reservations r SET expires_at = t.expires_at, updated_at = t.at, version = t.version, event_sequence = r.event_sequence + 1
+  FROM unnest($35::uuid[], $36::timestamptz[], $37::timestamptz[], $38::int[], $39::text[], $46::jsonb[])
+    AS t(id, expires_at, at, version, from_status, document)
   WHERE r.id = t.id AND r.status = t.from_status AND r.version < t.version AND EXISTS (SELECT FROM fence)
-  RETURNING r.id
+  RETURNING r.id, r.version, r.event_sequence, t.at, t.document
 ), movements AS (
   SELECT m.item_id, m.location, m.kind, m.on_hand_delta, m.reserved_delta, m.reservation_id, m.reason, m.op_id, m.safety_delta
   FROM unnest($22::text[], $23::text[], $24::text[], $25::bigint[], $26::bigint[], $27::uuid[], $28::text[], $29::text[], $31::uuid[],
@@ -127,18 +151,65 @@ WITH fence AS (
   SELECT * FROM movements
   ON CONFLICT (op_id) WHERE op_id IS NOT NULL DO NOTHING
   RETURNING item_id, location, on_hand_delta, reserved_delta, op_id, safety_delta
+), deltas AS (
+  SELECT item_id, location, sum(on_hand_delta) AS on_hand, sum(reserved_delta) AS reserved, sum(safety_delta) AS safety
+  FROM ledger GROUP BY item_id, location
 ), stocked AS (
   INSERT INTO stock AS s (item_id, location, on_hand, reserved, safety_stock)
-  SELECT item_id, location, sum(on_hand_delta), sum(reserved_delta), sum(safety_delta) FROM ledger
-  GROUP BY item_id, location ORDER BY item_id, location
+  SELECT item_id, location, on_hand, reserved, safety FROM deltas ORDER BY item_id, location
   ON CONFLICT (item_id, location) DO UPDATE
     SET on_hand = s.on_hand + excluded.on_hand, reserved = s.reserved + excluded.reserved,
         safety_stock = s.safety_stock + excluded.safety_stock, updated_at = now()
+  RETURNING s.item_id, s.location, s.on_hand, s.reserved, s.safety_stock, s.xmax = 0 AS inserted
+), locations AS (
+  SELECT s.item_id, s.location, s.on_hand, s.reserved, s.safety_stock, s.inserted,
+    d.on_hand <> 0 OR d.safety <> 0 OR s.inserted AS changed,
+    greatest(0, s.on_hand - s.reserved - s.safety_stock) AS available,
+    greatest(0, (s.on_hand - d.on_hand) - (s.reserved - d.reserved) - (s.safety_stock - d.safety)) AS available_before
+  FROM stocked s JOIN deltas d USING (item_id, location)
+), item_events AS (
+  SELECT l.item_id, e.type,
+    row_number() OVER (PARTITION BY l.item_id ORDER BY l.location, e.rank) AS n,
+    count(*) OVER (PARTITION BY l.item_id) AS total,
+    jsonb_build_object('itemId', l.item_id, 'location', l.location, 'onHand', l.on_hand, 'reserved', l.reserved,
+      'safetyStock', l.safety_stock, 'available', l.available, 'availableHighPriority', greatest(0, l.on_hand - l.reserved)) AS data
+  FROM locations l CROSS JOIN LATERAL (VALUES
+    (0, 'inventory.stock.changed', l.changed),
+    (1, 'inventory.availability.depleted', NOT l.inserted AND l.available_before > 0 AND l.available = 0),
+    (2, 'inventory.availability.restored', NOT l.inserted AND l.available_before = 0 AND l.available > 0)
+  ) AS e(rank, type, due)
+  WHERE e.due
+), item_sequences AS (
+  INSERT INTO event_item_sequences AS q (item_id, sequence)
+  SELECT item_id, count(*) FROM item_events
+  WHERE (SELECT count(*) FROM stocked) > 0
+  GROUP BY item_id ORDER BY item_id
+  ON CONFLICT (item_id) DO UPDATE SET sequence = q.sequence + excluded.sequence
+  RETURNING item_id, sequence
+), appended AS (
+  INSERT INTO events (subject, sequence, type, time, data)
+  SELECT * FROM (
+    SELECT c.id::text, c.event_sequence, 'inventory.reservation.created', c.created_at,
+      i.response::jsonb || jsonb_build_object('version', c.version)
+    FROM created c JOIN idem i ON i.reservation_id = c.id
+    UNION ALL
+    SELECT m.id::text, m.event_sequence, 'inventory.reservation.' || m.status, m.at, m.document || jsonb_build_object('version', m.version)
+    FROM moved m
+    UNION ALL
+    SELECT x.id::text, x.event_sequence, 'inventory.reservation.extended', x.at, x.document || jsonb_build_object('version', x.version)
+    FROM extended x
+    UNION ALL
+    SELECT e.item_id, q.sequence - e.total + e.n, e.type, now(), e.data
+    FROM item_events e JOIN item_sequences q USING (item_id)
+  ) AS e(subject, sequence, type, time, data)
+  ORDER BY subject, sequence
+  RETURNING type
 )
 INSERT INTO write_batches (id, fenced_in, created, moved, stocked)
 SELECT $2::uuid, EXISTS (SELECT FROM fence), (SELECT array_agg(reservation_id) FROM idem), (SELECT array_agg(id) FROM (SELECT id FROM moved UNION ALL SELECT id FROM extended) AS m),
   (SELECT array_agg(op_id) FROM ledger WHERE op_id IS NOT NULL)
-RETURNING fenced_in, created::text[], moved::text[], stocked::text[]`;
+RETURNING fenced_in, created::text[], moved::text[], stocked::text[],
+  (SELECT json_object_agg(type, n) FROM (SELECT type, count(*) AS n FROM appended GROUP BY type) AS a) AS appended`;
 
 /** RECORD_BATCH's parameters from $3 on: the operations as column arrays. */
 export function batchValues(ops: RecordOp[]): unknown[] {
@@ -199,6 +270,8 @@ export function batchValues(ops: RecordOp[]): unknown[] {
     partialLines.map((l) => l.confirmedQuantity),
     transitions.map((t) => t.version ?? null),
     transitions.map((t) => t.expiresAt ?? null),
+    transitions.map((t) => JSON.stringify(t.document)),
+    extensions.map((e) => JSON.stringify(e.document)),
   ];
 }
 

@@ -1,17 +1,24 @@
 import type { Line, ReservationRecord } from '../domain/reservation.js';
+import type { ReservationDocument } from '../domain/schemas.js';
 
 // What the group-commit writer (./writer.ts) is asked to record and answers, and what the batch statement
 // (./batch-statement.ts) writes and reads back: one module both import.
 
 export type Transition = 'confirmed' | 'released' | 'expired';
 
-/** What one request asks PostgreSQL to record. `generation` is the Redis state generation it was decided under. */
+/**
+ * What one request asks PostgreSQL to record. `generation` is the Redis state generation it was decided under.
+ *
+ * A reservation's change carries its document after the change (src/domain/reservation.ts `toDocument`): the data
+ * of the event it appends (api.md, "Events"), whose `version` PostgreSQL sets to the version it recorded. A new
+ * reservation's is its 201 answer, kept for idempotent replays.
+ */
 export type RecordOp =
   | {
       kind: 'reserve';
       generation: string;
       reservation: ReservationRecord;
-      idempotency: { scope: string; key: string; requestHash: string; statusCode: number; response: unknown };
+      idempotency: { scope: string; key: string; requestHash: string; statusCode: number; response: ReservationDocument };
     }
   | {
       kind: 'transition';
@@ -23,9 +30,18 @@ export type RecordOp =
       /** The version and expiry Redis decided it at (batch-statement.ts); absent: the next version, the expiry kept. */
       version?: number;
       expiresAt?: Date;
+      document: ReservationDocument;
     }
   /** A pending reservation's new expiry, recorded only while it is pending at a version below `version`. */
-  | { kind: 'extend'; generation: string; reservationId: string; expiresAt: Date; at: Date; version: number }
+  | {
+      kind: 'extend';
+      generation: string;
+      reservationId: string;
+      expiresAt: Date;
+      at: Date;
+      version: number;
+      document: ReservationDocument;
+    }
   | {
       kind: 'stock';
       generation: string;

@@ -299,7 +299,9 @@ export class BatchWriter {
         text: RECORD_BATCH,
         values: [generation, batchId, ...batchValues(ops.filter((op) => op.generation === generation))],
       });
-      return resultsOf(ops, generation, rows[0]!);
+      const outcome = rows[0]!;
+      for (const [type, n] of Object.entries(outcome.appended ?? {})) this.metrics.eventsAppended.inc({ type }, n);
+      return resultsOf(ops, generation, outcome);
     } catch (err) {
       broken = err as Error;
       // An ERROR aborts the statement's transaction: nothing committed. Anything else (the connection died, a

@@ -44,7 +44,9 @@ export const METHODS_BY_TEMPLATE: Record<string, string[]> = {
   '/health/ready': ['GET', 'HEAD'],
   '/metrics': ['GET', 'HEAD'],
   '/openapi.json': ['GET', 'HEAD'],
+  '/asyncapi.json': ['GET', 'HEAD'],
   '/docs': ['GET', 'HEAD'],
+  '/events': ['GET', 'HEAD'],
   '/admin/reconciliation': ['GET', 'HEAD', 'POST'],
 };
 
@@ -428,7 +430,7 @@ export const ROUTES: Route[] = [
       },
     ],
   },
-  ...(['/health/live', '/health/ready', '/metrics', '/openapi.json'] as const).map(
+  ...(['/health/live', '/health/ready', '/metrics', '/openapi.json', '/asyncapi.json'] as const).map(
     (path): Route => ({
       name: `GET ${path}`,
       method: 'GET',
@@ -487,6 +489,34 @@ export const ROUTES: Route[] = [
       authorise(d, w, b, 'operator');
     },
     semantic: [],
+  },
+  {
+    name: 'GET /events',
+    method: 'GET',
+    template: '/events',
+    access: 'operator',
+    mutating: false,
+    weight: 2,
+    param: null,
+    body: null,
+    base(d, w, b) {
+      // From the start, or after a cursor (one past the end reads an empty page), maybe a limit.
+      const params: string[] = [];
+      if (d.bool(0.5)) params.push(`after=${d.pick(['0', '1', String(d.int(0, 1e9))])}`);
+      if (d.bool(0.5)) params.push(`limit=${d.pick([1, 1000, d.int(1, 1000)])}`);
+      b.draft.query = params.join('&');
+      authorise(d, w, b, 'operator');
+    },
+    semantic: [
+      (d, _w, b) => {
+        b.draft.query = `limit=${d.pick(['0', '1001', '-5', '2.5', 'all'])}`;
+        b.defect('sem.events-limit', ['validation_failed'], ['limit']);
+      },
+      (d, _w, b) => {
+        b.draft.query = `after=${d.pick(['-1', '007', 'abc', '1e9', '99999999999999999', `x${pct(d.chars(ALNUM, d.int(1, 40)))}`])}`;
+        b.defect('sem.events-cursor', ['validation_failed'], ['after']);
+      },
+    ],
   },
   {
     name: 'POST /admin/reconciliation',

@@ -100,17 +100,17 @@ describe('what each operation documents', () => {
     }
   });
 
-  it('says who may call it: the bearer scheme, open only for health, metrics and this document', () => {
+  it('says who may call it: the bearer scheme, open only for health, metrics, this document and the events\' one', () => {
     expect(doc.components.securitySchemes.bearer).toMatchObject({ type: 'http', scheme: 'bearer' });
     expect(doc.security).toEqual([{ bearer: [] }]);
     const open = operations.filter(({ op }) => op.security?.length === 0).map(({ method, path: p }) => `${method} ${p}`);
-    expect(open.sort()).toEqual(['GET /health/live', 'GET /health/ready', 'GET /metrics', 'GET /openapi.json']);
+    expect(open.sort()).toEqual(['GET /asyncapi.json', 'GET /health/live', 'GET /health/ready', 'GET /metrics', 'GET /openapi.json']);
     for (const { method, path: p, op } of operations) {
       const codes = Object.keys(op.responses);
       const needsKey = op.security === undefined;
       expect(codes.includes('401'), `${method} ${p} 401`).toBe(needsKey);
       expect(codes.includes('429'), `${method} ${p} 429`).toBe(needsKey);
-      const operatorOnly = p.startsWith('/admin/') || (p.includes('/stock') && method !== 'GET');
+      const operatorOnly = p.startsWith('/admin/') || p === '/events' || (p.includes('/stock') && method !== 'GET');
       expect(codes.includes('403'), `${method} ${p} 403`).toBe(operatorOnly);
       expect(codes, `${method} ${p}`).toContain('4XX');
     }

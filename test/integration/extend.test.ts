@@ -4,6 +4,7 @@ import { HoldState } from '../../src/redis/status.js';
 import { RecordError } from '../../src/store/writer.js';
 import { Api, expectInvalidFields, expectProblem, expectReservation, outcome, range, startHttpApp, wipeRedisState } from '../helpers/api.js';
 import { newItem, type TestApp } from '../helpers/app.js';
+import { documentAfter } from '../helpers/documents.js';
 import { checkInvariants } from '../helpers/invariants.js';
 import { GiveUp, untilTime, waitFor } from '../helpers/wait.js';
 
@@ -263,7 +264,16 @@ describe('extend a reservation', () => {
     const generation = (await t.app.runtime.redis.get(t.app.runtime.keys.marker))!;
     const at = new Date();
     const expiresAt = new Date(at.getTime() + 60_000);
-    const op = (version: number) => t.app.runtime.writer.submit({ kind: 'extend', generation, reservationId: r.id, expiresAt, at, version });
+    const op = (version: number) =>
+      t.app.runtime.writer.submit({
+        kind: 'extend',
+        generation,
+        reservationId: r.id,
+        expiresAt,
+        at,
+        version,
+        document: documentAfter({ id: r.id, lines: r.lines, status: 'pending', at, version, expiresAt }),
+      });
     expect(await op(1)).toBe('conflict');
     expect((await stored(r.id, item)).row).toEqual({ status: 'pending', version: 1, expires_ms: Date.parse(r.expiresAt) });
     // A version above the next: an extension decided in Redis whose record never came is taken up by this one.
@@ -273,7 +283,15 @@ describe('extend a reservation', () => {
     // Not once it ended.
     const ended = await pending();
     expectReservation(await api.release(ended.r.id), 200);
-    const late = { kind: 'extend' as const, generation, reservationId: ended.r.id, expiresAt, at, version: 5 };
+    const late = {
+      kind: 'extend' as const,
+      generation,
+      reservationId: ended.r.id,
+      expiresAt,
+      at,
+      version: 5,
+      document: documentAfter({ id: ended.r.id, lines: ended.r.lines, status: 'pending', at, version: 5, expiresAt }),
+    };
     expect(await t.app.runtime.writer.submit(late)).toBe('conflict');
   });
 
@@ -332,6 +350,7 @@ describe('extend a reservation', () => {
       to: 'expired',
       at: new Date(r.expiresAt),
       lines: r.lines,
+      document: documentAfter({ id: r.id, lines: r.lines, status: 'expired', at: new Date(r.expiresAt), version: 2 }),
     });
     expect(result).toBe('conflict');
     await expectStoredAt(r.id, item, doc.expiresAt, 2);
@@ -431,10 +450,16 @@ describe('extend with concurrent group commits (WRITER_CONCURRENCY 2)', () => {
         expiresAt: new Date(extendAt.getTime() + 60_000),
         at: extendAt,
         version: 2,
+        document: documentAfter({ id: r.id, lines: r.lines, status: 'pending', at: extendAt, version: 2 }),
       });
       await waitFor('the extension waiting on the row', async () => ((await lockWaits()) === 1 ? true : undefined));
-      const release = writer.submit({ kind: 'transition', generation, reservationId: r.id, to: 'released', at: new Date(), lines: r.lines });
-      const other = writer.submit({ kind: 'transition', generation, reservationId: s.id, to: 'released', at: new Date(), lines: s.lines });
+      const released = (x: typeof r, version: number) => {
+        const at = new Date();
+        const document = documentAfter({ id: x.id, lines: x.lines, status: 'released', at, version });
+        return writer.submit({ kind: 'transition', generation, reservationId: x.id, to: 'released', at, lines: x.lines, document });
+      };
+      const release = released(r, 3);
+      const other = released(s, 2);
       // The second batch takes s's release only: r's waits for the extension's batch (else it would wait on the row too).
       const blocked = waitFor('a second batch waiting on the row', async () => {
         if (done) throw new GiveUp('done');

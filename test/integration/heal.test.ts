@@ -8,6 +8,7 @@ import { formatHold, formatIntent, holdField, parseHold, parseIntent, parseStock
 import { HoldState } from '../../src/redis/status.js';
 import { newItem, newKey, startTestApp, type TestApp } from '../helpers/app.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { documentAfter } from '../helpers/documents.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -299,6 +300,7 @@ describe('the fenced correction', () => {
       to: 'confirmed',
       at: new Date(settled.nowMs),
       lines,
+      document: documentAfter({ id, lines, status: 'confirmed', at: new Date(settled.nowMs), version: settled.version }),
     });
     expect(recorded).toBe('recorded');
     expect(await pgStock(t, item)).toEqual({ onHand: 7, reserved: 0 });
@@ -325,6 +327,7 @@ describe('the fenced correction', () => {
       to: 'confirmed',
       at: new Date(settled.nowMs),
       lines,
+      document: documentAfter({ id, lines, status: 'confirmed', at: new Date(settled.nowMs), version: settled.version }),
     });
     expect(recorded).toBe('recorded');
     expect(await pgStock(t, item)).toEqual({ onHand: 9, reserved: 0 });
@@ -470,6 +473,7 @@ describe('the fenced correction holds PostgreSQL’s stock row', () => {
       to: 'confirmed',
       at: new Date(settled.nowMs),
       lines,
+      document: documentAfter({ id, lines, status: 'confirmed', at: new Date(settled.nowMs), version: settled.version }),
     });
     await session("wait_event_type = 'Lock' AND query LIKE '%WITH fence AS%'", []); // the batch statement
 

@@ -3,6 +3,7 @@ import { buildApp } from '../../src/app.js';
 import { recordPrefix, recordSuffix } from '../../src/redis/layout.js';
 import { expectProblem, useHttpApp, waitReady, wipeRedisState } from '../helpers/api.js';
 import { newItem, newKey } from '../helpers/app.js';
+import { documentAfter } from '../helpers/documents.js';
 
 const { t, api } = useHttpApp({ RECONCILE_INTERVAL_MS: 0 });
 
@@ -75,7 +76,13 @@ describe('recovery after Redis lost its state', () => {
         allocation: null,
         version: 1,
       },
-      idempotency: { scope: '_', key: newKey(), requestHash: 'h', statusCode: 201, response: {} },
+      idempotency: {
+        scope: '_',
+        key: newKey(),
+        requestHash: 'h',
+        statusCode: 201,
+        response: documentAfter({ id, lines, status: 'pending', at: new Date(now), version: 1 }),
+      },
     });
     expect(result).toBe('stale');
     expect(await api.figures(item)).toMatchObject({ onHand: 10, reserved: 0 });

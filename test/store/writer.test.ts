@@ -15,6 +15,8 @@ import {
   RecordRejected,
   type RecordOp,
 } from '../../src/store/writer.js';
+import { toDocument } from '../../src/domain/reservation.js';
+import { documentAfter } from '../helpers/documents.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
 import { backendAlive, waitForLockWait } from '../helpers/sessions.js';
 import { untilTime, waitFor } from '../helpers/wait.js';
@@ -64,7 +66,8 @@ function reserveOp(itemId: string, key: string, quantity = 1): RecordOp & { kind
     allocation: null,
     version: 1,
   };
-  return { kind: 'reserve', generation: GEN, reservation, idempotency: { scope: '_', key, requestHash: 'h', statusCode: 201, response: {} } };
+  const response = toDocument(reservation, now);
+  return { kind: 'reserve', generation: GEN, reservation, idempotency: { scope: '_', key, requestHash: 'h', statusCode: 201, response } };
 }
 
 async function stockRow(itemId: string) {
@@ -138,13 +141,14 @@ describe('BatchWriter (group commit)', () => {
     await writer.submit(stockOp(item, 10));
     const op = reserveOp(item, randomUUID(), 4);
     await writer.submit(op);
-    const transition = (to: 'confirmed' | 'released'): RecordOp => ({
+    const transition = (to: 'confirmed' | 'released', at = new Date()): RecordOp => ({
       kind: 'transition',
       generation: GEN,
       reservationId: op.reservation.id,
       to,
-      at: new Date(),
+      at,
       lines: op.reservation.lines,
+      document: documentAfter({ id: op.reservation.id, lines: op.reservation.lines, status: to, at, version: 2 }),
     });
     expect(await writer.submit(transition('confirmed'))).toBe('recorded');
     expect(await writer.submit(transition('released'))).toBe('conflict');
@@ -269,7 +273,15 @@ describe('BatchWriter (group commit)', () => {
       const ops: RecordOp[] = [
         ...Array.from({ length: 8 }, () => reserveOp(item, randomUUID(), 2)),
         reserveOp(item, shared, 3),
-        { kind: 'transition', generation: GEN, reservationId: pending.reservation.id, to: 'confirmed', at: new Date(), lines: pending.reservation.lines },
+        {
+          kind: 'transition',
+          generation: GEN,
+          reservationId: pending.reservation.id,
+          to: 'confirmed',
+          at: new Date(),
+          lines: pending.reservation.lines,
+          document: documentAfter({ ...pending.reservation, status: 'confirmed', at: new Date(), version: 2 }),
+        },
         stockOp(item, 7),
         badReference(item), // index 11 of 20
         reserveOp(item, shared, 4), // the same key: a conflict
@@ -631,6 +643,7 @@ describe('BatchWriter (group commit)', () => {
         to,
         at: new Date(),
         lines: reserves[i]!.reservation.lines,
+        document: documentAfter({ ...reserves[i]!.reservation, status: to, at: new Date(), version: 2 }),
       }),
     );
     // Together (one batch, as the sweeper and requests would send them) and each alone.
@@ -728,7 +741,9 @@ describe('the batch statement as the tables grow', () => {
           const op = reserveOp(item, randomUUID());
           expect(await writer.submit(op)).toBe('recorded');
           const { id, lines } = op.reservation;
-          expect(await writer.submit({ kind: 'transition', generation: GEN, reservationId: id, to: 'released', at: new Date(), lines })).toBe('recorded');
+          const at = new Date();
+          const document = documentAfter({ id, lines, status: 'released', at, version: 2 });
+          expect(await writer.submit({ kind: 'transition', generation: GEN, reservationId: id, to: 'released', at, lines, document })).toBe('recorded');
         }
       };
       await settle(10); // enough executions for PostgreSQL to settle on a cached plan
