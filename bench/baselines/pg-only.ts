@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { ProblemError, unavailable } from '../../src/domain/errors.js';
 import { newReservationId } from '../../src/domain/ids.js';
 import { effectiveStatus, pendingReservation, toAvailability, toDocument, type Line, type ReservationRecord } from '../../src/domain/reservation.js';
-import type { AvailabilityDocument, ReleasedByReference, ReservationDocument, ReservationPage, ReservationRequest } from '../../src/domain/schemas.js';
+import type { AvailabilityDocument, ConfirmRequest, ReleasedByReference, ReservationDocument, ReservationPage, ReservationRequest } from '../../src/domain/schemas.js';
 import { canAccess, type Caller } from '../../src/domain/tenancy.js';
 import type { ReservationApi, ReserveAnswer, StockApi } from '../../src/service/api.js';
 import { requestHash } from '../../src/service/idempotency.js';
@@ -208,7 +208,8 @@ class PgOnlyReservations implements ReservationApi {
     return toDocument(r);
   }
 
-  confirm(caller: Caller, id: string): Promise<ReservationDocument> {
+  confirm(caller: Caller, id: string, _ifMatch?: number | null, request?: ConfirmRequest): Promise<ReservationDocument> {
+    if (request?.lines) return Promise.reject(new ProblemError('not_found', 'the pg-only baseline does not confirm partly'));
     return this.settle(caller, id, 'confirmed');
   }
 
@@ -216,7 +217,7 @@ class PgOnlyReservations implements ReservationApi {
     return this.settle(caller, id, 'released');
   }
 
-  // The saga operations (extend, by reference) are the service's own: this baseline measures reserve, confirm and release.
+  // The saga operations (extend, partial confirm, by reference) are the service's own: this baseline measures reserve, confirm and release.
   extend(): Promise<ReservationDocument> {
     return Promise.reject(new ProblemError('not_found', 'the pg-only baseline does not extend'));
   }

@@ -9,6 +9,7 @@ import {
   type Allocation,
   type Priority,
   type AvailabilityDocument,
+  type ConfirmRequest,
   type ReleasedByReference,
   type ReservationDocument,
   type ReservationPage,
@@ -142,7 +143,8 @@ class RedisOnlyReservations implements ReservationApi {
     return toDocument(toRecord(await this.load(caller, id)));
   }
 
-  async confirm(caller: Caller, id: string): Promise<ReservationDocument> {
+  async confirm(caller: Caller, id: string, _ifMatch?: number | null, request?: ConfirmRequest): Promise<ReservationDocument> {
+    if (request?.lines) throw new ProblemError('not_found', 'the redis-only baseline does not confirm partly');
     return this.settle(caller, 'confirm', id);
   }
 
@@ -150,7 +152,7 @@ class RedisOnlyReservations implements ReservationApi {
     return this.settle(caller, 'release', id);
   }
 
-  // The saga operations (extend, by reference) are the service's own: this baseline measures reserve, confirm and release.
+  // The saga operations (extend, partial confirm, by reference) are the service's own: this baseline measures reserve, confirm and release.
   extend(): Promise<ReservationDocument> {
     return Promise.reject(new ProblemError('not_found', 'the redis-only baseline does not extend'));
   }

@@ -13,7 +13,10 @@ import {
 export interface Line {
   itemId: string;
   location: string;
+  /** Units held. */
   quantity: number;
+  /** Set by a partial confirm only (api.md, "Partial confirm"): the units sold; the rest were released. */
+  confirmedQuantity?: number;
 }
 
 /** A reservation as PostgreSQL stores it; `status` is the stored one (pending may have passed its TTL). */
@@ -77,7 +80,9 @@ export function toDocument(r: ReservationRecord, now = new Date()): ReservationD
     id: r.id,
     status,
     reference: r.reference,
-    lines: r.lines.map(({ itemId, location, quantity }) => ({ itemId, location, quantity })),
+    lines: r.lines.map(({ itemId, location, quantity, confirmedQuantity }) =>
+      confirmedQuantity === undefined ? { itemId, location, quantity } : { itemId, location, quantity, confirmedQuantity },
+    ),
     expiresAt: r.expiresAt.toISOString(),
     createdAt: r.createdAt.toISOString(),
     updatedAt: updatedAt.toISOString(),

@@ -206,6 +206,14 @@ export const LineDocument = Type.Object({
   itemId: Type.String(),
   location: Type.String({ description: 'Where the units are held ("default" when the request named none)' }),
   quantity: Type.Integer(),
+  confirmedQuantity: Type.Optional(
+    Type.Integer({
+      minimum: 0,
+      description:
+        'Only on a reservation confirmed with `lines` (a partial confirm): the units of this line sold; the rest of ' +
+        '`quantity` was released (0: all of it)',
+    }),
+  ),
 });
 
 export const ReservationDocument = Type.Object({
@@ -228,7 +236,7 @@ export const ReservationDocument = Type.Object({
   version: Type.Integer({
     minimum: 1,
     description:
-      '1 when created, +1 on every change (confirm, release, expiry); a reservation that reads `expired` has its ' +
+      '1 when created, +1 on every change (confirm, release, expiry, extend); a reservation that reads `expired` has its ' +
       "expiry's version at once. Also sent as the `ETag` header (`\"<version>\"`); send it back as `If-Match` to make " +
       'a confirm or release conditional',
   }),
@@ -398,6 +406,33 @@ export const ExtendRequest = Type.Object(
   { additionalProperties: false },
 );
 export type ExtendRequest = Static<typeof ExtendRequest>;
+
+/** `POST /reservations/{id}/confirm`'s optional body: without `lines`, everything held is confirmed. */
+export const ConfirmRequest = Type.Object(
+  {
+    lines: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            itemId: ItemId,
+            location: Type.Optional(Location),
+            quantity: Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'Units to sell: 1 to what the reservation holds there' }),
+          },
+          { additionalProperties: false },
+        ),
+        {
+          minItems: 1,
+          maxItems: 100,
+          description:
+            'The (itemId, location) pairs to sell, each at most once and held by the reservation, and how many units of ' +
+            'each; every unit held and not named here is released, in the same step',
+        },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type ConfirmRequest = Static<typeof ConfirmRequest>;
 
 export const ReleaseByReferenceRequest = Type.Object({ reference: Reference }, { additionalProperties: false });
 export type ReleaseByReferenceRequest = Static<typeof ReleaseByReferenceRequest>;

@@ -10,6 +10,8 @@ declare module 'fastify' {
   interface FastifySchema {
     /** Named examples of the request body, shown in /docs (Ajv never sees them: only the document carries them). */
     bodyExamples?: Examples<unknown>;
+    /** The body may be left out (the route reads none as `{}`): the document says `requestBody.required: false`. */
+    bodyOptional?: boolean;
   }
 }
 
@@ -36,6 +38,8 @@ const accessProblems = (access: Access) =>
  */
 export const docsPlugin = fp(
   async (app) => {
+    // Operations whose body may be left out: @fastify/swagger marks every body required, so the document is mended.
+    const optionalBodies = new Set<string>();
     await app.register(swagger, {
       openapi: {
         openapi: '3.1.0',
@@ -73,7 +77,8 @@ export const docsPlugin = fp(
         if (!schema || schema.hide) return { schema, url };
         const access = route.config?.access ?? 'public';
         const method = Array.isArray(route.method) ? String(route.method[0]) : String(route.method);
-        const { bodyExamples, ...rest } = schema;
+        const { bodyExamples, bodyOptional, ...rest } = schema;
+        if (bodyOptional && typeof rest.operationId === 'string') optionalBodies.add(rest.operationId);
         const documented: FastifySchema = {
           ...rest,
           ...(bodyExamples ? { body: { ...(rest.body as object), 'x-examples': bodyExamples } } : {}),
@@ -82,6 +87,16 @@ export const docsPlugin = fp(
           response: { ...(rest.response as object), ...accessProblems(access), '4XX': transportResponse(method) },
         };
         return { schema: documented, url };
+      },
+      transformObject: (document) => {
+        if (!('openapiObject' in document)) return document.swaggerObject;
+        const { openapiObject } = document;
+        for (const path of Object.values(openapiObject.paths ?? {})) {
+          for (const operation of Object.values(path as Record<string, { operationId?: string; requestBody?: { required?: boolean } }>)) {
+            if (operation.requestBody && optionalBodies.has(operation.operationId ?? '')) operation.requestBody.required = false;
+          }
+        }
+        return openapiObject;
       },
     });
     await app.register(swaggerUi, { routePrefix: '/docs' });

@@ -250,13 +250,17 @@ export class Decisions {
     throw new Error(`reserve: unexpected status ${reply[0]}`);
   }
 
-  /** `ifMatch`: the version an If-Match names (null: unconditional); the script refuses any other (`precondition`). */
+  /**
+   * `ifMatch`: the version an If-Match names (null: unconditional); the script refuses any other (`precondition`).
+   * A confirm sells each line's `confirmedQuantity` (a partial confirm) or, without one, all of it.
+   */
   async settle(action: SettleAction, reservationId: string, lines: readonly Line[], ifMatch: number | null = null): Promise<SettleDecision> {
     const { itemKeys, itemCount, lineArgs } = this.linesLayout(lines);
+    const sells = action === 'confirm' ? lines.map((l) => l.confirmedQuantity ?? l.quantity) : [];
     const reply = await this.call(
       'settle',
       [this.keys.marker, ...itemKeys],
-      [reservationId, action, this.retentionMs, itemCount, lines.length, ifMatch ?? '', ...lineArgs],
+      [reservationId, action, this.retentionMs, itemCount, lines.length, ifMatch ?? '', ...lineArgs, ...sells],
     );
     switch (reply[0]) {
       case S.OK:

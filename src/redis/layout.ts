@@ -10,7 +10,8 @@ import { HoldState } from './status.js';
  *   high-priority reservations may take; enforced), `q:<location>` safety stock decreases decided but not yet
  *   recorded (still enforced, part of `s:` until applied).
  * - holds hash `{i:<item>}:holds`: field `<reservationId>:<location>`, value
- *   `<state>:<quantity>:<expiresAtMs>:<version>` (state: a HoldState code; version: the reservation's, api.md
+ *   `<state>:<quantity>:<expiresAtMs>:<version>` (state: a HoldState code; quantity: the units held, or for a
+ *   confirmed hold the units it sold, fewer after a partial confirm; version: the reservation's, api.md
  *   "Versions", the same in each of its holds). A value of an older version has no `:<version>` and reads as the
  *   version it would have had (`legacyVersion`). A location may itself contain `:`; a reservation id never does, so
  *   a field splits at its first separator.
@@ -118,6 +119,7 @@ export type HoldStateCode = (typeof HoldState)[keyof typeof HoldState];
 
 export interface Hold {
   state: HoldStateCode;
+  /** Units held; for a confirmed hold, the units it sold (a partial confirm sells fewer than held, even none). */
   quantity: number;
   expiresAtMs: number;
   /** The reservation's version (1 when created, +1 on every change). */

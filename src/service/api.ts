@@ -1,5 +1,6 @@
 import type {
   AvailabilityDocument,
+  ConfirmRequest,
   ReferenceListQuery,
   ReleasedByReference,
   ReservationDocument,
@@ -17,7 +18,8 @@ export interface ReservationApi {
   reserve(caller: Caller, key: string, request: ReservationRequest): Promise<ReserveAnswer>;
   get(caller: Caller, id: string): Promise<ReservationDocument>;
   /** `ifMatch`: the version an `If-Match` named (api.md, "Versions"); absent or null, the call is unconditional. */
-  confirm(caller: Caller, id: string, ifMatch?: number | null): Promise<ReservationDocument>;
+  /** With `request.lines`, a partial confirm: those units are sold, the rest released (api.md, "Partial confirm"). */
+  confirm(caller: Caller, id: string, ifMatch?: number | null, request?: ConfirmRequest): Promise<ReservationDocument>;
   release(caller: Caller, id: string, ifMatch?: number | null): Promise<ReservationDocument>;
   /** A pending, unexpired reservation now expires `ttlSeconds` from now. */
   extend(caller: Caller, id: string, ttlSeconds: number, ifMatch?: number | null): Promise<ReservationDocument>;

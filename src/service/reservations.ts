@@ -4,6 +4,7 @@ import { requestedLines, type RequestedLine } from '../domain/allocation.js';
 import { decodeCursor, encodeCursor } from '../domain/cursor.js';
 import { ProblemError, unavailable } from '../domain/errors.js';
 import { newReservationId } from '../domain/ids.js';
+import { confirmedPairs, partlyConfirmed, type ConfirmedPair } from '../domain/partial-confirm.js';
 import { effectiveStatus, pendingReservation, toDocument, type Line, type ReservationRecord } from '../domain/reservation.js';
 import {
   DEFAULT_LIMIT,
@@ -11,6 +12,7 @@ import {
   DEFAULT_PRIORITY,
   DEFAULT_TTL_SECONDS,
   MAX_RELEASE_BY_REFERENCE,
+  type ConfirmRequest,
   type ReferenceListQuery,
   type ReleasedByReference,
   type ReservationDocument,
@@ -304,12 +306,13 @@ export class ReservationService implements ReservationApi {
     return toDocument(await this.loadFor(caller, id));
   }
 
-  confirm(caller: Caller, id: string, ifMatch: number | null = null): Promise<ReservationDocument> {
-    return admitted(this.d, 'confirm', () => this.settle(caller, 'confirm', id, ifMatch));
+  confirm(caller: Caller, id: string, ifMatch: number | null = null, request?: ConfirmRequest): Promise<ReservationDocument> {
+    const pairs = confirmedPairs(request);
+    return admitted(this.d, 'confirm', () => this.settle(caller, 'confirm', id, ifMatch, pairs));
   }
 
   release(caller: Caller, id: string, ifMatch: number | null = null): Promise<ReservationDocument> {
-    return admitted(this.d, 'release', () => this.settle(caller, 'release', id, ifMatch));
+    return admitted(this.d, 'release', () => this.settle(caller, 'release', id, ifMatch, null));
   }
 
   extend(caller: Caller, id: string, ttlSeconds: number, ifMatch: number | null = null): Promise<ReservationDocument> {
@@ -366,6 +369,9 @@ export class ReservationService implements ReservationApi {
       // PostgreSQL has the reservation ended, or at another version: it has the last word.
       const now = await this.load(r.id);
       if (now.status !== 'pending') throw ended(now.status);
+      // Pending at another version: this extension was never recorded, so it is taken back as a failed record is
+      // (undo_extend leaves a later decision on the holds alone).
+      await this.d.decisions.undoExtend(decision.generation, r.id, r.lines, decision.version, decision.previousExpiresMs);
       throw unavailable('another change to this reservation is being recorded; retry');
     }
     this.d.metrics.reservations.inc({ outcome: 'extended' });
@@ -425,7 +431,7 @@ export class ReservationService implements ReservationApi {
   /** Releases one reservation of a reference: released (or expired), or confirmed if a confirm won the race. */
   private async releaseOfReference(caller: Caller, id: string): Promise<ReservationDocument> {
     try {
-      return await this.settle(caller, 'release', id, null);
+      return await this.settle(caller, 'release', id, null, null);
     } catch (err) {
       // The confirm decided first; its record may still be on its way: answer once PostgreSQL has it.
       if (err instanceof ProblemError && err.code === 'reservation_confirmed') return this.awaitRecorded(id, 'confirm');
@@ -441,18 +447,29 @@ export class ReservationService implements ReservationApi {
    * `ifMatch` is checked where the transition is decided: by the settle script, in the same step. Only a
    * reservation that ended (whose version never changes again) is compared here, and one PostgreSQL calls pending
    * past its TTL whose holds Redis no longer has (expired: no script can settle it any more).
+   *
+   * `pairs` (a partial confirm) are judged against the reservation's lines before anything else: a pair it does
+   * not hold is a 400 whatever its state.
    */
-  private async settle(caller: Caller, action: SettleAction, id: string, ifMatch: number | null): Promise<ReservationDocument> {
+  private async settle(
+    caller: Caller,
+    action: SettleAction,
+    id: string,
+    ifMatch: number | null,
+    pairs: ConfirmedPair[] | null,
+  ): Promise<ReservationDocument> {
+    const settled = (r: ReservationRecord) => (pairs ? partlyConfirmed(r.lines, pairs) : r.lines);
     const cached = await this.d.decisions.header(id);
     if (cached) {
       if (!canAccess(caller, cached.tenant)) throw notFound(id);
       const r = fromHeader(id, cached);
-      const answer = await this.decide(action, r, ifMatch);
+      const answer = await this.decide(action, r, settled(r), ifMatch);
       if (answer) return answer;
     }
     const r = await this.loadFor(caller, id);
+    const lines = settled(r);
     if (r.status !== 'pending') return finalAnswer(action, r, ifMatch);
-    const answer = await this.decide(action, r, ifMatch);
+    const answer = await this.decide(action, r, lines, ifMatch);
     if (answer) return answer;
     // PostgreSQL says pending, Redis has no holds: expired if the TTL passed, else state is being repaired.
     if (Date.now() >= r.expiresAt.getTime()) return finalAnswer(action, r, ifMatch);
@@ -460,14 +477,24 @@ export class ReservationService implements ReservationApi {
     throw unavailable('reservation state is being repaired; retry');
   }
 
-  /** The settle script's verdict on a reservation believed pending; null when Redis has none of its holds. */
-  private async decide(action: SettleAction, r: ReservationRecord, ifMatch: number | null): Promise<ReservationDocument | null> {
+  /**
+   * The settle script's verdict on a reservation believed pending; null when Redis has none of its holds. `lines`
+   * are its lines as they end: with the units each sells, for a partial confirm.
+   */
+  private async decide(
+    action: SettleAction,
+    r: ReservationRecord,
+    lines: Line[],
+    ifMatch: number | null,
+  ): Promise<ReservationDocument | null> {
     const target = action === 'confirm' ? 'confirmed' : 'released';
-    const decision = await this.d.decisions.settle(action, r.id, r.lines, ifMatch);
+    const decision = await this.d.decisions.settle(action, r.id, lines, ifMatch);
     switch (decision.kind) {
-      case 'settled':
+      case 'settled': {
         // The holds' expiry, not the header's as read before: an extension may have moved it since.
-        return this.recordSettle(action, { ...r, expiresAt: new Date(decision.expiresMs) }, decision.generation, decision.nowMs, decision.version);
+        const ending = { ...r, lines, expiresAt: new Date(decision.expiresMs) };
+        return this.recordSettle(action, ending, decision.generation, decision.nowMs, decision.version);
+      }
       case 'already':
         return this.awaitRecorded(r.id, action);
       case 'precondition':
@@ -484,11 +511,14 @@ export class ReservationService implements ReservationApi {
       case 'missing':
         return null;
       case 'insufficient': {
-        const short = decision.short.map(({ lineIndex, onHand }) => ({ ...r.lines[lineIndex]!, available: onHand }));
+        const short = decision.short.map(({ lineIndex, onHand }) => {
+          const l = lines[lineIndex]!;
+          return { itemId: l.itemId, location: l.location, requested: l.confirmedQuantity ?? l.quantity, available: onHand };
+        });
         throw new ProblemError(
           'insufficient_stock',
-          short.map((s) => `${lineLabel(s)}: on hand ${s.available} no longer covers ${s.quantity}`).join('; '),
-          { lines: short.map((s) => ({ itemId: s.itemId, location: s.location, requested: s.quantity, available: s.available })) },
+          short.map((s) => `${lineLabel({ ...s, quantity: s.requested })}: on hand ${s.available} no longer covers ${s.requested}`).join('; '),
+          { lines: short },
         );
       }
     }

@@ -2,6 +2,7 @@
  * What one group-commit batch writes: the statement (one round trip, committed on its own), its parameters built
  * from the batch's operations, and each operation's result read from its answer. src/store/writer.ts sends it.
  */
+import type { Line } from '../domain/reservation.js';
 import type { RecordOp, RecordResult } from './record.js';
 
 /** What the batch statement returns, and what `write_batches` keeps of it. */
@@ -55,6 +56,7 @@ export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome)
  * generation and write nothing (READ COMMITTED re-evaluates a locked row's condition against its newest version).
  *
  * Every recorded transition adds one to the reservation's version, as its decision in Redis did (api.md, "Versions").
+ * A partial confirm's lines take the units each sold (`sold`), only where its transition was recorded.
  * An extension (`extended`) moves a pending reservation's expiry, only at the version before the one it decided;
  * its id is reported among `moved`. An expiry is recorded only while the row's expiry is not after the one the
  * sweeper read: a recorded extension is never expired by a sweeper that read the reservation before it.
@@ -97,6 +99,10 @@ WITH fence AS (
   WHERE r.id = t.id AND r.status = t.from_status AND EXISTS (SELECT FROM fence)
     AND (t.status <> 'expired' OR r.expires_at <= t.at)
   RETURNING r.id
+), sold AS (
+  UPDATE reservation_lines l SET confirmed_quantity = t.confirmed
+  FROM unnest($40::uuid[], $41::smallint[], $42::int[]) AS t(id, line_no, confirmed)
+  WHERE l.reservation_id = t.id AND l.line_no = t.line_no AND t.id IN (SELECT id FROM moved)
 ), extended AS (
   UPDATE reservations r SET expires_at = t.expires_at, updated_at = t.at, version = t.version
   FROM unnest($35::uuid[], $36::timestamptz[], $37::timestamptz[], $38::int[], $39::text[]) AS t(id, expires_at, at, version, from_status)
@@ -138,6 +144,10 @@ export function batchValues(ops: RecordOp[]): unknown[] {
     .filter((op) => op.kind === 'extend')
     .sort((a, b) => (a.reservationId < b.reservationId ? -1 : a.reservationId > b.reservationId ? 1 : 0));
   const lines = reserves.flatMap((r) => r.reservation.lines.map((l, n) => ({ id: r.reservation.id, n, ...l })));
+  // A partial confirm's lines: what each sold (a line's number is its index, as created).
+  const partialLines = transitions.flatMap((t) =>
+    t.lines.flatMap((l, n) => (l.confirmedQuantity === undefined ? [] : [{ id: t.reservationId, n, confirmedQuantity: l.confirmedQuantity }])),
+  );
   const movements = ops.flatMap(movementsOf);
   return [
     reserves.map((r) => r.idempotency.scope),
@@ -178,6 +188,9 @@ export function batchValues(ops: RecordOp[]): unknown[] {
     extensions.map((e) => e.at),
     extensions.map((e) => e.version),
     extensions.map(() => 'pending'),
+    partialLines.map((l) => l.id),
+    partialLines.map((l) => l.n),
+    partialLines.map((l) => l.confirmedQuantity),
   ];
 }
 
@@ -215,19 +228,27 @@ function movementsOf(op: RecordOp): Movement[] {
     case 'extend':
       return [];
     case 'transition': {
-      const kind = { confirmed: 'confirm', released: 'release', expired: 'expire' }[op.to];
-      return op.lines.map((l) => ({
-        gate: 'transition' as const,
+      const row = (l: Line, kind: string, onHand: number, reserved: number): Movement => ({
+        gate: 'transition',
         itemId: l.itemId,
         location: l.location,
         kind,
-        onHand: op.to === 'confirmed' ? -l.quantity : 0,
-        reserved: -l.quantity,
+        onHand,
+        reserved,
         safety: 0,
         reservationId: op.reservationId,
         reason: null,
         opId: null,
-      }));
+      });
+      if (op.to !== 'confirmed') return op.lines.map((l) => row(l, op.to === 'released' ? 'release' : 'expire', 0, -l.quantity));
+      // A confirm sells `confirmedQuantity` of a line (a partial confirm) or all of it; the rest is a release.
+      return op.lines.flatMap((l) => {
+        const sold = l.confirmedQuantity ?? l.quantity;
+        const rows: Movement[] = [];
+        if (sold > 0) rows.push(row(l, 'confirm', -sold, -sold));
+        if (sold < l.quantity) rows.push(row(l, 'release', 0, sold - l.quantity));
+        return rows;
+      });
     }
   }
 }

@@ -20,11 +20,12 @@ export interface ReservationRow {
   version: number;
 }
 
-/** A reservation's columns, with its lines as JSON. */
+/** A reservation's columns, with its lines as JSON (`confirmedQuantity` only where a partial confirm set it). */
 const RESERVATION_COLUMNS = `
   r.id, r.status, r.reference, r.metadata, r.priority, r.expires_at, r.created_at, r.updated_at, r.tenant, r.allocation,
   r.version,
-  (SELECT json_agg(json_build_object('itemId', l.item_id, 'location', l.location, 'quantity', l.quantity)
+  (SELECT json_agg(json_strip_nulls(json_build_object('itemId', l.item_id, 'location', l.location, 'quantity', l.quantity,
+                                                      'confirmedQuantity', l.confirmed_quantity))
                    ORDER BY l.line_no)
      FROM reservation_lines l WHERE l.reservation_id = r.id) AS lines`;
 

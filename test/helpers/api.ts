@@ -155,9 +155,17 @@ export class Api {
     return this.transport({ method: 'GET', url: `/reservations/${id}` });
   }
 
-  /** `ifMatch`: the If-Match header's value, sent as given (to test malformed ones too). */
-  confirm(id: string, ifMatch?: string): Promise<Answer> {
-    return this.transport({ method: 'POST', url: `/reservations/${id}/confirm`, headers: ifMatchHeader(ifMatch) });
+  /**
+   * `ifMatch`: the If-Match header's value, sent as given (to test malformed ones too). `body`: a partial confirm's
+   * (anything, to test rejections); none when undefined.
+   */
+  confirm(id: string, ifMatch?: string, body?: unknown): Promise<Answer> {
+    return this.transport({
+      method: 'POST',
+      url: `/reservations/${id}/confirm`,
+      headers: ifMatchHeader(ifMatch),
+      ...(body === undefined ? {} : { payload: body }),
+    });
   }
 
   release(id: string, ifMatch?: string): Promise<Answer> {
@@ -334,7 +342,13 @@ export function expectDocument(value: unknown): ReservationDocument {
   expect(doc.id.length).toBeGreaterThan(0);
   expect(['pending', 'confirmed', 'released', 'expired']).toContain(doc.status);
   for (const t of [doc.createdAt, doc.updatedAt, doc.expiresAt]) expect(t).toMatch(ISO_MS_UTC);
-  for (const line of doc.lines) expect(Object.keys(line).sort()).toEqual(['itemId', 'location', 'quantity']);
+  // `confirmedQuantity` on every line of a partly confirmed reservation (api.md, "Partial confirm"), else on none.
+  const partly = doc.lines.some((line) => 'confirmedQuantity' in line);
+  for (const line of doc.lines) {
+    expect(Object.keys(line).sort()).toEqual(partly ? ['confirmedQuantity', 'itemId', 'location', 'quantity'] : ['itemId', 'location', 'quantity']);
+    if (partly) expect(Number.isInteger(line.confirmedQuantity) && line.confirmedQuantity! >= 0 && line.confirmedQuantity! <= line.quantity).toBe(true);
+  }
+  if (partly) expect(doc.status).toBe('confirmed');
   expect(doc.reference === null || typeof doc.reference === 'string').toBe(true);
   expect(doc.metadata !== null && typeof doc.metadata === 'object' && !Array.isArray(doc.metadata)).toBe(true);
   expect(['normal', 'high']).toContain(doc.priority);

@@ -28,7 +28,7 @@ export async function startTestApp(overrides: Record<string, string | number> = 
     databaseUrl = database.url;
   }
   const env: Record<string, string> = {
-    LOG_LEVEL: 'silent',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     REDIS_URL: testRedisUrl(),
     REDIS_KEY_PREFIX: `t${randomBytes(4).toString('hex')}:`,
     SWEEPER_INTERVAL_MS: '100',

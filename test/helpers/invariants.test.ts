@@ -136,6 +136,38 @@ describe('checkStores', () => {
     expect(check.violations.I5).toEqual(check.differences);
   });
 
+  it('a partial confirm: the units sold leave on-hand, the rest is a release; each side of it is checked', () => {
+    // R2 sold 1 of its 2 (confirmed_quantity 1): a confirm of 1 and a release of 1; on-hand 11, Redis' hold sold 1.
+    const partly = () => {
+      const s = consistent();
+      s.postgres!.reservations.get(R2)!.lines[0]!.confirmedQuantity = 1;
+      s.postgres!.movements.splice(3, 1, { ...s.postgres!.movements[3]!, onHand: -1, reserved: -1 });
+      s.postgres!.movements.push({ ...s.postgres!.movements[3]!, kind: 'release', onHand: 0, reserved: -1 });
+      s.postgres!.stock.get(A)!.onHand = 11;
+      s.redis!.stock.get(A)!.onHand = 11;
+      s.redis!.holds[1]!.quantity = 1;
+      return s;
+    };
+    expect(checkStores(partly(), strict).violations).toEqual({ I1: [], I2: [], I3: [], I5: [] });
+    // The ledger without the release of the rest.
+    const noRelease = partly();
+    noRelease.postgres!.movements.pop();
+    noRelease.postgres!.stock.get(A)!.reserved = 3;
+    expect(checkStores(noRelease, {}).violations.I5.some((v) => v.includes(`reservation ${R2}`) && v.includes('exactly once'))).toBe(true);
+    // PostgreSQL's on-hand as if both units had been sold.
+    const wholeOnHand = partly();
+    wholeOnHand.postgres!.stock.get(A)!.onHand = 10;
+    expect(checkStores(wholeOnHand, {}).violations.I5.some((v) => v.includes('on-hand 10 ≠ supplied 12 − confirmed lines 1'))).toBe(true);
+    // Redis' hold says it sold both.
+    const redisSoldAll = partly();
+    redisSoldAll.redis!.holds[1]!.quantity = 2;
+    expect(checkStores(redisSoldAll, strict).differences).toEqual([expect.stringContaining('sold 2, PostgreSQL 1')]);
+    // A confirmed quantity on a line that is not confirmed.
+    const onPending = partly();
+    onPending.postgres!.reservations.get(R1)!.lines[0]!.confirmedQuantity = 1;
+    expect(checkStores(onPending, {}).violations.I5.some((v) => v.includes('confirmed_quantity 1 on a pending line'))).toBe(true);
+  });
+
   it('Redis ≠ PostgreSQL: a hold at another version than its reservation in the same state', () => {
     const s = consistent();
     s.redis!.holds[1]!.version = 3;

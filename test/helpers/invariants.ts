@@ -28,7 +28,12 @@ export interface Line {
   itemId: string;
   location: string;
   quantity: number;
+  /** Set by a partial confirm only: the units of the line sold (the rest were released). */
+  confirmedQuantity?: number;
 }
+
+/** The units a line of a reservation in `status` sold: all of it once confirmed, unless a partial confirm said fewer. */
+export const soldOf = (status: ReservationStatus, l: Line): number => (status === 'confirmed' ? (l.confirmedQuantity ?? l.quantity) : 0);
 
 export interface PgReservation {
   id: string;
@@ -134,8 +139,9 @@ export async function readPostgres(db: Queryable, items?: readonly string[]): Pr
        FROM reservations${reservationIds}`,
       params,
     );
-    const ls = await client.query<{ reservation_id: string; item_id: string; location: string; quantity: number }>(
-      `SELECT reservation_id, item_id, location, quantity FROM reservation_lines${only('item_id')} ORDER BY reservation_id, line_no`,
+    const ls = await client.query<{ reservation_id: string; item_id: string; location: string; quantity: number; confirmed_quantity: number | null }>(
+      `SELECT reservation_id, item_id, location, quantity, confirmed_quantity FROM reservation_lines${only('item_id')}
+       ORDER BY reservation_id, line_no`,
       params,
     );
     const st = await client.query<{ item_id: string; location: string; on_hand: number; reserved: number; safety_stock: number }>(
@@ -169,7 +175,11 @@ export async function readPostgres(db: Queryable, items?: readonly string[]): Pr
     for (const r of rs.rows) {
       reservations.set(r.id, { id: r.id, status: r.status, expiresAtMs: r.expires_ms, updatedAtMs: r.updated_ms, version: r.version, lines: [] });
     }
-    for (const l of ls.rows) reservations.get(l.reservation_id)?.lines.push({ itemId: l.item_id, location: l.location, quantity: l.quantity });
+    for (const l of ls.rows) {
+      const line: Line = { itemId: l.item_id, location: l.location, quantity: l.quantity };
+      if (l.confirmed_quantity !== null) line.confirmedQuantity = l.confirmed_quantity;
+      reservations.get(l.reservation_id)?.lines.push(line);
+    }
     return {
       nowMs: now.rows[0]!.now_ms,
       reservations,
@@ -322,13 +332,28 @@ export interface StoreCheck {
   figures: LocationFigures[];
 }
 
-/** The ledger row a line's final state must have, per unit: [kind, on-hand delta, reserved delta]. */
-const TERMINAL: Record<ReservationStatus, [string, number, number] | null> = {
-  pending: null,
-  confirmed: ['confirm', -1, -1],
-  released: ['release', 0, -1],
-  expired: ['expire', 0, -1],
-};
+/**
+ * The ledger rows (besides its reserve) a line of a reservation in `status` must have: none while pending; a
+ * confirm of the units sold and a release of the rest once confirmed (a partial confirm sells fewer than held: a
+ * row of 0 units is not written); a release or an expiry of all of it otherwise.
+ */
+function terminalRows(status: ReservationStatus, l: Line): { kind: string; onHand: number; reserved: number }[] {
+  switch (status) {
+    case 'pending':
+      return [];
+    case 'confirmed': {
+      const sold = soldOf(status, l);
+      return [
+        ...(sold > 0 ? [{ kind: 'confirm', onHand: -sold, reserved: -sold }] : []),
+        ...(sold < l.quantity ? [{ kind: 'release', onHand: 0, reserved: sold - l.quantity }] : []),
+      ];
+    }
+    case 'released':
+      return [{ kind: 'release', onHand: 0, reserved: -l.quantity }];
+    case 'expired':
+      return [{ kind: 'expire', onHand: 0, reserved: -l.quantity }];
+  }
+}
 
 const isLive = (r: PgReservation, atMs: number) => r.status === 'pending' && r.expiresAtMs > atMs;
 const holdText = (h: RedisHold | undefined) => (h ? `${h.state}:${h.quantity}:${h.expiresAtMs}:${h.version}` : 'no hold');
@@ -421,7 +446,7 @@ export function checkStores(state: StoreState, options: CheckOptions = {}): Stor
           if (r.expiresAtMs > atMs) f.lines.pendingLive += l.quantity;
           if (r.expiresAtMs > supplyAtMs) heldAtSupply.set(pairKey(l.itemId, l.location), (heldAtSupply.get(pairKey(l.itemId, l.location)) ?? 0) + l.quantity);
         }
-        if (r.status === 'confirmed') f.lines.confirmed += l.quantity;
+        f.lines.confirmed += soldOf(r.status, l);
       }
     }
   }
@@ -565,14 +590,16 @@ export function checkStores(state: StoreState, options: CheckOptions = {}): Stor
         const ms = movementsByLine.get(k) ?? [];
         const reserves = ms.filter((m) => m.kind === 'reserve');
         const rest = ms.filter((m) => m.kind !== 'reserve');
-        const terminal = TERMINAL[r.status];
+        const terminal = terminalRows(r.status, l);
         const ledgerOk =
           reserves.length === 1 &&
           reserves[0]!.reserved === l.quantity &&
           reserves[0]!.onHand === 0 &&
-          (terminal === null
-            ? rest.length === 0
-            : rest.length === 1 && rest[0]!.kind === terminal[0] && rest[0]!.onHand === terminal[1] * l.quantity && rest[0]!.reserved === terminal[2] * l.quantity);
+          rest.length === terminal.length &&
+          terminal.every((row) => rest.some((m) => m.kind === row.kind && m.onHand === row.onHand && m.reserved === row.reserved));
+        if (l.confirmedQuantity !== undefined && (r.status !== 'confirmed' || l.confirmedQuantity > l.quantity || l.confirmedQuantity < 0)) {
+          violations.I5.push(`${label}: confirmed_quantity ${l.confirmedQuantity} on a ${r.status} line of ${l.quantity}`);
+        }
         if (!ledgerOk) {
           const rows = ms.map((m) => `${m.kind}(${m.onHand},${m.reserved})`).join(' ') || 'none';
           violations.I5.push(`${label}: ledger rows ${rows} do not record it exactly once`);
@@ -585,6 +612,10 @@ export function checkStores(state: StoreState, options: CheckOptions = {}): Stor
         // is a state apart: Redis is one version ahead until it is).
         if (compareStores && hold && hold.state === HoldState[r.status] && hold.version !== r.version) {
           differ(`${label}: Redis hold ${holdText(hold)} is at version ${hold.version}, PostgreSQL at ${r.version}`);
+        }
+        // A confirmed hold keeps the units it sold (what a revert or a reconciliation gives back to on-hand).
+        if (compareStores && hold && hold.state === HoldState.confirmed && r.status === 'confirmed' && hold.quantity !== soldOf(r.status, l)) {
+          differ(`${label}: Redis hold ${holdText(hold)} sold ${hold.quantity}, PostgreSQL ${soldOf(r.status, l)}`);
         }
         const live = isLive(r, atMs);
         if (live && r.expiresAtMs - atMs >= margin) {

@@ -189,6 +189,18 @@ describe('extend a reservation', () => {
     await checkInvariants(t.app, [item]);
   });
 
+  it('PostgreSQL refusing the extension (pending at another version): 503, and Redis is back at the old expiry', async () => {
+    const { item, r } = await pending();
+    // As if a change PostgreSQL recorded had never reached Redis.
+    await t.app.runtime.db.query('UPDATE reservations SET version = 5 WHERE id = $1', [r.id]);
+    expect(outcome(await api.extend(r.id, { ttlSeconds: 60 }))).toBe('503 unavailable');
+    const s = await stored(r.id, item);
+    expect(s.hold).toMatchObject({ state: HoldState.pending, expiresAtMs: Date.parse(r.expiresAt), version: 1 });
+    expect(s.score).toBe(Date.parse(r.expiresAt));
+    expect(s.header).toBe(Date.parse(r.expiresAt));
+    expect(s.row).toEqual({ status: 'pending', version: 5, expires_ms: Date.parse(r.expiresAt) });
+  });
+
   it('after Redis lost its state and was rebuilt from PostgreSQL, the extended expiry and version stay', async () => {
     const { item, r } = await pending(60);
     const doc = expectReservation(await api.extend(r.id, { ttlSeconds: 3_600 }), 200);

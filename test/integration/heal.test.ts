@@ -305,6 +305,32 @@ describe('the fenced correction', () => {
     expect((await reconcile(deps, dryRun)).drift.filter((r) => r.itemId === item)).toEqual([]);
   });
 
+  it('accounts for a partial confirm in flight by the units it sold, not the units it held', async () => {
+    const item = newItem();
+    await stock(t, item, 10);
+    const id = await reserve(t, item, 3);
+    // Sells 1 of the 3 held, releases 2: decided, not recorded yet.
+    const lines = [{ itemId: item, location: LOCATION, quantity: 3, confirmedQuantity: 1 }];
+    const settled = await t.app.runtime.decisions.settle('confirm', id, lines);
+    if (settled.kind !== 'settled') throw new Error(settled.kind);
+    const { redis, keys } = t.app.runtime;
+    await redis.hincrby(keys.item(item).stock, stockField('onHand', LOCATION), -2); // and 2 units lost
+
+    await reconcile(deps, heal);
+    expect(await redisStock(t, item)).toEqual({ onHand: 9, reserved: 0, pending: null, safety: null, safetyPending: null });
+    const recorded = await t.app.runtime.writer.submit({
+      kind: 'transition',
+      generation: settled.generation,
+      reservationId: id,
+      to: 'confirmed',
+      at: new Date(settled.nowMs),
+      lines,
+    });
+    expect(recorded).toBe('recorded');
+    expect(await pgStock(t, item)).toEqual({ onHand: 9, reserved: 0 });
+    expect((await reconcile(deps, dryRun)).drift.filter((r) => r.itemId === item)).toEqual([]);
+  });
+
   it('accounts for a decrease in flight the same way', async () => {
     const item = newItem();
     await stock(t, item, 10);

@@ -18,6 +18,7 @@ const LANDED: Record<string, string> = {
   '006_allocation.sql': '041a8181930f95a5d997b4d884f6d9ccdb47bbe52c362f752f719656b6e38fd3',
   '007_reservation_version.sql': '800ef34a4b168aaeb330f79d86f9c54bd51886c8147886f6baa72b81ec98b0bd',
   '008_reservations_reference.sql': '880e2e2ebb6ae472e97f9b886da1a1cfb4659302c034d9288f9774fe3c015928',
+  '009_partial_confirm.sql': 'e508e91e3b5315faf02fe9b456af4edcc2dd3c07a653207058edd9700fc63b26',
 };
 
 const dir = new URL('../../migrations/', import.meta.url);

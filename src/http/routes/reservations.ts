@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import {
+  ConfirmRequest,
   etagOf,
   ExtendRequest,
   IdempotencyHeaders,
@@ -12,6 +13,7 @@ import {
   ReservationPage,
   ReservationParams,
   ReservationRequest,
+  type ConfirmRequest as ConfirmBody,
   type ReservationDocument as Reservation,
   type ReservationRequest as ReserveBody,
 } from '../../domain/schemas.js';
@@ -138,6 +140,20 @@ const together: Reservation = {
 };
 
 const confirmed: Reservation = { ...cart, status: 'confirmed', updatedAt: '2026-11-26T12:04:31.207Z', version: 2 };
+// The cart's payment covered one of the two t-shirts: that one is sold, the other and the mug are given back.
+const partialRequest: ConfirmBody = { lines: [{ itemId: 'sku-tshirt-m', quantity: 1 }] };
+const partlyConfirmed: Reservation = {
+  ...confirmed,
+  lines: [
+    { itemId: 'sku-tshirt-m', location: 'default', quantity: 2, confirmedQuantity: 1 },
+    { itemId: 'sku-mug-white', location: 'wh-2', quantity: 1, confirmedQuantity: 0 },
+  ],
+};
+// Named as the answers they get (the cart's), so /docs shows each request beside its answer.
+const confirmExamples: Examples<ConfirmBody> = {
+  confirmed: { summary: 'Sell every unit held (the same as no body)', value: {} },
+  partly: { summary: 'Sell one of the two t-shirts; the other and the mug are released', value: partialRequest },
+};
 const released: Reservation = { ...cart, status: 'released', updatedAt: '2026-11-26T12:03:12.880Z', version: 2 };
 const expired: Reservation = { ...flash, status: 'expired', updatedAt: flash.expiresAt, version: 2 };
 
@@ -442,24 +458,45 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
     '/reservations/:id/confirm',
     {
       config: { access: 'client' },
+      // The body is optional: none is `{}` (confirm everything), which the schema then checks like any other.
+      preValidation: async (request) => {
+        if (request.body === undefined) request.body = {};
+      },
       schema: {
         operationId: 'confirmReservation',
         tags: ['reservations'],
-        summary: 'Sell the held units (idempotent)',
+        summary: 'Sell the held units, or some of them (idempotent)',
         description:
-          'The held units leave on-hand for good. Confirming a confirmed reservation answers the same document again; ' +
-          'nothing changes twice. No body. With `If-Match: "<version>"`, only while the reservation is at that version.',
+          'The held units leave on-hand for good. The body is optional: without it (or without `lines`) every unit ' +
+          'held is sold. With `lines`, only the units named are sold and everything else the reservation holds is ' +
+          'released, in one step (a partial confirm: what was paid for or packed); the lines then carry ' +
+          '`confirmedQuantity`. Confirming a confirmed reservation answers the same document again, whatever the body; ' +
+          'nothing changes twice. With `If-Match: "<version>"`, only while the reservation is at that version.',
         params: ReservationParams,
         headers: IfMatchHeaders,
+        body: ConfirmRequest,
+        bodyOptional: true,
+        bodyExamples: confirmExamples,
         response: {
           200: documented(
             'The reservation, `confirmed`',
             ReservationDocument,
-            { confirmed: { summary: 'The cart, sold', value: confirmed } },
+            {
+              confirmed: { summary: 'The cart, sold', value: confirmed },
+              partly: { summary: 'One t-shirt sold; the other and the mug released', value: partlyConfirmed },
+            },
             etag,
           ),
           ...problems({
-            validation_failed: badIfMatch,
+            validation_failed: {
+              means:
+                'A malformed body or `If-Match`, a pair named twice, a pair the reservation does not hold, or a quantity ' +
+                'above what it holds there; `errors` names the field.',
+              example: {
+                detail: 'lines[0].quantity: must be <= 2, the units held of sku-tshirt-m at default',
+                errors: [{ field: 'lines[0].quantity', message: 'must be <= 2, the units held of sku-tshirt-m at default' }],
+              },
+            },
             reservation_not_found: notFound,
             precondition_failed: precondition,
             reservation_expired: 'Its `expiresAt` passed first: the units are available again; reserve anew.',
@@ -479,7 +516,8 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
       },
     },
     async (request, reply) => {
-      const document = await reservations.confirm(callerOf(request), request.params.id, ifMatchVersion(request.headers['if-match']));
+      const ifMatch = ifMatchVersion(request.headers['if-match']);
+      const document = await reservations.confirm(callerOf(request), request.params.id, ifMatch, request.body);
       reply.header('etag', etagOf(document));
       return document;
     },
@@ -541,6 +579,7 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
         params: ReservationParams,
         headers: IfMatchHeaders,
         body: ExtendRequest,
+        bodyExamples: { extended: { summary: 'Ten more minutes from now, while the payment completes', value: { ttlSeconds: 600 } } },
         response: {
           200: documented(
             'The reservation, `pending`, with its new `expiresAt`',

@@ -52,7 +52,8 @@ local HOLD_PATTERN = '^(%a)' .. literal(L.holdValueSep) .. '(%d+)' .. literal(L.
 local VERSIONED_HOLD_PATTERN = string.sub(HOLD_PATTERN, 1, -2) .. literal(L.holdValueSep) .. '(%d+)$'
 
 -- A hold is stored as "<state>:<quantity>:<expiresAtMs>:<version>" under the field "<reservationId>:<location>";
--- the version is its reservation's (api.md, "Versions"). A value of an older version has no version: it reads as
+-- a confirmed hold's quantity is the units it sold (a partial confirm sells fewer than held, even none), what a
+-- revert or a reconciliation gives back to on-hand; the version is its reservation's (api.md, "Versions"). A value of an older version has no version: it reads as
 -- the one it would have had (1 while pending, 2 once ended: creation and one transition were its only changes).
 local function parseHold(value)
   local state, qty, expMs, version = string.match(value, VERSIONED_HOLD_PATTERN)
