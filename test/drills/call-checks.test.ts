@@ -107,6 +107,40 @@ describe('drill checks of extend', () => {
   });
 });
 
+describe('drill checks of partial confirm', () => {
+  const partly = (confirmedQuantity: number): CallLog => ({
+    reservationId: ID,
+    action: 'confirm',
+    lines: [{ itemId: 'sku-a', location: 'default', quantity: 1 }],
+    attempts: [
+      {
+        node: 'n',
+        sentAt: T + 100,
+        at: T + 110,
+        status: 200,
+        id: ID,
+        docStatus: 'confirmed',
+        lines: [{ ...LINES[0]!, confirmedQuantity }],
+        expiresAt: iso(T + 3_000),
+        version: 2,
+      },
+    ],
+  });
+  const confirmed = (confirmedQuantity?: number) =>
+    postgres({ status: 'confirmed', updatedAtMs: T + 105, version: 2, lines: [{ ...LINES[0]!, ...(confirmedQuantity === undefined ? {} : { confirmedQuantity }) }] });
+
+  it('holds the answer and PostgreSQL to the units the confirm listed', () => {
+    expect(check(logWith([partly(1)]), confirmed(1))).toEqual({ I3: [], I4: [], I6: [], API: [] });
+    expect(check(logWith([partly(2)]), confirmed(1)).API.join()).toContain('confirmedQuantity 2, not 1');
+    expect(check(logWith([partly(1)]), confirmed(2)).I4.join()).toContain('acknowledged selling 1 of sku-a@default, PostgreSQL has confirmed_quantity 2');
+    expect(check(logWith([partly(1)]), confirmed()).I4).toHaveLength(1);
+  });
+
+  it('counts what a partial confirm sold, not what was held', () => {
+    expect([...soldByClients(logWith([partly(1)]))]).toEqual([['sku-a@default', 1]]);
+  });
+});
+
 describe('drill checks of versions and expiries as stored', () => {
   it('finds an answer whose version PostgreSQL never reached', () => {
     const confirmed: CallLog = {

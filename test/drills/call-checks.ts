@@ -174,7 +174,7 @@ export function checkCalls(input: CallCheckInput): CallFindings {
       if (SAW_EXPIRED.has(label)) checkExpiry(id, 'expired', a.sentAt, a.at, `${what} (${describe(a)})`, c);
       if (ACTED_LIVE.has(label)) checkExpiry(id, 'live', firstSent, a.at, `${what} (${describe(a)})`, c);
       if (label === '200 extend pending') checkExtended(c, a, out);
-      if (label === '200 confirm confirmed') checkConfirmedLines(c, a, out);
+      if (label === '200 confirm confirmed') checkConfirmedLines(c, a, r, out);
     }
   }
 
@@ -222,16 +222,24 @@ function checkExtended(c: CallLog, a: Attempt, out: CallFindings): void {
 }
 
 /**
- * A 200 confirm's lines: a partial confirm's carry `confirmedQuantity`, the quantity listed for the pair or 0; a
- * whole confirm's carry none.
+ * What a confirm sold of a line: for a partial confirm, the quantity it listed for the pair (0 unlisted); for a
+ * whole one, no `confirmedQuantity` at all (everything held).
  */
-function checkConfirmedLines(c: CallLog, a: Attempt, out: CallFindings): void {
-  const lines = a.lines ?? [];
-  const what = `confirm ${c.reservationId}${c.lines ? ` of ${linesLabel(c.lines)}` : ''}`;
-  for (const l of lines) {
-    const want = c.lines ? (c.lines.find((x) => x.itemId === l.itemId && x.location === l.location)?.quantity ?? 0) : undefined;
-    if (l.confirmedQuantity !== want) {
-      out.API.push(`${what}: answered ${l.itemId}@${l.location} with confirmedQuantity ${String(l.confirmedQuantity)}, not ${String(want)}`);
+const confirmedOf = (c: CallLog, l: DocumentLine): number | undefined =>
+  c.lines ? (c.lines.find((x) => x.itemId === l.itemId && x.location === l.location)?.quantity ?? 0) : undefined;
+
+/** A 200 confirm: its document's lines, and PostgreSQL's once confirmed, carry exactly what the confirm sold. */
+function checkConfirmedLines(c: CallLog, a: Attempt, r: PgReservation, out: CallFindings): void {
+  const what = `confirm ${c.reservationId}${c.lines ? ` of ${linesLabel(c.lines)}` : ' (whole)'}`;
+  for (const l of a.lines ?? []) {
+    if (l.confirmedQuantity !== confirmedOf(c, l)) {
+      out.API.push(`${what}: answered ${l.itemId}@${l.location} with confirmedQuantity ${String(l.confirmedQuantity)}, not ${String(confirmedOf(c, l))}`);
+    }
+  }
+  if (r.status !== 'confirmed') return; // reported as the answer's disagreement with the state
+  for (const l of r.lines) {
+    if (l.confirmedQuantity !== confirmedOf(c, l)) {
+      out.I4.push(`${what}: acknowledged selling ${String(confirmedOf(c, l) ?? l.quantity)} of ${l.itemId}@${l.location}, PostgreSQL has confirmed_quantity ${String(l.confirmedQuantity ?? null)} of ${l.quantity}`);
     }
   }
 }

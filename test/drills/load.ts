@@ -208,7 +208,7 @@ const CREATE_RETRY_GRACE_MS = 20_000;
 
 /**
  * The drill's load: `clients` concurrent shoppers (reserve 1–3 units of one or two SKUs with a short TTL, sometimes
- * extend it, then confirm, release (by id, or by reference) or walk away; retry 503s, network errors and "in use"
+ * extend it, then confirm (whole or in part), release (by id, or by reference) or walk away; retry 503s, network errors and "in use"
  * with the same request, like a careful client: a create until it gets a definitive answer), some re-sending keys
  * they already had answered, some placing orders (2–3 reservations under one reference, compensated by reference
  * or confirmed), plus one operator receiving stock; then closing buyers sell out every location. Bounded: no new
@@ -298,9 +298,25 @@ export async function runLoad(o: LoadOptions): Promise<void> {
     return answer?.status === 200 ? documentOf(answer) : null;
   }
 
-  /** Confirms or releases a hold by its id. */
-  async function settle(h: Held, action: 'confirm' | 'release', node: { index: number }): Promise<void> {
-    await call({ reservationId: h.id, action, attempts: [] }, node);
+  /**
+   * Confirms or releases a hold by its id. A confirm sometimes (`partly`) lists what was paid for: some of the pairs
+   * held, each for 1 to all of its units (the rest is released).
+   */
+  async function settle(h: Held, action: 'confirm' | 'release', node: { index: number }, partly = false): Promise<void> {
+    if (action === 'release' || !partly) {
+      await call({ reservationId: h.id, action, attempts: [] }, node);
+      return;
+    }
+    const picked = h.lines.filter(() => random() < 0.6);
+    const lines = (picked.length > 0 ? picked : [h.lines[int(0, h.lines.length - 1)]!]).map((l) => ({
+      itemId: l.itemId,
+      location: l.location,
+      quantity: int(1, l.quantity),
+    }));
+    const body = {
+      lines: lines.map((l) => (l.location === 'default' && random() < 0.5 ? { itemId: l.itemId, quantity: l.quantity } : l)),
+    };
+    await call({ reservationId: h.id, action, lines, attempts: [] }, node, body);
   }
 
   /**
@@ -425,7 +441,7 @@ export async function runLoad(o: LoadOptions): Promise<void> {
       await (random() < 0.1 ? nearExpiry(h) : sleep(random() * 1_200));
       // A release is sometimes the compensation by reference (the cart's own: its key).
       if (action === 'release' && random() < 0.3) await releaseReference(key, node);
-      else await settle(h, action, node);
+      else await settle(h, action, node, random() < 0.3);
     }
   }
 
@@ -463,12 +479,12 @@ export async function runLoad(o: LoadOptions): Promise<void> {
     if (r < 0.25) {
       await releaseReference(reference, node);
     } else if (r < 0.5) {
-      await settle(held[0]!, 'confirm', node);
+      await settle(held[0]!, 'confirm', node, random() < 0.3);
       await releaseReference(reference, node);
     } else if (r < 0.75) {
-      await Promise.all([settle(held[0]!, 'confirm', node), releaseReference(reference, { index: node.index + 1 })]);
+      await Promise.all([settle(held[0]!, 'confirm', node, random() < 0.3), releaseReference(reference, { index: node.index + 1 })]);
     } else {
-      for (const h of held) await settle(h, 'confirm', node);
+      for (const h of held) await settle(h, 'confirm', node, random() < 0.3);
     }
   }
 
