@@ -92,8 +92,25 @@ describe('drill checks of extend', () => {
     const pg = postgres({ status: 'expired', expiresAtMs: T + 6_000, updatedAtMs: T + 6_000, version: 3 });
     const early = check(logWith([extendCall([extended]), confirm(T + 4_000)]), pg);
     expect(early.I3).toHaveLength(1);
-    expect(early.I3[0]).toContain(`the expiry the client was last given is ${iso(T + 6_000)}`);
+    expect(early.I3[0]).toContain(`PostgreSQL recorded it expired at ${iso(T + 6_000)}`);
     expect(check(logWith([extendCall([extended]), confirm(T + 6_010)]), pg).I3).toEqual([]);
+    // The extension lost: PostgreSQL agrees with the early answer, the client was told otherwise.
+    const lost = check(logWith([extendCall([extended]), confirm(T + 4_000)]), postgres({ status: 'expired', updatedAtMs: T + 3_000, version: 2 }));
+    expect(lost.I3.join()).toContain(`the expiry the client was last given is ${iso(T + 6_000)}`);
+  });
+
+  it('counts an extend left without an answer as possibly applied, by any later attempt of the same call too', () => {
+    const shortened: CallLog = {
+      reservationId: ID,
+      action: 'extend',
+      ttlSeconds: 1,
+      attempts: [
+        { node: 'n', sentAt: T + 500, at: T + 900, status: 'network' },
+        { node: 'n', sentAt: T + 1_600, at: T + 1_610, status: 409, code: 'reservation_expired' },
+      ],
+    };
+    const pg = postgres({ status: 'expired', expiresAtMs: T + 1_500, updatedAtMs: T + 1_500, version: 3 });
+    expect(check(logWith([shortened]), pg)).toEqual({ I3: [], I4: [], I6: [], API: [] });
   });
 
   it('finds a 200 whose expiry is not now + ttlSeconds, and a 412 while PostgreSQL is still at the If-Match version', () => {

@@ -55,7 +55,9 @@ const TERMINAL = new Set(['confirmed', 'released', 'expired']);
  * have applied at any time after it was sent, to an expiry of `min` or later.
  */
 interface ExpiryChange {
+  /** The extend that made it (null: the create). */
   call: CallLog | null;
+  attempt: Attempt;
   sentAt: number;
   at: number;
   value: number | null;
@@ -63,12 +65,12 @@ interface ExpiryChange {
 }
 
 /**
- * The expiry in force at some instant between `from` and `to`, as far as the clients can tell (`except`: a call
- * whose own extensions do not count): the last change answered by `from`, or one decided meanwhile. `high` is
- * Infinity when an unanswered extend may have set it.
+ * The expiry in force at some instant between `from` and `to`, as far as the clients can tell (`except`: the
+ * attempt being judged, whose own change does not count): the last change answered by `from`, or one decided
+ * meanwhile. `high` is Infinity when an unanswered extend may have set it.
  */
-function expiryBounds(changes: readonly ExpiryChange[], from: number, to: number, except?: CallLog): { low: number; high: number } {
-  const counted = changes.filter((c) => except === undefined || c.call !== except);
+function expiryBounds(changes: readonly ExpiryChange[], from: number, to: number, except?: Attempt): { low: number; high: number } {
+  const counted = changes.filter((c) => c.attempt !== except);
   const base = counted.filter((c) => c.at <= from).reduce((x, y) => (y.at > x.at ? y : x), counted[0]!);
   const candidates = [base, ...counted.filter((c) => c !== base && c.at > from && c.sentAt < to)];
   return { low: Math.min(...candidates.map((c) => c.min)), high: Math.max(...candidates.map((c) => c.value ?? Infinity)) };
@@ -100,16 +102,16 @@ export function checkCalls(input: CallCheckInput): CallFindings {
   const timelines = new Map<string, ExpiryChange[]>();
   for (const [id, first] of created) {
     const e0 = Date.parse(first.expiresAt!);
-    const changes: ExpiryChange[] = [{ call: null, sentAt: first.sentAt, at: first.at, value: e0, min: e0 }];
+    const changes: ExpiryChange[] = [{ call: null, attempt: first, sentAt: first.sentAt, at: first.at, value: e0, min: e0 }];
     for (const c of callsById.get(id) ?? []) {
       if (c.action !== 'extend') continue;
       for (const a of c.attempts) {
         if (a.status === 200 && a.docStatus === 'pending' && a.expiresAt) {
           const value = Date.parse(a.expiresAt);
-          changes.push({ call: c, sentAt: a.sentAt, at: a.at, value, min: value });
+          changes.push({ call: c, attempt: a, sentAt: a.sentAt, at: a.at, value, min: value });
         } else if (a.status === 'network' || (a.status >= 500 && a.status !== 503)) {
           // No answer (a 503 promises nothing was applied: judged below).
-          changes.push({ call: c, sentAt: a.sentAt, at: Infinity, value: null, min: a.sentAt + c.ttlSeconds! * 1000 });
+          changes.push({ call: c, attempt: a, sentAt: a.sentAt, at: Infinity, value: null, min: a.sentAt + c.ttlSeconds! * 1000 });
         }
       }
     }
@@ -129,9 +131,16 @@ export function checkCalls(input: CallCheckInput): CallFindings {
     }
   };
 
-  /** An answer deciding at some instant in [from, to] that the hold had expired, or that it had not. */
-  const checkExpiry = (id: string, claim: 'expired' | 'live', from: number, to: number, what: string, except?: CallLog) => {
-    const changes = timelines.get(id);
+  /**
+   * An answer deciding at some instant in [from, to] that the hold had expired (before the expiry the client was
+   * last given, or the one PostgreSQL recorded it expired at, is a violation), or that it had not.
+   */
+  const checkExpiry = (r: PgReservation, claim: 'expired' | 'live', from: number, to: number, what: string, except?: Attempt) => {
+    if (claim === 'expired' && r.status === 'expired' && to < r.expiresAtMs) {
+      out.I3.push(`${what}: answered "expired" by ${iso(to)}, yet PostgreSQL recorded it expired at ${iso(r.expiresAtMs)}`);
+      return;
+    }
+    const changes = timelines.get(r.id);
     if (!changes) return;
     const { low, high } = expiryBounds(changes, from, to, except);
     if (claim === 'expired' && to < low) {
@@ -171,8 +180,8 @@ export function checkCalls(input: CallCheckInput): CallFindings {
         out.I4.push(`${what}: answered ${label}, but PostgreSQL says ${r.status}`);
       }
       if (a.status === 200) checkVersion(r, a.docStatus, a.version, `${what} answered ${label}`);
-      if (SAW_EXPIRED.has(label)) checkExpiry(id, 'expired', a.sentAt, a.at, `${what} (${describe(a)})`, c);
-      if (ACTED_LIVE.has(label)) checkExpiry(id, 'live', firstSent, a.at, `${what} (${describe(a)})`, c);
+      if (SAW_EXPIRED.has(label)) checkExpiry(r, 'expired', a.sentAt, a.at, `${what} (${describe(a)})`, a);
+      if (ACTED_LIVE.has(label)) checkExpiry(r, 'live', firstSent, a.at, `${what} (${describe(a)})`, a);
       if (label === '200 extend pending') checkExtended(c, a, out);
       if (label === '200 confirm confirmed') checkConfirmedLines(c, a, r, out);
     }
@@ -251,7 +260,7 @@ interface ReferenceContext {
   acknowledged: readonly { id: string; at: number }[];
   out: CallFindings;
   checkVersion: (r: PgReservation, docStatus: string | undefined, version: number | undefined, what: string) => void;
-  checkExpiry: (id: string, claim: 'expired' | 'live', from: number, to: number, what: string) => void;
+  checkExpiry: (r: PgReservation, claim: 'expired' | 'live', from: number, to: number, what: string) => void;
 }
 
 /**
@@ -292,7 +301,7 @@ function checkReferenceRelease(rr: ReferenceReleaseLog, x: ReferenceContext): vo
         out.I4.push(`${itemWhat}, but PostgreSQL says ${r.status}`);
       }
       x.checkVersion(r, item.status, item.version, itemWhat);
-      if (item.status === 'expired') x.checkExpiry(item.id, 'expired', a.sentAt, a.at, itemWhat);
+      if (item.status === 'expired') x.checkExpiry(r, 'expired', a.sentAt, a.at, itemWhat);
     }
   }
 }
