@@ -78,7 +78,7 @@ function expiryBounds(changes: readonly ExpiryChange[], from: number, to: number
 
 const iso = (ms: number) => new Date(ms).toISOString();
 const describe = (a: Attempt) => `${String(a.status)}${a.code ? ` ${a.code}` : ''}${a.docStatus ? ` ${a.docStatus}` : ''}`;
-/** "Expired" claims are judged against PostgreSQL's version as a reader sees it: an unrecorded expiry made one more. */
+/** PostgreSQL's version as a reader sees it: a pending reservation past its TTL has its expiry's (api.md, "Versions"). */
 const versionNow = (r: PgReservation, nowMs: number) => (r.status === 'pending' && r.expiresAtMs <= nowMs ? r.version + 1 : r.version);
 
 export function checkCalls(input: CallCheckInput): CallFindings {
