@@ -60,13 +60,17 @@ export class Sweeper {
         const unrecordedConfirm = holds.confirmed > 0;
         const unrecorded = unrecordedConfirm || holds.released > 0;
         if (unrecorded && Date.now() < r.expiresAt.getTime() + this.options.unrecordedGraceMs) return;
+        // At Redis' expiry and version where it has the holds: an extension decided there whose record never came
+        // (its node died) is taken up here, as any later change of the reservation would.
+        const expiry = holds.version === null || holds.expiresMs === null ? null : { version: holds.version, expiresAt: new Date(holds.expiresMs) };
         const result = await writer.submit({
           kind: 'transition',
           generation: holds.generation,
           reservationId: r.id,
           to: 'expired',
-          at: r.expiresAt,
+          at: expiry?.expiresAt ?? r.expiresAt,
           lines: r.lines,
+          ...(expiry ?? {}),
         });
         if (result !== 'recorded') return;
         metrics.sweeperExpired.inc();

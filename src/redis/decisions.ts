@@ -96,6 +96,9 @@ export interface HoldCounts {
   released: number;
   expired: number;
   missing: number;
+  /** The holds' version and expiry (null when Redis has none of them). */
+  version: number | null;
+  expiresMs: number | null;
 }
 
 export type SettleAction = 'confirm' | 'release';
@@ -322,12 +325,18 @@ export class Decisions {
   }
 
   /** Takes an unrecorded extension back (undo_extend.lua); false when Redis was rebuilt since. */
-  async undoExtend(generation: string, reservationId: string, lines: readonly Line[], version: number, previousExpiresMs: number): Promise<boolean> {
+  async undoExtend(
+    generation: string,
+    reservationId: string,
+    lines: readonly Line[],
+    extension: { version: number; previousExpiresMs: number; expiresMs: number },
+  ): Promise<boolean> {
     const { itemKeys, itemCount, lineArgs } = this.linesLayout(lines);
+    const { version, previousExpiresMs, expiresMs } = extension;
     const reply = await this.run(
       'undo_extend',
       [this.keys.marker, this.keys.reservation(reservationId), ...itemKeys],
-      [generation, reservationId, version, previousExpiresMs, this.retentionMs, itemCount, lines.length, ...lineArgs],
+      [generation, reservationId, version, previousExpiresMs, expiresMs, this.retentionMs, itemCount, lines.length, ...lineArgs],
     );
     return reply[0] === S.OK;
   }
@@ -366,7 +375,7 @@ export class Decisions {
       [this.keys.marker, ...itemKeys],
       [reservationId, mode, this.retentionMs, itemCount, lines.length, ...lineArgs],
     );
-    const [, generation, pending, confirmed, released, expired, missing] = reply.map(String);
+    const [, generation, pending, confirmed, released, expired, missing, version, expiresMs] = reply.map(String);
     return {
       generation: generation!,
       pending: Number(pending),
@@ -374,6 +383,8 @@ export class Decisions {
       released: Number(released),
       expired: Number(expired),
       missing: Number(missing),
+      version: version ? Number(version) : null,
+      expiresMs: expiresMs ? Number(expiresMs) : null,
     };
   }
 

@@ -363,7 +363,7 @@ export class ReservationService implements ReservationApi {
     const result = await this.record(
       { kind: 'extend', generation: decision.generation, reservationId: r.id, expiresAt, at, version: decision.version },
       'extend',
-      () => this.d.decisions.undoExtend(decision.generation, r.id, r.lines, decision.version, decision.previousExpiresMs),
+      () => this.d.decisions.undoExtend(decision.generation, r.id, r.lines, decision),
     );
     if (result === 'conflict') {
       // PostgreSQL has the reservation ended, or at another version: it has the last word.
@@ -371,7 +371,7 @@ export class ReservationService implements ReservationApi {
       if (now.status !== 'pending') throw ended(now.status);
       // Pending at another version: this extension was never recorded, so it is taken back as a failed record is
       // (undo_extend leaves a later decision on the holds alone).
-      await this.d.decisions.undoExtend(decision.generation, r.id, r.lines, decision.version, decision.previousExpiresMs);
+      await this.d.decisions.undoExtend(decision.generation, r.id, r.lines, decision);
       throw unavailable('another change to this reservation is being recorded; retry');
     }
     this.d.metrics.reservations.inc({ outcome: 'extended' });
@@ -433,8 +433,9 @@ export class ReservationService implements ReservationApi {
     try {
       return await this.settle(caller, 'release', id, null, null);
     } catch (err) {
-      // The confirm decided first; its record may still be on its way: answer once PostgreSQL has it.
-      if (err instanceof ProblemError && err.code === 'reservation_confirmed') return this.awaitRecorded(id, 'confirm');
+      // The confirm decided first; its record may still be on its way: answer with the reservation as PostgreSQL
+      // ends it (confirmed, or expired if that confirm is never recorded and the sweeper ends it).
+      if (err instanceof ProblemError && err.code === 'reservation_confirmed') return toDocument(await this.awaitEnded(id));
       throw err;
     }
   }
@@ -502,7 +503,9 @@ export class ReservationService implements ReservationApi {
       case 'confirmed':
       case 'released':
         if (decision.kind === target) return this.awaitRecorded(r.id, action);
-        throw ended(decision.kind);
+        // The other way: answer as PostgreSQL records it, which is that (or, if that decision's node died before its
+        // record, the expiry the sweeper records instead). The script checked If-Match already.
+        return finalAnswer(action, await this.awaitEnded(r.id), null);
       case 'expired': {
         // The sweeper records it (the script checked If-Match already).
         const expiresAt = new Date(decision.expiresMs);
@@ -534,7 +537,7 @@ export class ReservationService implements ReservationApi {
     const to = action === 'confirm' ? 'confirmed' : 'released';
     const at = new Date(nowMs);
     const result = await this.record(
-      { kind: 'transition', generation, reservationId: r.id, to, at, lines: r.lines },
+      { kind: 'transition', generation, reservationId: r.id, to, at, lines: r.lines, version, expiresAt: r.expiresAt },
       action,
       () => this.d.decisions.undoSettle(action, generation, r.id, r.lines),
     );
@@ -566,12 +569,17 @@ export class ReservationService implements ReservationApi {
 
   /** A duplicate of a confirm/release whose first request is committing: answer once PostgreSQL shows it. */
   private async awaitRecorded(id: string, action: SettleAction): Promise<ReservationDocument> {
+    // Ended, however (the sweeper may have recorded the expiry of a release that was never recorded). A duplicate
+    // is answered by its idempotent rule, whatever its If-Match.
+    return finalAnswer(action, await this.awaitEnded(id), null);
+  }
+
+  /** The reservation once PostgreSQL has it ended; 503 if that takes longer than a duplicate may wait. */
+  private async awaitEnded(id: string): Promise<ReservationRecord> {
     const deadline = Date.now() + DUPLICATE_WAIT_MS;
     for (;;) {
       const r = await this.load(id);
-      // Ended, however (the sweeper may have recorded the expiry of a release that was never recorded). A duplicate
-      // is answered by its idempotent rule, whatever its If-Match.
-      if (r.status !== 'pending') return finalAnswer(action, r, null);
+      if (r.status !== 'pending') return r;
       if (Date.now() >= deadline) throw unavailable('another request is settling this reservation; retry');
       await new Promise((resolve) => setTimeout(resolve, 20));
     }

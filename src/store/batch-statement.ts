@@ -55,11 +55,14 @@ export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome)
  * batches holding the lock; batches arriving meanwhile wait for the rebuild, then re-check the row, find the new
  * generation and write nothing (READ COMMITTED re-evaluates a locked row's condition against its newest version).
  *
- * Every recorded transition adds one to the reservation's version, as its decision in Redis did (api.md, "Versions").
+ * A reservation's change is recorded with the version and expiry Redis decided it at, and only over an older version:
+ * PostgreSQL follows Redis. Its versions then only ever grow; a change Redis decided whose record never came (its node
+ * died first, e.g. an extension) is taken up by the next one, which then adds more than one (and brings its expiry). A
+ * transition without them (the writer's own tests) adds one and keeps the expiry.
  * A partial confirm's lines take the units each sold (`sold`), only where its transition was recorded.
- * An extension (`extended`) moves a pending reservation's expiry, only at the version before the one it decided;
- * its id is reported among `moved`. An expiry is recorded only while the row's expiry is not after the one the
- * sweeper read: a recorded extension is never expired by a sweeper that read the reservation before it.
+ * An extension (`extended`) moves a pending reservation's expiry; its id is reported among `moved`. An expiry
+ * without a version is recorded only while the row's expiry is not after the one the sweeper read: a recorded
+ * extension is never expired by a sweeper that read the reservation before it (with a version, the version says it).
  *
  * A transition names the status it leaves (`from_status`, always 'pending') as a column, not a literal: with the
  * literal, the planner may answer "pending rows with these ids" from the sweeper's partial index of every pending
@@ -94,10 +97,13 @@ WITH fence AS (
   FROM unnest($13::uuid[], $14::smallint[], $15::text[], $16::text[], $17::int[]) AS l(id, n, item_id, location, quantity)
   WHERE l.id IN (SELECT id FROM created)
 ), moved AS (
-  UPDATE reservations r SET status = t.status, updated_at = t.at, version = r.version + 1
-  FROM unnest($18::uuid[], $19::text[], $20::timestamptz[], $21::text[]) AS t(id, status, at, from_status)
+  UPDATE reservations r SET status = t.status, updated_at = t.at, version = coalesce(t.version, r.version + 1),
+    expires_at = coalesce(t.expires_at, r.expires_at)
+  FROM unnest($18::uuid[], $19::text[], $20::timestamptz[], $21::text[], $43::int[], $44::timestamptz[])
+    AS t(id, status, at, from_status, version, expires_at)
   WHERE r.id = t.id AND r.status = t.from_status AND EXISTS (SELECT FROM fence)
-    AND (t.status <> 'expired' OR r.expires_at <= t.at)
+    AND (t.version IS NULL OR r.version < t.version)
+    AND (t.status <> 'expired' OR t.version IS NOT NULL OR r.expires_at <= t.at)
   RETURNING r.id
 ), sold AS (
   UPDATE reservation_lines l SET confirmed_quantity = t.confirmed
@@ -106,7 +112,7 @@ WITH fence AS (
 ), extended AS (
   UPDATE reservations r SET expires_at = t.expires_at, updated_at = t.at, version = t.version
   FROM unnest($35::uuid[], $36::timestamptz[], $37::timestamptz[], $38::int[], $39::text[]) AS t(id, expires_at, at, version, from_status)
-  WHERE r.id = t.id AND r.status = t.from_status AND r.version = t.version - 1 AND EXISTS (SELECT FROM fence)
+  WHERE r.id = t.id AND r.status = t.from_status AND r.version < t.version AND EXISTS (SELECT FROM fence)
   RETURNING r.id
 ), movements AS (
   SELECT m.item_id, m.location, m.kind, m.on_hand_delta, m.reserved_delta, m.reservation_id, m.reason, m.op_id, m.safety_delta
@@ -191,6 +197,8 @@ export function batchValues(ops: RecordOp[]): unknown[] {
     partialLines.map((l) => l.id),
     partialLines.map((l) => l.n),
     partialLines.map((l) => l.confirmedQuantity),
+    transitions.map((t) => t.version ?? null),
+    transitions.map((t) => t.expiresAt ?? null),
   ];
 }
 

@@ -13,8 +13,18 @@ export type RecordOp =
       reservation: ReservationRecord;
       idempotency: { scope: string; key: string; requestHash: string; statusCode: number; response: unknown };
     }
-  | { kind: 'transition'; generation: string; reservationId: string; to: Transition; at: Date; lines: readonly Line[] }
-  /** A pending reservation's new expiry, recorded only while it is pending at the version before `version`. */
+  | {
+      kind: 'transition';
+      generation: string;
+      reservationId: string;
+      to: Transition;
+      at: Date;
+      lines: readonly Line[];
+      /** The version and expiry Redis decided it at (batch-statement.ts); absent: the next version, the expiry kept. */
+      version?: number;
+      expiresAt?: Date;
+    }
+  /** A pending reservation's new expiry, recorded only while it is pending at a version below `version`. */
   | { kind: 'extend'; generation: string; reservationId: string; expiresAt: Date; at: Date; version: number }
   | {
       kind: 'stock';

@@ -227,18 +227,63 @@ describe('extend a reservation', () => {
     }
   });
 
-  it('PostgreSQL records an extension only while pending at the version before the one decided', async () => {
+  it('PostgreSQL records an extension only while pending at a version below the one decided', async () => {
     const { item, r } = await pending();
     const generation = (await t.app.runtime.redis.get(t.app.runtime.keys.marker))!;
     const at = new Date();
-    const op = (version: number) =>
-      t.app.runtime.writer.submit({ kind: 'extend', generation, reservationId: r.id, expiresAt: new Date(at.getTime() + 60_000), at, version });
-    expect(await op(3)).toBe('conflict');
+    const expiresAt = new Date(at.getTime() + 60_000);
+    const op = (version: number) => t.app.runtime.writer.submit({ kind: 'extend', generation, reservationId: r.id, expiresAt, at, version });
     expect(await op(1)).toBe('conflict');
-    await expectStoredAt(r.id, item, r.expiresAt, 1);
-    await api.release(r.id);
-    expect(await op(3)).toBe('conflict');
-    expect((await stored(r.id, item)).row).toEqual({ status: 'released', version: 2, expires_ms: Date.parse(r.expiresAt) });
+    expect((await stored(r.id, item)).row).toEqual({ status: 'pending', version: 1, expires_ms: Date.parse(r.expiresAt) });
+    // A version above the next: an extension decided in Redis whose record never came is taken up by this one.
+    expect(await op(3)).toBe('recorded');
+    expect((await stored(r.id, item)).row).toEqual({ status: 'pending', version: 3, expires_ms: expiresAt.getTime() });
+    expect(await op(2)).toBe('conflict'); // decided before the one recorded: too late
+    // Not once it ended.
+    const ended = await pending();
+    expectReservation(await api.release(ended.r.id), 200);
+    const late = { kind: 'extend' as const, generation, reservationId: ended.r.id, expiresAt, at, version: 5 };
+    expect(await t.app.runtime.writer.submit(late)).toBe('conflict');
+  });
+
+  describe('an extension decided in Redis whose record never came (its node died first)', () => {
+    /** What a node that died between its decision and its record leaves: the extension in Redis only. */
+    const stranded = async (ttlSeconds: number, extendBy: number) => {
+      const { item, r } = await pending(ttlSeconds);
+      const decision = await t.app.runtime.decisions.extend(r.id, r.lines, extendBy);
+      if (decision.kind !== 'extended') throw new Error(decision.kind);
+      return { item, r, decision };
+    };
+
+    it('the next extension is recorded over it, at the version and expiry Redis decided', async () => {
+      const { item, r } = await stranded(600, 30_000);
+      const doc = expectReservation(await api.extend(r.id, { ttlSeconds: 120 }), 200);
+      expect(doc.version).toBe(3);
+      await expectStoredAt(r.id, item, doc.expiresAt, 3);
+      expect(expectReservation(await api.get(r.id), 200)).toEqual(doc);
+      await checkInvariants(t.app, [item]);
+    });
+
+    it('a confirm after it, past the expiry PostgreSQL had, is recorded with the expiry Redis held it to', async () => {
+      const { item, r, decision } = await stranded(1, 30_000);
+      await untilTime(Date.parse(r.expiresAt) + 50);
+      const doc = expectReservation(await api.confirm(r.id), 200);
+      expect(doc).toMatchObject({ status: 'confirmed', version: 3, expiresAt: new Date(decision.expiresMs).toISOString() });
+      expect(expectReservation(await api.get(r.id), 200)).toEqual(doc);
+      await checkInvariants(t.app, [item]);
+    });
+
+    it('one that shortened the hold: the sweeper records the expiry at the time Redis expired it', async () => {
+      const { item, r, decision } = await stranded(600, 200);
+      await untilTime(decision.expiresMs + 50);
+      expectProblem(await api.confirm(r.id), 'reservation_expired');
+      // PostgreSQL still has the old expiry; once the sweeper looks, it records Redis' (the units were free since).
+      await t.app.runtime.db.query('UPDATE reservations SET expires_at = now() - interval \'1 second\' WHERE id = $1', [r.id]);
+      await t.app.runtime.sweeper.runOnce();
+      const doc = expectReservation(await api.get(r.id), 200);
+      expect(doc).toMatchObject({ status: 'expired', version: 3, expiresAt: new Date(decision.expiresMs).toISOString() });
+      await checkInvariants(t.app, [item]);
+    });
   });
 
   it('the sweeper never expires a reservation whose extension was recorded', async () => {

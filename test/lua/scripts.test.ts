@@ -161,8 +161,8 @@ describe('undo_settle', () => {
     expect(Number(await redis.hget(keys.reservation(id), 'expires'))).toBe(extended.expiresMs);
 
     // Redis rebuilt since: nothing to undo.
-    expect(await decisions.undoExtend(String(Number(extended.generation) + 1), id, lines, 2, extended.previousExpiresMs)).toBe(false);
-    expect(await decisions.undoExtend(extended.generation, id, lines, 2, extended.previousExpiresMs)).toBe(true);
+    expect(await decisions.undoExtend(String(Number(extended.generation) + 1), id, lines, extended)).toBe(false);
+    expect(await decisions.undoExtend(extended.generation, id, lines, extended)).toBe(true);
     expect(parseHold((await redis.hget(keys.item(itemId).holds, field))!)).toEqual(before);
     expect(Number(await redis.zscore(keys.item(itemId).exp, field))).toBe(before.expiresAtMs);
     expect(Number(await redis.hget(keys.reservation(id), 'expires'))).toBe(before.expiresAtMs);
@@ -171,9 +171,33 @@ describe('undo_settle', () => {
     const again = await decisions.extend(id, lines, 5_000, 1);
     if (again.kind !== 'extended') throw new Error(`extend: ${again.kind}`);
     expect(await decisions.settle('confirm', id, lines, 2)).toMatchObject({ kind: 'settled', version: 3, expiresMs: again.expiresMs });
-    expect(await decisions.undoExtend(again.generation, id, lines, 2, again.previousExpiresMs)).toBe(true);
+    expect(await decisions.undoExtend(again.generation, id, lines, { ...again, version: 2 })).toBe(true);
     expect(parseHold((await redis.hget(keys.item(itemId).holds, field))!)).toMatchObject({ state: HoldState.confirmed, version: 3 });
     expect(await decisions.extend(id, lines, 5_000)).toEqual({ kind: 'confirmed', version: 3 });
+  });
+
+  it('undo_extend holds again what a shortening extension let expire, while its units are free and its old expiry ahead', async () => {
+    const itemId = await stocked(3);
+    const lines = [{ itemId, location: 'default', quantity: 2 }];
+    const id = await reserve(lines);
+    const field = holdField(id, 'default');
+    const before = parseHold((await redis.hget(keys.item(itemId).holds, field))!)!;
+    const shortened = await decisions.extend(id, lines, 50);
+    if (shortened.kind !== 'extended') throw new Error(`extend: ${shortened.kind}`);
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    expect(await decisions.extend(id, lines, 5_000)).toMatchObject({ kind: 'expired', version: 3 }); // expired at its new time
+    expect(await decisions.undoExtend(shortened.generation, id, lines, shortened)).toBe(true);
+    expect(parseHold((await redis.hget(keys.item(itemId).holds, field))!)).toEqual(before);
+    expect(await redis.hget(keys.item(itemId).stock, 'r:default')).toBe('2');
+
+    // Its units taken meanwhile: it stays expired (holding them again would hold 4 of 3).
+    const again = await decisions.extend(id, lines, 50);
+    if (again.kind !== 'extended') throw new Error(`extend: ${again.kind}`);
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    await reserve(lines);
+    expect(await decisions.undoExtend(again.generation, id, lines, again)).toBe(true);
+    expect(parseHold((await redis.hget(keys.item(itemId).holds, field))!)).toMatchObject({ state: HoldState.expired, version: 3 });
+    expect(await redis.hget(keys.item(itemId).stock, 'r:default')).toBe('2');
   });
 
   it('does not undo a release whose units another reservation took since (that would oversell)', async () => {

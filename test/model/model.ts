@@ -12,6 +12,8 @@ export interface ModelLine {
   itemId: string;
   location: string;
   quantity: number;
+  /** Set on every line by a partial confirm only: the units of this line it sold (0: all released). */
+  confirmedQuantity?: number;
 }
 
 export interface RequestLine {
@@ -50,7 +52,7 @@ export interface ModelReservation {
   state: HeldState;
   reference: string | null;
   metadata: Record<string, string>;
-  /** The stored version: 1 when created, +1 on confirm or release (an expiry adds its own +1 when derived). */
+  /** The stored version: 1 when created, +1 on confirm, release or extend (an expiry adds its own +1 when derived). */
   version: number;
   /** When the service created it (epoch ms): lists by reference are newest first, then by id. */
   createdAt: number;
@@ -64,6 +66,12 @@ export type IfMatch = number | 'malformed' | undefined;
 
 /** The most reservations one reference may have for a release by reference (api.md, "Saga operations"). */
 export const MAX_RELEASE_BY_REFERENCE = 100;
+
+/** The longest TTL, at creation and on extend (api.md "Saga operations": the same limits): 1 day. */
+export const MAX_TTL_SECONDS = 86_400;
+
+/** The most entries a partial confirm's `lines` may have. */
+export const MAX_CONFIRM_LINES = 100;
 
 export interface LocationFigures {
   location: string;
@@ -101,10 +109,23 @@ interface Stocked {
 /** A line's decision: the parts held, or what the strategy could find. */
 type Placement = { held: ModelLine[] } | { short: ShortLine };
 
+/**
+ * One reservation document. `expiresAt` as the model knows it, or for an extension (whose new expiry the service's
+ * clock picks; the caller records it with `extended()`) how long after the document's updatedAt.
+ */
+export interface ExpectedDocument {
+  status: 200;
+  reservationId: string;
+  reservationStatus: Status;
+  version: number;
+  lines: ModelLine[];
+  expiresAt: number | { afterUpdateMs: number };
+}
+
 /** The answer the service must give: its status, its problem code, and the parts of the body the model knows. */
 export type Expected =
   | { status: 200; availability: Availability }
-  | { status: 200 | 201; reservationId: string; reservationStatus: Status; version: number }
+  | ExpectedDocument
   /** A new reservation: the service picks id and expiresAt; the caller records them with `created()`. */
   | {
       status: 201;
@@ -166,8 +187,15 @@ export class Model {
     return this.statusOf(r, now) === 'expired' ? r.version + 1 : r.version;
   }
 
-  private document(r: ModelReservation, now: number): Expected {
-    return { status: 200, reservationId: r.id, reservationStatus: this.statusOf(r, now), version: this.versionOf(r, now) };
+  private document(r: ModelReservation, now: number): ExpectedDocument {
+    return {
+      status: 200,
+      reservationId: r.id,
+      reservationStatus: this.statusOf(r, now),
+      version: this.versionOf(r, now),
+      lines: r.lines.map((l) => ({ ...l })),
+      expiresAt: r.expiresAt,
+    };
   }
 
   reservation(id: string): ModelReservation | undefined {
@@ -358,11 +386,19 @@ export class Model {
   /**
    * The held units leave on-hand for good; only while on-hand still covers every line. With If-Match: a repeat
    * (confirmed already) answers 200 first, then another version is 412, before any other conflict.
+   *
+   * A body with `lines` confirms part (api.md "Saga operations", partial confirm): the listed pairs for their
+   * quantity, the rest released, in one change. The body is judged first (its shape, a pair listed twice), then
+   * whether the reservation exists, then the pairs against its lines whatever its state (each held, at most what
+   * is held); only then the rules above, with on-hand judged against the confirmed quantities.
    */
-  confirm(id: string, now: number, ifMatch?: IfMatch): Expected {
-    if (ifMatch === 'malformed') return problem(400, 'validation_failed');
+  confirm(id: string, now: number, ifMatch?: IfMatch, body?: unknown): Expected {
+    const listed = confirmLines(body);
+    if (listed === 'invalid' || ifMatch === 'malformed') return problem(400, 'validation_failed');
     const r = this.reservations.get(id);
     if (!r) return problem(404, 'reservation_not_found');
+    const heldOf = (w: ModelLine) => r.lines.find((l) => l.itemId === w.itemId && l.location === w.location);
+    if (listed && !listed.every((w) => w.quantity <= (heldOf(w)?.quantity ?? 0))) return problem(400, 'validation_failed');
     const status = this.statusOf(r, now);
     if (status === 'confirmed') return this.document(r, now);
     if (ifMatch !== undefined && ifMatch !== this.versionOf(r, now)) return problem(412, 'precondition_failed');
@@ -374,12 +410,15 @@ export class Model {
       case 'pending':
         break;
     }
-    const short = r.lines.flatMap((l) => {
+    // The units each line sells: all of it, or (partly) what the body lists of it.
+    const sold = r.lines.map((l) => (listed ? (listed.find((w) => w.itemId === l.itemId && w.location === l.location)?.quantity ?? 0) : l.quantity));
+    const short = r.lines.flatMap((l, i) => {
       const onHand = this.onHand(l.itemId, l.location) ?? 0;
-      return onHand < l.quantity ? [{ itemId: l.itemId, location: l.location, requested: l.quantity, available: onHand }] : [];
+      return onHand < sold[i]! ? [{ itemId: l.itemId, location: l.location, requested: sold[i]!, available: onHand }] : [];
     });
     if (short.length > 0) return problem(409, 'insufficient_stock', short);
-    for (const l of r.lines) this.stock.get(l.itemId)!.get(l.location)!.onHand -= l.quantity;
+    r.lines.forEach((l, i) => (this.stock.get(l.itemId)!.get(l.location)!.onHand -= sold[i]!));
+    if (listed) r.lines = r.lines.map((l, i) => ({ ...l, confirmedQuantity: sold[i]! }));
     r.state = 'confirmed';
     r.version++;
     return this.document(r, now);
@@ -402,6 +441,27 @@ export class Model {
       r.version++;
     }
     return this.document(r, now);
+  }
+
+  /**
+   * POST /reservations/{id}/extend: a pending, unexpired reservation expires `ttlSeconds` after the service's now
+   * (recorded from its answer with `extended()`). The body first (400), then If-Match against the version it reads
+   * at, whatever its state (412), then the state's 409.
+   */
+  extend(id: string, body: unknown, now: number, ifMatch?: IfMatch): Expected {
+    if (!isExtendBody(body) || ifMatch === 'malformed') return problem(400, 'validation_failed');
+    const r = this.reservations.get(id);
+    if (!r) return problem(404, 'reservation_not_found');
+    if (ifMatch !== undefined && ifMatch !== this.versionOf(r, now)) return problem(412, 'precondition_failed');
+    const status = this.statusOf(r, now);
+    if (status !== 'pending') return problem(409, `reservation_${status}`);
+    r.version++;
+    return { ...this.document(r, now), expiresAt: { afterUpdateMs: body.ttlSeconds * 1000 } };
+  }
+
+  /** Records the expiry an extension's answer named. */
+  extended(id: string, expiresAt: number): void {
+    this.reservations.get(id)!.expiresAt = expiresAt;
   }
 
   /** The reservations of a reference, newest first (createdAt, then id, both descending). */
@@ -439,6 +499,35 @@ export class Model {
 }
 
 const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * A confirm body's `lines`, the location defaulted: null to confirm everything (no body, or none listed), 'invalid'
+ * for a shape the contract refuses or a pair listed twice.
+ */
+function confirmLines(body: unknown): ModelLine[] | null | 'invalid' {
+  if (body === undefined) return null;
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'invalid';
+  const lines = (body as { lines?: unknown }).lines;
+  if (lines === undefined) return null;
+  if (!Array.isArray(lines) || lines.length < 1 || lines.length > MAX_CONFIRM_LINES) return 'invalid';
+  const out: ModelLine[] = [];
+  for (const entry of lines as unknown[]) {
+    const { itemId, location, quantity } = (entry ?? {}) as { itemId?: unknown; location?: unknown; quantity?: unknown };
+    if (typeof itemId !== 'string' || (location !== undefined && typeof location !== 'string')) return 'invalid';
+    if (!Number.isInteger(quantity) || (quantity as number) < 1) return 'invalid';
+    out.push({ itemId, location: location ?? DEFAULT_LOCATION, quantity: quantity as number });
+  }
+  const pairs = new Set(out.map((l) => `${l.itemId}\u0000${l.location}`));
+  return pairs.size === out.length ? out : 'invalid';
+}
+
+/** An extend body: `ttlSeconds` only, an integer from 1 to MAX_TTL_SECONDS. */
+function isExtendBody(body: unknown): body is { ttlSeconds: number } {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return false;
+  const keys = Object.keys(body);
+  const ttl = (body as { ttlSeconds?: unknown }).ttlSeconds;
+  return keys.length === 1 && keys[0] === 'ttlSeconds' && Number.isInteger(ttl) && (ttl as number) >= 1 && (ttl as number) <= MAX_TTL_SECONDS;
+}
 
 /** The rules a body must keep besides its shape (api.md): pairs at most once, an allocated item in one line only. */
 function isValid(body: ReserveBody): boolean {

@@ -5,13 +5,25 @@ import type { TestApp } from '../helpers/app.js';
 import { checkInvariants, figuresOf } from '../helpers/invariants.js';
 import { mulberry32, seedFromEnv } from '../helpers/random.js';
 import { untilTime, waitFor } from '../helpers/wait.js';
-import { DEFAULT_LOCATION, Model, type Allocation, type Expected, type IfMatch, type ReserveBody, type RequestLine, type Strategy } from './model.js';
+import {
+  DEFAULT_LOCATION,
+  MAX_TTL_SECONDS,
+  Model,
+  type Allocation,
+  type Expected,
+  type IfMatch,
+  type ModelLine,
+  type ReserveBody,
+  type RequestLine,
+  type Strategy,
+} from './model.js';
 
 /**
- * A seeded randomized simulation (tigerbeetle's VOPR idea, small): reserve / confirm / release / adjust / set /
- * expire / replay / list and release by reference against the real service (Redis + PostgreSQL) and against the pure model in model.ts, one
- * request at a time, comparing every answer (status, code, short lines, documents) and every item's availability
- * after every step, and checking the invariants (Redis = PostgreSQL, no oversell) every CHECK_EVERY steps.
+ * A seeded randomized simulation (tigerbeetle's VOPR idea, small): reserve / confirm (whole or part) / release /
+ * extend / adjust / set / expire / replay / list and release by reference against the real service (Redis +
+ * PostgreSQL) and against the pure model in model.ts, one request at a time, comparing every answer (status, code,
+ * short lines, documents) and every item's availability after every step, and checking the invariants (Redis =
+ * PostgreSQL, no oversell) every CHECK_EVERY steps.
  *
  * Replay: `SEED=<n> npx vitest run test/model`. The PRNG fixes the operations; time is paced on a virtual grid
  * (a step every GRID_MS) so that which reservations have expired at each step is the same from run to run as
@@ -50,13 +62,23 @@ const STRATEGIES: Strategy[] = ['ordered', 'most_available', 'single_location'];
 const REFERENCES = ['order-1', 'order-2', 'order-3', 'order-4', 'saga-5', 'saga-6'];
 const UNUSED_REFERENCE = 'order-none';
 const STATUSES = ['pending', 'confirmed', 'released', 'expired'] as const;
+const UNKNOWN_IDS = ['00000000-0000-7000-8000-000000000000', 'not-a-uuid'];
+/** Extend bodies the contract refuses (400): out of range, not an integer, missing, another field. */
+const BAD_EXTEND_BODIES: unknown[] = [{ ttlSeconds: 0 }, { ttlSeconds: MAX_TTL_SECONDS + 1 }, { ttlSeconds: 1.5 }, { ttlSeconds: '600' }, {}, { ttlSeconds: 60, extra: 1 }, undefined];
+/**
+ * How far the service's clock (Redis') may read from this process' around a decision: the same machine's clock,
+ * read in ms; well under MARGIN_MS, so an expiry computed from anything but the decision's now shows.
+ */
+const CLOCK_SLACK_MS = 50;
 
 type Op =
   | 'reserve'
   | 'replay'
   | 'reuse_key'
   | 'confirm'
+  | 'partial_confirm'
   | 'release'
+  | 'extend'
   | 'get'
   | 'adjust'
   | 'set'
@@ -73,7 +95,9 @@ const WEIGHTS: [Op, number][] = [
   ['replay', 5],
   ['reuse_key', 3],
   ['confirm', 14],
+  ['partial_confirm', 8],
   ['release', 9],
+  ['extend', 7],
   ['get', 5],
   ['adjust', 10],
   ['set', 8],
@@ -113,6 +137,13 @@ function differences(a: Answer, e: Expected): string[] {
     if (doc?.id !== e.reservationId) out.push(`id ${String(doc?.id)}, model says ${e.reservationId}`);
     if (doc?.status !== e.reservationStatus) out.push(`status "${String(doc?.status)}", model says "${e.reservationStatus}"`);
     if (doc?.version !== e.version) out.push(`version ${String(doc?.version)}, model says ${e.version}`);
+    if (!isDeepStrictEqual(doc?.lines, e.lines)) out.push(`lines ${JSON.stringify(doc?.lines)}, model says ${JSON.stringify(e.lines)}`);
+    const expiresAt = Date.parse(String(doc?.expiresAt));
+    if (typeof e.expiresAt === 'number') {
+      if (expiresAt !== e.expiresAt) out.push(`expiresAt ${String(doc?.expiresAt)}, model says ${new Date(e.expiresAt).toISOString()}`);
+    } else if (expiresAt - Date.parse(String(doc?.updatedAt)) !== e.expiresAt.afterUpdateMs) {
+      out.push(`expiresAt ${String(doc?.expiresAt)} − updatedAt ${String(doc?.updatedAt)} ≠ ${e.expiresAt.afterUpdateMs} ms`);
+    }
   }
   if ('created' in e) {
     const doc = reservationOf(a);
@@ -268,7 +299,7 @@ describe('simulation against the model', () => {
     };
 
     /**
-     * If-Match for a confirm or release: mostly none; else the version the model says it is at, a stale one, `*`
+     * If-Match for a confirm, release or extend: mostly none; else the version the model says it is at, a stale one, `*`
      * or a malformed one. Sent as the header (undefined: none) and as the model reads it.
      */
     const randomIfMatch = (id: string): { header: string | undefined; model: IfMatch } => {
@@ -285,11 +316,65 @@ describe('simulation against the model', () => {
       return { header: rng.pick(['W/"1"', '1', '"0"', '"x"', '"1", "2"']), model: 'malformed' };
     };
 
+    /** A valid TTL mostly, short (to pass during the run) or long; else a body the contract refuses. */
+    const randomExtendBody = (): unknown => {
+      if (rng.chance(0.12)) return rng.pick(BAD_EXTEND_BODIES);
+      if (rng.chance(SHORT_TTL_SHARE)) return { ttlSeconds: rng.int(1, 2) };
+      return { ttlSeconds: rng.pick([60, LONG_TTL_SECONDS, MAX_TTL_SECONDS]) };
+    };
+
+    /**
+     * A partial confirm's body over the pairs `held`: mostly valid (each listed pair at 1..held, some listing every
+     * pair in full, most leaving some out), else one fault (a pair not held, more than held, a pair twice, a shape
+     * the contract refuses); now and then `{}`, which confirms everything.
+     */
+    const randomConfirmBody = (held: ModelLine[]): unknown => {
+      if (rng.chance(0.06)) return {};
+      const entry = (l: { itemId: string; location: string }, quantity: number): RequestLine => ({
+        itemId: l.itemId,
+        ...(l.location === DEFAULT_LOCATION && rng.chance(0.5) ? {} : { location: l.location }),
+        quantity,
+      });
+      const pairs = held.length > 0 ? held : rng.sample(ALL_PAIRS, rng.int(1, 2)).map((p) => ({ ...p, quantity: rng.int(1, 3) }));
+      const lines = rng.chance(0.2)
+        ? pairs.map((l) => entry(l, l.quantity))
+        : rng.sample(pairs, rng.int(1, pairs.length)).map((l) => entry(l, rng.int(1, l.quantity)));
+      const fault = rng.int(1, 100);
+      if (fault <= 72) return { lines: rng.shuffle(lines) };
+      if (fault <= 80) {
+        const others = [...ALL_PAIRS, { itemId: GHOST, location: DEFAULT_LOCATION }].filter(
+          (p) => !pairs.some((l) => l.itemId === p.itemId && l.location === p.location),
+        );
+        return { lines: rng.shuffle([...lines, ...(others.length > 0 ? [entry(rng.pick(others), 1)] : [])]) };
+      }
+      if (fault <= 88) {
+        const i = rng.int(0, lines.length - 1);
+        const over = pairs.find((l) => l.itemId === lines[i]!.itemId && l.location === (lines[i]!.location ?? DEFAULT_LOCATION))!;
+        lines[i] = { ...lines[i]!, quantity: over.quantity + rng.int(1, 3) };
+        return { lines };
+      }
+      if (fault <= 95) {
+        // The same pair again, its location maybe spelled the other way ("default" named or omitted).
+        const twice = rng.pick(lines);
+        const location = twice.location ?? DEFAULT_LOCATION;
+        const again = location === DEFAULT_LOCATION && rng.chance(0.5) ? (twice.location === undefined ? { location } : {}) : { location };
+        return { lines: rng.shuffle([...lines, { itemId: twice.itemId, ...again, quantity: 1 }]) };
+      }
+      return rng.pick<unknown>([{ lines: [] }, { lines: lines.map((l) => ({ ...l, quantity: 0 })) }]);
+    };
+
     /** Mostly recent reservations (likely still pending), sometimes any (terminal states, idempotent answers). */
     const pickReservation = (): string | undefined => {
       if (created.length === 0) return undefined;
       const from = rng.chance(0.6) ? Math.max(0, created.length - 8) : 0;
       return created[rng.int(from, created.length - 1)]!.id;
+    };
+
+    /** A reservation pending now, if any, else any (an extension mostly meant to succeed). */
+    const pickPending = (): string | undefined => {
+      const now = T0 + v;
+      const pending = model.allReservations().filter((r) => model.statusOf(r, now) === 'pending');
+      return pending.length > 0 ? rng.pick(pending).id : pickReservation();
     };
 
     const checkAvailabilityOfAll = async () => {
@@ -362,6 +447,42 @@ describe('simulation against the model', () => {
           const ifMatch = randomIfMatch(id);
           const shown = ifMatch.header === undefined ? '' : ` If-Match: ${ifMatch.header}`;
           await call(`${op} ${id}${shown}`, () => api[op](id, ifMatch.header), (m, now) => m[op](id, now, ifMatch.model));
+          break;
+        }
+        case 'extend': {
+          const roll = rng.int(1, 100);
+          const id = roll <= 4 ? rng.pick(UNKNOWN_IDS) : roll <= 50 ? pickPending() : pickReservation();
+          if (!id) break;
+          const ifMatch = randomIfMatch(id);
+          const body = randomExtendBody();
+          const shown = ifMatch.header === undefined ? '' : ` If-Match: ${ifMatch.header}`;
+          const before = Date.now();
+          const { answer } = await call(`extend ${id} ${JSON.stringify(body)}${shown}`, () => api.extend(id, body, ifMatch.header), (m, now) =>
+            m.extend(id, body, now, ifMatch.model),
+          );
+          const after = Date.now();
+          if (answer.status !== 200) break;
+          // The new expiry is the service's now + ttl (differences() checked the + ttl): now, the decision's instant.
+          const doc = reservationOf(answer);
+          const decidedAt = Date.parse(doc.updatedAt);
+          if (decidedAt < before - CLOCK_SLACK_MS || decidedAt > after + CLOCK_SLACK_MS) {
+            fail(`extend ${id} decided at ${doc.updatedAt}, outside the call (${new Date(before).toISOString()} … ${new Date(after).toISOString()})`);
+          }
+          model.extended(id, Date.parse(doc.expiresAt));
+          break;
+        }
+        case 'partial_confirm': {
+          const roll = rng.int(1, 100);
+          const id = roll <= 4 ? rng.pick(UNKNOWN_IDS) : roll <= 50 ? pickPending() : pickReservation();
+          if (!id) break;
+          const ifMatch = randomIfMatch(id);
+          const body = randomConfirmBody(model.reservation(id)?.lines ?? []);
+          const shown = ifMatch.header === undefined ? '' : ` If-Match: ${ifMatch.header}`;
+          await call(
+            `confirm_body ${id} ${JSON.stringify(body)}${shown}`,
+            () => api.confirm(id, ifMatch.header, body),
+            (m, now) => m.confirm(id, now, ifMatch.model, body),
+          );
           break;
         }
         case 'get': {
@@ -455,7 +576,7 @@ describe('simulation against the model', () => {
           break;
         }
         case 'unknown_reservation': {
-          const id = rng.pick(['00000000-0000-7000-8000-000000000000', 'not-a-uuid']);
+          const id = rng.pick(UNKNOWN_IDS);
           const action = rng.pick(['confirm', 'release', 'get'] as const);
           await call(`${action} unknown ${id}`, () => api[action](id), (m, now) => m[action](id, now));
           break;
@@ -488,15 +609,20 @@ describe('simulation against the model', () => {
       },
       { timeoutMs: 5_000 },
     );
-    const { rows } = await t.app.runtime.db.query<{ id: string; status: string; version: number }>('SELECT id, status, version FROM reservations');
+    const { rows } = await t.app.runtime.db.query<{ id: string; status: string; version: number; expires_ms: number }>(
+      'SELECT id, status, version, floor(extract(epoch FROM expires_at) * 1000)::float8 AS expires_ms FROM reservations',
+    );
     const stored = new Map(rows.map((r) => [r.id, r.status]));
     const versions = new Map(rows.map((r) => [r.id, r.version]));
+    const expiries = new Map(rows.map((r) => [r.id, r.expires_ms]));
     for (const r of model.allReservations()) {
       const status = model.statusOf(r, end);
       if (stored.get(r.id) !== status) fail(`reservation ${r.id} is stored as ${String(stored.get(r.id))}, model says ${status}`);
       // The expiries the sweeper recorded made the version each read at from its TTL on.
       const version = model.versionOf(r, end);
       if (versions.get(r.id) !== version) fail(`reservation ${r.id} is stored at version ${String(versions.get(r.id))}, model says ${version}`);
+      // The last extension's expiry, recorded before its answer.
+      if (expiries.get(r.id) !== r.expiresAt) fail(`reservation ${r.id} is stored expiring at ${String(expiries.get(r.id))}, model says ${r.expiresAt}`);
     }
     expect(stored.size).toBe(model.allReservations().length);
     await checkAvailabilityOfAll();
@@ -504,9 +630,10 @@ describe('simulation against the model', () => {
 
     const statuses = model.allReservations().map((r) => model.statusOf(r, end));
     const count = (s: string) => statuses.filter((x) => x === s).length;
+    const inPart = model.allReservations().filter((r) => r.lines.some((l) => l.confirmedQuantity !== undefined)).length;
     console.info(
       `simulation SEED=${SEED}: ${STEPS} steps, ${created.length} reservations ` +
-        `(${count('confirmed')} confirmed, ${count('released')} released, ${count('expired')} expired, ${count('pending')} pending), ` +
+        `(${count('confirmed')} confirmed (${inPart} in part), ${count('released')} released, ${count('expired')} expired, ${count('pending')} pending), ` +
         `virtual ${v} ms\n  outcomes: ${[...seen].filter(([k]) => !k.startsWith('availability')).sort().map(([k, n]) => `${k} ×${n}`).join(', ')}`,
     );
   }, 120_000);

@@ -13,7 +13,8 @@
   ARGV[5]    line count
   ARGV[6..]  per line: item index (1-based), location, quantity
 
-  Returns {S.OK, generation, pending, confirmed, released, expired, missing} (counts of lines) or {S.NO_STATE}
+  Returns {S.OK, generation, pending, confirmed, released, expired, missing, version, expiresAtMs} (counts of lines;
+  the holds' version and expiry, '' when none was found: PostgreSQL records the expiry at them) or {S.NO_STATE}
 ]]
 --@include common
 local FIXED = 1
@@ -26,6 +27,7 @@ local revert = ARGV[2] == 'revert'
 expireItems(FIXED, tonumber(ARGV[4]), now, retentionMs)
 
 local counts = { p = 0, c = 0, r = 0, x = 0, missing = 0 }
+local holdsVersion, holdsExpiry = nil, nil
 for _, line in ipairs(readLines(6, tonumber(ARGV[5]))) do
   local stockKey, holdsKey, expKey = itemKeys(FIXED, line.item)
   local field = holdField(ARGV[1], line.location)
@@ -34,6 +36,8 @@ for _, line in ipairs(readLines(6, tonumber(ARGV[5]))) do
     counts.missing = counts.missing + 1
   else
     local state, qty, expMs, version = parseHold(value)
+    holdsVersion = math.max(holdsVersion or 0, version)
+    holdsExpiry = expMs
     if state == H.confirmed and revert then
       -- The confirm that PostgreSQL never recorded made version + 1, as the expiry PostgreSQL recorded did.
       redis.call('HINCRBY', stockKey, onHandField(line.location), qty)
@@ -44,4 +48,4 @@ for _, line in ipairs(readLines(6, tonumber(ARGV[5]))) do
     counts[state] = counts[state] + 1
   end
 end
-return { S.OK, gen, counts.p, counts.c, counts.r, counts.x, counts.missing }
+return { S.OK, gen, counts.p, counts.c, counts.r, counts.x, counts.missing, holdsVersion or '', holdsExpiry or '' }
