@@ -77,10 +77,15 @@ describe('drill checks of extend', () => {
     const unanswered: Attempt = { node: 'n', sentAt: T + 2_000, at: T + 6_000, status: 'network' };
     const found = check(logWith([extendCall([extended]), extendCall([unanswered])]), postgres({ expiresAtMs: T + 7_500, version: 3 }));
     expect(found.I4).toEqual([]);
-    const refused: Attempt = { node: 'n', sentAt: T + 2_000, at: T + 2_600, status: 503, code: 'unavailable' };
+    const refused: Attempt = { node: 'n', sentAt: T + 2_000, at: T + 2_600, status: 503, code: 'unavailable', nothingApplied: true };
     const applied = check(logWith([extendCall([extended]), extendCall([refused])]), postgres({ expiresAtMs: T + 7_500, version: 3 }));
     expect(applied.I6).toHaveLength(1);
     expect(applied.I6[0]).toContain('answered 503');
+    // A 503 that could not say whether it was applied (the commit's outcome unknown) promises nothing.
+    const unsure: Attempt = { ...refused, nothingApplied: undefined };
+    const maybe = check(logWith([extendCall([extended]), extendCall([unsure])]), postgres({ expiresAtMs: T + 7_500, version: 3 }));
+    expect(maybe.I6).toEqual([]);
+    expect(maybe.I4).toEqual([]);
   });
 
   it('finds an "expired" answered before the expiry the client was last given', () => {

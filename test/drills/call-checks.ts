@@ -109,8 +109,8 @@ export function checkCalls(input: CallCheckInput): CallFindings {
         if (a.status === 200 && a.docStatus === 'pending' && a.expiresAt) {
           const value = Date.parse(a.expiresAt);
           changes.push({ call: c, attempt: a, sentAt: a.sentAt, at: a.at, value, min: value });
-        } else if (a.status === 'network' || (a.status >= 500 && a.status !== 503)) {
-          // No answer (a 503 promises nothing was applied: judged below).
+        } else if (a.status === 'network' || (a.status >= 500 && !a.nothingApplied)) {
+          // No answer, or one that could not say (a 503 that says nothing was applied is judged below).
           changes.push({ call: c, attempt: a, sentAt: a.sentAt, at: Infinity, value: null, min: a.sentAt + c.ttlSeconds! * 1000 });
         }
       }
@@ -199,7 +199,7 @@ export function checkCalls(input: CallCheckInput): CallFindings {
     if (x === last.value || changes.some((c) => c.value === null && x >= c.min)) continue;
     const refused = (callsById.get(id) ?? [])
       .filter((c) => c.action === 'extend')
-      .flatMap((c) => c.attempts.filter((a) => a.status === 503 && x >= a.sentAt + c.ttlSeconds! * 1000 && x <= a.at + c.ttlSeconds! * 1000));
+      .flatMap((c) => c.attempts.filter((a) => a.nothingApplied === true && x >= a.sentAt + c.ttlSeconds! * 1000 && x <= a.at + c.ttlSeconds! * 1000));
     if (refused.length > 0) {
       out.I6.push(`extend ${id}: answered 503 at ${iso(refused[0]!.at)} (nothing applied), yet PostgreSQL's expiry ${iso(x)} is one it would have set`);
     } else {

@@ -33,6 +33,11 @@ export interface Attempt {
   status: Outcome;
   /** problem+json `code` of an error answer. */
   code?: string;
+  /**
+   * A 503 that said nothing was applied (its `detail`). Any other 503 promises nothing: the service could not learn
+   * whether PostgreSQL committed, or Redis' reply was lost after its script ran.
+   */
+  nothingApplied?: boolean;
   /** Reservation id of a reservation document answer. */
   id?: string;
   /** `status` of a reservation document answer. */
@@ -176,6 +181,12 @@ function problemCode(a: HttpAnswer): string | undefined {
   return typeof b?.code === 'string' ? b.code : undefined;
 }
 
+/** Whether a 503 said nothing was applied (src/service: "nothing was applied, retry"). */
+function saidNothingApplied(a: HttpAnswer): boolean {
+  const b = a.body as { detail?: unknown } | undefined;
+  return a.status === 503 && typeof b?.detail === 'string' && b.detail.includes('nothing was applied');
+}
+
 /** The reference and reservations of a 200 answer to a release by reference. */
 function listedOf(a: HttpAnswer | null): Pick<ReferenceAttempt, 'reference' | 'items'> {
   const b = a?.body as { reference?: unknown; items?: unknown } | undefined;
@@ -248,7 +259,8 @@ export async function runLoad(o: LoadOptions): Promise<void> {
       }
       const code = answer ? problemCode(answer) : undefined;
       o.log.count(status, mutation);
-      record({ node: base, sentAt, at: Date.now(), status, ...(code ? { code } : {}) }, answer);
+      const nothingApplied = answer !== null && saidNothingApplied(answer);
+      record({ node: base, sentAt, at: Date.now(), status, ...(code ? { code } : {}), ...(nothingApplied ? { nothingApplied } : {}) }, answer);
       if (!retryable(status, code)) return answer;
       const backoff = Math.min(50 * 2 ** attempt, 400) * (0.5 + random());
       if (Date.now() + backoff > until) return null;
