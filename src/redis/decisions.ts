@@ -324,13 +324,16 @@ export class Decisions {
     throw new Error(`extend: unexpected status ${reply[0]}`);
   }
 
-  /** Takes an unrecorded extension back (undo_extend.lua); false when Redis was rebuilt since. */
+  /**
+   * Takes an unrecorded extension back (undo_extend.lua): 'undone'; 'stale' when Redis was rebuilt since;
+   * 'expired' when it had shortened the holds, they expired at the new time and their units were taken since.
+   */
   async undoExtend(
     generation: string,
     reservationId: string,
     lines: readonly Line[],
     extension: { version: number; previousExpiresMs: number; expiresMs: number },
-  ): Promise<boolean> {
+  ): Promise<'undone' | 'stale' | 'expired'> {
     const { itemKeys, itemCount, lineArgs } = this.linesLayout(lines);
     const { version, previousExpiresMs, expiresMs } = extension;
     const reply = await this.run(
@@ -338,7 +341,7 @@ export class Decisions {
       [this.keys.marker, this.keys.reservation(reservationId), ...itemKeys],
       [generation, reservationId, version, previousExpiresMs, expiresMs, this.retentionMs, itemCount, lines.length, ...lineArgs],
     );
-    return reply[0] === S.OK;
+    return reply[0] === S.OK ? 'undone' : reply[0] === S.STALE ? 'stale' : 'expired';
   }
 
   /** Compensation; resolves to false where the rebuild or a later state made it unnecessary or impossible. */

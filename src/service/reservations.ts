@@ -360,22 +360,50 @@ export class ReservationService implements ReservationApi {
   ): Promise<ReservationDocument> {
     const at = new Date(decision.nowMs);
     const expiresAt = new Date(decision.expiresMs);
-    const result = await this.record(
-      { kind: 'extend', generation: decision.generation, reservationId: r.id, expiresAt, at, version: decision.version },
-      'extend',
-      () => this.d.decisions.undoExtend(decision.generation, r.id, r.lines, decision),
-    );
+    // A shortened hold may have expired at its new time before the undo, its units taken since: then the undo
+    // cannot hold it again, and the answer is what it is, expired (the sweeper records it so), not "nothing applied".
+    let expiredMeanwhile = false;
+    const undo = async () => {
+      const undone = await this.d.decisions.undoExtend(decision.generation, r.id, r.lines, decision);
+      expiredMeanwhile ||= undone === 'expired';
+      return undone !== 'stale';
+    };
+    let result: Awaited<ReturnType<typeof this.record>>;
+    try {
+      result = await this.record(
+        { kind: 'extend', generation: decision.generation, reservationId: r.id, expiresAt, at, version: decision.version },
+        'extend',
+        undo,
+      );
+    } catch (err) {
+      if (expiredMeanwhile) throw await this.expiredMeanwhile(r, decision);
+      throw err;
+    }
     if (result === 'conflict') {
       // PostgreSQL has the reservation ended, or at another version: it has the last word.
       const now = await this.load(r.id);
       if (now.status !== 'pending') throw ended(now.status);
       // Pending at another version: this extension was never recorded, so it is taken back as a failed record is
       // (undo_extend leaves a later decision on the holds alone).
-      await this.d.decisions.undoExtend(decision.generation, r.id, r.lines, decision);
+      await undo();
+      if (expiredMeanwhile) throw await this.expiredMeanwhile(r, decision);
       throw unavailable('another change to this reservation is being recorded; retry');
     }
     this.d.metrics.reservations.inc({ outcome: 'extended' });
     return toDocument({ ...r, status: 'pending', expiresAt, updatedAt: at, version: decision.version }, at);
+  }
+
+  /**
+   * An extension whose record failed had shortened the holds, which expired at their new time and could not be held
+   * again: the reservation is expired. Its expiry is recorded at once if PostgreSQL takes it (else the sweeper does,
+   * once PostgreSQL's own expiry passed), so that PostgreSQL does not call it pending meanwhile.
+   */
+  private async expiredMeanwhile(r: ReservationRecord, decision: { generation: string; version: number; expiresMs: number }): Promise<ProblemError> {
+    const expiresAt = new Date(decision.expiresMs);
+    await this.d.writer
+      .submit({ kind: 'transition', generation: decision.generation, reservationId: r.id, to: 'expired', at: expiresAt, lines: r.lines, version: decision.version + 1, expiresAt })
+      .catch((err: unknown) => this.d.log.warn({ err, reservationId: r.id }, 'could not record an expiry now; the sweeper will'));
+    return ended('expired');
   }
 
   async listByReference(caller: Caller, query: ReferenceListQuery): Promise<ReservationPage> {

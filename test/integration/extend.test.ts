@@ -189,6 +189,37 @@ describe('extend a reservation', () => {
     await checkInvariants(t.app, [item]);
   });
 
+  it('a failed record of a shortening: held again if it expired meanwhile; 409 expired if its units were taken since', async () => {
+    for (const taken of [false, true]) {
+      const item = newItem('ext');
+      await api.stock(item, 2);
+      const r = await api.hold({ lines: [{ itemId: item, quantity: 2 }], ttlSeconds: 600 });
+      const { writer } = t.app.runtime;
+      const submit = writer.submit.bind(writer);
+      writer.submit = async (op) => {
+        if (op.kind !== 'extend') return submit(op);
+        await untilTime(op.expiresAt.getTime() + 50); // the shortened hold expires in Redis, its units free
+        if (taken) await api.hold({ lines: [{ itemId: item, quantity: 2 }] });
+        throw new RecordError(false, new Error('test: not committed'));
+      };
+      let answer;
+      try {
+        answer = await api.extend(r.id, { ttlSeconds: 1 });
+      } finally {
+        writer.submit = submit;
+      }
+      if (taken) {
+        expectProblem(answer, 'reservation_expired');
+        expect(await api.at(item)).toMatchObject({ onHand: 2, reserved: 2 });
+      } else {
+        expect(outcome(answer)).toBe('503 unavailable');
+        await expectStoredAt(r.id, item, r.expiresAt, 1);
+        expect(await api.at(item)).toMatchObject({ onHand: 2, reserved: 2 });
+      }
+      await checkInvariants(t.app, [item]);
+    }
+  });
+
   it('PostgreSQL refusing the extension (pending at another version): 503, and Redis is back at the old expiry', async () => {
     const { item, r } = await pending();
     // As if a change PostgreSQL recorded had never reached Redis.

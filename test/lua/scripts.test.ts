@@ -161,8 +161,8 @@ describe('undo_settle', () => {
     expect(Number(await redis.hget(keys.reservation(id), 'expires'))).toBe(extended.expiresMs);
 
     // Redis rebuilt since: nothing to undo.
-    expect(await decisions.undoExtend(String(Number(extended.generation) + 1), id, lines, extended)).toBe(false);
-    expect(await decisions.undoExtend(extended.generation, id, lines, extended)).toBe(true);
+    expect(await decisions.undoExtend(String(Number(extended.generation) + 1), id, lines, extended)).toBe('stale');
+    expect(await decisions.undoExtend(extended.generation, id, lines, extended)).toBe('undone');
     expect(parseHold((await redis.hget(keys.item(itemId).holds, field))!)).toEqual(before);
     expect(Number(await redis.zscore(keys.item(itemId).exp, field))).toBe(before.expiresAtMs);
     expect(Number(await redis.hget(keys.reservation(id), 'expires'))).toBe(before.expiresAtMs);
@@ -171,7 +171,7 @@ describe('undo_settle', () => {
     const again = await decisions.extend(id, lines, 5_000, 1);
     if (again.kind !== 'extended') throw new Error(`extend: ${again.kind}`);
     expect(await decisions.settle('confirm', id, lines, 2)).toMatchObject({ kind: 'settled', version: 3, expiresMs: again.expiresMs });
-    expect(await decisions.undoExtend(again.generation, id, lines, { ...again, version: 2 })).toBe(true);
+    expect(await decisions.undoExtend(again.generation, id, lines, { ...again, version: 2 })).toBe('undone');
     expect(parseHold((await redis.hget(keys.item(itemId).holds, field))!)).toMatchObject({ state: HoldState.confirmed, version: 3 });
     expect(await decisions.extend(id, lines, 5_000)).toEqual({ kind: 'confirmed', version: 3 });
   });
@@ -186,7 +186,7 @@ describe('undo_settle', () => {
     if (shortened.kind !== 'extended') throw new Error(`extend: ${shortened.kind}`);
     await new Promise((resolve) => setTimeout(resolve, 80));
     expect(await decisions.extend(id, lines, 5_000)).toMatchObject({ kind: 'expired', version: 3 }); // expired at its new time
-    expect(await decisions.undoExtend(shortened.generation, id, lines, shortened)).toBe(true);
+    expect(await decisions.undoExtend(shortened.generation, id, lines, shortened)).toBe('undone');
     expect(parseHold((await redis.hget(keys.item(itemId).holds, field))!)).toEqual(before);
     expect(await redis.hget(keys.item(itemId).stock, 'r:default')).toBe('2');
 
@@ -195,7 +195,7 @@ describe('undo_settle', () => {
     if (again.kind !== 'extended') throw new Error(`extend: ${again.kind}`);
     await new Promise((resolve) => setTimeout(resolve, 80));
     await reserve(lines);
-    expect(await decisions.undoExtend(again.generation, id, lines, again)).toBe(true);
+    expect(await decisions.undoExtend(again.generation, id, lines, again)).toBe('expired');
     expect(parseHold((await redis.hget(keys.item(itemId).holds, field))!)).toMatchObject({ state: HoldState.expired, version: 3 });
     expect(await redis.hget(keys.item(itemId).stock, 'r:default')).toBe('2');
   });

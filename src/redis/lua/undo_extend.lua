@@ -18,7 +18,7 @@
   ARGV[8]    line count
   ARGV[9..]  per line: item index (1-based), location, quantity
 
-  Returns {S.OK} or {S.STALE}
+  Returns {S.OK}, {S.STALE}, or {S.EXPIRED} (holds it let expire could not be held again: they stay expired)
 ]]
 --@include common
 local FIXED = 2
@@ -73,4 +73,5 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('PEXPIREAT', KEYS[2], previous + retentionMs)
 end
 expireItems(FIXED, itemCount, now, retentionMs)
+if #expired > 0 and not rehold then return { S.EXPIRED } end
 return { S.OK }
