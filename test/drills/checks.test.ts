@@ -44,6 +44,7 @@ function snapshot(decidedMs: number): Snapshot {
       holds: [{ ...SKU, reservationId: id, state: HoldState.pending, quantity: 1, expiresAtMs: T + 60_000, version: 1 }],
       malformed: [],
     },
+    references: new Map([[id, KEY]]),
   };
 }
 

@@ -10,9 +10,9 @@ import {
   type Movement,
   type PostgresState,
   type RedisState,
-  type ReservationStatus,
 } from '../helpers/invariants.js';
-import { heldLines, type ClientLog, type KeyLog, type Line, type Sku } from './load.js';
+import { checkCalls, soldByClients } from './call-checks.js';
+import { definitive, heldLines, linesLabel, type ClientLog, type KeyLog, type Line, type Sku } from './load.js';
 import type { Sample } from './monitor.js';
 
 /**
@@ -57,6 +57,8 @@ class Violations {
 export interface Snapshot {
   postgres: PostgresState;
   redis: RedisState;
+  /** Each reservation's reference (never changes once made: read beside the snapshot). */
+  references: Map<string, string | null>;
 }
 
 /**
@@ -85,18 +87,18 @@ export async function waitForExpiriesRecorded(db: pg.Pool, timeoutMs: number): P
 /** All of PostgreSQL (the drill's database is its own), and Redis for the drill's items. */
 export async function takeSnapshot(db: pg.Pool, redis: Redis, keys: Keys, skus: readonly Sku[]): Promise<Snapshot> {
   const postgres = await readPostgres(db);
-  return { postgres, redis: await readRedis(redis, keys, [...new Set(skus.map((s) => s.itemId))]) };
+  const { rows } = await db.query<{ id: string; reference: string | null }>('SELECT id, reference FROM reservations');
+  return {
+    postgres,
+    redis: await readRedis(redis, keys, [...new Set(skus.map((s) => s.itemId))]),
+    references: new Map(rows.map((r) => [r.id, r.reference])),
+  };
 }
 
-const linesLabel = (lines: readonly Line[]) => lines.map((l) => `${l.quantity}×${l.itemId}@${l.location}`).join(' + ');
 /** A key's request in words: what it asked for, an allocated line as `@(allocated)`. */
 const keyLabel = (k: KeyLog) => k.body.lines.map((l) => `${l.quantity}×${l.itemId}@${l.location ?? (k.body.allocation ? '(allocated)' : 'default')}`).join(' + ');
 const sameLines = (a: readonly Line[], b: readonly Line[]) =>
   a.length === b.length && a.every((l, i) => l.itemId === b[i]!.itemId && l.location === b[i]!.location && l.quantity === b[i]!.quantity);
-
-/** Definitive answers (not 5xx, not network, not "in flight"): what the client was told for good. */
-const definitive = (status: number | 'network', code?: string) =>
-  status !== 'network' && status < 500 && !(status === 409 && code === 'idempotency_key_in_use');
 
 export interface CheckInput {
   snapshot: Snapshot;
@@ -228,38 +230,14 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
     for (const a of created) {
       if (a.lines && !sameLines(a.lines, held)) i2.add(`key ${k.key}: 201 answers hold ${linesLabel(held)} and ${linesLabel(a.lines)}`);
     }
-    const doc = created[0]!;
-    if (doc.expiresAt && Date.parse(doc.expiresAt) !== r.expiresAtMs) {
-      i4.add(`reservation ${id}: acknowledged expiresAt ${doc.expiresAt}, PostgreSQL has ${new Date(r.expiresAtMs).toISOString()}`);
-    }
   }
 
-  // ---- I4 acknowledged confirms/releases, and every definitive answer agrees with the final state
-  const expected: Record<string, ReservationStatus> = {
-    '200 confirm confirmed': 'confirmed',
-    '200 release released': 'released',
-    '200 release expired': 'expired',
-    '409 confirm reservation_expired': 'expired',
-    '409 confirm reservation_released': 'released',
-    '409 release reservation_confirmed': 'confirmed',
-  };
-  for (const st of log.settles) {
-    const r = pgs.reservations.get(st.reservationId);
-    for (const a of st.attempts) {
-      if (!definitive(a.status, a.code)) continue;
-      const label = a.status === 200 ? `200 ${st.action} ${String(a.docStatus)}` : `${String(a.status)} ${st.action} ${a.code ?? ''}`;
-      const want = expected[label];
-      if (!r) {
-        i4.add(`${st.action} ${st.reservationId}: answered ${label}, but PostgreSQL has no such reservation`);
-      } else if (want === undefined) {
-        api.add(`${st.action} ${st.reservationId} (${linesLabel(r.lines)}): answered ${label}, which api.md does not allow here; PostgreSQL says ${r.status}`);
-      } else if (want === 'expired' && r.status === 'pending' && r.expiresAtMs <= pgs.nowMs) {
-        // Expired by its TTL, not yet recorded: I3 reports the unrecorded expiry.
-      } else if (r.status !== want) {
-        i4.add(`${st.action} ${st.reservationId}: answered ${label}, but PostgreSQL says ${r.status}`);
-      }
-    }
-  }
+  // ---- I3, I4, I6 what the calls on reservations were answered (confirm, release, extend, by reference)
+  const calls = checkCalls({ postgres: pgs, references: snapshot.references, log });
+  for (const v of calls.I3) i3.add(v);
+  for (const v of calls.I4) i4.add(v);
+  for (const v of calls.I6) i6.add(v);
+  for (const v of calls.API) api.add(v);
 
   // ---- I4 acknowledged stock changes are in the ledger; I6 a 503 applied nothing
   const setRows = new Map<string, number>();
@@ -294,12 +272,7 @@ export function checkInvariants(input: CheckInput): InvariantResult[] {
   for (const o of overdue) i3.add(`still pending in PostgreSQL after the sweepers had time: ${o}${stranded}`);
 
   // Client-side bound: what clients were told they bought never exceeds what was supplied.
-  const boughtByClients = new Map<string, number>();
-  const linesById = new Map<string, Line[]>();
-  for (const k of log.keys.values()) for (const a of k.attempts) if (a.status === 201 && a.id) linesById.set(a.id, heldLines(k));
-  const confirmedIds = new Set(log.settles.filter((st) => st.action === 'confirm' && st.attempts.some((a) => a.status === 200)).map((st) => st.reservationId));
-  for (const id of confirmedIds) for (const l of linesById.get(id) ?? []) add(boughtByClients, pairKey(l.itemId, l.location), l.quantity);
-  for (const [key, n] of boughtByClients) {
+  for (const [key, n] of soldByClients(log)) {
     const sup = supplied.get(key) ?? 0;
     if (n > sup) i1.add(`${key}: clients were told they bought ${n} units, only ${sup} were supplied${phantom(key, n - sup)}`);
   }
