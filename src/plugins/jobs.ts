@@ -1,5 +1,8 @@
 import fp from 'fastify-plugin';
 import type { Config } from '../config.js';
+import { EventDelivery } from '../events/delivery.js';
+import { DEFAULT_EVENT_SOURCE } from '../events/envelope.js';
+import { parseTransports } from '../events/settings.js';
 import { judgeIntentsAfterMs, Reconciler, type ReconcileDeps } from '../jobs/reconcile.js';
 import { Sweeper } from '../jobs/sweeper.js';
 
@@ -9,6 +12,8 @@ declare module 'fastify' {
     reconciler: Reconciler;
     /** What reconciliation reads and repairs through: the periodic job, the admin routes and `npm run reconcile`. */
     reconcileDeps: ReconcileDeps;
+    /** The event relays (one per configured transport) and the pruning of delivered events. */
+    eventDelivery: EventDelivery;
   }
 }
 
@@ -39,18 +44,25 @@ export const jobsPlugin = fp<{ config: Config }>(
       intervalMs: config.RECONCILE_INTERVAL_MS,
       orphanAfterMs: config.ORPHAN_HOLD_AFTER_MS,
     });
+    const eventDelivery = new EventDelivery(
+      { db, redis, keys, metrics, log, nodeId: lease.nodeId },
+      parseTransports(config).settings,
+      { source: DEFAULT_EVENT_SOURCE, retentionHours: config.EVENTS_RETENTION_HOURS },
+    );
     app.decorate('sweeper', sweeper);
     app.decorate('reconciler', reconciler);
     app.decorate('reconcileDeps', reconcileDeps);
+    app.decorate('eventDelivery', eventDelivery);
 
     app.addHook('onReady', async () => {
       sweeper.start();
       reconciler.start();
+      eventDelivery.start();
     });
     // Registered after the writer and the clients, so this runs before their onClose hooks (Fastify runs onClose
     // hooks in reverse order): no job submits to a closed writer or queries an ended pool.
     app.addHook('onClose', async () => {
-      await Promise.all([sweeper.stop(), reconciler.stop()]);
+      await Promise.all([sweeper.stop(), reconciler.stop(), eventDelivery.stop()]);
     });
   },
   { name: 'jobs', fastify: '5.x', dependencies: ['metrics', 'redis', 'postgres', 'state', 'lease', 'writer'] },
