@@ -13,12 +13,12 @@ import { greets, MACHINE_NATS_URL, startNats, type NatsServer } from '../helpers
 import { freePort } from '../helpers/ports.js';
 import { testRedisUrl } from '../helpers/servers.js';
 import { waitFor } from '../helpers/wait.js';
+import { expectEveryEventOnce, readStream, streamCount } from './nats-stream.js';
 import {
   appendSealed,
   cursorOf,
   eventsDatabase,
   interleaved,
-  orderViolations,
   startAtEnd,
   testRelays,
   type EventsDatabase,
@@ -56,36 +56,6 @@ async function client(url: string): Promise<{ nc: NatsConnection; jsm: JetStream
   const nc = await connect({ servers: url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
   connections.push(nc);
   return { nc, jsm: await jetstreamManager(nc) };
-}
-
-interface Stored {
-  subject: string;
-  msgId: string | undefined;
-  contentType: string | undefined;
-  event: CloudEvent;
-}
-
-/** Every message of `stream`, in stream order (reconnecting first if the server restarted). */
-async function readStream(url: string, stream: string, from = 1): Promise<Stored[]> {
-  const { jsm } = await client(url);
-  const { state } = await jsm.streams.info(stream);
-  const out: Stored[] = [];
-  for (let seq = Math.max(from, state.first_seq); seq <= state.last_seq; seq++) {
-    const m = await jsm.streams.getMessage(stream, { seq });
-    if (!m) continue;
-    out.push({ subject: m.subject, msgId: m.header.get('Nats-Msg-Id'), contentType: m.header.get('Content-Type'), event: m.json<CloudEvent>() });
-  }
-  return out;
-}
-
-const streamCount = async (url: string, stream: string): Promise<number> => (await (await client(url)).jsm.streams.info(stream)).state.messages;
-
-/** Checks that the stream holds each appended event exactly once, in per-subject order, as published. */
-function expectEveryEventOnce(stored: readonly Stored[], appended: readonly { id: string; type: string }[]): void {
-  expect(stored.map((s) => s.msgId)).toEqual(stored.map((s) => s.event.id));
-  expect(stored.map((s) => s.event.id).sort()).toEqual(appended.map((e) => e.id).sort()); // none lost, none twice
-  expect(orderViolations(stored.map((s) => s.event))).toEqual([]);
-  for (const s of stored) expect(s.subject).toBe(s.event.type);
 }
 
 describe('NATS JetStream', () => {

@@ -1,6 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventDelivery } from '../../src/events/delivery.js';
@@ -10,6 +8,7 @@ import { WEBHOOK_DEFAULTS, WebhookTransport } from '../../src/events/transports/
 import { createMetrics } from '../../src/metrics.js';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { waitFor } from '../helpers/wait.js';
+import { closeReceivers, receiver } from './receiver.js';
 import {
   appendSealed,
   cursorOf,
@@ -30,7 +29,6 @@ const SECRET = `whsec_${randomBytes(32).toString('base64')}`;
 
 let database: EventsDatabase;
 let relays: TestRelays;
-const receivers: Receiver[] = [];
 
 beforeAll(async () => {
   database = await eventsDatabase();
@@ -38,57 +36,9 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await relays?.close();
-  await Promise.all(receivers.map((r) => r.close()));
+  await closeReceivers();
   await database?.close();
 });
-
-interface Received {
-  headers: http.IncomingHttpHeaders;
-  body: string;
-  status: number | 'hung';
-}
-
-/** How the receiver answers a request: a status, or 'hang' (never answers). */
-type Answer = number | 'hang';
-
-interface Receiver {
-  url: string;
-  requests: Received[];
-  /** The events of the requests answered 2xx, in the order they were accepted. */
-  accepted(): CloudEvent[];
-  answer: (request: number) => Answer;
-  close(): Promise<void>;
-}
-
-async function receiver(answer: (request: number) => Answer = () => 200): Promise<Receiver> {
-  const requests: Received[] = [];
-  const hung = new Set<http.ServerResponse>();
-  const r: Receiver = {
-    url: '',
-    requests,
-    answer,
-    accepted: () => requests.filter((q) => typeof q.status === 'number' && q.status < 300).map((q) => JSON.parse(q.body) as CloudEvent),
-    close: async () => {
-      for (const res of hung) res.destroy();
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-  const server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
-    req.on('end', () => {
-      const status = r.answer(requests.length);
-      requests.push({ headers: req.headers, body, status: status === 'hang' ? 'hung' : status });
-      if (status === 'hang') hung.add(res);
-      else res.writeHead(status).end();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  r.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks/inventory`;
-  receivers.push(r);
-  return r;
-}
 
 const webhook = (url: string, secret = SECRET) =>
   new WebhookTransport({ url, name: webhookName(url), origin: new URL(url).origin }, secret, { timeoutMs: 2_000, concurrency: 4 });
