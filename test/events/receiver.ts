@@ -25,7 +25,7 @@ export interface Receiver {
   requests: Received[];
   /** The events of the requests answered 2xx, in the order they were accepted. */
   accepted(): CloudEvent[];
-  answer: (request: number) => Answer | Promise<Answer>;
+  answer: (request: number, received: Received) => Answer | Promise<Answer>;
   close(): Promise<void>;
 }
 
@@ -51,7 +51,7 @@ export async function receiver(answer: Receiver['answer'] = () => 200): Promise<
       // Recorded as it arrives (a subject's next event is only sent once this one was answered), 'hung' until answered.
       const received: Received = { headers: req.headers, body, status: 'hung' };
       requests.push(received);
-      void Promise.resolve(r.answer(requests.length - 1)).then((status) => {
+      void Promise.resolve(r.answer(requests.length - 1, received)).then((status) => {
         if (status === 'hang') {
           hung.add(res);
           return;
