@@ -89,7 +89,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(reservationRoutes, { reservations });
   await app.register(operationRoutes, { redis, db, recovery, metrics, addresses });
   await app.register(adminRoutes, { reconcileDeps, orphanAfterMs: config.ORPHAN_HOLD_AFTER_MS });
-  await app.register(eventRoutes, { db, source: config.EVENTS_SOURCE });
+  await app.register(eventRoutes, { db, source: config.EVENTS_SOURCE, kafkaTopic: config.EVENTS_KAFKA_TOPIC });
   return app;
 }
 

@@ -2,6 +2,7 @@ import { envSchema } from 'env-schema';
 import { Type, type Static } from 'typebox';
 import { parseApiKeys } from './credentials.js';
 import { DEFAULT_EVENT_SOURCE } from './events/envelope.js';
+import { parseTransports, TRANSPORT_VARIABLES, type TransportVariables } from './events/settings.js';
 import { maskCredentials } from './log.js';
 
 /** Every setting the service reads, with its default: the README's configuration table mirrors this. */
@@ -63,6 +64,20 @@ export const ConfigSchema = Type.Object({
   EVENTS_SOURCE: Type.String({ default: DEFAULT_EVENT_SOURCE, minLength: 1 }),
   /** How often committed events are given their feed position (src/jobs/event-sealer.ts): about their delay. */
   EVENTS_SEAL_INTERVAL_MS: Type.Integer({ default: 50, minimum: 1 }),
+  // The event transports, each off until set (formats: src/events/settings.ts, checked by loadConfig).
+  /** NATS server URL(s), comma-separated (`nats://[user:pass@ | token@]host:port`). */
+  EVENTS_NATS_URL: Type.String({ default: '' }),
+  /** The JetStream stream, created over `inventory.>` if missing. */
+  EVENTS_NATS_STREAM: Type.String({ default: 'INVENTORY', pattern: '^[A-Za-z0-9_-]{1,255}$' }),
+  /** Kafka bootstrap brokers, `host:port` comma-separated. */
+  EVENTS_KAFKA_BROKERS: Type.String({ default: '' }),
+  EVENTS_KAFKA_TOPIC: Type.String({ default: 'inventory-events', pattern: '^[A-Za-z0-9._-]{1,249}$' }),
+  /** Webhook endpoints (http:// or https://), comma-separated: each its own relay. */
+  EVENTS_WEBHOOK_URLS: Type.String({ default: '' }),
+  /** The Standard Webhooks signing secret, `whsec_` + base64 (required with EVENTS_WEBHOOK_URLS). */
+  EVENTS_WEBHOOK_SECRET: Type.String({ default: '' }),
+  /** Events older than this, once every configured transport delivered them, are pruned. */
+  EVENTS_RETENTION_HOURS: Type.Integer({ default: 168, minimum: 1 }),
 });
 
 export type Config = Static<typeof ConfigSchema>;
@@ -114,13 +129,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   } catch (err) {
     problems.push((err as Error).message);
   }
-  const value = (name: keyof typeof URL_RULES | 'API_KEYS') =>
+  const value = (name: keyof typeof URL_RULES | 'API_KEYS' | keyof TransportVariables) =>
     config?.[name] ?? env[name] ?? String((ConfigSchema.properties[name] as { default?: unknown }).default);
   for (const name of ['DATABASE_URL', 'REDIS_URL'] as const) {
     const problem = checkUrl(name, value(name));
     if (problem) problems.push(problem);
   }
   problems.push(...parseApiKeys(value('API_KEYS')).problems);
+  const transports = Object.fromEntries(TRANSPORT_VARIABLES.map((name) => [name, value(name)])) as TransportVariables;
+  problems.push(...parseTransports(transports).problems);
   if (problems.length > 0 || !config) throw new Error(problems.join('; '));
   return config;
 }

@@ -56,6 +56,13 @@ export const REDACT_PATHS = [
   '*.API_KEYS',
   'connectionString',
   '*.connectionString',
+  // The event transports' (src/events/settings.ts): a NATS URL's credentials, webhook URLs (often a capability), the secret.
+  'EVENTS_NATS_URL',
+  'EVENTS_WEBHOOK_URLS',
+  'EVENTS_WEBHOOK_SECRET',
+  '*.EVENTS_NATS_URL',
+  '*.EVENTS_WEBHOOK_URLS',
+  '*.EVENTS_WEBHOOK_SECRET',
 ];
 
 export function logOptions(level: string): LoggerOptions {

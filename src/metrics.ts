@@ -3,6 +3,8 @@ import { Counter, Histogram, Gauge, Registry, collectDefaultMetrics } from 'prom
 /** Every metric the service exports, on a registry of its own (one per app, so tests can build many apps). */
 export function createMetrics() {
   const registry = new Registry();
+  /** Per transport whose relay is active on this node: when its oldest undelivered event happened (null: none). */
+  const relayLagSince = new Map<string, Date | null>();
   collectDefaultMetrics({ register: registry });
   const fast = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
   return {
@@ -104,6 +106,41 @@ export function createMetrics() {
       name: 'irs_reconcile_repairs_total',
       help: 'Repairs reconciliation made, by action',
       labelNames: ['action'] as const,
+      registers: [registry],
+    }),
+    eventsDelivered: new Counter({
+      name: 'irs_events_delivered_total',
+      help: 'Events a transport accepted (a redelivery counts again), by transport (nats, kafka, webhook:<hash of the URL>)',
+      labelNames: ['transport'] as const,
+      registers: [registry],
+    }),
+    eventsFailed: new Counter({
+      name: 'irs_events_failed_total',
+      help: 'Event deliveries that failed (each is retried), by transport',
+      labelNames: ['transport'] as const,
+      registers: [registry],
+    }),
+    eventRetries: new Counter({
+      name: 'irs_event_retries_total',
+      help: 'Retries of a transport\'s delivery after a failure (each after a backoff), by transport',
+      labelNames: ['transport'] as const,
+      registers: [registry],
+    }),
+    relayLagSince,
+    relayLag: new Gauge({
+      name: 'irs_events_relay_lag_seconds',
+      help: 'Age of the oldest sealed event a transport has not delivered yet (0 when caught up), on the node whose relay is active',
+      labelNames: ['transport'] as const,
+      registers: [registry],
+      collect() {
+        for (const [transport, since] of relayLagSince) {
+          this.set({ transport }, since === null ? 0 : Math.max(0, Date.now() - since.getTime()) / 1000);
+        }
+      },
+    }),
+    eventsPruned: new Counter({
+      name: 'irs_events_pruned_total',
+      help: 'Events deleted past EVENTS_RETENTION_HOURS once every configured transport had delivered them',
       registers: [registry],
     }),
     rebuildDuration: new Gauge({

@@ -1,6 +1,8 @@
 import fp from 'fastify-plugin';
 import type { Config } from '../config.js';
 import { EventSealer } from '../jobs/event-sealer.js';
+import { EventDelivery } from '../events/delivery.js';
+import { parseTransports } from '../events/settings.js';
 import { judgeIntentsAfterMs, Reconciler, type ReconcileDeps } from '../jobs/reconcile.js';
 import { Sweeper } from '../jobs/sweeper.js';
 
@@ -11,6 +13,8 @@ declare module 'fastify' {
     eventSealer: EventSealer;
     /** What reconciliation reads and repairs through: the periodic job, the admin routes and `npm run reconcile`. */
     reconcileDeps: ReconcileDeps;
+    /** The event relays (one per configured transport) and the pruning of delivered events. */
+    eventDelivery: EventDelivery;
   }
 }
 
@@ -42,20 +46,27 @@ export const jobsPlugin = fp<{ config: Config }>(
       orphanAfterMs: config.ORPHAN_HOLD_AFTER_MS,
     });
     const eventSealer = new EventSealer({ db, log }, { intervalMs: config.EVENTS_SEAL_INTERVAL_MS });
+    const eventDelivery = new EventDelivery(
+      { db, redis, keys, metrics, log, nodeId: lease.nodeId },
+      parseTransports(config).settings,
+      { source: config.EVENTS_SOURCE, retentionHours: config.EVENTS_RETENTION_HOURS },
+    );
     app.decorate('sweeper', sweeper);
     app.decorate('eventSealer', eventSealer);
     app.decorate('reconciler', reconciler);
     app.decorate('reconcileDeps', reconcileDeps);
+    app.decorate('eventDelivery', eventDelivery);
 
     app.addHook('onReady', async () => {
       sweeper.start();
       reconciler.start();
       eventSealer.start();
+      eventDelivery.start();
     });
     // Registered after the writer and the clients, so this runs before their onClose hooks (Fastify runs onClose
     // hooks in reverse order): no job submits to a closed writer or queries an ended pool.
     app.addHook('onClose', async () => {
-      await Promise.all([sweeper.stop(), reconciler.stop(), eventSealer.stop()]);
+      await Promise.all([sweeper.stop(), reconciler.stop(), eventSealer.stop(), eventDelivery.stop()]);
     });
   },
   { name: 'jobs', fastify: '5.x', dependencies: ['metrics', 'redis', 'postgres', 'state', 'lease', 'writer'] },

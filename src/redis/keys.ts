@@ -52,6 +52,19 @@ export class Keys {
     return `${this.prefix}node:${nodeId}`;
   }
 
+  /**
+   * string: the lease of the one node relaying events to `transport` (src/events/relay-lease.ts), holding its
+   * owner's token.
+   */
+  relayLease(transport: string): string {
+    return `${this.prefix}relay:${transport}`;
+  }
+
+  /** Held by the node pruning delivered events (src/events/pruner.ts). */
+  get eventsPruneLock(): string {
+    return `${this.prefix}events-prune-lock`;
+  }
+
   /** Prefix of the rate limiter's counters (one per credential or client IP). */
   get rateLimit(): string {
     return `${this.prefix}ratelimit:`;

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { luaLayout } from './layout.js';
 import { HoldState, ScriptStatus } from './status.js';
 
-/** The decision scripts in src/redis/lua (one file each). */
+/** The scripts in src/redis/lua (one file each): the decisions, and the relays' lease. */
 export const scriptNames = [
   'reserve',
   'settle',
@@ -18,6 +18,7 @@ export const scriptNames = [
   'drop_hold',
   'forget_claim',
   'correct',
+  'lease',
 ] as const;
 export type ScriptName = (typeof scriptNames)[number];
 

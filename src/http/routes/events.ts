@@ -49,7 +49,7 @@ const depleted: Page['items'][number] = {
  * of every event type. The feed reads sealed events only, by position (src/store/events.ts), so a consumer that
  * polls with the last `nextCursor` it got reads every event once, in order.
  */
-export const eventRoutes: FastifyPluginAsyncTypebox<{ db: pg.Pool; source: string }> = async (app, { db, source }) => {
+export const eventRoutes: FastifyPluginAsyncTypebox<{ db: pg.Pool; source: string; kafkaTopic: string }> = async (app, { db, source, kafkaTopic }) => {
   app.get(
     '/events',
     {
@@ -99,7 +99,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ db: pg.Pool; source: strin
     },
   );
 
-  const document = asyncApiDocument({ source });
+  const document = asyncApiDocument({ source, kafkaTopic });
   app.get(
     '/asyncapi.json',
     {

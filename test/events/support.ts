@@ -1,0 +1,201 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { pino } from 'pino';
+import type { CloudEvent } from '../../src/events/envelope.js';
+import { RelayLease } from '../../src/events/relay-lease.js';
+import { Relay, type RelayOptions } from '../../src/events/relay.js';
+import { deliverBySubject, type Delivery, type Transport } from '../../src/events/transports/transport.js';
+import { createMetrics, type Metrics } from '../../src/metrics.js';
+import { Keys } from '../../src/redis/keys.js';
+import { migrate } from '../../src/store/database.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
+import { testRedisUrl } from '../helpers/servers.js';
+
+/**
+ * What the events tests share: a migrated database of their own, sealed events appended straight into the outbox
+ * (as the batch statement and the sealer would leave them), a transport that records what it accepted, and the
+ * check of per-subject order.
+ */
+
+export const silentLog = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+
+export interface EventsDatabase extends TestDatabase {
+  db: pg.Pool;
+  close(): Promise<void>;
+}
+
+export async function eventsDatabase(): Promise<EventsDatabase> {
+  const database = await createTestDatabase();
+  await migrate(database.url, silentLog);
+  const db = new pg.Pool({ connectionString: database.url, max: 6 });
+  db.on('error', () => {});
+  return {
+    ...database,
+    db,
+    async close() {
+      await db.end();
+      await database.drop();
+    },
+  };
+}
+
+export interface Appended {
+  position: number;
+  id: string;
+  subject: string;
+  sequence: number;
+  type: string;
+}
+
+/**
+ * Appends sealed events, one per entry (`subject` and `type`), in order: each subject's sequence continues from its
+ * last, positions from the last one. `hoursAgo` backdates them (for pruning).
+ */
+export async function appendSealed(
+  db: pg.Pool,
+  entries: readonly { subject: string; type?: string }[],
+  { hoursAgo = 0, sealed = true }: { hoursAgo?: number; sealed?: boolean } = {},
+): Promise<Appended[]> {
+  const { rows } = await db.query<Appended>(
+    `WITH x AS (SELECT s, t, ord FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(s, t, ord))
+     INSERT INTO events (subject, sequence, type, time, data, position)
+     SELECT s,
+            coalesce((SELECT max(sequence) FROM events e WHERE e.subject = s), 0) + row_number() OVER (PARTITION BY s ORDER BY ord),
+            t, now() - make_interval(hours => $3), jsonb_build_object('n', ord),
+            CASE WHEN $4 THEN coalesce((SELECT max(position) FROM events), 0) + ord END
+       FROM x ORDER BY ord
+     RETURNING position, id, subject, sequence, type`,
+    [entries.map((e) => e.subject), entries.map((e) => e.type ?? 'inventory.reservation.created'), hoursAgo, sealed],
+  );
+  return rows.sort((a, b) => (a.position ?? 0) - (b.position ?? 0));
+}
+
+/** `count` events over `subjects` subjects, interleaved at random (seeded by `rng`). */
+export function interleaved(count: number, subjects: number, next: () => number, label = 'sub'): { subject: string; type: string }[] {
+  const names = Array.from({ length: subjects }, (_, i) => `${label}-${i}-${randomBytes(3).toString('hex')}`);
+  const types = ['inventory.reservation.created', 'inventory.reservation.confirmed', 'inventory.stock.changed'];
+  return Array.from({ length: count }, (_, i) => ({ subject: names[Math.floor(next() * subjects)]!, type: types[i % types.length]! }));
+}
+
+/**
+ * Events received (duplicates included) where one arrived before an earlier one of its subject had ever arrived:
+ * per-subject order broken. A duplicate (a sequence seen before) is fine: at least once.
+ */
+export function orderViolations(received: readonly { subject: string; sequence: string | number }[]): string[] {
+  const highest = new Map<string, number>();
+  const violations: string[] = [];
+  for (const e of received) {
+    const seq = Number(e.sequence);
+    const top = highest.get(e.subject) ?? 0;
+    if (seq > top + 1) violations.push(`${e.subject}: ${seq} arrived before ${top + 1}`);
+    highest.set(e.subject, Math.max(top, seq));
+  }
+  return violations;
+}
+
+/** A transport that records the events it accepted, refusing those `refuse` says (the failures a test injects). */
+export class RecordingTransport implements Transport {
+  readonly target = 'the test';
+  readonly accepted: CloudEvent[] = [];
+  opens = 0;
+  /** Sends refused so far. */
+  refused = 0;
+  refuse: (event: CloudEvent) => boolean = () => false;
+
+  constructor(
+    readonly name: string,
+    private readonly concurrency = 4,
+  ) {}
+
+  async open(): Promise<void> {
+    this.opens++;
+  }
+
+  deliver(events: readonly CloudEvent[], signal: AbortSignal): Promise<Delivery> {
+    return deliverBySubject(
+      events,
+      async (event) => {
+        await new Promise((resolve) => setImmediate(resolve)); // sends of several subjects interleave
+        if (this.refuse(event)) {
+          this.refused++;
+          throw new Error(`refused ${event.id}`);
+        }
+        this.accepted.push(event);
+      },
+      this.concurrency,
+      signal,
+    );
+  }
+
+  async close(): Promise<void> {}
+
+  /** The ids accepted, once each. */
+  ids(): Set<string> {
+    return new Set(this.accepted.map((e) => e.id));
+  }
+}
+
+/** Fast timings for relays in tests: small backoff, a lease of `leaseTtlMs`. */
+export const FAST: Omit<RelayOptions, 'source' | 'leaseRenewMs'> = { batchSize: 50, pollMs: 20, backoff: { baseMs: 5, capMs: 50 } };
+
+export interface TestRelays {
+  keys: Keys;
+  metrics: Metrics;
+  redis: Redis;
+  /** A relay of `transport` on this database and key prefix (its own Redis client unless one is given). */
+  relay(transport: Transport, options?: Partial<RelayOptions> & { leaseTtlMs?: number; redis?: Redis; metrics?: Metrics }): Relay;
+  close(): Promise<void>;
+}
+
+/** Relays on `db` sharing one Redis key prefix (so their leases compete); `close` stops them and clears the keys. */
+export function testRelays(db: pg.Pool): TestRelays {
+  const keys = new Keys(`t${randomBytes(4).toString('hex')}:`);
+  const redis = new Redis(testRedisUrl());
+  const metrics = createMetrics();
+  const relays: Relay[] = [];
+  const clients: Redis[] = [redis];
+  return {
+    keys,
+    metrics,
+    redis,
+    relay(transport, { leaseTtlMs = 600, redis: client, metrics: m = metrics, ...options } = {}) {
+      let r = client;
+      if (!r) {
+        r = new Redis(testRedisUrl(), { maxRetriesPerRequest: 0, enableOfflineQueue: false });
+        r.on('error', () => {});
+        clients.push(r);
+      }
+      const lease = new RelayLease(r, keys.relayLease(transport.name), randomUUID().slice(0, 12), leaseTtlMs);
+      const relay = new Relay({ db, metrics: m, log: silentLog }, transport, lease, {
+        source: '/test',
+        ...FAST,
+        leaseRenewMs: Math.max(10, Math.floor(leaseTtlMs / 3)),
+        ...options,
+      });
+      relays.push(relay);
+      return relay;
+    },
+    async close() {
+      await Promise.all(relays.map((r) => r.stop().catch(() => undefined)));
+      const stale = await redis.keys(`${keys.prefix}*`);
+      if (stale.length > 0) await redis.del(...stale);
+      for (const c of clients) c.disconnect();
+    },
+  };
+}
+
+/** Sets the cursor of `transport` after every event there is: it will deliver only those appended from now (tests share a database). */
+export async function startAtEnd(db: pg.Pool, transport: string): Promise<void> {
+  await db.query(
+    `INSERT INTO event_cursors (transport, position) SELECT $1, coalesce(max(position), 0) FROM events
+     ON CONFLICT (transport) DO UPDATE SET position = excluded.position`,
+    [transport],
+  );
+}
+
+/** The cursor of `transport` (0 without a row). */
+export async function cursorOf(db: pg.Pool, transport: string): Promise<number> {
+  const { rows } = await db.query<{ position: number }>('SELECT position FROM event_cursors WHERE transport = $1', [transport]);
+  return rows[0]?.position ?? 0;
+}
