@@ -2,7 +2,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { FastifyBaseLogger as Logger } from 'fastify';
 import type pg from 'pg';
 import type { Metrics } from '../metrics.js';
-import { advanceCursor, readCursor, readSealedAfter, type SealedEvent } from '../store/event-cursors.js';
+import { advanceCursor, readCursor } from '../store/event-cursors.js';
+import { eventsAfter, type SealedEvent } from '../store/events.js';
 import { toCloudEvent } from './envelope.js';
 import type { RelayLease } from './relay-lease.js';
 import type { Transport } from './transports/transport.js';
@@ -164,7 +165,7 @@ export class Relay {
   private async step(signal: AbortSignal): Promise<boolean> {
     const { db, metrics } = this.d;
     const from = this.cursor!;
-    const batch = await readSealedAfter(db, from, this.options.batchSize);
+    const batch = await eventsAfter(db, from, this.options.batchSize);
     if (batch.length === 0) {
       metrics.relayLagSince.set(this.name, null);
       return true;

@@ -1,24 +1,10 @@
 import type pg from 'pg';
-import type { EventRow } from '../events/envelope.js';
 
 /**
- * What the relays read and write of the outbox (migrations/010_events.sql): sealed events after a position, and
- * how far each transport delivered (`event_cursors`); and the pruning of delivered events.
+ * What the relays write of the outbox (migrations/010_events.sql): how far each transport delivered
+ * (`event_cursors`), and the pruning of delivered events. They read sealed events as the feed does
+ * (`eventsAfter`, ./events.ts).
  */
-
-export interface SealedEvent extends EventRow {
-  position: number;
-}
-
-/** Sealed events after `position`, in position order (events not yet sealed have none and wait). */
-export async function readSealedAfter(db: pg.Pool, position: number, limit: number): Promise<SealedEvent[]> {
-  const { rows } = await db.query<SealedEvent>(
-    `SELECT position, id, subject, sequence, type, time, data FROM events
-      WHERE position > $1 ORDER BY position LIMIT $2`,
-    [position, limit],
-  );
-  return rows;
-}
 
 /** How far `transport` delivered (its row made at 0 the first time: a new transport starts from the oldest event kept). */
 export async function readCursor(db: pg.Pool, transport: string): Promise<number> {
