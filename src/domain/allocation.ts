@@ -1,4 +1,5 @@
 import { ProblemError, type FieldError } from './errors.js';
+import { pairKey } from './reservation.js';
 import { DEFAULT_LOCATION, type Allocation, type ReservationRequest } from './schemas.js';
 
 /** A line as requested, location resolved: null when the service allocates it (api.md, "Allocation across locations"). */
@@ -43,7 +44,7 @@ export function requestedLines(request: Pick<ReservationRequest, 'lines' | 'allo
       allocated.add(l.itemId);
       return l;
     }
-    const pair = `${l.itemId}\u0000${location}`;
+    const pair = pairKey(l.itemId, location);
     if (pairs.has(pair)) errors.push({ field: `lines[${i}]`, message: `duplicates an earlier line for ${l.itemId} at ${location}` });
     else if (allocated.has(l.itemId)) {
       errors.push({ field: `lines[${i}].itemId`, message: `${l.itemId} is allocated, so it may appear in one line only` });

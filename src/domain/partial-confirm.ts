@@ -1,5 +1,5 @@
 import { ProblemError, type FieldError } from './errors.js';
-import type { Line } from './reservation.js';
+import { pairKey, type Line } from './reservation.js';
 import { DEFAULT_LOCATION, type ConfirmRequest } from './schemas.js';
 
 /** A pair a partial confirm names, location resolved, and the units it sells there. */
@@ -8,8 +8,6 @@ export interface ConfirmedPair {
   location: string;
   quantity: number;
 }
-
-const pairOf = (itemId: string, location: string) => `${itemId}\u0000${location}`;
 
 const refuse = (errors: FieldError[]): never => {
   throw new ProblemError('validation_failed', errors.map((e) => `${e.field}: ${e.message}`).join('; '), { errors });
@@ -25,7 +23,7 @@ export function confirmedPairs(request: ConfirmRequest | undefined): ConfirmedPa
   const errors: FieldError[] = [];
   const pairs = request.lines.map((line, i) => {
     const pair = { itemId: line.itemId, location: line.location ?? DEFAULT_LOCATION, quantity: line.quantity };
-    const key = pairOf(pair.itemId, pair.location);
+    const key = pairKey(pair.itemId, pair.location);
     if (seen.has(key)) errors.push({ field: `lines[${i}]`, message: `names ${pair.itemId} at ${pair.location} twice` });
     seen.add(key);
     return pair;
@@ -40,11 +38,11 @@ export function confirmedPairs(request: ConfirmRequest | undefined): ConfirmedPa
  * a quantity above what it holds: judged on the lines alone, which never change, so whatever the reservation's state.
  */
 export function partlyConfirmed(lines: readonly Line[], pairs: readonly ConfirmedPair[]): Line[] {
-  const sold = new Map(pairs.map((p) => [pairOf(p.itemId, p.location), p.quantity]));
-  const held = new Map(lines.map((l) => [pairOf(l.itemId, l.location), l.quantity]));
+  const sold = new Map(pairs.map((p) => [pairKey(p.itemId, p.location), p.quantity]));
+  const held = new Map(lines.map((l) => [pairKey(l.itemId, l.location), l.quantity]));
   const errors: FieldError[] = [];
   pairs.forEach((p, i) => {
-    const quantity = held.get(pairOf(p.itemId, p.location));
+    const quantity = held.get(pairKey(p.itemId, p.location));
     if (quantity === undefined) {
       errors.push({ field: `lines[${i}]`, message: `the reservation holds nothing of ${p.itemId} at ${p.location}` });
     } else if (p.quantity > quantity) {
@@ -52,5 +50,5 @@ export function partlyConfirmed(lines: readonly Line[], pairs: readonly Confirme
     }
   });
   if (errors.length > 0) refuse(errors);
-  return lines.map((l) => ({ ...l, confirmedQuantity: sold.get(pairOf(l.itemId, l.location)) ?? 0 }));
+  return lines.map((l) => ({ ...l, confirmedQuantity: sold.get(pairKey(l.itemId, l.location)) ?? 0 }));
 }

@@ -19,6 +19,9 @@ export interface Line {
   confirmedQuantity?: number;
 }
 
+/** The key of an (itemId, location) pair, which a reservation holds at most once (neither can contain NUL). */
+export const pairKey = (itemId: string, location: string): string => `${itemId}\u0000${location}`;
+
 /** A reservation as PostgreSQL stores it; `status` is the stored one (pending may have passed its TTL). */
 export interface ReservationRecord {
   id: string;
