@@ -64,16 +64,17 @@ export class Sweeper {
         // At Redis' expiry and version where it has the holds: an extension decided there whose record never came
         // (its node died) is taken up here, as any later change of the reservation would.
         const expiry = holds.version === null || holds.expiresMs === null ? null : { version: holds.version, expiresAt: new Date(holds.expiresMs) };
+        const expiredAt = expiry?.expiresAt ?? r.expiresAt;
         const result = await writer.submit({
           kind: 'transition',
           generation: holds.generation,
           reservationId: r.id,
           to: 'expired',
-          at: expiry?.expiresAt ?? r.expiresAt,
+          at: expiredAt,
           lines: r.lines,
           ...(expiry ?? {}),
           // As it reads from its expiry on: expired, at the version the expiry makes.
-          document: toDocument({ ...r, expiresAt: expiry?.expiresAt ?? r.expiresAt }, expiry?.expiresAt ?? r.expiresAt),
+          document: toDocument({ ...r, expiresAt: expiredAt }, expiredAt),
         });
         if (result !== 'recorded') return;
         metrics.sweeperExpired.inc();

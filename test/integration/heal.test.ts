@@ -281,18 +281,23 @@ describe('the fenced correction', () => {
     expect(again.repair?.corrected.filter((c) => c.itemId === short || c.itemId === over)).toEqual([]);
   });
 
-  it('accounts for a confirm in flight: Redis keeps the units it sold, PostgreSQL takes them out when it records', async () => {
+  // A whole confirm sells the 3 held; a partial one sells 1 and releases 2. Redis keeps what it sold (on-hand 10 would
+  // oversell), PostgreSQL takes it out when it records.
+  it.each([
+    ['a confirm', undefined, 7],
+    ['a partial confirm (by the units it sold, not the units it held)', 1, 9],
+  ])('accounts for %s in flight: Redis keeps the units it sold, PostgreSQL takes them out when it records', async (_label, confirmedQuantity, onHand) => {
     const item = newItem();
     await stock(t, item, 10);
     const id = await reserve(t, item, 3);
-    const lines = [{ itemId: item, location: LOCATION, quantity: 3 }];
+    const lines = [{ itemId: item, location: LOCATION, quantity: 3, ...(confirmedQuantity === undefined ? {} : { confirmedQuantity }) }];
     const settled = await t.app.runtime.decisions.settle('confirm', id, lines); // decided, not recorded yet
     if (settled.kind !== 'settled') throw new Error(settled.kind);
     const { redis, keys } = t.app.runtime;
     await redis.hincrby(keys.item(item).stock, stockField('onHand', LOCATION), -2); // and 2 units lost
 
     await reconcile(deps, heal);
-    expect(await redisStock(t, item)).toEqual({ onHand: 7, reserved: 0, pending: null, safety: null, safetyPending: null }); // not 10: that would oversell
+    expect(await redisStock(t, item)).toEqual({ onHand, reserved: 0, pending: null, safety: null, safetyPending: null });
     const recorded = await t.app.runtime.writer.submit({
       kind: 'transition',
       generation: settled.generation,
@@ -303,34 +308,7 @@ describe('the fenced correction', () => {
       document: documentAfter({ id, lines, status: 'confirmed', at: new Date(settled.nowMs), version: settled.version }),
     });
     expect(recorded).toBe('recorded');
-    expect(await pgStock(t, item)).toEqual({ onHand: 7, reserved: 0 });
-    expect((await reconcile(deps, dryRun)).drift.filter((r) => r.itemId === item)).toEqual([]);
-  });
-
-  it('accounts for a partial confirm in flight by the units it sold, not the units it held', async () => {
-    const item = newItem();
-    await stock(t, item, 10);
-    const id = await reserve(t, item, 3);
-    // Sells 1 of the 3 held, releases 2: decided, not recorded yet.
-    const lines = [{ itemId: item, location: LOCATION, quantity: 3, confirmedQuantity: 1 }];
-    const settled = await t.app.runtime.decisions.settle('confirm', id, lines);
-    if (settled.kind !== 'settled') throw new Error(settled.kind);
-    const { redis, keys } = t.app.runtime;
-    await redis.hincrby(keys.item(item).stock, stockField('onHand', LOCATION), -2); // and 2 units lost
-
-    await reconcile(deps, heal);
-    expect(await redisStock(t, item)).toEqual({ onHand: 9, reserved: 0, pending: null, safety: null, safetyPending: null });
-    const recorded = await t.app.runtime.writer.submit({
-      kind: 'transition',
-      generation: settled.generation,
-      reservationId: id,
-      to: 'confirmed',
-      at: new Date(settled.nowMs),
-      lines,
-      document: documentAfter({ id, lines, status: 'confirmed', at: new Date(settled.nowMs), version: settled.version }),
-    });
-    expect(recorded).toBe('recorded');
-    expect(await pgStock(t, item)).toEqual({ onHand: 9, reserved: 0 });
+    expect(await pgStock(t, item)).toEqual({ onHand, reserved: 0 });
     expect((await reconcile(deps, dryRun)).drift.filter((r) => r.itemId === item)).toEqual([]);
   });
 
