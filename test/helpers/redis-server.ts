@@ -1,16 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { rmSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { freePort, onProcessExit } from './ports.js';
-import { GiveUp, waitFor } from './wait.js';
+import { freePort } from './ports.js';
+import { ownedTempDir, startServerProcess, type ServerProcess } from './private-server.js';
 
 const REDIS_BIN = '/usr/bin/redis-server';
-const START_TIMEOUT_MS = 10_000;
-const STOP_TIMEOUT_MS = 10_000;
-const OUTPUT_TAIL_CHARS = 4_000;
 
 export interface RedisServerOptions {
   /** Enable AOF with `appendfsync always`, so acknowledged writes survive kill9(). */
@@ -19,39 +11,12 @@ export interface RedisServerOptions {
   dir?: string;
 }
 
-export interface RedisServer {
+/** kill9, stop (graceful; nothing is saved: `--save ""`) and restart (same port and dir; ready once it answers PING). */
+export interface RedisServer extends ServerProcess {
   readonly port: number;
   /** redis://127.0.0.1:PORT */
   readonly url: string;
   readonly dir: string;
-  /** SIGKILL (crash, no shutdown hooks) and wait for the process to exit. No-op if not running. */
-  kill9(): Promise<void>;
-  /** Graceful SIGTERM shutdown (nothing is saved: `--save ""`), wait for exit. No-op if not running. */
-  stop(): Promise<void>;
-  /** Start again on the same port and dir (stopping first if still running); resolves once it answers PING. */
-  restart(): Promise<void>;
-}
-
-// Children and temp dirs still alive when the test process ends (cleanup must be synchronous).
-const liveChildren = new Set<ChildProcess>();
-const ownedDirs = new Set<string>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  onProcessExit(() => {
-    for (const child of liveChildren) child.kill('SIGKILL');
-    for (const dir of ownedDirs) rmSync(dir, { recursive: true, force: true });
-    ownedDirs.clear();
-  });
-}
-
-const isRunning = (child: ChildProcess): boolean => child.exitCode === null && child.signalCode === null;
-
-function waitForExit(child: ChildProcess): Promise<void> {
-  if (!isRunning(child)) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
 /** One raw RESP PING; true only on +PONG (a loading AOF answers -LOADING, so we keep waiting). */
@@ -74,14 +39,8 @@ function ping(port: number, timeoutMs = 250): Promise<boolean> {
 }
 
 export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisServer> {
-  installExitHook();
   const appendonly = opts.appendonly ?? false;
-  let dir = opts.dir;
-  if (dir === undefined) {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'irs-redis-'));
-    ownedDirs.add(dir);
-  }
-  const workDir = dir;
+  const dir = opts.dir ?? (await ownedTempDir('irs-redis-'));
   const port = await freePort();
 
   const args = [
@@ -90,69 +49,9 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
     '--save', '',
     '--appendonly', appendonly ? 'yes' : 'no',
     ...(appendonly ? ['--appendfsync', 'always'] : []),
-    '--dir', workDir,
+    '--dir', dir,
     '--daemonize', 'no',
   ];
-
-  let child: ChildProcess | undefined;
-
-  async function launch(): Promise<void> {
-    const proc = spawn(REDIS_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    liveChildren.add(proc);
-    proc.once('exit', () => liveChildren.delete(proc));
-    // Redis logs to stdout; keep a tail of both streams for the error message.
-    let output = '';
-    const capture = (chunk: Buffer): void => {
-      output = (output + chunk.toString('utf8')).slice(-OUTPUT_TAIL_CHARS);
-    };
-    proc.stdout?.on('data', capture);
-    proc.stderr?.on('data', capture);
-    let spawnError: Error | undefined;
-    proc.once('error', (err) => {
-      spawnError = err;
-    });
-    child = proc;
-
-    try {
-      await waitFor(
-        `redis-server on port ${port} to answer PING`,
-        async () => {
-          if (spawnError !== undefined) throw new GiveUp(`it failed to spawn: ${spawnError.message}`);
-          if (!isRunning(proc)) throw new GiveUp(`it exited early (code ${String(proc.exitCode)}, signal ${String(proc.signalCode)})`);
-          return (await ping(port)) ? true : undefined;
-        },
-        { timeoutMs: START_TIMEOUT_MS, intervalMs: 50 },
-      );
-    } catch (err) {
-      if (isRunning(proc)) {
-        proc.kill('SIGKILL');
-        await waitForExit(proc);
-      }
-      throw new Error(`${(err as Error).message}:\n${output}`);
-    }
-  }
-
-  async function kill9(): Promise<void> {
-    if (child === undefined || !isRunning(child)) return;
-    child.kill('SIGKILL');
-    await waitForExit(child);
-  }
-
-  async function stop(): Promise<void> {
-    if (child === undefined || !isRunning(child)) return;
-    const proc = child;
-    proc.kill('SIGTERM');
-    // A wedged server must not hang the suite: escalate to SIGKILL.
-    const timer = setTimeout(() => proc.kill('SIGKILL'), STOP_TIMEOUT_MS);
-    await waitForExit(proc);
-    clearTimeout(timer);
-  }
-
-  async function restart(): Promise<void> {
-    await stop();
-    await launch();
-  }
-
-  await launch();
-  return { port, url: `redis://127.0.0.1:${port}`, dir: workDir, kill9, stop, restart };
+  const server = await startServerProcess(REDIS_BIN, args, `redis-server on port ${port} to answer PING`, () => ping(port));
+  return { port, url: `redis://127.0.0.1:${port}`, dir, ...server };
 }
