@@ -88,6 +88,20 @@ describe('drill checks of extend', () => {
     expect(maybe.I4).toEqual([]);
   });
 
+  it('allows the expiry of an extend that outlived its own record (409 expired), only when sent while the hold was live', () => {
+    // Sent at T + 1 s (live until T + 3 s), decided at once, its record hung past T + 6 s: expired at the new expiry.
+    const outlived: Attempt = { node: 'n', sentAt: T + 1_000, at: T + 7_000, status: 409, code: 'reservation_expired' };
+    const pg = postgres({ status: 'expired', expiresAtMs: T + 6_000, updatedAtMs: T + 6_000, version: 3 });
+    expect(check(logWith([extendCall([outlived])]), pg)).toEqual({ I3: [], I4: [], I6: [], API: [] });
+    // Not an expiry it could have set, or not expired: reported.
+    expect(check(logWith([extendCall([outlived])]), postgres({ status: 'expired', expiresAtMs: T + 13_000, updatedAtMs: T + 13_000, version: 3 })).I4).toHaveLength(1);
+    expect(check(logWith([extendCall([outlived])]), postgres({ expiresAtMs: T + 6_000, version: 2 })).I4).toHaveLength(1);
+    // Sent after the hold expired: nothing could be extended.
+    const late: Attempt = { ...outlived, sentAt: T + 3_500, at: T + 3_510 };
+    const found = check(logWith([extendCall([late])]), postgres({ status: 'expired', expiresAtMs: T + 8_500, updatedAtMs: T + 8_500, version: 3 }));
+    expect(found.I4.join()).toContain(`acknowledged expiresAt ${iso(T + 3_000)}`);
+  });
+
   it('finds an "expired" answered before the expiry the client was last given', () => {
     const confirm = (at: number): CallLog => ({
       reservationId: ID,

@@ -77,6 +77,11 @@ function expiryBounds(changes: readonly ExpiryChange[], from: number, to: number
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
+/** The calls on one reservation, each attempt with when it was sent and answered, for a finding's message. */
+const history = (calls: readonly CallLog[]) =>
+  calls
+    .map((c) => `${c.action}${c.ttlSeconds === undefined ? '' : ` ${c.ttlSeconds} s`} [${c.attempts.map((a) => `${describe(a)}${a.nothingApplied ? ' (nothing applied)' : ''} ${iso(a.sentAt)}→${iso(a.at)}${a.expiresAt ? ` expiresAt ${a.expiresAt}` : ''}`).join(', ')}]`)
+    .join('; ') || 'none';
 const describe = (a: Attempt) => `${String(a.status)}${a.code ? ` ${a.code}` : ''}${a.docStatus ? ` ${a.docStatus}` : ''}`;
 /** PostgreSQL's version as a reader sees it: a pending reservation past its TTL has its expiry's (api.md, "Versions"). */
 const versionNow = (r: PgReservation, nowMs: number) => (r.status === 'pending' && r.expiresAtMs <= nowMs ? r.version + 1 : r.version);
@@ -197,6 +202,7 @@ export function checkCalls(input: CallCheckInput): CallFindings {
     const last = changes.filter((c) => c.value !== null).reduce((x, y) => (y.at > x.at ? y : x));
     const x = r.expiresAtMs;
     if (x === last.value || changes.some((c) => c.value === null && x >= c.min)) continue;
+    if (r.status === 'expired' && (callsById.get(id) ?? []).some((c) => expiredDuringItsRecord(c, changes, x))) continue;
     const refused = (callsById.get(id) ?? [])
       .filter((c) => c.action === 'extend')
       .flatMap((c) => c.attempts.filter((a) => a.nothingApplied === true && x >= a.sentAt + c.ttlSeconds! * 1000 && x <= a.at + c.ttlSeconds! * 1000));
@@ -204,7 +210,7 @@ export function checkCalls(input: CallCheckInput): CallFindings {
       out.I6.push(`extend ${id}: answered 503 at ${iso(refused[0]!.at)} (nothing applied), yet PostgreSQL's expiry ${iso(x)} is one it would have set`);
     } else {
       const by = last.call === null ? 'its 201' : `an extend answered at ${iso(last.at)}`;
-      out.I4.push(`reservation ${id}: acknowledged expiresAt ${iso(last.value!)} (${by}), PostgreSQL has ${iso(x)} (${r.status})`);
+      out.I4.push(`reservation ${id}: acknowledged expiresAt ${iso(last.value!)} (${by}), PostgreSQL has ${iso(x)} (${r.status}); calls: ${history(callsById.get(id) ?? [])}`);
     }
   }
 
@@ -215,6 +221,24 @@ export function checkCalls(input: CallCheckInput): CallFindings {
     }
   }
   return out;
+}
+
+/**
+ * An extend sent while the hold was live and answered 409 reservation_expired may have been decided and then outlived
+ * by its own record (PostgreSQL unreachable): its holds expired at its new expiry, which is then the one recorded
+ * (api.md, "Saga operations: extend a hold"). `x` must be an expiry it would have set: decided between sent and answered.
+ */
+function expiredDuringItsRecord(c: CallLog, changes: readonly ExpiryChange[], x: number): boolean {
+  if (c.action !== 'extend') return false;
+  const ttl = c.ttlSeconds! * 1000;
+  return c.attempts.some(
+    (a) =>
+      a.status === 409 &&
+      a.code === 'reservation_expired' &&
+      a.sentAt < expiryBounds(changes, a.sentAt, a.sentAt).high &&
+      x >= a.sentAt + ttl &&
+      x <= a.at + ttl,
+  );
 }
 
 /** A 200 to an extend: the expiry is now + ttlSeconds by the server's clock, and If-Match's version + 1. */

@@ -176,12 +176,6 @@ export interface LoadOptions {
 
 const PROBLEM_RETRYABLE = new Set(['unavailable', 'idempotency_key_in_use']);
 
-/**
- * Extends in the load only with DRILL_EXTEND=1: with them, the PostgreSQL fault drills (pg-net-cut, pg-net-blackhole)
- * still find reservations PostgreSQL records expired at an expiry no answer gave (issue 12, open). Partial confirms
- * and releases by reference are always in the load.
- */
-const EXTEND_IN_LOAD = process.env.DRILL_EXTEND === '1';
 
 function problemCode(a: HttpAnswer): string | undefined {
   const b = a.body as { code?: unknown } | undefined;
@@ -375,7 +369,6 @@ export async function runLoad(o: LoadOptions): Promise<void> {
    * closing buyers.
    */
   async function maybeExtend(h: Held, node: { index: number }): Promise<void> {
-    if (!EXTEND_IN_LOAD) return;
     for (let n = 0; n < 2 && random() < 0.3 && Date.now() < endAt; n++) {
       await (random() < 0.1 ? nearExpiry(h) : sleep(random() * 800));
       await extend(h, node);
