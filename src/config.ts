@@ -72,6 +72,12 @@ export const ConfigSchema = Type.Object({
   /** Kafka bootstrap brokers, `host:port` comma-separated. */
   EVENTS_KAFKA_BROKERS: Type.String({ default: '' }),
   EVENTS_KAFKA_TOPIC: Type.String({ default: 'inventory-events', pattern: '^[A-Za-z0-9._-]{1,249}$' }),
+  /** `true`: connect to the brokers over TLS, verifying their certificates (system CAs, or NODE_EXTRA_CA_CERTS). */
+  EVENTS_KAFKA_TLS: Type.String({ default: 'false', pattern: '^(true|false)$' }),
+  /** SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: none), with the username and password below. */
+  EVENTS_KAFKA_SASL_MECHANISM: Type.String({ default: '', pattern: '^(|PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$' }),
+  EVENTS_KAFKA_USERNAME: Type.String({ default: '' }),
+  EVENTS_KAFKA_PASSWORD: Type.String({ default: '' }),
   /** Webhook endpoints (http:// or https://), comma-separated: each its own relay. */
   EVENTS_WEBHOOK_URLS: Type.String({ default: '' }),
   /** The Standard Webhooks signing secret, `whsec_` + base64 (required with EVENTS_WEBHOOK_URLS). */

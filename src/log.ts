@@ -60,9 +60,11 @@ export const REDACT_PATHS = [
   'EVENTS_NATS_URL',
   'EVENTS_WEBHOOK_URLS',
   'EVENTS_WEBHOOK_SECRET',
+  'EVENTS_KAFKA_PASSWORD',
   '*.EVENTS_NATS_URL',
   '*.EVENTS_WEBHOOK_URLS',
   '*.EVENTS_WEBHOOK_SECRET',
+  '*.EVENTS_KAFKA_PASSWORD',
 ];
 
 export function logOptions(level: string): LoggerOptions {

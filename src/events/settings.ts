@@ -24,6 +24,8 @@ export interface KafkaSettings {
   /** `host:port` each. */
   brokers: string[];
   topic: string;
+  tls: boolean;
+  sasl: { mechanism: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; username: string; password: string } | null;
 }
 
 export interface WebhookSettings {
@@ -47,6 +49,10 @@ export const TRANSPORT_VARIABLES = [
   'EVENTS_NATS_STREAM',
   'EVENTS_KAFKA_BROKERS',
   'EVENTS_KAFKA_TOPIC',
+  'EVENTS_KAFKA_TLS',
+  'EVENTS_KAFKA_SASL_MECHANISM',
+  'EVENTS_KAFKA_USERNAME',
+  'EVENTS_KAFKA_PASSWORD',
   'EVENTS_WEBHOOK_URLS',
   'EVENTS_WEBHOOK_SECRET',
 ] as const;
@@ -152,6 +158,22 @@ function checkSecret(value: string, problems: string[]): void {
   }
 }
 
+/** SASL credentials: a mechanism needs both a username and a password, and they mean nothing without one. */
+function parseSasl(v: TransportVariables, problems: string[]): KafkaSettings['sasl'] {
+  const mechanism = v.EVENTS_KAFKA_SASL_MECHANISM;
+  const { EVENTS_KAFKA_USERNAME: username, EVENTS_KAFKA_PASSWORD: password } = v;
+  if (mechanism === '') {
+    if (username !== '' || password !== '') problems.push('EVENTS_KAFKA_USERNAME and EVENTS_KAFKA_PASSWORD need EVENTS_KAFKA_SASL_MECHANISM');
+    return null;
+  }
+  if (username === '' || password === '') {
+    problems.push(`EVENTS_KAFKA_SASL_MECHANISM ${mechanism} needs EVENTS_KAFKA_USERNAME and EVENTS_KAFKA_PASSWORD`);
+    return null;
+  }
+  if (mechanism !== 'PLAIN' && mechanism !== 'SCRAM-SHA-256' && mechanism !== 'SCRAM-SHA-512') return null; // the schema refuses it
+  return { mechanism, username, password };
+}
+
 /** The transports configured, or every problem with their settings. */
 export function parseTransports(v: TransportVariables): { settings: TransportSettings; problems: string[] } {
   const problems: string[] = [];
@@ -163,6 +185,7 @@ export function parseTransports(v: TransportVariables): { settings: TransportSet
       problems.push(`EVENTS_KAFKA_BROKERS entry ${i + 1} must be host:port (got ${b})`);
     }
   });
+  const sasl = parseSasl(v, problems);
   const webhooks = parseWebhooks(v.EVENTS_WEBHOOK_URLS, problems);
   const secret = v.EVENTS_WEBHOOK_SECRET;
   if (secret !== '') checkSecret(secret, problems);
@@ -170,7 +193,7 @@ export function parseTransports(v: TransportVariables): { settings: TransportSet
   return {
     settings: {
       nats: nats && { ...nats, stream: v.EVENTS_NATS_STREAM },
-      kafka: brokers.length > 0 ? { brokers, topic: v.EVENTS_KAFKA_TOPIC } : null,
+      kafka: brokers.length > 0 ? { brokers, topic: v.EVENTS_KAFKA_TOPIC, tls: v.EVENTS_KAFKA_TLS === 'true', sasl } : null,
       webhooks,
       webhookSecret: secret === '' ? null : secret,
     },

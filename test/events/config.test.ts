@@ -46,8 +46,18 @@ describe('event transport settings', () => {
     expect(settings.webhooks.map((w) => w.name)).toEqual([webhookName(urls[0]!), webhookName(urls[1]!)]);
     expect(settings.webhooks[0]!.name).toMatch(/^webhook:[0-9a-f]{16}$/);
     expect(settings.webhooks[0]!.origin).toBe('https://hooks.example');
-    expect(settings.kafka).toEqual({ brokers: ['k1:9092', '[::1]:9093'], topic: 'inventory-events' });
+    expect(settings.kafka).toEqual({ brokers: ['k1:9092', '[::1]:9093'], topic: 'inventory-events', tls: false, sasl: null });
     expect(transportNames(settings)).toEqual(['kafka', webhookName(urls[0]!), webhookName(urls[1]!)]);
+  });
+
+  it('read Kafka TLS and SASL credentials', () => {
+    const env = { EVENTS_KAFKA_BROKERS: 'k1:9093', EVENTS_KAFKA_TLS: 'true', EVENTS_KAFKA_SASL_MECHANISM: 'SCRAM-SHA-512', EVENTS_KAFKA_USERNAME: 'relay', EVENTS_KAFKA_PASSWORD: SECRET };
+    expect(settingsOf(env).kafka).toEqual({
+      brokers: ['k1:9093'],
+      topic: 'inventory-events',
+      tls: true,
+      sasl: { mechanism: 'SCRAM-SHA-512', username: 'relay', password: SECRET },
+    });
   });
 
   const HOOK_TOKEN = 'T0KEN-in-the-path-0123';
@@ -59,6 +69,10 @@ describe('event transport settings', () => {
     ['a broker without port', { EVENTS_KAFKA_BROKERS: 'k1:9092,k2' }, /EVENTS_KAFKA_BROKERS entry 2 must be host:port/],
     ['a broker port out of range', { EVENTS_KAFKA_BROKERS: 'k1:99999' }, /EVENTS_KAFKA_BROKERS entry 1 must be host:port/],
     ['a topic with a slash', { EVENTS_KAFKA_TOPIC: 'a/b' }, /EVENTS_KAFKA_TOPIC/],
+    ['Kafka TLS neither true nor false', { EVENTS_KAFKA_TLS: 'yes' }, /EVENTS_KAFKA_TLS/],
+    ['an unknown SASL mechanism', { EVENTS_KAFKA_SASL_MECHANISM: 'GSSAPI', EVENTS_KAFKA_USERNAME: 'u', EVENTS_KAFKA_PASSWORD: SECRET }, /EVENTS_KAFKA_SASL_MECHANISM/],
+    ['a SASL mechanism without a password', { EVENTS_KAFKA_SASL_MECHANISM: 'PLAIN', EVENTS_KAFKA_USERNAME: 'u' }, /EVENTS_KAFKA_SASL_MECHANISM PLAIN needs EVENTS_KAFKA_USERNAME and EVENTS_KAFKA_PASSWORD/],
+    ['a Kafka password without a mechanism', { EVENTS_KAFKA_USERNAME: 'u', EVENTS_KAFKA_PASSWORD: SECRET }, /need EVENTS_KAFKA_SASL_MECHANISM/],
     ['webhooks without a secret', { EVENTS_WEBHOOK_URLS: `https://h.example/${HOOK_TOKEN}` }, /EVENTS_WEBHOOK_URLS is set: EVENTS_WEBHOOK_SECRET must be too/],
     ['a webhook URL of another scheme', { EVENTS_WEBHOOK_URLS: `ftp://h.example/${HOOK_TOKEN}`, EVENTS_WEBHOOK_SECRET: WHSEC }, /EVENTS_WEBHOOK_URLS entry 1 must start with http:\/\/ or https:\/\//],
     ['a webhook URL that is not one', { EVENTS_WEBHOOK_URLS: `https://ok.example/a,${HOOK_TOKEN}`, EVENTS_WEBHOOK_SECRET: WHSEC }, /EVENTS_WEBHOOK_URLS entry 2 is not a valid URL/],
@@ -89,11 +103,14 @@ describe('event transport settings', () => {
       EVENTS_NATS_URL: `nats://relay:${SECRET}@n1:4222`,
       EVENTS_WEBHOOK_URLS: `https://h.example/${HOOK_TOKEN}`,
       EVENTS_WEBHOOK_SECRET: WHSEC,
+      EVENTS_KAFKA_SASL_MECHANISM: 'PLAIN',
+      EVENTS_KAFKA_USERNAME: 'relay',
+      EVENTS_KAFKA_PASSWORD: `${SECRET}-kafka`,
     });
     log.info({ config }, 'config');
     log.info(config, 'top level');
     const text = lines.join('');
-    for (const secret of [SECRET, HOOK_TOKEN, WHSEC]) expect(text).not.toContain(secret);
+    for (const secret of [SECRET, HOOK_TOKEN, WHSEC, `${SECRET}-kafka`]) expect(text).not.toContain(secret);
     expect(text).toContain('[Redacted]');
   });
 });

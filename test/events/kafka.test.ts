@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import { createServer, type AddressInfo } from 'node:net';
 import { Consumer, stringDeserializers, type Message } from '@platformatic/kafka';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
 import type { CloudEvent } from '../../src/events/envelope.js';
 import { parseTransports } from '../../src/events/settings.js';
 import { KafkaTransport } from '../../src/events/transports/kafka.js';
@@ -44,7 +46,7 @@ describe('Kafka without a broker', () => {
     const before = await cursorOf(database.db, 'kafka');
     await appendSealed(database.db, interleaved(10, 2, Math.random, 'nobroker'));
     const metrics = createMetrics();
-    const relay = relays.relay(new KafkaTransport({ brokers: [`127.0.0.1:${port}`], topic: 'irs-none' }, { sendTimeoutMs: 500 }), {
+    const relay = relays.relay(new KafkaTransport({ brokers: [`127.0.0.1:${port}`], topic: 'irs-none', tls: false, sasl: null }, { sendTimeoutMs: 500 }), {
       metrics,
       backoff: { baseMs: 10, capMs: 50 },
     });
@@ -58,16 +60,44 @@ describe('Kafka without a broker', () => {
   });
 });
 
+const EVENT: CloudEvent = {
+  specversion: '1.0',
+  id: '018bcfe5-6800-7000-8000-000000000001',
+  source: '/test',
+  type: 'inventory.stock.changed',
+  subject: 'items/sku-tls',
+  time: new Date().toISOString(),
+  datacontenttype: 'application/json',
+  sequence: '1',
+  data: {},
+};
+
+describe('Kafka over TLS', () => {
+  it('opens its connection to the broker with a TLS handshake (EVENTS_KAFKA_TLS=true), and without one otherwise', async () => {
+    // What the relay's first bytes to a broker are: a TLS record (0x16, handshake) or a Kafka request (a length).
+    const firstBytes = async (tls: boolean): Promise<Buffer> => {
+      const server = createServer();
+      const seen = new Promise<Buffer>((resolve) => server.on('connection', (socket) => socket.once('data', (data: Buffer) => { resolve(data); socket.destroy(); })));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const { port } = server.address() as AddressInfo;
+      const transport = new KafkaTransport({ brokers: [`127.0.0.1:${port}`], topic: 'irs-tls', tls, sasl: null }, { sendTimeoutMs: 1_000 });
+      const delivery = transport.deliver([EVENT], new AbortController().signal);
+      const data = await seen;
+      await delivery;
+      await transport.close();
+      server.close();
+      return data;
+    };
+    expect((await firstBytes(true))[0]).toBe(0x16);
+    expect((await firstBytes(false))[0]).not.toBe(0x16);
+  });
+});
+
 describe.runIf(BROKERS)('Kafka', () => {
   it('sends every event to the topic, keyed by subject, once per send and in per-subject order; a consumer reads them all', async () => {
-    const { settings, problems } = parseTransports({
-      EVENTS_NATS_URL: '',
-      EVENTS_NATS_STREAM: 'INVENTORY',
-      EVENTS_KAFKA_BROKERS: BROKERS,
-      EVENTS_KAFKA_TOPIC: `irs-test-${randomBytes(4).toString('hex')}`,
-      EVENTS_WEBHOOK_URLS: '',
-      EVENTS_WEBHOOK_SECRET: '',
-    });
+    // The broker's TLS and SASL settings too, when the environment has them (EVENTS_KAFKA_TLS, _SASL_MECHANISM, …).
+    const kafkaEnv = Object.fromEntries(Object.entries(process.env).filter(([name]) => name.startsWith('EVENTS_KAFKA_')));
+    const { settings, problems } = parseTransports(loadConfig({ ...kafkaEnv, EVENTS_KAFKA_TOPIC: `irs-test-${randomBytes(4).toString('hex')}` }));
     expect(problems).toEqual([]);
     const kafka = settings.kafka!;
     await startAtEnd(database.db, 'kafka');

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
 import { EventDelivery } from '../../src/events/delivery.js';
 import type { CloudEvent } from '../../src/events/envelope.js';
 import { parseTransports, webhookName } from '../../src/events/settings.js';
@@ -92,14 +93,7 @@ describe('webhooks', () => {
   it('a dead endpoint (never answering) does not delay another: each endpoint has its own relay', async () => {
     const dead = await receiver(() => 'hang');
     const live = await receiver();
-    const { settings, problems } = parseTransports({
-      EVENTS_NATS_URL: '',
-      EVENTS_NATS_STREAM: 'INVENTORY',
-      EVENTS_KAFKA_BROKERS: '',
-      EVENTS_KAFKA_TOPIC: 'inventory-events',
-      EVENTS_WEBHOOK_URLS: `${dead.url},${live.url}`,
-      EVENTS_WEBHOOK_SECRET: SECRET,
-    });
+    const { settings, problems } = parseTransports(loadConfig({ EVENTS_WEBHOOK_URLS: `${dead.url},${live.url}`, EVENTS_WEBHOOK_SECRET: SECRET }));
     expect(problems).toEqual([]);
     for (const w of settings.webhooks) await startAtEnd(database.db, w.name);
     const appended = await appendSealed(database.db, interleaved(300, 30, Math.random, 'dead'));

@@ -43,6 +43,8 @@ export class KafkaTransport implements Transport {
       autocreateTopics: true,
       timeout: this.options.sendTimeoutMs,
       connectTimeout: this.options.sendTimeoutMs,
+      ...(this.settings.tls ? { tls: {} } : {}),
+      ...(this.settings.sasl ? { sasl: this.settings.sasl } : {}),
     });
   }
 
