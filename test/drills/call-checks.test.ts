@@ -93,9 +93,13 @@ describe('drill checks of extend', () => {
     const outlived: Attempt = { node: 'n', sentAt: T + 1_000, at: T + 7_000, status: 409, code: 'reservation_expired' };
     const pg = postgres({ status: 'expired', expiresAtMs: T + 6_000, updatedAtMs: T + 6_000, version: 3 });
     expect(check(logWith([extendCall([outlived])]), pg)).toEqual({ I3: [], I4: [], I6: [], API: [] });
-    // Not an expiry it could have set, or not expired: reported.
+    // Not an expiry it could have set: reported.
     expect(check(logWith([extendCall([outlived])]), postgres({ status: 'expired', expiresAtMs: T + 13_000, updatedAtMs: T + 13_000, version: 3 })).I4).toHaveLength(1);
-    expect(check(logWith([extendCall([outlived])]), postgres({ expiresAtMs: T + 6_000, version: 2 })).I4).toHaveLength(1);
+    // Its own answer, and a release's after it, saw the hold expired at the new expiry, before the one last given.
+    const shortened: CallLog = { ...extendCall([{ ...outlived, sentAt: T + 1_000, at: T + 2_700 }]), ttlSeconds: 1 };
+    const release: CallLog = { reservationId: ID, action: 'release', attempts: [{ node: 'n', sentAt: T + 2_750, at: T + 2_760, status: 200, id: ID, docStatus: 'expired', version: 3 }] };
+    const early = postgres({ status: 'expired', expiresAtMs: T + 2_000, updatedAtMs: T + 2_000, version: 3 });
+    expect(check(logWith([shortened, release]), early)).toEqual({ I3: [], I4: [], I6: [], API: [] });
     // Sent after the hold expired: nothing could be extended.
     const late: Attempt = { ...outlived, sentAt: T + 3_500, at: T + 3_510 };
     const found = check(logWith([extendCall([late])]), postgres({ status: 'expired', expiresAtMs: T + 8_500, updatedAtMs: T + 8_500, version: 3 }));

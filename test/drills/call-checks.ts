@@ -51,8 +51,10 @@ const SAW_EXPIRED = new Set(['200 release expired', '409 confirm reservation_exp
 const TERMINAL = new Set(['confirmed', 'released', 'expired']);
 
 /**
- * A change of a reservation's expiry: its create, or an extend. `value` null: an extend never answered, which may
- * have applied at any time after it was sent, to an expiry of `min` or later.
+ * A change of a reservation's expiry: its create, or an extend. `value` null: an extend that may or may not have
+ * applied, to an expiry from `min` to `max`: one never answered (at any time after it was sent: `max` Infinity), or
+ * one sent while the hold was live and answered 409 reservation_expired, which may have been decided and then
+ * outlived by its own record (api.md, "Saga operations: extend a hold": its holds expired at its new expiry).
  */
 interface ExpiryChange {
   /** The extend that made it (null: the create). */
@@ -62,6 +64,7 @@ interface ExpiryChange {
   at: number;
   value: number | null;
   min: number;
+  max: number;
 }
 
 /**
@@ -73,7 +76,7 @@ function expiryBounds(changes: readonly ExpiryChange[], from: number, to: number
   const counted = changes.filter((c) => c.attempt !== except);
   const base = counted.filter((c) => c.at <= from).reduce((x, y) => (y.at > x.at ? y : x), counted[0]!);
   const candidates = [base, ...counted.filter((c) => c !== base && c.at > from && c.sentAt < to)];
-  return { low: Math.min(...candidates.map((c) => c.min)), high: Math.max(...candidates.map((c) => c.value ?? Infinity)) };
+  return { low: Math.min(...candidates.map((c) => c.min)), high: Math.max(...candidates.map((c) => c.max)) };
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -107,20 +110,25 @@ export function checkCalls(input: CallCheckInput): CallFindings {
   const timelines = new Map<string, ExpiryChange[]>();
   for (const [id, first] of created) {
     const e0 = Date.parse(first.expiresAt!);
-    const changes: ExpiryChange[] = [{ call: null, attempt: first, sentAt: first.sentAt, at: first.at, value: e0, min: e0 }];
-    for (const c of callsById.get(id) ?? []) {
-      if (c.action !== 'extend') continue;
+    const changes: ExpiryChange[] = [{ call: null, attempt: first, sentAt: first.sentAt, at: first.at, value: e0, min: e0, max: e0 }];
+    const extends_ = (callsById.get(id) ?? []).filter((c) => c.action === 'extend');
+    for (const c of extends_) {
       for (const a of c.attempts) {
         if (a.status === 200 && a.docStatus === 'pending' && a.expiresAt) {
           const value = Date.parse(a.expiresAt);
-          changes.push({ call: c, attempt: a, sentAt: a.sentAt, at: a.at, value, min: value });
+          changes.push({ call: c, attempt: a, sentAt: a.sentAt, at: a.at, value, min: value, max: value });
         } else if (a.status === 'network' || (a.status >= 500 && !a.nothingApplied)) {
           // No answer, or one that could not say (a 503 that says nothing was applied is judged below).
-          changes.push({ call: c, attempt: a, sentAt: a.sentAt, at: Infinity, value: null, min: a.sentAt + c.ttlSeconds! * 1000 });
+          changes.push({ call: c, attempt: a, sentAt: a.sentAt, at: Infinity, value: null, min: a.sentAt + c.ttlSeconds! * 1000, max: Infinity });
         }
       }
     }
-    timelines.set(id, changes);
+    const outlived = extends_.flatMap((c) =>
+      c.attempts
+        .filter((a) => a.status === 409 && a.code === 'reservation_expired' && a.sentAt < expiryBounds(changes, a.sentAt, a.sentAt).high)
+        .map((a): ExpiryChange => ({ call: c, attempt: a, sentAt: a.sentAt, at: Infinity, value: null, min: a.sentAt + c.ttlSeconds! * 1000, max: a.at + c.ttlSeconds! * 1000 })),
+    );
+    timelines.set(id, [...changes, ...outlived]);
   }
 
   /** A document's version against PostgreSQL's: never ahead, and where it says the reservation ended, the same. */
@@ -149,7 +157,7 @@ export function checkCalls(input: CallCheckInput): CallFindings {
     if (!changes) return;
     const { low, high } = expiryBounds(changes, from, to, except);
     if (claim === 'expired' && to < low) {
-      out.I3.push(`${what}: answered "expired" by ${iso(to)}, yet the expiry the client was last given is ${iso(low)}`);
+      out.I3.push(`${what}: answered "expired" by ${iso(to)}, yet the expiry the client was last given is ${iso(low)}; calls: ${history(callsById.get(r.id) ?? [])}`);
     } else if (claim === 'live' && from >= high) {
       out.I3.push(`${what}: sent at ${iso(from)}, acted on the hold as unexpired, yet it expired at ${iso(high)}`);
     }
@@ -185,7 +193,7 @@ export function checkCalls(input: CallCheckInput): CallFindings {
         out.I4.push(`${what}: answered ${label}, but PostgreSQL says ${r.status}`);
       }
       if (a.status === 200) checkVersion(r, a.docStatus, a.version, `${what} answered ${label}`);
-      if (SAW_EXPIRED.has(label)) checkExpiry(r, 'expired', a.sentAt, a.at, `${what} (${describe(a)})`, a);
+      if (SAW_EXPIRED.has(label)) checkExpiry(r, 'expired', a.sentAt, a.at, `${what} (${describe(a)})`);
       if (ACTED_LIVE.has(label)) checkExpiry(r, 'live', firstSent, a.at, `${what} (${describe(a)})`, a);
       if (label === '200 extend pending') checkExtended(c, a, out);
       if (label === '200 confirm confirmed') checkConfirmedLines(c, a, r, out);
@@ -201,8 +209,7 @@ export function checkCalls(input: CallCheckInput): CallFindings {
     if (!r) continue; // the create's own check reports it
     const last = changes.filter((c) => c.value !== null).reduce((x, y) => (y.at > x.at ? y : x));
     const x = r.expiresAtMs;
-    if (x === last.value || changes.some((c) => c.value === null && x >= c.min)) continue;
-    if (r.status === 'expired' && (callsById.get(id) ?? []).some((c) => expiredDuringItsRecord(c, changes, x))) continue;
+    if (x === last.value || changes.some((c) => c.value === null && x >= c.min && x <= c.max)) continue;
     const refused = (callsById.get(id) ?? [])
       .filter((c) => c.action === 'extend')
       .flatMap((c) => c.attempts.filter((a) => a.nothingApplied === true && x >= a.sentAt + c.ttlSeconds! * 1000 && x <= a.at + c.ttlSeconds! * 1000));
@@ -221,24 +228,6 @@ export function checkCalls(input: CallCheckInput): CallFindings {
     }
   }
   return out;
-}
-
-/**
- * An extend sent while the hold was live and answered 409 reservation_expired may have been decided and then outlived
- * by its own record (PostgreSQL unreachable): its holds expired at its new expiry, which is then the one recorded
- * (api.md, "Saga operations: extend a hold"). `x` must be an expiry it would have set: decided between sent and answered.
- */
-function expiredDuringItsRecord(c: CallLog, changes: readonly ExpiryChange[], x: number): boolean {
-  if (c.action !== 'extend') return false;
-  const ttl = c.ttlSeconds! * 1000;
-  return c.attempts.some(
-    (a) =>
-      a.status === 409 &&
-      a.code === 'reservation_expired' &&
-      a.sentAt < expiryBounds(changes, a.sentAt, a.sentAt).high &&
-      x >= a.sentAt + ttl &&
-      x <= a.at + ttl,
-  );
 }
 
 /** A 200 to an extend: the expiry is now + ttlSeconds by the server's clock, and If-Match's version + 1. */
