@@ -332,7 +332,9 @@ export class BatchWriter {
         'SELECT coalesce((SELECT pg_terminate_backend(pid, $2) FROM pg_stat_activity WHERE pid = $1), true) AS gone',
         [processId, TERMINATE_WAIT_MS],
       );
-      if (!gone[0]?.gone) return 'unknown';
+      // False also when the backend exited on its own between the lookup and the signal (its client was closed):
+      // then it is gone too. pg_stat_activity is read once per transaction, so that is asked in a statement of its own.
+      if (!gone[0]?.gone && !(await this.backendGone(processId))) return 'unknown';
       const { rows } = await this.pool.query<Outcome>(
         'SELECT fenced_in, created::text[], moved::text[], stocked::text[] FROM write_batches WHERE id = $1',
         [batchId],
@@ -343,6 +345,11 @@ export class BatchWriter {
     } catch {
       return 'unknown';
     }
+  }
+
+  private async backendGone(processId: number): Promise<boolean> {
+    const { rows } = await this.pool.query<{ gone: boolean }>('SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1) AS gone', [processId]);
+    return rows[0]?.gone === true;
   }
 
   /**

@@ -140,16 +140,20 @@ describe('crash drill', () => {
     const { rows: stored } = await db.query<{ id: string }>('SELECT id FROM events ORDER BY position');
     expect(feed.map((e) => e.id)).toEqual(stored.map((r) => r.id));
 
-    // Every committed reservation has its events, sequences 1..version, created first, its final state last; and
-    // no reservation event names a reservation PostgreSQL does not have.
-    const { rows: reservations } = await db.query<{ id: string; status: string; version: number }>('SELECT id, status, version FROM reservations');
+    // Every committed reservation has its events, sequences 1..its count of events (not its version, which grows by
+    // two where an extension decided in Redis was never recorded), created first, its final state last, at its
+    // version; and no reservation event names a reservation PostgreSQL does not have.
+    const { rows: reservations } = await db.query<{ id: string; status: string; version: number; event_sequence: number }>(
+      'SELECT id, status, version, event_sequence FROM reservations',
+    );
     const bySubject = new Map<string, CloudEvent[]>();
     for (const e of feed) bySubject.set(e.subject, [...(bySubject.get(e.subject) ?? []), e]);
     const wrong: string[] = [];
     for (const r of reservations) {
       const events = bySubject.get(r.id) ?? [];
       const sequences = events.map((e) => Number(e.sequence));
-      if (sequences.join() !== Array.from({ length: r.version }, (_, i) => i + 1).join()) wrong.push(`${r.id} (${r.status} v${r.version}): sequences ${sequences.join()}`);
+      if (sequences.join() !== Array.from({ length: r.event_sequence }, (_, i) => i + 1).join()) wrong.push(`${r.id} (${r.status}, ${r.event_sequence} events): sequences ${sequences.join()}`);
+      else if ((events.at(-1)!.data as { version?: number }).version !== r.version) wrong.push(`${r.id} (v${r.version}): last event at version ${String((events.at(-1)!.data as { version?: number }).version)}`);
       else if (events[0]!.type !== 'inventory.reservation.created') wrong.push(`${r.id}: first ${events[0]!.type}`);
       else if (r.status !== 'pending' && events.at(-1)!.type !== `inventory.reservation.${r.status}`) wrong.push(`${r.id} (${r.status}): last ${events.at(-1)!.type}`);
     }

@@ -123,15 +123,18 @@ describe('partial confirm', () => {
     const items = range(4).map(() => newItem('pc-race'));
     for (const item of items) await api.stock(item, 1_000);
     const itemAt = (n: number) => items[n % items.length]!;
+    // A TTL of 3 s: making 120 holds takes over a second on a busy machine, and each must still be live when the
+    // calls on it start.
     const reservations = await Promise.all(
-      range(120).map((n) => api.hold({ lines: [{ itemId: itemAt(n), quantity: 2 }, { itemId: itemAt(n + 1), quantity: 3 }], ttlSeconds: 1 })),
+      range(120).map((n) => api.hold({ lines: [{ itemId: itemAt(n), quantity: 2 }, { itemId: itemAt(n + 1), quantity: 3 }], ttlSeconds: 3 })),
     );
     const sold = (n: number) => 1 + (n % 3);
     const runs = await Promise.all(
       reservations.map(async (r, n) => {
-        // Each call at its own time around the expiry, from 120 ms before to 20 ms after, so that each of them comes
-        // first, and the TTL passes first, for some reservations.
-        const at = (k: number) => untilTime(Date.parse(r.expiresAt) + (((n * 3 + k * 5) % 8) - 6) * 20);
+        // Each call at its own time around the expiry, from 300 ms before to 50 ms after, so that each of them comes
+        // first, and the TTL passes first, for some reservations (wide enough that a busy machine's stalls do not
+        // push every call past the expiry).
+        const at = (k: number) => untilTime(Date.parse(r.expiresAt) + (((n * 3 + k * 5) % 8) - 6) * 50);
         const [extend, confirm, release] = await Promise.all([
           at(n % 3).then(() => api.extend(r.id, { ttlSeconds: 1 })),
           at((n + 1) % 3).then(() => api.confirm(r.id, undefined, { lines: [{ itemId: itemAt(n + 1), quantity: sold(n) }] })),

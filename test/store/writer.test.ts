@@ -402,6 +402,27 @@ describe('BatchWriter (group commit)', () => {
     expect(await stockRow(item)).toEqual({ on_hand: 7, reserved: a === 'recorded' ? 2 : 3 });
   });
 
+  it('counts a backend that exited by itself before it could be signalled as gone (pg_terminate_backend says false)', async () => {
+    // The race of a closed client's backend exiting between the lookup's read of pg_stat_activity and its signal:
+    // pg_terminate_backend then answers false ("not a PostgreSQL backend"). Played here by answering false once the
+    // backend is gone.
+    const lossy = lossyPool('after');
+    const racing = {
+      connect: () => lossy.connect(),
+      query: async (...args: unknown[]) => {
+        if (String(args[0]).includes('pg_terminate_backend')) {
+          const [pid] = args[1] as [number];
+          await waitFor('the backend to exit', async () => ((await pool.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).rowCount === 0 ? true : undefined));
+          return { rows: [{ gone: false }] };
+        }
+        return (lossy.query as (...a: unknown[]) => Promise<unknown>)(...args);
+      },
+    } as unknown as pg.Pool;
+    const writer = new BatchWriter(racing, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
+    const item = `exited-${randomUUID()}`;
+    expect(await writer.submit(stockOp(item, 7))).toBe('recorded');
+  });
+
   it('fails, as not committed, a batch whose connection was lost before it ran', async () => {
     const writer = new BatchWriter(lossyPool('before'), createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
     const item = `lost-early-${randomUUID()}`;
