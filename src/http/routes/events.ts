@@ -68,7 +68,8 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ reads: Reads; source: stri
           'in one order that keeps each subject\'s `sequence` order. Pass `nextCursor` back as `after` for the next ' +
           'page; an empty page answers the `after` it was sent: poll again with it later. At least once: after a ' +
           'consumer\'s crash it may read an event again (deduplicate by `id`). An event shows here about ' +
-          '`EVENTS_SEAL_INTERVAL_MS` after its change committed, and stays until pruned (`EVENTS_RETENTION_HOURS`).',
+          '`EVENTS_SEAL_INTERVAL_MS` after its change committed (plus up to `DATABASE_REPLICA_MAX_LAG_MS` when a read ' +
+          'replica serves the feed), and stays until pruned (`EVENTS_RETENTION_HOURS`).',
         querystring: EventsQuery,
         response: {
           200: documented('A page of events', EventPage, {
