@@ -20,6 +20,7 @@ import { jobsPlugin } from './plugins/jobs.js';
 import { leasePlugin } from './plugins/lease.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { postgresPlugin } from './plugins/postgres.js';
+import { readReplicaPlugin } from './plugins/read-replica.js';
 import { redisPlugin } from './plugins/redis.js';
 import { statePlugin } from './plugins/state.js';
 import { writerPlugin } from './plugins/writer.js';
@@ -28,6 +29,7 @@ import type { Keys } from './redis/keys.js';
 import type { ReservationApi, StockApi } from './service/api.js';
 import { ReservationService } from './service/reservations.js';
 import { StockService } from './service/stock.js';
+import type { Reads } from './store/read-replica.js';
 import type { BatchWriter } from './store/writer.js';
 
 /** The parts of a running node, exposed for tests and the operator tools. */
@@ -35,6 +37,8 @@ export interface Runtime {
   config: Config;
   redis: Redis;
   db: pg.Pool;
+  /** The reads a replica may serve (DATABASE_REPLICA_URL), else the primary's. */
+  reads: Reads;
   keys: Keys;
   metrics: Metrics;
   decisions: Decisions;
@@ -72,12 +76,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(metricsPlugin);
   await app.register(redisPlugin, { config });
   await app.register(postgresPlugin, { config, nodeId });
+  await app.register(readReplicaPlugin, { config, nodeId });
   await app.register(statePlugin, { config });
   await app.register(leasePlugin, { nodeId });
   await app.register(writerPlugin, { config });
   await app.register(jobsPlugin, { config });
-  const { redis, db, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler } = app;
-  const runtime: Runtime = { config, redis, db, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler };
+  const { redis, db, reads, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler } = app;
+  const runtime: Runtime = { config, redis, db, reads, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler };
   app.decorate('runtime', runtime);
 
   await app.register(httpPlugin, { config });
@@ -89,16 +94,17 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(reservationRoutes, { reservations });
   await app.register(operationRoutes, { redis, db, recovery, metrics, addresses });
   await app.register(adminRoutes, { reconcileDeps, orphanAfterMs: config.ORPHAN_HOLD_AFTER_MS });
-  await app.register(eventRoutes, { db, source: config.EVENTS_SOURCE, kafkaTopic: config.EVENTS_KAFKA_TOPIC });
+  await app.register(eventRoutes, { reads, source: config.EVENTS_SOURCE, kafkaTopic: config.EVENTS_KAFKA_TOPIC });
   return app;
 }
 
 /** The service's own reservation and stock logic over a node's runtime (tests call it to reach them directly). */
 export function defaultServices(r: Runtime, log: FastifyBaseLogger): { reservations: ReservationApi; stock: StockApi } {
-  const { db, keys, decisions, writer, metrics, config, lease } = r;
+  const { db, reads, keys, decisions, writer, metrics, config, lease } = r;
   return {
     reservations: new ReservationService({
       db,
+      reads,
       keys,
       decisions,
       writer,

@@ -16,6 +16,13 @@ export const ConfigSchema = Type.Object({
   /** `postgres://` or `postgresql://`, with a host and a database name (checked by `checkUrl`). */
   DATABASE_URL: Type.String({ default: 'postgres://postgres@127.0.0.1:5432/inventory' }),
   DATABASE_POOL_SIZE: Type.Integer({ default: 10, minimum: 2 }),
+  /**
+   * A streaming replica of DATABASE_URL's server (the same URL rules), for the reads that may lag (src/store/read-replica.ts
+   * says which); empty: every read goes to DATABASE_URL.
+   */
+  DATABASE_REPLICA_URL: Type.String({ default: '' }),
+  /** The most a read served by the replica may lag behind the primary; further behind, the primary answers it. */
+  DATABASE_REPLICA_MAX_LAG_MS: Type.Integer({ default: 1000, minimum: 100 }),
   /** `redis://` or `rediss://` (TLS), with a host (checked by `checkUrl`). */
   REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379' }),
   /** Prefix of every Redis key, so several deployments (or test runs) can share one Redis. */
@@ -88,10 +95,14 @@ export const ConfigSchema = Type.Object({
 
 export type Config = Static<typeof ConfigSchema>;
 
-/** What a connection URL must be: its schemes, and whether it must name a database (PostgreSQL's path). */
+/**
+ * What a connection URL must be: its schemes, whether it must name a database (PostgreSQL's path), and whether it
+ * may be left empty (off).
+ */
 const URL_RULES = {
-  DATABASE_URL: { schemes: ['postgres:', 'postgresql:'], database: true },
-  REDIS_URL: { schemes: ['redis:', 'rediss:'], database: false },
+  DATABASE_URL: { schemes: ['postgres:', 'postgresql:'], database: true, optional: false },
+  DATABASE_REPLICA_URL: { schemes: ['postgres:', 'postgresql:'], database: true, optional: true },
+  REDIS_URL: { schemes: ['redis:', 'rediss:'], database: false, optional: false },
 } as const;
 
 const DEFAULT_PORTS: Record<string, number> = { 'postgres:': 5432, 'postgresql:': 5432, 'redis:': 6379, 'rediss:': 6379 };
@@ -99,6 +110,7 @@ const DEFAULT_PORTS: Record<string, number> = { 'postgres:': 5432, 'postgresql:'
 /** The problem with a connection URL, or null. The URL is shown with its password masked. */
 export function checkUrl(variable: keyof typeof URL_RULES, value: string): string | null {
   const rule = URL_RULES[variable];
+  if (value === '' && rule.optional) return null;
   const shown = `(got ${maskCredentials(value)})`;
   let url: URL;
   try {
@@ -137,7 +149,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   const value = (name: keyof typeof URL_RULES | 'API_KEYS' | keyof TransportVariables) =>
     config?.[name] ?? env[name] ?? String((ConfigSchema.properties[name] as { default?: unknown }).default);
-  for (const name of ['DATABASE_URL', 'REDIS_URL'] as const) {
+  for (const name of Object.keys(URL_RULES) as (keyof typeof URL_RULES)[]) {
     const problem = checkUrl(name, value(name));
     if (problem) problems.push(problem);
   }

@@ -5,6 +5,8 @@ export function createMetrics() {
   const registry = new Registry();
   /** Per transport whose relay is active on this node: when its oldest undelivered event happened (null: none). */
   const relayLagSince = new Map<string, Date | null>();
+  /** Set by the read replica's router (src/store/read-replica.ts): its lag now, in ms, null while unknown. */
+  let replicaLagMs: (() => number | null) | null = null;
   collectDefaultMetrics({ register: registry });
   const fast = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
   return {
@@ -142,6 +144,31 @@ export function createMetrics() {
       name: 'irs_events_pruned_total',
       help: 'Events deleted past EVENTS_RETENTION_HOURS once every configured transport had delivered them',
       registers: [registry],
+    }),
+    pgReads: new Counter({
+      name: 'irs_pg_reads_total',
+      help: 'Reads a read replica may serve (read: reservation by id, reference listing, events feed), by the server that answered (served_by: replica or primary)',
+      labelNames: ['read', 'served_by'] as const,
+      registers: [registry],
+    }),
+    replicaFallbacks: new Counter({
+      name: 'irs_pg_replica_fallbacks_total',
+      help: 'Reads the read replica could have served that the primary answered, by read and reason (down, lagging, error; for a reservation by id also not_found and pending)',
+      labelNames: ['read', 'reason'] as const,
+      registers: [registry],
+    }),
+    reportReplicaLag(lagMs: () => number | null): void {
+      replicaLagMs = lagMs;
+    },
+    replicaLag: new Gauge({
+      name: 'irs_pg_replica_lag_seconds',
+      help: 'How far the read replica is behind the primary: the age of the newest primary WAL position it has replayed (NaN until first reached; 0 without a replica)',
+      registers: [registry],
+      collect() {
+        if (replicaLagMs === null) return;
+        const ms = replicaLagMs();
+        this.set(ms === null ? Number.NaN : ms / 1000);
+      },
     }),
     rebuildDuration: new Gauge({
       name: 'irs_redis_rebuild_last_duration_seconds',

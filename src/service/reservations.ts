@@ -26,6 +26,7 @@ import type { Decisions, SettleAction } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
 import { formatRecord, parseRecord, recordPrefix, recordSuffix } from '../redis/layout.js';
 import { endSessionsOf } from '../store/nodes.js';
+import type { Reads } from '../store/read-replica.js';
 import { findByReference, findIdempotency, findReservation } from '../store/reservations.js';
 import { RecordError, type BatchWriter, type RecordOp, type RecordResult } from '../store/writer.js';
 import { admitted } from './admission.js';
@@ -35,6 +36,8 @@ import { requestHash } from './idempotency.js';
 
 export interface ReservationDeps {
   db: pg.Pool;
+  /** The reads a replica may serve: GET by id and the listing by reference; every other read is the primary's (db). */
+  reads: Reads;
   keys: Keys;
   decisions: Decisions;
   writer: BatchWriter;
@@ -302,8 +305,18 @@ export class ReservationService implements ReservationApi {
     return { statusCode: first.statusCode, body: { ...body, version: body.version ?? 1 }, replayed: true };
   }
 
+  /**
+   * From the replica only a reservation that has ended: ended ones never change again, so the replica's copy is the
+   * primary's. A pending one (the replica may not have its confirm, release or extension yet) or a missing one (it may
+   * not have its creation yet) is read again from the primary: this read never lags, so a caller always sees its own
+   * writes here.
+   */
   async get(caller: Caller, id: string): Promise<ReservationDocument> {
-    return toDocument(await this.loadFor(caller, id));
+    const r = await this.read(() =>
+      this.d.reads.run('reservation', (db) => findReservation(db, id), (found) => (found === null ? 'not_found' : found.status === 'pending' ? 'pending' : null)),
+    );
+    if (!r || !canAccess(caller, r.tenant)) throw notFound(id);
+    return toDocument(r);
   }
 
   confirm(caller: Caller, id: string, ifMatch: number | null = null, request?: ConfirmRequest): Promise<ReservationDocument> {
@@ -418,8 +431,12 @@ export class ReservationService implements ReservationApi {
     const limit = query.limit ?? DEFAULT_LIMIT;
     const now = new Date();
     // One row more than the page: whether there is a next page, without a count.
+    // A replica may serve it: up to DATABASE_REPLICA_MAX_LAG_MS behind (a reservation created or changed that recently
+    // may be missing or show its former state).
     const rows = await this.read(() =>
-      findByReference(this.d.db, { reference: query.reference, tenant: visibleTenant(caller), status: query.status ?? null, now, after, limit: limit + 1 }),
+      this.d.reads.run('reference', (db) =>
+        findByReference(db, { reference: query.reference, tenant: visibleTenant(caller), status: query.status ?? null, now, after, limit: limit + 1 }),
+      ),
     );
     const page = rows.slice(0, limit);
     const last = page.at(-1);

@@ -25,6 +25,10 @@ describe('connection URLs (refused at start, named, password masked)', () => {
     ['DATABASE_URL', `postgres://u:${SECRET}@db.example/`, /DATABASE_URL names no database/],
     ['DATABASE_URL', `postgres:///inventory?password=${SECRET}`, /DATABASE_URL names no host/],
     ['DATABASE_URL', 'not-a-url', /DATABASE_URL is not a valid URL/],
+    ['DATABASE_REPLICA_URL', `postgres://u:${SECRET}@[bad/x`, /DATABASE_REPLICA_URL is not a valid URL \(got postgres:\/\/u:\*\*\*@\[bad\/x\)/],
+    ['DATABASE_REPLICA_URL', `redis://u:${SECRET}@replica.example/inventory`, /DATABASE_REPLICA_URL must start with postgres:\/\/ or postgresql:\/\//],
+    ['DATABASE_REPLICA_URL', `postgres://u:${SECRET}@replica.example`, /DATABASE_REPLICA_URL names no database/],
+    ['DATABASE_REPLICA_URL', `postgres:///inventory?password=${SECRET}`, /DATABASE_REPLICA_URL names no host/],
     ['REDIS_URL', 'not-a-url', /REDIS_URL is not a valid URL \(got not-a-url\)/],
     ['REDIS_URL', `http://:${SECRET}@cache.example:6379`, /REDIS_URL must start with redis:\/\/ or rediss:\/\/ \(got http:\/\/:\*\*\*@cache\.example:6379\)/],
     ['REDIS_URL', `redis://:${SECRET}@[bad`, /REDIS_URL is not a valid URL \(got redis:\/\/:\*\*\*@\[bad\)/],
@@ -52,11 +56,20 @@ describe('connection URLs (refused at start, named, password masked)', () => {
     for (const env of [
       { DATABASE_URL: `postgresql://u:${SECRET}@db.example:6543/inventory?sslmode=require` },
       { DATABASE_URL: 'postgres:///inventory?host=/var/run/postgresql' },
+      { DATABASE_REPLICA_URL: `postgresql://u:${SECRET}@replica.example:6543/inventory?sslmode=require` },
+      { DATABASE_REPLICA_URL: 'postgres:///inventory?host=/var/run/postgresql' },
       { REDIS_URL: `rediss://default:${SECRET}@cache.example:6380/2` },
       { REDIS_URL: 'redis://[::1]:6379' },
     ]) {
       expect(() => loadConfig(env), JSON.stringify(env)).not.toThrow();
     }
+  });
+
+  it('leaves the read replica off unless DATABASE_REPLICA_URL is set, and bounds its lag at 1 s by default, 100 ms at least', () => {
+    expect(loadConfig({})).toMatchObject({ DATABASE_REPLICA_URL: '', DATABASE_REPLICA_MAX_LAG_MS: 1000 });
+    expect(loadConfig({ DATABASE_REPLICA_MAX_LAG_MS: '100' }).DATABASE_REPLICA_MAX_LAG_MS).toBe(100);
+    expect(refusal({ DATABASE_REPLICA_MAX_LAG_MS: '99' })).toMatch(/DATABASE_REPLICA_MAX_LAG_MS must be >= 100/);
+    expect(refusal({ DATABASE_REPLICA_MAX_LAG_MS: '1s' })).toMatch(/DATABASE_REPLICA_MAX_LAG_MS must be integer/);
   });
 
   it('reads the environment it is given, and nothing else', () => {
@@ -76,6 +89,7 @@ describe('connection URLs (refused at start, named, password masked)', () => {
     expect(addressOf(`redis://:${SECRET}@cache.example:6380`)).toBe('cache.example:6380');
     expect(addressOf('rediss://cache.example')).toBe('cache.example:6379');
     expect(addressOf(`postgres://u:${SECRET}@db.example/inventory`)).toBe('db.example:5432/inventory');
+    expect(addressOf(`postgresql://u:${SECRET}@replica.example:6543/inventory`)).toBe('replica.example:6543/inventory');
     expect(addressOf('postgres:///inventory?host=/var/run/postgresql')).toBe('/var/run/postgresql:5432/inventory');
   });
 });
@@ -110,7 +124,7 @@ describe('log redaction (the logger configuration server.ts and Fastify share)',
     const { log, text } = capture();
     log.info({ req: { headers: { authorization: `Bearer ${SECRET}` } } }, 'request');
     log.info({ headers: { authorization: `bearer ${SECRET}` } }, 'headers');
-    log.info({ config: { DATABASE_URL: `postgres://u:${SECRET}@h/db`, REDIS_URL: `redis://:${SECRET}@h`, API_KEYS: `a:${SECRET}:client` } }, 'config');
+    log.info({ config: { DATABASE_URL: `postgres://u:${SECRET}@h/db`, DATABASE_REPLICA_URL: `postgres://u:${SECRET}@r/db`, REDIS_URL: `redis://:${SECRET}@h`, API_KEYS: `a:${SECRET}:client` } }, 'config');
     log.info({ API_KEYS: `a:${SECRET}:client`, password: SECRET, db: { password: SECRET } }, 'top level');
     log.info(`connecting to postgres://u:${SECRET}@h/db`);
     log.info('connecting to %s', `redis://:${SECRET}@h:6379`);

@@ -91,7 +91,8 @@ function run(file: string, args: string[], cwd: string): Promise<void> {
   });
 }
 
-function runPg(bin: string, args: string[], cwd: string): Promise<void> {
+/** Runs a PostgreSQL binary (as the postgres user when we are root); rejects with its output if it fails. */
+export function runPg(bin: string, args: string[], cwd: string): Promise<void> {
   const [file, argv] = pgCommand(bin, args);
   return run(file, argv, cwd);
 }
@@ -123,15 +124,29 @@ function installExitHook(): void {
   });
 }
 
-export async function startPostgres(): Promise<PrivatePostgres> {
+/** A fresh, empty data dir the server user owns (mode 0700), its server stopped and the dir removed at exit. */
+export async function newDataDir(): Promise<string> {
   installExitHook();
   const dir = await mkdtemp(path.join(tempRoot(), 'irs-pg-'));
   liveInstances.add(dir);
-  // initdb wants an empty dir owned by the server user with mode 0700 (mkdtemp already gives 0700).
+  // initdb and pg_basebackup want an empty dir owned by the server user with mode 0700 (mkdtemp gives 0700).
   await chmod(dir, 0o700);
   if (asRoot) await run('chown', ['-R', 'postgres:postgres', dir], dir);
-  await runPg('initdb', ['-D', dir, '-U', 'postgres', '--auth=trust', '--no-sync', '--encoding=UTF8', '--locale=C'], dir);
+  return dir;
+}
 
+/** A private instance on a fresh data dir: initdb, then started on a free port. */
+export async function startPostgres(): Promise<PrivatePostgres> {
+  const dir = await newDataDir();
+  await runPg('initdb', ['-D', dir, '-U', 'postgres', '--auth=trust', '--no-sync', '--encoding=UTF8', '--locale=C'], dir);
+  return runInstance(dir);
+}
+
+/**
+ * Runs the cluster in `dir` (made by initdb or pg_basebackup) on a free port with pg_ctl, and answers its lifecycle;
+ * resolves once it accepts connections (destroyed if it cannot start).
+ */
+export async function runInstance(dir: string): Promise<PrivatePostgres> {
   const port = await freePort();
   let running = false;
   // Unix socket in the data dir so we never collide with the shared server's /var/run/postgresql.

@@ -81,6 +81,7 @@ describe('secrets never reach the output of a failed start', () => {
     ['REDIS_URL', () => `redis://:${PASSWORD}@[bad`],
     ['REDIS_URL', () => `http://:${PASSWORD}@127.0.0.1:6379`],
     ['REDIS_URL', () => 'not-a-url'],
+    ['DATABASE_REPLICA_URL', () => `postgres://u:${PASSWORD}@[bad/x`],
   ];
   for (const [variable, value] of refusals) {
     it(`exits 1 on ${variable}=${value().replace(PASSWORD, '<password>')}, naming it and masking the password`, async () => {
@@ -113,6 +114,22 @@ describe('secrets never reach the output of a failed start', () => {
       await run.waitFor(new RegExp(`not ready: Redis at 127\\.0\\.0\\.1:${port} unreachable`));
       // The Authorization header of a rejected request is not logged either.
       expect((await fetch(`${url}/admin/reconciliation`, { headers: { authorization: `Bearer ${API_SECRET}x` } })).status).toBe(401);
+    } finally {
+      run.kill();
+    }
+    expect(await run.exited).toBe(0);
+    expectNoSecret(run.output());
+  });
+
+  it('names the read replica by its address (never its password) while it is down, and stays ready', async () => {
+    const port = await freePort();
+    const run = startServer({ DATABASE_URL: database.url, DATABASE_REPLICA_URL: `postgres://u:${PASSWORD}@127.0.0.1:${port}/inventory` });
+    try {
+      await run.waitFor(new RegExp(`"replica":"127\\.0\\.0\\.1:${port}/inventory".*read replica down, reads go to the primary: unreachable`));
+      const listening = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/;
+      await run.waitFor(listening);
+      const url = listening.exec(run.output())![1]!;
+      expect((await fetch(`${url}/health/ready`)).status).toBe(200);
     } finally {
       run.kill();
     }

@@ -1,11 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type pg from 'pg';
 import { Type } from 'typebox';
 import { unavailable } from '../../domain/errors.js';
 import { DEFAULT_EVENTS_LIMIT, EventPage, EventsQuery, type EventPage as Page } from '../../domain/schemas.js';
 import { asyncApiDocument } from '../../events/asyncapi.js';
 import { toCloudEvent } from '../../events/envelope.js';
 import { eventsAfter } from '../../store/events.js';
+import type { Reads } from '../../store/read-replica.js';
 import { documented, problems } from '../openapi.js';
 
 const created: Page['items'][number] = {
@@ -49,7 +49,7 @@ const depleted: Page['items'][number] = {
  * of every event type. The feed reads sealed events only, by position (src/store/events.ts), so a consumer that
  * polls with the last `nextCursor` it got reads every event once, in order.
  */
-export const eventRoutes: FastifyPluginAsyncTypebox<{ db: pg.Pool; source: string; kafkaTopic: string }> = async (app, { db, source, kafkaTopic }) => {
+export const eventRoutes: FastifyPluginAsyncTypebox<{ reads: Reads; source: string; kafkaTopic: string }> = async (app, { reads, source, kafkaTopic }) => {
   app.get(
     '/events',
     {
@@ -68,7 +68,8 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ db: pg.Pool; source: strin
           'in one order that keeps each subject\'s `sequence` order. Pass `nextCursor` back as `after` for the next ' +
           'page; an empty page answers the `after` it was sent: poll again with it later. At least once: after a ' +
           'consumer\'s crash it may read an event again (deduplicate by `id`). An event shows here about ' +
-          '`EVENTS_SEAL_INTERVAL_MS` after its change committed, and stays until pruned (`EVENTS_RETENTION_HOURS`).',
+          '`EVENTS_SEAL_INTERVAL_MS` after its change committed (plus up to `DATABASE_REPLICA_MAX_LAG_MS` when a read ' +
+          'replica serves the feed), and stays until pruned (`EVENTS_RETENTION_HOURS`).',
         querystring: EventsQuery,
         response: {
           200: documented('A page of events', EventPage, {
@@ -90,7 +91,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ db: pg.Pool; source: strin
       const limit = request.query.limit ?? DEFAULT_EVENTS_LIMIT;
       let rows;
       try {
-        rows = await eventsAfter(db, after, limit);
+        rows = await reads.run('events', (db) => eventsAfter(db, after, limit));
       } catch (err) {
         throw unavailable('PostgreSQL is unreachable', err);
       }

@@ -355,7 +355,9 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
           '`createdAt`, then `id`), `limit` at a time. Pass `nextCursor` back as `cursor` for the next page; paging ' +
           'goes on where it left off however many reservations are created meanwhile (they are newer: they come ' +
           'before the first page, never twice and never in place of one). `status` filters by the status read now ' +
-          '(a pending reservation past its `expiresAt` reads `expired`). Read from PostgreSQL.',
+          '(a pending reservation past its `expiresAt` reads `expired`). Read from PostgreSQL; with a read replica ' +
+          '(`DATABASE_REPLICA_URL`) it may be up to `DATABASE_REPLICA_MAX_LAG_MS` behind: a reservation created or changed ' +
+          'that recently may be missing or show its former state.',
         querystring: ReferenceListQuery,
         response: {
           200: documented('A page of reservations', ReservationPage, {
@@ -431,7 +433,9 @@ export const reservationRoutes: FastifyPluginAsyncTypebox<{ reservations: Reserv
         operationId: 'getReservation',
         tags: ['reservations'],
         summary: 'Read a reservation',
-        description: 'A reservation whose `expiresAt` has passed reads `expired` at once, whether or not a background job has run.',
+        description:
+          'A reservation whose `expiresAt` has passed reads `expired` at once, whether or not a background job has run. ' +
+          'Never stale, also with a read replica: every change answered before this call shows.',
         params: ReservationParams,
         response: {
           200: documented(
