@@ -4,7 +4,7 @@
  * I5 conservation, and for the durable design PostgreSQL = Redis once in-flight work has drained. The bench changes
  * stock only by seeding (PUT) and by reservations, and its TTLs outlast the run, so "supplied" is what it seeded and
  * is checked as a closed supply. Here, I4 as a client sees it: every confirm the client saw acknowledged is recorded
- * as sold, and every 201 is a recorded reservation.
+ * as sold, and every 201 is a recorded reservation; and the outbox (`outboxFailures`).
  */
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
@@ -67,6 +67,7 @@ export async function audit(input: AuditInput): Promise<AuditResult> {
   if (postgres && input.ackedReservations > postgres.reservations.size) {
     failures.push(`I4 postgres: the client saw ${input.ackedReservations} reservations created, ${postgres.reservations.size} are recorded`);
   }
+  if (postgres && isDurable(input.design)) failures.push(...(await outboxFailures(input.db!, input.design)));
 
   const totals = { supplied: 0, sold: 0, held: 0 };
   for (const p of pairs) {
@@ -82,6 +83,37 @@ export async function audit(input: AuditInput): Promise<AuditResult> {
     totals,
     ...(postgres && redis ? { postgresEqualsRedis: check.differences.length === 0 } : {}),
   };
+}
+
+/**
+ * The outbox as a durable design left it. With it: every subject's events numbered 1..n without a gap, every
+ * reservation with one event per change PostgreSQL recorded (its `event_sequence`), every item with as many as its
+ * `event_item_sequences` row handed out, and each stocked location's last stock.changed saying PostgreSQL's on-hand:
+ * the rules of test/helpers/events.ts (expectOutboxConsistent), here in SQL, since a run leaves hundreds of thousands
+ * of events. Without it (`durable-no-outbox`): no event at all, or the comparison would measure nothing.
+ */
+export async function outboxFailures(db: pg.Client, design: Design): Promise<string[]> {
+  const { rows } = await db.query<Record<'events' | 'gapped' | 'reservations' | 'items' | 'locations', string>>(
+    `WITH subjects AS (SELECT subject, count(*) AS n, max(sequence) AS last FROM events GROUP BY subject)
+     SELECT (SELECT count(*) FROM events) AS events,
+       (SELECT count(*) FROM subjects WHERE n <> last) AS gapped,
+       (SELECT count(*) FROM reservations r LEFT JOIN subjects s ON s.subject = r.id::text
+        WHERE coalesce(s.n, 0) <> r.event_sequence) AS reservations,
+       (SELECT count(*) FROM event_item_sequences q LEFT JOIN subjects s ON s.subject = q.item_id
+        WHERE coalesce(s.n, 0) <> q.sequence) AS items,
+       (SELECT count(*) FROM stock st WHERE st.on_hand IS DISTINCT FROM (
+          SELECT (e.data->>'onHand')::bigint FROM events e
+          WHERE e.subject = st.item_id AND e.type = 'inventory.stock.changed' AND e.data->>'location' = st.location
+          ORDER BY e.sequence DESC LIMIT 1)) AS locations`,
+  );
+  const n = Object.fromEntries(Object.entries(rows[0]!).map(([k, v]) => [k, Number(v)]));
+  if (design === 'durable-no-outbox') return n.events! > 0 ? [`outbox: ${n.events} events appended by a design that appends none`] : [];
+  const failures: string[] = [];
+  if (n.gapped! > 0) failures.push(`outbox: ${n.gapped} subjects whose sequences have a gap`);
+  if (n.reservations! > 0) failures.push(`outbox: ${n.reservations} reservations without exactly one event per recorded change`);
+  if (n.items! > 0) failures.push(`outbox: ${n.items} items whose events do not match the sequences handed out`);
+  if (n.locations! > 0) failures.push(`outbox: ${n.locations} stocked locations whose last stock.changed is not their on-hand`);
+  return failures;
 }
 
 interface AvailabilityBody {

@@ -47,6 +47,7 @@ import {
   standardDesigns,
   type Acked,
   type Design,
+  type LoadMessage,
   type LoadResult,
   type LoadSpec,
   type Percentiles,
@@ -102,7 +103,7 @@ export interface BenchOptions {
 export function defaultOptions(): BenchOptions {
   return {
     url: null,
-    designs: ['durable', 'durable-unbounded', 'pg-only', 'redis-only'],
+    designs: ['durable', 'durable-no-outbox', 'durable-unbounded', 'pg-only', 'redis-only'],
     scenarios: ['flash', 'flash64', 'carts', 'carts-allocated', 'reads', 'overload'],
     durationSeconds: 10,
     warmupSeconds: 2,
@@ -222,10 +223,14 @@ function externalServer(url: string): Server {
   };
 }
 
-async function runLoad(spec: LoadSpec): Promise<LoadResult> {
+/** Runs a load in its own process; `onSoldOut` is called the moment the generator says the flash SKU sold out. */
+async function runLoad(spec: LoadSpec, onSoldOut?: () => void): Promise<LoadResult> {
   const child = spawnTs('load.ts', [JSON.stringify(spec)], [], process.env);
   let result: LoadResult | undefined;
-  child.on('message', (m: LoadResult) => (result = m));
+  child.on('message', (m: LoadMessage) => {
+    if (m.type === 'sold-out') onSoldOut?.();
+    else result = m.result;
+  });
   const timer = setTimeout(() => child.kill('SIGKILL'), (spec.durationSeconds + 60) * 1000);
   const code = await exited(child);
   clearTimeout(timer);
@@ -279,14 +284,36 @@ export interface RunResult {
    */
   cpuPercent: { service: number | null; redis: number | null; postgres: number | null; generator: number; other: number | null };
   /** CPU each process spent per acknowledged write (201 + 200), µs. */
-  cpuMicrosPerWrite: { service: number | null; redis: number | null; postgres: number | null };
+  cpuMicrosPerWrite: PerProcess;
+  /**
+   * The same costs over the sale alone (until the flash SKU sold out; the whole run where it did not): after a
+   * sell-out, the 409s Redis answers alone would be counted against the writes made before it.
+   */
+  sale: { writes: number; cpuMicrosPerWrite: PerProcess; walBytesPerWrite: number | null };
   rssMiB: { start: number | null; max: number | null; end: number | null };
   redisCommands: RedisCommandDelta[];
-  /** PostgreSQL transactions (reads included) and WAL flushes (fsyncs) per acknowledged write. */
-  postgres: { transactions: number; walSyncs: number; transactionsPerWrite: number; walSyncsPerWrite: number } | null;
+  /**
+   * PostgreSQL transactions (reads included), WAL flushes (fsyncs) and WAL bytes per acknowledged write. WAL is the
+   * server's (pg_stat_wal): other databases' writes on a shared server count too.
+   */
+  postgres: {
+    transactions: number;
+    walSyncs: number;
+    walBytes: number;
+    transactionsPerWrite: number;
+    walSyncsPerWrite: number;
+    walBytesPerWrite: number;
+  } | null;
   /** The service's own view (its /metrics): group-commit batch size and time, Lua round trips. */
   service: ServiceDelta | null;
   invariants: AuditResult;
+}
+
+/** A figure for each process the bench measures (null where it cannot see it: a service at --url). */
+export interface PerProcess {
+  service: number | null;
+  redis: number | null;
+  postgres: number | null;
 }
 
 export interface Shared {
@@ -309,7 +336,11 @@ interface Snapshot {
   metrics: ServiceMetrics | null;
 }
 
-async function snapshot(server: Server, shared: Shared, headers: Record<string, string>): Promise<Snapshot> {
+/**
+ * The counters of every process now. The CPU times are read first, synchronously; the service's /metrics last, and
+ * only if asked (`metrics: false` mid-load, where its answer would wait behind the load).
+ */
+async function snapshot(server: Server, shared: Shared, headers: Record<string, string>, { metrics = true } = {}): Promise<Snapshot> {
   return {
     at: performance.now(),
     machine: machineBusySeconds(),
@@ -318,7 +349,26 @@ async function snapshot(server: Server, shared: Shared, headers: Record<string, 
     postgresPids: shared.admin && server.databaseName ? await postgresPidsOf(shared.admin, server.databaseName) : null,
     redis: shared.redis && server.pid ? await redisCounters(shared.redis) : null,
     pg: shared.admin && server.databaseName ? await pgCounters(shared.admin, server.databaseName) : null,
-    metrics: await serviceMetrics(server.url, headers),
+    metrics: metrics ? await serviceMetrics(server.url, headers) : null,
+  };
+}
+
+/** CPU seconds each process used between two snapshots (PostgreSQL's: the processes working for the run at `b`). */
+function cpuSecondsBetween(a: Snapshot, b: Snapshot): PerProcess {
+  return {
+    service: a.service !== null && b.service !== null ? b.service - a.service : null,
+    redis: a.redis && b.redis ? b.redis.cpuSeconds - a.redis.cpuSeconds : null,
+    postgres: a.postgresCpu && b.postgresCpu ? cpuBetween(a.postgresCpu, ofPids(b.postgresCpu, b.postgresPids)) : null,
+  };
+}
+
+/** What each process spent per acknowledged write between two snapshots: CPU µs, and the server's WAL bytes. */
+function costPerWrite(a: Snapshot, b: Snapshot, writes: number): { cpuMicrosPerWrite: PerProcess; walBytesPerWrite: number | null } {
+  const cpu = cpuSecondsBetween(a, b);
+  const per = (seconds: number | null) => (seconds === null || writes === 0 ? null : round((seconds * 1e6) / writes, 1));
+  return {
+    cpuMicrosPerWrite: { service: per(cpu.service), redis: per(cpu.redis), postgres: per(cpu.postgres) },
+    walBytesPerWrite: a.pg && b.pg && writes > 0 ? round((b.pg.walBytes - a.pg.walBytes) / writes, 0) : null,
   };
 }
 
@@ -436,19 +486,24 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
       };
       sample();
       const sampler = setInterval(sample, 1000);
-      const { acked: loadAcked, ...load } = await runLoad({
-        ...baseSpec,
-        kind: scenario.kind,
-        connections: scenario.connections,
-        ...(scenario.allocation ? { allocation: scenario.allocation, skuPrefix: allocatedSkuPrefix } : {}),
-        durationSeconds: o.durationSeconds,
-        flashItem,
-        keyPrefix: `${prefix}-${name}-`,
-        seed: 1000 * pass + o.scenarios.indexOf(name),
-      });
+      let soldOut: Promise<Snapshot> | undefined;
+      const { acked: loadAcked, ...load } = await runLoad(
+        {
+          ...baseSpec,
+          kind: scenario.kind,
+          connections: scenario.connections,
+          ...(scenario.allocation ? { allocation: scenario.allocation, skuPrefix: allocatedSkuPrefix } : {}),
+          durationSeconds: o.durationSeconds,
+          flashItem,
+          keyPrefix: `${prefix}-${name}-`,
+          seed: 1000 * pass + o.scenarios.indexOf(name),
+        },
+        () => (soldOut ??= snapshot(server, shared, o.headers, { metrics: false })),
+      );
       clearInterval(sampler);
       sample();
       const after = await snapshot(server, shared, o.headers);
+      const saleEnd = (await soldOut) ?? after;
       mergeAcked(acked, loadAcked);
       ackedReservations += load.ackedReservations;
 
@@ -457,16 +512,14 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
       const invariants = await checkInvariants(server, shared, supplied, acked, ackedReservations, o);
       const seconds = (after.at - before.at) / 1000;
       const writes = load.writesPerSecond * load.elapsedSeconds;
+      const used = cpuSecondsBetween(before, after);
       const cpu = {
-        service: percentOf(before.service, after.service, seconds),
-        redis: before.redis && after.redis ? percentOf(before.redis.cpuSeconds, after.redis.cpuSeconds, seconds) : null,
-        postgres:
-          before.postgresCpu && after.postgresCpu
-            ? percentOf(0, cpuBetween(before.postgresCpu, ofPids(after.postgresCpu, after.postgresPids)), seconds)
-            : null,
+        service: percentOf(0, used.service, seconds),
+        redis: percentOf(0, used.redis, seconds),
+        postgres: percentOf(0, used.postgres, seconds),
         generator: load.generatorCpuPercent,
       };
-      const perWrite = (percent: number | null) => (percent === null || writes === 0 ? null : round(((percent / 100) * seconds * 1e6) / writes, 1));
+      const whole = costPerWrite(before, after, writes);
       const machineBusy = percentOf(before.machine, after.machine, seconds)!;
       const ours = (cpu.service ?? 0) + (cpu.redis ?? 0) + (cpu.postgres ?? 0) + cpu.generator;
       const result: RunResult = {
@@ -476,7 +529,8 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
         connections: scenario.connections,
         load,
         cpuPercent: { ...cpu, other: server.pid ? round(Math.max(0, machineBusy - ours), 1) : null },
-        cpuMicrosPerWrite: { service: perWrite(cpu.service), redis: perWrite(cpu.redis), postgres: perWrite(cpu.postgres) },
+        cpuMicrosPerWrite: whole.cpuMicrosPerWrite,
+        sale: { writes: load.sale.writes, ...costPerWrite(before, saleEnd, load.sale.writes) },
         rssMiB: { start: rss[0] ?? null, max: rss.length ? Math.max(...rss) : null, end: rss.at(-1) ?? null },
         redisCommands: before.redis && after.redis ? redisDelta(before.redis, after.redis, load.responses) : [],
         postgres:
@@ -484,8 +538,10 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
             ? {
                 transactions: after.pg.commits - before.pg.commits,
                 walSyncs: after.pg.walSyncs - before.pg.walSyncs,
+                walBytes: after.pg.walBytes - before.pg.walBytes,
                 transactionsPerWrite: writes > 0 ? round((after.pg.commits - before.pg.commits) / writes, 3) : 0,
                 walSyncsPerWrite: writes > 0 ? round((after.pg.walSyncs - before.pg.walSyncs) / writes, 3) : 0,
+                walBytesPerWrite: whole.walBytesPerWrite ?? 0,
               }
             : null,
         service: serviceDelta(before.metrics, after.metrics),
@@ -523,12 +579,13 @@ export async function cleanup(server: Server, shared: Shared, o: BenchOptions): 
 function formatRunLine(r: RunResult): string {
   const l = r.load;
   return (
-    `${r.scenario.padEnd(8)} ${r.design.padEnd(10)} ${String(Math.round(l.throughput)).padStart(6)} req/s  ` +
+    `${r.scenario.padEnd(8)} ${r.design.padEnd(17)} ${String(Math.round(l.throughput)).padStart(6)} req/s  ` +
     `p50 ${l.latencyMs.p50} p99 ${l.latencyMs.p99} max ${l.latencyMs.max} ms  ` +
     `201 ${l.outcomes.created} 200 ${l.outcomes.ok} 409 ${l.outcomes.insufficient} other ${l.outcomes.other}  ` +
     (l.soldOutAtSeconds !== null ? `sale ${Math.round(l.sale.throughput)} req/s p99 ${l.sale.latencyMs.p99} ms, sold out at ${l.soldOutAtSeconds} s  ` : '') +
     `cpu svc ${r.cpuPercent.service ?? '-'}% redis ${r.cpuPercent.redis ?? '-'}% pg ${r.cpuPercent.postgres ?? '-'}% gen ${r.cpuPercent.generator}% other ${r.cpuPercent.other ?? '-'}%  ` +
     (r.service?.pgBatchOperationsMean ? `batch ${r.service.pgBatchOperationsMean} ops/${r.service.pgBatchMsMean} ms  ` : '') +
+    `sale per write: cpu µs ${r.sale.cpuMicrosPerWrite.service ?? '-'}/${r.sale.cpuMicrosPerWrite.redis ?? '-'}/${r.sale.cpuMicrosPerWrite.postgres ?? '-'} WAL ${r.sale.walBytesPerWrite ?? '-'} B  ` +
     `invariants ${r.invariants.ok ? 'ok' : 'FAILED'}`
   );
 }
@@ -557,7 +614,9 @@ export interface SummaryRow {
   answeredP99Ms: { ok: number; shed: number | null };
   /** Shed answers as a share of all answers, %. */
   shedPercent: number;
-  cpuMicrosPerWrite: { service: number | null; redis: number | null; postgres: number | null };
+  cpuMicrosPerWrite: PerProcess;
+  /** Medians over passes of the sale's costs per acknowledged write (RunResult.sale), and events appended per write. */
+  saleCost: { cpuMicrosPerWrite: PerProcess; walBytesPerWrite: number | null; eventsPerWrite: number | null };
   /** The service's own mean time to answer 2xx and 503 (from reading the request), ms: ServiceDelta.httpMsMean. */
   serviceMsMean: { ok: number | null; unavailable: number | null };
   invariantsOk: boolean;
@@ -611,6 +670,49 @@ export function saturationRatios(runs: RunResult[]): SaturationRatios[] {
   return out;
 }
 
+/**
+ * What the outbox costs: `durable` (events appended in the batch statement) over `durable-no-outbox` (the same
+ * statement without them), on the sale, medians over passes of the ratio within each pass. Above 1 for the costs
+ * (p99, CPU and WAL per write): the outbox adds that much; below 1 for throughput.
+ */
+export interface OutboxCost {
+  scenario: ScenarioName;
+  throughput: number | null;
+  p99: number | null;
+  cpuMicrosPerWrite: PerProcess;
+  walBytesPerWrite: number | null;
+}
+
+export function outboxCosts(runs: RunResult[]): OutboxCost[] {
+  const out: OutboxCost[] = [];
+  for (const scenario of new Set(runs.filter((r) => r.design === 'durable-no-outbox').map((r) => r.scenario))) {
+    const pairs = [...new Set(runs.map((r) => r.pass))].flatMap((pass) => {
+      const on = runs.find((r) => r.scenario === scenario && r.pass === pass && r.design === 'durable');
+      const off = runs.find((r) => r.scenario === scenario && r.pass === pass && r.design === 'durable-no-outbox');
+      return on && off ? [{ on, off }] : [];
+    });
+    const ratio = (f: (r: RunResult) => number | null) => {
+      const values = pairs.flatMap(({ on, off }) => {
+        const [a, b] = [f(on), f(off)];
+        return a !== null && b ? [a / b] : [];
+      });
+      return values.length ? round(median(values), 2) : null;
+    };
+    out.push({
+      scenario,
+      throughput: ratio((r) => r.load.sale.throughput),
+      p99: ratio((r) => r.load.sale.latencyMs.p99),
+      cpuMicrosPerWrite: {
+        service: ratio((r) => r.sale.cpuMicrosPerWrite.service),
+        redis: ratio((r) => r.sale.cpuMicrosPerWrite.redis),
+        postgres: ratio((r) => r.sale.cpuMicrosPerWrite.postgres),
+      },
+      walBytesPerWrite: ratio((r) => r.sale.walBytesPerWrite),
+    });
+  }
+  return out;
+}
+
 export interface TargetCheck {
   target: string;
   measured: string;
@@ -627,6 +729,7 @@ export interface BenchReport {
   summary: SummaryRow[];
   ratios: RatioRow[];
   saturation: SaturationRatios[];
+  outbox: OutboxCost[];
   targets: TargetCheck[];
   invariantsOk: boolean;
   runs: RunResult[];
@@ -638,6 +741,12 @@ const medianOrNull = (values: (number | null)[]): number | null => {
   const v = values.filter((x): x is number => x !== null);
   return v.length ? round(median(v), 2) : null;
 };
+
+/** Events appended per acknowledged write over the whole run (a 409 appends none), per the service's own counter. */
+function eventsPerWrite(r: RunResult): number | null {
+  const writes = r.load.writesPerSecond * r.load.elapsedSeconds;
+  return r.service && writes > 0 ? round(r.service.eventsAppended / writes, 2) : null;
+}
 
 export function summarize(runs: RunResult[]): SummaryRow[] {
   const groups = new Map<string, RunResult[]>();
@@ -682,6 +791,15 @@ export function summarize(runs: RunResult[]): SummaryRow[] {
         service: medianOrNull(g.map((r) => r.cpuMicrosPerWrite.service)),
         redis: medianOrNull(g.map((r) => r.cpuMicrosPerWrite.redis)),
         postgres: medianOrNull(g.map((r) => r.cpuMicrosPerWrite.postgres)),
+      },
+      saleCost: {
+        cpuMicrosPerWrite: {
+          service: medianOrNull(g.map((r) => r.sale.cpuMicrosPerWrite.service)),
+          redis: medianOrNull(g.map((r) => r.sale.cpuMicrosPerWrite.redis)),
+          postgres: medianOrNull(g.map((r) => r.sale.cpuMicrosPerWrite.postgres)),
+        },
+        walBytesPerWrite: medianOrNull(g.map((r) => r.sale.walBytesPerWrite)),
+        eventsPerWrite: medianOrNull(g.map(eventsPerWrite)),
       },
       serviceMsMean: {
         ok: medianOrNull(g.map((r) => r.service?.httpMsMean.ok ?? null)),
@@ -791,6 +909,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       summary,
       ratios: ratioRows,
       saturation: saturationRatios(runs),
+      outbox: outboxCosts(runs),
       targets: targets(summary, ratioRows),
       invariantsOk: runs.every((r) => r.invariants.ok),
       runs,

@@ -4,14 +4,16 @@
  * Idempotency-Key. Latency is recorded per response and per operation from autocannon's own response timing
  * (autocannon's histogram alone counts only 2xx, and has no p95).
  *
- * Input: a LoadSpec as JSON in argv[2]. Output: one LoadResult over IPC, then exit.
+ * Input: a LoadSpec as JSON in argv[2]. Output over IPC (LoadMessage): `sold-out` when the flash SKU sold out, then
+ * one LoadResult, then exit.
  */
 import autocannon from 'autocannon';
 import { Samples, percentiles, round } from './stats.js';
-import type { Acked, LoadResult, LoadSpec, OpName, OpStats, TimelinePoint } from './types.js';
+import type { Acked, LoadMessage, LoadResult, LoadSpec, OpName, OpStats, TimelinePoint } from './types.js';
 import { mulberry32 } from '../test/helpers/random.js';
 
 const spec = JSON.parse(process.argv[2] ?? '{}') as LoadSpec;
+const send = (message: LoadMessage) => process.send?.(message);
 
 interface LineSpec {
   itemId: string;
@@ -66,8 +68,9 @@ const acked: Record<string, Acked> = {};
 let ackedReservations = 0;
 let writes = 0;
 let soldOutAt: number | null = null;
-/** Responses recorded before the sell-out (their latencies are all.values()[0..n)). */
+/** Responses recorded before the sell-out (their latencies are all.values()[0..n)), and the writes among them. */
 let responsesAtSoldOut = 0;
+let writesAtSoldOut = 0;
 let started = 0;
 /** The operation of the response being recorded: onResponse sets it, autocannon's 'response' event reads it next. */
 let lastOp: OpName = 'read';
@@ -96,6 +99,8 @@ function classify(op: OpName, status: number, body: string, headers: Headers): v
     if (soldOutAt === null && op === 'reserve') {
       soldOutAt = (performance.now() - started) / 1000;
       responsesAtSoldOut = all.length; // this response is recorded just after: it belongs to the sell-out
+      writesAtSoldOut = writes;
+      send({ type: 'sold-out' });
     }
   } else {
     outcomes.other++;
@@ -247,6 +252,7 @@ function finish(result: autocannon.Result): void {
   const points = at && spec.timelineSeconds ? timeline(all.values().slice(), at.values(), spec.timelineSeconds) : undefined;
   const saleSeconds = soldOutAt ?? elapsedSeconds;
   const saleResponses = soldOutAt === null ? all.length : responsesAtSoldOut;
+  const saleWrites = soldOutAt === null ? writes : writesAtSoldOut;
   const saleLatency = percentiles(all.values().slice(0, saleResponses));
   const ops: Partial<Record<OpName, OpStats>> = {};
   for (const [op, samples] of Object.entries(opSamples) as [OpName, Samples][]) {
@@ -269,7 +275,13 @@ function finish(result: autocannon.Result): void {
     ackedReservations,
     acked,
     soldOutAtSeconds: soldOutAt === null ? null : round(soldOutAt, 2),
-    sale: { seconds: round(saleSeconds, 2), responses: saleResponses, throughput: round(saleResponses / saleSeconds, 1), latencyMs: saleLatency },
+    sale: {
+      seconds: round(saleSeconds, 2),
+      responses: saleResponses,
+      throughput: round(saleResponses / saleSeconds, 1),
+      latencyMs: saleLatency,
+      writes: saleWrites,
+    },
     generatorCpuPercent: round(((cpu.user + cpu.system) / 1000 / (elapsedSeconds * 1000)) * 100, 1),
     autocannon: {
       requests: result.requests.total,
@@ -282,7 +294,7 @@ function finish(result: autocannon.Result): void {
     },
     ...(points ? { timeline: points } : {}),
   };
-  if (process.send) process.send(out, () => process.exit(0));
+  if (process.send) process.send({ type: 'result', result: out } satisfies LoadMessage, () => process.exit(0));
   else {
     console.log(JSON.stringify(out, null, 2));
     process.exit(0);

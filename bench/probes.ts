@@ -219,7 +219,10 @@ export async function machine(redis: Redis | null, db: pg.Client | null, repoDir
   };
 }
 
-/** Sums and counts of the service's own histograms (GET /metrics), to read its side of a run. */
+/**
+ * Sums and counts of the service's own histograms (GET /metrics), to read its side of a run; a counter's value
+ * (`<name>_total`) is kept as the sum of `<name>`.
+ */
 export type ServiceMetrics = Record<string, { sum: number; count: number }>;
 
 export async function serviceMetrics(url: string, headers: Record<string, string>): Promise<ServiceMetrics | null> {
@@ -228,7 +231,7 @@ export async function serviceMetrics(url: string, headers: Record<string, string
     if (response.status !== 200) return null;
     const text = await response.text();
     const out: ServiceMetrics = {};
-    for (const m of text.matchAll(/^(irs_\w+?|http_request_duration_seconds)_(sum|count)(\{[^}]*\})? ([\d.e+-]+)$/gm)) {
+    for (const m of text.matchAll(/^(irs_\w+?|http_request_duration_seconds)_(sum|count|total)(\{[^}]*\})? ([\d.e+-]+)$/gm)) {
       const [, name, kind, labels = '', value] = m as unknown as [string, string, string, string | undefined, string];
       // Lua by script; HTTP also by kind of answer (2xx, 503, other); everything else summed over its labels.
       const script = /script="([^"]+)"/.exec(labels)?.[1];
@@ -236,7 +239,7 @@ export async function serviceMetrics(url: string, headers: Record<string, string
       const answer = status === undefined ? undefined : status.startsWith('2') ? '2xx' : status === '503' ? '503' : 'other';
       const key = script ? `${name}{${script}}` : answer ? `${name}{${answer}}` : name;
       const entry = (out[key] ??= { sum: 0, count: 0 });
-      entry[kind as 'sum' | 'count'] += Number(value);
+      entry[kind === 'count' ? 'count' : 'sum'] += Number(value);
     }
     return out;
   } catch {
@@ -256,6 +259,8 @@ export interface ServiceDelta {
    * a request waited to be accepted or read), for 2xx answers and for 503s; ms.
    */
   httpMsMean: { ok: number | null; unavailable: number | null };
+  /** Events the batch statements appended (irs_events_appended_total, every type). */
+  eventsAppended: number;
 }
 
 export function serviceDelta(before: ServiceMetrics | null, after: ServiceMetrics | null): ServiceDelta | null {
@@ -284,6 +289,7 @@ export function serviceDelta(before: ServiceMetrics | null, after: ServiceMetric
     pgBatchOperationsMean: batchSize.count > 0 ? round(batchSize.sum / batchSize.count, 1) : null,
     pgBatchMsMean: batchTime.count > 0 ? round((batchTime.sum / batchTime.count) * 1000, 2) : null,
     luaMsMean,
+    eventsAppended: d('irs_events_appended').sum,
   };
 }
 

@@ -134,6 +134,31 @@ export function formatReport(r: BenchReport): string {
       ),
     );
   }
+  const outbox = r.summary.filter((s) => (s.design === 'durable' || s.design === 'durable-no-outbox') && r.outbox.some((x) => x.scenario === s.scenario));
+  if (outbox.length > 0) {
+    out.push('', 'What the outbox costs (durable: events appended in the batch statement; durable-no-outbox: without them). The sale, medians of passes:', '');
+    out.push(
+      table(
+        ['scenario', 'design', 'sale req/s', 'sale p99 ms', 'cpu µs/write svc/redis/pg', 'WAL bytes/write', 'events/write'],
+        outbox.map((s) => [
+          s.scenario,
+          s.design,
+          Math.round(s.sale.throughput),
+          s.sale.p99,
+          `${s.saleCost.cpuMicrosPerWrite.service ?? '-'}/${s.saleCost.cpuMicrosPerWrite.redis ?? '-'}/${s.saleCost.cpuMicrosPerWrite.postgres ?? '-'}`,
+          s.saleCost.walBytesPerWrite,
+          s.saleCost.eventsPerWrite,
+        ]),
+      ),
+    );
+    out.push('', 'durable / durable-no-outbox (the sale; median over passes of the ratio within each pass):', '');
+    out.push(
+      table(
+        ['scenario', 'req/s', 'p99', 'cpu/write service', 'cpu/write redis', 'cpu/write postgres', 'WAL bytes/write'],
+        r.outbox.map((x) => [x.scenario, x.throughput, x.p99, x.cpuMicrosPerWrite.service, x.cpuMicrosPerWrite.redis, x.cpuMicrosPerWrite.postgres, x.walBytesPerWrite]),
+      ),
+    );
+  }
   if (r.targets.length > 0) {
     out.push('', 'Issue 3 targets (flash sale, 64 connections):', '');
     out.push(table(['target', 'measured', 'met'], r.targets.map((t) => [t.target, t.measured, t.met ? 'yes' : 'no'])));

@@ -17,7 +17,7 @@ import { loadConfig } from '../src/config.js';
 import { migrate } from '../src/store/database.js';
 import { PgOnlyDesign } from './baselines/pg-only.js';
 import { RedisOnlyDesign } from './baselines/redis-only.js';
-import { designNames, type ServerCommand, type ServerMessage } from './types.js';
+import { designNames, isDurable, type ServerCommand, type ServerMessage } from './types.js';
 
 const usage = `npx tsx bench/server.ts [--design D] [--port N] [--host H] [--database NAME] [--prefix P] [--admin-url URL]
 
@@ -86,7 +86,7 @@ const baselineEnv: Record<string, string> = { SWEEPER_INTERVAL_MS: '2147483647',
 const config = loadConfig({
   LOG_LEVEL: 'error',
   DATABASE_POOL_SIZE: '16',
-  ...(design === 'durable' || design === 'durable-unbounded' ? {} : baselineEnv),
+  ...(isDurable(design) ? {} : baselineEnv),
   ...process.env,
   ...(design === 'durable-unbounded' ? { WRITER_MAX_QUEUE: '0' } : {}),
   DATABASE_URL: databaseUrl.toString(),
@@ -106,6 +106,9 @@ if (design === 'pg-only') {
   };
 } else if (design === 'redis-only') {
   options.services = (r: Runtime) => new RedisOnlyDesign(r.redis, r.keys, r.decisions, r.lease);
+} else if (design === 'durable-no-outbox') {
+  // The service as it is, its batch statement without the events: what the outbox costs is the difference.
+  options.appendEvents = false;
 }
 
 const app = await buildApp(config, options);

@@ -3,14 +3,18 @@
 /**
  * `durable-unbounded`: the durable service with WRITER_MAX_QUEUE=0 (no bound on the writes it holds), run only in
  * the scenarios that name it, to compare with the bound on under the same load.
+ * `durable-no-outbox`: the durable service whose batch statement appends no events (BuildOptions.appendEvents), run
+ * only in the scenarios that name it, to measure what the outbox costs.
  */
-export const designNames = ['durable', 'durable-unbounded', 'pg-only', 'redis-only'] as const;
+export const designNames = ['durable', 'durable-no-outbox', 'durable-unbounded', 'pg-only', 'redis-only'] as const;
 /** `external`: a service at `--url` the bench did not start (its design is unknown to it). */
 export type Design = (typeof designNames)[number] | 'external';
 /** The designs a scenario runs against unless it names its own. */
 export const standardDesigns: readonly Design[] = ['durable', 'pg-only', 'redis-only'];
+/** The designs that measure what the outbox costs: the durable service with it, and without it. */
+const withAndWithoutOutbox: readonly Design[] = [...standardDesigns, 'durable-no-outbox'];
 /** This service, with PostgreSQL and Redis both holding state (the bench holds them to agree). */
-export const isDurable = (design: Design): boolean => design === 'durable' || design === 'durable-unbounded';
+export const isDurable = (design: Design): boolean => design === 'durable' || design === 'durable-no-outbox' || design === 'durable-unbounded';
 
 export const scenarioNames = ['flash', 'flash64', 'carts', 'carts-allocated', 'reads', 'overload'] as const;
 export type ScenarioName = (typeof scenarioNames)[number];
@@ -43,18 +47,21 @@ export const scenarios: Record<ScenarioName, Scenario> = {
     name: 'flash',
     kind: 'flash',
     connections: 1000,
+    designs: withAndWithoutOutbox,
     description: 'flash sale: one SKU, 10,000 units, 1,000 connections reserving 1 unit, then half confirm, half release',
   },
   flash64: {
     name: 'flash64',
     kind: 'flash',
     connections: 64,
+    designs: withAndWithoutOutbox,
     description: 'the same flash sale at 64 connections (the concurrency of the issue-3 target)',
   },
   carts: {
     name: 'carts',
     kind: 'carts',
     connections: 64,
+    designs: withAndWithoutOutbox,
     description: 'carts of 2-5 lines (1-2 units each) over 10,000 SKUs, then half confirm, half release',
   },
   'carts-allocated': {
@@ -185,12 +192,18 @@ export interface LoadResult {
    * The sale: the run until the flash SKU sold out (the whole run if it never did). After a sell-out,
    * reservations answer 409 from Redis alone, so the rest of the run measures something cheaper.
    */
-  sale: { seconds: number; responses: number; throughput: number; latencyMs: Percentiles };
+  sale: { seconds: number; responses: number; throughput: number; latencyMs: Percentiles; writes: number };
   generatorCpuPercent: number;
   /** autocannon's own figures (its latency histogram counts 2xx only). */
   autocannon: { requests: number; p50: number; p99: number; max: number; errors: number; timeouts: number; non2xx: number };
   timeline?: TimelinePoint[];
 }
+
+/**
+ * load generator → orchestrator: `sold-out` the moment the flash SKU sold out (the orchestrator reads the processes'
+ * counters then, to cost the sale alone), then its result.
+ */
+export type LoadMessage = { type: 'sold-out' } | { type: 'result'; result: LoadResult };
 
 /** service under test → orchestrator */
 export type ServerMessage = { type: 'ready'; port: number; pid: number; databaseUrl: string; redisPrefix: string } | { type: 'drained' };

@@ -61,6 +61,11 @@ declare module 'fastify' {
 export interface BuildOptions {
   /** Replaces the reservation and stock logic behind the same HTTP layer (the benchmark's baseline designs). */
   services?: (runtime: Runtime) => { reservations: ReservationApi; stock: StockApi };
+  /**
+   * false: the writer appends no events (the benchmark's `durable-no-outbox` design, which exists only to measure
+   * what the outbox costs). Deliberately not in the configuration: the outbox is a guarantee, not an option.
+   */
+  appendEvents?: boolean;
 }
 
 /**
@@ -79,7 +84,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(readReplicaPlugin, { config, nodeId });
   await app.register(statePlugin, { config });
   await app.register(leasePlugin, { nodeId });
-  await app.register(writerPlugin, { config });
+  await app.register(writerPlugin, { config, appendEvents: options.appendEvents });
   await app.register(jobsPlugin, { config });
   const { redis, db, reads, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler } = app;
   const runtime: Runtime = { config, redis, db, reads, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler };

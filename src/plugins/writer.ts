@@ -9,13 +9,14 @@ declare module 'fastify' {
 }
 
 /** The group-commit writer; on close it finishes the batches in flight, before the pool it writes through ends. */
-export const writerPlugin = fp<{ config: Config }>(
-  async (app, { config }) => {
+export const writerPlugin = fp<{ config: Config; appendEvents?: boolean }>(
+  async (app, { config, appendEvents }) => {
     const writer = new BatchWriter(app.db, app.metrics, {
       maxBatch: config.WRITER_MAX_BATCH,
       concurrency: config.WRITER_CONCURRENCY,
       fateWaitMs: config.WRITER_FATE_WAIT_MS,
       maxQueue: config.WRITER_MAX_QUEUE,
+      appendEvents,
     });
     app.decorate('writer', writer);
     app.addHook('onClose', async () => {

@@ -97,7 +97,8 @@ export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome)
  * - They are inserted ordered by (subject, sequence), so per subject `seq` follows `sequence` (the sealer orders
  *   by `seq`: src/store/events.ts).
  */
-export const RECORD_BATCH = `
+function recordBatch({ events }: { events: boolean }): string {
+  return `
 WITH fence AS (
   SELECT generation FROM state_generation WHERE generation = $1::bigint FOR SHARE
 ), idem AS (
@@ -161,6 +162,16 @@ WITH fence AS (
     SET on_hand = s.on_hand + excluded.on_hand, reserved = s.reserved + excluded.reserved,
         safety_stock = s.safety_stock + excluded.safety_stock, updated_at = now()
   RETURNING s.item_id, s.location, s.on_hand, s.reserved, s.safety_stock, s.xmax = 0 AS inserted
+${events ? OUTBOX_CTES : ''})
+INSERT INTO write_batches (id, fenced_in, created, moved, stocked)
+SELECT $2::uuid, EXISTS (SELECT FROM fence), (SELECT array_agg(reservation_id) FROM idem), (SELECT array_agg(id) FROM (SELECT id FROM moved UNION ALL SELECT id FROM extended) AS m),
+  (SELECT array_agg(op_id) FROM ledger WHERE op_id IS NOT NULL)
+RETURNING fenced_in, created::text[], moved::text[], stocked::text[],
+  ${events ? '(SELECT json_object_agg(type, n) FROM (SELECT type, count(*) AS n FROM appended GROUP BY type) AS a)' : 'NULL::json'} AS appended`;
+}
+
+/** The outbox's CTEs, after `stocked` (recordBatch's comment says what they append). */
+const OUTBOX_CTES = `
 ), locations AS (
   SELECT s.item_id, s.location, s.on_hand, s.reserved, s.safety_stock, s.inserted,
     d.on_hand <> 0 OR d.safety <> 0 OR s.inserted AS changed,
@@ -204,15 +215,25 @@ WITH fence AS (
   ) AS e(subject, sequence, type, time, data)
   ORDER BY subject, sequence
   RETURNING type
-)
-INSERT INTO write_batches (id, fenced_in, created, moved, stocked)
-SELECT $2::uuid, EXISTS (SELECT FROM fence), (SELECT array_agg(reservation_id) FROM idem), (SELECT array_agg(id) FROM (SELECT id FROM moved UNION ALL SELECT id FROM extended) AS m),
-  (SELECT array_agg(op_id) FROM ledger WHERE op_id IS NOT NULL)
-RETURNING fenced_in, created::text[], moved::text[], stocked::text[],
-  (SELECT json_object_agg(type, n) FROM (SELECT type, count(*) AS n FROM appended GROUP BY type) AS a) AS appended`;
+`;
 
-/** RECORD_BATCH's parameters from $3 on: the operations as column arrays. */
-export function batchValues(ops: RecordOp[]): unknown[] {
+/** The batch statement: `recordBatch` says what it writes. */
+export const RECORD_BATCH = recordBatch({ events: true });
+
+/**
+ * RECORD_BATCH without the outbox: the same statement less the CTEs that append events and number items' sequences
+ * (`locations` to `appended`; the documents it is sent are null), its `appended` always null. It exists only so that
+ * `npm run bench` can measure what the outbox costs against the same service in the same run (bench/server.ts,
+ * design `durable-no-outbox`, through BuildOptions.appendEvents). Never a setting: an event exists if and only if
+ * its change committed.
+ */
+export const RECORD_BATCH_WITHOUT_EVENTS = recordBatch({ events: false });
+
+/**
+ * RECORD_BATCH's parameters from $3 on: the operations as column arrays. Without events (RECORD_BATCH_WITHOUT_EVENTS)
+ * the documents, which only events carry, are not sent.
+ */
+export function batchValues(ops: RecordOp[], { events }: { events: boolean } = { events: true }): unknown[] {
   const reserves = ops.filter((op) => op.kind === 'reserve');
   const transitions = ops
     .filter((op) => op.kind === 'transition')
@@ -270,8 +291,8 @@ export function batchValues(ops: RecordOp[]): unknown[] {
     partialLines.map((l) => l.confirmedQuantity),
     transitions.map((t) => t.version ?? null),
     transitions.map((t) => t.expiresAt ?? null),
-    transitions.map((t) => JSON.stringify(t.document)),
-    extensions.map((e) => JSON.stringify(e.document)),
+    transitions.map((t) => (events ? JSON.stringify(t.document) : null)),
+    extensions.map((e) => (events ? JSON.stringify(e.document) : null)),
   ];
 }
 

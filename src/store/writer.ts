@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
 import type { Metrics } from '../metrics.js';
-import { batchValues, RECORD_BATCH, resultsOf, type Outcome } from './batch-statement.js';
+import { batchValues, RECORD_BATCH, RECORD_BATCH_WITHOUT_EVENTS, resultsOf, type Outcome } from './batch-statement.js';
 import { checkOut } from './database.js';
 import type { RecordOp, RecordResult } from './record.js';
 
@@ -107,6 +107,11 @@ export class BatchWriter {
       fateDeadlineMs?: number;
       /** Most write requests admitted at once (`admit`: new reservations; twice as many others); 0 or unset: no bound. */
       maxQueue?: number;
+      /**
+       * false: batches append no events (RECORD_BATCH_WITHOUT_EVENTS). Only the bench's `durable-no-outbox` design
+       * sets it, to measure what the outbox costs; never a setting.
+       */
+      appendEvents?: boolean;
     },
   ) {
     this.fateDeadlineMs = options.fateDeadlineMs ?? FATE_DEADLINE_MS;
@@ -293,11 +298,12 @@ export class BatchWriter {
     // Before the statement can start: its `write_batches` row is younger than anything measured from here.
     const fateDeadline = performance.now() + this.fateDeadlineMs;
     try {
+      const events = this.options.appendEvents ?? true;
       const { rows } = await client.query<Outcome>({
         // A named statement: each connection parses and plans this large statement once, not per batch.
-        name: 'record_batch',
-        text: RECORD_BATCH,
-        values: [generation, batchId, ...batchValues(ops.filter((op) => op.generation === generation))],
+        name: events ? 'record_batch' : 'record_batch_without_events',
+        text: events ? RECORD_BATCH : RECORD_BATCH_WITHOUT_EVENTS,
+        values: [generation, batchId, ...batchValues(ops.filter((op) => op.generation === generation), { events })],
       });
       const outcome = rows[0]!;
       for (const [type, n] of Object.entries(outcome.appended ?? {})) this.metrics.eventsAppended.inc({ type }, n);

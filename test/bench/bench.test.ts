@@ -1,23 +1,33 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { outboxFailures } from '../../bench/audit.js';
 import { defaultOptions, runBench } from '../../bench/harness.js';
 import { writeResults } from '../../bench/report.js';
+import { newReservationId } from '../../src/domain/ids.js';
+import { pendingReservation, toDocument } from '../../src/domain/reservation.js';
+import { createMetrics } from '../../src/metrics.js';
+import { createPool, migrate } from '../../src/store/database.js';
+import { BatchWriter, type RecordOp } from '../../src/store/writer.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
 
 /**
- * Proves the benchmark still runs: the harness starts the durable service in its own process, drives a one-second
- * flash sale from a separate generator process, and checks the invariants. Speed is never asserted here.
+ * Proves the benchmark still runs: the harness starts the durable service (with its outbox, and without it) in its
+ * own process, drives a one-second flash sale from a separate generator process, and checks the invariants. Speed is
+ * never asserted here.
  */
 describe('benchmark harness (smoke)', () => {
   const out = mkdtempSync(path.join(os.tmpdir(), 'irs-bench-'));
   afterAll(() => rmSync(out, { recursive: true, force: true }));
 
-  it('runs a short flash sale against the durable design and the invariants hold', async () => {
+  it('runs a short flash sale against the durable design, with its outbox and without, and the invariants hold', async () => {
     const report = await runBench({
       ...defaultOptions(),
-      designs: ['durable'],
+      designs: ['durable', 'durable-no-outbox'],
       scenarios: ['flash64'],
       durationSeconds: 1,
       warmupSeconds: 0,
@@ -28,17 +38,26 @@ describe('benchmark harness (smoke)', () => {
       log: () => {},
     });
 
-    expect(report.runs).toHaveLength(1);
-    const run = report.runs[0]!;
-    expect(run.load.responses).toBeGreaterThan(0);
-    expect(run.load.outcomes.created).toBeGreaterThan(0);
-    expect(run.load.outcomes.other, run.load.otherSamples.join('\n')).toBe(0);
-    expect(run.invariants.failures).toEqual([]);
-    expect(run.invariants.postgresEqualsRedis).toBe(true);
+    expect(report.runs.map((r) => r.design).sort()).toEqual(['durable', 'durable-no-outbox']);
+    for (const run of report.runs) {
+      expect(run.load.responses).toBeGreaterThan(0);
+      expect(run.load.outcomes.created).toBeGreaterThan(0);
+      expect(run.load.outcomes.other, run.load.otherSamples.join('\n')).toBe(0);
+      // The outbox is checked too: with it, every recorded change's events; without it, none at all.
+      expect(run.invariants.failures).toEqual([]);
+      expect(run.invariants.postgresEqualsRedis).toBe(true);
+      expect(run.sale.cpuMicrosPerWrite.service).toBeGreaterThan(0);
+    }
     expect(report.invariantsOk).toBe(true);
+    const eventsPerWrite = Object.fromEntries(report.summary.map((s) => [s.design, s.saleCost.eventsPerWrite]));
+    expect(eventsPerWrite['durable']).toBeGreaterThan(0);
+    expect(eventsPerWrite['durable-no-outbox']).toBe(0);
+    // The comparison: durable over durable-no-outbox within the pass.
+    expect(report.outbox).toEqual([expect.objectContaining({ scenario: 'flash64', throughput: expect.any(Number), p99: expect.any(Number) })]);
+    expect(report.outbox[0]!.cpuMicrosPerWrite.service).toEqual(expect.any(Number));
 
     const files = await writeResults(out, report);
-    expect(JSON.parse(readFileSync(files.json, 'utf8')).summary).toHaveLength(1);
+    expect(JSON.parse(readFileSync(files.json, 'utf8')).summary).toHaveLength(2);
     expect(existsSync(files.svg)).toBe(true);
 
     // A smoke run (--quick) writes quick.*, and leaves the published latest.* as they were.
@@ -47,5 +66,64 @@ describe('benchmark harness (smoke)', () => {
     expect([path.basename(quick.json), path.basename(quick.svg)]).toEqual(['quick.json', 'quick.svg']);
     expect(JSON.parse(readFileSync(quick.json, 'utf8')).startedAt).toBe('quick');
     expect(readFileSync(files.json, 'utf8')).toBe(published);
-  }, 120_000);
+  }, 180_000);
+});
+
+describe("the bench's outbox check", () => {
+  let database: TestDatabase;
+  let pool: pg.Pool;
+  let client: pg.Client;
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    await migrate(database.url, pino({ level: 'silent' }));
+    pool = createPool(database.url, { max: 2, queryTimeoutMs: 5000 });
+    client = new pg.Client({ connectionString: database.url });
+    await client.connect();
+  });
+  afterAll(async () => {
+    await client?.end();
+    await pool?.end();
+    await database?.drop();
+  });
+
+  it('holds for what the writer appended, and fails on a missing event or on events where none may be', async () => {
+    const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 100, concurrency: 1, fateWaitMs: 0 });
+    const item = `sku-${randomUUID()}`;
+    const stock = (delta: number): RecordOp => ({
+      kind: 'stock',
+      generation: '0',
+      itemId: item,
+      location: 'default',
+      onHandDelta: delta,
+      movement: 'adjust',
+      reason: null,
+      opId: randomUUID(),
+    });
+    expect(await Promise.all([writer.submit(stock(10)), writer.submit(stock(-3))])).toEqual(['recorded', 'recorded']);
+    expect(await writer.submit(stock(5))).toBe('recorded');
+    const at = new Date();
+    const lines = [{ itemId: item, location: 'default', quantity: 1 }];
+    const reservation = pendingReservation(newReservationId(), { lines }, lines, at, 'default');
+    const response = toDocument(reservation, at);
+    const idempotency = { scope: '_', key: randomUUID(), requestHash: 'h', statusCode: 201, response };
+    expect(await writer.submit({ kind: 'reserve', generation: '0', reservation, idempotency })).toBe('recorded');
+    expect(await outboxFailures(client, 'durable')).toEqual([]);
+    expect(await outboxFailures(client, 'durable-no-outbox')).toEqual(['outbox: 3 events appended by a design that appends none']);
+
+    await client.query('UPDATE reservations SET event_sequence = 2 WHERE id = $1', [reservation.id]);
+    expect(await outboxFailures(client, 'durable')).toEqual(['outbox: 1 reservations without exactly one event per recorded change']);
+
+    await client.query('DELETE FROM events WHERE subject = $1 AND sequence = 1', [item]);
+    expect(await outboxFailures(client, 'durable')).toEqual([
+      'outbox: 1 subjects whose sequences have a gap',
+      'outbox: 1 reservations without exactly one event per recorded change',
+      'outbox: 1 items whose events do not match the sequences handed out',
+    ]);
+    await client.query('DELETE FROM events WHERE subject = $1', [item]);
+    expect(await outboxFailures(client, 'durable')).toEqual([
+      'outbox: 1 reservations without exactly one event per recorded change',
+      'outbox: 1 items whose events do not match the sequences handed out',
+      'outbox: 1 stocked locations whose last stock.changed is not their on-hand',
+    ]);
+  });
 });

@@ -29,11 +29,14 @@ afterAll(async () => {
   await database.drop();
 });
 
-function writer(options: { concurrency?: number; metrics?: ReturnType<typeof createMetrics>; pool?: pg.Pool } = {}): BatchWriter {
+function writer(
+  options: { concurrency?: number; metrics?: ReturnType<typeof createMetrics>; pool?: pg.Pool; appendEvents?: boolean } = {},
+): BatchWriter {
   return new BatchWriter(options.pool ?? pool, options.metrics ?? createMetrics(), {
     maxBatch: 500,
     concurrency: options.concurrency ?? 1,
     fateWaitMs: 0,
+    ...(options.appendEvents === undefined ? {} : { appendEvents: options.appendEvents }),
   });
 }
 
@@ -330,5 +333,60 @@ describe('under concurrency', () => {
       const last = (await eventsOf(pool, row.item_id)).filter((e) => e.data.location === row.location).at(-1)!;
       expect(last.data.onHand, `${row.item_id}@${row.location}`).toBe(row.on_hand);
     }
+  });
+});
+
+describe("the benchmark's comparison without the outbox (appendEvents: false)", () => {
+  it('records exactly what the statement with events records, and appends no event', async () => {
+    // The same operations, on an item of each writer's own: everything but the events must come out the same.
+    const record = async (w: BatchWriter, item: string) => {
+      await w.submit(stockOp(item, 10));
+      const kept = reserveOp([{ itemId: item, quantity: 2 }]);
+      const sold = reserveOp([{ itemId: item, quantity: 3 }]);
+      const returned = reserveOp([{ itemId: item, quantity: 1 }]);
+      expect(await Promise.all([kept, sold, returned].map((op) => w.submit(op)))).toEqual(['recorded', 'recorded', 'recorded']);
+      const at = new Date();
+      const extend: RecordOp = {
+        kind: 'extend',
+        generation: GEN,
+        reservationId: kept.reservation.id,
+        expiresAt: new Date(at.getTime() + 120_000),
+        at,
+        version: 2,
+        document: toDocument({ ...kept.reservation, version: 2, updatedAt: at }, at),
+      };
+      const settles = [transitionOp(sold.reservation, 'confirmed', 2), transitionOp(returned.reservation, 'released', 2), extend];
+      expect(await Promise.all(settles.map((op) => w.submit(op)))).toEqual(['recorded', 'recorded', 'recorded']);
+      const ids = [kept, sold, returned].map((op) => op.reservation.id);
+      const { rows: reservations } = await pool.query(
+        `SELECT status, version, expires_at > now() + interval '90 s' AS extended FROM reservations
+         WHERE id = ANY($1::uuid[]) ORDER BY array_position($1::uuid[], id)`,
+        [ids],
+      );
+      const { rows: stock } = await pool.query('SELECT on_hand, reserved FROM stock WHERE item_id = $1', [item]);
+      const { rows: ledger } = await pool.query(
+        'SELECT kind, on_hand_delta, reserved_delta FROM stock_movements WHERE item_id = $1 ORDER BY kind, reserved_delta',
+        [item],
+      );
+      const events = (await Promise.all([item, ...ids].map((subject) => eventsOf(pool, subject)))).flat();
+      return { recorded: { reservations, stock, ledger }, events, itemSequence: await itemSequence(item) };
+    };
+    const withEvents = await record(writer(), newItem('outbox-on'));
+    const withoutEvents = await record(writer({ appendEvents: false }), newItem('outbox-off'));
+    expect(withoutEvents.recorded).toEqual(withEvents.recorded);
+    expect(withEvents.recorded.stock).toEqual([{ on_hand: 7, reserved: 2 }]);
+    // Two stock.changed: the stock's first change and the confirm's sale (holds change `reserved` alone).
+    expect(withEvents.events.map((e) => e.type.replace(/^inventory\./, '')).sort()).toEqual([
+      'reservation.confirmed',
+      'reservation.created',
+      'reservation.created',
+      'reservation.created',
+      'reservation.extended',
+      'reservation.released',
+      'stock.changed',
+      'stock.changed',
+    ]);
+    expect(withoutEvents.events).toEqual([]);
+    expect(withoutEvents.itemSequence).toBeUndefined();
   });
 });
