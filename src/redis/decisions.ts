@@ -1,10 +1,10 @@
-import type { Redis } from 'ioredis';
 import { unavailable } from '../domain/errors.js';
 import type { RequestedLine } from '../domain/allocation.js';
 import type { Line } from '../domain/reservation.js';
 import type { Allocation, Priority } from '../domain/schemas.js';
 import { DEFAULT_TENANT } from '../domain/tenancy.js';
 import type { Metrics } from '../metrics.js';
+import type { RedisClient } from './client.js';
 import type { Keys } from './keys.js';
 import { parseHeader, parseStock, type HoldStateCode, type LocationStock } from './layout.js';
 import { defineScripts, type ScriptName, type ScriptReply } from './scripts.js';
@@ -119,13 +119,51 @@ export interface ReservationHeader {
 /** What the reserve script's header holds besides the lines, which the script writes itself. */
 export type HeaderFacts = Omit<ReservationHeader, 'lines'>;
 
-/** The reserve script's held triples (line index, location, quantity) as lines. */
-function heldLines(requested: readonly RequestedLine[], triples: unknown[]): Line[] {
-  const out: Line[] = [];
+/** The reserve script's held triples (line index, location, quantity) as lines, with their line's index (0-based). */
+function heldParts(requested: readonly RequestedLine[], triples: unknown[]): { lineIndex: number; line: Line }[] {
+  const out: { lineIndex: number; line: Line }[] = [];
   for (let i = 0; i + 2 < triples.length; i += 3) {
-    out.push({ itemId: requested[Number(triples[i]) - 1]!.itemId, location: String(triples[i + 1]), quantity: Number(triples[i + 2]) });
+    const lineIndex = Number(triples[i]) - 1;
+    out.push({ lineIndex, line: { itemId: requested[lineIndex]!.itemId, location: String(triples[i + 1]), quantity: Number(triples[i + 2]) } });
   }
   return out;
+}
+
+/** A reserve call's refusal, its line indexes mapped from the call's lines (`indexes`) to the request's. */
+function refusal(reply: ScriptReply, indexes: readonly number[]): ReserveDecision {
+  switch (reply[0]) {
+    case S.IDEMPOTENT:
+      return { kind: 'idempotent', record: String(reply[1]) };
+    case S.NOT_FOUND:
+      return { kind: 'not_found', lineIndexes: reply.slice(1).map((n) => indexes[Number(n) - 1]!) };
+    case S.INSUFFICIENT:
+      return { kind: 'insufficient', short: pairs(reply).map(([i, available]) => ({ lineIndex: indexes[i]!, available })) };
+  }
+  throw new Error(`reserve: unexpected status ${reply[0]}`);
+}
+
+/** What the reserve input says (Decisions.reserve). */
+export interface ReserveInput {
+  reservationId: string;
+  lines: readonly RequestedLine[];
+  ttlMs: number;
+  idempotencyKey: string;
+  /** The idempotency record is `recordPrefix`, the script's clock, `recordSuffix` (src/redis/layout.ts). */
+  recordPrefix: string;
+  recordSuffix: string;
+  recordTtlMs: number;
+  /** What confirm and release need besides the holds and the lines (the script writes those). */
+  header: HeaderFacts;
+  /** The deciding node's lease (src/jobs/node-lease.ts): set if missing, so no claim outlives it. */
+  lease: { key: string; ttlMs: number };
+}
+
+/** What one reserve call held in one slot group, and which of the claim ('c') and header ('h') it wrote there. */
+interface HeldGroup {
+  group: number;
+  lines: Line[];
+  parts: string;
+  generation: string;
 }
 
 /** Pairs of (index, value) that a script returns flattened after its status. */
@@ -133,6 +171,13 @@ function pairs(reply: ScriptReply): [number, number][] {
   const out: [number, number][] = [];
   for (let i = 1; i < reply.length; i += 2) out.push([Number(reply[i]) - 1, Number(reply[i + 1])]);
   return out;
+}
+
+/** Lines of one slot group (keys.ts), with their indexes in the whole list. */
+interface LineGroup<T> {
+  group: number;
+  lines: T[];
+  indexes: number[];
 }
 
 /**
@@ -143,7 +188,7 @@ export class Decisions {
   private readonly run: ReturnType<typeof defineScripts>;
 
   constructor(
-    readonly redis: Redis,
+    readonly redis: RedisClient,
     private readonly keys: Keys,
     private readonly metrics: Metrics,
     private readonly retentionMs: number,
@@ -195,30 +240,101 @@ export class Decisions {
     return { itemKeys, itemIds: [...index.keys()], itemCount: index.size, lineArgs };
   }
 
+  /** The lines grouped by their item's slot group, in first-seen order (one group on a single Redis). */
+  private groupLines<T extends { itemId: string }>(lines: readonly T[]): LineGroup<T>[] {
+    const groups = new Map<number, LineGroup<T>>();
+    lines.forEach((line, index) => {
+      const group = this.itemGroup(line.itemId);
+      let entry = groups.get(group);
+      if (!entry) groups.set(group, (entry = { group, lines: [], indexes: [] }));
+      entry.lines.push(line);
+      entry.indexes.push(index);
+    });
+    return [...groups.values()];
+  }
+
+  private itemGroup(itemId: string): number {
+    return this.keys.groupOf(this.keys.item(itemId).stock);
+  }
+
   /**
    * Holds the lines, allocating those without a location by `header.allocation` (api.md); a `held` decision's
    * `lines` say what is held where, one entry per (line, location) in line order.
+   *
+   * One script call when the idempotency record, the header and every item share a slot group (always on a single
+   * Redis: one atomic step, as ever). On a cluster they do not, and every call touches one slot: the claim on the
+   * key comes first (with the lines of its slot, if any), then the lines slot by slot, then the header (a cache,
+   * written whole). A slot refused has the slots held before it undone and the claim freed before the answer, so
+   * nothing partial is ever acknowledged; a concurrent request may meanwhile have been refused for units held here
+   * only for that instant (a brief false "insufficient", docs/redis-cluster.md).
    */
-  async reserve(input: {
-    reservationId: string;
-    lines: readonly RequestedLine[];
-    ttlMs: number;
-    idempotencyKey: string;
-    /** The idempotency record is `recordPrefix`, the script's clock, `recordSuffix` (src/redis/layout.ts). */
-    recordPrefix: string;
-    recordSuffix: string;
-    recordTtlMs: number;
-    /** What confirm and release need besides the holds and the lines (the script writes those). */
-    header: HeaderFacts;
-    /** The deciding node's lease (src/jobs/node-lease.ts): the script sets it if missing, so no claim outlives it. */
-    lease: { key: string; ttlMs: number };
-  }): Promise<ReserveDecision> {
-    const { itemKeys, itemIds, itemCount, lineArgs } = this.linesLayout(input.lines);
+  async reserve(input: ReserveInput): Promise<ReserveDecision> {
+    const { keys } = this;
+    const claimGroup = keys.groupOf(input.idempotencyKey);
+    const headerGroup = keys.groupOf(keys.reservation(input.reservationId));
+    const leaseHere = keys.groupOf(input.lease.key) === claimGroup;
+    const groups = this.groupLines(input.lines);
+    // The claim's call holds the lines of its slot; every other slot of lines gets a call of its own.
+    const claimLines = groups.find((g) => g.group === claimGroup) ?? { group: claimGroup, lines: [], indexes: [] };
+    const calls = [claimLines, ...groups.filter((g) => g !== claimLines)];
+    const headerWithClaim = calls.length === 1 && headerGroup === claimGroup;
+    const leasing = leaseHere ? null : this.keepLease(input.lease);
+
+    const done: HeldGroup[] = [];
+    const held: { index: number; line: Line }[] = [];
+    let nowMs = 0;
+    let generation = '';
+    try {
+      for (const group of calls) {
+        const first = group === claimLines;
+        const parts = first ? `c${headerWithClaim ? 'h' : ''}${leaseHere ? 'l' : ''}` : '';
+        const reply = await this.reserveCall(input, group, parts, first ? '' : nowMs + input.ttlMs, null);
+        if (reply[0] !== S.OK) {
+          await this.undoHeld(input, done);
+          return refusal(reply, group.indexes);
+        }
+        if (first) [generation, nowMs] = [String(reply[1]), Number(reply[2])];
+        const lines = heldParts(group.lines, reply.slice(3)).map(({ lineIndex, line }) => {
+          held.push({ index: group.indexes[lineIndex]!, line });
+          return line;
+        });
+        done.push({ group: group.group, lines, parts: first ? `c${headerWithClaim ? 'h' : ''}` : '', generation: String(reply[1]) });
+        if (String(reply[1]) !== generation) {
+          // A rebuild came between two slots' calls: no record may mix two generations.
+          throw rebuiltMeanwhile();
+        }
+      }
+    } catch (err) {
+      // Redis unreachable, or a slot without state: what was held elsewhere is given back before the 503.
+      await this.undoHeld(input, done).catch(() => undefined);
+      throw err;
+    }
+    await leasing;
+    // Line order, the parts of an allocated line in allocation order (each line is held by one call).
+    const lines = held.sort((a, b) => a.index - b.index).map((h) => h.line);
+    if (!headerWithClaim) await this.cacheHeader(input, lines, nowMs + input.ttlMs);
+    return { kind: 'held', generation, nowMs, lines };
+  }
+
+  /** One reserve.lua call: `parts` (reserve.lua, ARGV[15]) for the keys of `group`'s slot besides its lines. */
+  private reserveCall(
+    input: ReserveInput,
+    group: { group: number; lines: readonly RequestedLine[] },
+    parts: string,
+    expiresMs: number | '',
+    headerBody: string | null,
+  ): Promise<ScriptReply> {
+    const { itemKeys, itemIds, itemCount, lineArgs } = this.linesLayout(group.lines);
     const { reference, metadata, priority, tenant, allocation } = input.header;
     const candidates = allocation?.locations ?? [];
-    const reply = await this.call(
+    const partKeys = [
+      ...(parts.includes('c') ? [input.idempotencyKey] : []),
+      ...(/[hH]/.test(parts) ? [this.keys.reservation(input.reservationId)] : []),
+      ...(parts.includes('l') ? [input.lease.key] : []),
+    ];
+    return this.call(
       'reserve',
-      [this.keys.marker, input.idempotencyKey, this.keys.reservation(input.reservationId), input.lease.key, ...itemKeys],
+      [this.keys.markerOf(group.group), ...partKeys, ...itemKeys],
       [
         input.reservationId,
         input.ttlMs,
@@ -226,43 +342,86 @@ export class Decisions {
         input.recordTtlMs,
         this.retentionMs,
         itemCount,
-        input.lines.length,
-        // A non-empty object: the script puts the lines in front of its first key.
-        JSON.stringify({ reference, metadata, priority, tenant, allocation }),
+        group.lines.length,
+        // A non-empty object: the script puts the lines in front of its first key ('h'), or it is the whole body ('H').
+        headerBody ?? JSON.stringify({ reference, metadata, priority, tenant, allocation }),
         input.recordSuffix,
         input.lease.ttlMs,
         priority ?? 'normal',
         allocation?.strategy ?? '',
         allocation?.split ? '1' : '0',
         candidates.length,
+        parts,
+        expiresMs,
         ...candidates,
         ...itemIds,
         ...lineArgs,
       ],
     );
-    switch (reply[0]) {
-      case S.OK:
-        return { kind: 'held', generation: String(reply[1]), nowMs: Number(reply[2]), lines: heldLines(input.lines, reply.slice(3)) };
-      case S.IDEMPOTENT:
-        return { kind: 'idempotent', record: String(reply[1]) };
-      case S.NOT_FOUND:
-        return { kind: 'not_found', lineIndexes: reply.slice(1).map((n) => Number(n) - 1) };
-      case S.INSUFFICIENT:
-        return { kind: 'insufficient', short: pairs(reply).map(([lineIndex, available]) => ({ lineIndex, available })) };
-    }
-    throw new Error(`reserve: unexpected status ${reply[0]}`);
+  }
+
+  /** The node's lease, kept apart from the claim when it lives in another slot (reserve.lua's 'l' otherwise). */
+  private async keepLease(lease: { key: string; ttlMs: number }): Promise<void> {
+    await this.redis.set(lease.key, '1', 'PX', lease.ttlMs, 'NX').catch(() => undefined);
+  }
+
+  /**
+   * The header cached apart from the holds (a cluster: it lives in a slot of its own). A cache: a call that fails
+   * leaves it missing, which means "ask PostgreSQL".
+   */
+  private async cacheHeader(input: ReserveInput, lines: Line[], expiresMs: number): Promise<void> {
+    const { reference, metadata, priority, tenant, allocation } = input.header;
+    const body = JSON.stringify({ lines, reference, metadata, priority, tenant, allocation });
+    const group = { group: this.keys.groupOf(this.keys.reservation(input.reservationId)), lines: [], indexes: [] };
+    await this.reserveCall(input, group, 'H', expiresMs, body).catch(() => undefined);
+  }
+
+  /** Gives back what the calls of one reservation held (the claim's call frees the claim too), all at once. */
+  private async undoHeld(input: ReserveInput, done: HeldGroup[]): Promise<void> {
+    const undoing = done.splice(0);
+    await Promise.all(undoing.map((d) => this.undoGroup(input, d)));
   }
 
   /**
    * `ifMatch`: the version an If-Match names (null: unconditional); the script refuses any other (`precondition`).
    * A confirm sells each line's `confirmedQuantity` (a partial confirm) or, without one, all of it.
+   *
+   * One call per slot group (one on a single Redis). A slot that refuses has the slots settled before it undone, and
+   * its verdict is the answer: all lines or none.
    */
   async settle(action: SettleAction, reservationId: string, lines: readonly Line[], ifMatch: number | null = null): Promise<SettleDecision> {
+    const done: { group: LineGroup<Line>; generation: string }[] = [];
+    const undo = () => Promise.all(done.splice(0).map((d) => this.undoSettleGroup(action, d.generation, reservationId, d.group)));
+    let first: SettleDecision | null = null;
+    try {
+      for (const group of this.groupLines(lines)) {
+        const decision = await this.settleGroup(action, reservationId, group, ifMatch);
+        if (decision.kind === 'settled') {
+          done.push({ group, generation: decision.generation });
+          if (first?.kind === 'settled' && first.generation !== decision.generation) throw rebuiltMeanwhile();
+          if (first?.kind !== 'settled') first = decision;
+        } else if (decision.kind === 'already') {
+          // Settled already by a duplicate of this request (in every slot, or racing it slot by slot).
+          first ??= decision;
+        } else {
+          await undo();
+          return decision;
+        }
+      }
+    } catch (err) {
+      await undo().catch(() => undefined);
+      throw err;
+    }
+    return first!;
+  }
+
+  private async settleGroup(action: SettleAction, reservationId: string, group: LineGroup<Line>, ifMatch: number | null): Promise<SettleDecision> {
+    const { lines } = group;
     const { itemKeys, itemCount, lineArgs } = this.linesLayout(lines);
     const sells = action === 'confirm' ? lines.map((l) => l.confirmedQuantity ?? l.quantity) : [];
     const reply = await this.call(
       'settle',
-      [this.keys.marker, ...itemKeys],
+      [this.keys.markerOf(group.group), ...itemKeys],
       [reservationId, action, this.retentionMs, itemCount, lines.length, ifMatch ?? '', ...lineArgs, ...sells],
     );
     switch (reply[0]) {
@@ -287,18 +446,54 @@ export class Decisions {
       case S.MISSING:
         return { kind: 'missing' };
       case S.INSUFFICIENT:
-        return { kind: 'insufficient', short: pairs(reply).map(([lineIndex, onHand]) => ({ lineIndex, onHand })) };
+        return { kind: 'insufficient', short: pairs(reply).map(([i, onHand]) => ({ lineIndex: group.indexes[i]!, onHand })) };
     }
     throw new Error(`settle: unexpected status ${reply[0]}`);
   }
 
-  /** Moves a pending, unexpired reservation's expiry to Redis' now + `ttlMs` (extend.lua); `ifMatch` as for settle. */
+  /**
+   * Moves a pending, unexpired reservation's expiry to Redis' now + `ttlMs` (extend.lua); `ifMatch` as for settle.
+   * One call per slot group, as settle: the first slot's clock sets the expiry of all. On a cluster the header (in a
+   * slot of its own) is dropped from the cache instead of updated: the next reader asks PostgreSQL.
+   */
   async extend(reservationId: string, lines: readonly Line[], ttlMs: number, ifMatch: number | null = null): Promise<ExtendDecision> {
-    const { itemKeys, itemCount, lineArgs } = this.linesLayout(lines);
+    const groups = this.groupLines(lines);
+    const headerKey = this.keys.reservation(reservationId);
+    const headerHere = groups.length === 1 && this.keys.groupOf(headerKey) === groups[0]!.group;
+    const done: { group: LineGroup<Line>; decision: Extract<ExtendDecision, { kind: 'extended' }> }[] = [];
+    const undo = () =>
+      Promise.all(done.splice(0).map(({ group, decision }) => this.undoExtendGroup(decision.generation, reservationId, group, decision, headerHere)));
+    try {
+      for (const group of groups) {
+        const decision = await this.extendGroup(reservationId, group, ttlMs, ifMatch, headerHere, done[0]?.decision.expiresMs ?? '');
+        if (decision.kind !== 'extended') {
+          await undo();
+          return decision;
+        }
+        if (done[0] && done[0].decision.generation !== decision.generation) throw rebuiltMeanwhile();
+        done.push({ group, decision });
+      }
+    } catch (err) {
+      await undo().catch(() => undefined);
+      throw err;
+    }
+    if (!headerHere) await this.redis.del(headerKey).catch(() => undefined);
+    return done[0]!.decision;
+  }
+
+  private async extendGroup(
+    reservationId: string,
+    group: LineGroup<Line>,
+    ttlMs: number,
+    ifMatch: number | null,
+    headerHere: boolean,
+    expiresMs: number | '',
+  ): Promise<ExtendDecision> {
+    const { itemKeys, itemCount, lineArgs } = this.linesLayout(group.lines);
     const reply = await this.call(
       'extend',
-      [this.keys.marker, this.keys.reservation(reservationId), ...itemKeys],
-      [reservationId, ttlMs, this.retentionMs, itemCount, lines.length, ifMatch ?? '', ...lineArgs],
+      [this.keys.markerOf(group.group), ...(headerHere ? [this.keys.reservation(reservationId)] : []), ...itemKeys],
+      [reservationId, ttlMs, this.retentionMs, itemCount, group.lines.length, ifMatch ?? '', headerHere ? 'h' : '', expiresMs, ...lineArgs],
     );
     switch (reply[0]) {
       case S.OK:
@@ -334,48 +529,95 @@ export class Decisions {
     lines: readonly Line[],
     extension: { version: number; previousExpiresMs: number; expiresMs: number },
   ): Promise<'undone' | 'stale' | 'expired'> {
-    const { itemKeys, itemCount, lineArgs } = this.linesLayout(lines);
+    const groups = this.groupLines(lines);
+    const headerHere = groups.length === 1 && this.keys.groupOf(this.keys.reservation(reservationId)) === groups[0]!.group;
+    const undone = await Promise.all(groups.map((g) => this.undoExtendGroup(generation, reservationId, g, extension, headerHere)));
+    return undone.includes('expired') ? 'expired' : undone.includes('stale') ? 'stale' : 'undone';
+  }
+
+  private async undoExtendGroup(
+    generation: string,
+    reservationId: string,
+    group: LineGroup<Line>,
+    extension: { version: number; previousExpiresMs: number; expiresMs: number },
+    headerHere: boolean,
+  ): Promise<'undone' | 'stale' | 'expired'> {
+    const { itemKeys, itemCount, lineArgs } = this.linesLayout(group.lines);
     const { version, previousExpiresMs, expiresMs } = extension;
     const reply = await this.run(
       'undo_extend',
-      [this.keys.marker, this.keys.reservation(reservationId), ...itemKeys],
-      [generation, reservationId, version, previousExpiresMs, expiresMs, this.retentionMs, itemCount, lines.length, ...lineArgs],
+      [this.keys.markerOf(group.group), ...(headerHere ? [this.keys.reservation(reservationId)] : []), ...itemKeys],
+      [generation, reservationId, version, previousExpiresMs, expiresMs, this.retentionMs, itemCount, group.lines.length, headerHere ? 'h' : '', ...lineArgs],
     );
     return reply[0] === S.OK ? 'undone' : reply[0] === S.STALE ? 'stale' : 'expired';
   }
 
-  /** Compensation; resolves to false where the rebuild or a later state made it unnecessary or impossible. */
-  async undoReserve(input: {
-    generation: string;
-    reservationId: string;
-    lines: readonly Line[];
-    idempotencyKey: string;
-    recordPrefix: string;
-  }): Promise<boolean> {
-    const { itemKeys, itemCount, lineArgs } = this.linesLayout(input.lines);
+  /**
+   * Compensation; resolves to false where the rebuild or a later state made it unnecessary or impossible. Every
+   * slot group the reservation touched (its lines', its claim's, its header's) is undone, all at once.
+   */
+  async undoReserve(input: { generation: string; reservationId: string; lines: readonly Line[]; idempotencyKey: string; recordPrefix: string }): Promise<boolean> {
+    const claimGroup = this.keys.groupOf(input.idempotencyKey);
+    const headerGroup = this.keys.groupOf(this.keys.reservation(input.reservationId));
+    const groups = new Map(this.groupLines(input.lines).map((g) => [g.group, g.lines]));
+    for (const group of [claimGroup, headerGroup]) if (!groups.has(group)) groups.set(group, []);
+    const undone = await Promise.all(
+      [...groups].map(([group, lines]) =>
+        this.undoGroup(input, { group, lines, generation: input.generation, parts: (group === claimGroup ? 'c' : '') + (group === headerGroup ? 'h' : '') }),
+      ),
+    );
+    return undone.every(Boolean);
+  }
+
+  private async undoGroup(input: { reservationId: string; idempotencyKey: string; recordPrefix: string }, held: HeldGroup): Promise<boolean> {
+    const { itemKeys, itemCount, lineArgs } = this.linesLayout(held.lines);
+    const partKeys = [
+      ...(held.parts.includes('c') ? [input.idempotencyKey] : []),
+      ...(held.parts.includes('h') ? [this.keys.reservation(input.reservationId)] : []),
+    ];
     const reply = await this.run(
       'undo_reserve',
-      [this.keys.marker, input.idempotencyKey, this.keys.reservation(input.reservationId), ...itemKeys],
-      [input.generation, input.reservationId, input.recordPrefix, itemCount, input.lines.length, ...lineArgs],
+      [this.keys.markerOf(held.group), ...partKeys, ...itemKeys],
+      [held.generation, input.reservationId, input.recordPrefix, itemCount, held.lines.length, held.parts, ...lineArgs],
     );
     return reply[0] === S.OK;
   }
 
   async undoSettle(action: SettleAction, generation: string, reservationId: string, lines: readonly Line[]): Promise<boolean> {
-    const { itemKeys, itemCount, lineArgs } = this.linesLayout(lines);
+    const undone = await Promise.all(this.groupLines(lines).map((g) => this.undoSettleGroup(action, generation, reservationId, g)));
+    return undone.every(Boolean);
+  }
+
+  private async undoSettleGroup(action: SettleAction, generation: string, reservationId: string, group: LineGroup<Line>): Promise<boolean> {
+    const { itemKeys, itemCount, lineArgs } = this.linesLayout(group.lines);
     const reply = await this.run(
       'undo_settle',
-      [this.keys.marker, ...itemKeys],
-      [generation, reservationId, action, this.retentionMs, itemCount, lines.length, ...lineArgs],
+      [this.keys.markerOf(group.group), ...itemKeys],
+      [generation, reservationId, action, this.retentionMs, itemCount, group.lines.length, ...lineArgs],
     );
     return reply[0] === S.OK;
   }
 
+  /** The sweeper's look (expire.lua), slot group by slot group: the counts of all the reservation's holds. */
   async expire(reservationId: string, lines: readonly Line[], mode: 'inspect' | 'revert'): Promise<HoldCounts> {
+    const counts = await Promise.all(this.groupLines(lines).map((g) => this.expireGroup(reservationId, g.group, g.lines, mode)));
+    return counts.reduce((a, b) => ({
+      generation: a.generation,
+      pending: a.pending + b.pending,
+      confirmed: a.confirmed + b.confirmed,
+      released: a.released + b.released,
+      expired: a.expired + b.expired,
+      missing: a.missing + b.missing,
+      version: a.version === null ? b.version : b.version === null ? a.version : Math.max(a.version, b.version),
+      expiresMs: a.expiresMs ?? b.expiresMs,
+    }));
+  }
+
+  private async expireGroup(reservationId: string, group: number, lines: readonly Line[], mode: 'inspect' | 'revert'): Promise<HoldCounts> {
     const { itemKeys, itemCount, lineArgs } = this.linesLayout(lines);
     const reply = await this.call(
       'expire',
-      [this.keys.marker, ...itemKeys],
+      [this.keys.markerOf(group), ...itemKeys],
       [reservationId, mode, this.retentionMs, itemCount, lines.length, ...lineArgs],
     );
     const [, generation, pending, confirmed, released, expired, missing, version, expiresMs] = reply.map(String);
@@ -432,7 +674,7 @@ export class Decisions {
     const k = this.keys.item(itemId);
     const reply = await this.call(
       'stock',
-      [this.keys.marker, k.stock, k.holds, k.exp, this.keys.items, k.intents],
+      [this.keys.markerOf(this.itemGroup(itemId)), k.stock, k.holds, k.exp, this.keys.itemsOf(this.itemGroup(itemId)), k.intents],
       [
         mode,
         a.location ?? '',
@@ -473,7 +715,7 @@ export class Decisions {
   /** The item's stock per location, or null when the item was never stocked. */
   async availability(itemId: string): Promise<ItemStock | null> {
     const k = this.keys.item(itemId);
-    const reply = await this.call('availability', [this.keys.marker, k.stock, k.holds, k.exp], [this.retentionMs]);
+    const reply = await this.call('availability', [this.keys.markerOf(this.itemGroup(itemId)), k.stock, k.holds, k.exp], [this.retentionMs]);
     return reply[0] === S.OK ? parseStock(reply[2] as string[]) : null;
   }
 
@@ -506,7 +748,7 @@ export class Decisions {
   /** Drops a pending hold PostgreSQL never recorded; false if it is no longer pending. */
   async dropHold(itemId: string, field: string): Promise<boolean> {
     const k = this.keys.item(itemId);
-    const reply = await this.call('drop_hold', [this.keys.marker, k.stock, k.holds, k.exp], [field]);
+    const reply = await this.call('drop_hold', [this.keys.markerOf(this.itemGroup(itemId)), k.stock, k.holds, k.exp], [field]);
     return reply[0] === S.OK;
   }
 
@@ -520,7 +762,7 @@ export class Decisions {
     const k = this.keys.item(itemId);
     const reply = await this.call(
       'correct',
-      [this.keys.marker, k.stock, k.holds, k.exp, k.intents, this.keys.items],
+      [this.keys.markerOf(this.itemGroup(itemId)), k.stock, k.holds, k.exp, k.intents, this.keys.itemsOf(this.itemGroup(itemId))],
       [
         facts.generation,
         location,
@@ -560,8 +802,21 @@ export class Decisions {
     return reply[0] === S.OK;
   }
 
-  async finishRebuild(token: string, generation: string): Promise<boolean> {
-    const reply = await this.run('finish_rebuild', [this.keys.marker, this.keys.rebuilding], [token, generation]);
+  /** Sets one group's marker to `generation` if the rebuild's token there survived (finish_rebuild.lua). */
+  async finishRebuild(token: string, generation: string, group: number): Promise<boolean> {
+    const reply = await this.run(
+      'finish_rebuild',
+      [this.keys.markerOf(group), this.keys.rebuildingOf(group)],
+      [token, generation, this.keys.cluster ? '1' : '0'],
+    );
     return reply[0] === S.OK;
   }
+
+  /** The generation of one group's state, or null when it has none (generation.lua). */
+  async generationOf(group: number): Promise<string | null> {
+    const reply = await this.run('generation', [this.keys.markerOf(group)], []);
+    return reply[0] === S.OK ? String(reply[1]) : null;
+  }
 }
+
+const rebuiltMeanwhile = () => unavailable('Redis state is being rebuilt from PostgreSQL; retry');

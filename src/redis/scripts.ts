@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './client.js';
 import { luaLayout } from './layout.js';
 import { HoldState, ScriptStatus } from './status.js';
 
@@ -15,6 +15,7 @@ export const scriptNames = [
   'stock',
   'availability',
   'finish_rebuild',
+  'generation',
   'drop_hold',
   'forget_claim',
   'correct',
@@ -47,9 +48,10 @@ type ScriptCommand = (numberOfKeys: number, ...keysAndArgs: (string | number)[])
 
 /**
  * Registers every script on the client: ioredis sends EVALSHA and falls back to EVAL on NOSCRIPT, so a Redis
- * that restarted empty gets the scripts back by itself.
+ * that restarted empty, or a cluster master that never saw a script (a replica promoted, a node added), gets the
+ * scripts by itself. On a cluster ioredis sends each call to the master of its keys' slot.
  */
-export function defineScripts(redis: Redis): (name: ScriptName, keys: string[], args: (string | number)[]) => Promise<ScriptReply> {
+export function defineScripts(redis: RedisClient): (name: ScriptName, keys: string[], args: (string | number)[]) => Promise<ScriptReply> {
   for (const name of scriptNames) redis.defineCommand(name, { lua: scriptSource(name) });
   const commands = redis as unknown as Record<ScriptName, ScriptCommand>;
   return (name, keys, args) => commands[name](keys.length, ...keys, ...args);
