@@ -10,6 +10,7 @@ import { findOpOutcomes, voidStockOp, withStockRowHeld, type HeldStockRow, type 
 import { findPendingIds, sumLiveHolds } from '../store/reservations.js';
 import { findStock, findStockedItemIds } from '../store/stock.js';
 import { LEASE_TTL_MS, type NodeLease } from './node-lease.js';
+import { onEveryGroup } from '../redis/groups.js';
 import type { Recovery } from './recovery.js';
 
 export interface Figures {
@@ -433,16 +434,16 @@ async function factsUnder(d: ReconcileDeps, held: HeldStockRow) {
 async function listItems(d: ReconcileDeps): Promise<string[]> {
   const ids = new Set<string>();
   for (const id of await findStockedItemIds(d.db)) ids.add(id);
-  const scanSet = async (group: number) => {
-    const stream = d.redis.sscanStream(d.keys.itemsOf(group), { count: 1000 });
+  if (d.keys.cluster) {
+    // 16,384 sets, each small: one pipeline of SMEMBERS per master.
+    const sets = (await onEveryGroup(d.redis, d.keys, (p, group) => p.smembers(d.keys.itemsOf(group)))) as string[][];
+    for (const set of sets) for (const id of set) ids.add(id);
+  } else {
+    const stream = d.redis.sscanStream(d.keys.items, { count: 1000 });
     for await (const batch of stream as AsyncIterable<string[]>) for (const id of batch) ids.add(id);
-  };
-  // A cluster's 16,384 sets, some hundreds at a time (the client pipelines them per master).
-  for (let i = 0; i < d.keys.groups.length; i += SETS_AT_ONCE) await Promise.all(d.keys.groups.slice(i, i + SETS_AT_ONCE).map(scanSet));
+  }
   return [...ids].sort();
 }
-
-const SETS_AT_ONCE = 512;
 
 async function compare(d: ReconcileDeps, items: string[]): Promise<{ drift: DriftRow[]; orphans: OrphanHold[] }> {
   const drift: DriftRow[] = [];

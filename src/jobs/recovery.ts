@@ -3,6 +3,7 @@ import type pg from 'pg';
 import type { FastifyBaseLogger as Logger } from 'fastify';
 import type { Metrics } from '../metrics.js';
 import { scanTargets, type RedisClient } from '../redis/client.js';
+import { onEveryGroup } from '../redis/groups.js';
 import type { Decisions } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
 import { formatHold, formatRecord, holdField, stockField } from '../redis/layout.js';
@@ -48,19 +49,16 @@ export class Recovery {
 
   /**
    * The generation every group's state is of, or null when a group has none (or, mid-rebuild, groups differ). On a
-   * cluster that asks every slot: 16,384 small script calls, pipelined per master.
+   * cluster that asks every slot: 16,384 small script calls, one pipeline per master.
    */
-  async generation(): Promise<string | null> {
-    const { keys, decisions } = this.d;
-    const generations = new Set(await Promise.all(keys.groups.map((group) => decisions.generationOf(group))));
-    const [only] = generations;
-    return generations.size === 1 && only !== undefined ? only : null;
+  generation(): Promise<string | null> {
+    return this.d.decisions.generation();
   }
 
   /** Drops every group's marker: every script then answers NO_STATE until a rebuild (reconciliation's last resort). */
   async dropState(): Promise<void> {
     const { redis, keys } = this.d;
-    await this.inChunks(keys.groups, (group) => [redis.del(keys.markerOf(group))]);
+    await onEveryGroup(redis, keys, (p, group) => p.del(keys.markerOf(group)));
   }
 
   /** True when Redis holds state this node may serve from. */
@@ -114,7 +112,7 @@ export class Recovery {
     try {
       // Under the fence (src/store/generation.ts) until the commit: batches of the old generation write nothing.
       const generation = await beginRebuild(client);
-      await this.inChunks(keys.groups, (group) => [redis.set(keys.rebuildingOf(group), token)]);
+      await onEveryGroup(redis, keys, (p, group) => p.set(keys.rebuildingOf(group), token));
       await this.clearItems();
 
       const stock = await findStock(client);
@@ -147,8 +145,7 @@ export class Recovery {
       });
 
       markerSet = true;
-      const finished = await Promise.all(keys.groups.map((group) => decisions.finishRebuild(token, generation, group)));
-      if (finished.includes(false)) throw new Error('Redis lost the rebuild while it was written (flushed?); starting over');
+      if (!(await decisions.finishRebuild(token, generation))) throw new Error('Redis lost the rebuild while it was written (flushed?); starting over');
       await commitRebuild(client);
       const seconds = (performance.now() - started) / 1000;
       metrics.rebuilds.inc();
@@ -166,7 +163,7 @@ export class Recovery {
 
   private async clearItems(): Promise<void> {
     const { redis, keys } = this.d;
-    await this.inChunks(keys.groups, (group) => [redis.unlink(keys.itemsOf(group))]);
+    await onEveryGroup(redis, keys, (p, group) => p.unlink(keys.itemsOf(group)));
     for (const server of scanTargets(redis)) {
       const stream = server.scanStream({ match: keys.itemPattern, count: 1000 });
       // One key a command: a cluster's keys of one batch lie in many slots.

@@ -56,10 +56,13 @@ function createClient(config: Config, readFrom: 'master' | 'replica'): RedisClie
   };
   const { nodes } = parseClusterNodes(config.REDIS_CLUSTER_NODES);
   if (nodes.length === 0) return new Redis(config.REDIS_URL, options);
-  const { enableAutoPipelining, lazyConnect, enableOfflineQueue, ...perNode } = options;
+  const { enableAutoPipelining: _, lazyConnect, enableOfflineQueue, ...perNode } = options;
   return new Cluster(nodes, {
     redisOptions: perNode,
-    enableAutoPipelining,
+    // Not on a cluster: ioredis groups an auto-pipeline by the slot of a command's first argument, which for a
+    // script defined with a variable number of keys is the key count, so a batch would mix nodes and be refused.
+    // Commands still go out without waiting for the previous answer.
+    enableAutoPipelining: false,
     lazyConnect,
     enableOfflineQueue,
     clusterRetryStrategy: (times) => Math.min(times * 50, 1000),

@@ -7,6 +7,7 @@ import type { Metrics } from '../metrics.js';
 import type { RedisClient } from './client.js';
 import type { Keys } from './keys.js';
 import { parseHeader, parseStock, type HoldStateCode, type LocationStock } from './layout.js';
+import { scriptOnEveryGroup } from './groups.js';
 import { defineScripts, type ScriptName, type ScriptReply } from './scripts.js';
 import { ScriptStatus as S } from './status.js';
 
@@ -142,6 +143,14 @@ function refusal(reply: ScriptReply, indexes: readonly number[]): ReserveDecisio
   throw new Error(`reserve: unexpected status ${reply[0]}`);
 }
 
+/** The refusals of several slots as one: 404 before 409 (api.md's precedence), the lines in request order. */
+function combineRefusals(refused: ReserveDecision[]): ReserveDecision {
+  const notFound = refused.flatMap((r) => (r.kind === 'not_found' ? r.lineIndexes : []));
+  if (notFound.length > 0) return { kind: 'not_found', lineIndexes: notFound.sort((a, b) => a - b) };
+  const short = refused.flatMap((r) => (r.kind === 'insufficient' ? r.short : []));
+  return { kind: 'insufficient', short: short.sort((a, b) => a.lineIndex - b.lineIndex) };
+}
+
 /** What the reserve input says (Decisions.reserve). */
 export interface ReserveInput {
   reservationId: string;
@@ -269,31 +278,76 @@ export class Decisions {
    * only for that instant (a brief false "insufficient", docs/redis-cluster.md).
    */
   async reserve(input: ReserveInput): Promise<ReserveDecision> {
+    const allocated = input.lines.filter((l) => l.location === null);
+    const acrossSlots = new Set(allocated.map((l) => this.itemGroup(l.itemId))).size > 1;
+    if (input.header.allocation?.strategy === 'single_location' && acrossSlots) return this.reserveAtOneOf(input);
+    return this.reserveInSlots(input);
+  }
+
+  /**
+   * single_location over items in several slots, which no one script sees together: each candidate in preference
+   * order is tried as the location of every allocated line (each try all slots or nothing), the first that holds
+   * them all wins. If none does: 404 when an allocated item is stocked at none of them, else 409 with each
+   * allocated line short at the candidate short by the fewest units in all (the earlier one on a tie), with what it
+   * has there, as the script answers on one slot.
+   */
+  private async reserveAtOneOf(input: ReserveInput): Promise<ReserveDecision> {
+    const candidates = input.header.allocation?.locations ?? [];
+    const allocated = input.lines.flatMap((l, i) => (l.location === null ? [i] : []));
+    const unstocked = new Map(allocated.map((i) => [i, 0]));
+    let best: { shortfall: number; short: { lineIndex: number; available: number }[] } | null = null;
+    for (const location of candidates) {
+      const lines = input.lines.map((l) => (l.location === null ? { ...l, location } : l));
+      const decision = await this.reserveInSlots({ ...input, lines });
+      if (decision.kind === 'held' || decision.kind === 'idempotent') return decision;
+      const notFound = decision.kind === 'not_found' ? decision.lineIndexes : [];
+      // A line given its location that is not stocked there is not found wherever the others go.
+      if (notFound.some((i) => !unstocked.has(i))) return { kind: 'not_found', lineIndexes: notFound.filter((i) => !unstocked.has(i)) };
+      for (const i of notFound) unstocked.set(i, unstocked.get(i)! + 1);
+      const short =
+        decision.kind === 'insufficient' ? decision.short : notFound.map((lineIndex) => ({ lineIndex, available: 0 }));
+      const shortfall = short.reduce((sum, s) => sum + input.lines[s.lineIndex]!.quantity - s.available, 0);
+      if (!best || shortfall < best.shortfall) best = { shortfall, short };
+    }
+    const nowhere = [...unstocked].filter(([, misses]) => misses === candidates.length).map(([i]) => i);
+    if (nowhere.length > 0) return { kind: 'not_found', lineIndexes: nowhere };
+    return { kind: 'insufficient', short: best?.short ?? [] };
+  }
+
+  private async reserveInSlots(input: ReserveInput): Promise<ReserveDecision> {
     const { keys } = this;
     const claimGroup = keys.groupOf(input.idempotencyKey);
     const headerGroup = keys.groupOf(keys.reservation(input.reservationId));
     const leaseHere = keys.groupOf(input.lease.key) === claimGroup;
     const groups = this.groupLines(input.lines);
-    // The claim's call holds the lines of its slot; every other slot of lines gets a call of its own.
-    const claimLines = groups.find((g) => g.group === claimGroup) ?? { group: claimGroup, lines: [], indexes: [] };
-    const calls = [claimLines, ...groups.filter((g) => g !== claimLines)];
+    // One call when every line is in the claim's slot (always on a single Redis). Else the claim alone, then the
+    // slots in ascending order: carts that compete take their slots in the same order, so that one of them gets
+    // them all rather than each holding some and all being refused (a livelock under contention).
+    const whole = groups.length === 0 || (groups.length === 1 && groups[0]!.group === claimGroup);
+    const claimLines = whole && groups[0] ? groups[0] : { group: claimGroup, lines: [], indexes: [] };
+    const calls = whole ? [claimLines] : [claimLines, ...groups.sort((a, b) => a.group - b.group)];
     const headerWithClaim = calls.length === 1 && headerGroup === claimGroup;
     const leasing = leaseHere ? null : this.keepLease(input.lease);
 
     const done: HeldGroup[] = [];
     const held: { index: number; line: Line }[] = [];
+    const refused: ReserveDecision[] = [];
     let nowMs = 0;
     let generation = '';
     try {
       for (const group of calls) {
         const first = group === claimLines;
         const parts = first ? `c${headerWithClaim ? 'h' : ''}${leaseHere ? 'l' : ''}` : '';
-        const reply = await this.reserveCall(input, group, parts, first ? '' : nowMs + input.ttlMs, null);
+        // A refused claim call leaves no clock: the later calls then use their own (they are all given back).
+        const reply = await this.reserveCall(input, group, parts, first || nowMs === 0 ? '' : nowMs + input.ttlMs, null);
+        if (reply[0] === S.IDEMPOTENT) return refusal(reply, group.indexes);
         if (reply[0] !== S.OK) {
-          await this.undoHeld(input, done);
-          return refusal(reply, group.indexes);
+          // The later slots are still asked (and given back below), so the answer names every line at fault.
+          refused.push(refusal(reply, group.indexes));
+          continue;
         }
-        if (first) [generation, nowMs] = [String(reply[1]), Number(reply[2])];
+        if (first) nowMs = Number(reply[2]);
+        if (generation === '') generation = String(reply[1]);
         const lines = heldParts(group.lines, reply.slice(3)).map(({ lineIndex, line }) => {
           held.push({ index: group.indexes[lineIndex]!, line });
           return line;
@@ -308,6 +362,10 @@ export class Decisions {
       // Redis unreachable, or a slot without state: what was held elsewhere is given back before the 503.
       await this.undoHeld(input, done).catch(() => undefined);
       throw err;
+    }
+    if (refused.length > 0) {
+      await this.undoHeld(input, done);
+      return combineRefusals(refused);
     }
     await leasing;
     // Line order, the parts of an allocated line in allocation order (each line is held by one call).
@@ -802,20 +860,21 @@ export class Decisions {
     return reply[0] === S.OK;
   }
 
-  /** Sets one group's marker to `generation` if the rebuild's token there survived (finish_rebuild.lua). */
-  async finishRebuild(token: string, generation: string, group: number): Promise<boolean> {
-    const reply = await this.run(
-      'finish_rebuild',
-      [this.keys.markerOf(group), this.keys.rebuildingOf(group)],
-      [token, generation, this.keys.cluster ? '1' : '0'],
-    );
-    return reply[0] === S.OK;
+  /** Sets every group's marker to `generation` where the rebuild's token survived (finish_rebuild.lua); false if one had not. */
+  async finishRebuild(token: string, generation: string): Promise<boolean> {
+    const replies = await scriptOnEveryGroup(this.redis, this.keys, 'finish_rebuild', (group) => ({
+      keys: [this.keys.markerOf(group), this.keys.rebuildingOf(group)],
+      args: [token, generation, this.keys.cluster ? '1' : '0'],
+    }));
+    return replies.every((reply) => reply[0] === S.OK);
   }
 
-  /** The generation of one group's state, or null when it has none (generation.lua). */
-  async generationOf(group: number): Promise<string | null> {
-    const reply = await this.run('generation', [this.keys.markerOf(group)], []);
-    return reply[0] === S.OK ? String(reply[1]) : null;
+  /** The generation every group's state is of, or null when a group has none, or groups differ (generation.lua). */
+  async generation(): Promise<string | null> {
+    const replies = await scriptOnEveryGroup(this.redis, this.keys, 'generation', (group) => ({ keys: [this.keys.markerOf(group)], args: [] }));
+    const generations = new Set(replies.map((reply) => (reply[0] === S.OK ? String(reply[1]) : null)));
+    const [only] = generations;
+    return generations.size === 1 && only ? only : null;
   }
 }
 
