@@ -112,6 +112,9 @@ export class Recovery {
     try {
       // Under the fence (src/store/generation.ts) until the commit: batches of the old generation write nothing.
       const generation = await beginRebuild(client);
+      // Every slot without state until the markers are set again: on a cluster a failover took only some slots'
+      // state, and the others' scripts must not decide on items while they are cleared and refilled.
+      await this.dropState();
       await onEveryGroup(redis, keys, (p, group) => p.set(keys.rebuildingOf(group), token));
       await this.clearItems();
 
