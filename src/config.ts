@@ -185,6 +185,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     if (problem) problems.push(problem);
   }
   problems.push(...parseClusterNodes(config?.REDIS_CLUSTER_NODES ?? env.REDIS_CLUSTER_NODES ?? '').problems);
+  if ((config?.REDIS_READ_FROM ?? env.REDIS_READ_FROM) === 'replica' && !(config?.REDIS_CLUSTER_NODES ?? env.REDIS_CLUSTER_NODES)) {
+    problems.push('REDIS_READ_FROM=replica needs REDIS_CLUSTER_NODES (the replicas are found through the cluster)');
+  }
   problems.push(...parseApiKeys(value('API_KEYS')).problems);
   const transports = Object.fromEntries(TRANSPORT_VARIABLES.map((name) => [name, value(name)])) as TransportVariables;
   problems.push(...parseTransports(transports).problems);

@@ -21,7 +21,7 @@ export const statePlugin = fp<{ config: Config }>(
   async (app, { config }) => {
     const { redis, db, metrics, log } = app;
     const keys = new Keys(config.REDIS_KEY_PREFIX, config.REDIS_CLUSTER_NODES !== '');
-    const decisions = new Decisions(redis, keys, metrics, config.TOMBSTONE_RETENTION_SECONDS * 1000, () => void recovery.ensure());
+    const decisions = new Decisions(redis, keys, metrics, config.TOMBSTONE_RETENTION_SECONDS * 1000, () => void recovery.ensure(), app.redisReads);
     const recovery = new Recovery(
       { redis, db, keys, decisions, metrics, log: log.child({ redis: redisAddress(config) }) },
       { idempotencyRetentionHours: config.IDEMPOTENCY_RETENTION_HOURS },

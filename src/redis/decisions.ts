@@ -196,21 +196,26 @@ interface LineGroup<T> {
 export class Decisions {
   private readonly run: ReturnType<typeof defineScripts>;
 
+  /** Availability reads: on the master with the decisions, or (`reads`, REDIS_READ_FROM=replica) on a replica. */
+  private readonly runRead: ReturnType<typeof defineScripts> | null;
+
   constructor(
     readonly redis: RedisClient,
     private readonly keys: Keys,
     private readonly metrics: Metrics,
     private readonly retentionMs: number,
     private readonly onNoState: () => void,
+    reads: RedisClient | null = null,
   ) {
     this.run = defineScripts(redis);
+    this.runRead = reads && reads !== redis ? defineScripts(reads) : null;
   }
 
-  private async call(name: ScriptName, keys: string[], args: (string | number)[]): Promise<ScriptReply> {
+  private async call(name: ScriptName, keys: string[], args: (string | number)[], run = this.run): Promise<ScriptReply> {
     const end = this.metrics.luaDuration.startTimer({ script: name });
     let reply: ScriptReply;
     try {
-      reply = await this.run(name, keys, args);
+      reply = await run(name, keys, args);
     } catch (err) {
       throw unavailable('Redis is unreachable', err);
     } finally {
@@ -770,10 +775,16 @@ export class Decisions {
     throw new Error(`stock: unexpected status ${reply[0]}`);
   }
 
-  /** The item's stock per location, or null when the item was never stocked. */
+  /**
+   * The item's stock per location, or null when the item was never stocked. With REDIS_READ_FROM=replica, as a
+   * replica of its slot has it (lagging the master by the replication delay).
+   */
   async availability(itemId: string): Promise<ItemStock | null> {
     const k = this.keys.item(itemId);
-    const reply = await this.call('availability', [this.keys.markerOf(this.itemGroup(itemId)), k.stock, k.holds, k.exp], [this.retentionMs]);
+    const keys = [this.keys.markerOf(this.itemGroup(itemId)), k.stock, k.holds, k.exp];
+    const reply = this.runRead
+      ? await this.call('availability_read', keys, [], this.runRead)
+      : await this.call('availability', keys, [this.retentionMs]);
     return reply[0] === S.OK ? parseStock(reply[2] as string[]) : null;
   }
 

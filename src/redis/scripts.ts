@@ -14,6 +14,7 @@ export const scriptNames = [
   'expire',
   'stock',
   'availability',
+  'availability_read',
   'finish_rebuild',
   'generation',
   'drop_hold',
@@ -23,6 +24,9 @@ export const scriptNames = [
 ] as const;
 export type ScriptName = (typeof scriptNames)[number];
 
+/** Scripts that write nothing (declared `#!lua flags=no-writes`): a replica may run them. */
+const readOnlyScripts: ReadonlySet<ScriptName> = new Set(['availability_read']);
+
 const luaDir = new URL('./lua/', import.meta.url);
 
 const luaTable = (name: string, table: Record<string, string | number>): string =>
@@ -31,7 +35,7 @@ const luaTable = (name: string, table: Record<string, string | number>): string 
     .join(', ')} }`;
 
 /**
- * A script's source as Redis runs it: the status codes (`S`), hold states (`H`) and value layout (`L`, layout.ts)
+ * A script's source as Redis runs it: declared no-writes if it is read-only, the status codes (`S`), hold states (`H`) and value layout (`L`, layout.ts)
  * injected from TypeScript (one source for both languages), and each `--@include name` line replaced by
  * includes/name.lua.
  */
@@ -40,7 +44,9 @@ export function scriptSource(name: ScriptName): string {
     /^--@include (\w+)$/gm,
     (_, include: string) => readFileSync(new URL(`includes/${include}.lua`, luaDir), 'utf8'),
   );
-  return [luaTable('S', ScriptStatus), luaTable('H', HoldState), luaTable('L', luaLayout), body].join('\n');
+  // A script that writes nothing says so in its first line, so that a replica runs it.
+  const shebang = readOnlyScripts.has(name) ? ['#!lua flags=no-writes'] : [];
+  return [...shebang, luaTable('S', ScriptStatus), luaTable('H', HoldState), luaTable('L', luaLayout), body].join('\n');
 }
 
 export type ScriptReply = [number, ...unknown[]];
@@ -52,7 +58,8 @@ type ScriptCommand = (numberOfKeys: number, ...keysAndArgs: (string | number)[])
  * scripts by itself. On a cluster ioredis sends each call to the master of its keys' slot.
  */
 export function defineScripts(redis: RedisClient): (name: ScriptName, keys: string[], args: (string | number)[]) => Promise<ScriptReply> {
-  for (const name of scriptNames) redis.defineCommand(name, { lua: scriptSource(name) });
+  // A read-only script goes to a replica on a client that reads from replicas (REDIS_READ_FROM=replica).
+  for (const name of scriptNames) redis.defineCommand(name, { lua: scriptSource(name), readOnly: readOnlyScripts.has(name) });
   const commands = redis as unknown as Record<ScriptName, ScriptCommand>;
   return (name, keys, args) => commands[name](keys.length, ...keys, ...args);
 }

@@ -45,14 +45,14 @@ async function nodeInfo(port: number): Promise<Record<string, string> | null> {
   }
 }
 
-/** `CLUSTER SHARDS` reduced to: for each slot range, the port of its master. */
-async function masterPorts(port: number): Promise<{ from: number; to: number; port: number }[]> {
+/** `CLUSTER SLOTS` reduced to: for each slot range, the port of its master and how many replicas serve it. */
+async function masterPorts(port: number): Promise<{ from: number; to: number; port: number; replicas: number }[]> {
   const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0 });
   client.on('error', () => {});
   try {
     await client.connect();
     const slots = await client.cluster('SLOTS');
-    return slots.map(([from, to, master]) => ({ from, to, port: master![1] }));
+    return slots.map(([from, to, master, ...replicas]) => ({ from, to, port: master![1], replicas: replicas.length }));
   } finally {
     client.disconnect();
   }
@@ -76,6 +76,8 @@ export async function startRedisCluster(masters = 3): Promise<RedisClusterServer
           '--cluster-port', String(busPort),
           // A replica syncs at once (Redis waits 5 s for more replicas by default); until it has, it cannot take over.
           '--repl-diskless-sync-delay', '0',
+          // CLUSTER SLOTS lists a replica only once its replication offset moved, which the master's pings do.
+          '--repl-ping-replica-period', '1',
         ],
       }),
     );
@@ -94,6 +96,10 @@ export async function startRedisCluster(masters = 3): Promise<RedisClusterServer
           if (info?.cluster_state !== 'ok' || info.cluster_slots_ok !== '16384') return undefined;
           if (info.role === 'slave' && info.master_link_status !== 'up') return undefined;
         }
+        // Clients find replicas (REDIS_READ_FROM=replica) in CLUSTER SLOTS: every range must list one.
+        const alive = servers.find((s) => !dead.has(s))!;
+        const ranges = await masterPorts(alive.port);
+        if (dead.size === 0 && ranges.some((r) => r.replicas === 0)) return undefined;
         return true;
       },
       { timeoutMs: 30_000, intervalMs: 100 },
