@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { Cluster, Redis } from 'ioredis';
 import { pino } from 'pino';
+import { inject } from 'vitest';
+import type {} from './cluster-setup.js';
 import { buildApp } from '../../src/app.js';
 import { loadConfig, parseClusterNodes, type Config } from '../../src/config.js';
 import { scanTargets, type RedisClient } from '../../src/redis/client.js';
@@ -32,7 +34,7 @@ export async function startTestApp(overrides: Record<string, string | number> = 
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     REDIS_URL: testRedisUrl(),
     // The `cluster` project runs chosen files against a private Redis Cluster (test/helpers/cluster-setup.ts).
-    ...(process.env.TEST_REDIS_CLUSTER_NODES ? { REDIS_CLUSTER_NODES: process.env.TEST_REDIS_CLUSTER_NODES } : {}),
+    ...(clusterNodes() ? { REDIS_CLUSTER_NODES: clusterNodes()! } : {}),
     REDIS_KEY_PREFIX: `t${randomBytes(4).toString('hex')}:`,
     SWEEPER_INTERVAL_MS: '100',
     ...Object.fromEntries(Object.entries(overrides).map(([k, v]) => [k, String(v)])),
@@ -66,6 +68,9 @@ export async function startTestApp(overrides: Record<string, string | number> = 
     },
   };
 }
+
+/** The private cluster of the `cluster` project (test/helpers/cluster-setup.ts), or undefined in other projects. */
+const clusterNodes = (): string | undefined => inject('redisClusterNodes');
 
 /** A client of the test app's Redis: its cluster (REDIS_CLUSTER_NODES) or its single Redis, not yet connected. */
 export function redisClient(config: Config): RedisClient {
