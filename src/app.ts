@@ -2,7 +2,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
-import { addressOf, type Config } from './config.js';
+import { addressOf, redisAddress, type Config } from './config.js';
 import { adminRoutes } from './http/routes/admin.js';
 import { eventRoutes } from './http/routes/events.js';
 import { itemRoutes } from './http/routes/items.js';
@@ -35,6 +35,11 @@ import type { BatchWriter } from './store/writer.js';
 /** The parts of a running node, exposed for tests and the operator tools. */
 export interface Runtime {
   config: Config;
+  /**
+   * The Redis handle. Typed as a single Redis for the tools that scan its keyspace (tests, bench/); on a cluster
+   * (REDIS_CLUSTER_NODES) it is the Cluster client, which takes the same commands but scans one node only (see
+   * src/redis/client.ts, scanTargets). The service's own modules take it as a RedisClient.
+   */
   redis: Redis;
   db: pg.Pool;
   /** The reads a replica may serve (DATABASE_REPLICA_URL), else the primary's. */
@@ -87,14 +92,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(writerPlugin, { config, appendEvents: options.appendEvents });
   await app.register(jobsPlugin, { config });
   const { redis, db, reads, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler } = app;
-  const runtime: Runtime = { config, redis, db, reads, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler };
+  const runtime: Runtime = { config, redis: redis as Redis, db, reads, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler };
   app.decorate('runtime', runtime);
 
   await app.register(httpPlugin, { config });
   await app.register(docsPlugin);
 
   const { reservations, stock } = options.services?.(runtime) ?? defaultServices(runtime, app.log);
-  const addresses = { redis: addressOf(config.REDIS_URL), postgres: addressOf(config.DATABASE_URL) };
+  const addresses = { redis: redisAddress(config), postgres: addressOf(config.DATABASE_URL) };
   await app.register(itemRoutes, { stock });
   await app.register(reservationRoutes, { reservations });
   await app.register(operationRoutes, { redis, db, recovery, metrics, addresses });

@@ -25,6 +25,16 @@ export const ConfigSchema = Type.Object({
   DATABASE_REPLICA_MAX_LAG_MS: Type.Integer({ default: 1000, minimum: 100 }),
   /** `redis://` or `rediss://` (TLS), with a host (checked by `checkUrl`). */
   REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379' }),
+  /**
+   * Redis Cluster (or Valkey cluster) seed nodes, `host:port` comma-separated (checked by `parseClusterNodes`); set,
+   * the service runs on the cluster and REDIS_URL is not used. Empty: a single Redis at REDIS_URL.
+   */
+  REDIS_CLUSTER_NODES: Type.String({ default: '' }),
+  /**
+   * Where availability reads go: `master` (exact), or `replica` (a replica of the item's slot, which lags its
+   * master by the replication delay: README "Scaling"). Decisions always go to masters.
+   */
+  REDIS_READ_FROM: Type.Union([Type.Literal('master'), Type.Literal('replica')], { default: 'master' }),
   /** Prefix of every Redis key, so several deployments (or test runs) can share one Redis. */
   REDIS_KEY_PREFIX: Type.String({ default: 'irs:', pattern: '^[A-Za-z0-9:_.-]*$' }),
   /** Redis commands that take longer fail (the request answers 503) instead of hanging. */
@@ -127,6 +137,27 @@ export function checkUrl(variable: keyof typeof URL_RULES, value: string): strin
   return null;
 }
 
+/** The seed nodes of REDIS_CLUSTER_NODES (none: a single Redis), and what is wrong with the value. */
+export function parseClusterNodes(value: string): { nodes: { host: string; port: number }[]; problems: string[] } {
+  const nodes: { host: string; port: number }[] = [];
+  const problems: string[] = [];
+  if (value.trim() === '') return { nodes, problems };
+  for (const entry of value.split(',').map((e) => e.trim())) {
+    const match = /^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$/.exec(entry);
+    const port = Number(match?.[2]);
+    if (!match || port < 1 || port > 65535) {
+      problems.push(`REDIS_CLUSTER_NODES must be host:port entries separated by commas (got ${JSON.stringify(maskCredentials(entry))})`);
+      continue;
+    }
+    nodes.push({ host: match[1]!.replace(/^\[|\]$/g, ''), port });
+  }
+  return { nodes, problems };
+}
+
+/** Where log lines say Redis is: the cluster's seed nodes, or REDIS_URL's `host:port`. */
+export const redisAddress = (config: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES'>): string =>
+  config.REDIS_CLUSTER_NODES ? `cluster ${parseClusterNodes(config.REDIS_CLUSTER_NODES).nodes.map((n) => `${n.host}:${n.port}`).join(',')}` : addressOf(config.REDIS_URL);
+
 /** `host:port` of a connection URL (never its credentials), for log lines; PostgreSQL's with `/database`. */
 export function addressOf(value: string): string {
   const url = new URL(value);
@@ -152,6 +183,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   for (const name of Object.keys(URL_RULES) as (keyof typeof URL_RULES)[]) {
     const problem = checkUrl(name, value(name));
     if (problem) problems.push(problem);
+  }
+  problems.push(...parseClusterNodes(config?.REDIS_CLUSTER_NODES ?? env.REDIS_CLUSTER_NODES ?? '').problems);
+  if ((config?.REDIS_READ_FROM ?? env.REDIS_READ_FROM) === 'replica' && !(config?.REDIS_CLUSTER_NODES ?? env.REDIS_CLUSTER_NODES)) {
+    problems.push('REDIS_READ_FROM=replica needs REDIS_CLUSTER_NODES (the replicas are found through the cluster)');
   }
   problems.push(...parseApiKeys(value('API_KEYS')).problems);
   const transports = Object.fromEntries(TRANSPORT_VARIABLES.map((name) => [name, value(name)])) as TransportVariables;

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger as Logger } from 'fastify';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/client.js';
 import type pg from 'pg';
 import { LEASE_RENEW_MS, LEASE_TTL_MS } from '../jobs/node-lease.js';
 import type { Metrics } from '../metrics.js';
@@ -15,7 +15,7 @@ import { WebhookTransport } from './transports/webhook.js';
 
 export interface DeliveryDeps {
   db: pg.Pool;
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   metrics: Metrics;
   log: Logger;

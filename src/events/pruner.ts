@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger as Logger } from 'fastify';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/client.js';
 import type pg from 'pg';
 import type { Metrics } from '../metrics.js';
 import type { Keys } from '../redis/keys.js';
@@ -28,7 +28,7 @@ export class Pruner {
   private running: Promise<number> | null = null;
 
   constructor(
-    private readonly d: { db: pg.Pool; redis: Redis; keys: Keys; metrics: Metrics; log: Logger },
+    private readonly d: { db: pg.Pool; redis: RedisClient; keys: Keys; metrics: Metrics; log: Logger },
     private readonly options: PrunerOptions,
   ) {}
 

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/client.js';
 import { defineScripts } from '../redis/scripts.js';
 import { ScriptStatus } from '../redis/status.js';
 
@@ -22,7 +22,7 @@ export class RelayLease {
   readonly owner: string;
 
   constructor(
-    redis: Redis,
+    redis: RedisClient,
     readonly key: string,
     nodeId: string,
     readonly ttlMs: number,

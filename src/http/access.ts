@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/client.js';
 import { parseApiKeys } from '../credentials.js';
 import { ProblemError } from '../domain/errors.js';
 import { DEFAULT_TENANT, type Caller } from '../domain/tenancy.js';
@@ -49,7 +49,7 @@ const REALM = 'Bearer realm="inventory"';
  */
 export async function registerAccess(
   app: FastifyInstance,
-  options: { apiKeys: string; rateLimitMax: number; rateLimitWindowMs: number; redis: Redis; keys: Keys },
+  options: { apiKeys: string; rateLimitMax: number; rateLimitWindowMs: number; redis: RedisClient; keys: Keys },
 ): Promise<void> {
   const { keys: apiKeys, problems } = parseApiKeys(options.apiKeys);
   if (problems.length > 0) throw new Error(problems.join('; ')); // loadConfig refuses these first

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 
 /** How long a lease outlives its last renewal: a process silent this long is taken as dead. */
@@ -29,7 +29,7 @@ export class NodeLease {
   private renewing: Promise<unknown> = Promise.resolve();
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: Keys,
     readonly nodeId: string = newNodeId(),
     readonly ttlMs: number = LEASE_TTL_MS,

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/client.js';
 import type pg from 'pg';
 import type { FastifyBaseLogger as Logger } from 'fastify';
 import type { Metrics } from '../metrics.js';
@@ -10,6 +10,7 @@ import { findOpOutcomes, voidStockOp, withStockRowHeld, type HeldStockRow, type 
 import { findPendingIds, sumLiveHolds } from '../store/reservations.js';
 import { findStock, findStockedItemIds } from '../store/stock.js';
 import { LEASE_TTL_MS, type NodeLease } from './node-lease.js';
+import { onEveryGroup } from '../redis/groups.js';
 import type { Recovery } from './recovery.js';
 
 export interface Figures {
@@ -153,7 +154,7 @@ export class Reconciler {
 }
 
 export interface ReconcileDeps {
-  redis: Redis;
+  redis: RedisClient;
   db: pg.Pool;
   keys: Keys;
   decisions: Decisions;
@@ -244,7 +245,7 @@ export async function reconcile(d: ReconcileDeps, options: ReconcileOptions): Pr
   const rebuilt = options.rebuildOnDrift && remaining.length > 0;
   if (rebuilt) {
     d.log.warn({ rows: remaining }, 'reconcile: drift remains after correction; rebuilding Redis from PostgreSQL');
-    await d.redis.del(d.keys.marker);
+    await d.recovery.dropState();
     await d.recovery.ensure();
     d.metrics.reconcileRepairs.inc({ action: 'rebuild' });
   }
@@ -426,12 +427,21 @@ async function factsUnder(d: ReconcileDeps, held: HeldStockRow) {
 
 // ---- comparing ------------------------------------------------------------------------------------------------
 
-/** Every item either side knows: PostgreSQL's stock rows and Redis' set of stocked items (no keyspace scan). */
+/**
+ * Every item either side knows: PostgreSQL's stock rows and Redis' sets of stocked items, one a slot group (no
+ * keyspace scan).
+ */
 async function listItems(d: ReconcileDeps): Promise<string[]> {
   const ids = new Set<string>();
   for (const id of await findStockedItemIds(d.db)) ids.add(id);
-  const stream = d.redis.sscanStream(d.keys.items, { count: 1000 });
-  for await (const batch of stream as AsyncIterable<string[]>) for (const id of batch) ids.add(id);
+  if (d.keys.cluster) {
+    // 16,384 sets, each small: one pipeline of SMEMBERS per master.
+    const sets = (await onEveryGroup(d.redis, d.keys, (p, group) => p.smembers(d.keys.itemsOf(group)))) as string[][];
+    for (const set of sets) for (const id of set) ids.add(id);
+  } else {
+    const stream = d.redis.sscanStream(d.keys.items, { count: 1000 });
+    for await (const batch of stream as AsyncIterable<string[]>) for (const id of batch) ids.add(id);
+  }
   return [...ids].sort();
 }
 
@@ -461,7 +471,7 @@ async function compare(d: ReconcileDeps, items: string[]): Promise<{ drift: Drif
 /** Items read from Redis at once: enough to overlap round trips, few enough not to crowd out live traffic. */
 const REDIS_CONCURRENCY = 20;
 
-async function redisNow(redis: Redis): Promise<number> {
+async function redisNow(redis: RedisClient): Promise<number> {
   const [seconds, micros] = (await redis.time()) as [number | string, number | string];
   return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
 }

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin';
-import { addressOf, type Config } from '../config.js';
+import { redisAddress, type Config } from '../config.js';
 import { Recovery } from '../jobs/recovery.js';
 import { Decisions } from '../redis/decisions.js';
 import { Keys } from '../redis/keys.js';
@@ -20,10 +20,10 @@ declare module 'fastify' {
 export const statePlugin = fp<{ config: Config }>(
   async (app, { config }) => {
     const { redis, db, metrics, log } = app;
-    const keys = new Keys(config.REDIS_KEY_PREFIX);
-    const decisions = new Decisions(redis, keys, metrics, config.TOMBSTONE_RETENTION_SECONDS * 1000, () => void recovery.ensure());
+    const keys = new Keys(config.REDIS_KEY_PREFIX, config.REDIS_CLUSTER_NODES !== '');
+    const decisions = new Decisions(redis, keys, metrics, config.TOMBSTONE_RETENTION_SECONDS * 1000, () => void recovery.ensure(), app.redisReads);
     const recovery = new Recovery(
-      { redis, db, keys, decisions, metrics, log: log.child({ redis: addressOf(config.REDIS_URL) }) },
+      { redis, db, keys, decisions, metrics, log: log.child({ redis: redisAddress(config) }) },
       { idempotencyRetentionHours: config.IDEMPOTENCY_RETENTION_HOURS },
     );
     app.decorate('keys', keys);

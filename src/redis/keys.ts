@@ -1,6 +1,12 @@
+import { SLOT_COUNT, slotOf, slotTag } from './slots.js';
+
 /**
  * The only place Redis keys are made. Everything about one item shares the hash tag `{i:<itemId>}`, so one
  * script can decide on all its locations atomically and Redis Cluster keeps an item on one node.
+ *
+ * Every script touches the keys of one group: on Redis Cluster a group is a hash slot, on a single Redis there is
+ * one group (a single Redis is a cluster of one slot owner). State a script must see beside any key (the generation
+ * marker, the rebuild's token, the set of stocked items) is kept once per group, under a tag of that slot.
  */
 export interface ItemKeys {
   /** hash: on-hand, reserved and pending supply per location (fields and values: layout.ts) */
@@ -14,24 +20,56 @@ export interface ItemKeys {
 }
 
 export class Keys {
-  constructor(readonly prefix: string) {}
+  /** Every group: the slots of a cluster, or the one group of a single Redis. */
+  readonly groups: readonly number[];
 
-  /** The generation of PostgreSQL state this Redis was rebuilt from; missing means Redis lost its state. */
-  get marker(): string {
-    return `${this.prefix}generation`;
+  constructor(
+    readonly prefix: string,
+    /** Redis Cluster: groups are hash slots. */
+    readonly cluster = false,
+  ) {
+    this.groups = cluster ? Array.from({ length: SLOT_COUNT }, (_, slot) => slot) : [0];
   }
 
-  /** Set while a rebuild is writing; the marker is only set if this survived (no flush mid-rebuild). */
-  get rebuilding(): string {
-    return `${this.prefix}rebuilding`;
+  /** The group of a key: its slot on a cluster, the one group on a single Redis. */
+  groupOf(key: string): number {
+    return this.cluster ? slotOf(key) : 0;
+  }
+
+  private inGroup(group: number, name: string): string {
+    return this.cluster ? `${this.prefix}{${slotTag(group)}}${name}` : `${this.prefix}${name}`;
   }
 
   /**
-   * set: every item id stocked in this Redis (added by the stock script and by the rebuild), so reconciliation
+   * The generation of PostgreSQL state this group was rebuilt from; missing means Redis lost its state. On a cluster
+   * the value also names the master that held the slot then (`<generation>@<node id>`): a replica promoted since
+   * (which may have missed the last writes) finds another id and reads it as missing (includes/common.lua).
+   */
+  markerOf(group: number): string {
+    return this.inGroup(group, 'generation');
+  }
+
+  /** The first group's marker: a single Redis' only one. */
+  get marker(): string {
+    return this.markerOf(0);
+  }
+
+  /** Set while a rebuild is writing; the marker is only set if this survived (no flush mid-rebuild). */
+  rebuildingOf(group: number): string {
+    return this.inGroup(group, 'rebuilding');
+  }
+
+  /**
+   * set: every item id stocked in this group (added by the stock script and by the rebuild), so reconciliation
    * lists items without scanning a keyspace that is mostly idempotency records and reservation headers.
    */
+  itemsOf(group: number): string {
+    return this.inGroup(group, 'items');
+  }
+
+  /** The first group's set: a single Redis' only one. */
   get items(): string {
-    return `${this.prefix}items`;
+    return this.itemsOf(0);
   }
 
   /** Held by the one node that rebuilds. */

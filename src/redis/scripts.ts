@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './client.js';
 import { luaLayout } from './layout.js';
 import { HoldState, ScriptStatus } from './status.js';
 
@@ -14,13 +14,18 @@ export const scriptNames = [
   'expire',
   'stock',
   'availability',
+  'availability_read',
   'finish_rebuild',
+  'generation',
   'drop_hold',
   'forget_claim',
   'correct',
   'lease',
 ] as const;
 export type ScriptName = (typeof scriptNames)[number];
+
+/** Scripts that write nothing (declared `#!lua flags=no-writes`): a replica may run them. */
+const readOnlyScripts: ReadonlySet<ScriptName> = new Set(['availability_read']);
 
 const luaDir = new URL('./lua/', import.meta.url);
 
@@ -30,7 +35,7 @@ const luaTable = (name: string, table: Record<string, string | number>): string 
     .join(', ')} }`;
 
 /**
- * A script's source as Redis runs it: the status codes (`S`), hold states (`H`) and value layout (`L`, layout.ts)
+ * A script's source as Redis runs it: declared no-writes if it is read-only, the status codes (`S`), hold states (`H`) and value layout (`L`, layout.ts)
  * injected from TypeScript (one source for both languages), and each `--@include name` line replaced by
  * includes/name.lua.
  */
@@ -39,7 +44,9 @@ export function scriptSource(name: ScriptName): string {
     /^--@include (\w+)$/gm,
     (_, include: string) => readFileSync(new URL(`includes/${include}.lua`, luaDir), 'utf8'),
   );
-  return [luaTable('S', ScriptStatus), luaTable('H', HoldState), luaTable('L', luaLayout), body].join('\n');
+  // A script that writes nothing says so in its first line, so that a replica runs it.
+  const shebang = readOnlyScripts.has(name) ? ['#!lua flags=no-writes'] : [];
+  return [...shebang, luaTable('S', ScriptStatus), luaTable('H', HoldState), luaTable('L', luaLayout), body].join('\n');
 }
 
 export type ScriptReply = [number, ...unknown[]];
@@ -47,10 +54,12 @@ type ScriptCommand = (numberOfKeys: number, ...keysAndArgs: (string | number)[])
 
 /**
  * Registers every script on the client: ioredis sends EVALSHA and falls back to EVAL on NOSCRIPT, so a Redis
- * that restarted empty gets the scripts back by itself.
+ * that restarted empty, or a cluster master that never saw a script (a replica promoted, a node added), gets the
+ * scripts by itself. On a cluster ioredis sends each call to the master of its keys' slot.
  */
-export function defineScripts(redis: Redis): (name: ScriptName, keys: string[], args: (string | number)[]) => Promise<ScriptReply> {
-  for (const name of scriptNames) redis.defineCommand(name, { lua: scriptSource(name) });
+export function defineScripts(redis: RedisClient): (name: ScriptName, keys: string[], args: (string | number)[]) => Promise<ScriptReply> {
+  // A read-only script goes to a replica on a client that reads from replicas (REDIS_READ_FROM=replica).
+  for (const name of scriptNames) redis.defineCommand(name, { lua: scriptSource(name), readOnly: readOnlyScripts.has(name) });
   const commands = redis as unknown as Record<ScriptName, ScriptCommand>;
   return (name, keys, args) => commands[name](keys.length, ...keys, ...args);
 }

@@ -34,6 +34,11 @@ describe('connection URLs (refused at start, named, password masked)', () => {
     ['REDIS_URL', `redis://:${SECRET}@[bad`, /REDIS_URL is not a valid URL \(got redis:\/\/:\*\*\*@\[bad\)/],
     ['REDIS_URL', 'redis://', /REDIS_URL names no host/],
     ['REDIS_URL', `redis://default:${SECRET}@/0`, /REDIS_URL (names no host|is not a valid URL)/],
+    ['REDIS_CLUSTER_NODES', 'redis-1', /REDIS_CLUSTER_NODES must be host:port entries separated by commas \(got "redis-1"\)/],
+    ['REDIS_CLUSTER_NODES', 'redis-1:6379,redis-2:70000', /REDIS_CLUSTER_NODES must be host:port entries .*"redis-2:70000"/],
+    ['REDIS_CLUSTER_NODES', `redis://:${SECRET}@redis-1:6379`, /REDIS_CLUSTER_NODES must be host:port entries/],
+    ['REDIS_READ_FROM', 'replica', /REDIS_READ_FROM=replica needs REDIS_CLUSTER_NODES/],
+    ['REDIS_READ_FROM', 'nearest', /REDIS_READ_FROM/],
   ];
   for (const [variable, value, says] of cases) {
     it(`refuses ${variable}=${maskCredentials(value)}`, () => {
@@ -60,6 +65,8 @@ describe('connection URLs (refused at start, named, password masked)', () => {
       { DATABASE_REPLICA_URL: 'postgres:///inventory?host=/var/run/postgresql' },
       { REDIS_URL: `rediss://default:${SECRET}@cache.example:6380/2` },
       { REDIS_URL: 'redis://[::1]:6379' },
+      { REDIS_CLUSTER_NODES: 'redis-1:6379, redis-2:6379,10.0.0.3:7000,[::1]:7001' },
+      { REDIS_CLUSTER_NODES: 'redis-1:6379', REDIS_READ_FROM: 'replica' },
     ]) {
       expect(() => loadConfig(env), JSON.stringify(env)).not.toThrow();
     }

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { errorCatalogue, type ErrorCode, type FieldError, type ShortLine } from '../../src/domain/errors.js';
 import type { AvailabilityDocument, ReservationDocument } from '../../src/domain/schemas.js';
+import { scanTargets } from '../../src/redis/client.js';
 import { newKey, startTestApp, type TestApp } from './app.js';
 import { waitFor } from './wait.js';
 
@@ -407,9 +408,18 @@ export function expectAvailability(res: Answer): AvailabilityDocument {
 export async function wipeRedisState(app: FastifyInstance): Promise<number> {
   const { redis, keys } = app.runtime;
   const all: string[] = [];
-  const stream = redis.scanStream({ match: `${keys.prefix}*`, count: 1000 });
-  for await (const batch of stream as AsyncIterable<string[]>) all.push(...batch);
-  return all.length > 0 ? redis.del(...all) : 0;
+  for (const server of scanTargets(redis)) {
+    const stream = server.scanStream({ match: `${keys.prefix}*`, count: 1000 });
+    for await (const batch of stream as AsyncIterable<string[]>) all.push(...batch);
+  }
+  if (all.length === 0) return 0;
+  if (!keys.cluster) return redis.del(...all);
+  // A cluster deletes key by key (one slot a command): the rebuild lock, taken first, keeps a rebuild from starting
+  // while the wipe is under way; it is dropped last.
+  await redis.set(keys.rebuildLock, 'wipe', 'PX', 30_000);
+  const deleted = await Promise.all(all.filter((key) => key !== keys.rebuildLock).map((key) => redis.del(key)));
+  await redis.del(keys.rebuildLock);
+  return deleted.reduce((a, b) => a + b, 0);
 }
 
 export const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);

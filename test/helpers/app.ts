@@ -1,9 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { pino } from 'pino';
+import { inject } from 'vitest';
+import type {} from './cluster-setup.js';
 import { buildApp } from '../../src/app.js';
-import { loadConfig, type Config } from '../../src/config.js';
+import { loadConfig, parseClusterNodes, type Config } from '../../src/config.js';
+import { scanTargets, type RedisClient } from '../../src/redis/client.js';
 import { migrate } from '../../src/store/database.js';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
 import { testRedisUrl } from './servers.js';
@@ -30,6 +33,8 @@ export async function startTestApp(overrides: Record<string, string | number> = 
   const env: Record<string, string> = {
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     REDIS_URL: testRedisUrl(),
+    // The `cluster` project runs chosen files against a private Redis Cluster (test/helpers/cluster-setup.ts).
+    ...(clusterNodes() ? { REDIS_CLUSTER_NODES: clusterNodes()! } : {}),
     REDIS_KEY_PREFIX: `t${randomBytes(4).toString('hex')}:`,
     SWEEPER_INTERVAL_MS: '100',
     ...Object.fromEntries(Object.entries(overrides).map(([k, v]) => [k, String(v)])),
@@ -46,11 +51,14 @@ export async function startTestApp(overrides: Record<string, string | number> = 
     async close() {
       // The app first, so nothing it still runs (a rebuild in flight) writes keys after the clean-up.
       await app.close();
-      const redis = new Redis(config.REDIS_URL, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+      const redis = redisClient(config);
       try {
         await redis.connect();
-        const stream = redis.scanStream({ match: `${config.REDIS_KEY_PREFIX}*`, count: 1000 });
-        for await (const batch of stream as AsyncIterable<string[]>) if (batch.length) await redis.unlink(...batch);
+        for (const server of scanTargets(redis)) {
+          const stream = server.scanStream({ match: `${config.REDIS_KEY_PREFIX}*`, count: 1000 });
+          // One key a command: on a cluster a batch's keys lie in many slots.
+          for await (const batch of stream as AsyncIterable<string[]>) await Promise.all(batch.map((key) => redis.unlink(key)));
+        }
       } catch {
         // A test may have stopped this Redis; nothing of this prefix is left to clean then.
       } finally {
@@ -59,6 +67,16 @@ export async function startTestApp(overrides: Record<string, string | number> = 
       await database?.drop();
     },
   };
+}
+
+/** The private cluster of the `cluster` project (test/helpers/cluster-setup.ts), or undefined in other projects. */
+const clusterNodes = (): string | undefined => inject('redisClusterNodes');
+
+/** A client of the test app's Redis: its cluster (REDIS_CLUSTER_NODES) or its single Redis, not yet connected. */
+export function redisClient(config: Config): RedisClient {
+  const options = { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 };
+  const { nodes } = parseClusterNodes(config.REDIS_CLUSTER_NODES);
+  return nodes.length > 0 ? new Cluster(nodes, { lazyConnect: true, redisOptions: options }) : new Redis(config.REDIS_URL, options);
 }
 
 let keyCounter = 0;

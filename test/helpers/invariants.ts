@@ -218,12 +218,24 @@ export async function readPostgres(db: Queryable, items?: readonly string[]): Pr
 /** Items read from Redis per pipeline: few round trips, no single reply too large. */
 const REDIS_CHUNK = 500;
 
+/**
+ * The generation marker: a single Redis' one, or on a cluster those of the items' slots (null if one is missing;
+ * the generation without the master's id it is bound to).
+ */
+async function readMarker(redis: Redis, keys: Keys, items: readonly string[]): Promise<string | null> {
+  if (!keys.cluster) return redis.get(keys.marker);
+  const groups = [...new Set(items.map((itemId) => keys.groupOf(keys.item(itemId).stock)))];
+  const markers = await Promise.all((groups.length > 0 ? groups : [0]).map((group) => redis.get(keys.markerOf(group))));
+  if (markers.some((marker) => marker === null)) return null;
+  return markers[0]!.split('@')[0]!;
+}
+
 /** Reads Redis' clock, its generation marker, and each item's stock and holds hashes. */
 export async function readRedis(redis: Redis, keys: Keys, items: readonly string[]): Promise<RedisState> {
   const [seconds, micros] = (await redis.time()) as [number | string, number | string];
   const state: RedisState = {
     nowMs: Number(seconds) * 1000 + Math.floor(Number(micros) / 1000),
-    marker: await redis.get(keys.marker),
+    marker: await readMarker(redis, keys, items),
     items: new Set(items),
     stock: new Map(),
     holds: [],
@@ -232,11 +244,10 @@ export async function readRedis(redis: Redis, keys: Keys, items: readonly string
   const unique = [...state.items];
   for (let i = 0; i < unique.length; i += REDIS_CHUNK) {
     const chunk = unique.slice(i, i + REDIS_CHUNK);
-    const p = redis.pipeline();
-    for (const itemId of chunk) p.hgetall(keys.item(itemId).stock).hgetall(keys.item(itemId).holds);
-    const replies = (await p.exec()) ?? [];
-    const failed = replies.find(([err]) => err);
-    if (failed) throw failed[0];
+    // Commands sent together (a pipeline would have to keep to one slot on a cluster).
+    const replies = (await Promise.all(chunk.flatMap((itemId) => [redis.hgetall(keys.item(itemId).stock), redis.hgetall(keys.item(itemId).holds)]))).map(
+      (reply) => [null, reply] as const,
+    );
     chunk.forEach((itemId, n) => {
       const k = keys.item(itemId);
       for (const [field, value] of Object.entries(replies[2 * n]![1] as Record<string, string>)) {

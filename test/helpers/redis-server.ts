@@ -9,6 +9,10 @@ export interface RedisServerOptions {
   appendonly?: boolean;
   /** Working dir (AOF lives here). Defaults to a fresh temp dir, removed when the test process exits. */
   dir?: string;
+  /** A port to listen on (default: a free one). */
+  port?: number;
+  /** More `redis-server` arguments (e.g. cluster mode: test/helpers/redis-cluster.ts). */
+  extraArgs?: readonly string[];
 }
 
 /** kill9, stop (graceful; nothing is saved: `--save ""`) and restart (same port and dir; ready once it answers PING). */
@@ -41,7 +45,7 @@ function ping(port: number, timeoutMs = 250): Promise<boolean> {
 export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisServer> {
   const appendonly = opts.appendonly ?? false;
   const dir = opts.dir ?? (await ownedTempDir('irs-redis-'));
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
 
   const args = [
     '--port', String(port),
@@ -51,6 +55,7 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
     ...(appendonly ? ['--appendfsync', 'always'] : []),
     '--dir', dir,
     '--daemonize', 'no',
+    ...(opts.extraArgs ?? []),
   ];
   const server = await startServerProcess(REDIS_BIN, args, `redis-server on port ${port} to answer PING`, () => ping(port));
   return { port, url: `redis://127.0.0.1:${port}`, dir, ...server };

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { newItem, newKey } from '../helpers/app.js';
-import { expectInvalid, expectProblem, expectReservation, useHttpApp, type Answer } from '../helpers/api.js';
+import { expectInvalid, expectProblem, expectReservation, useHttpApp, wipeRedisState, type Answer } from '../helpers/api.js';
 import { ANONYMOUS } from '../../src/http/access.js';
 import { formatRecord, parseRecord } from '../../src/redis/layout.js';
 import { requestHash } from '../../src/service/idempotency.js';
@@ -114,9 +114,8 @@ describe('the same key with the same body replays the first answer', () => {
     const body = { lines: [{ itemId: item, quantity: 3 }] };
     const first = await api.reserve(body, key);
     expectReservation(first, 201);
-    const { redis, keys, recovery } = t.app.runtime;
-    const lost = await redis.keys(`${keys.prefix}*`);
-    await redis.unlink(...lost);
+    const { recovery } = t.app.runtime;
+    await wipeRedisState(t.app);
     await recovery.ensure();
     expectReplayOf(await api.reserve(body, key), first);
     expect(await api.at(item)).toEqual({ onHand: 10, reserved: 3, available: 7 });
@@ -129,8 +128,8 @@ describe('the same key with the same body replays the first answer', () => {
     const body = { lines: [{ itemId: item, quantity: 3 }] };
     const first = await api.reserve(body, key);
     expectReservation(first, 201);
-    const { redis, keys, recovery } = t.app.runtime;
-    await redis.unlink(...(await redis.keys(`${keys.prefix}*`)));
+    const { recovery } = t.app.runtime;
+    await wipeRedisState(t.app);
     await recovery.ensure();
     expectReplayOf(await api.reserve(body, key), first);
     expect(await api.at(item)).toEqual({ onHand: 3, reserved: 3, available: 0 });

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type pg from 'pg';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../redis/client.js';
 import { Type } from 'typebox';
 import type { Recovery } from '../../jobs/recovery.js';
 import type { Metrics } from '../../metrics.js';
@@ -23,7 +23,7 @@ const Checks = Type.Object(
 const Ready = Type.Object({ status: Type.Literal('ready'), checks: Checks });
 
 export const operationRoutes: FastifyPluginAsyncTypebox<{
-  redis: Redis;
+  redis: RedisClient;
   db: pg.Pool;
   recovery: Recovery;
   metrics: Metrics;

@@ -2,16 +2,18 @@
   extend: a pending, unexpired reservation now expires at now + ttl (Redis' clock; it may also shorten it). Due
   holds are expired first, as settle does, so extend racing expiry has one outcome: the clock here decides.
 
-  KEYS[1]    generation marker
-  KEYS[2]    the reservation's header
-  KEYS[3..]  per item: stock, holds, exp (ARGV[4] items)
+  KEYS[1]    generation marker (of the slot)
+  KEYS[2]    the reservation's header, only when ARGV[7] is 'h' (on a cluster it lives in a slot of its own)
+  then       per item: stock, holds, exp (ARGV[4] items)
   ARGV[1]    reservation id
   ARGV[2]    the new TTL, ms
   ARGV[3]    tombstone retention, ms
   ARGV[4]    item count
   ARGV[5]    line count
   ARGV[6]    the version an If-Match names ('' for none): any other version refuses the call (PRECONDITION)
-  ARGV[7..]  per line: item index (1-based), location, quantity
+  ARGV[7]    'h' when KEYS[2] is the header, else ''
+  ARGV[8]    the new expiry, ms ('' for now + ttl: on a cluster the first slot's call sets it for the others)
+  ARGV[9..]  per line: item index (1-based), location, quantity
 
   Returns
     {S.OK, generation, nowMs, version, expiresAtMs, previousExpiresAtMs}   version: the one the extension made
@@ -21,14 +23,15 @@
     {S.MISSING}                  a hold is unknown to Redis
 ]]
 --@include common
-local FIXED = 2
+local headerKey = ARGV[7] == 'h' and KEYS[2] or nil
+local FIXED = headerKey and 2 or 1
 local gen = generation(KEYS[1])
 if not gen then return { S.NO_STATE } end
 
 local now = nowMs()
 local retentionMs = tonumber(ARGV[3])
 local ifMatch = tonumber(ARGV[6])
-local lines = readLines(7, tonumber(ARGV[5]))
+local lines = readLines(9, tonumber(ARGV[5]))
 expireItems(FIXED, tonumber(ARGV[4]), now, retentionMs)
 
 local counts, version, previous = readHolds(FIXED, ARGV[1], lines)
@@ -39,7 +42,7 @@ if counts.r > 0 then return { S.RELEASED, version } end
 if counts.x > 0 then return { S.EXPIRED, version } end
 if counts.missing > 0 then return { S.MISSING } end
 
-local expiresAt = now + tonumber(ARGV[2])
+local expiresAt = ARGV[8] ~= '' and tonumber(ARGV[8]) or now + tonumber(ARGV[2])
 for _, line in ipairs(lines) do
   local _, holdsKey, expKey = itemKeys(FIXED, line.item)
   local field = holdField(ARGV[1], line.location)
@@ -48,8 +51,8 @@ for _, line in ipairs(lines) do
   redis.call('ZADD', expKey, expiresAt, field)
 end
 -- The header (if still cached) says the new expiry and lives as long past it as reserve made it.
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], L.headerExpires, expiresAt)
-  redis.call('PEXPIREAT', KEYS[2], expiresAt + retentionMs)
+if headerKey and redis.call('EXISTS', headerKey) == 1 then
+  redis.call('HSET', headerKey, L.headerExpires, expiresAt)
+  redis.call('PEXPIREAT', headerKey, expiresAt + retentionMs)
 end
 return { S.OK, gen, now, version + 1, expiresAt, previous }

@@ -1,14 +1,18 @@
 --[[
-  reserve: hold every line of a new reservation, or nothing. Lines without a location are allocated here, in the
-  same step, over the candidate locations of their item (api.md, "Allocation across locations"). A normal-priority
-  line may take what is available at a location less its safety stock, a high-priority one all that is available
-  (availableAt, includes/common.lua).
+  reserve: hold every line of a new reservation (or of one slot group of it), or nothing. Lines without a location
+  are allocated here, in the same step, over the candidate locations of their item (api.md, "Allocation across
+  locations"). A normal-priority line may take what is available at a location less its safety stock, a
+  high-priority one all that is available (availableAt, includes/common.lua).
 
-  KEYS[1]    generation marker
-  KEYS[2]    idempotency record of the request's key
-  KEYS[3]    the reservation's header
-  KEYS[4]    the deciding node's lease
-  KEYS[5..]  per item: stock, holds, exp (ARGV[6] items)
+  On a single Redis one call does it all: claims the idempotency key, holds every line, caches the header and keeps
+  the node's lease. On Redis Cluster every call touches one slot, so src/redis/decisions.ts splits a reservation
+  into calls of one slot each, each with the parts (ARGV[15]) whose keys are in that slot: the claim first, then the
+  lines slot by slot, then the header (made whole in TypeScript); a refused call has the earlier ones undone.
+
+  KEYS[1]    generation marker (of the slot)
+  then, each only when its part is in ARGV[15], in this order: the idempotency record of the request's key ('c'),
+             the reservation's header ('h' or 'H'), the deciding node's lease ('l')
+  then       per item: stock, holds, exp (ARGV[6] items)
   ARGV[1]    reservation id
   ARGV[2]    ttl in ms
   ARGV[3]    idempotency record prefix "<requestHash>|<reservationId>|" (the script appends its clock, ms, then ARGV[9])
@@ -16,15 +20,18 @@
   ARGV[5]    tombstone retention, ms
   ARGV[6]    item count
   ARGV[7]    line count
-  ARGV[8]    the header's body without its lines: a JSON object (reference, metadata, tenant, allocation); the
-             script writes it with the lines as held in front ({"lines":[...], ...})
+  ARGV[8]    'h': the header's body without its lines, a JSON object (reference, metadata, tenant, allocation); the
+             script writes it with the lines as held in front ({"lines":[...], ...}). 'H': the whole body.
   ARGV[9]    idempotency record suffix "|<nodeId>" (src/redis/layout.ts recordSuffix)
   ARGV[10]   the lease's TTL, ms (src/jobs/node-lease.ts)
   ARGV[11]   priority: 'high' or 'normal' (availableAt)
   ARGV[12]   allocation strategy: 'ordered', 'most_available', 'single_location', or '' (no allocation)
   ARGV[13]   split: '1' or '0'
   ARGV[14]   candidate count c (the request's allocation.locations; 0 when it has none)
-  ARGV[15..] c candidate locations, most preferred first; then ARGV[6] item ids (in item index order); then per
+  ARGV[15]   the parts of this call: 'c' claim the key, 'h' cache the header with the lines held here, 'H' cache
+             the header given whole, 'l' keep the node's lease (the lines given are always held)
+  ARGV[16]   the holds' expiry, ms ('' for now + ttl: the first call of a reservation sets it for the others)
+  ARGV[17..] c candidate locations, most preferred first; then ARGV[6] item ids (in item index order); then per
              line: item index (1-based), location ('' for a line to allocate), quantity
 
   Returns
@@ -38,12 +45,22 @@
                                                 priority may take; an allocated line's: what its strategy could find)
 ]]
 --@include common
-local FIXED = 4
+local parts = ARGV[15]
+local nextKey = 2
+local function partKey(letters)
+  if not string.find(parts, '[' .. letters .. ']') then return nil end
+  nextKey = nextKey + 1
+  return KEYS[nextKey - 1]
+end
+local claimKey, headerKey, leaseKey = partKey('c'), partKey('hH'), partKey('l')
+local FIXED = nextKey - 1
 local gen = generation(KEYS[1])
 if not gen then return { S.NO_STATE } end
 
-local existing = redis.call('GET', KEYS[2])
-if existing then return { S.IDEMPOTENT, existing } end
+if claimKey then
+  local existing = redis.call('GET', claimKey)
+  if existing then return { S.IDEMPOTENT, existing } end
+end
 
 local now = nowMs()
 local retentionMs = tonumber(ARGV[5])
@@ -53,10 +70,10 @@ local strategy = ARGV[12]
 local split = ARGV[13] == '1'
 local candidateCount = tonumber(ARGV[14])
 local candidates = {}
-for i = 1, candidateCount do candidates[i] = ARGV[14 + i] end
+for i = 1, candidateCount do candidates[i] = ARGV[16 + i] end
 local itemIds = {}
-for i = 1, itemCount do itemIds[i] = ARGV[14 + candidateCount + i] end
-local lines = readLines(15 + candidateCount + itemCount, tonumber(ARGV[7]))
+for i = 1, itemCount do itemIds[i] = ARGV[16 + candidateCount + i] end
+local lines = readLines(17 + candidateCount + itemCount, tonumber(ARGV[7]))
 expireItems(FIXED, itemCount, now, retentionMs)
 
 -- An allocated line's options: the candidates its item is stocked at, each with what it can give, in preference
@@ -165,7 +182,7 @@ for n = 1, #lines do
 end
 if #short > 0 then return { S.INSUFFICIENT, unpack(short) } end
 
-local expiresAt = now + tonumber(ARGV[2])
+local expiresAt = ARGV[16] ~= '' and tonumber(ARGV[16]) or now + tonumber(ARGV[2])
 local held, heldJson = { S.OK, gen, now }, {}
 for n, line in ipairs(lines) do
   local stockKey, holdsKey, expKey = itemKeys(FIXED, line.item)
@@ -181,12 +198,16 @@ for n, line in ipairs(lines) do
       .. ',"quantity":' .. part.qty .. '}'
   end
 end
-redis.call('SET', KEYS[2], formatRecord(ARGV[3], now, ARGV[9]), 'PX', ARGV[4])
+if claimKey then redis.call('SET', claimKey, formatRecord(ARGV[3], now, ARGV[9]), 'PX', ARGV[4]) end
 -- No claim without its node's lease: a node whose lease Redis lost (a flush) would otherwise look dead to a
 -- duplicate until its next renewal.
-redis.call('SET', KEYS[4], '1', 'PX', ARGV[10], 'NX')
--- The header holds the lines as held, so confirm, release and expiry act on exactly what was allocated.
-local body = '{"lines":[' .. table.concat(heldJson, ',') .. '],' .. string.sub(ARGV[8], 2)
-redis.call('HSET', KEYS[3], L.headerBody, body, L.headerCreated, now, L.headerExpires, expiresAt)
-redis.call('PEXPIREAT', KEYS[3], expiresAt + retentionMs)
+if leaseKey then redis.call('SET', leaseKey, '1', 'PX', ARGV[10], 'NX') end
+if headerKey then
+  -- The header holds the lines as held, so confirm, release and expiry act on exactly what was allocated.
+  local body = ARGV[8]
+  if string.find(parts, 'h', 1, true) then body = '{"lines":[' .. table.concat(heldJson, ',') .. '],' .. string.sub(ARGV[8], 2) end
+  -- Created when the first call decided: its clock + ttl is the expiry every later call is given.
+  redis.call('HSET', headerKey, L.headerBody, body, L.headerCreated, expiresAt - tonumber(ARGV[2]), L.headerExpires, expiresAt)
+  redis.call('PEXPIREAT', headerKey, expiresAt + retentionMs)
+end
 return held

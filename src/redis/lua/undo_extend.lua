@@ -5,9 +5,9 @@
   until their previous expiry, if it is still ahead and their units are still free (re-holding units taken since
   would oversell; then they stay expired). Skipped when Redis was rebuilt since the decision.
 
-  KEYS[1]    generation marker
-  KEYS[2]    the reservation's header
-  KEYS[3..]  per item: stock, holds, exp (ARGV[7] items)
+  KEYS[1]    generation marker (of the slot)
+  KEYS[2]    the reservation's header, only when ARGV[9] is 'h'
+  then       per item: stock, holds, exp (ARGV[7] items)
   ARGV[1]    generation the extension decided under
   ARGV[2]    reservation id
   ARGV[3]    the version the extension made
@@ -16,12 +16,14 @@
   ARGV[6]    tombstone retention, ms
   ARGV[7]    item count
   ARGV[8]    line count
-  ARGV[9..]  per line: item index (1-based), location, quantity
+  ARGV[9]    'h' when KEYS[2] is the header, else ''
+  ARGV[10..] per line: item index (1-based), location, quantity
 
   Returns {S.OK}, {S.STALE}, or {S.EXPIRED} (holds it let expire could not be held again: they stay expired)
 ]]
 --@include common
-local FIXED = 2
+local headerKey = ARGV[9] == 'h' and KEYS[2] or nil
+local FIXED = headerKey and 2 or 1
 if generation(KEYS[1]) ~= ARGV[1] then return { S.STALE } end
 
 local decided = tonumber(ARGV[3])
@@ -29,7 +31,7 @@ local previous = tonumber(ARGV[4])
 local extendedTo = tonumber(ARGV[5])
 local retentionMs = tonumber(ARGV[6])
 local itemCount = tonumber(ARGV[7])
-local lines = readLines(9, tonumber(ARGV[8]))
+local lines = readLines(10, tonumber(ARGV[8]))
 local now = nowMs()
 -- Every hold as of now, so that all of the reservation's are judged alike.
 expireItems(FIXED, itemCount, now, retentionMs)
@@ -68,9 +70,9 @@ if rehold then
   end
 end
 
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], L.headerExpires, previous)
-  redis.call('PEXPIREAT', KEYS[2], previous + retentionMs)
+if headerKey and redis.call('EXISTS', headerKey) == 1 then
+  redis.call('HSET', headerKey, L.headerExpires, previous)
+  redis.call('PEXPIREAT', headerKey, previous + retentionMs)
 end
 expireItems(FIXED, itemCount, now, retentionMs)
 if #expired > 0 and not rehold then return { S.EXPIRED } end

@@ -7,9 +7,17 @@ local function nowMs()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- The generation this Redis was rebuilt from, or nil when its state is gone (never decide on an empty Redis).
+-- The generation this Redis was rebuilt from, or nil when its state is gone (never decide on an empty Redis). On a
+-- cluster the marker names the master that held the slot when the rebuild wrote it ("<generation>@<node id>"): a
+-- replica promoted since may have missed the last writes the old master acknowledged, so to it the state is gone
+-- too until a rebuild (src/redis/keys.ts).
 local function generation(markerKey)
-  return redis.call('GET', markerKey)
+  local value = redis.call('GET', markerKey)
+  if not value then return nil end
+  local at = string.find(value, '@', 1, true)
+  if not at then return value end
+  if string.sub(value, at + 1) ~= redis.call('CLUSTER', 'MYID') then return nil end
+  return string.sub(value, 1, at - 1)
 end
 
 -- The stock hash's fields of a location: on-hand, reserved (units of pending holds), pending supply, safety stock

@@ -1,0 +1,12 @@
+import type { Cluster, Redis } from 'ioredis';
+
+/**
+ * The Redis handle every part of the node shares: a single Redis (`REDIS_URL`) or a Redis Cluster
+ * (`REDIS_CLUSTER_NODES`). Both take the same commands; every script call touches the keys of one slot (keys.ts).
+ */
+export type RedisClient = Redis | Cluster;
+
+export const isCluster = (redis: RedisClient): redis is Cluster => redis.isCluster;
+
+/** The servers to walk for a keyspace scan: a cluster's every master (SCAN sees one node's keys), or the Redis. */
+export const scanTargets = (redis: RedisClient): Redis[] => (isCluster(redis) ? redis.nodes('master') : [redis]);
