@@ -6,8 +6,8 @@
  * is checked as a closed supply. Here, I4 as a client sees it: every confirm the client saw acknowledged is recorded
  * as sold, and every 201 is a recorded reservation; and the outbox (`outboxFailures`).
  */
-import type { Redis } from 'ioredis';
 import type pg from 'pg';
+import type { RedisClient } from '../src/redis/client.js';
 import { Keys } from '../src/redis/keys.js';
 import { checkStores, pairKey, readPostgres, readRedis, type LocationFigures } from '../test/helpers/invariants.js';
 import { isDurable, type Acked, type Design, type Supply } from './types.js';
@@ -28,7 +28,9 @@ export interface AuditInput {
   acked: Record<string, Acked>;
   ackedReservations: number;
   db: pg.Client | null;
-  redis: Redis | null;
+  redis: RedisClient | null;
+  /** `redis` is a Redis Cluster: the keys of each slot (generation markers) are its own. */
+  cluster?: boolean;
   redisPrefix: string;
 }
 
@@ -40,7 +42,7 @@ export async function audit(input: AuditInput): Promise<AuditResult> {
   const withRedis = input.redis !== null && (isDurable(input.design) || input.design === 'redis-only');
   // The bench's database is the run's own: all of it is read.
   const postgres = withPostgres ? await readPostgres(input.db!) : null;
-  const redis = withRedis ? await readRedis(input.redis!, new Keys(input.redisPrefix), items) : null;
+  const redis = withRedis ? await readRedis(input.redis!, new Keys(input.redisPrefix, input.cluster ?? false), items) : null;
   const check = checkStores(
     { postgres, redis },
     {

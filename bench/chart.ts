@@ -9,8 +9,8 @@ export interface ChartRow {
   p99: number;
 }
 
-const designOrder = ['durable', 'durable-no-outbox', 'durable-unbounded', 'pg-only', 'redis-only', 'external'];
-const colors = ['#2f6fb0', '#5e4fa2', '#9bbbe0', '#d1495b', '#7a9e3b', '#888888'];
+const designOrder = ['durable', 'durable-no-outbox', 'durable-unbounded', 'durable-cluster', 'pg-only', 'redis-only', 'external'];
+const colors = ['#2f6fb0', '#5e4fa2', '#9bbbe0', '#e08a2c', '#d1495b', '#7a9e3b', '#888888'];
 
 function panel(field: 'throughput' | 'p99', title: string, axisTitle: string, scale: Record<string, unknown>, format: string, baseline: number, designs: string[]) {
   return {

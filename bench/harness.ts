@@ -10,8 +10,10 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
+import { Redis, type Cluster } from 'ioredis';
 import pg from 'pg';
+import type { RedisClient } from '../src/redis/client.js';
+import { startRedisCluster, type RedisClusterServer } from '../test/helpers/redis-cluster.js';
 import { audit, auditOverHttp, type AuditResult } from './audit.js';
 import {
   autovacuumIsOff,
@@ -36,12 +38,14 @@ import {
   type RedisCounters,
 } from './probes.js';
 import { summarizeProfile, type ProfileSummary } from './profile.js';
+import { connectRedis, removePrefix } from './redis.js';
 import { median, round, slope } from './stats.js';
 import {
   ALLOCATED_SKU_UNITS,
   CART_SKU_UNITS,
   FLASH_UNITS,
   addSupply,
+  onCluster,
   scenarios,
   scenariosOf,
   standardDesigns,
@@ -155,7 +159,8 @@ export interface Server {
 
 const profileDir = (o: BenchOptions, design: Design, label: string) => path.join(o.outDir, 'profiles', `${design}-${label}`);
 
-export async function startServer(design: Design, o: BenchOptions, label: string): Promise<Server> {
+/** `clusterNodes`: the cluster `durable-cluster` runs on (REDIS_CLUSTER_NODES); every other design runs on REDIS_URL. */
+export async function startServer(design: Design, o: BenchOptions, label: string, clusterNodes = ''): Promise<Server> {
   const dbName = `irs_bench_${design.replace(/-/g, '_')}${o.tag ? `_${o.tag}` : ''}`;
   const prefix = `bench:${o.tag ? `${o.tag}:` : ''}${design}:`;
   // One directory per service run: node writes one profile per thread (tsx's loader runs in a worker).
@@ -166,6 +171,7 @@ export async function startServer(design: Design, o: BenchOptions, label: string
     REDIS_URL: o.redisUrl,
     DATABASE_POOL_SIZE: String(o.poolSize),
     ...o.serverEnv,
+    REDIS_CLUSTER_NODES: clusterNodes,
   });
   const ready = await new Promise<Extract<ServerMessage, { type: 'ready' }>>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${design}: service did not start within 60 s`)), 60_000);
@@ -291,6 +297,8 @@ export interface RunResult {
    */
   sale: { writes: number; cpuMicrosPerWrite: PerProcess; walBytesPerWrite: number | null };
   rssMiB: { start: number | null; max: number | null; end: number | null };
+  /** On a cluster, each node's CPU while the load ran (% of one core); `cpuPercent.redis` is their sum. */
+  redisNodes?: RedisNodeCpu[];
   redisCommands: RedisCommandDelta[];
   /**
    * PostgreSQL transactions (reads included), WAL flushes (fsyncs) and WAL bytes per acknowledged write. WAL is the
@@ -316,9 +324,26 @@ export interface PerProcess {
   postgres: number | null;
 }
 
+export interface RedisNodeCpu {
+  port: number;
+  /** Its role when the cluster was created. */
+  role: 'master' | 'replica';
+  cpuPercent: number;
+}
+
+/** The private Redis Cluster `durable-cluster` runs on: started with the run when that design is in it. */
+export interface ClusterUnderTest {
+  server: RedisClusterServer;
+  /** For the invariants and the cleanup (keys in every slot). */
+  client: Cluster;
+  /** One client per node (each a process of its own), to read its CPU and commands. */
+  nodes: { redis: Redis; port: number; role: RedisNodeCpu['role'] }[];
+}
+
 export interface Shared {
   runTag: string;
   redis: Redis | null;
+  cluster: ClusterUnderTest | null;
   admin: pg.Client | null;
   /** PostgreSQL runs without autovacuum: the bench vacuums the design's database itself (probes.ts). */
   vacuum: boolean;
@@ -347,11 +372,18 @@ async function snapshot(server: Server, shared: Shared, headers: Record<string, 
     service: server.pid ? processCpuSeconds(server.pid) : null,
     postgresCpu: server.pid ? namedCpuSeconds('postgres') : null,
     postgresPids: shared.admin && server.databaseName ? await postgresPidsOf(shared.admin, server.databaseName) : null,
-    redis: shared.redis && server.pid ? await redisCounters(shared.redis) : null,
+    redis: server.pid && redisServersOf(server, shared).length > 0 ? await redisCounters(redisServersOf(server, shared)) : null,
     pg: shared.admin && server.databaseName ? await pgCounters(shared.admin, server.databaseName) : null,
     metrics: metrics ? await serviceMetrics(server.url, headers) : null,
   };
 }
+
+/** The Redis a design's service uses: the cluster's client for durable-cluster, else the single Redis. */
+const redisOf = (server: Server, shared: Shared): RedisClient | null => (onCluster(server.design) ? (shared.cluster?.client ?? null) : shared.redis);
+
+/** The Redis processes a design's service uses: each node of the cluster, or the single Redis. */
+const redisServersOf = (server: Server, shared: Shared): Redis[] =>
+  onCluster(server.design) ? (shared.cluster?.nodes.map((n) => n.redis) ?? []) : shared.redis ? [shared.redis] : [];
 
 /** CPU seconds each process used between two snapshots (PostgreSQL's: the processes working for the run at `b`). */
 function cpuSecondsBetween(a: Snapshot, b: Snapshot): PerProcess {
@@ -394,7 +426,16 @@ async function checkInvariants(server: Server, shared: Shared, supplied: Supply,
   try {
     let result: AuditResult | undefined;
     for (let attempt = 0; attempt < 20; attempt++) {
-      result = await audit({ design: server.design, supplied, acked, ackedReservations, db, redis: shared.redis, redisPrefix: server.redisPrefix });
+      result = await audit({
+        design: server.design,
+        supplied,
+        acked,
+        ackedReservations,
+        db,
+        redis: redisOf(server, shared),
+        cluster: onCluster(server.design),
+        redisPrefix: server.redisPrefix,
+      });
       if (result.ok) break;
       await sleep(500);
     }
@@ -425,7 +466,7 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
   const scenarioList = scenariosOf(design, o.scenarios);
   if (scenarioList.length === 0) return [];
   if (!o.url && o.waitQuietSeconds > 0) await waitQuiet(o);
-  const server = o.url ? externalServer(o.url) : await startServer(design, o, label);
+  const server = o.url ? externalServer(o.url) : await startServer(design, o, label, onCluster(design) ? clusterSeeds(shared) : '');
   const results: RunResult[] = [];
   const supplied: Supply = new Map();
   const acked: Record<string, Acked> = {};
@@ -532,6 +573,15 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
         cpuMicrosPerWrite: whole.cpuMicrosPerWrite,
         sale: { writes: load.sale.writes, ...costPerWrite(before, saleEnd, load.sale.writes) },
         rssMiB: { start: rss[0] ?? null, max: rss.length ? Math.max(...rss) : null, end: rss.at(-1) ?? null },
+        ...(onCluster(design) && before.redis && after.redis && shared.cluster
+          ? {
+              redisNodes: shared.cluster.nodes.map(({ port, role }, i) => ({
+                port,
+                role,
+                cpuPercent: percentOf(before.redis!.cpuSecondsByServer[i]!, after.redis!.cpuSecondsByServer[i]!, seconds)!,
+              })),
+            }
+          : {}),
         redisCommands: before.redis && after.redis ? redisDelta(before.redis, after.redis, load.responses) : [],
         postgres:
           before.pg && after.pg
@@ -567,10 +617,8 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
 
 export async function cleanup(server: Server, shared: Shared, o: BenchOptions): Promise<void> {
   if (server.design === 'external') return;
-  if (shared.redis) {
-    const stream = shared.redis.scanStream({ match: `${server.redisPrefix}*`, count: 1000 });
-    for await (const batch of stream as AsyncIterable<string[]>) if (batch.length > 0) await shared.redis.unlink(...batch);
-  }
+  const redis = redisOf(server, shared);
+  if (redis) await removePrefix(redis, server.redisPrefix);
   if (!o.keepDatabases && shared.admin && server.databaseName) {
     await shared.admin.query(`DROP DATABASE IF EXISTS "${server.databaseName}" WITH (FORCE)`);
   }
@@ -583,7 +631,7 @@ function formatRunLine(r: RunResult): string {
     `p50 ${l.latencyMs.p50} p99 ${l.latencyMs.p99} max ${l.latencyMs.max} ms  ` +
     `201 ${l.outcomes.created} 200 ${l.outcomes.ok} 409 ${l.outcomes.insufficient} other ${l.outcomes.other}  ` +
     (l.soldOutAtSeconds !== null ? `sale ${Math.round(l.sale.throughput)} req/s p99 ${l.sale.latencyMs.p99} ms, sold out at ${l.soldOutAtSeconds} s  ` : '') +
-    `cpu svc ${r.cpuPercent.service ?? '-'}% redis ${r.cpuPercent.redis ?? '-'}% pg ${r.cpuPercent.postgres ?? '-'}% gen ${r.cpuPercent.generator}% other ${r.cpuPercent.other ?? '-'}%  ` +
+    `cpu svc ${r.cpuPercent.service ?? '-'}% redis ${r.cpuPercent.redis ?? '-'}%${r.redisNodes ? ` (${r.redisNodes.map((n) => Math.round(n.cpuPercent)).join('/')})` : ''} pg ${r.cpuPercent.postgres ?? '-'}% gen ${r.cpuPercent.generator}% other ${r.cpuPercent.other ?? '-'}%  ` +
     (r.service?.pgBatchOperationsMean ? `batch ${r.service.pgBatchOperationsMean} ops/${r.service.pgBatchMsMean} ms  ` : '') +
     `sale per write: cpu µs ${r.sale.cpuMicrosPerWrite.service ?? '-'}/${r.sale.cpuMicrosPerWrite.redis ?? '-'}/${r.sale.cpuMicrosPerWrite.postgres ?? '-'} WAL ${r.sale.walBytesPerWrite ?? '-'} B  ` +
     `invariants ${r.invariants.ok ? 'ok' : 'FAILED'}`
@@ -609,6 +657,8 @@ export interface SummaryRow {
   outcomes: { created: number; ok: number; insufficient: number; shed: number; other: number };
   soldOutAtSeconds: number | null;
   cpuPercent: { service: number | null; redis: number | null; postgres: number | null; generator: number; other: number | null };
+  /** On a cluster, each node's CPU %, median over passes. */
+  redisNodes?: RedisNodeCpu[];
   /** Medians over passes, as the rest: reservations created per second; p99 of 2xx and of shed answers. */
   createdPerSecond: number;
   answeredP99Ms: { ok: number; shed: number | null };
@@ -671,11 +721,12 @@ export function saturationRatios(runs: RunResult[]): SaturationRatios[] {
 }
 
 /**
+ * One design's costs over another's on the sale, medians over passes of the ratio within each pass: above 1 for
+ * the costs (p99, CPU and WAL per write), `design` costs that much more; below 1 for throughput.
  * What the outbox costs: `durable` (events appended in the batch statement) over `durable-no-outbox` (the same
- * statement without them), on the sale, medians over passes of the ratio within each pass. Above 1 for the costs
- * (p99, CPU and WAL per write): the outbox adds that much; below 1 for throughput.
+ * statement without them). What deciding slot by slot costs: `durable-cluster` over `durable` on one Redis.
  */
-export interface OutboxCost {
+export interface CostRatio {
   scenario: ScenarioName;
   throughput: number | null;
   p99: number | null;
@@ -683,12 +734,15 @@ export interface OutboxCost {
   walBytesPerWrite: number | null;
 }
 
-export function outboxCosts(runs: RunResult[]): OutboxCost[] {
-  const out: OutboxCost[] = [];
-  for (const scenario of new Set(runs.filter((r) => r.design === 'durable-no-outbox').map((r) => r.scenario))) {
+export function costRatios(runs: RunResult[], design: Design, against: Design): CostRatio[] {
+  const out: CostRatio[] = [];
+  const scenariosOfBoth = [...new Set(runs.filter((r) => r.design === design).map((r) => r.scenario))].filter((s) =>
+    runs.some((r) => r.scenario === s && r.design === against),
+  );
+  for (const scenario of scenariosOfBoth) {
     const pairs = [...new Set(runs.map((r) => r.pass))].flatMap((pass) => {
-      const on = runs.find((r) => r.scenario === scenario && r.pass === pass && r.design === 'durable');
-      const off = runs.find((r) => r.scenario === scenario && r.pass === pass && r.design === 'durable-no-outbox');
+      const on = runs.find((r) => r.scenario === scenario && r.pass === pass && r.design === design);
+      const off = runs.find((r) => r.scenario === scenario && r.pass === pass && r.design === against);
       return on && off ? [{ on, off }] : [];
     });
     const ratio = (f: (r: RunResult) => number | null) => {
@@ -729,7 +783,10 @@ export interface BenchReport {
   summary: SummaryRow[];
   ratios: RatioRow[];
   saturation: SaturationRatios[];
-  outbox: OutboxCost[];
+  /** durable / durable-no-outbox */
+  outbox: CostRatio[];
+  /** durable-cluster / durable: the cluster against one Redis */
+  cluster: CostRatio[];
   targets: TargetCheck[];
   invariantsOk: boolean;
   runs: RunResult[];
@@ -813,6 +870,9 @@ export function summarize(runs: RunResult[]): SummaryRow[] {
         generator: m((r) => r.cpuPercent.generator),
         other: medianOrNull(g.map((r) => r.cpuPercent.other)),
       },
+      ...(first.redisNodes
+        ? { redisNodes: first.redisNodes.map((n, i) => ({ ...n, cpuPercent: round(median(g.map((r) => r.redisNodes?.[i]?.cpuPercent ?? 0)), 1) })) }
+        : {}),
       invariantsOk: g.every((r) => r.invariants.ok),
     };
   });
@@ -868,16 +928,46 @@ export function targets(summary: SummaryRow[], ratioRows: RatioRow[]): TargetChe
 
 export async function connectShared(o: BenchOptions): Promise<Shared> {
   const runTag = `b${randomBytes(3).toString('hex')}`;
-  if (o.url) return { runTag, redis: null, admin: null, vacuum: false };
+  if (o.url) return { runTag, redis: null, cluster: null, admin: null, vacuum: false };
   const redis = new Redis(o.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await redis.connect();
   const admin = new pg.Client({ connectionString: o.databaseUrl });
   await admin.connect();
-  return { runTag, redis, admin, vacuum: await autovacuumIsOff(admin) };
+  const cluster = o.designs.some(onCluster) ? await startCluster(o) : null;
+  return { runTag, redis, cluster, admin, vacuum: await autovacuumIsOff(admin) };
 }
 
+/**
+ * A private Redis Cluster of 3 masters + 3 replicas (the tests' own: test/helpers/redis-cluster.ts), with Redis'
+ * default node timeout: a node slowed by the load must not be failed over mid-run.
+ */
+async function startCluster(o: BenchOptions): Promise<ClusterUnderTest> {
+  const started = performance.now();
+  const server = await startRedisCluster(3, { nodeTimeoutMs: 15_000 });
+  const nodes = await Promise.all(
+    server.servers.map(async ({ port }) => {
+      const redis = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 1 });
+      await redis.connect();
+      const role: RedisNodeCpu['role'] = /^role:master/m.test(await redis.info('replication')) ? 'master' : 'replica';
+      return { redis, port, role };
+    }),
+  );
+  const client = (await connectRedis(o.redisUrl, server.seeds)) as Cluster;
+  const masters = nodes.filter((n) => n.role === 'master').length;
+  o.log(`Redis Cluster: ${masters} masters + ${nodes.length - masters} replicas (${server.seeds}), up in ${round((performance.now() - started) / 1000, 1)} s`);
+  return { server, client, nodes };
+}
+
+const clusterSeeds = (shared: Shared): string => {
+  if (!shared.cluster) throw new Error('durable-cluster needs the private Redis Cluster (connectShared starts it when the design is asked for)');
+  return shared.cluster.server.seeds;
+};
+
+/** Closes the clients; the cluster, if one was started, is torn down. */
 export async function closeShared(shared: Shared): Promise<void> {
-  await Promise.allSettled([shared.redis?.quit(), shared.admin?.end()]);
+  const cluster = shared.cluster;
+  await Promise.allSettled([shared.redis?.quit(), shared.admin?.end(), cluster?.client.quit(), ...(cluster?.nodes.map((n) => n.redis.quit()) ?? [])]);
+  await cluster?.server.stop();
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
@@ -909,7 +999,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       summary,
       ratios: ratioRows,
       saturation: saturationRatios(runs),
-      outbox: outboxCosts(runs),
+      outbox: costRatios(runs, 'durable', 'durable-no-outbox'),
+      cluster: costRatios(runs, 'durable-cluster', 'durable'),
       targets: targets(summary, ratioRows),
       invariantsOk: runs.every((r) => r.invariants.ok),
       runs,

@@ -89,19 +89,29 @@ export function cpuBetween(before: Map<number, number>, after: Map<number, numbe
 }
 
 export interface RedisCounters {
+  /** Summed over the servers asked (a cluster's every node). */
   cpuSeconds: number;
-  /** command → [calls, total µs] */
+  /** Each server's, in the order asked. */
+  cpuSecondsByServer: number[];
+  /** command → [calls, total µs], summed over the servers */
   commands: Record<string, [number, number]>;
 }
 
-export async function redisCounters(redis: Redis): Promise<RedisCounters> {
-  const [cpu, stats] = await Promise.all([redis.info('cpu'), redis.info('commandstats')]);
-  const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(cpu)?.[1] ?? 0);
-  const commands: Record<string, [number, number]> = {};
-  for (const [, name, calls, usec] of stats.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
-    commands[name!] = [Number(calls), Number(usec)];
+/** CPU and command counters of one Redis, or the sums of a cluster's nodes (each node is a process of its own). */
+export async function redisCounters(servers: readonly Redis[]): Promise<RedisCounters> {
+  const counters: RedisCounters = { cpuSeconds: 0, cpuSecondsByServer: [], commands: {} };
+  for (const redis of servers) {
+    const [cpu, stats] = await Promise.all([redis.info('cpu'), redis.info('commandstats')]);
+    const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(cpu)?.[1] ?? 0);
+    const seconds = field('used_cpu_sys') + field('used_cpu_user');
+    counters.cpuSeconds += seconds;
+    counters.cpuSecondsByServer.push(seconds);
+    for (const [, name, calls, usec] of stats.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
+      const [c, u] = counters.commands[name!] ?? [0, 0];
+      counters.commands[name!] = [c + Number(calls), u + Number(usec)];
+    }
   }
-  return { cpuSeconds: field('used_cpu_sys') + field('used_cpu_user'), commands };
+  return counters;
 }
 
 export interface RedisCommandDelta {

@@ -2,7 +2,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { renderChart } from './chart.js';
-import type { BenchReport, SoakReport } from './harness.js';
+import type { BenchReport, RedisNodeCpu, SoakReport } from './harness.js';
 import type { Machine } from './probes.js';
 
 function table(header: string[], rows: (string | number | null)[][]): string {
@@ -159,12 +159,43 @@ export function formatReport(r: BenchReport): string {
       ),
     );
   }
+  const cluster = r.summary.filter((s) => (s.design === 'durable' || s.design === 'durable-cluster') && r.cluster.some((x) => x.scenario === s.scenario));
+  if (cluster.length > 0) {
+    out.push('', 'Redis Cluster (durable-cluster: 3 masters + 3 replicas) against one Redis (durable). The sale, medians of passes:', '');
+    out.push(
+      table(
+        ['scenario', 'design', 'sale req/s', 'sale p99 ms', 'cpu µs/write svc/redis/pg', 'cpu % svc/redis/pg', 'redis cpu % per node'],
+        cluster.map((s) => [
+          s.scenario,
+          s.design,
+          Math.round(s.sale.throughput),
+          s.sale.p99,
+          `${s.saleCost.cpuMicrosPerWrite.service ?? '-'}/${s.saleCost.cpuMicrosPerWrite.redis ?? '-'}/${s.saleCost.cpuMicrosPerWrite.postgres ?? '-'}`,
+          `${s.cpuPercent.service ?? '-'}/${s.cpuPercent.redis ?? '-'}/${s.cpuPercent.postgres ?? '-'}`,
+          s.redisNodes ? redisNodesLine(s.redisNodes) : 'one process',
+        ]),
+      ),
+    );
+    out.push('', 'durable-cluster / durable (the sale; median over passes of the ratio within each pass):', '');
+    out.push(
+      table(
+        ['scenario', 'req/s', 'p99', 'cpu/write service', 'cpu/write redis', 'cpu/write postgres'],
+        r.cluster.map((x) => [x.scenario, x.throughput, x.p99, x.cpuMicrosPerWrite.service, x.cpuMicrosPerWrite.redis, x.cpuMicrosPerWrite.postgres]),
+      ),
+    );
+  }
   if (r.targets.length > 0) {
     out.push('', 'Issue 3 targets (flash sale, 64 connections):', '');
     out.push(table(['target', 'measured', 'met'], r.targets.map((t) => [t.target, t.measured, t.met ? 'yes' : 'no'])));
   }
   out.push('', `Invariants: ${r.invariantsOk ? 'held in every run' : 'FAILED (see runs[].invariants in latest.json)'}`);
   return out.join('\n');
+}
+
+/** `masters 31/30/29, replicas 4/4/4` (% of one core each). */
+export function redisNodesLine(nodes: readonly RedisNodeCpu[]): string {
+  const of = (role: RedisNodeCpu['role']) => nodes.filter((n) => n.role === role).map((n) => Math.round(n.cpuPercent)).join('/');
+  return `masters ${of('master')}, replicas ${of('replica')}`;
 }
 
 export function formatSoak(s: SoakReport): string {

@@ -16,6 +16,9 @@ const help = `npm run bench -- [options]
   --duration S        seconds per scenario (default 10)
   --passes N          passes; medians are reported (default 3)
   --warmup S          warm-up load per service start (default 2)
+  --cluster           the durable service on a private Redis Cluster (3 masters + 3 replicas, started and torn
+                      down by the run: durable-cluster) against durable on the single Redis, in carts and flash64;
+                      writes bench/results/cluster/ (--designs, --scenarios and --out still apply)
   --quick             smoke run: 2 s per scenario, 1 pass, 1 s warm-up, 1,000 SKUs; writes quick.json and
                       quick.svg (not committed), never the published latest.*
   --skus N            SKUs of the carts and reads scenarios (default 10000)
@@ -44,6 +47,7 @@ const values = parseCommandLine(help, () =>
       passes: { type: 'string' },
       warmup: { type: 'string' },
       quick: { type: 'boolean', default: false },
+      cluster: { type: 'boolean', default: false },
       skus: { type: 'string' },
       pool: { type: 'string' },
       env: { type: 'string', multiple: true },
@@ -89,6 +93,7 @@ function pairs(values: string[] | undefined, separator: string, flag: string): R
 
 const o: BenchOptions = defaultOptions();
 if (values.quick) Object.assign(o, { durationSeconds: 2, passes: 1, warmupSeconds: 1, skuCount: 1000 });
+if (values.cluster) Object.assign(o, { designs: ['durable', 'durable-cluster'], scenarios: ['carts', 'flash64'], outDir: path.join(o.outDir, 'cluster') });
 o.designs = list(values.designs, designNames, 'design') ?? o.designs;
 o.scenarios = list(values.scenarios, scenarioNames, 'scenario') ?? o.scenarios;
 o.durationSeconds = number(values.duration, 'duration') ?? o.durationSeconds;

@@ -5,19 +5,20 @@
  * Started by bench/run.ts (IPC: it answers `ready`, then `drain` and `close`), or by hand to point another load
  * generator at a design:
  *   npx tsx bench/server.ts --design pg-only --port 8080
- * Any variable of src/config.ts in the environment overrides the bench's defaults.
+ * Any variable of src/config.ts in the environment overrides the bench's defaults; `--design durable-cluster` takes
+ * its cluster from REDIS_CLUSTER_NODES.
  */
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { buildApp, type BuildOptions, type Runtime } from '../src/app.js';
 import { HELP, integerFlag, parseCommandLine, usageError } from '../src/cli/args.js';
 import { loadConfig } from '../src/config.js';
 import { migrate } from '../src/store/database.js';
 import { PgOnlyDesign } from './baselines/pg-only.js';
+import { connectRedis, removePrefix } from './redis.js';
 import { RedisOnlyDesign } from './baselines/redis-only.js';
-import { designNames, isDurable, type ServerCommand, type ServerMessage } from './types.js';
+import { designNames, isDurable, onCluster, type ServerCommand, type ServerMessage } from './types.js';
 
 const usage = `npx tsx bench/server.ts [--design D] [--port N] [--host H] [--database NAME] [--prefix P] [--admin-url URL]
 
@@ -70,11 +71,10 @@ async function freshDatabase(): Promise<void> {
 }
 
 /** The prefix's keys from an earlier run are removed, so the service starts from an empty state. */
-async function freshRedisPrefix(redisUrl: string): Promise<void> {
-  const redis = new Redis(redisUrl);
+async function freshRedisPrefix(redisUrl: string, clusterNodes: string): Promise<void> {
+  const redis = await connectRedis(redisUrl, clusterNodes);
   try {
-    const stream = redis.scanStream({ match: `${prefix}*`, count: 1000 });
-    for await (const batch of stream as AsyncIterable<string[]>) if (batch.length > 0) await redis.unlink(...batch);
+    await removePrefix(redis, prefix);
   } finally {
     redis.quit().catch(() => {});
   }
@@ -93,8 +93,13 @@ const config = loadConfig({
   REDIS_KEY_PREFIX: prefix,
 });
 
+// durable-cluster is durable on a cluster: it needs one, and the others must not run on one by accident.
+if (onCluster(design) !== (config.REDIS_CLUSTER_NODES !== '')) {
+  usageError(`--design ${design} ${onCluster(design) ? 'needs' : 'runs without'} REDIS_CLUSTER_NODES (npm run bench -- --cluster starts a cluster)`);
+}
+
 await freshDatabase();
-await freshRedisPrefix(config.REDIS_URL);
+await freshRedisPrefix(config.REDIS_URL, config.REDIS_CLUSTER_NODES);
 
 let closeDesign: () => Promise<void> = async () => {};
 const options: BuildOptions = {};

@@ -5,16 +5,23 @@
  * the scenarios that name it, to compare with the bound on under the same load.
  * `durable-no-outbox`: the durable service whose batch statement appends no events (BuildOptions.appendEvents), run
  * only in the scenarios that name it, to measure what the outbox costs.
+ * `durable-cluster`: the durable service on a private Redis Cluster of 3 masters + 3 replicas (REDIS_CLUSTER_NODES;
+ * the harness starts it and tears it down), run only in the scenarios that name it, against `durable` on one Redis.
  */
-export const designNames = ['durable', 'durable-no-outbox', 'durable-unbounded', 'pg-only', 'redis-only'] as const;
+export const designNames = ['durable', 'durable-no-outbox', 'durable-unbounded', 'durable-cluster', 'pg-only', 'redis-only'] as const;
 /** `external`: a service at `--url` the bench did not start (its design is unknown to it). */
 export type Design = (typeof designNames)[number] | 'external';
 /** The designs a scenario runs against unless it names its own. */
 export const standardDesigns: readonly Design[] = ['durable', 'pg-only', 'redis-only'];
 /** The designs that measure what the outbox costs: the durable service with it, and without it. */
 const withAndWithoutOutbox: readonly Design[] = [...standardDesigns, 'durable-no-outbox'];
+/** Carts spread over the cluster's slots; flash64's one SKU lives in one slot (the cluster's limit). */
+const alsoOnCluster: readonly Design[] = [...withAndWithoutOutbox, 'durable-cluster'];
 /** This service, with PostgreSQL and Redis both holding state (the bench holds them to agree). */
-export const isDurable = (design: Design): boolean => design === 'durable' || design === 'durable-no-outbox' || design === 'durable-unbounded';
+export const isDurable = (design: Design): boolean =>
+  design === 'durable' || design === 'durable-no-outbox' || design === 'durable-unbounded' || design === 'durable-cluster';
+/** The design whose Redis is the private cluster (the others share the single Redis). */
+export const onCluster = (design: Design): boolean => design === 'durable-cluster';
 
 export const scenarioNames = ['flash', 'flash64', 'carts', 'carts-allocated', 'reads', 'overload'] as const;
 export type ScenarioName = (typeof scenarioNames)[number];
@@ -54,14 +61,14 @@ export const scenarios: Record<ScenarioName, Scenario> = {
     name: 'flash64',
     kind: 'flash',
     connections: 64,
-    designs: withAndWithoutOutbox,
+    designs: alsoOnCluster,
     description: 'the same flash sale at 64 connections (the concurrency of the issue-3 target)',
   },
   carts: {
     name: 'carts',
     kind: 'carts',
     connections: 64,
-    designs: withAndWithoutOutbox,
+    designs: alsoOnCluster,
     description: 'carts of 2-5 lines (1-2 units each) over 10,000 SKUs, then half confirm, half release',
   },
   'carts-allocated': {

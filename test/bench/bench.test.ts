@@ -1,5 +1,7 @@
+import { spawnSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -68,6 +70,64 @@ describe('benchmark harness (smoke)', () => {
     expect(readFileSync(files.json, 'utf8')).toBe(published);
   }, 180_000);
 });
+
+describe('benchmark harness on a Redis Cluster (smoke, --cluster)', () => {
+  const out = mkdtempSync(path.join(os.tmpdir(), 'irs-bench-cluster-'));
+  afterAll(() => rmSync(out, { recursive: true, force: true }));
+
+  it('starts a private cluster, runs durable on it and on the single Redis, checks the invariants on both, and tears the cluster down', async () => {
+    const report = await runBench({
+      ...defaultOptions(),
+      designs: ['durable', 'durable-cluster'],
+      scenarios: ['flash64'],
+      durationSeconds: 1,
+      warmupSeconds: 0,
+      passes: 1,
+      outDir: out,
+      tag: `t${randomBytes(4).toString('hex')}`,
+      waitQuietSeconds: 0,
+      log: () => {},
+    });
+
+    expect(report.runs.map((r) => r.design).sort()).toEqual(['durable', 'durable-cluster']);
+    for (const run of report.runs) {
+      expect(run.load.outcomes.created).toBeGreaterThan(0);
+      expect(run.load.outcomes.other, run.load.otherSamples.join('\n')).toBe(0);
+      // Read from the cluster with its own keys (each slot's marker): PostgreSQL and the cluster agree.
+      expect(run.invariants.failures).toEqual([]);
+      expect(run.invariants.postgresEqualsRedis).toBe(true);
+    }
+    // The cluster's run decided on the cluster: its six processes, the masters busy, and none on the single Redis.
+    const onCluster = report.runs.find((r) => r.design === 'durable-cluster')!;
+    expect(onCluster.redisNodes?.map((n) => n.role).sort()).toEqual(['master', 'master', 'master', 'replica', 'replica', 'replica']);
+    expect(onCluster.redisNodes!.filter((n) => n.role === 'master').every((n) => n.cpuPercent > 0)).toBe(true);
+    expect(report.runs.find((r) => r.design === 'durable')!.redisNodes).toBeUndefined();
+    expect(report.cluster).toEqual([expect.objectContaining({ scenario: 'flash64', throughput: expect.any(Number), p99: expect.any(Number) })]);
+    expect(report.invariantsOk).toBe(true);
+    // Torn down: none of its nodes answers any more.
+    expect(await Promise.all(onCluster.redisNodes!.map((n) => listening(n.port)))).toEqual(onCluster.redisNodes!.map(() => false));
+  }, 120_000);
+
+  it('refuses to run durable-cluster without a cluster, and the other designs on one', () => {
+    const server = (design: string, env: Record<string, string>) =>
+      spawnSync(process.execPath, ['--import', 'tsx', 'bench/server.ts', '--design', design], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000 });
+    const without = server('durable-cluster', { REDIS_CLUSTER_NODES: '' });
+    expect(without.status, without.stderr).toBe(2);
+    expect(without.stderr).toMatch(/durable-cluster needs REDIS_CLUSTER_NODES/);
+    const onOne = server('durable', { REDIS_CLUSTER_NODES: '127.0.0.1:1' });
+    expect(onOne.status, onOne.stderr).toBe(2);
+    expect(onOne.stderr).toMatch(/durable runs without REDIS_CLUSTER_NODES/);
+  }, 60_000);
+});
+
+/** Whether anything accepts a connection on 127.0.0.1:`port`. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: '127.0.0.1' });
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+  });
+}
 
 describe("the bench's outbox check", () => {
   let database: TestDatabase;

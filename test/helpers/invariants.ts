@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../src/redis/client.js';
 import pg from 'pg';
 import type { Keys } from '../../src/redis/keys.js';
 import { emptyLocation, parseHold, parseHoldField, parseStockField, type HoldStateCode } from '../../src/redis/layout.js';
@@ -222,7 +222,7 @@ const REDIS_CHUNK = 500;
  * The generation marker: a single Redis' one, or on a cluster those of the items' slots (null if one is missing;
  * the generation without the master's id it is bound to).
  */
-async function readMarker(redis: Redis, keys: Keys, items: readonly string[]): Promise<string | null> {
+async function readMarker(redis: RedisClient, keys: Keys, items: readonly string[]): Promise<string | null> {
   if (!keys.cluster) return redis.get(keys.marker);
   const groups = [...new Set(items.map((itemId) => keys.groupOf(keys.item(itemId).stock)))];
   const markers = await Promise.all((groups.length > 0 ? groups : [0]).map((group) => redis.get(keys.markerOf(group))));
@@ -231,7 +231,7 @@ async function readMarker(redis: Redis, keys: Keys, items: readonly string[]): P
 }
 
 /** Reads Redis' clock, its generation marker, and each item's stock and holds hashes. */
-export async function readRedis(redis: Redis, keys: Keys, items: readonly string[]): Promise<RedisState> {
+export async function readRedis(redis: RedisClient, keys: Keys, items: readonly string[]): Promise<RedisState> {
   const [seconds, micros] = (await redis.time()) as [number | string, number | string];
   const state: RedisState = {
     nowMs: Number(seconds) * 1000 + Math.floor(Number(micros) / 1000),

@@ -14,6 +14,11 @@ const run = promisify(execFile);
  */
 const NODE_TIMEOUT_MS = 1_000;
 
+export interface RedisClusterOptions {
+  /** cluster-node-timeout (default NODE_TIMEOUT_MS); the bench, which kills nothing, keeps Redis' 15 s. */
+  nodeTimeoutMs?: number;
+}
+
 export interface RedisClusterServer {
   /** Every redis-server of the cluster, masters first as created (their roles change on failover). */
   readonly servers: readonly RedisServer[];
@@ -60,9 +65,10 @@ async function masterPorts(port: number): Promise<{ from: number; to: number; po
 
 /**
  * A private Redis Cluster of `masters` masters with one replica each (`redis-server --cluster-enabled yes` × 2n, then
- * `redis-cli --cluster create … --cluster-replicas 1`), killed at the test process's exit like every private server.
+ * `redis-cli --cluster create … --cluster-replicas 1`), killed at the process's exit like every private server
+ * (the tests' and the bench's: bench/harness.ts).
  */
-export async function startRedisCluster(masters = 3): Promise<RedisClusterServer> {
+export async function startRedisCluster(masters = 3, { nodeTimeoutMs = NODE_TIMEOUT_MS }: RedisClusterOptions = {}): Promise<RedisClusterServer> {
   const servers: RedisServer[] = [];
   for (let i = 0; i < masters * 2; i++) {
     // The cluster bus defaults to port + 10000, which may be taken or past 65535: ask for one of its own.
@@ -72,7 +78,7 @@ export async function startRedisCluster(masters = 3): Promise<RedisClusterServer
         extraArgs: [
           '--cluster-enabled', 'yes',
           '--cluster-config-file', 'nodes.conf',
-          '--cluster-node-timeout', String(NODE_TIMEOUT_MS),
+          '--cluster-node-timeout', String(nodeTimeoutMs),
           '--cluster-port', String(busPort),
           // A replica syncs at once (Redis waits 5 s for more replicas by default); until it has, it cannot take over.
           '--repl-diskless-sync-delay', '0',
