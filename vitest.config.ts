@@ -18,6 +18,7 @@ const onCluster = [
   'test/integration/exactly-once.test.ts',
   'test/integration/allocation-concurrency.test.ts',
   'test/integration/lifecycle.test.ts',
+  'test/integration/three-nodes.test.ts',
   'test/integration/redis-read-replica.test.ts',
 ];
 
