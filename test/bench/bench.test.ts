@@ -8,7 +8,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { outboxFailures } from '../../bench/audit.js';
-import { defaultOptions, runBench } from '../../bench/harness.js';
+import { defaultOptions, runBench, type BenchOptions } from '../../bench/harness.js';
 import { writeResults } from '../../bench/report.js';
 import { newReservationId } from '../../src/domain/ids.js';
 import { pendingReservation, toDocument } from '../../src/domain/reservation.js';
@@ -27,18 +27,7 @@ describe('benchmark harness (smoke)', () => {
   afterAll(() => rmSync(out, { recursive: true, force: true }));
 
   it('runs a short flash sale against the durable design, with its outbox and without, and the invariants hold', async () => {
-    const report = await runBench({
-      ...defaultOptions(),
-      designs: ['durable', 'durable-no-outbox'],
-      scenarios: ['flash64'],
-      durationSeconds: 1,
-      warmupSeconds: 0,
-      passes: 1,
-      outDir: out,
-      tag: `t${randomBytes(4).toString('hex')}`,
-      waitQuietSeconds: 0,
-      log: () => {},
-    });
+    const report = await smokeRun(['durable', 'durable-no-outbox'], out);
 
     expect(report.runs.map((r) => r.design).sort()).toEqual(['durable', 'durable-no-outbox']);
     for (const run of report.runs) {
@@ -76,18 +65,7 @@ describe('benchmark harness on a Redis Cluster (smoke, --cluster)', () => {
   afterAll(() => rmSync(out, { recursive: true, force: true }));
 
   it('starts a private cluster, runs durable on it and on the single Redis, checks the invariants on both, and tears the cluster down', async () => {
-    const report = await runBench({
-      ...defaultOptions(),
-      designs: ['durable', 'durable-cluster'],
-      scenarios: ['flash64'],
-      durationSeconds: 1,
-      warmupSeconds: 0,
-      passes: 1,
-      outDir: out,
-      tag: `t${randomBytes(4).toString('hex')}`,
-      waitQuietSeconds: 0,
-      log: () => {},
-    });
+    const report = await smokeRun(['durable', 'durable-cluster'], out);
 
     expect(report.runs.map((r) => r.design).sort()).toEqual(['durable', 'durable-cluster']);
     for (const run of report.runs) {
@@ -119,6 +97,22 @@ describe('benchmark harness on a Redis Cluster (smoke, --cluster)', () => {
     expect(onOne.stderr).toMatch(/durable runs without REDIS_CLUSTER_NODES/);
   }, 60_000);
 });
+
+/** One pass of a one-second flash sale (flash64) against `designs`, its results written under `outDir`. */
+function smokeRun(designs: BenchOptions['designs'], outDir: string): ReturnType<typeof runBench> {
+  return runBench({
+    ...defaultOptions(),
+    designs,
+    scenarios: ['flash64'],
+    durationSeconds: 1,
+    warmupSeconds: 0,
+    passes: 1,
+    outDir,
+    tag: `t${randomBytes(4).toString('hex')}`,
+    waitQuietSeconds: 0,
+    log: () => {},
+  });
+}
 
 /** Whether anything accepts a connection on 127.0.0.1:`port`. */
 function listening(port: number): Promise<boolean> {
