@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo } from 'node:net';
 import { Consumer, stringDeserializers, type Message } from '@platformatic/kafka';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import type { CloudEvent } from '../../src/events/envelope.js';
 import { parseTransports } from '../../src/events/settings.js';
@@ -12,13 +12,10 @@ import { waitFor } from '../helpers/wait.js';
 import {
   appendSealed,
   cursorOf,
-  eventsDatabase,
   interleaved,
   orderViolations,
   startAtEnd,
-  testRelays,
-  type EventsDatabase,
-  type TestRelays,
+  useRelays,
 } from './support.js';
 
 // Kafka end to end against a real broker: runs only where EVENTS_KAFKA_BROKERS names one (no broker runs on the
@@ -27,26 +24,16 @@ import {
 
 const BROKERS = process.env.EVENTS_KAFKA_BROKERS ?? '';
 
-let database: EventsDatabase;
-let relays: TestRelays;
-
-beforeAll(async () => {
-  database = await eventsDatabase();
-  relays = testRelays(database.db);
-});
-afterAll(async () => {
-  await relays?.close();
-  await database?.close();
-});
+const env = useRelays();
 
 describe('Kafka without a broker', () => {
   it('fails each send (no broker at the address), retries it on a new producer, records nothing as delivered, and stops at once', async () => {
     const port = await freePort(); // nothing listens there
-    await startAtEnd(database.db, 'kafka');
-    const before = await cursorOf(database.db, 'kafka');
-    await appendSealed(database.db, interleaved(10, 2, Math.random, 'nobroker'));
+    await startAtEnd(env.database.db, 'kafka');
+    const before = await cursorOf(env.database.db, 'kafka');
+    await appendSealed(env.database.db, interleaved(10, 2, Math.random, 'nobroker'));
     const metrics = createMetrics();
-    const relay = relays.relay(new KafkaTransport({ brokers: [`127.0.0.1:${port}`], topic: 'irs-none', tls: false, sasl: null }, { sendTimeoutMs: 500 }), {
+    const relay = env.relays.relay(new KafkaTransport({ brokers: [`127.0.0.1:${port}`], topic: 'irs-none', tls: false, sasl: null }, { sendTimeoutMs: 500 }), {
       metrics,
       backoff: { baseMs: 10, capMs: 50 },
     });
@@ -56,7 +43,7 @@ describe('Kafka without a broker', () => {
     await relay.stop();
     expect(await count('irs_events_failed_total')).toBeGreaterThanOrEqual(20); // the batch of 10, twice at least
     expect(await count('irs_events_delivered_total')).toBe(0);
-    expect(await cursorOf(database.db, 'kafka')).toBe(before);
+    expect(await cursorOf(env.database.db, 'kafka')).toBe(before);
   });
 });
 
@@ -100,11 +87,11 @@ describe.runIf(BROKERS)('Kafka', () => {
     const { settings, problems } = parseTransports(loadConfig({ ...kafkaEnv, EVENTS_KAFKA_TOPIC: `irs-test-${randomBytes(4).toString('hex')}` }));
     expect(problems).toEqual([]);
     const kafka = settings.kafka!;
-    await startAtEnd(database.db, 'kafka');
-    const appended = await appendSealed(database.db, interleaved(300, 20, Math.random, 'kafka'));
-    const relay = relays.relay(new KafkaTransport(kafka, { sendTimeoutMs: 15_000 }), { batchSize: 100 });
+    await startAtEnd(env.database.db, 'kafka');
+    const appended = await appendSealed(env.database.db, interleaved(300, 20, Math.random, 'kafka'));
+    const relay = env.relays.relay(new KafkaTransport(kafka, { sendTimeoutMs: 15_000 }), { batchSize: 100 });
     relay.start();
-    await waitFor('the cursor at the end', async () => ((await cursorOf(database.db, 'kafka')) === appended.at(-1)!.position ? true : undefined), {
+    await waitFor('the cursor at the end', async () => ((await cursorOf(env.database.db, 'kafka')) === appended.at(-1)!.position ? true : undefined), {
       timeoutMs: 30_000,
     });
     await relay.stop();

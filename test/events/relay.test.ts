@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { backoffMs } from '../../src/events/relay.js';
 import { Pruner } from '../../src/events/pruner.js';
 import { RelayLease } from '../../src/events/relay-lease.js';
@@ -11,30 +11,17 @@ import {
   appendSealed,
   cursorOf,
   startAtEnd,
-  eventsDatabase,
   interleaved,
   orderViolations,
   RecordingTransport,
   silentLog,
-  testRelays,
-  type EventsDatabase,
-  type TestRelays,
+  useRelays,
 } from './support.js';
 
 // The relay against a real PostgreSQL (the outbox's tables, sealed events inserted as the sealer leaves them) and
 // Redis (the leases), with a transport that records what it accepted and refuses what a test says.
 
-let database: EventsDatabase;
-let relays: TestRelays;
-
-beforeAll(async () => {
-  database = await eventsDatabase();
-  relays = testRelays(database.db);
-});
-afterAll(async () => {
-  await relays?.close();
-  await database?.close();
-});
+const env = useRelays();
 
 const SEED = Number(process.env.SEED ?? Date.now() % 1_000_000);
 
@@ -72,13 +59,13 @@ describe('backoff', () => {
 describe('the relay', () => {
   it('delivers every sealed event once, in position order, and moves its cursor to the last; unsealed ones wait', async () => {
     const transport = new RecordingTransport('all-once');
-    await startAtEnd(database.db, 'all-once');
-    const appended = await appendSealed(database.db, interleaved(120, 7, mulberry32(SEED).next));
-    await appendSealed(database.db, [{ subject: 'unsealed' }], { sealed: false });
-    const relay = relays.relay(transport);
+    await startAtEnd(env.database.db, 'all-once');
+    const appended = await appendSealed(env.database.db, interleaved(120, 7, mulberry32(SEED).next));
+    await appendSealed(env.database.db, [{ subject: 'unsealed' }], { sealed: false });
+    const relay = env.relays.relay(transport);
     relay.start();
     await waitFor('every event', async () => (transport.accepted.length >= appended.length ? true : undefined));
-    await waitFor('the cursor', async () => ((await cursorOf(database.db, 'all-once')) === appended.at(-1)!.position ? true : undefined));
+    await waitFor('the cursor', async () => ((await cursorOf(env.database.db, 'all-once')) === appended.at(-1)!.position ? true : undefined));
     await relay.stop();
     expect(transport.accepted.map((e) => e.id).sort()).toEqual(appended.map((e) => e.id).sort());
     expect(orderViolations(transport.accepted)).toEqual([]);
@@ -94,16 +81,16 @@ describe('the relay', () => {
     let refusals = 0;
     transport.refuse = () => refusals < 300 && rng.chance(0.3) && ++refusals > 0;
     const metrics = createMetrics();
-    await startAtEnd(database.db, 'flaky');
-    const appended = await appendSealed(database.db, interleaved(400, 12, rng.next, 'flaky'));
-    const relay = relays.relay(transport, { metrics, batchSize: 40 });
+    await startAtEnd(env.database.db, 'flaky');
+    const appended = await appendSealed(env.database.db, interleaved(400, 12, rng.next, 'flaky'));
+    const relay = env.relays.relay(transport, { metrics, batchSize: 40 });
     relay.start();
     await waitFor('every event', async () => (transport.ids().size >= appended.length ? true : undefined), { timeoutMs: 20_000 });
     await relay.stop();
     expect(refusals).toBeGreaterThan(50);
     expect(orderViolations(transport.accepted)).toEqual([]);
     expect([...transport.ids()].sort()).toEqual(appended.map((e) => e.id).sort());
-    expect(await cursorOf(database.db, 'flaky')).toBe(appended.at(-1)!.position);
+    expect(await cursorOf(env.database.db, 'flaky')).toBe(appended.at(-1)!.position);
     const value = async (name: string) => (await metrics.registry.getSingleMetric(name)!.get()).values.find((v) => v.labels.transport === 'flaky')?.value;
     expect(await value('irs_events_failed_total')).toBe(refusals);
     expect(await value('irs_event_retries_total')).toBeGreaterThan(0);
@@ -114,9 +101,9 @@ describe('the relay', () => {
     const transport = new RecordingTransport('backoff');
     const attempts: number[] = [];
     transport.refuse = () => attempts.push(performance.now()) > 0;
-    await startAtEnd(database.db, 'backoff');
-    await appendSealed(database.db, [{ subject: 'backoff' }]);
-    const relay = relays.relay(transport, { backoff: { baseMs: 40, capMs: 160 }, random: () => 0.99 });
+    await startAtEnd(env.database.db, 'backoff');
+    await appendSealed(env.database.db, [{ subject: 'backoff' }]);
+    const relay = env.relays.relay(transport, { backoff: { baseMs: 40, capMs: 160 }, random: () => 0.99 });
     relay.start();
     await waitFor('five attempts', async () => (attempts.length >= 5 ? true : undefined));
     await relay.stop();
@@ -128,32 +115,32 @@ describe('the relay', () => {
   it('moves the cursor only past events delivered: a relay stopped while failing is resumed from there by another, losing nothing', async () => {
     const first = new RecordingTransport('resume');
     first.refuse = () => first.accepted.length >= 7; // accepts seven, then every send fails
-    await startAtEnd(database.db, 'resume');
-    const appended = await appendSealed(database.db, interleaved(60, 1, Math.random, 'resume'));
-    const a = relays.relay(first, { batchSize: 5, backoff: { baseMs: 1, capMs: 5 } });
+    await startAtEnd(env.database.db, 'resume');
+    const appended = await appendSealed(env.database.db, interleaved(60, 1, Math.random, 'resume'));
+    const a = env.relays.relay(first, { batchSize: 5, backoff: { baseMs: 1, capMs: 5 } });
     a.start();
-    await waitFor('failures after seven', async () => ((await cursorOf(database.db, 'resume')) === appended[6]!.position && first.accepted.length === 7 ? true : undefined));
+    await waitFor('failures after seven', async () => ((await cursorOf(env.database.db, 'resume')) === appended[6]!.position && first.accepted.length === 7 ? true : undefined));
     await waitFor('retries', async () => (first.refused >= 3 ? true : undefined));
     await a.stop();
-    expect(await cursorOf(database.db, 'resume')).toBe(appended[6]!.position);
+    expect(await cursorOf(env.database.db, 'resume')).toBe(appended[6]!.position);
 
     const second = new RecordingTransport('resume');
-    const b = relays.relay(second);
+    const b = env.relays.relay(second);
     b.start();
     await waitFor('the rest', async () => (second.accepted.length >= appended.length - 7 ? true : undefined));
     await b.stop();
     // Resumed right after the last event recorded as delivered: nothing lost, nothing sent twice.
     expect(second.accepted.map((e) => e.id)).toEqual(appended.slice(7).map((e) => e.id));
-    expect(await cursorOf(database.db, 'resume')).toBe(appended.at(-1)!.position);
+    expect(await cursorOf(env.database.db, 'resume')).toBe(appended.at(-1)!.position);
   });
 
   it('is active on one node at a time per transport; a standby takes over when the active one stops or its lease lapses', async () => {
     const transports = [new RecordingTransport('one-active'), new RecordingTransport('one-active')];
-    const [a, b] = transports.map((t) => relays.relay(t, { leaseTtlMs: 600 }));
+    const [a, b] = transports.map((t) => env.relays.relay(t, { leaseTtlMs: 600 }));
     a!.start();
     b!.start();
-    await startAtEnd(database.db, 'one-active');
-    const appended = await appendSealed(database.db, interleaved(200, 20, Math.random, 'one'));
+    await startAtEnd(env.database.db, 'one-active');
+    const appended = await appendSealed(env.database.db, interleaved(200, 20, Math.random, 'one'));
     const all = () => new Set([...transports[0]!.ids(), ...transports[1]!.ids()]);
     await waitFor('every event', async () => (all().size >= appended.length ? true : undefined));
     // One relay did it all, each event once (no failure, so no redelivery); the other never even connected.
@@ -166,7 +153,7 @@ describe('the relay', () => {
 
     // A graceful stop gives the lease up: the standby takes over at once and goes on from the cursor.
     await active.stop();
-    const more = await appendSealed(database.db, interleaved(30, 5, Math.random, 'more'));
+    const more = await appendSealed(env.database.db, interleaved(30, 5, Math.random, 'more'));
     await waitFor('the standby to deliver', async () => (accepted(standby).accepted.length >= more.length ? true : undefined));
     expect(accepted(standby).accepted.map((e) => e.id).sort()).toEqual(more.map((e) => e.id).sort());
     await standby.stop();
@@ -176,16 +163,16 @@ describe('the relay', () => {
     const transports = [new RecordingTransport('lapse'), new RecordingTransport('lapse')];
     const own = new Redis(testRedisUrl(), { maxRetriesPerRequest: 0, enableOfflineQueue: false });
     own.on('error', () => {});
-    const a = relays.relay(transports[0]!, { leaseTtlMs: 500, redis: own });
+    const a = env.relays.relay(transports[0]!, { leaseTtlMs: 500, redis: own });
     a.start();
-    await startAtEnd(database.db, 'lapse');
-    await appendSealed(database.db, interleaved(20, 3, Math.random, 'lapse-a'));
+    await startAtEnd(env.database.db, 'lapse');
+    await appendSealed(env.database.db, interleaved(20, 3, Math.random, 'lapse-a'));
     await waitFor('a to deliver', async () => (transports[0]!.accepted.length >= 20 ? true : undefined));
-    const b = relays.relay(transports[1]!, { leaseTtlMs: 500 });
+    const b = env.relays.relay(transports[1]!, { leaseTtlMs: 500 });
     b.start();
     own.disconnect(); // a's renewals fail from now on, as if its node hung or lost Redis
     await waitFor('a to stand by', async () => (a.active ? undefined : true));
-    const later = await appendSealed(database.db, interleaved(20, 3, Math.random, 'lapse-b'));
+    const later = await appendSealed(env.database.db, interleaved(20, 3, Math.random, 'lapse-b'));
     await waitFor('b to deliver', async () => (transports[1]!.ids().size >= later.length ? true : undefined));
     expect([...transports[1]!.ids()].sort()).toEqual(later.map((e) => e.id).sort());
     expect(transports[0]!.accepted.filter((e) => later.some((l) => l.id === e.id))).toEqual([]);
@@ -197,9 +184,9 @@ describe('the relay', () => {
     const transport = new RecordingTransport('lag');
     let open = false;
     transport.refuse = () => !open;
-    await startAtEnd(database.db, 'lag');
-    await appendSealed(database.db, interleaved(5, 2, Math.random, 'lag'), { hoursAgo: 1 });
-    const relay = relays.relay(transport, { metrics });
+    await startAtEnd(env.database.db, 'lag');
+    await appendSealed(env.database.db, interleaved(5, 2, Math.random, 'lag'), { hoursAgo: 1 });
+    const relay = env.relays.relay(transport, { metrics });
     relay.start();
     const lag = async () => (await metrics.registry.getSingleMetric('irs_events_relay_lag_seconds')!.get()).values.find((v) => v.labels.transport === 'lag')?.value;
     await waitFor('a lag of an hour', async () => ((await lag()) ?? 0) >= 3_600 ? true : undefined);
@@ -212,8 +199,8 @@ describe('the relay', () => {
 
 describe('the relay lease', () => {
   it('is taken when free, renewed and given up by its owner only, and lapses when no longer renewed', async () => {
-    const { redis } = relays;
-    const key = relays.keys.relayLease('lease-test');
+    const { redis } = env.relays;
+    const key = env.relays.keys.relayLease('lease-test');
     const a = new RelayLease(redis, key, 'aaaaaaaaaaaa', 300);
     const b = new RelayLease(redis, key, 'bbbbbbbbbbbb', 300);
     expect(await a.renew()).toBe(true);
@@ -237,7 +224,7 @@ describe('the relay lease', () => {
 
 describe('pruning', () => {
   it('deletes, in batches, events past the retention that every configured transport delivered; keeps the rest', async () => {
-    const { db } = database;
+    const { db } = env.database;
     await db.query('DELETE FROM events');
     const old = await appendSealed(db, interleaved(30, 3, Math.random, 'old'), { hoursAgo: 200 });
     const unsealed = await appendSealed(db, [{ subject: 'old-unsealed' }], { hoursAgo: 200, sealed: false });
@@ -248,7 +235,7 @@ describe('pruning', () => {
     ]);
     const pruner = (transports: string[]) =>
       new Pruner(
-        { db, redis: relays.redis, keys: relays.keys, metrics: createMetrics(), log: silentLog },
+        { db, redis: env.relays.redis, keys: env.relays.keys, metrics: createMetrics(), log: silentLog },
         { retentionHours: 168, transports, intervalMs: 1, batchSize: 7, maxBatchesPerPass: 100 },
       );
     const lockLapses = () => new Promise((r) => setTimeout(r, 5)); // the pass lock (intervalMs: 1 ms)

@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { pino } from 'pino';
+import { afterAll, beforeAll } from 'vitest';
 import type { CloudEvent } from '../../src/events/envelope.js';
 import { RelayLease } from '../../src/events/relay-lease.js';
 import { Relay, type RelayOptions } from '../../src/events/relay.js';
@@ -198,4 +199,22 @@ export async function startAtEnd(db: pg.Pool, transport: string): Promise<void> 
 export async function cursorOf(db: pg.Pool, transport: string): Promise<number> {
   const { rows } = await db.query<{ position: number }>('SELECT position FROM event_cursors WHERE transport = $1', [transport]);
   return rows[0]?.position ?? 0;
+}
+
+/**
+ * The file's events database and relays, made before its tests and closed after them (`alsoClose`, if given, after
+ * the relays and before the database). Read them from the returned object once the file's tests run.
+ */
+export function useRelays(alsoClose?: () => Promise<void>): { database: EventsDatabase; relays: TestRelays } {
+  const env = {} as { database: EventsDatabase; relays: TestRelays };
+  beforeAll(async () => {
+    env.database = await eventsDatabase();
+    env.relays = testRelays(env.database.db);
+  });
+  afterAll(async () => {
+    await env.relays?.close();
+    await alsoClose?.();
+    await env.database?.close();
+  });
+  return env;
 }

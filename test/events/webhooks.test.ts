@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { EventDelivery } from '../../src/events/delivery.js';
 import type { CloudEvent } from '../../src/events/envelope.js';
@@ -13,14 +13,11 @@ import { closeReceivers, receiver } from './receiver.js';
 import {
   appendSealed,
   cursorOf,
-  eventsDatabase,
   interleaved,
   orderViolations,
   silentLog,
   startAtEnd,
-  testRelays,
-  type EventsDatabase,
-  type TestRelays,
+  useRelays,
 } from './support.js';
 
 // Webhooks end to end: the relays POSTing to a real HTTP receiver the test runs, which verifies every signature
@@ -28,18 +25,7 @@ import {
 
 const SECRET = `whsec_${randomBytes(32).toString('base64')}`;
 
-let database: EventsDatabase;
-let relays: TestRelays;
-
-beforeAll(async () => {
-  database = await eventsDatabase();
-  relays = testRelays(database.db);
-});
-afterAll(async () => {
-  await relays?.close();
-  await closeReceivers();
-  await database?.close();
-});
+const env = useRelays(closeReceivers);
 
 const webhook = (url: string, secret = SECRET) =>
   new WebhookTransport({ url, name: webhookName(url), origin: new URL(url).origin }, secret, { timeoutMs: 2_000, concurrency: 4 });
@@ -48,9 +34,9 @@ describe('webhooks', () => {
   it('POSTs each event as its CloudEvent JSON, signed so a Standard Webhooks verifier accepts it', async () => {
     const target = await receiver();
     const url = target.url.replace('http://', 'http://relay:pa%3Ass@');
-    await startAtEnd(database.db, webhookName(url));
-    const appended = await appendSealed(database.db, interleaved(20, 4, Math.random, 'signed'));
-    const relay = relays.relay(webhook(url));
+    await startAtEnd(env.database.db, webhookName(url));
+    const appended = await appendSealed(env.database.db, interleaved(20, 4, Math.random, 'signed'));
+    const relay = env.relays.relay(webhook(url));
     relay.start();
     await waitFor('every event', async () => (target.accepted().length >= appended.length ? true : undefined));
     await relay.stop();
@@ -75,10 +61,10 @@ describe('webhooks', () => {
   it('an endpoint failing for a while then receives everything, in per-subject order', async () => {
     let failing = true;
     const target = await receiver((n) => (failing || n % 7 === 3 ? 503 : 204));
-    await startAtEnd(database.db, webhookName(target.url));
-    const appended = await appendSealed(database.db, interleaved(150, 12, Math.random, 'outage'));
+    await startAtEnd(env.database.db, webhookName(target.url));
+    const appended = await appendSealed(env.database.db, interleaved(150, 12, Math.random, 'outage'));
     const metrics = createMetrics();
-    const relay = relays.relay(webhook(target.url), { metrics, backoff: { baseMs: 10, capMs: 100 } });
+    const relay = env.relays.relay(webhook(target.url), { metrics, backoff: { baseMs: 10, capMs: 100 } });
     relay.start();
     await waitFor('retries', async () => ((await metrics.eventRetries.get()).values[0]?.value ?? 0) >= 5 ? true : undefined);
     failing = false;
@@ -87,7 +73,7 @@ describe('webhooks', () => {
     expect(target.requests.some((q) => q.status === 503)).toBe(true);
     expect(orderViolations(target.accepted())).toEqual([]);
     expect(new Set(target.accepted().map((e) => e.id))).toEqual(new Set(appended.map((e) => e.id)));
-    expect(await cursorOf(database.db, webhookName(target.url))).toBe(appended.at(-1)!.position);
+    expect(await cursorOf(env.database.db, webhookName(target.url))).toBe(appended.at(-1)!.position);
   });
 
   it('a dead endpoint (never answering) does not delay another: each endpoint has its own relay', async () => {
@@ -95,11 +81,11 @@ describe('webhooks', () => {
     const live = await receiver();
     const { settings, problems } = parseTransports(loadConfig({ EVENTS_WEBHOOK_URLS: `${dead.url},${live.url}`, EVENTS_WEBHOOK_SECRET: SECRET }));
     expect(problems).toEqual([]);
-    for (const w of settings.webhooks) await startAtEnd(database.db, w.name);
-    const appended = await appendSealed(database.db, interleaved(300, 30, Math.random, 'dead'));
+    for (const w of settings.webhooks) await startAtEnd(env.database.db, w.name);
+    const appended = await appendSealed(env.database.db, interleaved(300, 30, Math.random, 'dead'));
     // The production wiring (one relay per endpoint), on this test's database and key prefix.
     const delivery = new EventDelivery(
-      { db: database.db, redis: relays.redis, keys: relays.keys, metrics: createMetrics(), log: silentLog, nodeId: 'aaaaaaaaaaaa' },
+      { db: env.database.db, redis: env.relays.redis, keys: env.relays.keys, metrics: createMetrics(), log: silentLog, nodeId: 'aaaaaaaaaaaa' },
       settings,
       { source: '/test', retentionHours: 168 },
     );
@@ -113,7 +99,7 @@ describe('webhooks', () => {
       expect(dead.requests.length).toBeGreaterThan(0);
       expect(dead.requests.length).toBeLessThanOrEqual(WEBHOOK_DEFAULTS.concurrency);
       expect(dead.requests.every((q) => q.status === 'hung')).toBe(true);
-      expect(await cursorOf(database.db, webhookName(dead.url))).toBe(appended[0]!.position - 1);
+      expect(await cursorOf(env.database.db, webhookName(dead.url))).toBe(appended[0]!.position - 1);
       expect(orderViolations(live.accepted())).toEqual([]);
     } finally {
       await delivery.stop();
@@ -130,14 +116,14 @@ describe('two app instances', () => {
   it('relay each transport from one of them at a time: every event once; the other takes over when it stops', async () => {
     const target = await receiver();
     const overrides = {
-      DATABASE_URL: database.url,
+      DATABASE_URL: env.database.url,
       REDIS_KEY_PREFIX: `t${randomBytes(4).toString('hex')}:`,
       EVENTS_WEBHOOK_URLS: target.url,
       EVENTS_WEBHOOK_SECRET: SECRET,
     };
-    await startAtEnd(database.db, webhookName(target.url));
+    await startAtEnd(env.database.db, webhookName(target.url));
     apps = [await startTestApp(overrides), await startTestApp(overrides)];
-    const appended = await appendSealed(database.db, interleaved(300, 40, Math.random, 'apps'));
+    const appended = await appendSealed(env.database.db, interleaved(300, 40, Math.random, 'apps'));
     await waitFor('every event', async () => (target.accepted().length >= appended.length ? true : undefined), { timeoutMs: 15_000 });
     // Nothing failed, so nothing was sent twice: one relay was active (had two been, most events would come twice).
     expect(target.accepted().map((e) => e.id).sort()).toEqual(appended.map((e) => e.id).sort());
@@ -149,7 +135,7 @@ describe('two app instances', () => {
 
     await active[0]!.close();
     apps = apps.filter((t) => t !== active[0]);
-    const more = await appendSealed(database.db, interleaved(50, 5, Math.random, 'apps-more'));
+    const more = await appendSealed(env.database.db, interleaved(50, 5, Math.random, 'apps-more'));
     await waitFor('the other app to take over', async () => (target.accepted().length >= appended.length + more.length ? true : undefined), { timeoutMs: 15_000 });
     expect(relayOf(apps[0]!).active).toBe(true);
     expect(target.accepted().slice(appended.length).map((e) => e.id).sort()).toEqual(more.map((e) => e.id).sort());
