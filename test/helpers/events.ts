@@ -109,3 +109,14 @@ export async function expectOutboxConsistent(db: pg.Pool): Promise<void> {
   }
   expect(problems).toEqual([]);
 }
+
+/** An item event's `data` for a location's figures: what stock.changed and availability.* carry. */
+export const figures = (itemId: string, location: string, onHand: number, reserved: number, safetyStock = 0) => ({
+  itemId,
+  location,
+  onHand,
+  reserved,
+  safetyStock,
+  available: Math.max(0, onHand - reserved - safetyStock),
+  availableHighPriority: Math.max(0, onHand - reserved),
+});

@@ -6,7 +6,7 @@ import { ANONYMOUS_CALLER as anonymous } from '../../src/http/access.js';
 import { Sweeper } from '../../src/jobs/sweeper.js';
 import { Api, expectReservation, outcome, startHttpApp, type Answer } from '../helpers/api.js';
 import { newItem, newKey, type TestApp } from '../helpers/app.js';
-import { eventsOf, expectDocumented, expectOutboxConsistent, typesOf, type StoredEvent } from '../helpers/events.js';
+import { eventsOf, expectDocumented, expectOutboxConsistent, figures, typesOf, type StoredEvent } from '../helpers/events.js';
 import { checkInvariants } from '../helpers/invariants.js';
 import { mulberry32, seedFromEnv } from '../helpers/random.js';
 import { ANY_NODE, lockWaiters, waitForLockWait } from '../helpers/sessions.js';
@@ -25,15 +25,6 @@ beforeAll(async () => {
 afterAll(() => t?.close());
 
 const db = () => t.app.runtime.db;
-const figures = (itemId: string, location: string, onHand: number, reserved: number, safetyStock = 0) => ({
-  itemId,
-  location,
-  onHand,
-  reserved,
-  safetyStock,
-  available: Math.max(0, onHand - reserved - safetyStock),
-  availableHighPriority: Math.max(0, onHand - reserved),
-});
 
 /** The events as a consumer receives them (the envelope src/events/envelope.ts makes) are what the AsyncAPI document says. */
 function expectAllDocumented(events: StoredEvent[]): void {

@@ -7,7 +7,7 @@ import { createMetrics } from '../../src/metrics.js';
 import { createPool, migrate } from '../../src/store/database.js';
 import { BatchWriter, RecordError, RecordRejected, type RecordOp } from '../../src/store/writer.js';
 import { documentAfter } from '../helpers/documents.js';
-import { eventsOf, expectOutboxConsistent, typesOf } from '../helpers/events.js';
+import { eventsOf, expectOutboxConsistent, figures, typesOf } from '../helpers/events.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
 import { mulberry32, seedFromEnv } from '../helpers/random.js';
 
@@ -85,15 +85,6 @@ async function itemSequence(item: string): Promise<number | undefined> {
   return rows[0]?.sequence;
 }
 
-const figures = (itemId: string, location: string, onHand: number, reserved: number, safetyStock = 0) => ({
-  itemId,
-  location,
-  onHand,
-  reserved,
-  safetyStock,
-  available: Math.max(0, onHand - reserved - safetyStock),
-  availableHighPriority: Math.max(0, onHand - reserved),
-});
 
 describe('the events a batch appends', () => {
   it('a reservation: created with the document it answered, then its transition, numbered by the version PostgreSQL recorded', async () => {
