@@ -10,3 +10,10 @@ export const isCluster = (redis: RedisClient): redis is Cluster => redis.isClust
 
 /** The servers to walk for a keyspace scan: a cluster's every master (SCAN sees one node's keys), or the Redis. */
 export const scanTargets = (redis: RedisClient): Redis[] => (isCluster(redis) ? redis.nodes('master') : [redis]);
+
+/**
+ * Whether a command that failed may still have run in Redis (a timeout, a connection cut after the send). Only a
+ * refusal to send while disconnected (the offline queue is off) proves it never did.
+ */
+export const mayHaveRun = (err: unknown): boolean =>
+  !(err instanceof Error && /(Stream|Cluster) isn't (writeable|ready) and enableOfflineQueue options is false/.test(err.message));

@@ -22,7 +22,8 @@ import {
 import { canAccess, visibleTenant, type Caller } from '../domain/tenancy.js';
 import type { NodeLease } from '../jobs/node-lease.js';
 import type { Metrics } from '../metrics.js';
-import type { Decisions, SettleAction } from '../redis/decisions.js';
+import { mayHaveRun } from '../redis/client.js';
+import type { Decisions, ReserveDecision, ReserveInput, SettleAction } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
 import { formatRecord, parseRecord, recordPrefix, recordSuffix } from '../redis/layout.js';
 import { endSessionsOf } from '../store/nodes.js';
@@ -100,7 +101,7 @@ export class ReservationService implements ReservationApi {
     const prefix = recordPrefix(hash, id);
     const { lease } = this.d;
 
-    const decision = await this.d.decisions.reserve({
+    const decision = await this.decideReserve(idempotencyKey, prefix, {
       reservationId: id,
       lines: requested,
       ttlMs,
@@ -198,6 +199,23 @@ export class ReservationService implements ReservationApi {
     }
     metrics.reservations.inc({ outcome: 'created' });
     return { statusCode: 201, body };
+  }
+
+  /**
+   * The reserve decision. Should Redis not answer, it may still have run the script (a command timeout, a connection
+   * cut after the send): the key is then claimed by an attempt that answers 503, and retries would be told "in use"
+   * for as long as the record lives. So the claim is let go, in the background until Redis answers (after the
+   * script on the same connection, if it runs at all). Holds such a script left have no record in PostgreSQL: the
+   * reconciler drops them.
+   */
+  private async decideReserve(idempotencyKey: string, prefix: string, input: ReserveInput): Promise<ReserveDecision> {
+    try {
+      return await this.d.decisions.reserve(input);
+    } catch (err) {
+      const cause = err instanceof ProblemError ? err.cause : err;
+      if (cause !== undefined && mayHaveRun(cause)) void this.letGo(idempotencyKey, prefix, null, 'request_failed');
+      throw err;
+    }
   }
 
   /**

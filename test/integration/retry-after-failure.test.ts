@@ -1,13 +1,17 @@
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReservationRequest } from '../../src/domain/schemas.js';
 import { ANONYMOUS } from '../../src/http/access.js';
+import { reconcile } from '../../src/jobs/reconcile.js';
 import { formatRecord, parseRecord, recordPrefix, recordSuffix } from '../../src/redis/layout.js';
 import { requestHash } from '../../src/service/idempotency.js';
 import { sessionName } from '../../src/store/nodes.js';
-import { Api, outcome, problemOf, reservationOf, startHttpApp, type Answer } from '../helpers/api.js';
+import { Api, availabilityOf, outcome, problemOf, reservationOf, startHttpApp, type Answer } from '../helpers/api.js';
 import { newItem, newKey, type TestApp } from '../helpers/app.js';
+import { checkInvariants } from '../helpers/invariants.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
+import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { waitForLockWait } from '../helpers/sessions.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
@@ -302,5 +306,58 @@ describe('a claim whose node died', () => {
     expect(outcome(retry)).toBe('201');
     expect(retry.text).toBe(first.text);
     expect(retry.headers['idempotent-replayed']).toBe('true');
+  });
+});
+
+describe('Redis ran the reserve script after the request had given up on it (its answer lost)', () => {
+  let redis: RedisServer;
+  let late: TestApp;
+  let lateApi: Api;
+  beforeAll(async () => {
+    redis = await startRedis();
+    late = await startHttpApp({ ...FAST_FAIL, REDIS_COMMAND_TIMEOUT_MS: 300, RECONCILE_INTERVAL_MS: 0, REDIS_URL: redis.url });
+    lateApi = Api.inject(late.app);
+  }, 60_000);
+  afterAll(async () => {
+    await late?.close();
+    await redis?.kill9();
+  });
+
+  it('the claim it left is let go once Redis answers: a retry is created within 5 s, not told "in use" for the record\'s life', async () => {
+    const item = newItem('late-script');
+    await lateApi.stock(item, 5);
+    const key = newKey();
+    const body: ReservationRequest = { lines: [{ itemId: item, quantity: 1 }] };
+    // Scripts wait while writes are paused; the request times out (503) and its script runs when the pause ends.
+    const admin = new Redis(redis.url);
+    try {
+      await admin.client('PAUSE', 1_200, 'WRITE');
+      const first = await lateApi.reserve(body, key);
+      expect(outcome(first)).toBe('503 unavailable');
+      await waitFor('the paused script to hold its unit', async () =>
+        availabilityOf(await lateApi.availability(item)).reserved === 1 || undefined,
+      );
+    } finally {
+      admin.disconnect();
+    }
+
+    const started = Date.now();
+    const last = await waitFor(
+      `a definitive answer for ${key}`,
+      async () => {
+        const a = await lateApi.reserve(body, key);
+        return a.status < 500 && outcome(a) !== '409 idempotency_key_in_use' ? a : undefined;
+      },
+      { timeoutMs: 3 * DEFINITIVE_WITHIN_MS, intervalMs: 100 },
+    );
+    expect(outcome(last)).toBe('201');
+    expect(Date.now() - started).toBeLessThan(DEFINITIVE_WITHIN_MS);
+
+    // The late script's hold has no record: reconciliation drops it, and then Redis and PostgreSQL agree.
+    const report = await reconcile(late.app.runtime.reconcileDeps, {
+      heal: false, dropOrphans: true, rebuildOnDrift: false, orphanAfterMs: 0, settleMs: 0,
+    });
+    expect(report.orphanHolds).toHaveLength(1);
+    await checkInvariants(late.app, [item]);
   });
 });
