@@ -342,15 +342,18 @@ export class Decisions {
     try {
       for (const group of calls) {
         const first = group === claimLines;
-        const parts = first ? `c${headerWithClaim ? 'h' : ''}${leaseHere ? 'l' : ''}` : '';
+        // After a refusal the later slots only decide: were they held and given back, a competing cart could be
+        // refused for those units, and under contention every cart could refuse every other (none would win).
+        const parts = first ? `c${headerWithClaim ? 'h' : ''}${leaseHere ? 'l' : ''}` : refused.length > 0 ? 'd' : '';
         // A refused claim call leaves no clock: the later calls then use their own (they are all given back).
         const reply = await this.reserveCall(input, group, parts, first || nowMs === 0 ? '' : nowMs + input.ttlMs, null);
         if (reply[0] === S.IDEMPOTENT) return refusal(reply, group.indexes);
         if (reply[0] !== S.OK) {
-          // The later slots are still asked (and given back below), so the answer names every line at fault.
+          // The later slots are still asked (decide only), so the answer names every line at fault.
           refused.push(refusal(reply, group.indexes));
           continue;
         }
+        if (parts === 'd') continue;
         if (first) nowMs = Number(reply[2]);
         if (generation === '') generation = String(reply[1]);
         const lines = heldParts(group.lines, reply.slice(3)).map(({ lineIndex, line }) => {

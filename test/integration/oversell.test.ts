@@ -1,4 +1,6 @@
+import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { scanTargets } from '../../src/redis/client.js';
 import type { ReservationRequest } from '../../src/domain/schemas.js';
 import {
   Api,
@@ -231,5 +233,62 @@ describe('no oversell under concurrency (I1)', () => {
       });
     }
     await checkInvariants(t.app, items);
+  });
+});
+
+describe('a refused cart takes nothing, not even for an instant', () => {
+  let t: TestApp;
+  let api: Api;
+  beforeAll(async () => {
+    t = await startHttpApp();
+    api = Api.inject(t.app);
+  });
+  afterAll(() => t?.close());
+
+  /** Every command that changes `key`, as Redis's keyspace notifications report it while `run` goes. */
+  async function writesTo(key: string, run: () => Promise<void>): Promise<string[]> {
+    const servers = scanTargets(t.app.runtime.redis);
+    const seen: string[] = [];
+    const listeners: Redis[] = [];
+    const before = await Promise.all(servers.map(async (s) => ((await s.config('GET', 'notify-keyspace-events')) as string[])[1] ?? ''));
+    try {
+      for (const server of servers) {
+        await server.config('SET', 'notify-keyspace-events', 'Kh');
+        const listener = server.duplicate({ lazyConnect: true, enableOfflineQueue: true });
+        await listener.connect();
+        listeners.push(listener);
+        listener.on('message', (_channel: string, event: string) => seen.push(event));
+        await listener.subscribe(`__keyspace@0__:${key}`);
+      }
+      await run();
+      // A notification is sent before the script's reply; a PING after it on each listener flushes what came first.
+      await Promise.all(listeners.map((l) => l.ping()));
+    } finally {
+      for (const l of listeners) l.disconnect();
+      await Promise.all(servers.map((s, i) => s.config('SET', 'notify-keyspace-events', before[i]!)));
+    }
+    return seen;
+  }
+
+  it('a cart refused in one slot does not hold (and give back) the units of its others', async () => {
+    const { keys } = t.app.runtime;
+    // On a cluster the slots are asked in ascending order: the short item's slot first, then the stocked one's.
+    let short = newItem('short');
+    let stocked = newItem('stocked');
+    while (keys.groupOf(keys.item(short).stock) > keys.groupOf(keys.item(stocked).stock)) [short, stocked] = [newItem('short'), newItem('stocked')];
+    await api.stock(short, 0);
+    await api.stock(stocked, 5);
+
+    const writes = await writesTo(keys.item(stocked).holds, async () => {
+      const refused = await api.reserve({ lines: [{ itemId: short, quantity: 1 }, { itemId: stocked, quantity: 2 }] });
+      expect(outcome(refused)).toBe('409 insufficient_stock');
+      expect(problemOf(refused).lines).toEqual([{ itemId: short, location: 'default', requested: 1, available: 0 }]);
+    });
+    expect(writes).toEqual([]);
+    // The check sees writes: a cart that is held writes its holds.
+    const held = await writesTo(keys.item(stocked).holds, async () => {
+      expect(outcome(await api.reserve({ lines: [{ itemId: stocked, quantity: 2 }] }))).toBe('201');
+    });
+    expect(held).toContain('hset');
   });
 });

@@ -29,14 +29,17 @@
   ARGV[13]   split: '1' or '0'
   ARGV[14]   candidate count c (the request's allocation.locations; 0 when it has none)
   ARGV[15]   the parts of this call: 'c' claim the key, 'h' cache the header with the lines held here, 'H' cache
-             the header given whole, 'l' keep the node's lease (the lines given are always held)
+             the header given whole, 'l' keep the node's lease (the lines given are always held, unless 'd': decide
+             only, hold nothing, for the slots after one that refused: they name their short lines without taking
+             units a competing cart could have had)
   ARGV[16]   the holds' expiry, ms ('' for now + ttl: the first call of a reservation sets it for the others)
   ARGV[17..] c candidate locations, most preferred first; then ARGV[6] item ids (in item index order); then per
              line: item index (1-based), location ('' for a line to allocate), quantity
 
   Returns
     {S.OK, generation, nowMs, lineIndex, location, quantity, ...}  what is held: one triple per (line, location),
-                                                in line order, the parts of a split line in allocation order
+                                                in line order, the parts of a split line in allocation order (none
+                                                for 'd')
     {S.NO_STATE}
     {S.IDEMPOTENT, record}                      the key is taken; nothing was held
     {S.NOT_FOUND, lineIndex, ...}               lines whose item/location was never stocked (an allocated line:
@@ -181,6 +184,7 @@ for n = 1, #lines do
   end
 end
 if #short > 0 then return { S.INSUFFICIENT, unpack(short) } end
+if string.find(parts, 'd', 1, true) then return { S.OK, gen, now } end
 
 local expiresAt = ARGV[16] ~= '' and tonumber(ARGV[16]) or now + tonumber(ARGV[2])
 local held, heldJson = { S.OK, gen, now }, {}
