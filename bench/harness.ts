@@ -108,7 +108,7 @@ export function defaultOptions(): BenchOptions {
   return {
     url: null,
     designs: ['durable', 'durable-no-outbox', 'durable-unbounded', 'pg-only', 'redis-only'],
-    scenarios: ['flash', 'flash64', 'carts', 'carts-allocated', 'reads', 'overload'],
+    scenarios: ['reserve64', 'reserve16', 'reserve4', 'flash', 'flash64', 'carts', 'carts-allocated', 'reads', 'overload'],
     durationSeconds: 10,
     warmupSeconds: 2,
     passes: 3,
@@ -534,6 +534,7 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
           kind: scenario.kind,
           connections: scenario.connections,
           ...(scenario.allocation ? { allocation: scenario.allocation, skuPrefix: allocatedSkuPrefix } : {}),
+          ...(scenario.reserveOnly ? { reserveOnly: true } : {}),
           durationSeconds: o.durationSeconds,
           flashItem,
           keyPrefix: `${prefix}-${name}-`,

@@ -168,6 +168,11 @@ function reserveThenSettle(pick: () => LineSpec[]): autocannon.Request[] {
   ];
 }
 
+/** Reservations only, each kept until its TTL: every answer a durable 201 while stock lasts. */
+function reserveOnly(pick: () => LineSpec[]): autocannon.Request[] {
+  return [reserveThenSettle(pick)[0]!];
+}
+
 /** Nine availability reads, then one one-line reservation (held until its TTL), over the cart SKUs. */
 function readMix(): autocannon.Request[] {
   return [
@@ -194,7 +199,7 @@ function readMix(): autocannon.Request[] {
 
 const requests =
   spec.kind === 'flash'
-    ? reserveThenSettle(() => [{ itemId: spec.flashItem, quantity: 1 }])
+    ? (spec.reserveOnly ? reserveOnly : reserveThenSettle)(() => [{ itemId: spec.flashItem, quantity: 1 }])
     : spec.kind === 'carts'
       ? reserveThenSettle(cartLines)
       : readMix();

@@ -23,7 +23,7 @@ export const isDurable = (design: Design): boolean =>
 /** The design whose Redis is the private cluster (the others share the single Redis). */
 export const onCluster = (design: Design): boolean => design === 'durable-cluster';
 
-export const scenarioNames = ['flash', 'flash64', 'carts', 'carts-allocated', 'reads', 'overload'] as const;
+export const scenarioNames = ['reserve64', 'reserve16', 'reserve4', 'flash', 'flash64', 'carts', 'carts-allocated', 'reads', 'overload'] as const;
 export type ScenarioName = (typeof scenarioNames)[number];
 
 export type LoadKind = 'flash' | 'carts' | 'reads';
@@ -35,6 +35,8 @@ export interface Scenario {
   description: string;
   /** Units of the flash SKU (kind flash); FLASH_UNITS unless set. */
   units?: number;
+  /** Kind flash: every request a reservation, none confirmed or released (issue 15's measure). */
+  reserveOnly?: boolean;
   /** The designs it runs against; `standardDesigns` unless set. */
   designs?: readonly Design[];
   /** Carts whose lines name no location, allocated by the service this way over ALLOCATED_SKU_UNITS' locations. */
@@ -50,6 +52,11 @@ export interface AllocationSpec {
 
 /** The catalogue (bench/README.md describes each). */
 export const scenarios: Record<ScenarioName, Scenario> = {
+  // Issue 15's measure: every request a durable 201 (stock that never runs out), so the headline counts only the
+  // work users pay for; at 64, 16 and 4 connections (high, moderate and low load).
+  ...reserveOnlyAt(64),
+  ...reserveOnlyAt(16),
+  ...reserveOnlyAt(4),
   flash: {
     name: 'flash',
     kind: 'flash',
@@ -98,6 +105,20 @@ export const scenarios: Record<ScenarioName, Scenario> = {
   },
 };
 
+function reserveOnlyAt(connections: 64 | 16 | 4): Record<`reserve${typeof connections}`, Scenario> {
+  const name = `reserve${connections}` as const;
+  return {
+    [name]: {
+      name,
+      kind: 'flash',
+      connections,
+      units: 1_000_000_000,
+      reserveOnly: true,
+      description: `one SKU that never sells out, ${connections} connections, every request a 1-unit reservation (kept): every answer a durable 201`,
+    },
+  } as Record<`reserve${typeof connections}`, Scenario>;
+}
+
 /** Which scenarios of `names` run against `design`. */
 export const scenariosOf = (design: Design, names: readonly ScenarioName[]): ScenarioName[] =>
   names.filter((n) => design === 'external' || (scenarios[n].designs ?? standardDesigns).includes(design));
@@ -130,6 +151,8 @@ export interface LoadSpec {
   overallRate?: number;
   /** The flash SKU (kind flash). */
   flashItem: string;
+  /** Kind flash: reserve only (Scenario.reserveOnly). */
+  reserveOnly?: boolean;
   /** Cart SKUs are `${skuPrefix}${0..skuCount-1}` (kinds carts, reads). */
   skuPrefix: string;
   /** Carts whose lines name no location carry this `allocation`. */
