@@ -89,7 +89,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(readReplicaPlugin, { config, nodeId });
   await app.register(statePlugin, { config });
   await app.register(leasePlugin, { nodeId });
-  await app.register(writerPlugin, { config, appendEvents: options.appendEvents });
+  await app.register(writerPlugin, { config, nodeId, appendEvents: options.appendEvents });
   await app.register(jobsPlugin, { config });
   const { redis, db, reads, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler } = app;
   const runtime: Runtime = { config, redis: redis as Redis, db, reads, keys, metrics, decisions, writer, lease, recovery, sweeper, eventSealer, reconcileDeps, reconciler };

@@ -8,8 +8,26 @@ const migrationsDir = fileURLToPath(new URL('../../migrations/', import.meta.url
 // bigint columns (counts, generation) come back as JS numbers: every value they hold fits in 2^53.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
 
-/** `applicationName` names the node's sessions (src/store/nodes.ts: `sessionName`). */
-export function createPool(url: string, options: { max: number; queryTimeoutMs: number; applicationName?: string }): pg.Pool {
+/**
+ * The group-commit writer's sessions (src/store/writer.ts) plan its batch statement once per connection, a generic
+ * plan: planning it per batch cost PostgreSQL about a quarter of its CPU in a flash sale. A generic plan made while
+ * the tables were small (a new database) would scan them whole for as long as the connection lives, so these
+ * sessions may not scan a table or hash-join it: every row the statement touches is reached through its index, the
+ * one plan that stays right at any size (test/store/batch-plan.test.ts). The writer runs nothing else. No JIT: a
+ * scan the planner may not choose but must (the one-row state_generation) costs it 10^10, past JIT's thresholds,
+ * and compiling the statement took 2 s a batch.
+ */
+export const GROUP_COMMIT_PLANNING = ['plan_cache_mode=force_generic_plan', 'enable_seqscan=off', 'enable_hashjoin=off', 'enable_mergejoin=off', 'jit=off'];
+
+/**
+ * `applicationName` names the node's sessions (src/store/nodes.ts: `sessionName`). `groupCommit`: the writer's own
+ * pool (GROUP_COMMIT_PLANNING); the others plan each query for its values.
+ */
+export function createPool(
+  url: string,
+  options: { max: number; queryTimeoutMs: number; applicationName?: string; groupCommit?: boolean },
+): pg.Pool {
+  const planning = options.groupCommit ? GROUP_COMMIT_PLANNING : ['plan_cache_mode=force_custom_plan'];
   const pool = new pg.Pool({
     connectionString: url,
     max: options.max,
@@ -21,11 +39,9 @@ export function createPool(url: string, options: { max: number; queryTimeoutMs: 
     idle_in_transaction_session_timeout: 2 * options.queryTimeoutMs,
     keepAlive: true,
     application_name: options.applicationName ?? 'inventory-reservation-service',
-    // The group-commit statement is prepared once per connection but planned per batch: a generic plan made
-    // while the tables were small keeps scanning them whole as they grow (src/store/batch-statement.ts). Other
-    // queries are unnamed, planned each time anyway. PGOPTIONS still applies; `options` in DATABASE_URL replaces
-    // this.
-    options: [process.env.PGOPTIONS, '-c plan_cache_mode=force_custom_plan'].filter(Boolean).join(' '),
+    // Named statements outside the writer (none today) are planned for their values. PGOPTIONS still applies;
+    // `options` in DATABASE_URL replaces this.
+    options: [process.env.PGOPTIONS, ...planning.map((o) => `-c ${o}`)].filter(Boolean).join(' '),
   });
   // An idle client losing its connection (PostgreSQL restarted) must not crash the process; the pool replaces it.
   pool.on('error', () => {});

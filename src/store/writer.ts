@@ -97,7 +97,8 @@ export class BatchWriter {
   private readonly fateDeadlineMs: number;
 
   constructor(
-    private readonly pool: pg.Pool,
+    /** The writer's own pool (src/plugins/writer.ts): its batches and the lookups of lost ones. */
+    readonly pool: pg.Pool,
     private readonly metrics: Metrics,
     private readonly options: {
       maxBatch: number;

@@ -74,12 +74,14 @@ describe('PostgreSQL unreachable (I6)', () => {
   });
 
   /**
-   * Waits until the pool has dropped every connection the outage killed. Without this, the next request can check
+   * Waits until the pools have dropped every connection the outage killed. Without this, the next request can check
    * out an idle client whose socket died a moment ago, and that client's 'error' event has no listener (the bug
    * reproduced on its own below), which would make these tests flaky rather than test what they name.
    */
   const poolNoticed = () =>
-    waitFor('the pool to drop its dead connections', async () => (t.app.runtime.db.totalCount === 0 ? true : undefined));
+    waitFor('the pools to drop their dead connections', async () =>
+      t.app.runtime.db.totalCount === 0 && t.app.runtime.writer.pool.totalCount === 0 ? true : undefined,
+    );
 
   /** An item with stock 10 and one pending reservation of 2 on it. */
   async function seed(): Promise<{ sku: string; held: string }> {

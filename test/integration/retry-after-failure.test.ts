@@ -67,14 +67,16 @@ async function boundTo(key: string): Promise<string[]> {
 
 /** Waits out the pool noticing an outage (see fail-closed.test.ts: a dead idle client must not be checked out). */
 const poolDrained = () =>
-  waitFor('the pool to drop its dead connections', async () => (t.app.runtime.db.totalCount === 0 ? true : undefined));
+  waitFor('the pools to drop their dead connections', async () =>
+    t.app.runtime.db.totalCount === 0 && t.app.runtime.writer.pool.totalCount === 0 ? true : undefined,
+  );
 
 /**
- * Leaves idle connections in the app's pool, so that a batch sent next goes out on one of them (and its answer can
+ * Leaves idle connections in the writer's pool, so that a batch sent next goes out on one of them (and its answer can
  * be lost) rather than waiting for a new connection (which fails before anything is sent).
  */
 async function warmPool(): Promise<void> {
-  const clients = await Promise.all([1, 2, 3].map(() => t.app.runtime.db.connect()));
+  const clients = await Promise.all([1, 2, 3].map(() => t.app.runtime.writer.pool.connect()));
   for (const c of clients) c.release();
 }
 
