@@ -71,6 +71,6 @@ describe('a record PostgreSQL rejects for the operation\'s own values', () => {
     }
     await checkInvariants(t.app, [item]);
     const { values } = await t.app.runtime.metrics.pgRejectedOperations.get();
-    expect(values.find((v) => v.labels.sqlstate === '22021')?.value).toBeGreaterThanOrEqual(2);
+    expect(values.find((v) => v.labels.sqlstate === '22P05')?.value).toBeGreaterThanOrEqual(2);
   });
 });
