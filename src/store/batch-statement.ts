@@ -76,7 +76,10 @@ export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome)
  * column it looks each reservation up by primary key. That choice is made per batch, on the tables' current
  * size (plan_cache_mode, src/store/database.ts): a plan cached while they were small would scan them whole.
  *
- * Stock rows are updated in key order, so concurrent batches (on this node or others) never deadlock on them;
+ * Stock rows are locked last (`recorded` makes `stocked` wait for every other write but the item events): their locks
+ * are held until the commit, and a batch on the same SKU waits for them, so the less comes after them the less
+ * batches queue (a flash sale: every batch updates one row). They are updated in key order, so concurrent batches
+ * (on this node or others) never deadlock on them;
  * the ledger keeps every movement while the stock row takes their sum. The sum is taken over the rows the ledger
  * accepted: a stock change whose op id is there already (voided by reconciliation, which took the decision back in
  * Redis for good: src/jobs/reconcile.ts) is skipped, changes nothing, and is answered as a conflict.
@@ -95,8 +98,9 @@ export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome)
  *   Their sequences come from `event_item_sequences`, whose rows are locked in key order and only once every stock
  *   row is (`item_sequences` waits for the whole of `stocked`): batches wait on items in one order, no deadlock,
  *   and an item's next batch numbers its events only after this one committed.
- * - They are inserted ordered by (subject, sequence), so per subject `seq` follows `sequence` (the sealer orders
- *   by `seq`: src/store/events.ts).
+ * - A reservation's events are inserted before the stock rows are locked, an item's after; each insert is ordered by
+ *   (subject, sequence) and no subject is in both, so per subject `seq` follows `sequence` (the sealer orders by
+ *   `seq`: src/store/events.ts).
  */
 function recordBatch({ events }: { events: boolean }): string {
   return `
@@ -124,6 +128,7 @@ WITH fence AS (
   SELECT l.id, l.n, l.item_id, l.location, l.quantity
   FROM json_to_recordset($4::json) AS l(id uuid, n smallint, item_id text, location text, quantity int)
   WHERE l.id IN (SELECT id FROM created)
+  RETURNING reservation_id
 ), moved AS (
   UPDATE reservations r SET status = t.status, updated_at = t.at, version = coalesce(t.version, r.version + 1),
     expires_at = coalesce(t.expires_at, r.expires_at), event_sequence = r.event_sequence + 1
@@ -137,6 +142,7 @@ WITH fence AS (
   UPDATE reservation_lines l SET confirmed_quantity = t.confirmed
   FROM json_to_recordset($8::json) AS t(id uuid, line_no smallint, confirmed int)
   WHERE l.reservation_id = t.id AND l.line_no = t.line_no AND t.id IN (SELECT id FROM moved)
+  RETURNING l.reservation_id
 ), extended AS (
   UPDATE reservations r SET expires_at = t.expires_at, updated_at = t.at, version = t.version, event_sequence = r.event_sequence + 1
   FROM json_to_recordset($7::json)
@@ -159,14 +165,18 @@ WITH fence AS (
 ), deltas AS (
   SELECT item_id, location, sum(on_hand_delta) AS on_hand, sum(reserved_delta) AS reserved, sum(safety_delta) AS safety
   FROM ledger GROUP BY item_id, location
+${events ? RESERVATION_EVENTS : ''}), recorded AS MATERIALIZED (
+  SELECT (SELECT count(*) FROM lines) + (SELECT count(*) FROM sold)${events ? ' + (SELECT count(*) FROM reservation_events)' : ''} AS n
 ), stocked AS (
   INSERT INTO stock AS s (item_id, location, on_hand, reserved, safety_stock)
-  SELECT item_id, location, on_hand, reserved, safety FROM deltas ORDER BY item_id, location
+  SELECT item_id, location, on_hand, reserved, safety FROM deltas
+  WHERE (SELECT n FROM recorded) IS NOT NULL -- read (so written) before the first stock row: a condition, never false
+  ORDER BY item_id, location
   ON CONFLICT (item_id, location) DO UPDATE
     SET on_hand = s.on_hand + excluded.on_hand, reserved = s.reserved + excluded.reserved,
         safety_stock = s.safety_stock + excluded.safety_stock, updated_at = now()
   RETURNING s.item_id, s.location, s.on_hand, s.reserved, s.safety_stock, s.xmax = 0 AS inserted
-${events ? OUTBOX_CTES : ''})
+${events ? ITEM_EVENTS : ''})
 INSERT INTO write_batches (id, fenced_in, created, moved, stocked)
 SELECT $2::uuid, EXISTS (SELECT FROM fence), (SELECT array_agg(reservation_id) FROM idem), (SELECT array_agg(id) FROM (SELECT id FROM moved UNION ALL SELECT id FROM extended) AS m),
   (SELECT array_agg(op_id) FROM ledger WHERE op_id IS NOT NULL)
@@ -174,8 +184,27 @@ RETURNING fenced_in, created::text[], moved::text[], stocked::text[],
   ${events ? '(SELECT json_object_agg(type, n) FROM (SELECT type, count(*) AS n FROM appended GROUP BY type) AS a)' : 'NULL::json'} AS appended`;
 }
 
-/** The outbox's CTEs, after `stocked` (recordBatch's comment says what they append). */
-const OUTBOX_CTES = `
+/** The outbox's reservation events, before `stocked` (recordBatch's comment says what they append, and why there). */
+const RESERVATION_EVENTS = `
+), reservation_events AS (
+  INSERT INTO events (subject, sequence, type, time, data)
+  SELECT * FROM (
+    SELECT c.id::text, c.event_sequence, 'inventory.reservation.created', c.created_at,
+      i.response::jsonb || jsonb_build_object('version', c.version)
+    FROM created c JOIN idem i ON i.reservation_id = c.id
+    UNION ALL
+    SELECT m.id::text, m.event_sequence, 'inventory.reservation.' || m.status, m.at, m.document || jsonb_build_object('version', m.version)
+    FROM moved m
+    UNION ALL
+    SELECT x.id::text, x.event_sequence, 'inventory.reservation.extended', x.at, x.document || jsonb_build_object('version', x.version)
+    FROM extended x
+  ) AS e(subject, sequence, type, time, data)
+  ORDER BY subject, sequence
+  RETURNING type
+`;
+
+/** The outbox's item events, after `stocked` (recordBatch's comment says what they append). */
+const ITEM_EVENTS = `
 ), locations AS (
   SELECT s.item_id, s.location, s.on_hand, s.reserved, s.safety_stock, s.inserted,
     d.on_hand <> 0 OR d.safety <> 0 OR s.inserted AS changed,
@@ -201,24 +230,14 @@ const OUTBOX_CTES = `
   GROUP BY item_id ORDER BY item_id
   ON CONFLICT (item_id) DO UPDATE SET sequence = q.sequence + excluded.sequence
   RETURNING item_id, sequence
-), appended AS (
+), item_events_appended AS (
   INSERT INTO events (subject, sequence, type, time, data)
-  SELECT * FROM (
-    SELECT c.id::text, c.event_sequence, 'inventory.reservation.created', c.created_at,
-      i.response::jsonb || jsonb_build_object('version', c.version)
-    FROM created c JOIN idem i ON i.reservation_id = c.id
-    UNION ALL
-    SELECT m.id::text, m.event_sequence, 'inventory.reservation.' || m.status, m.at, m.document || jsonb_build_object('version', m.version)
-    FROM moved m
-    UNION ALL
-    SELECT x.id::text, x.event_sequence, 'inventory.reservation.extended', x.at, x.document || jsonb_build_object('version', x.version)
-    FROM extended x
-    UNION ALL
-    SELECT e.item_id, q.sequence - e.total + e.n, e.type, now(), e.data
-    FROM item_events e JOIN item_sequences q USING (item_id)
-  ) AS e(subject, sequence, type, time, data)
-  ORDER BY subject, sequence
+  SELECT e.item_id, q.sequence - e.total + e.n, e.type, now(), e.data
+  FROM item_events e JOIN item_sequences q USING (item_id)
+  ORDER BY 1, 2
   RETURNING type
+), appended AS (
+  SELECT type FROM reservation_events UNION ALL SELECT type FROM item_events_appended
 `;
 
 /** The batch statement: `recordBatch` says what it writes. */
@@ -226,7 +245,7 @@ export const RECORD_BATCH = recordBatch({ events: true });
 
 /**
  * RECORD_BATCH without the outbox: the same statement less the CTEs that append events and number items' sequences
- * (`locations` to `appended`; the documents it is sent are null), its `appended` always null. It exists only so that
+ * (`reservation_events`, and `locations` to `appended`; the documents it is sent are null), its `appended` always null. It exists only so that
  * `npm run bench` can measure what the outbox costs against the same service in the same run (bench/server.ts,
  * design `durable-no-outbox`, through BuildOptions.appendEvents). Never a setting: an event exists if and only if
  * its change committed.

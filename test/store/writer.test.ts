@@ -812,3 +812,60 @@ describe('the batch statement as the tables grow', () => {
     expect(reads.partial).toBeLessThan(20_000);
   }, 60_000);
 });
+
+describe('the batch statement locks its stock rows last', () => {
+  /**
+   * A batch on a SKU another transaction holds waits for that stock row. Everything else it writes (the reservation,
+   * its lines, its event) must be written by then: rows written after the lock would lengthen the time every batch
+   * on that SKU waits for the one before it. Probed from a third session: inserting a row with the same key as one
+   * the waiting batch has written (uncommitted) waits for the batch; a row it has not written yet does not.
+   */
+  it('has written the reservation, its lines and its event while it waits for the stock row', async () => {
+    // A database of its own: at generation 0, as the ops are.
+    const own = await createTestDatabase();
+    await migrate(own.url, pino({ level: 'silent' }));
+    const writerPool = createPool(own.url, { max: 3, queryTimeoutMs: 10_000, groupCommit: true });
+    const sessions = createPool(own.url, { max: 3, queryTimeoutMs: 10_000 });
+    const holder = await sessions.connect();
+    const probe = await sessions.connect();
+    try {
+      const writer = new BatchWriter(writerPool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
+      const item = `last-${randomUUID()}`;
+      expect(await writer.submit(stockOp(item, 10))).toBe('recorded');
+      await holder.query('BEGIN');
+      await holder.query('SELECT FROM stock WHERE item_id = $1 FOR UPDATE', [item]);
+      const op = reserveOp(item, randomUUID());
+      const recorded = writer.submit(op);
+      await waitForLockWait(sessions, 'the batch to wait for the stock row');
+
+      /** The SQLSTATE inserting `sql` fails with within 300 ms (55P03: it waited for the batch), or 'inserted'. */
+      const insert = async (sql: string, values: unknown[]): Promise<string> => {
+        await probe.query("BEGIN; SET LOCAL lock_timeout = '300ms'");
+        try {
+          await probe.query(sql, values);
+          return 'inserted';
+        } catch (err) {
+          return (err as { code: string }).code;
+        } finally {
+          await probe.query('ROLLBACK');
+        }
+      };
+      const { id } = op.reservation;
+      expect(await insert("INSERT INTO reservations (id, status, expires_at, created_at, updated_at) VALUES ($1, 'pending', now(), now(), now())", [id])).toBe('55P03');
+      expect(await insert("INSERT INTO reservation_lines (reservation_id, line_no, item_id, location, quantity) VALUES ($1, 0, $2, 'default', 1)", [id, item])).toBe('55P03');
+      expect(await insert("INSERT INTO events (subject, sequence, type, time, data) VALUES ($1, 1, 'probe', now(), '{}')", [id])).toBe('55P03');
+
+      await holder.query('COMMIT');
+      expect(await recorded).toBe('recorded');
+      const { rows } = await sessions.query('SELECT on_hand, reserved FROM stock WHERE item_id = $1', [item]);
+      expect(rows).toEqual([{ on_hand: 10, reserved: 1 }]);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      probe.release();
+      await writerPool.end();
+      await sessions.end();
+      await own.drop();
+    }
+  });
+});
