@@ -177,11 +177,15 @@ export class BatchWriter {
       const ids = batch.map(reservationOf).filter((id) => id !== null);
       for (const id of ids) this.recording.add(id);
       this.inflight++;
-      void this.flush(batch).finally(() => {
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
         for (const id of ids) this.recording.delete(id);
         this.inflight--;
         this.pump();
-      });
+      };
+      void this.flush(batch, release).finally(release);
     }
   }
 
@@ -206,10 +210,11 @@ export class BatchWriter {
     return batch;
   }
 
-  private async flush(batch: Pending[]): Promise<void> {
+  /** Records `batch`; `release` frees its flush slot (the caller calls it again once done: it acts once). */
+  private async flush(batch: Pending[], release: () => void): Promise<void> {
     const end = this.metrics.pgBatchDuration.startTimer();
     this.metrics.pgBatchSize.observe(batch.length);
-    await this.record(batch);
+    await this.record(batch, release);
     end();
   }
 
@@ -224,11 +229,14 @@ export class BatchWriter {
    * itself (our bug, rejecting every batch) would cost 2n−1 per batch and reject every operation. Both are rare
    * enough not to be worth a heuristic.
    */
-  private async record(batch: Pending[]): Promise<void> {
+  private async record(batch: Pending[], release?: () => void): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
         const results = await this.commit(batch.map((p) => p.op));
-        batch.forEach((p, i) => p.resolve(results[i]!));
+        // The next batch goes out first, its callers' requests answered on the next turn of the event loop: answering
+        // them (documents serialized, sockets written) took milliseconds a batch under load, PostgreSQL idle meanwhile.
+        release?.();
+        setImmediate(() => batch.forEach((p, i) => p.resolve(results[i]!)));
         return;
       } catch (err) {
         if (err instanceof LostAnswer) {

@@ -92,6 +92,33 @@ describe('BatchWriter (group commit)', () => {
     expect(rows[0].n).toBe(300); // the ledger keeps every movement
   });
 
+  it('sends the next batch before it answers the callers of the one that committed', async () => {
+    const counted = countedPool(pool);
+    const writer = new BatchWriter(counted.pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
+    const item = `next-${randomUUID()}`;
+    expect(await writer.submit(stockOp(item, 10))).toBe('recorded');
+    const holder = await pool.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT FROM stock WHERE item_id = $1 FOR UPDATE', [item]);
+      const first = writer.submit(reserveOp(item, randomUUID()));
+      await waitForLockWait(pool, 'the first batch to wait for the stock row');
+      const second = writer.submit(reserveOp(item, randomUUID())); // queued: one batch in flight at a time
+      let sentWhenAnswered = 0;
+      const answered = first.then((result) => {
+        sentWhenAnswered = counted.statements();
+        return result;
+      });
+      await holder.query('COMMIT');
+      expect(await answered).toBe('recorded');
+      expect(await second).toBe('recorded');
+      expect(sentWhenAnswered).toBe(3); // the stock change's, the first's, and the second's already
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+    }
+  });
+
   it('admits new work while fewer than maxQueue requests are in progress, other writes while fewer than twice that', () => {
     const writer = new BatchWriter(pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0, maxQueue: 2 });
     const first = writer.admit('new');
