@@ -155,6 +155,10 @@ export interface Server {
   redisPrefix: string;
   drain(): Promise<void>;
   stop(): Promise<void>;
+  /** Starts counting the service's heap allocations (bench/allocations.ts); `allocated()` ends it. */
+  countAllocations(): void;
+  /** Bytes allocated since `countAllocations()`; null for a service the bench did not start. */
+  allocated(): Promise<number | null>;
 }
 
 const profileDir = (o: BenchOptions, design: Design, label: string) => path.join(o.outDir, 'profiles', `${design}-${label}`);
@@ -206,6 +210,19 @@ export async function startServer(design: Design, o: BenchOptions, label: string
         child.on('message', onMessage);
         command({ type: 'drain' });
       }),
+    countAllocations: () => command({ type: 'count-allocations' }),
+    allocated: () =>
+      new Promise<number | null>((resolve) => {
+        const timer = setTimeout(() => resolve(null), 10_000);
+        const onMessage = (m: ServerMessage) => {
+          if (m.type !== 'allocated') return;
+          clearTimeout(timer);
+          child.off('message', onMessage);
+          resolve(m.bytes);
+        };
+        child.on('message', onMessage);
+        command({ type: 'allocated' });
+      }),
     stop: async () => {
       if (child.exitCode !== null) return;
       command({ type: 'close' });
@@ -226,6 +243,8 @@ function externalServer(url: string): Server {
     redisPrefix: '',
     drain: async () => {},
     stop: async () => {},
+    countAllocations: () => {},
+    allocated: async () => null,
   };
 }
 
@@ -297,6 +316,8 @@ export interface RunResult {
    */
   sale: { writes: number; cpuMicrosPerWrite: PerProcess; walBytesPerWrite: number | null };
   rssMiB: { start: number | null; max: number | null; end: number | null };
+  /** The service's JavaScript heap allocations while the load ran, KiB per answer (bench/allocations.ts). */
+  allocatedKiBPerRequest: number | null;
   /** On a cluster, each node's CPU while the load ran (% of one core); `cpuPercent.redis` is their sum. */
   redisNodes?: RedisNodeCpu[];
   redisCommands: RedisCommandDelta[];
@@ -527,6 +548,7 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
       };
       sample();
       const sampler = setInterval(sample, 1000);
+      server.countAllocations();
       let soldOut: Promise<Snapshot> | undefined;
       const { acked: loadAcked, ...load } = await runLoad(
         {
@@ -544,6 +566,7 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
       );
       clearInterval(sampler);
       sample();
+      const allocated = await server.allocated();
       const after = await snapshot(server, shared, o.headers);
       const saleEnd = (await soldOut) ?? after;
       mergeAcked(acked, loadAcked);
@@ -574,6 +597,7 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
         cpuMicrosPerWrite: whole.cpuMicrosPerWrite,
         sale: { writes: load.sale.writes, ...costPerWrite(before, saleEnd, load.sale.writes) },
         rssMiB: { start: rss[0] ?? null, max: rss.length ? Math.max(...rss) : null, end: rss.at(-1) ?? null },
+        allocatedKiBPerRequest: allocated !== null && load.responses > 0 ? round(allocated / load.responses / 1024, 1) : null,
         ...(onCluster(design) && before.redis && after.redis && shared.cluster
           ? {
               redisNodes: shared.cluster.nodes.map(({ port, role }, i) => ({
@@ -635,6 +659,7 @@ function formatRunLine(r: RunResult): string {
     `cpu svc ${r.cpuPercent.service ?? '-'}% redis ${r.cpuPercent.redis ?? '-'}%${r.redisNodes ? ` (${r.redisNodes.map((n) => Math.round(n.cpuPercent)).join('/')})` : ''} pg ${r.cpuPercent.postgres ?? '-'}% gen ${r.cpuPercent.generator}% other ${r.cpuPercent.other ?? '-'}%  ` +
     (r.service?.pgBatchOperationsMean ? `batch ${r.service.pgBatchOperationsMean} ops/${r.service.pgBatchMsMean} ms  ` : '') +
     `sale per write: cpu µs ${r.sale.cpuMicrosPerWrite.service ?? '-'}/${r.sale.cpuMicrosPerWrite.redis ?? '-'}/${r.sale.cpuMicrosPerWrite.postgres ?? '-'} WAL ${r.sale.walBytesPerWrite ?? '-'} B  ` +
+    `alloc ${r.allocatedKiBPerRequest ?? '-'} KiB/req  ` +
     `invariants ${r.invariants.ok ? 'ok' : 'FAILED'}`
   );
 }
@@ -668,6 +693,8 @@ export interface SummaryRow {
   cpuMicrosPerWrite: PerProcess;
   /** Medians over passes of the sale's costs per acknowledged write (RunResult.sale), and events appended per write. */
   saleCost: { cpuMicrosPerWrite: PerProcess; walBytesPerWrite: number | null; eventsPerWrite: number | null };
+  /** Median over passes of RunResult.allocatedKiBPerRequest. */
+  allocatedKiBPerRequest: number | null;
   /** The service's own mean time to answer 2xx and 503 (from reading the request), ms: ServiceDelta.httpMsMean. */
   serviceMsMean: { ok: number | null; unavailable: number | null };
   invariantsOk: boolean;
@@ -859,6 +886,7 @@ export function summarize(runs: RunResult[]): SummaryRow[] {
         walBytesPerWrite: medianOrNull(g.map((r) => r.sale.walBytesPerWrite)),
         eventsPerWrite: medianOrNull(g.map(eventsPerWrite)),
       },
+      allocatedKiBPerRequest: medianOrNull(g.map((r) => r.allocatedKiBPerRequest ?? null)),
       serviceMsMean: {
         ok: medianOrNull(g.map((r) => r.service?.httpMsMean.ok ?? null)),
         unavailable: medianOrNull(g.map((r) => r.service?.httpMsMean.unavailable ?? null)),

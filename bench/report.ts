@@ -134,6 +134,17 @@ export function formatReport(r: BenchReport): string {
       ),
     );
   }
+  out.push('', 'What each acknowledged write cost (the sale, medians of passes): CPU per process, and what the service allocated per answer:', '');
+  out.push(
+    table(
+      ['scenario', 'design', 'cpu µs/write service', 'redis', 'postgres', 'total', 'KiB allocated/request'],
+      r.summary.map((s) => {
+        const c = s.saleCost.cpuMicrosPerWrite;
+        const parts = [c.service, c.redis, c.postgres];
+        return [s.scenario, s.design, c.service, c.redis, c.postgres, parts.every((x) => x !== null) ? Math.round(parts.reduce((a, b) => a! + b!, 0)!) : null, s.allocatedKiBPerRequest];
+      }),
+    ),
+  );
   const outbox = r.summary.filter((s) => (s.design === 'durable' || s.design === 'durable-no-outbox') && r.outbox.some((x) => x.scenario === s.scenario));
   if (outbox.length > 0) {
     out.push('', 'What the outbox costs (durable: events appended in the batch statement; durable-no-outbox: without them). The sale, medians of passes:', '');

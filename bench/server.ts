@@ -9,6 +9,7 @@
  * its cluster from REDIS_CLUSTER_NODES.
  */
 import { parseArgs } from 'node:util';
+import { AllocationCounter } from './allocations.js';
 import pg from 'pg';
 import { pino } from 'pino';
 import { buildApp, type BuildOptions, type Runtime } from '../src/app.js';
@@ -125,8 +126,14 @@ const listening = typeof address === 'object' && address ? address.port : port;
 const send = (message: ServerMessage) => process.send?.(message);
 
 if (process.send) {
+  let allocations: AllocationCounter | null = null;
   process.on('message', (command: ServerCommand) => {
-    if (command.type === 'drain') {
+    if (command.type === 'count-allocations') {
+      allocations = new AllocationCounter();
+    } else if (command.type === 'allocated') {
+      send({ type: 'allocated', bytes: allocations?.stop() ?? null });
+      allocations = null;
+    } else if (command.type === 'drain') {
       void app.runtime.writer.drain().then(() => send({ type: 'drained' }));
     } else if (command.type === 'close') {
       // process.exit (not a signal) so that --cpu-prof writes its profile.

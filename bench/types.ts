@@ -236,6 +236,10 @@ export interface LoadResult {
 export type LoadMessage = { type: 'sold-out' } | { type: 'result'; result: LoadResult };
 
 /** service under test → orchestrator */
-export type ServerMessage = { type: 'ready'; port: number; pid: number; databaseUrl: string; redisPrefix: string } | { type: 'drained' };
+export type ServerMessage =
+  | { type: 'ready'; port: number; pid: number; databaseUrl: string; redisPrefix: string }
+  | { type: 'drained' }
+  /** Bytes the service's JavaScript heap allocated since `count-allocations` (null: V8 could not say). */
+  | { type: 'allocated'; bytes: number | null };
 /** orchestrator → service under test */
-export type ServerCommand = { type: 'drain' } | { type: 'close' };
+export type ServerCommand = { type: 'drain' } | { type: 'close' } | { type: 'count-allocations' } | { type: 'allocated' };
