@@ -38,6 +38,8 @@ describe('benchmark harness (smoke)', () => {
       expect(run.invariants.failures).toEqual([]);
       expect(run.invariants.postgresEqualsRedis).toBe(true);
       expect(run.sale.cpuMicrosPerWrite.service).toBeGreaterThan(0);
+      // The service's allocations per request: a few KiB at least (a reservation's documents alone are more).
+      expect(run.allocatedKiBPerRequest).toBeGreaterThan(1);
     }
     expect(report.invariantsOk).toBe(true);
     const eventsPerWrite = Object.fromEntries(report.summary.map((s) => [s.design, s.saleCost.eventsPerWrite]));
