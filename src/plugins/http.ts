@@ -9,7 +9,7 @@ import { registerAccess } from '../http/access.js';
 import { answerClientError, registerFraming } from '../http/framing.js';
 import { ProblemDocument } from '../http/openapi.js';
 import { registerErrorHandling, registerNotFound, sendProblem } from '../http/problem.js';
-import { logOptions } from '../log.js';
+import { childOnFirstLog, logOptions } from '../log.js';
 
 /** How long a client may take to send one whole request, head and body. */
 export const REQUEST_TIMEOUT_MS = 30_000;
@@ -20,6 +20,7 @@ export function httpOptions(config: Config): FastifyHttpOptions<Server> {
     logger: logOptions(config.LOG_LEVEL),
     // No access log on the hot path; failures are logged by the error handler and the onResponse hook.
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: childOnFirstLog,
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     bodyLimit: MAX_BODY_BYTES,

@@ -2,7 +2,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { addressOf, loadConfig } from '../../src/config.js';
 import { parseApiKeys } from '../../src/credentials.js';
-import { logOptions, maskCredentials } from '../../src/log.js';
+import { childOnFirstLog, logOptions, maskCredentials } from '../../src/log.js';
 
 const SECRET = 's3cretPW-0123456789';
 
@@ -137,6 +137,26 @@ describe('log redaction (the logger configuration server.ts and Fastify share)',
     log.info('connecting to %s', `redis://:${SECRET}@h:6379`);
     expect(text()).not.toContain(SECRET);
     expect(text()).toContain('[Redacted]');
+  });
+
+  it("a request's logger is made on its first line, and writes what the request's own child would", () => {
+    const { log, text } = capture();
+    let made = 0;
+    const child = log.child.bind(log);
+    log.child = ((...args: Parameters<typeof log.child>) => (made++, child(...args))) as typeof log.child;
+    const requestLog = childOnFirstLog(log, { reqId: 'req-1' }, {});
+    expect(requestLog.level).toBe('trace');
+    expect(made).toBe(0); // a request that logs nothing makes no child
+    requestLog.warn({ password: SECRET, statusCode: 503 }, 'request failed');
+    requestLog.error(new Error(`cannot connect to redis://:${SECRET}@cache.example:6379`));
+    expect(made).toBe(1);
+    const lines = text().trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.map((l) => [l.reqId, l.level, l.msg])).toEqual([
+      ['req-1', 40, 'request failed'],
+      ['req-1', 50, 'cannot connect to redis://:***@cache.example:6379'],
+    ]);
+    expect(lines[0]).toMatchObject({ password: '[Redacted]', statusCode: 503 });
+    expect(text()).not.toContain(SECRET);
   });
 
   it('masks only credentials: user names, hosts and file URLs stay readable', () => {
