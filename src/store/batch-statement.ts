@@ -2,7 +2,6 @@
  * What one group-commit batch writes: the statement (one round trip, committed on its own), its parameters built
  * from the batch's operations, and each operation's result read from its answer. src/store/writer.ts sends it.
  */
-import type { Line } from '../domain/reservation.js';
 import type { RecordOp, RecordResult } from './record.js';
 
 /** What the batch statement returns, and what `write_batches` keeps of it. */
