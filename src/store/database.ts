@@ -17,7 +17,7 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
  * scan the planner may not choose but must (the one-row state_generation) costs it 10^10, past JIT's thresholds,
  * and compiling the statement took 2 s a batch.
  */
-export const GROUP_COMMIT_PLANNING = ['plan_cache_mode=force_generic_plan', 'enable_seqscan=off', 'enable_hashjoin=off', 'enable_mergejoin=off', 'jit=off'];
+const GROUP_COMMIT_PLANNING = ['plan_cache_mode=force_generic_plan', 'enable_seqscan=off', 'enable_hashjoin=off', 'enable_mergejoin=off', 'jit=off'];
 
 /**
  * `applicationName` names the node's sessions (src/store/nodes.ts: `sessionName`). `groupCommit`: the writer's own
