@@ -23,7 +23,7 @@ import { canAccess, visibleTenant, type Caller } from '../domain/tenancy.js';
 import type { NodeLease } from '../jobs/node-lease.js';
 import type { Metrics } from '../metrics.js';
 import { mayHaveRun } from '../redis/client.js';
-import type { Decisions, ReserveDecision, ReserveInput, SettleAction } from '../redis/decisions.js';
+import type { Decisions, ReserveDecision, ReserveInput, SettleAction, SettleDecision } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
 import { formatRecord, parseRecord, recordPrefix, recordSuffix } from '../redis/layout.js';
 import { endSessionsOf } from '../store/nodes.js';
@@ -61,6 +61,8 @@ const LEGACY_CLAIM_STALE_MS = 60_000;
 type FreedReason = 'request_failed' | 'owner_lost' | 'outcome_never_learned' | 'legacy_timeout';
 /** How long a duplicate confirm/release waits for the first one's commit before answering 503. */
 const DUPLICATE_WAIT_MS = 2_000;
+/** How often it asks Redis again meanwhile (`afterAnotherSettle`). */
+const REDECIDE_MS = 100;
 
 const lineLabel = (l: RequestedLine) =>
   l.location === null ? `${l.itemId} (allocated)` : l.location === DEFAULT_LOCATION ? l.itemId : `${l.itemId}@${l.location}`;
@@ -554,24 +556,32 @@ export class ReservationService implements ReservationApi {
     lines: Line[],
     ifMatch: number | null,
   ): Promise<ReservationDocument | null> {
-    const target = action === 'confirm' ? 'confirmed' : 'released';
     const decision = await this.d.decisions.settle(action, r.id, lines, ifMatch);
+    return this.answerSettle(action, r, lines, ifMatch, decision);
+  }
+
+  private async answerSettle(
+    action: SettleAction,
+    r: ReservationRecord,
+    lines: Line[],
+    ifMatch: number | null,
+    decision: SettleDecision,
+  ): Promise<ReservationDocument | null> {
     switch (decision.kind) {
       case 'settled': {
         // The holds' expiry, not the header's as read before: an extension may have moved it since.
         const ending = { ...r, lines, expiresAt: new Date(decision.expiresMs) };
         return this.recordSettle(action, ending, decision.generation, decision.nowMs, decision.version);
       }
-      case 'already':
-        return this.awaitRecorded(r.id, action);
       case 'precondition':
         throw preconditionFailed(ifMatch!, decision.version);
+      case 'already':
       case 'confirmed':
       case 'released':
-        if (decision.kind === target) return this.awaitRecorded(r.id, action);
-        // The other way: answer as PostgreSQL records it, which is that (or, if that decision's node died before its
-        // record, the expiry the sweeper records instead). The script checked If-Match already.
-        return finalAnswer(action, await this.awaitEnded(r.id), null);
+        // Settled by another request, this way (a duplicate) or the other: answer as PostgreSQL records it (or, if
+        // that decision's node died before its record, the expiry the sweeper records instead). The script checked
+        // If-Match already.
+        return this.afterAnotherSettle(action, r, lines, ifMatch);
       case 'expired': {
         // The sweeper records it (the script checked If-Match already).
         const expiresAt = new Date(decision.expiresMs);
@@ -634,11 +644,26 @@ export class ReservationService implements ReservationApi {
     return result;
   }
 
-  /** A duplicate of a confirm/release whose first request is committing: answer once PostgreSQL shows it. */
-  private async awaitRecorded(id: string, action: SettleAction): Promise<ReservationDocument> {
-    // Ended, however (the sweeper may have recorded the expiry of a release that was never recorded). A duplicate
-    // is answered by its idempotent rule, whatever its If-Match.
-    return finalAnswer(action, await this.awaitEnded(id), null);
+  /**
+   * Another request settled the reservation in Redis: answered once PostgreSQL records it ended, however (the
+   * sweeper may record the expiry of a decision never recorded), by the idempotent rule whatever this one's If-Match.
+   * Meanwhile Redis is asked again every REDECIDE_MS: on a cluster that decision may be taken back (a later slot
+   * refused it and the earlier ones were undone), and then no record comes, but this request may now settle it.
+   */
+  private async afterAnotherSettle(action: SettleAction, r: ReservationRecord, lines: Line[], ifMatch: number | null): Promise<ReservationDocument> {
+    const deadline = Date.now() + DUPLICATE_WAIT_MS;
+    for (let asked = Date.now(); ; ) {
+      const now = await this.load(r.id);
+      if (now.status !== 'pending') return finalAnswer(action, now, null);
+      if (Date.now() >= deadline) throw unavailable('another request is settling this reservation; retry');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      if (Date.now() - asked < REDECIDE_MS) continue;
+      asked = Date.now();
+      const again = await this.d.decisions.settle(action, r.id, lines, ifMatch);
+      if (again.kind === 'already' || again.kind === 'confirmed' || again.kind === 'released') continue;
+      const answer = await this.answerSettle(action, r, lines, ifMatch, again);
+      if (answer) return answer;
+    }
   }
 
   /** The reservation once PostgreSQL has it ended; 503 if that takes longer than a duplicate may wait. */
