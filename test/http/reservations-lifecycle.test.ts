@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { formatHold, holdField, parseHold } from '../../src/redis/layout.js';
+import { HoldState } from '../../src/redis/status.js';
 import { newItem } from '../helpers/app.js';
 import { expectProblem, expectReservation, useHttpApp } from '../helpers/api.js';
 import { untilTime } from '../helpers/wait.js';
@@ -261,5 +263,27 @@ describe('on-hand set below what is reserved (a count found units missing)', () 
     await api.stock(item, 1);
     expect(expectReservation(await api.release(held.id), 200).status).toBe('released');
     expect(await api.at(item)).toEqual({ onHand: 1, reserved: 0, available: 1 });
+  });
+});
+
+describe('a settle that another request takes back', () => {
+  it('a release that found the reservation confirmed waits, and releases it once that confirm is undone', async () => {
+    const item = newItem('taken-back');
+    await api.stock(item, 5);
+    const held = expectReservation(await api.reserve({ lines: [{ itemId: item, quantity: 2 }] }), 201);
+    const { redis, keys } = t.app.runtime;
+    const holds = keys.item(item).holds;
+    const field = holdField(held.id, 'default');
+    const pending = (await redis.hget(holds, field))!;
+    const hold = parseHold(pending)!;
+    // What Redis shows while a confirm is decided slot by slot on a cluster, before a later slot refuses it.
+    await redis.hset(holds, field, formatHold({ ...hold, state: HoldState.confirmed }));
+    const release = api.release(held.id);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The confirm is taken back (its earlier slots undone): no record of it will come.
+    await redis.hset(holds, field, pending);
+    const released = expectReservation(await release, 200);
+    expect(released.status).toBe('released');
+    expect((await api.figures(item)).reserved).toBe(0);
   });
 });
