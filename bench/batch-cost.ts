@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import type pg from 'pg';
 import { pino } from 'pino';
 import { HELP, integerFlag, parseCommandLine, usageError } from '../src/cli/args.js';
-import { newReservationId } from '../src/domain/ids.js';
+import { newId } from '../src/domain/ids.js';
 import { pendingReservation, toDocument, type ReservationRecord } from '../src/domain/reservation.js';
 import { createMetrics } from '../src/metrics.js';
 import { createPool, ensureDatabase, migrate } from '../src/store/database.js';
@@ -75,7 +75,7 @@ async function onePool(groupCommit: boolean): Promise<{ pool: pg.Pool; pid: numb
 function reserve(): RecordOp & { kind: 'reserve' } {
   const createdAt = new Date();
   const lines = [{ itemId: ITEM, location: 'default', quantity: 1 }];
-  const reservation = pendingReservation(newReservationId(), { lines, ttlSeconds: 600 }, lines, createdAt, 'default');
+  const reservation = pendingReservation(newId(), { lines, ttlSeconds: 600 }, lines, createdAt, 'default');
   const key = randomUUID();
   const response = toDocument(reservation, createdAt);
   return { kind: 'reserve', generation: GENERATION, reservation, idempotency: { scope: '_', key, requestHash: key, statusCode: 201, response } };

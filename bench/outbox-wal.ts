@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { pino } from 'pino';
 import { HELP, integerFlag, parseCommandLine } from '../src/cli/args.js';
-import { newReservationId } from '../src/domain/ids.js';
+import { newId } from '../src/domain/ids.js';
 import { pendingReservation, toDocument, type Line, type ReservationRecord } from '../src/domain/reservation.js';
 import { createMetrics } from '../src/metrics.js';
 import { createPool, ensureDatabase, migrate } from '../src/store/database.js';
@@ -64,7 +64,7 @@ const random = mulberry32(13).next;
 
 function reserve(lines: Line[]): RecordOp & { kind: 'reserve' } {
   const createdAt = new Date();
-  const reservation = pendingReservation(newReservationId(), { lines, ttlSeconds: 600 }, lines, createdAt, 'default');
+  const reservation = pendingReservation(newId(), { lines, ttlSeconds: 600 }, lines, createdAt, 'default');
   const response = toDocument(reservation, createdAt);
   const key = randomUUID();
   return { kind: 'reserve', generation: GENERATION, reservation, idempotency: { scope: '_', key, requestHash: key, statusCode: 201, response } };

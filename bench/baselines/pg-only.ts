@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { ProblemError, unavailable } from '../../src/domain/errors.js';
-import { newReservationId } from '../../src/domain/ids.js';
+import { newId } from '../../src/domain/ids.js';
 import { effectiveStatus, pendingReservation, toAvailability, toDocument, type Line, type ReservationRecord } from '../../src/domain/reservation.js';
 import type { AvailabilityDocument, ConfirmRequest, ReleasedByReference, ReservationDocument, ReservationPage, ReservationRequest } from '../../src/domain/schemas.js';
 import { canAccess, type Caller } from '../../src/domain/tenancy.js';
@@ -146,7 +146,7 @@ class PgOnlyReservations implements ReservationApi {
   async reserve(caller: Caller, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
     const lines = normaliseLines(request);
     const hash = requestHash(request);
-    const id = newReservationId();
+    const id = newId();
     const scope = caller.name;
     const now = new Date();
     const reservation = pendingReservation(id, request, lines, now, caller.tenant);

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { ProblemError, unavailable } from '../../src/domain/errors.js';
-import { newReservationId } from '../../src/domain/ids.js';
+import { newId } from '../../src/domain/ids.js';
 import { toAvailability, toDocument, type Line, type ReservationRecord } from '../../src/domain/reservation.js';
 import {
   DEFAULT_PRIORITY,
@@ -77,7 +77,7 @@ class RedisOnlyReservations implements ReservationApi {
   async reserve(caller: Caller, key: string, request: ReservationRequest): Promise<ReserveAnswer> {
     const lines = requestedLines(request);
     const hash = requestHash(request);
-    const id = newReservationId();
+    const id = newId();
     const ttlMs = (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000;
     const idempotencyKey = this.keys.idempotency(caller.name, key);
     const decision = await this.decisions.reserve({

@@ -18,5 +18,8 @@ function random16(): Uint8Array {
   return pool.subarray(offset - 16, offset);
 }
 
-/** A new reservation id: a UUIDv7, so ids (and the primary-key index) grow with time. */
-export const newReservationId = (): string => uuidv7({ rng: random16 });
+/**
+ * A new id: a UUIDv7, so ids (and the primary-key indexes they go in) grow with time. Every id the service makes comes
+ * from here: a batch's (src/store/writer.ts), a stock change's op id, a reservation's.
+ */
+export const newId = (): string => uuidv7({ rng: random16 });

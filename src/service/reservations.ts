@@ -3,7 +3,7 @@ import type { FastifyBaseLogger as Logger } from 'fastify';
 import { requestedLines, type RequestedLine } from '../domain/allocation.js';
 import { decodeCursor, encodeCursor } from '../domain/cursor.js';
 import { ProblemError, unavailable } from '../domain/errors.js';
-import { newReservationId } from '../domain/ids.js';
+import { newId } from '../domain/ids.js';
 import { confirmedPairs, partlyConfirmed, type ConfirmedPair } from '../domain/partial-confirm.js';
 import { effectiveStatus, pendingReservation, toDocument, type Line, type ReservationRecord } from '../domain/reservation.js';
 import {
@@ -96,7 +96,7 @@ export class ReservationService implements ReservationApi {
     requested: RequestedLine[],
     hash: string,
   ): Promise<ReserveAnswer | null> {
-    const id = newReservationId();
+    const id = newId();
     const scope = caller.name;
     const ttlMs = (request.ttlSeconds ?? DEFAULT_TTL_SECONDS) * 1000;
     const idempotencyKey = this.d.keys.idempotency(scope, key);

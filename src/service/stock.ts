@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger as Logger } from 'fastify';
-import { v7 as uuidv7 } from 'uuid';
 import { ProblemError, unavailable } from '../domain/errors.js';
+import { newId } from '../domain/ids.js';
 import { toAvailability } from '../domain/reservation.js';
 import type { AvailabilityDocument } from '../domain/schemas.js';
 import type { Metrics } from '../metrics.js';
@@ -47,7 +47,7 @@ export class StockService implements StockApi {
     reason: string | null,
     safetyStock?: number,
   ): Promise<AvailabilityDocument> {
-    const opId = uuidv7();
+    const opId = newId();
     // One decision for both figures: reservations see the on-hand and the safety stock change together or not at all.
     const decided = await this.d.decisions.changeStock(itemId, location, mode, amount, { opId, nodeId: this.d.nodeId }, safetyStock);
     if (decided.kind === 'not_found') throw notFound(itemId, location);

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
-import { v7 as uuidv7 } from 'uuid';
+import { newId } from '../domain/ids.js';
 import type { Metrics } from '../metrics.js';
 import { batchValues, resultsOf, statementFor, type Outcome } from './batch-statement.js';
 import { checkOut } from './database.js';
@@ -296,7 +296,7 @@ export class BatchWriter {
   private async commit(ops: RecordOp[]): Promise<RecordResult[]> {
     // Generations only grow: an operation decided under an older one than the batch's newest is stale already.
     const generation = ops.reduce((max, op) => (BigInt(op.generation) > BigInt(max) ? op.generation : max), ops[0]!.generation);
-    const batchId = uuidv7();
+    const batchId = newId();
     let client: pg.PoolClient;
     try {
       client = await checkOut(this.pool);

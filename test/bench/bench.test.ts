@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { outboxFailures } from '../../bench/audit.js';
 import { defaultOptions, runBench, type BenchOptions } from '../../bench/harness.js';
 import { writeResults } from '../../bench/report.js';
-import { newReservationId } from '../../src/domain/ids.js';
+import { newId } from '../../src/domain/ids.js';
 import { pendingReservation, toDocument } from '../../src/domain/reservation.js';
 import { createMetrics } from '../../src/metrics.js';
 import { createPool, migrate } from '../../src/store/database.js';
@@ -159,7 +159,7 @@ describe("the bench's outbox check", () => {
     expect(await writer.submit(stock(5))).toBe('recorded');
     const at = new Date();
     const lines = [{ itemId: item, location: 'default', quantity: 1 }];
-    const reservation = pendingReservation(newReservationId(), { lines }, lines, at, 'default');
+    const reservation = pendingReservation(newId(), { lines }, lines, at, 'default');
     const response = toDocument(reservation, at);
     const idempotency = { scope: '_', key: randomUUID(), requestHash: 'h', statusCode: 201, response };
     expect(await writer.submit({ kind: 'reserve', generation: '0', reservation, idempotency })).toBe('recorded');
