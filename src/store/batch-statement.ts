@@ -53,8 +53,7 @@ export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome)
 }
 
 /**
- * A whole batch in one autocommit statement ($1 the generation it was decided under, $2 the batch id). `shape` leaves
- * out the writes of the kinds of operation a batch has none of (BATCH_STATEMENTS): their CTEs are then empty.
+ * A whole batch in one autocommit statement ($1 the generation it was decided under, $2 the batch id).
  *
  * The rebuild fence: `fence` share-locks the generation row only while it still holds the batch's generation, and
  * every write below is gated on it. A rebuild updates that row first (src/jobs/recovery.ts), so it waits for the
@@ -102,11 +101,54 @@ export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome)
  *   (subject, sequence) and no subject is in both, so per subject `seq` follows `sequence` (the sealer orders by
  *   `seq`: src/store/events.ts).
  */
-function recordBatch({ events, reserves, settles }: Shape & { events: boolean }): string {
+function recordBatch({ events }: { events: boolean }): string {
   return `
 WITH fence AS (
   SELECT generation FROM state_generation WHERE generation = $1::bigint FOR SHARE
-${reserves ? RESERVE_CTES : NO_RESERVES}${settles ? SETTLE_CTES : NO_SETTLES}), movements AS (
+), reserves AS MATERIALIZED (
+  SELECT * FROM json_to_recordset($3::json) AS t(scope text, key text, request_hash text, id uuid, status_code smallint,
+    response json, reference text, metadata jsonb, expires_at timestamptz, created_at timestamptz, tenant text, priority text,
+    allocation jsonb)
+), idem AS (
+  INSERT INTO idempotency_keys (scope, key, request_hash, reservation_id, status_code, response)
+  SELECT scope, key, request_hash, id, status_code, response::text FROM reserves
+  WHERE EXISTS (SELECT FROM fence)
+  ON CONFLICT DO NOTHING
+  RETURNING reservation_id, response
+), created AS (
+  INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at, tenant, priority, allocation,
+    event_sequence)
+  SELECT t.id, 'pending', t.reference, t.metadata, t.expires_at, t.created_at, t.created_at, t.tenant, t.priority, t.allocation, 1
+  FROM reserves t
+  WHERE t.id IN (SELECT reservation_id FROM idem)
+  RETURNING id, version, event_sequence, created_at
+), lines AS (
+  INSERT INTO reservation_lines (reservation_id, line_no, item_id, location, quantity)
+  SELECT l.id, l.n, l.item_id, l.location, l.quantity
+  FROM json_to_recordset($4::json) AS l(id uuid, n smallint, item_id text, location text, quantity int)
+  WHERE l.id IN (SELECT id FROM created)
+  RETURNING reservation_id
+), moved AS (
+  UPDATE reservations r SET status = t.status, updated_at = t.at, version = coalesce(t.version, r.version + 1),
+    expires_at = coalesce(t.expires_at, r.expires_at), event_sequence = r.event_sequence + 1
+  FROM json_to_recordset($5::json)
+    AS t(id uuid, status text, at timestamptz, from_status text, version int, expires_at timestamptz, document jsonb)
+  WHERE r.id = t.id AND r.status = t.from_status AND EXISTS (SELECT FROM fence)
+    AND (t.version IS NULL OR r.version < t.version)
+    AND (t.status <> 'expired' OR t.version IS NOT NULL OR r.expires_at <= t.at)
+  RETURNING r.id, r.version, r.event_sequence, t.status, t.at, t.document
+), sold AS (
+  UPDATE reservation_lines l SET confirmed_quantity = t.confirmed
+  FROM json_to_recordset($8::json) AS t(id uuid, line_no smallint, confirmed int)
+  WHERE l.reservation_id = t.id AND l.line_no = t.line_no AND t.id IN (SELECT id FROM moved)
+  RETURNING l.reservation_id
+), extended AS (
+  UPDATE reservations r SET expires_at = t.expires_at, updated_at = t.at, version = t.version, event_sequence = r.event_sequence + 1
+  FROM json_to_recordset($7::json)
+    AS t(id uuid, expires_at timestamptz, at timestamptz, version int, from_status text, document jsonb)
+  WHERE r.id = t.id AND r.status = t.from_status AND r.version < t.version AND EXISTS (SELECT FROM fence)
+  RETURNING r.id, r.version, r.event_sequence, t.at, t.document
+), movements AS (
   SELECT m.item_id, m.location, m.kind, m.on_hand_delta, m.reserved_delta, m.reservation_id, m.reason, m.op_id, m.safety_delta
   FROM json_to_recordset($6::json)
     AS m(item_id text, location text, kind text, on_hand_delta bigint, reserved_delta bigint, reservation_id uuid, reason text,
@@ -140,89 +182,6 @@ SELECT $2::uuid, EXISTS (SELECT FROM fence), (SELECT array_agg(reservation_id) F
 RETURNING fenced_in, created::text[], moved::text[], stocked::text[],
   ${events ? '(SELECT json_object_agg(type, n) FROM (SELECT type, count(*) AS n FROM appended GROUP BY type) AS a)' : 'NULL::json'} AS appended`;
 }
-
-/** What kinds of operation a batch holds: its statement writes only what they can (`statementFor`). */
-interface Shape {
-  /** New reservations (`reserves`, `idem`, `created`, `lines`). */
-  reserves: boolean;
-  /** Transitions and extensions (`moved`, `sold`, `extended`). */
-  settles: boolean;
-}
-
-/** The new reservations a batch records: their idempotency keys, rows and lines. */
-const RESERVE_CTES = `), reserves AS MATERIALIZED (
-  SELECT * FROM json_to_recordset($3::json) AS t(scope text, key text, request_hash text, id uuid, status_code smallint,
-    response json, reference text, metadata jsonb, expires_at timestamptz, created_at timestamptz, tenant text, priority text,
-    allocation jsonb)
-), idem AS (
-  INSERT INTO idempotency_keys (scope, key, request_hash, reservation_id, status_code, response)
-  SELECT scope, key, request_hash, id, status_code, response::text FROM reserves
-  WHERE EXISTS (SELECT FROM fence)
-  ON CONFLICT DO NOTHING
-  RETURNING reservation_id, response
-), created AS (
-  INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at, tenant, priority, allocation,
-    event_sequence)
-  SELECT t.id, 'pending', t.reference, t.metadata, t.expires_at, t.created_at, t.created_at, t.tenant, t.priority, t.allocation, 1
-  FROM reserves t
-  WHERE t.id IN (SELECT reservation_id FROM idem)
-  RETURNING id, version, event_sequence, created_at
-), lines AS (
-  INSERT INTO reservation_lines (reservation_id, line_no, item_id, location, quantity)
-  SELECT l.id, l.n, l.item_id, l.location, l.quantity
-  FROM json_to_recordset($4::json) AS l(id uuid, n smallint, item_id text, location text, quantity int)
-  WHERE l.id IN (SELECT id FROM created)
-  RETURNING reservation_id
-`;
-
-/**
- * In a batch without new reservations the same CTEs, empty and typed alike. Each still reads its parameter (for its
- * type: the values are the same for every statement), and the planner drops what `false` guards.
- */
-const NO_RESERVES = `), reserves AS (
-  SELECT NULL::uuid AS id WHERE false AND $3::json IS NULL
-), idem AS (
-  SELECT NULL::uuid AS reservation_id, NULL::text AS response WHERE false
-), created AS (
-  SELECT NULL::uuid AS id, NULL::int AS version, NULL::bigint AS event_sequence, NULL::timestamptz AS created_at WHERE false
-), lines AS (
-  SELECT NULL::uuid AS reservation_id WHERE false AND $4::json IS NULL
-`;
-
-/** The transitions, partial confirms' lines and extensions a batch records. */
-const SETTLE_CTES = `), moved AS (
-  UPDATE reservations r SET status = t.status, updated_at = t.at, version = coalesce(t.version, r.version + 1),
-    expires_at = coalesce(t.expires_at, r.expires_at), event_sequence = r.event_sequence + 1
-  FROM json_to_recordset($5::json)
-    AS t(id uuid, status text, at timestamptz, from_status text, version int, expires_at timestamptz, document jsonb)
-  WHERE r.id = t.id AND r.status = t.from_status AND EXISTS (SELECT FROM fence)
-    AND (t.version IS NULL OR r.version < t.version)
-    AND (t.status <> 'expired' OR t.version IS NOT NULL OR r.expires_at <= t.at)
-  RETURNING r.id, r.version, r.event_sequence, t.status, t.at, t.document
-), sold AS (
-  UPDATE reservation_lines l SET confirmed_quantity = t.confirmed
-  FROM json_to_recordset($8::json) AS t(id uuid, line_no smallint, confirmed int)
-  WHERE l.reservation_id = t.id AND l.line_no = t.line_no AND t.id IN (SELECT id FROM moved)
-  RETURNING l.reservation_id
-), extended AS (
-  UPDATE reservations r SET expires_at = t.expires_at, updated_at = t.at, version = t.version, event_sequence = r.event_sequence + 1
-  FROM json_to_recordset($7::json)
-    AS t(id uuid, expires_at timestamptz, at timestamptz, version int, from_status text, document jsonb)
-  WHERE r.id = t.id AND r.status = t.from_status AND r.version < t.version AND EXISTS (SELECT FROM fence)
-  RETURNING r.id, r.version, r.event_sequence, t.at, t.document
-`;
-
-/** In a batch without transitions or extensions, the same CTEs empty (as NO_RESERVES). */
-const NO_SETTLES = `), moved AS (
-  SELECT NULL::uuid AS id, NULL::int AS version, NULL::bigint AS event_sequence, NULL::text AS status, NULL::timestamptz AS at,
-    NULL::jsonb AS document
-  WHERE false AND $5::json IS NULL
-), sold AS (
-  SELECT NULL::uuid AS reservation_id WHERE false AND $8::json IS NULL
-), extended AS (
-  SELECT NULL::uuid AS id, NULL::int AS version, NULL::bigint AS event_sequence, NULL::timestamptz AS at, NULL::jsonb AS document
-  WHERE false AND $7::json IS NULL
-`;
 
 /** The outbox's reservation events, before `stocked` (recordBatch's comment says what they append, and why there). */
 const RESERVATION_EVENTS = `
@@ -281,19 +240,7 @@ const ITEM_EVENTS = `
 `;
 
 /** The batch statement: `recordBatch` says what it writes. */
-export const RECORD_BATCH = recordBatch({ events: true, reserves: true, settles: true });
-
-/**
- * The batch statement for each shape of batch, named (each connection parses and plans each once). A statement
- * initializes every insert and update in it however few rows a batch has: those a batch cannot need cost a batch of
- * one reservation about a quarter of what PostgreSQL spends on it (bench/README.md, "Where the time goes").
- */
-export const BATCH_STATEMENTS = {
-  record_batch: RECORD_BATCH,
-  record_reserves: recordBatch({ events: true, reserves: true, settles: false }),
-  record_settles: recordBatch({ events: true, reserves: false, settles: true }),
-  record_stock: recordBatch({ events: true, reserves: false, settles: false }),
-} as const;
+export const RECORD_BATCH = recordBatch({ events: true });
 
 /**
  * RECORD_BATCH without the outbox: the same statement less the CTEs that append events and number items' sequences
@@ -302,16 +249,7 @@ export const BATCH_STATEMENTS = {
  * design `durable-no-outbox`, through BuildOptions.appendEvents). Never a setting: an event exists if and only if
  * its change committed.
  */
-export const RECORD_BATCH_WITHOUT_EVENTS = recordBatch({ events: false, reserves: true, settles: true });
-
-/** The statement that records `ops` (`appendEvents` false: RECORD_BATCH_WITHOUT_EVENTS, the bench's), and its name. */
-export function statementFor(ops: readonly RecordOp[], appendEvents = true): { name: string; text: string } {
-  if (!appendEvents) return { name: 'record_batch_without_events', text: RECORD_BATCH_WITHOUT_EVENTS };
-  const reserves = ops.some((op) => op.kind === 'reserve');
-  const settles = ops.some((op) => op.kind === 'transition' || op.kind === 'extend');
-  const name = reserves ? (settles ? 'record_batch' : 'record_reserves') : settles ? 'record_settles' : 'record_stock';
-  return { name, text: BATCH_STATEMENTS[name] };
-}
+export const RECORD_BATCH_WITHOUT_EVENTS = recordBatch({ events: false });
 
 /**
  * RECORD_BATCH's parameters from $3 on: each kind of row as one JSON array of objects ($3 reservations, $4 their

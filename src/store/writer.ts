@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
 import { newId } from '../domain/ids.js';
 import type { Metrics } from '../metrics.js';
-import { batchValues, resultsOf, statementFor, type Outcome } from './batch-statement.js';
+import { batchValues, RECORD_BATCH, RECORD_BATCH_WITHOUT_EVENTS, resultsOf, type Outcome } from './batch-statement.js';
 import { checkOut } from './database.js';
 import type { RecordOp, RecordResult } from './record.js';
 
@@ -308,11 +308,11 @@ export class BatchWriter {
     const fateDeadline = performance.now() + this.fateDeadlineMs;
     try {
       const events = this.options.appendEvents ?? true;
-      const current = ops.filter((op) => op.generation === generation);
       const { rows } = await client.query<Outcome>({
-        // A named statement: each connection parses and plans each of these large statements once, not per batch.
-        ...statementFor(current, events),
-        values: [generation, batchId, ...batchValues(current, { events })],
+        // A named statement: each connection parses and plans this large statement once, not per batch.
+        name: events ? 'record_batch' : 'record_batch_without_events',
+        text: events ? RECORD_BATCH : RECORD_BATCH_WITHOUT_EVENTS,
+        values: [generation, batchId, ...batchValues(ops.filter((op) => op.generation === generation), { events })],
       });
       const outcome = rows[0]!;
       for (const [type, n] of Object.entries(outcome.appended ?? {})) this.metrics.eventsAppended.inc({ type }, n);

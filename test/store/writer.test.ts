@@ -5,7 +5,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReservationRecord } from '../../src/domain/reservation.js';
 import { createMetrics } from '../../src/metrics.js';
 import { compensate } from '../../src/service/compensation.js';
-import { BATCH_STATEMENTS } from '../../src/store/batch-statement.js';
 import { createPool, migrate } from '../../src/store/database.js';
 import { deleteOldWriteBatches } from '../../src/store/reservations.js';
 import {
@@ -21,9 +20,6 @@ import { documentAfter } from '../helpers/documents.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
 import { backendAlive, waitForLockWait } from '../helpers/sessions.js';
 import { untilTime, waitFor } from '../helpers/wait.js';
-
-/** Whether a query the writer sends is one of its batch statements (each named: src/store/batch-statement.ts). */
-const isBatchStatement = (query: unknown): boolean => Object.hasOwn(BATCH_STATEMENTS, (query as { name?: string }).name ?? '');
 
 let database: TestDatabase;
 let pool: pg.Pool;
@@ -184,41 +180,6 @@ describe('BatchWriter (group commit)', () => {
     expect(await writer.submit(transition('confirmed'))).toBe('recorded');
     expect(await writer.submit(transition('released'))).toBe('conflict');
     expect(await stockRow(item)).toEqual({ on_hand: 6, reserved: 0 });
-  });
-
-  it('sends each batch the statement of its shape, which records it whole', async () => {
-    const counted = countedPool(pool);
-    const writer = new BatchWriter(counted.pool, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
-    const item = `shape-${randomUUID()}`;
-    const at = new Date();
-    const transition = (op: RecordOp & { kind: 'reserve' }, to: 'confirmed' | 'released'): RecordOp => ({
-      kind: 'transition',
-      generation: GEN,
-      reservationId: op.reservation.id,
-      to,
-      at,
-      lines: op.reservation.lines,
-      document: documentAfter({ id: op.reservation.id, lines: op.reservation.lines, status: to, at, version: 2 }),
-    });
-    const [a, b, c] = [reserveOp(item, randomUUID(), 2), reserveOp(item, randomUUID(), 3), reserveOp(item, randomUUID(), 1)];
-    // What is submitted on one tick goes in one batch.
-    expect(await writer.submit(stockOp(item, 10))).toBe('recorded');
-    expect(counted.names()).toEqual(['record_stock']);
-    expect(await Promise.all([writer.submit(a), writer.submit(b)])).toEqual(['recorded', 'recorded']);
-    expect(counted.names()).toEqual(['record_reserves']);
-    expect(await writer.submit(transition(a, 'confirmed'))).toBe('recorded');
-    expect(counted.names()).toEqual(['record_settles']);
-    expect(await Promise.all([writer.submit(c), writer.submit(transition(b, 'released'))])).toEqual(['recorded', 'recorded']);
-    expect(counted.names()).toEqual(['record_batch']);
-    expect(await stockRow(item)).toEqual({ on_hand: 8, reserved: 1 });
-    const { rows } = await pool.query<{ id: string; status: string }>('SELECT id, status FROM reservations WHERE id = ANY($1)', [
-      [a, b, c].map((op) => op.reservation.id),
-    ]);
-    expect(Object.fromEntries(rows.map((r) => [r.id, r.status]))).toEqual({
-      [a.reservation.id]: 'confirmed',
-      [b.reservation.id]: 'released',
-      [c.reservation.id]: 'pending',
-    });
   });
 
   it('records a stock change once per op id: one the ledger has already (a void) is a conflict that changes nothing', async () => {
@@ -439,7 +400,7 @@ describe('BatchWriter (group commit)', () => {
         const client = await pool.connect();
         const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
         (client as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = async (...args: unknown[]) => {
-          const batch = isBatchStatement(args[0]);
+          const batch = (args[0] as { name?: string }).name === 'record_batch';
           if (batch && when === 'before') throw new Error('connection lost');
           const result = await query(...args);
           if (batch) throw new Error('connection lost');
@@ -545,7 +506,7 @@ describe('BatchWriter (group commit)', () => {
           (client as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = async (...args: unknown[]) => {
             const statement = args[0] as { name?: string; values?: unknown[] };
             const result = await query(...args);
-            if (!isBatchStatement(statement)) return result;
+            if (statement.name !== 'record_batch') return result;
             batchIds.push(statement.values![1] as string);
             throw new Error('connection lost');
           };
@@ -628,7 +589,7 @@ describe('BatchWriter (group commit)', () => {
         (client as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = (...args: unknown[]) => {
           const running = query(...args);
           running.catch(() => {});
-          if (!isBatchStatement(args[0])) return running;
+          if ((args[0] as { name?: string }).name !== 'record_batch') return running;
           // Gives up only once the batch provably runs on the server: its backend waits for the locked row.
           return waitForLockWait(pool, 'the batch to block on the row').then(([pid]) => {
             batchBackend = pid;
@@ -767,7 +728,6 @@ async function ledgerRows(itemId: string) {
 function countedPool(base: pg.Pool, options: { loseFirstAnswer?: boolean } = {}) {
   let statements = 0;
   let lost = 0;
-  const names: string[] = [];
   const counted = {
     connect: async () => {
       const client = await base.connect();
@@ -781,9 +741,8 @@ function countedPool(base: pg.Pool, options: { loseFirstAnswer?: boolean } = {})
       };
       (client as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = async (...args: unknown[]) => {
         const send = () => (query as (...a: unknown[]) => Promise<unknown>).apply(client, args);
-        if (!isBatchStatement(args[0])) return send();
+        if ((args[0] as { name?: string }).name !== 'record_batch') return send();
         statements++;
-        names.push((args[0] as { name: string }).name);
         const result = await send();
         if (options.loseFirstAnswer && lost === 0) {
           lost++;
@@ -795,7 +754,7 @@ function countedPool(base: pg.Pool, options: { loseFirstAnswer?: boolean } = {})
     },
     query: base.query.bind(base),
   } as unknown as pg.Pool;
-  return { pool: counted, statements: () => statements, names: () => names.splice(0), lost: () => lost };
+  return { pool: counted, statements: () => statements, lost: () => lost };
 }
 
 async function counter(metric: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
