@@ -183,3 +183,23 @@ describe("the bench's outbox check", () => {
     ]);
   });
 });
+
+describe('npm run bench:batch-cost (smoke)', () => {
+  it('records batches of each size on a scratch database, prints their cost per batch and the fit, and drops it', () => {
+    const databases = () =>
+      spawnSync('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-Atc', "SELECT count(*) FROM pg_database WHERE datname LIKE 'irs_bench_batch_cost_%'"], {
+        encoding: 'utf8',
+      }).stdout.trim();
+    const before = databases();
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'bench/batch-cost.ts', '--sizes', '1,2', '--repeat', '1', '--operations', '1'], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/^\| reserves \| 1 \| \d+ \| \d+ \| [\d.]+ \|$/m);
+    expect(run.stdout).toMatch(/^\| reserves: fitted \| \| -?\d+ fixed \| \+ -?\d+ \| \|$/m);
+    expect(run.stdout).toMatch(/^\| flash \| 2 \| \d+ \|/m);
+    expect(run.stdout).toMatch(/^Sealing, in rounds of up to 100 events: [\d.]+ µs of CPU per event \(\d+ events\)$/m);
+    expect(databases()).toBe(before);
+  });
+});
