@@ -329,6 +329,8 @@ export interface RunResult {
     transactions: number;
     walSyncs: number;
     walBytes: number;
+    /** Checkpoints the server started during the run (its p99 pays for them). */
+    checkpoints: number;
     transactionsPerWrite: number;
     walSyncsPerWrite: number;
     walBytesPerWrite: number;
@@ -614,6 +616,7 @@ async function measureDesign(design: Design, pass: number, o: BenchOptions, shar
                 transactions: after.pg.commits - before.pg.commits,
                 walSyncs: after.pg.walSyncs - before.pg.walSyncs,
                 walBytes: after.pg.walBytes - before.pg.walBytes,
+                checkpoints: after.pg.checkpoints - before.pg.checkpoints,
                 transactionsPerWrite: writes > 0 ? round((after.pg.commits - before.pg.commits) / writes, 3) : 0,
                 walSyncsPerWrite: writes > 0 ? round((after.pg.walSyncs - before.pg.walSyncs) / writes, 3) : 0,
                 walBytesPerWrite: whole.walBytesPerWrite ?? 0,
@@ -660,6 +663,7 @@ function formatRunLine(r: RunResult): string {
     (r.service?.pgBatchOperationsMean ? `batch ${r.service.pgBatchOperationsMean} ops/${r.service.pgBatchMsMean} ms  ` : '') +
     `sale per write: cpu µs ${r.sale.cpuMicrosPerWrite.service ?? '-'}/${r.sale.cpuMicrosPerWrite.redis ?? '-'}/${r.sale.cpuMicrosPerWrite.postgres ?? '-'} WAL ${r.sale.walBytesPerWrite ?? '-'} B  ` +
     `alloc ${r.allocatedKiBPerRequest ?? '-'} KiB/req  ` +
+    (r.postgres?.checkpoints ? `checkpoints ${r.postgres.checkpoints}  ` : '') +
     `invariants ${r.invariants.ok ? 'ok' : 'FAILED'}`
   );
 }

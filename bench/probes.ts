@@ -140,12 +140,25 @@ export interface PgCounters {
   walRecords: number;
   walBytes: number;
   walSyncs: number;
+  /**
+   * Checkpoints the server started (timed or requested). One writes every dirty buffer and makes each page's next
+   * change log a full image: the first suspect when a run's p99 jumps.
+   */
+  checkpoints: number;
 }
 
 export async function pgCounters(db: pg.Client, database: string): Promise<PgCounters> {
-  const { rows } = await db.query<{ commits: string; rollbacks: string; wal_records: string; wal_bytes: string; wal_sync: string }>(
-    `SELECT d.xact_commit AS commits, d.xact_rollback AS rollbacks, w.wal_records, w.wal_bytes, w.wal_sync
-     FROM pg_stat_database d, pg_stat_wal w WHERE d.datname = $1`,
+  const { rows } = await db.query<{
+    commits: string;
+    rollbacks: string;
+    wal_records: string;
+    wal_bytes: string;
+    wal_sync: string;
+    checkpoints: string;
+  }>(
+    `SELECT d.xact_commit AS commits, d.xact_rollback AS rollbacks, w.wal_records, w.wal_bytes, w.wal_sync,
+       b.checkpoints_timed + b.checkpoints_req AS checkpoints
+     FROM pg_stat_database d, pg_stat_wal w, pg_stat_bgwriter b WHERE d.datname = $1`,
     [database],
   );
   const r = rows[0];
@@ -155,6 +168,7 @@ export async function pgCounters(db: pg.Client, database: string): Promise<PgCou
     walRecords: Number(r?.wal_records ?? 0),
     walBytes: Number(r?.wal_bytes ?? 0),
     walSyncs: Number(r?.wal_sync ?? 0),
+    checkpoints: Number(r?.checkpoints ?? 0),
   };
 }
 

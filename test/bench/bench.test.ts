@@ -8,6 +8,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { outboxFailures } from '../../bench/audit.js';
+import { pgCounters } from '../../bench/probes.js';
 import { defaultOptions, runBench, type BenchOptions } from '../../bench/harness.js';
 import { writeResults } from '../../bench/report.js';
 import { newId } from '../../src/domain/ids.js';
@@ -16,6 +17,7 @@ import { createMetrics } from '../../src/metrics.js';
 import { createPool, migrate } from '../../src/store/database.js';
 import { BatchWriter, type RecordOp } from '../../src/store/writer.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
+import { testPostgresUrl } from '../helpers/servers.js';
 
 /**
  * Proves the benchmark still runs: the harness starts the durable service (with its outbox, and without it) in its
@@ -40,6 +42,7 @@ describe('benchmark harness (smoke)', () => {
       expect(run.sale.cpuMicrosPerWrite.service).toBeGreaterThan(0);
       // The service's allocations per request: a few KiB at least (a reservation's documents alone are more).
       expect(run.allocatedKiBPerRequest).toBeGreaterThan(1);
+      expect(run.postgres?.checkpoints).toBeGreaterThanOrEqual(0);
     }
     expect(report.invariantsOk).toBe(true);
     const eventsPerWrite = Object.fromEntries(report.summary.map((s) => [s.design, s.saleCost.eventsPerWrite]));
@@ -201,5 +204,20 @@ describe('npm run bench:batch-cost (smoke)', () => {
     expect(run.stdout).toMatch(/^\| flash \| 2 \| \d+ \|/m);
     expect(run.stdout).toMatch(/^Sealing, in rounds of up to 100 events: [\d.]+ µs of CPU per event \(\d+ events\)$/m);
     expect(databases()).toBe(before);
+  });
+});
+
+describe('PostgreSQL counters of a run', () => {
+  it('count the checkpoints the server starts, which a run reports beside its p99', async () => {
+    const admin = new pg.Client({ connectionString: testPostgresUrl() });
+    await admin.connect();
+    try {
+      const before = await pgCounters(admin, 'postgres');
+      await admin.query('CHECKPOINT');
+      const after = await pgCounters(admin, 'postgres');
+      expect(after.checkpoints - before.checkpoints).toBeGreaterThanOrEqual(1);
+    } finally {
+      await admin.end();
+    }
   });
 });
