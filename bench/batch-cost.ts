@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import type pg from 'pg';
+import pg from 'pg';
 import { pino } from 'pino';
 import { HELP, integerFlag, parseCommandLine, usageError } from '../src/cli/args.js';
 import { newId } from '../src/domain/ids.js';
@@ -154,7 +154,7 @@ function fit(points: { size: number; us: number }[]): { fixed: number; perOperat
 
 try {
   await record([{ kind: 'stock', generation: GENERATION, itemId: ITEM, location: 'default', onHandDelta: 100_000_000, movement: 'set', reason: null, opId: randomUUID() }]);
-  await measure('flash', 20); // warm-up: every statement planned, caches filled
+  await measure('flash', 20); // warm-up: the statement planned, caches filled
   console.log(`PostgreSQL CPU of the batch statement (writer's backend) and of sealing (a sealer's), medians of ${repeat}\n`);
   console.log('| shape | operations per batch | CPU µs per batch | per operation | wall ms per batch |');
   console.log('|---|---:|---:|---:|---:|');
@@ -178,8 +178,7 @@ try {
 } finally {
   await writing.pool.end();
   await sealing.pool.end();
-  const { default: pgModule } = await import('pg');
-  const admin = new pgModule.Client({ connectionString: adminUrl });
+  const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   await admin.query(`DROP DATABASE IF EXISTS ${target.pathname.slice(1)} WITH (FORCE)`);
   await admin.end();
