@@ -503,7 +503,7 @@ export class ReservationService implements ReservationApi {
     } catch (err) {
       // The confirm decided first; its record may still be on its way: answer with the reservation as PostgreSQL
       // ends it (confirmed, or expired if that confirm is never recorded and the sweeper ends it).
-      if (err instanceof ProblemError && err.code === 'reservation_confirmed') return toDocument(await this.awaitEnded(id));
+      if (err instanceof ProblemError && err.code === 'reservation_confirmed') return await this.awaitEnded(id, (ended) => toDocument(ended));
       throw err;
     }
   }
@@ -650,30 +650,33 @@ export class ReservationService implements ReservationApi {
    * Meanwhile Redis is asked again every REDECIDE_MS: on a cluster that decision may be taken back (a later slot
    * refused it and the earlier ones were undone), and then no record comes, but this request may now settle it.
    */
-  private async afterAnotherSettle(action: SettleAction, r: ReservationRecord, lines: Line[], ifMatch: number | null): Promise<ReservationDocument> {
-    const deadline = Date.now() + DUPLICATE_WAIT_MS;
-    for (let asked = Date.now(); ; ) {
-      const now = await this.load(r.id);
-      if (now.status !== 'pending') return finalAnswer(action, now, null);
-      if (Date.now() >= deadline) throw unavailable('another request is settling this reservation; retry');
-      await new Promise((resolve) => setTimeout(resolve, 20));
-      if (Date.now() - asked < REDECIDE_MS) continue;
-      asked = Date.now();
-      const again = await this.d.decisions.settle(action, r.id, lines, ifMatch);
-      if (again.kind === 'already' || again.kind === 'confirmed' || again.kind === 'released') continue;
-      const answer = await this.answerSettle(action, r, lines, ifMatch, again);
-      if (answer) return answer;
-    }
+  private afterAnotherSettle(action: SettleAction, r: ReservationRecord, lines: Line[], ifMatch: number | null): Promise<ReservationDocument> {
+    return this.awaitEnded(
+      r.id,
+      (ended) => finalAnswer(action, ended, null),
+      async () => {
+        const again = await this.d.decisions.settle(action, r.id, lines, ifMatch);
+        if (again.kind === 'already' || again.kind === 'confirmed' || again.kind === 'released') return null;
+        return this.answerSettle(action, r, lines, ifMatch, again);
+      },
+    );
   }
 
-  /** The reservation once PostgreSQL has it ended; 503 if that takes longer than a duplicate may wait. */
-  private async awaitEnded(id: string): Promise<ReservationRecord> {
+  /**
+   * `answer` of the reservation once PostgreSQL has it ended; 503 if that takes longer than a duplicate may wait.
+   * `meanwhile`, if given, is asked every REDECIDE_MS: an answer it gives ends the wait.
+   */
+  private async awaitEnded<T>(id: string, answer: (ended: ReservationRecord) => T, meanwhile?: () => Promise<T | null>): Promise<T> {
     const deadline = Date.now() + DUPLICATE_WAIT_MS;
-    for (;;) {
+    for (let asked = Date.now(); ; ) {
       const r = await this.load(id);
-      if (r.status !== 'pending') return r;
+      if (r.status !== 'pending') return answer(r);
       if (Date.now() >= deadline) throw unavailable('another request is settling this reservation; retry');
       await new Promise((resolve) => setTimeout(resolve, 20));
+      if (!meanwhile || Date.now() - asked < REDECIDE_MS) continue;
+      asked = Date.now();
+      const answered = await meanwhile();
+      if (answered) return answered;
     }
   }
 
