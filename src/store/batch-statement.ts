@@ -100,6 +100,7 @@ export function resultsOf(ops: RecordOp[], generation: string, outcome: Outcome)
  * - A reservation's events are inserted before the stock rows are locked, an item's after; each insert is ordered by
  *   (subject, sequence) and no subject is in both, so per subject `seq` follows `sequence` (the sealer orders by
  *   `seq`: src/store/events.ts).
+ * - Every event appended is queued for the sealer (`queued`, migrations/011), which gives it its feed position.
  */
 function recordBatch({ events }: { events: boolean }): string {
   return `
@@ -199,7 +200,7 @@ const RESERVATION_EVENTS = `
     FROM extended x
   ) AS e(subject, sequence, type, time, data)
   ORDER BY subject, sequence
-  RETURNING type
+  RETURNING seq, type
 `;
 
 /** The outbox's item events, after `stocked` (recordBatch's comment says what they append). */
@@ -234,9 +235,11 @@ const ITEM_EVENTS = `
   SELECT e.item_id, q.sequence - e.total + e.n, e.type, now(), e.data
   FROM item_events e JOIN item_sequences q USING (item_id)
   ORDER BY 1, 2
-  RETURNING type
+  RETURNING seq, type
 ), appended AS (
-  SELECT type FROM reservation_events UNION ALL SELECT type FROM item_events_appended
+  SELECT seq, type FROM reservation_events UNION ALL SELECT seq, type FROM item_events_appended
+), queued AS (
+  INSERT INTO unsealed_events (seq) SELECT seq FROM appended
 `;
 
 /** The batch statement: `recordBatch` says what it writes. */

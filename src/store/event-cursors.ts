@@ -27,20 +27,24 @@ export async function advanceCursor(db: pg.Pool, transport: string, position: nu
 /**
  * Deletes at most `limit` events older than `retentionHours` that every transport in `transports` delivered
  * (a transport without a cursor row has delivered nothing); with none configured, every sealed one qualifies
- * (the feed alone reads them, within the retention). Oldest first; returns how many went.
+ * (the feed alone reads them, within the retention). Oldest first, each with its position (`event_feed`); returns how
+ * many went.
  */
 export async function pruneDelivered(db: pg.Pool, transports: readonly string[], retentionHours: number, limit: number): Promise<number> {
   const { rowCount } = await db.query(
     `WITH bound AS (
-       SELECT CASE WHEN cardinality($1::text[]) = 0 THEN (SELECT max(position) FROM events)
+       SELECT CASE WHEN cardinality($1::text[]) = 0 THEN (SELECT max(position) FROM event_feed)
                    ELSE (SELECT min(coalesce(c.position, 0)) FROM unnest($1::text[]) AS t(name)
                          LEFT JOIN event_cursors c ON c.transport = t.name) END AS upto
+     ), gone AS (
+       DELETE FROM event_feed WHERE position IN (
+         SELECT f.position FROM event_feed f JOIN events e ON e.seq = f.seq
+          WHERE f.position <= (SELECT upto FROM bound) AND e.time < now() - make_interval(hours => $2)
+          ORDER BY f.position LIMIT $3
+       )
+       RETURNING seq
      )
-     DELETE FROM events WHERE seq IN (
-       SELECT seq FROM events WHERE position <= (SELECT upto FROM bound)
-          AND time < now() - make_interval(hours => $2)
-        ORDER BY position LIMIT $3
-     )`,
+     DELETE FROM events WHERE seq IN (SELECT seq FROM gone)`,
     [transports, retentionHours, limit],
   );
   return rowCount ?? 0;

@@ -99,7 +99,7 @@ describe('crash drill', () => {
     // takes it cannot finish (other subjects' events in it are accepted meanwhile).
     held = (
       await waitFor('an event not sealed yet', async () => {
-        const { rows } = await db.query<{ id: string }>('SELECT id FROM events WHERE position IS NULL AND seq > 200 LIMIT 1');
+        const { rows } = await db.query<{ id: string }>('SELECT e.id FROM unsealed_events u JOIN events e USING (seq) WHERE u.seq > 200 LIMIT 1');
         return rows[0]?.id;
       }, { timeoutMs: 15_000, intervalMs: 2 })
     );
@@ -125,8 +125,8 @@ describe('crash drill', () => {
     }, { timeoutMs: 20_000, intervalMs: 200 });
     await waitFor('every event delivered', async () => {
       const { rows } = await db.query<{ unsealed: number; last: number; nats: number; hook: number }>(
-        `SELECT (SELECT count(*)::int FROM events WHERE position IS NULL) AS unsealed,
-                (SELECT coalesce(max(position), 0) FROM events) AS last,
+        `SELECT (SELECT count(*)::int FROM unsealed_events) AS unsealed,
+                (SELECT coalesce(max(position), 0) FROM event_feed) AS last,
                 (SELECT position FROM event_cursors WHERE transport = 'nats') AS nats,
                 (SELECT position FROM event_cursors WHERE transport = $1) AS hook`,
         [webhook],
@@ -137,7 +137,7 @@ describe('crash drill', () => {
 
     // The feed: every event, in position order, cursor after cursor.
     const feed = await readFeed(second.url);
-    const { rows: stored } = await db.query<{ id: string }>('SELECT id FROM events ORDER BY position');
+    const { rows: stored } = await db.query<{ id: string }>('SELECT e.id FROM event_feed f JOIN events e USING (seq) ORDER BY f.position');
     expect(feed.map((e) => e.id)).toEqual(stored.map((r) => r.id));
 
     // Every committed reservation has its events, sequences 1..its count of events (not its version, which grows by

@@ -225,7 +225,7 @@ describe('the relay lease', () => {
 describe('pruning', () => {
   it('deletes, in batches, events past the retention that every configured transport delivered; keeps the rest', async () => {
     const { db } = env.database;
-    await db.query('DELETE FROM events');
+    await db.query('DELETE FROM events; DELETE FROM event_feed; DELETE FROM unsealed_events');
     const old = await appendSealed(db, interleaved(30, 3, Math.random, 'old'), { hoursAgo: 200 });
     const unsealed = await appendSealed(db, [{ subject: 'old-unsealed' }], { hoursAgo: 200, sealed: false });
     const young = await appendSealed(db, interleaved(5, 2, Math.random, 'young'));
@@ -240,6 +240,9 @@ describe('pruning', () => {
       );
     const lockLapses = () => new Promise((r) => setTimeout(r, 5)); // the pass lock (intervalMs: 1 ms)
     const remaining = async () => (await db.query<{ id: string }>('SELECT id FROM events')).rows.map((r) => r.id).sort();
+    // An event's position goes with it, and only with it (migrations/011): the feed names no event that is gone.
+    const positionsLeft = async () =>
+      (await db.query<{ id: string }>('SELECT e.id FROM event_feed f LEFT JOIN events e USING (seq) ORDER BY f.position')).rows.map((r) => r.id);
 
     // A transport with no cursor row yet has delivered nothing: nothing goes.
     expect(await pruner(['p-ahead', 'p-new']).runOnce()).toBe(0);
@@ -247,10 +250,12 @@ describe('pruning', () => {
     await lockLapses();
     expect(await pruner(['p-ahead', 'p-behind']).runOnce()).toBe(20);
     expect(await remaining()).toEqual([...old.slice(20), ...unsealed, ...young].map((e) => e.id).sort());
+    expect(await positionsLeft()).toEqual([...old.slice(20), ...young].map((e) => e.id));
     // With no transport configured, every sealed event past the retention goes; unsealed and young ones stay.
     await lockLapses();
     expect(await pruner([]).runOnce()).toBe(10);
     expect(await remaining()).toEqual([...unsealed, ...young].map((e) => e.id).sort());
+    expect(await positionsLeft()).toEqual(young.map((e) => e.id));
   });
 });
 

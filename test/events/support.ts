@@ -59,14 +59,22 @@ export async function appendSealed(
   { hoursAgo = 0, sealed = true }: { hoursAgo?: number; sealed?: boolean } = {},
 ): Promise<Appended[]> {
   const { rows } = await db.query<Appended>(
-    `WITH x AS (SELECT s, t, ord FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(s, t, ord))
-     INSERT INTO events (subject, sequence, type, time, data, position)
-     SELECT s,
-            coalesce((SELECT max(sequence) FROM events e WHERE e.subject = s), 0) + row_number() OVER (PARTITION BY s ORDER BY ord),
-            t, now() - make_interval(hours => $3), jsonb_build_object('n', ord),
-            CASE WHEN $4 THEN coalesce((SELECT max(position) FROM events), 0) + ord END
-       FROM x ORDER BY ord
-     RETURNING position, id, subject, sequence, type`,
+    `WITH x AS (SELECT s, t, ord FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(s, t, ord)),
+     e AS (
+       INSERT INTO events (subject, sequence, type, time, data)
+       SELECT s,
+              coalesce((SELECT max(sequence) FROM events e WHERE e.subject = s), 0) + row_number() OVER (PARTITION BY s ORDER BY ord),
+              t, now() - make_interval(hours => $3), jsonb_build_object('n', ord)
+         FROM x ORDER BY ord
+       RETURNING seq, id, subject, sequence, type, (data->>'n')::int AS ord
+     ), fed AS (
+       INSERT INTO event_feed (position, seq)
+       SELECT coalesce((SELECT max(position) FROM event_feed), 0) + ord, seq FROM e WHERE $4
+       RETURNING position, seq
+     ), queued AS (
+       INSERT INTO unsealed_events (seq) SELECT seq FROM e WHERE NOT $4
+     )
+     SELECT fed.position, e.id, e.subject, e.sequence, e.type FROM e LEFT JOIN fed USING (seq)`,
     [entries.map((e) => e.subject), entries.map((e) => e.type ?? 'inventory.reservation.created'), hoursAgo, sealed],
   );
   return rows.sort((a, b) => (a.position ?? 0) - (b.position ?? 0));
@@ -189,7 +197,7 @@ export function testRelays(db: pg.Pool): TestRelays {
 /** Sets the cursor of `transport` after every event there is: it will deliver only those appended from now (tests share a database). */
 export async function startAtEnd(db: pg.Pool, transport: string): Promise<void> {
   await db.query(
-    `INSERT INTO event_cursors (transport, position) SELECT $1, coalesce(max(position), 0) FROM events
+    `INSERT INTO event_cursors (transport, position) SELECT $1, coalesce(max(position), 0) FROM event_feed
      ON CONFLICT (transport) DO UPDATE SET position = excluded.position`,
     [transport],
   );

@@ -5,7 +5,7 @@ import { asyncApiDocument } from '../../src/events/asyncapi.js';
 import { EVENT_TYPES } from '../../src/events/types.js';
 
 /**
- * The outbox as the tests read it: straight from the `events` table, with this module's own SQL (never through
+ * The outbox as the tests read it: straight from the `events` table (each event's position from `event_feed`), with this module's own SQL (never through
  * src/store, which is what is being checked), and the checks every events test applies.
  */
 
@@ -23,7 +23,8 @@ export interface StoredEvent {
 /** A subject's events, in sequence order. */
 export async function eventsOf(db: pg.Pool, subject: string): Promise<StoredEvent[]> {
   const { rows } = await db.query<StoredEvent>(
-    'SELECT seq, id, subject, sequence, type, time, data, position FROM events WHERE subject = $1 ORDER BY sequence',
+    `SELECT e.seq, e.id, e.subject, e.sequence, e.type, e.time, e.data, f.position
+     FROM events e LEFT JOIN event_feed f USING (seq) WHERE e.subject = $1 ORDER BY e.sequence`,
     [subject],
   );
   return rows;
@@ -35,7 +36,10 @@ export async function typesOf(db: pg.Pool, subject: string): Promise<string[]> {
 }
 
 export async function allEvents(db: pg.Pool): Promise<StoredEvent[]> {
-  const { rows } = await db.query<StoredEvent>('SELECT seq, id, subject, sequence, type, time, data, position FROM events ORDER BY seq');
+  const { rows } = await db.query<StoredEvent>(
+    `SELECT e.seq, e.id, e.subject, e.sequence, e.type, e.time, e.data, f.position
+     FROM events e LEFT JOIN event_feed f USING (seq) ORDER BY e.seq`,
+  );
   return rows;
 }
 

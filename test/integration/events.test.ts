@@ -270,7 +270,7 @@ describe('under concurrency, on two nodes', () => {
       await second.app.runtime.writer.drain();
       // Both nodes' sealer jobs place them (a round of either may have looked before the last commits).
       await waitFor('every event sealed', async () => {
-        const { rows } = await db().query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE position IS NULL');
+        const { rows } = await db().query<{ n: number }>('SELECT count(*)::int AS n FROM unsealed_events');
         return rows[0]!.n === 0 ? true : undefined;
       });
       await expectOutboxConsistent(db());

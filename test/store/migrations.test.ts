@@ -20,6 +20,7 @@ const LANDED: Record<string, string> = {
   '008_reservations_reference.sql': '880e2e2ebb6ae472e97f9b886da1a1cfb4659302c034d9288f9774fe3c015928',
   '009_partial_confirm.sql': 'e508e91e3b5315faf02fe9b456af4edcc2dd3c07a653207058edd9700fc63b26',
   '010_events.sql': '763d6f585a0ce328cf538ee806361b231e6231bb4ed79198d84252b945141659',
+  '011_event_feed.sql': 'df50ca5623470f36d5d82733b1c0e23f5e5b625b77b70fd15be707bc3d51871e',
 };
 
 const dir = new URL('../../migrations/', import.meta.url);

@@ -182,6 +182,24 @@ describe('the events a batch appends', () => {
   });
 });
 
+describe('the sealer queue', () => {
+  it('every event a batch appends is queued for the sealer (unsealed_events), and nothing else is', async () => {
+    const w = writer();
+    const item = newItem('queued');
+    const r = reserveOp([{ itemId: item, quantity: 1 }]);
+    await w.submit(stockOp(item, 1));
+    await w.submit(r); // reservation.created, availability.depleted
+    await w.submit(transitionOp(r.reservation, 'released', 2)); // reservation.released, availability.restored
+    // Nothing seals here: every event this file's batches appended is still queued, and the queue holds only events.
+    const { rows } = await pool.query<{ events: number; queued: number; unqueued: number }>(
+      `SELECT (SELECT count(*)::int FROM events) AS events, (SELECT count(*)::int FROM unsealed_events) AS queued,
+              (SELECT count(*)::int FROM events e WHERE NOT EXISTS (SELECT FROM unsealed_events u WHERE u.seq = e.seq)) AS unqueued`,
+    );
+    expect(rows[0]!.events).toBeGreaterThanOrEqual(5);
+    expect(rows[0]).toEqual({ events: rows[0]!.events, queued: rows[0]!.events, unqueued: 0 });
+  });
+});
+
 describe('nothing PostgreSQL did not record appends an event', () => {
   it('a stale batch (decided under another generation): no event, no item sequence', async () => {
     const w = writer();
@@ -199,6 +217,7 @@ describe('nothing PostgreSQL did not record appends an event', () => {
     ];
     expect(await Promise.all(ops.map((op) => w.submit(op)))).toEqual(['stale', 'stale', 'stale', 'stale']);
     expect((await pool.query('SELECT count(*)::int AS n FROM events')).rows[0].n).toBe(before.rows[0].n);
+    expect((await pool.query('SELECT count(*)::int AS n FROM unsealed_events')).rows[0].n).toBe(before.rows[0].n);
     expect(await itemSequence(fresh)).toBeUndefined();
   });
 
