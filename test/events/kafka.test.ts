@@ -7,10 +7,10 @@ import type { CloudEvent } from '../../src/events/envelope.js';
 import { parseTransports } from '../../src/events/settings.js';
 import { KafkaTransport } from '../../src/events/transports/kafka.js';
 import { createMetrics } from '../../src/metrics.js';
+import { appendEvents } from '../helpers/events.js';
 import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
 import {
-  appendSealed,
   cursorOf,
   interleaved,
   orderViolations,
@@ -31,7 +31,7 @@ describe('Kafka without a broker', () => {
     const port = await freePort(); // nothing listens there
     await startAtEnd(env.database.db, 'kafka');
     const before = await cursorOf(env.database.db, 'kafka');
-    await appendSealed(env.database.db, interleaved(10, 2, Math.random, 'nobroker'));
+    await appendEvents(env.database.db, interleaved(10, 2, Math.random, 'nobroker'));
     const metrics = createMetrics();
     const relay = env.relays.relay(new KafkaTransport({ brokers: [`127.0.0.1:${port}`], topic: 'irs-none', tls: false, sasl: null }, { sendTimeoutMs: 500 }), {
       metrics,
@@ -88,7 +88,7 @@ describe.runIf(BROKERS)('Kafka', () => {
     expect(problems).toEqual([]);
     const kafka = settings.kafka!;
     await startAtEnd(env.database.db, 'kafka');
-    const appended = await appendSealed(env.database.db, interleaved(300, 20, Math.random, 'kafka'));
+    const appended = await appendEvents(env.database.db, interleaved(300, 20, Math.random, 'kafka'));
     const relay = env.relays.relay(new KafkaTransport(kafka, { sendTimeoutMs: 15_000 }), { batchSize: 100 });
     relay.start();
     await waitFor('the cursor at the end', async () => ((await cursorOf(env.database.db, 'kafka')) === appended.at(-1)!.position ? true : undefined), {

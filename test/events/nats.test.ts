@@ -9,13 +9,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CloudEvent } from '../../src/events/envelope.js';
 import { NatsTransport, STREAM_SUBJECTS } from '../../src/events/transports/nats.js';
 import { ApiProcess } from '../drills/api-process.js';
+import { appendEvents } from '../helpers/events.js';
 import { greets, MACHINE_NATS_URL, startNats, type NatsServer } from '../helpers/nats-server.js';
 import { freePort } from '../helpers/ports.js';
 import { testRedisUrl } from '../helpers/servers.js';
 import { waitFor } from '../helpers/wait.js';
 import { expectEveryEventOnce, readStream, streamCount } from './nats-stream.js';
 import {
-  appendSealed,
   cursorOf,
   eventsDatabase,
   interleaved,
@@ -63,7 +63,7 @@ describe('NATS JetStream', () => {
     const server = await nats();
     await startAtEnd(database.db, 'nats');
     const stream = `S${randomBytes(4).toString('hex')}`;
-    const appended = await appendSealed(database.db, [
+    const appended = await appendEvents(database.db, [
       ...interleaved(150, 10, Math.random, 'res'),
       { subject: 'sku-1', type: 'inventory.stock.changed' },
       { subject: 'sku-1', type: 'inventory.availability.depleted' },
@@ -89,7 +89,7 @@ describe('NATS JetStream', () => {
     await startAtEnd(database.db, 'nats');
     const stream = `S${randomBytes(4).toString('hex')}`;
     const before = await cursorOf(database.db, 'nats');
-    const appended = await appendSealed(database.db, interleaved(40, 4, Math.random, 'dup'));
+    const appended = await appendEvents(database.db, interleaved(40, 4, Math.random, 'dup'));
     const transport = () => new NatsTransport({ servers: [server.url], stream });
     const first = relays.relay(transport());
     first.start();
@@ -115,7 +115,7 @@ describe('NATS JetStream', () => {
     const server = await nats();
     await startAtEnd(database.db, 'nats');
     const stream = `S${randomBytes(4).toString('hex')}`;
-    const appended = await appendSealed(database.db, interleaved(1_500, 30, Math.random, 'kill'));
+    const appended = await appendEvents(database.db, interleaved(1_500, 30, Math.random, 'kill'));
     const relay = relays.relay(new NatsTransport({ servers: [server.url], stream }, { publishTimeoutMs: 500, concurrency: 16 }), {
       batchSize: 100,
       backoff: { baseMs: 20, capMs: 200 },
@@ -144,7 +144,7 @@ describe('NATS JetStream', () => {
     };
     await startAtEnd(database.db, 'nats');
     const stream = 'INVENTORY';
-    const appended = await appendSealed(database.db, interleaved(1_200, 40, Math.random, 'api'));
+    const appended = await appendEvents(database.db, interleaved(1_200, 40, Math.random, 'api'));
     // Hold the cursor row: the process publishes its first batch, then waits on its cursor update.
     const holder = new pg.Client({ connectionString: database.url });
     await holder.connect();
@@ -194,7 +194,7 @@ describe('NATS JetStream', () => {
     }
     const stream = existing?.name ?? `IRS_TEST_${randomBytes(4).toString('hex')}`;
     await startAtEnd(database.db, 'nats');
-    const appended = await appendSealed(database.db, interleaved(200, 10, Math.random, 'machine'));
+    const appended = await appendEvents(database.db, interleaved(200, 10, Math.random, 'machine'));
     const relay = relays.relay(new NatsTransport({ servers: [MACHINE_NATS_URL], stream }));
     relay.start();
     try {

@@ -4,11 +4,11 @@ import { backoffMs } from '../../src/events/relay.js';
 import { Pruner } from '../../src/events/pruner.js';
 import { RelayLease } from '../../src/events/relay-lease.js';
 import { createMetrics } from '../../src/metrics.js';
+import { appendEvents } from '../helpers/events.js';
 import { mulberry32 } from '../helpers/random.js';
 import { testRedisUrl } from '../helpers/servers.js';
 import { waitFor } from '../helpers/wait.js';
 import {
-  appendSealed,
   cursorOf,
   startAtEnd,
   interleaved,
@@ -60,8 +60,8 @@ describe('the relay', () => {
   it('delivers every sealed event once, in position order, and moves its cursor to the last; unsealed ones wait', async () => {
     const transport = new RecordingTransport('all-once');
     await startAtEnd(env.database.db, 'all-once');
-    const appended = await appendSealed(env.database.db, interleaved(120, 7, mulberry32(SEED).next));
-    await appendSealed(env.database.db, [{ subject: 'unsealed' }], { sealed: false });
+    const appended = await appendEvents(env.database.db, interleaved(120, 7, mulberry32(SEED).next));
+    await appendEvents(env.database.db, [{ subject: 'unsealed' }], { sealed: false });
     const relay = env.relays.relay(transport);
     relay.start();
     await waitFor('every event', async () => (transport.accepted.length >= appended.length ? true : undefined));
@@ -82,7 +82,7 @@ describe('the relay', () => {
     transport.refuse = () => refusals < 300 && rng.chance(0.3) && ++refusals > 0;
     const metrics = createMetrics();
     await startAtEnd(env.database.db, 'flaky');
-    const appended = await appendSealed(env.database.db, interleaved(400, 12, rng.next, 'flaky'));
+    const appended = await appendEvents(env.database.db, interleaved(400, 12, rng.next, 'flaky'));
     const relay = env.relays.relay(transport, { metrics, batchSize: 40 });
     relay.start();
     await waitFor('every event', async () => (transport.ids().size >= appended.length ? true : undefined), { timeoutMs: 20_000 });
@@ -102,7 +102,7 @@ describe('the relay', () => {
     const attempts: number[] = [];
     transport.refuse = () => attempts.push(performance.now()) > 0;
     await startAtEnd(env.database.db, 'backoff');
-    await appendSealed(env.database.db, [{ subject: 'backoff' }]);
+    await appendEvents(env.database.db, [{ subject: 'backoff' }]);
     const relay = env.relays.relay(transport, { backoff: { baseMs: 40, capMs: 160 }, random: () => 0.99 });
     relay.start();
     await waitFor('five attempts', async () => (attempts.length >= 5 ? true : undefined));
@@ -116,7 +116,7 @@ describe('the relay', () => {
     const first = new RecordingTransport('resume');
     first.refuse = () => first.accepted.length >= 7; // accepts seven, then every send fails
     await startAtEnd(env.database.db, 'resume');
-    const appended = await appendSealed(env.database.db, interleaved(60, 1, Math.random, 'resume'));
+    const appended = await appendEvents(env.database.db, interleaved(60, 1, Math.random, 'resume'));
     const a = env.relays.relay(first, { batchSize: 5, backoff: { baseMs: 1, capMs: 5 } });
     a.start();
     await waitFor('failures after seven', async () => ((await cursorOf(env.database.db, 'resume')) === appended[6]!.position && first.accepted.length === 7 ? true : undefined));
@@ -140,7 +140,7 @@ describe('the relay', () => {
     a!.start();
     b!.start();
     await startAtEnd(env.database.db, 'one-active');
-    const appended = await appendSealed(env.database.db, interleaved(200, 20, Math.random, 'one'));
+    const appended = await appendEvents(env.database.db, interleaved(200, 20, Math.random, 'one'));
     const all = () => new Set([...transports[0]!.ids(), ...transports[1]!.ids()]);
     await waitFor('every event', async () => (all().size >= appended.length ? true : undefined));
     // One relay did it all, each event once (no failure, so no redelivery); the other never even connected.
@@ -153,7 +153,7 @@ describe('the relay', () => {
 
     // A graceful stop gives the lease up: the standby takes over at once and goes on from the cursor.
     await active.stop();
-    const more = await appendSealed(env.database.db, interleaved(30, 5, Math.random, 'more'));
+    const more = await appendEvents(env.database.db, interleaved(30, 5, Math.random, 'more'));
     await waitFor('the standby to deliver', async () => (accepted(standby).accepted.length >= more.length ? true : undefined));
     expect(accepted(standby).accepted.map((e) => e.id).sort()).toEqual(more.map((e) => e.id).sort());
     await standby.stop();
@@ -166,13 +166,13 @@ describe('the relay', () => {
     const a = env.relays.relay(transports[0]!, { leaseTtlMs: 500, redis: own });
     a.start();
     await startAtEnd(env.database.db, 'lapse');
-    await appendSealed(env.database.db, interleaved(20, 3, Math.random, 'lapse-a'));
+    await appendEvents(env.database.db, interleaved(20, 3, Math.random, 'lapse-a'));
     await waitFor('a to deliver', async () => (transports[0]!.accepted.length >= 20 ? true : undefined));
     const b = env.relays.relay(transports[1]!, { leaseTtlMs: 500 });
     b.start();
     own.disconnect(); // a's renewals fail from now on, as if its node hung or lost Redis
     await waitFor('a to stand by', async () => (a.active ? undefined : true));
-    const later = await appendSealed(env.database.db, interleaved(20, 3, Math.random, 'lapse-b'));
+    const later = await appendEvents(env.database.db, interleaved(20, 3, Math.random, 'lapse-b'));
     await waitFor('b to deliver', async () => (transports[1]!.ids().size >= later.length ? true : undefined));
     expect([...transports[1]!.ids()].sort()).toEqual(later.map((e) => e.id).sort());
     expect(transports[0]!.accepted.filter((e) => later.some((l) => l.id === e.id))).toEqual([]);
@@ -185,7 +185,7 @@ describe('the relay', () => {
     let open = false;
     transport.refuse = () => !open;
     await startAtEnd(env.database.db, 'lag');
-    await appendSealed(env.database.db, interleaved(5, 2, Math.random, 'lag'), { hoursAgo: 1 });
+    await appendEvents(env.database.db, interleaved(5, 2, Math.random, 'lag'), { hoursAgo: 1 });
     const relay = env.relays.relay(transport, { metrics });
     relay.start();
     const lag = async () => (await metrics.registry.getSingleMetric('irs_events_relay_lag_seconds')!.get()).values.find((v) => v.labels.transport === 'lag')?.value;
@@ -226,9 +226,9 @@ describe('pruning', () => {
   it('deletes, in batches, events past the retention that every configured transport delivered; keeps the rest', async () => {
     const { db } = env.database;
     await db.query('DELETE FROM events; DELETE FROM event_feed; DELETE FROM unsealed_events');
-    const old = await appendSealed(db, interleaved(30, 3, Math.random, 'old'), { hoursAgo: 200 });
-    const unsealed = await appendSealed(db, [{ subject: 'old-unsealed' }], { hoursAgo: 200, sealed: false });
-    const young = await appendSealed(db, interleaved(5, 2, Math.random, 'young'));
+    const old = await appendEvents(db, interleaved(30, 3, Math.random, 'old'), { hoursAgo: 200 });
+    const unsealed = await appendEvents(db, [{ subject: 'old-unsealed' }], { hoursAgo: 200, sealed: false });
+    const young = await appendEvents(db, interleaved(5, 2, Math.random, 'young'));
     await db.query(`INSERT INTO event_cursors (transport, position) VALUES ('p-ahead', $1), ('p-behind', $2)`, [
       young.at(-1)!.position,
       old[19]!.position,

@@ -14,9 +14,8 @@ import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
 import { testRedisUrl } from '../helpers/servers.js';
 
 /**
- * What the events tests share: a migrated database of their own, sealed events appended straight into the outbox
- * (as the batch statement and the sealer would leave them), a transport that records what it accepted, and the
- * check of per-subject order.
+ * What the events tests share: a migrated database of their own, a transport that records what it accepted, and
+ * the check of per-subject order. Events are appended straight into the outbox by test/helpers/events.ts.
  */
 
 export const silentLog = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
@@ -39,45 +38,6 @@ export async function eventsDatabase(): Promise<EventsDatabase> {
       await database.drop();
     },
   };
-}
-
-export interface Appended {
-  position: number;
-  id: string;
-  subject: string;
-  sequence: number;
-  type: string;
-}
-
-/**
- * Appends sealed events, one per entry (`subject` and `type`), in order: each subject's sequence continues from its
- * last, positions from the last one. `hoursAgo` backdates them (for pruning).
- */
-export async function appendSealed(
-  db: pg.Pool,
-  entries: readonly { subject: string; type?: string }[],
-  { hoursAgo = 0, sealed = true }: { hoursAgo?: number; sealed?: boolean } = {},
-): Promise<Appended[]> {
-  const { rows } = await db.query<Appended>(
-    `WITH x AS (SELECT s, t, ord FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(s, t, ord)),
-     e AS (
-       INSERT INTO events (subject, sequence, type, time, data)
-       SELECT s,
-              coalesce((SELECT max(sequence) FROM events e WHERE e.subject = s), 0) + row_number() OVER (PARTITION BY s ORDER BY ord),
-              t, now() - make_interval(hours => $3), jsonb_build_object('n', ord)
-         FROM x ORDER BY ord
-       RETURNING seq, id, subject, sequence, type, (data->>'n')::int AS ord
-     ), fed AS (
-       INSERT INTO event_feed (position, seq)
-       SELECT coalesce((SELECT max(position) FROM event_feed), 0) + ord, seq FROM e WHERE $4
-       RETURNING position, seq
-     ), queued AS (
-       INSERT INTO unsealed_events (seq) SELECT seq FROM e WHERE NOT $4
-     )
-     SELECT fed.position, e.id, e.subject, e.sequence, e.type FROM e LEFT JOIN fed USING (seq)`,
-    [entries.map((e) => e.subject), entries.map((e) => e.type ?? 'inventory.reservation.created'), hoursAgo, sealed],
-  );
-  return rows.sort((a, b) => (a.position ?? 0) - (b.position ?? 0));
 }
 
 /** `count` events over `subjects` subjects, interleaved at random (seeded by `rng`). */

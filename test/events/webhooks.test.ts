@@ -8,10 +8,10 @@ import { parseTransports, webhookName } from '../../src/events/settings.js';
 import { WEBHOOK_DEFAULTS, WebhookTransport } from '../../src/events/transports/webhook.js';
 import { createMetrics } from '../../src/metrics.js';
 import { startTestApp, type TestApp } from '../helpers/app.js';
+import { appendEvents } from '../helpers/events.js';
 import { waitFor } from '../helpers/wait.js';
 import { closeReceivers, receiver } from './receiver.js';
 import {
-  appendSealed,
   cursorOf,
   interleaved,
   orderViolations,
@@ -35,7 +35,7 @@ describe('webhooks', () => {
     const target = await receiver();
     const url = target.url.replace('http://', 'http://relay:pa%3Ass@');
     await startAtEnd(env.database.db, webhookName(url));
-    const appended = await appendSealed(env.database.db, interleaved(20, 4, Math.random, 'signed'));
+    const appended = await appendEvents(env.database.db, interleaved(20, 4, Math.random, 'signed'));
     const relay = env.relays.relay(webhook(url));
     relay.start();
     await waitFor('every event', async () => (target.accepted().length >= appended.length ? true : undefined));
@@ -62,7 +62,7 @@ describe('webhooks', () => {
     let failing = true;
     const target = await receiver((n) => (failing || n % 7 === 3 ? 503 : 204));
     await startAtEnd(env.database.db, webhookName(target.url));
-    const appended = await appendSealed(env.database.db, interleaved(150, 12, Math.random, 'outage'));
+    const appended = await appendEvents(env.database.db, interleaved(150, 12, Math.random, 'outage'));
     const metrics = createMetrics();
     const relay = env.relays.relay(webhook(target.url), { metrics, backoff: { baseMs: 10, capMs: 100 } });
     relay.start();
@@ -86,7 +86,7 @@ describe('webhooks', () => {
     const { settings, problems } = parseTransports(loadConfig({ EVENTS_WEBHOOK_URLS: `${dead.url},${live.url}`, EVENTS_WEBHOOK_SECRET: SECRET }));
     expect(problems).toEqual([]);
     for (const w of settings.webhooks) await startAtEnd(env.database.db, w.name);
-    const appended = await appendSealed(env.database.db, interleaved(300, 30, Math.random, 'dead'));
+    const appended = await appendEvents(env.database.db, interleaved(300, 30, Math.random, 'dead'));
     // The production wiring (one relay per endpoint), on this test's database and key prefix.
     const delivery = new EventDelivery(
       { db: env.database.db, redis: env.relays.redis, keys: env.relays.keys, metrics: createMetrics(), log: silentLog, nodeId: 'aaaaaaaaaaaa' },
@@ -127,7 +127,7 @@ describe('two app instances', () => {
     };
     await startAtEnd(env.database.db, webhookName(target.url));
     apps = [await startTestApp(overrides), await startTestApp(overrides)];
-    const appended = await appendSealed(env.database.db, interleaved(300, 40, Math.random, 'apps'));
+    const appended = await appendEvents(env.database.db, interleaved(300, 40, Math.random, 'apps'));
     await waitFor('every event', async () => (target.accepted().length >= appended.length ? true : undefined), { timeoutMs: 15_000 });
     // Nothing failed, so nothing was sent twice: one relay was active (had two been, most events would come twice).
     expect(target.accepted().map((e) => e.id).sort()).toEqual(appended.map((e) => e.id).sort());
@@ -139,7 +139,7 @@ describe('two app instances', () => {
 
     await active[0]!.close();
     apps = apps.filter((t) => t !== active[0]);
-    const more = await appendSealed(env.database.db, interleaved(50, 5, Math.random, 'apps-more'));
+    const more = await appendEvents(env.database.db, interleaved(50, 5, Math.random, 'apps-more'));
     await waitFor('the other app to take over', async () => (target.accepted().length >= appended.length + more.length ? true : undefined), { timeoutMs: 15_000 });
     expect(relayOf(apps[0]!).active).toBe(true);
     expect(target.accepted().slice(appended.length).map((e) => e.id).sort()).toEqual(more.map((e) => e.id).sort());

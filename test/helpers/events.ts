@@ -5,7 +5,7 @@ import { asyncApiDocument } from '../../src/events/asyncapi.js';
 import { EVENT_TYPES } from '../../src/events/types.js';
 
 /**
- * The outbox as the tests read it: straight from the `events` table (each event's position from `event_feed`), with this module's own SQL (never through
+ * The outbox as the tests read and write it: straight from the `events` table (each event's position from `event_feed`), with this module's own SQL (never through
  * src/store, which is what is being checked), and the checks every events test applies.
  */
 
@@ -124,3 +124,43 @@ export const figures = (itemId: string, location: string, onHand: number, reserv
   available: Math.max(0, onHand - reserved - safetyStock),
   availableHighPriority: Math.max(0, onHand - reserved),
 });
+
+export interface Appended {
+  position: number;
+  id: string;
+  subject: string;
+  sequence: number;
+  type: string;
+}
+
+/**
+ * Appends events straight into the outbox, one per entry (`subject` and `type`), in order: each subject's sequence
+ * continues from its last. Sealed, they take the next positions (as the sealer leaves them); with `sealed: false`
+ * they are queued for the sealer (as the batch statement leaves them). `hoursAgo` backdates them (for pruning).
+ */
+export async function appendEvents(
+  db: Pick<pg.Pool, 'query'> | Pick<pg.PoolClient, 'query'>,
+  entries: readonly { subject: string; type?: string }[],
+  { hoursAgo = 0, sealed = true }: { hoursAgo?: number; sealed?: boolean } = {},
+): Promise<Appended[]> {
+  const { rows } = await db.query<Appended>(
+    `WITH x AS (SELECT s, t, ord FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(s, t, ord)),
+     e AS (
+       INSERT INTO events (subject, sequence, type, time, data)
+       SELECT s,
+              coalesce((SELECT max(sequence) FROM events e WHERE e.subject = s), 0) + row_number() OVER (PARTITION BY s ORDER BY ord),
+              t, now() - make_interval(hours => $3), jsonb_build_object('n', ord)
+         FROM x ORDER BY ord
+       RETURNING seq, id, subject, sequence, type, (data->>'n')::int AS ord
+     ), fed AS (
+       INSERT INTO event_feed (position, seq)
+       SELECT coalesce((SELECT max(position) FROM event_feed), 0) + ord, seq FROM e WHERE $4
+       RETURNING position, seq
+     ), queued AS (
+       INSERT INTO unsealed_events (seq) SELECT seq FROM e WHERE NOT $4
+     )
+     SELECT fed.position, e.id, e.subject, e.sequence, e.type FROM e LEFT JOIN fed USING (seq)`,
+    [entries.map((e) => e.subject), entries.map((e) => e.type ?? 'inventory.reservation.created'), hoursAgo, sealed],
+  );
+  return rows.sort((a, b) => (a.position ?? 0) - (b.position ?? 0));
+}

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EVENT_TYPES } from '../../src/events/types.js';
 import { Api, expectInvalidFields, expectProblem, outcome, startHttpApp, type Answer } from '../helpers/api.js';
 import { newItem, type TestApp } from '../helpers/app.js';
-import { ENVELOPE_MEMBERS, expectDocumented } from '../helpers/events.js';
+import { appendEvents, ENVELOPE_MEMBERS, expectDocumented } from '../helpers/events.js';
 import { waitFor } from '../helpers/wait.js';
 
 // GET /events (the pull feed, operator scope) and GET /asyncapi.json (public), as a consumer meets them.
@@ -33,16 +33,9 @@ const pageOf = (a: Answer): Page => {
 };
 
 /** Appends `n` events of a new subject straight into the outbox (the feed does not care who appended them), sealed. */
-async function appendSealed(n: number): Promise<string> {
+async function appendThenSeal(n: number): Promise<string> {
   const subject = newItem('feed');
-  await t.app.runtime.db.query(
-    `WITH e AS (
-       INSERT INTO events (subject, sequence, type, time, data)
-       SELECT $1, g, 'inventory.stock.changed', now(), jsonb_build_object('n', g) FROM generate_series(1, $2::int) AS g
-       RETURNING seq)
-     INSERT INTO unsealed_events (seq) SELECT seq FROM e`,
-    [subject, n],
-  );
+  await appendEvents(t.app.runtime.db, Array.from({ length: n }, () => ({ subject, type: 'inventory.stock.changed' })), { sealed: false });
   // A round of the sealer job may be under way, having looked before the insert: until none is left unsealed.
   await waitFor('the events sealed', async () => {
     await t.app.runtime.eventSealer.runOnce();
@@ -88,7 +81,7 @@ describe('GET /events', () => {
 
   it('pages with nextCursor: every event once, in order; past the end the same cursor, to poll with', async () => {
     const start = pageOf(await feed('limit=1000')).nextCursor;
-    const subject = await appendSealed(23);
+    const subject = await appendThenSeal(23);
     const read: Page['items'] = [];
     let cursor = start;
     for (;;) {
@@ -105,13 +98,13 @@ describe('GET /events', () => {
     expect(read.map((e) => [e.subject, e.sequence])).toEqual(Array.from({ length: 23 }, (_, i) => [subject, String(i + 1)]));
     expect(new Set(read.map((e) => e.id)).size).toBe(23);
     // Events appended later come after that cursor.
-    const later = await appendSealed(2);
+    const later = await appendThenSeal(2);
     expect(pageOf(await feed(`after=${cursor}`)).items.map((e) => e.subject)).toEqual([later, later]);
   });
 
   it('answers 100 events by default, up to `limit` (at most 1000)', async () => {
     const start = pageOf(await feed('limit=1000')).nextCursor;
-    await appendSealed(1001);
+    await appendThenSeal(1001);
     expect(pageOf(await feed(`after=${start}`)).items).toHaveLength(100);
     expect(pageOf(await feed(`after=${start}&limit=1`)).items).toHaveLength(1);
     expect(pageOf(await feed(`after=${start}&limit=1000`)).items).toHaveLength(1000);

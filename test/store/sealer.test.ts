@@ -3,6 +3,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool, migrate } from '../../src/store/database.js';
 import { eventsAfter, SEALING_PLANNING, SEAL, SEALER_LOCK, sealEvents } from '../../src/store/events.js';
+import { appendEvents } from '../helpers/events.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
 
 // The sealer (src/store/events.ts): the feed's order is handed out to committed events only, above every position
@@ -22,16 +23,9 @@ afterAll(async () => {
 });
 
 let subjects = 0;
-/** Appends `n` events of a new subject (sequences 1..n) on `db` and queues them, as the batch statement does; answers the subject. */
+/** Appends `n` events of a new subject (sequences 1..n) on `db`, queued for the sealer as the batch statement leaves them; answers the subject. */
 async function append(db: pg.Pool | pg.PoolClient, n = 1, subject = `subject-${subjects++}`): Promise<string> {
-  await db.query(
-    `WITH e AS (
-       INSERT INTO events (subject, sequence, type, time, data)
-       SELECT $1, g, 'inventory.stock.changed', now(), '{}' FROM generate_series(1, $2::int) AS g
-       RETURNING seq)
-     INSERT INTO unsealed_events (seq) SELECT seq FROM e`,
-    [subject, n],
-  );
+  await appendEvents(db, Array.from({ length: n }, () => ({ subject, type: 'inventory.stock.changed' })), { sealed: false });
   return subject;
 }
 
