@@ -60,16 +60,18 @@ export async function registerAccess(
   app.decorateRequest('caller', null);
 
   if (credentials.length > 0) {
-    app.addHook('onRequest', async (request, reply) => {
+    // A callback, not async: nothing here waits (see plugins/http.ts).
+    app.addHook('onRequest', (request, reply, done) => {
       const access = request.routeOptions.config.access ?? 'public';
-      if (access === 'public') return;
+      if (access === 'public') return done();
       const token = BEARER.exec(request.headers.authorization ?? '')?.[1];
       const credential = token === undefined ? undefined : authenticate(token, credentials);
-      if (!credential) throw unauthorized(reply, token !== undefined);
+      if (!credential) return done(unauthorized(reply, token !== undefined));
       if (access === 'operator' && credential.caller.role !== 'operator') {
-        throw new ProblemError('forbidden', 'this endpoint needs an operator key');
+        return done(new ProblemError('forbidden', 'this endpoint needs an operator key'));
       }
       request.caller = credential.caller;
+      done();
     });
   }
 

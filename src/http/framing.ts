@@ -124,17 +124,21 @@ export function registerFraming(app: FastifyInstance): void {
   // answers with an empty body, so it is off (plugins/http.ts) and this hook, first of all, says it as a problem. A request
   // line without a version (HTTP/0.9, which has no headers and no body) is refused too: Node's parser reads headers
   // and a body after it anyway, a framing no client should rely on.
-  app.addHook('onRequest', async (request, reply) => {
-    if (request.raw.httpVersionMajor < 1) {
-      reply.header('connection', 'close');
-      return sendProblem(reply, 'malformed_request', 'the request line has no HTTP version; use HTTP/1.1');
-    }
-    const raw = request.raw.rawHeaders;
-    let hosts = 0;
-    for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') hosts++;
-    if (hosts > 1 || (hosts === 0 && request.raw.httpVersion === '1.1')) {
-      reply.header('connection', 'close');
-      return sendProblem(reply, 'malformed_request', hosts ? 'the request has more than one Host header' : 'an HTTP/1.1 request needs a Host header');
-    }
+  app.addHook('onRequest', (request, reply, done) => {
+    const problem = framingProblem(request.raw);
+    if (problem === null) return done();
+    reply.header('connection', 'close');
+    sendProblem(reply, 'malformed_request', problem);
   });
+}
+
+/** What is wrong with a request's framing that Node's parser let through (see the hook above), or null. */
+function framingProblem(request: IncomingMessage): string | null {
+  if (request.httpVersionMajor < 1) return 'the request line has no HTTP version; use HTTP/1.1';
+  const raw = request.rawHeaders;
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') hosts++;
+  if (hosts > 1) return 'the request has more than one Host header';
+  if (hosts === 0 && request.httpVersion === '1.1') return 'an HTTP/1.1 request needs a Host header';
+  return null;
 }
