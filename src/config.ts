@@ -62,6 +62,8 @@ export const ConfigSchema = Type.Object({
   UNRECORDED_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
   /** How often one node compares Redis with PostgreSQL and drops orphaned holds; 0 disables. */
   RECONCILE_INTERVAL_MS: Type.Integer({ default: 60000, minimum: 0 }),
+  /** The share of a periodic reconciliation pass's time spent reading, in percent: it sleeps the rest (100: flat out). */
+  RECONCILE_DUTY_PERCENT: Type.Integer({ default: 25, minimum: 1, maximum: 100 }),
   /** A hold PostgreSQL never recorded is dropped by reconciliation once its reservation is this old. */
   ORPHAN_HOLD_AFTER_MS: Type.Integer({ default: 15000, minimum: 0 }),
   /** How long Redis keeps a finished hold's final state, to answer racing retries the same way. */

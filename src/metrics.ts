@@ -104,6 +104,16 @@ export function createMetrics() {
       help: 'Holds in Redis that PostgreSQL never recorded, found at the last reconciliation',
       registers: [registry],
     }),
+    reconcileItems: new Gauge({
+      name: 'irs_reconcile_items',
+      help: 'Items the last periodic reconciliation pass on this node compared',
+      registers: [registry],
+    }),
+    reconcilePassSeconds: new Gauge({
+      name: 'irs_reconcile_pass_seconds',
+      help: 'How long the last periodic reconciliation pass on this node took, paced by RECONCILE_DUTY_PERCENT',
+      registers: [registry],
+    }),
     reconcileRepairs: new Counter({
       name: 'irs_reconcile_repairs_total',
       help: 'Repairs reconciliation made, by action',

@@ -1,4 +1,4 @@
-import type { RedisClient } from '../redis/client.js';
+import { scanHash, type RedisClient } from '../redis/client.js';
 import type pg from 'pg';
 import type { FastifyBaseLogger as Logger } from 'fastify';
 import type { Metrics } from '../metrics.js';
@@ -11,6 +11,7 @@ import { findPendingIds, sumLiveHolds } from '../store/reservations.js';
 import { findStock, findStockedItemIds } from '../store/stock.js';
 import { LEASE_TTL_MS, type NodeLease } from './node-lease.js';
 import { onEveryGroup } from '../redis/groups.js';
+import { Pacer } from './pacer.js';
 import type { Recovery } from './recovery.js';
 
 export interface Figures {
@@ -105,14 +106,17 @@ const HOLD_LIMITS: HoldLimits = { lockTimeoutMs: 1_000, statementTimeoutMs: 2_00
 export class Reconciler {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<unknown> | null = null;
+  /** Cuts a paced pass's sleep short when the node stops. */
+  private stopping = new AbortController();
 
   constructor(
     private readonly d: ReconcileDeps,
-    private readonly options: { intervalMs: number; orphanAfterMs: number },
+    private readonly options: { intervalMs: number; orphanAfterMs: number; dutyPercent: number },
   ) {}
 
   start(): void {
     if (this.options.intervalMs <= 0 || this.timer) return;
+    this.stopping = new AbortController();
     this.timer = setInterval(() => {
       this.running ??= this.tick().finally(() => (this.running = null));
     }, this.options.intervalMs);
@@ -122,19 +126,25 @@ export class Reconciler {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.stopping.abort();
     await this.running;
   }
 
   private async tick(): Promise<void> {
     try {
       if ((await this.d.redis.set(this.d.keys.reconcileLock, '1', 'PX', this.options.intervalMs, 'NX')) !== 'OK') return;
+      const started = performance.now();
       const report = await reconcile(this.d, {
         heal: true,
         dropOrphans: true,
         rebuildOnDrift: false,
         orphanAfterMs: this.options.orphanAfterMs,
         settleMs: 1000,
+        // A pass reads every item: unpaced, it took a whole core for seconds each interval (bench/README.md).
+        pacer: new Pacer(this.options.dutyPercent, this.stopping.signal),
       });
+      this.d.metrics.reconcileItems.set(report.checkedItems);
+      this.d.metrics.reconcilePassSeconds.set((performance.now() - started) / 1000);
       if (report.drift.length > 0 || report.orphanHolds.length > 0 || report.strandedIntents.length > 0) {
         this.d.log.warn(
           {
@@ -148,6 +158,7 @@ export class Reconciler {
         );
       }
     } catch (err) {
+      if (this.stopping.signal.aborted) return; // stopped mid-pass: nothing was left half-done (repairs are not paced)
       this.d.log.warn({ err }, 'reconcile pass failed; next pass retries');
     }
   }
@@ -178,6 +189,8 @@ export interface ReconcileOptions {
   orphanAfterMs: number;
   /** Differences must persist across two looks this far apart (in-flight requests settle in between). */
   settleMs: number;
+  /** Paces the reading (the periodic pass: RECONCILE_DUTY_PERCENT); none: flat out, as an operator's run. */
+  pacer?: Pacer;
 }
 
 const CHUNK = 500;
@@ -197,7 +210,7 @@ const createdAtMs = (uuid: string) => parseInt(uuid.replace(/-/g, '').slice(0, 1
  */
 export async function reconcile(d: ReconcileDeps, options: ReconcileOptions): Promise<ReconcileReport> {
   const items = await listItems(d);
-  const strandedIntents = await findStranded(d, items);
+  const strandedIntents = await findStranded(d, items, options.pacer);
   let intentsFinished = 0;
   let intentsTakenBack = 0;
   if (options.heal) {
@@ -211,10 +224,10 @@ export async function reconcile(d: ReconcileDeps, options: ReconcileOptions): Pr
     }
   }
 
-  let first = await compare(d, items);
+  let first = await compare(d, items, options.pacer);
   if (first.drift.length > 0 && options.settleMs > 0) {
     await new Promise((r) => setTimeout(r, options.settleMs));
-    const again = await compare(d, driftItems(first.drift));
+    const again = await compare(d, driftItems(first.drift), options.pacer);
     const persisting = new Set(again.drift.map((r) => rowKey(r.itemId, r.location)));
     first = { ...first, drift: first.drift.filter((r) => persisting.has(rowKey(r.itemId, r.location))) };
   }
@@ -270,10 +283,11 @@ async function driftAmong(d: ReconcileDeps, rows: readonly DriftRow[]): Promise<
  * its process's lease has lapsed (or it has been open ABANDONED_INTENT_AFTER_MS), and left to its live process
  * otherwise.
  */
-async function findStranded(d: ReconcileDeps, items: string[]): Promise<StrandedIntent[]> {
+async function findStranded(d: ReconcileDeps, items: string[], pacer?: Pacer): Promise<StrandedIntent[]> {
   const now = await redisNow(d.redis);
   const old: Omit<StrandedIntent, 'ownerAlive' | 'ledger' | 'action'>[] = [];
   for (let i = 0; i < items.length; i += REDIS_CONCURRENCY) {
+    await pacer?.pause();
     const chunk = items.slice(i, i + REDIS_CONCURRENCY);
     const hashes = await Promise.all(chunk.map((itemId) => d.redis.hgetall(d.keys.item(itemId).intents)));
     chunk.forEach((itemId, n) => {
@@ -399,8 +413,7 @@ async function factsUnder(d: ReconcileDeps, held: HeldStockRow) {
     .filter(([, value]) => parseIntent(value)?.location === held.location)
     .map(([opId]) => opId);
   const reservationIds: string[] = [];
-  const stream = d.redis.hscanStream(k.holds, { count: 1000 });
-  for await (const chunk of stream as AsyncIterable<string[]>) {
+  await scanHash(d.redis, k.holds, (chunk) => {
     for (let i = 0; i < chunk.length; i += 2) {
       const at = parseHoldField(chunk[i]!);
       const state = parseHold(chunk[i + 1]!)?.state;
@@ -408,7 +421,7 @@ async function factsUnder(d: ReconcileDeps, held: HeldStockRow) {
         reservationIds.push(at.reservationId);
       }
     }
-  }
+  });
   const ops = await held.opOutcomes(opIds);
   const statuses = new Map<string, { state: HoldStateCode; version: number }>(
     [...(await held.statuses(reservationIds))].map(([id, { status, version }]) => [id, { state: HoldState[status], version }]),
@@ -445,12 +458,12 @@ async function listItems(d: ReconcileDeps): Promise<string[]> {
   return [...ids].sort();
 }
 
-async function compare(d: ReconcileDeps, items: string[]): Promise<{ drift: DriftRow[]; orphans: OrphanHold[] }> {
+async function compare(d: ReconcileDeps, items: string[], pacer?: Pacer): Promise<{ drift: DriftRow[]; orphans: OrphanHold[] }> {
   const drift: DriftRow[] = [];
   const orphans: OrphanHold[] = [];
   for (let i = 0; i < items.length; i += CHUNK) {
     const chunk = items.slice(i, i + CHUNK);
-    const [redisSide, pgSide] = await Promise.all([readRedis(d, chunk), readPostgres(d, chunk)]);
+    const [redisSide, pgSide] = await Promise.all([readRedis(d, chunk, pacer), readPostgres(d, chunk)]);
     const recorded = await findPendingIds(d.db, [...new Set(redisSide.holds.map((h) => h.reservationId))]);
     const now = Date.now();
     for (const h of redisSide.holds) {
@@ -476,10 +489,11 @@ async function redisNow(redis: RedisClient): Promise<number> {
   return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
 }
 
-async function readRedis(d: ReconcileDeps, items: string[]) {
+async function readRedis(d: ReconcileDeps, items: string[], pacer?: Pacer) {
   const figures = new Map<string, Figures>();
   const holds: { itemId: string; field: string; reservationId: string }[] = [];
   for (let i = 0; i < items.length; i += REDIS_CONCURRENCY) {
+    await pacer?.pause();
     await Promise.all(items.slice(i, i + REDIS_CONCURRENCY).map((itemId) => readItem(d, itemId, figures, holds)));
   }
   return { figures, holds };
@@ -499,8 +513,7 @@ async function readItem(
     if (reserved !== null) entry(figures, itemId, location).reserved = reserved;
   }
   // HSCAN, not HGETALL: a hot item's hash also holds its recent tombstones, and must not block Redis.
-  const stream = d.redis.hscanStream(d.keys.item(itemId).holds, { count: 1000 });
-  for await (const chunk of stream as AsyncIterable<string[]>) {
+  await scanHash(d.redis, d.keys.item(itemId).holds, (chunk) => {
     for (let i = 0; i < chunk.length; i += 2) {
       const field = chunk[i]!;
       const at = parseHoldField(field);
@@ -508,7 +521,7 @@ async function readItem(
       entry(figures, itemId, at.location).holds++;
       holds.push({ itemId, field, reservationId: at.reservationId });
     }
-  }
+  });
 }
 
 async function readPostgres(d: ReconcileDeps, items: string[]): Promise<Map<string, Figures>> {

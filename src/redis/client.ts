@@ -17,3 +17,17 @@ export const scanTargets = (redis: RedisClient): Redis[] => (isCluster(redis) ? 
  */
 export const mayHaveRun = (err: unknown): boolean =>
   !(err instanceof Error && /(Stream|Cluster) isn't (writeable|ready) and enableOfflineQueue options is false/.test(err.message));
+
+/**
+ * Walks a hash with HSCAN, handing each page's flat [field, value, …] list to `page`. A loop of calls rather than
+ * ioredis' hscanStream: reconciliation reads every item's holds, most of them one page, and a stream (with its async
+ * iterator) per item made up most of what a pass allocated.
+ */
+export async function scanHash(redis: RedisClient, key: string, page: (entries: string[]) => void): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, entries] = await redis.hscan(key, cursor, 'COUNT', 1000);
+    page(entries);
+    cursor = next;
+  } while (cursor !== '0');
+}

@@ -208,6 +208,25 @@ describe('npm run bench:batch-cost (smoke)', () => {
   });
 });
 
+describe('npm run bench:reconcile (smoke)', () => {
+  it('times paced and flat-out passes on a scratch database, finds no drift in its consistent seed, and drops it', () => {
+    const databases = () =>
+      spawnSync('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-Atc', "SELECT count(*) FROM pg_database WHERE datname LIKE 'irs_bench_reconcile_%'"], {
+        encoding: 'utf8',
+      }).stdout.trim();
+    const before = databases();
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'bench/reconcile.ts', '--items', '50', '--holds', '30', '--passes', '1', '--duty', '100,50'], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(run.status, run.stderr).toBe(0);
+    const report = JSON.parse(run.stdout.slice(run.stdout.lastIndexOf('\n{\n') + 1)) as { drift: number; results: { dutyPercent: number; wallMs: number; cpuMs: number }[] };
+    expect(report.drift).toBe(0);
+    expect(report.results.map((r) => r.dutyPercent)).toEqual([100, 50]);
+    expect(databases()).toBe(before);
+  });
+});
+
 describe('PostgreSQL counters of a run', () => {
   it('count the checkpoints the server starts, which a run reports beside its p99', async () => {
     const admin = new pg.Client({ connectionString: testPostgresUrl() });

@@ -465,6 +465,28 @@ describe('the fenced correction holds PostgreSQL’s stock row', () => {
 });
 
 describe('the periodic reconciler', () => {
+  it('spreads its pass at RECONCILE_DUTY_PERCENT, and stopping the node cuts a pass short', async () => {
+    const own = await startTestApp({ RECONCILE_INTERVAL_MS: 100, RECONCILE_DUTY_PERCENT: 1 });
+    try {
+      await own.app.reconciler.stop(); // started with the app: it starts again once every item is stocked
+      for (let i = 0; i < 10; i++) await Promise.all(Array.from({ length: 20 }, () => stock(own, newItem(), 1)));
+      // The same comparison flat out, for scale.
+      const started = performance.now();
+      expect((await reconcile(own.app.runtime.reconcileDeps, dryRun)).checkedItems).toBe(200);
+      const flatOut = performance.now() - started;
+      own.app.reconciler.start();
+      // Asleep 99 times as long as it works, the periodic pass is still comparing well after ten flat-out passes
+      // would have ended: the item count it reports when done is not in yet.
+      await new Promise((r) => setTimeout(r, 200 + 10 * flatOut));
+      const itemsCompared = async () => (await own.app.metrics.reconcileItems.get()).values[0]?.value ?? 0;
+      expect(await itemsCompared()).toBe(0);
+      await own.app.reconciler.stop();
+      expect(await itemsCompared()).toBe(0); // abandoned mid-read, not waited out
+    } finally {
+      await own.close();
+    }
+  });
+
   it('heals an increase whose process died between its record and its apply, by itself', async () => {
     const own = await startTestApp({ RECONCILE_INTERVAL_MS: 200 });
     try {
