@@ -72,6 +72,14 @@ describe("what Node's parser refuses is a problem+json, and the connection is cl
       `POST /reservations HTTP/1.1\r\n${host}${json}Idempotency-Key: k\r\nTransfer-Encoding: chunked\r\n\r\n${MARK}\r\n`,
       'malformed_request',
     ],
+    // Routes that answer without waiting for a body: the parser's verdict on the bytes that came with the head must
+    // still come first (src/http/framing.ts's async hook).
+    ['a bad chunk on a route that reads no body', `GET /docs?${MARK} HTTP/1.1\r\n${host}Transfer-Encoding: chunked\r\n\r\nzz\r\n`, 'malformed_request'],
+    [
+      'an unknown Transfer-Encoding on a route that reads no body',
+      `POST /reservations/0190c8a0-0000-7000-8000-000000000000/release?${MARK} HTTP/1.1\r\n${host}Transfer-Encoding: ${MARK}\r\n\r\n`,
+      'malformed_request',
+    ],
     ['a request line without a version', `POST /reservations?${MARK}\r\n${host}${json}Content-Length: 2\r\n\r\n{}`, 'malformed_request'],
     ['an HTTP/1.1 request without Host', `GET /health/live?${MARK} HTTP/1.1\r\n\r\n`, 'malformed_request'],
     ['two Host headers', `GET /health/live?${MARK} HTTP/1.1\r\n${host}Host: u\r\n\r\n`, 'malformed_request'],
