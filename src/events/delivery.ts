@@ -5,7 +5,7 @@ import { LEASE_RENEW_MS, LEASE_TTL_MS } from '../jobs/node-lease.js';
 import type { Metrics } from '../metrics.js';
 import type { Keys } from '../redis/keys.js';
 import { Pruner, PRUNER_DEFAULTS } from './pruner.js';
-import { RelayLease } from './relay-lease.js';
+import { Lease } from '../redis/lease.js';
 import { Relay, RELAY_DEFAULTS } from './relay.js';
 import { transportNames, type TransportSettings } from './settings.js';
 import { KafkaTransport } from './transports/kafka.js';
@@ -33,7 +33,7 @@ export function createTransports(settings: TransportSettings): Transport[] {
 
 /** A relay with its own lease for `transport` (the lease key: `<prefix>relay:<transport name>`). */
 export function createRelay(d: DeliveryDeps, transport: Transport, source: string): Relay {
-  const lease = new RelayLease(d.redis, d.keys.relayLease(transport.name), d.nodeId, LEASE_TTL_MS);
+  const lease = new Lease(d.redis, d.keys.relayLease(transport.name), d.nodeId, LEASE_TTL_MS);
   return new Relay(d, transport, lease, { source, ...RELAY_DEFAULTS, leaseRenewMs: LEASE_RENEW_MS });
 }
 

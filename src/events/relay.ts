@@ -2,10 +2,10 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { FastifyBaseLogger as Logger } from 'fastify';
 import type pg from 'pg';
 import type { Metrics } from '../metrics.js';
+import type { Lease } from '../redis/lease.js';
 import { advanceCursor, readCursor } from '../store/event-cursors.js';
 import { eventsAfter, type SealedEvent } from '../store/events.js';
 import { toCloudEvent } from './envelope.js';
-import type { RelayLease } from './relay-lease.js';
 import type { Transport } from './transports/transport.js';
 
 export interface Backoff {
@@ -50,7 +50,7 @@ const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
 /**
  * Delivers the committed events to one transport, in position order, at least once (api.md "Events"; the design:
  * architecture.md "Events: a transactional outbox"). Every node runs one per transport; the one holding the
- * transport's lease (RelayLease) is active, the others stand by and take over when it lapses or is given up.
+ * transport's lease (src/redis/lease.ts) is active, the others stand by and take over when it lapses or is given up.
  *
  * The active relay reads sealed events after its cursor (`event_cursors`, in PostgreSQL: a restart, or another
  * node, resumes where it stopped), hands them to the transport, and moves the cursor past the events delivered
@@ -75,7 +75,7 @@ export class Relay {
   constructor(
     private readonly d: { db: pg.Pool; metrics: Metrics; log: Logger },
     readonly transport: Transport,
-    readonly lease: RelayLease,
+    readonly lease: Lease,
     private readonly options: RelayOptions,
   ) {}
 

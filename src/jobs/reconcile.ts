@@ -11,6 +11,7 @@ import { findPendingIds, sumLiveHolds } from '../store/reservations.js';
 import { findStock, findStockedItemIds } from '../store/stock.js';
 import { LEASE_TTL_MS, type NodeLease } from './node-lease.js';
 import { onEveryGroup } from '../redis/groups.js';
+import { Lease } from '../redis/lease.js';
 import { Pacer } from './pacer.js';
 import type { Recovery } from './recovery.js';
 
@@ -108,11 +109,18 @@ export class Reconciler {
   private running: Promise<unknown> | null = null;
   /** Cuts a paced pass's sleep short when the node stops. */
   private stopping = new AbortController();
+  /**
+   * One pass at a time across the nodes. Taken for an interval, renewed while a pass lasts (a paced pass over a
+   * large catalog outlasts the interval), and left to lapse after it: the next pass is an interval away.
+   */
+  private readonly lease: Lease;
 
   constructor(
     private readonly d: ReconcileDeps,
-    private readonly options: { intervalMs: number; orphanAfterMs: number; dutyPercent: number },
-  ) {}
+    private readonly options: { intervalMs: number; orphanAfterMs: number; dutyPercent: number; nodeId: string },
+  ) {
+    this.lease = new Lease(d.redis, d.keys.reconcileLock, options.nodeId, options.intervalMs);
+  }
 
   start(): void {
     if (this.options.intervalMs <= 0 || this.timer) return;
@@ -132,8 +140,9 @@ export class Reconciler {
 
   private async tick(): Promise<void> {
     try {
-      if ((await this.d.redis.set(this.d.keys.reconcileLock, '1', 'PX', this.options.intervalMs, 'NX')) !== 'OK') return;
+      if (!(await this.lease.renew())) return;
       const started = performance.now();
+      const renewing = setInterval(() => void this.lease.renew(), this.options.intervalMs / 3);
       const report = await reconcile(this.d, {
         heal: true,
         dropOrphans: true,
@@ -142,7 +151,7 @@ export class Reconciler {
         settleMs: 1000,
         // A pass reads every item: unpaced, it took a whole core for seconds each interval (bench/README.md).
         pacer: new Pacer(this.options.dutyPercent, this.stopping.signal),
-      });
+      }).finally(() => clearInterval(renewing));
       this.d.metrics.reconcileItems.set(report.checkedItems);
       this.d.metrics.reconcilePassSeconds.set((performance.now() - started) / 1000);
       if (report.drift.length > 0 || report.orphanHolds.length > 0 || report.strandedIntents.length > 0) {

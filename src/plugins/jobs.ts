@@ -45,6 +45,7 @@ export const jobsPlugin = fp<{ config: Config }>(
       intervalMs: config.RECONCILE_INTERVAL_MS,
       orphanAfterMs: config.ORPHAN_HOLD_AFTER_MS,
       dutyPercent: config.RECONCILE_DUTY_PERCENT,
+      nodeId: lease.nodeId,
     });
     const eventSealer = new EventSealer({ db, log }, { intervalMs: config.EVENTS_SEAL_INTERVAL_MS });
     const eventDelivery = new EventDelivery(

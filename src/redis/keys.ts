@@ -77,7 +77,7 @@ export class Keys {
     return `${this.prefix}rebuild-lock`;
   }
 
-  /** Held by the node running the periodic reconciliation. */
+  /** string: the lease of the node running the periodic reconciliation (src/redis/lease.ts), its owner's token. */
   get reconcileLock(): string {
     return `${this.prefix}reconcile-lock`;
   }
@@ -91,7 +91,7 @@ export class Keys {
   }
 
   /**
-   * string: the lease of the one node relaying events to `transport` (src/events/relay-lease.ts), holding its
+   * string: the lease of the one node relaying events to `transport` (src/redis/lease.ts), holding its
    * owner's token.
    */
   relayLease(transport: string): string {

@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { backoffMs } from '../../src/events/relay.js';
 import { Pruner } from '../../src/events/pruner.js';
-import { RelayLease } from '../../src/events/relay-lease.js';
+import { Lease } from '../../src/redis/lease.js';
 import { createMetrics } from '../../src/metrics.js';
 import { appendEvents } from '../helpers/events.js';
 import { mulberry32 } from '../helpers/random.js';
@@ -201,8 +201,8 @@ describe('the relay lease', () => {
   it('is taken when free, renewed and given up by its owner only, and lapses when no longer renewed', async () => {
     const { redis } = env.relays;
     const key = env.relays.keys.relayLease('lease-test');
-    const a = new RelayLease(redis, key, 'aaaaaaaaaaaa', 300);
-    const b = new RelayLease(redis, key, 'bbbbbbbbbbbb', 300);
+    const a = new Lease(redis, key, 'aaaaaaaaaaaa', 300);
+    const b = new Lease(redis, key, 'bbbbbbbbbbbb', 300);
     expect(await a.renew()).toBe(true);
     expect(a.held).toBe(true);
     expect(await b.renew()).toBe(false);

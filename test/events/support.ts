@@ -4,7 +4,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll } from 'vitest';
 import type { CloudEvent } from '../../src/events/envelope.js';
-import { RelayLease } from '../../src/events/relay-lease.js';
+import { Lease } from '../../src/redis/lease.js';
 import { Relay, type RelayOptions } from '../../src/events/relay.js';
 import { deliverBySubject, type Delivery, type Transport } from '../../src/events/transports/transport.js';
 import { createMetrics, type Metrics } from '../../src/metrics.js';
@@ -135,7 +135,7 @@ export function testRelays(db: pg.Pool): TestRelays {
         r.on('error', () => {});
         clients.push(r);
       }
-      const lease = new RelayLease(r, keys.relayLease(transport.name), randomUUID().slice(0, 12), leaseTtlMs);
+      const lease = new Lease(r, keys.relayLease(transport.name), randomUUID().slice(0, 12), leaseTtlMs);
       const relay = new Relay({ db, metrics: m, log: silentLog }, transport, lease, {
         source: '/test',
         ...FAST,

@@ -1,7 +1,8 @@
 --[[
-  lease: takes, renews or gives up a lease one owner at a time holds under one key (the event relays': one active
-  relay per transport across the nodes, src/events/relay-lease.ts). Only its owner renews or gives it up, so an owner
-  whose lease lapsed and was taken by another cannot take it back by renewing.
+  lease: takes, renews or gives up a lease one owner at a time holds under one key (src/redis/lease.ts: the event
+  relays', one active relay per transport across the nodes, and the reconciler's, one pass at a time). Only its
+  owner renews or gives it up, so an owner whose lease lapsed and was taken by another cannot take it back by
+  renewing.
 
   KEYS[1]  the lease key
   ARGV[1]  the owner's token

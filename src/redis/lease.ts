@@ -1,21 +1,21 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import type { RedisClient } from '../redis/client.js';
-import { defineScripts } from '../redis/scripts.js';
-import { ScriptStatus } from '../redis/status.js';
+import type { RedisClient } from './client.js';
+import { defineScripts } from './scripts.js';
+import { ScriptStatus } from './status.js';
 
 /**
- * The lease that makes one node at a time the active relay of a transport (every node runs every relay; the
- * others stand by): a Redis key holding its owner's token with a TTL (src/redis/lua/lease.lua), taken when free,
- * renewed by its owner only, given up on close so a standby takes over at once, and lapsing on its own when its
- * owner dies.
+ * A lease one node at a time holds: a Redis key holding its owner's token with a TTL (src/redis/lua/lease.lua),
+ * taken when free, renewed by its owner only, lapsing on its own when its owner dies. It makes one node the active
+ * relay of a transport (the others stand by; given up on close so a standby takes over at once), and one node at
+ * a time run a reconciliation pass (kept while the pass lasts).
  *
  * The owner counts the lease as held until the TTL measured from before its last successful renewal was sent, on
  * its own monotonic clock: it stops before Redis lets another node take over (unless its clock runs slow or it
  * stalls mid-send). Two relays active for a moment cost duplicates, never a loss or a reordering: each delivers
- * in order from the cursor, which only moves forward.
+ * in order from the cursor, which only moves forward; two reconciliation passes cost only the work.
  */
-export class RelayLease {
+export class Lease {
   private heldUntil = 0;
   private readonly run: ReturnType<typeof defineScripts>;
   /** Distinguishes this lease from another of the same process (a second relay instance in a test). */
