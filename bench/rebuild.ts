@@ -4,16 +4,11 @@
  * Seeds its own database and Redis key prefix, times `recovery.ensure()` after the state is wiped, prints the
  * median, and checks the rebuilt Redis against PostgreSQL with a reconciliation dry run.
  */
-import { randomBytes } from 'node:crypto';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
-import { pino } from 'pino';
-import { buildApp } from '../src/app.js';
 import { HELP, integerFlag, parseCommandLine } from '../src/cli/args.js';
-import { loadConfig } from '../src/config.js';
 import { reconcile } from '../src/jobs/reconcile.js';
-import { ensureDatabase, migrate } from '../src/store/database.js';
+import { scratchNode } from './scratch-node.js';
 
 const usage = `npm run bench:rebuild -- [--items N] [--holds N] [--passes N]
 
@@ -34,14 +29,8 @@ const items = integerFlag('items', values.items, 100_000);
 const holds = integerFlag('holds', values.holds, 100_000, 0);
 const passes = integerFlag('passes', values.passes, 3);
 
-const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const target = new URL(adminUrl);
-target.pathname = `/irs_bench_rebuild_${randomBytes(3).toString('hex')}`;
-const databaseUrl = target.toString();
-await ensureDatabase(databaseUrl);
-await migrate(databaseUrl, pino({ level: 'silent' }));
-const seed = new pg.Client({ connectionString: databaseUrl });
-await seed.connect();
+const node = await scratchNode('rebuild');
+const { seed } = node;
 console.log(`seeding ${items} items and ${holds} live holds…`);
 await seed.query(
   `INSERT INTO stock (item_id, location, on_hand, reserved)
@@ -62,16 +51,7 @@ await seed.query(
      SELECT item_id, count(*) AS n FROM reservation_lines GROUP BY item_id) h WHERE s.item_id = h.item_id`,
 );
 
-const config = loadConfig({
-  ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
-  DATABASE_URL: databaseUrl,
-  REDIS_KEY_PREFIX: `bench-rebuild-${randomBytes(3).toString('hex')}:`,
-  LOG_LEVEL: 'warn',
-  RECONCILE_INTERVAL_MS: '0',
-  SWEEPER_INTERVAL_MS: '60000',
-});
-const app = await buildApp(config);
-await app.ready();
+const app = await node.start();
 const { redis, keys, recovery } = app.runtime;
 const seconds: number[] = [];
 try {
@@ -106,13 +86,5 @@ try {
   );
   if (report.drift.length > 0) process.exitCode = 1;
 } finally {
-  const stream = redis.scanStream({ match: `${keys.prefix}*`, count: 1000 });
-  for await (const batch of stream as AsyncIterable<string[]>) if (batch.length) await redis.unlink(...batch);
-  await app.close();
-  await seed.query('SELECT 1');
-  await seed.end();
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(new URL(databaseUrl).pathname.slice(1))} WITH (FORCE)`);
-  await admin.end();
+  await node.close();
 }

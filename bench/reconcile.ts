@@ -6,19 +6,14 @@
  * time, the node's CPU, what it allocated, and the event loop's delay meanwhile (what a request arriving then waits
  * before it is even read). Exit 0: no drift found; 1: drift (the seed is consistent: a bug); 2: a bad flag.
  */
-import { randomBytes } from 'node:crypto';
 import { cpus } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
-import { pino } from 'pino';
-import { buildApp } from '../src/app.js';
 import { HELP, integerFlag, parseCommandLine, usageError } from '../src/cli/args.js';
-import { loadConfig } from '../src/config.js';
 import { Pacer } from '../src/jobs/pacer.js';
 import { reconcile } from '../src/jobs/reconcile.js';
-import { ensureDatabase, migrate } from '../src/store/database.js';
 import { AllocationCounter } from './allocations.js';
+import { scratchNode } from './scratch-node.js';
 import { median, round } from './stats.js';
 
 const usage = `npm run bench:reconcile -- [--items N] [--holds N] [--passes N] [--duty LIST]
@@ -42,14 +37,8 @@ const passes = integerFlag('passes', values.passes, 3);
 const duties = (values.duty ?? '100,25').split(',').map(Number);
 if (duties.some((d) => !Number.isInteger(d) || d < 1 || d > 100)) usageError(`--duty ${values.duty}: whole percents, 1 to 100`);
 
-const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const target = new URL(adminUrl);
-target.pathname = `/irs_bench_reconcile_${randomBytes(3).toString('hex')}`;
-const databaseUrl = target.toString();
-await ensureDatabase(databaseUrl);
-await migrate(databaseUrl, pino({ level: 'silent' }));
-const seed = new pg.Client({ connectionString: databaseUrl });
-await seed.connect();
+const node = await scratchNode('reconcile');
+const { seed } = node;
 console.log(`seeding ${items} items and ${holds} live holds on one of them…`);
 await seed.query(`INSERT INTO stock (item_id, location, on_hand, reserved) SELECT 'sku-' || i, 'default', 1000000, 0 FROM generate_series(1, $1) i`, [items]);
 await seed.query(
@@ -62,17 +51,8 @@ await seed.query(
 );
 await seed.query(`UPDATE stock SET reserved = $1 WHERE item_id = 'sku-1'`, [holds]);
 
-const config = loadConfig({
-  ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
-  DATABASE_URL: databaseUrl,
-  REDIS_KEY_PREFIX: `bench-reconcile-${randomBytes(3).toString('hex')}:`,
-  LOG_LEVEL: 'warn',
-  RECONCILE_INTERVAL_MS: '0',
-  SWEEPER_INTERVAL_MS: '60000',
-});
-const app = await buildApp(config);
-await app.ready();
-const { redis, keys, recovery } = app.runtime;
+const app = await node.start();
+const { recovery } = app.runtime;
 let drift = 0;
 try {
   await recovery.ensure(); // Redis built from the seed
@@ -119,12 +99,5 @@ try {
   console.log(JSON.stringify({ items, holds, passes, results, drift, machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version } }, null, 2));
   if (drift > 0) process.exitCode = 1;
 } finally {
-  const stream = redis.scanStream({ match: `${keys.prefix}*`, count: 1000 });
-  for await (const batch of stream as AsyncIterable<string[]>) if (batch.length) await redis.unlink(...batch);
-  await app.close();
-  await seed.end();
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(target.pathname.slice(1))} WITH (FORCE)`);
-  await admin.end();
+  await node.close();
 }

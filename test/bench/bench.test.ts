@@ -188,12 +188,15 @@ describe("the bench's outbox check", () => {
   });
 });
 
+/** How many databases of the local PostgreSQL match `pattern` (a bench tool's scratch databases: none left after it). */
+const scratchDatabases = (pattern: string): string =>
+  spawnSync('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-Atc', `SELECT count(*) FROM pg_database WHERE datname LIKE '${pattern}'`], {
+    encoding: 'utf8',
+  }).stdout.trim();
+
 describe('npm run bench:batch-cost (smoke)', () => {
   it('records batches of each size on a scratch database, prints their cost per batch and the fit, and drops it', () => {
-    const databases = () =>
-      spawnSync('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-Atc', "SELECT count(*) FROM pg_database WHERE datname LIKE 'irs_bench_batch_cost_%'"], {
-        encoding: 'utf8',
-      }).stdout.trim();
+    const databases = () => scratchDatabases('irs_bench_batch_cost_%');
     const before = databases();
     const run = spawnSync(process.execPath, ['--import', 'tsx', 'bench/batch-cost.ts', '--sizes', '1,2', '--repeat', '1', '--operations', '1'], {
       encoding: 'utf8',
@@ -210,10 +213,7 @@ describe('npm run bench:batch-cost (smoke)', () => {
 
 describe('npm run bench:reconcile (smoke)', () => {
   it('times paced and flat-out passes on a scratch database, finds no drift in its consistent seed, and drops it', () => {
-    const databases = () =>
-      spawnSync('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-Atc', "SELECT count(*) FROM pg_database WHERE datname LIKE 'irs_bench_reconcile_%'"], {
-        encoding: 'utf8',
-      }).stdout.trim();
+    const databases = () => scratchDatabases('irs_bench_reconcile_%');
     const before = databases();
     const run = spawnSync(process.execPath, ['--import', 'tsx', 'bench/reconcile.ts', '--items', '50', '--holds', '30', '--passes', '1', '--duty', '100,50'], {
       encoding: 'utf8',
