@@ -89,6 +89,7 @@ export const httpPlugin = fp<{ config: Config }>(
     });
     // The per-request hooks take a callback rather than being async: none of them waits for anything, and an async
     // hook costs every request a promise and a turn of the microtask queue. A hook that answers does not call `done`.
+    // The framing hook is the exception, async for a reason of its own (src/http/framing.ts).
     app.addHook('onRequest', (_request, reply, done) => {
       if (closing) sendProblem(reply, 'unavailable', 'this node is shutting down; retry');
       else done();
