@@ -11,6 +11,7 @@ import { pino } from 'pino';
 import { buildApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { ensureDatabase, migrate } from '../src/store/database.js';
+import { removePrefix } from './redis.js';
 
 export interface ScratchNode {
   /** A connection of its own to the scratch database, to seed it. */
@@ -48,9 +49,7 @@ export async function scratchNode(label: string): Promise<ScratchNode> {
     },
     async close() {
       if (app) {
-        const { redis, keys } = app.runtime;
-        const stream = redis.scanStream({ match: `${keys.prefix}*`, count: 1000 });
-        for await (const batch of stream as AsyncIterable<string[]>) if (batch.length) await redis.unlink(...batch);
+        await removePrefix(app.runtime.redis, app.runtime.keys.prefix);
         await app.close();
       }
       await seed.end();
