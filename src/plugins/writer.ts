@@ -2,7 +2,7 @@ import fp from 'fastify-plugin';
 import type { Config } from '../config.js';
 import { createPool } from '../store/database.js';
 import { sessionName } from '../store/nodes.js';
-import { BatchWriter } from '../store/writer.js';
+import { BatchWriter, readSessionsOnConnect } from '../store/writer.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -24,6 +24,7 @@ export const writerPlugin = fp<{ config: Config; nodeId: string; appendEvents?: 
       applicationName: sessionName(nodeId),
       groupCommit: true,
     });
+    readSessionsOnConnect(pool);
     const writer = new BatchWriter(pool, app.metrics, {
       maxBatch: config.WRITER_MAX_BATCH,
       concurrency: config.WRITER_CONCURRENCY,

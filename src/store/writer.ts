@@ -298,10 +298,17 @@ export class BatchWriter {
     const generation = ops.reduce((max, op) => (BigInt(op.generation) > BigInt(max) ? op.generation : max), ops[0]!.generation);
     const batchId = newId();
     let client: pg.PoolClient;
+    let session: Session;
     try {
       client = await checkOut(this.pool);
     } catch (err) {
       throw new RecordError(false, err);
+    }
+    try {
+      session = await sessionOf(client);
+    } catch (err) {
+      client.release(err as Error);
+      throw new RecordError(false, err); // the batch was not sent
     }
     let broken: Error | undefined;
     // Before the statement can start: its `write_batches` row is younger than anything measured from here.
@@ -322,7 +329,7 @@ export class BatchWriter {
       // An ERROR aborts the statement's transaction: nothing committed. Anything else (the connection died, a
       // timeout, a FATAL) may have struck before or after the commit: look the batch up.
       if ((err as { severity?: string }).severity === 'ERROR') throw new RecordError(false, err);
-      throw new LostAnswer(err, processIdOf(client), batchId, ops, generation, fateDeadline);
+      throw new LostAnswer(err, session, batchId, ops, generation, fateDeadline);
     } finally {
       // After any error the connection may be dead or mid-statement: destroy it rather than reuse it.
       client.release(broken);
@@ -339,17 +346,19 @@ export class BatchWriter {
    * never `false`, which would undo a committed change.
    */
   private async lookUp(lost: LostAnswer): Promise<Outcome | false | 'unknown'> {
-    const { processId, batchId } = lost;
-    if (processId === null || performance.now() >= lost.fateDeadline) return 'unknown';
+    const { session, batchId } = lost;
+    if (performance.now() >= lost.fateDeadline) return 'unknown';
     try {
-      // Linux hands out process ids in sequence, so within minutes this id still names the batch's backend.
+      // The backend is named by its start time too: once it has exited, its process id may be another session's
+      // (Linux reuses them within minutes on a busy host), and that session must not be ended.
       const { rows: gone } = await this.pool.query<{ gone: boolean }>(
-        'SELECT coalesce((SELECT pg_terminate_backend(pid, $2) FROM pg_stat_activity WHERE pid = $1), true) AS gone',
-        [processId, TERMINATE_WAIT_MS],
+        `SELECT coalesce((SELECT pg_terminate_backend(pid, $3) FROM pg_stat_activity
+                          WHERE pid = $1 AND backend_start = $2::timestamptz), true) AS gone`,
+        [session.pid, session.started, TERMINATE_WAIT_MS],
       );
       // False also when the backend exited on its own between the lookup and the signal (its client was closed):
       // then it is gone too. pg_stat_activity is read once per transaction, so that is asked in a statement of its own.
-      if (!gone[0]?.gone && !(await this.backendGone(processId))) return 'unknown';
+      if (!gone[0]?.gone && !(await this.backendGone(session))) return 'unknown';
       const { rows } = await this.pool.query<Outcome>(
         'SELECT fenced_in, created::text[], moved::text[], stocked::text[] FROM write_batches WHERE id = $1',
         [batchId],
@@ -362,8 +371,11 @@ export class BatchWriter {
     }
   }
 
-  private async backendGone(processId: number): Promise<boolean> {
-    const { rows } = await this.pool.query<{ gone: boolean }>('SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1) AS gone', [processId]);
+  private async backendGone(session: Session): Promise<boolean> {
+    const { rows } = await this.pool.query<{ gone: boolean }>(
+      'SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2::timestamptz) AS gone',
+      [session.pid, session.started],
+    );
     return rows[0]?.gone === true;
   }
 
@@ -384,7 +396,8 @@ export class BatchWriter {
 class LostAnswer {
   constructor(
     readonly cause: unknown,
-    readonly processId: number | null,
+    /** The backend the batch was sent to. */
+    readonly session: Session,
     readonly batchId: string,
     readonly ops: RecordOp[],
     readonly generation: string,
@@ -408,6 +421,34 @@ export const FATE_DEADLINE_MS = 10 * 60_000;
  */
 export const batchRetentionMs = (fateDeadlineMs: number): number => Math.ceil(fateDeadlineMs * 1.5);
 
-/** pg keeps the backend's process id (from BackendKeyData) on the client; its typings do not declare it. */
-const processIdOf = (client: pg.PoolClient) => (client as unknown as { processID: number | null }).processID;
+/** A PostgreSQL backend, exactly: its process id, and its start time as PostgreSQL prints it. */
+interface Session {
+  pid: number;
+  started: string;
+}
 
+/** The backend of each writer connection, read once per connection (the pool reuses the client objects). */
+const sessions = new WeakMap<pg.ClientBase, Promise<Session>>();
+
+function sessionOf(client: pg.ClientBase): Promise<Session> {
+  let session = sessions.get(client);
+  if (!session) {
+    session = client
+      .query<Session>('SELECT pid, backend_start::text AS started FROM pg_stat_activity WHERE pid = pg_backend_pid()')
+      .then(({ rows }) => {
+        if (!rows[0]) throw new Error("PostgreSQL did not show the session's own backend");
+        return rows[0];
+      });
+    sessions.set(client, session);
+  }
+  return session;
+}
+
+/**
+ * Has each new connection of the writer's pool read its backend as it opens, ahead of anything sent on it, so that
+ * its first batch goes out at once. (Without it, `commit` reads it before that batch.)
+ */
+export function readSessionsOnConnect(pool: pg.Pool): void {
+  // A failure stays in the map: the batch that awaits it fails as not sent, and its connection is destroyed.
+  pool.on('connect', (client) => void sessionOf(client).catch(() => {}));
+}

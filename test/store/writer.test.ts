@@ -450,6 +450,40 @@ describe('BatchWriter (group commit)', () => {
     expect(await writer.submit(stockOp(item, 7))).toBe('recorded');
   });
 
+  it("never ends another session that has taken the lost batch's process id", async () => {
+    // Once the lost batch's backend has exited, Linux may give its process id to a new backend (another node's, a
+    // tool's). Played here by showing the writer a bystander's process id for its connection's backend.
+    const bystander = new pg.Client({ connectionString: database.url });
+    bystander.on('error', () => {}); // ended by the bug this test guards against: then the assertions below say so
+    await bystander.connect();
+    try {
+      const pid = (bystander as unknown as { processID: number }).processID;
+      const lossy = lossyPool('after');
+      const reused = {
+        connect: async () => {
+          const client = await lossy.connect();
+          (client as unknown as { processID: number }).processID = pid;
+          const query = client.query.bind(client) as (...args: unknown[]) => Promise<{ rows: { pid?: number }[] }>;
+          (client as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = async (...args: unknown[]) => {
+            const result = await query(...args);
+            for (const row of result.rows) if (row.pid !== undefined) row.pid = pid;
+            return result;
+          };
+          return client;
+        },
+        query: (...args: unknown[]) => (lossy.query as (...a: unknown[]) => Promise<unknown>)(...args),
+      } as unknown as pg.Pool;
+      const writer = new BatchWriter(reused, createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
+      const item = `reused-pid-${randomUUID()}`;
+      expect(await writer.submit(stockOp(item, 7))).toBe('recorded');
+      expect(await stockRow(item)).toEqual({ on_hand: 7, reserved: 0 });
+      expect(await backendAlive(pool, pid)).toBe(true);
+      expect((await bystander.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await bystander.end().catch(() => {});
+    }
+  });
+
   it('fails, as not committed, a batch whose connection was lost before it ran', async () => {
     const writer = new BatchWriter(lossyPool('before'), createMetrics(), { maxBatch: 10, concurrency: 1, fateWaitMs: 0 });
     const item = `lost-early-${randomUUID()}`;
