@@ -843,12 +843,9 @@ export class Decisions {
         this.retentionMs,
         itemId,
         facts.safetyStock,
-        facts.ops.size,
-        ...[...facts.ops].flat(),
-        facts.statuses.size,
-        ...[...facts.statuses].flatMap(([id, { state, version }]) => [id, state, version]),
-        facts.liveHolds.length,
-        ...facts.liveHolds.flatMap((h) => [h.reservationId, h.quantity, h.expiresAtMs, h.version]),
+        JSON.stringify(Object.fromEntries(facts.ops)),
+        JSON.stringify([...facts.statuses].map(([id, { state, version }]) => [id, state, version])),
+        JSON.stringify(facts.liveHolds.map((h) => [h.reservationId, h.quantity, h.expiresAtMs, h.version])),
       ],
     );
     if (reply[0] === S.STALE) return { kind: 'stale' };

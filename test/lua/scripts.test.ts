@@ -7,7 +7,7 @@ import { createMetrics } from '../../src/metrics.js';
 import { Decisions } from '../../src/redis/decisions.js';
 import { Keys } from '../../src/redis/keys.js';
 import { holdField, luaLayout, parseHold, recordPrefix, recordSuffix } from '../../src/redis/layout.js';
-import { scriptNames, scriptSource } from '../../src/redis/scripts.js';
+import { defineScripts, MAX_SCRIPT_ARGUMENTS, scriptNames, scriptSource } from '../../src/redis/scripts.js';
 import { HoldState, ScriptStatus } from '../../src/redis/status.js';
 import { testRedisUrl } from '../helpers/servers.js';
 
@@ -54,6 +54,24 @@ describe('Lua scripts', () => {
   it.each(scriptNames)('%s compiles in Redis', async (name) => {
     const sha = await redis.script('LOAD', scriptSource(name));
     expect(sha).toMatch(/^[0-9a-f]{40}$/);
+  });
+});
+
+describe('a script call of too many arguments', () => {
+  // On an auto-pipelining client, as the service's (src/plugins/redis.ts).
+  const redis = new Redis(testRedisUrl(), { enableAutoPipelining: true, keyPrefix: `irs-test-args-${randomUUID()}:` });
+  afterAll(() => redis.quit());
+
+  it('is refused before anything is queued: the replies of the calls beside it stay with their callers', async () => {
+    const run = defineScripts(redis);
+    const key = 'k';
+    const args = Array.from({ length: 60_000 }, (_, i) => i); // ioredis overflows its stack on this many
+    const before = redis.set(key, 'v');
+    const tooMany = run('generation', [key], args);
+    const after = [redis.get(key), redis.get(key), redis.del(key)];
+    await expect(tooMany).rejects.toThrow(`more than ${MAX_SCRIPT_ARGUMENTS}`);
+    expect(await before).toBe('OK');
+    expect(await Promise.all(after)).toEqual(['v', 'v', 1]);
   });
 });
 

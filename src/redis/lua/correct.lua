@@ -28,11 +28,13 @@
   ARGV[4]    tombstone retention, ms
   ARGV[5]    the item id
   ARGV[6]    PostgreSQL's safety stock there
-  ARGV[7]    count of op facts, then per op: op id, "recorded" or "void" (ops PostgreSQL has no row for: none)
-  then       count of reservation facts, then per reservation: id, its PostgreSQL status as a hold state code, its version
-  then       count of PostgreSQL's pending unexpired holds here, then per hold: reservation id, quantity, expiry ms,
-             its reservation's version
+  ARGV[7]    op facts, JSON: {op id: "recorded" or "void"} (ops PostgreSQL has no row for: none)
+  ARGV[8]    reservation facts, JSON: [[id, its PostgreSQL status as a hold state code, its version], ...]
+  ARGV[9]    PostgreSQL's pending unexpired holds here, JSON: [[reservation id, quantity, expiry ms, its reservation's
+             version], ...]
   A hold that takes PostgreSQL's state takes its version too; one added again has PostgreSQL's version.
+  The lists are JSON strings, not arguments of their own: a hot item has tens of thousands of holds, and a command
+  of that many arguments would overflow the client's stack (src/redis/scripts.ts).
 
   Returns
     {S.OK, generation, before onHand, reserved, pending, after onHand, reserved, pending,
@@ -53,25 +55,16 @@ local retentionMs = tonumber(ARGV[4])
 local now = nowMs()
 expireDue(stockKey, holdsKey, expKey, now, retentionMs)
 
-local at = 7
-local ops = {}
-for _ = 1, tonumber(ARGV[at]) do
-  ops[ARGV[at + 1]] = ARGV[at + 2]
-  at = at + 2
-end
-at = at + 1
+local ops = cjson.decode(ARGV[7])
 local statuses = {}
 local versions = {}
-for _ = 1, tonumber(ARGV[at]) do
-  statuses[ARGV[at + 1]] = ARGV[at + 2]
-  versions[ARGV[at + 1]] = tonumber(ARGV[at + 3])
-  at = at + 3
+for _, r in ipairs(cjson.decode(ARGV[8])) do
+  statuses[r[1]] = r[2]
+  versions[r[1]] = r[3]
 end
-at = at + 1
 local pgHolds = {}
-for n = 1, tonumber(ARGV[at]) do
-  pgHolds[n] = { id = ARGV[at + 1], qty = tonumber(ARGV[at + 2]), exp = tonumber(ARGV[at + 3]), version = tonumber(ARGV[at + 4]) }
-  at = at + 4
+for n, h in ipairs(cjson.decode(ARGV[9])) do
+  pgHolds[n] = { id = h[1], qty = h[2], exp = h[3], version = h[4] }
 end
 
 local onHandAt, reservedAt, pendingAt = onHandField(location), reservedField(location), pendingField(location)
