@@ -295,12 +295,12 @@ async function driftAmong(d: ReconcileDeps, rows: readonly DriftRow[]): Promise<
 async function findStranded(d: ReconcileDeps, items: string[], pacer?: Pacer): Promise<StrandedIntent[]> {
   const now = await redisNow(d.redis);
   const old: Omit<StrandedIntent, 'ownerAlive' | 'ledger' | 'action'>[] = [];
-  for (let i = 0; i < items.length; i += REDIS_CONCURRENCY) {
+  for (let i = 0; i < items.length; i += SURVEYED) {
     await pacer?.pause();
-    const chunk = items.slice(i, i + REDIS_CONCURRENCY);
-    const hashes = await Promise.all(chunk.map((itemId) => d.redis.hgetall(d.keys.item(itemId).intents)));
-    chunk.forEach((itemId, n) => {
-      for (const [opId, value] of Object.entries(hashes[n]!)) {
+    const chunk = items.slice(i, i + SURVEYED);
+    const surveyed = await d.decisions.survey(chunk, -1);
+    chunk.forEach((itemId) => {
+      for (const [opId, value] of surveyed.get(itemId)!.intents) {
         const intent = parseIntent(value);
         if (!intent) {
           d.log.warn({ itemId, opId, value }, 'reconcile: a stock intent not of the layout; left alone');
@@ -464,7 +464,11 @@ async function listItems(d: ReconcileDeps): Promise<string[]> {
     const stream = d.redis.sscanStream(d.keys.items, { count: 1000 });
     for await (const batch of stream as AsyncIterable<string[]>) for (const id of batch) ids.add(id);
   }
-  return [...ids].sort();
+  const sorted = [...ids].sort();
+  if (!d.keys.cluster) return sorted;
+  // A slot's items side by side, so that one survey call reads many of them (a call reads one slot's keys).
+  const groups = new Map(sorted.map((id) => [id, d.keys.groupOf(d.keys.item(id).stock)]));
+  return sorted.sort((a, b) => groups.get(a)! - groups.get(b)!);
 }
 
 async function compare(d: ReconcileDeps, items: string[], pacer?: Pacer): Promise<{ drift: DriftRow[]; orphans: OrphanHold[] }> {
@@ -490,47 +494,55 @@ async function compare(d: ReconcileDeps, items: string[], pacer?: Pacer): Promis
   return { drift, orphans };
 }
 
-/** Items read from Redis at once: enough to overlap round trips, few enough not to crowd out live traffic. */
-const REDIS_CONCURRENCY = 20;
+/** Items surveyed between two pauses of a paced pass (a survey call reads 25). */
+const SURVEYED = 100;
+/** An item with at most this many hold fields has its pending holds listed by the survey; one with more is read in steps. */
+const HOLDS_LISTED = 32;
 
 async function redisNow(redis: RedisClient): Promise<number> {
   const [seconds, micros] = (await redis.time()) as [number | string, number | string];
   return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
 }
 
+/**
+ * Redis' figures and pending holds of `items`, as a decision would see them (the survey expires due holds first).
+ * Holds are counted from their fields, by location; an item with many (a hot one's, with its tombstones) is read with
+ * HSCAN, which does not block Redis, rather than in the survey.
+ */
 async function readRedis(d: ReconcileDeps, items: string[], pacer?: Pacer) {
   const figures = new Map<string, Figures>();
   const holds: { itemId: string; field: string; reservationId: string }[] = [];
-  for (let i = 0; i < items.length; i += REDIS_CONCURRENCY) {
+  const countHold = (itemId: string, field: string) => {
+    const at = parseHoldField(field);
+    if (!at) return;
+    entry(figures, itemId, at.location).holds++;
+    holds.push({ itemId, field, reservationId: at.reservationId });
+  };
+  for (let i = 0; i < items.length; i += SURVEYED) {
     await pacer?.pause();
-    await Promise.all(items.slice(i, i + REDIS_CONCURRENCY).map((itemId) => readItem(d, itemId, figures, holds)));
+    const chunk = items.slice(i, i + SURVEYED);
+    const surveyed = await d.decisions.survey(chunk, HOLDS_LISTED);
+    const many: string[] = [];
+    for (const itemId of chunk) {
+      const { stock, pendingHolds } = surveyed.get(itemId)!;
+      for (const [location, { onHand, reserved, safety }] of stock) {
+        if (onHand !== null) entry(figures, itemId, location).onHand = onHand;
+        if (safety !== null) entry(figures, itemId, location).safetyStock = safety;
+        if (reserved !== null) entry(figures, itemId, location).reserved = reserved;
+      }
+      if (pendingHolds) for (const field of pendingHolds) countHold(itemId, field);
+      else many.push(itemId);
+    }
+    for (const itemId of many) {
+      await pacer?.pause();
+      await scanHash(d.redis, d.keys.item(itemId).holds, (chunk) => {
+        for (let n = 0; n < chunk.length; n += 2) {
+          if (parseHold(chunk[n + 1]!)?.state === HoldState.pending) countHold(itemId, chunk[n]!);
+        }
+      });
+    }
   }
   return { figures, holds };
-}
-
-async function readItem(
-  d: ReconcileDeps,
-  itemId: string,
-  figures: Map<string, Figures>,
-  holds: { itemId: string; field: string; reservationId: string }[],
-): Promise<void> {
-  // The availability script expires due holds first, so Redis is compared as a decision would see it.
-  const stock = (await d.decisions.availability(itemId)) ?? new Map();
-  for (const [location, { onHand, reserved, safety }] of stock) {
-    if (onHand !== null) entry(figures, itemId, location).onHand = onHand;
-    if (safety !== null) entry(figures, itemId, location).safetyStock = safety;
-    if (reserved !== null) entry(figures, itemId, location).reserved = reserved;
-  }
-  // HSCAN, not HGETALL: a hot item's hash also holds its recent tombstones, and must not block Redis.
-  await scanHash(d.redis, d.keys.item(itemId).holds, (chunk) => {
-    for (let i = 0; i < chunk.length; i += 2) {
-      const field = chunk[i]!;
-      const at = parseHoldField(field);
-      if (!at || parseHold(chunk[i + 1]!)?.state !== HoldState.pending) continue;
-      entry(figures, itemId, at.location).holds++;
-      holds.push({ itemId, field, reservationId: at.reservationId });
-    }
-  });
 }
 
 async function readPostgres(d: ReconcileDeps, items: string[]): Promise<Map<string, Figures>> {

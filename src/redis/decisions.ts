@@ -14,6 +14,20 @@ import { ScriptStatus as S } from './status.js';
 /** An item's stock per location, as the scripts return its stock hash (parsed through layout.ts). */
 export type ItemStock = Map<string, LocationStock>;
 
+/** What reconciliation reads of an item (`survey`). */
+export interface ItemSurvey {
+  stock: ItemStock;
+  /** Its open stock decisions: op id → intent (layout.ts). */
+  intents: Map<string, string>;
+  /** Fields in its holds hash, whatever their state. */
+  holdCount: number;
+  /** Its pending holds' fields; null where they were not listed (more than asked for: read them in steps). */
+  pendingHolds: string[] | null;
+}
+
+/** Items per survey call: a call lists up to this many items' holds, and must stay short for Redis. */
+const SURVEY_ITEMS = 25;
+
 export type ReserveDecision =
   | { kind: 'held'; generation: string; nowMs: number; lines: Line[] }
   | { kind: 'idempotent'; record: string }
@@ -792,6 +806,47 @@ export class Decisions {
     return reply[0] === S.OK ? parseStock(reply[2] as string[]) : null;
   }
 
+  /**
+   * Reconciliation's look at many items at once (survey.lua): each one's stock, open stock decisions, count of
+   * hold fields and, where that count is at most `listHolds`, its pending holds' fields (-1: the intents alone).
+   * One call per SURVEY_ITEMS items of a slot group, always on the master: it expires due holds first, as a
+   * decision would.
+   */
+  async survey(itemIds: readonly string[], listHolds: number): Promise<Map<string, ItemSurvey>> {
+    const byGroup = new Map<number, string[]>();
+    for (const id of itemIds) {
+      const group = this.itemGroup(id);
+      const ids = byGroup.get(group);
+      if (ids) ids.push(id);
+      else byGroup.set(group, [id]);
+    }
+    const surveyed = new Map<string, ItemSurvey>();
+    const calls: Promise<void>[] = [];
+    for (const [group, ids] of byGroup) {
+      for (let i = 0; i < ids.length; i += SURVEY_ITEMS) {
+        const chunk = ids.slice(i, i + SURVEY_ITEMS);
+        const keys = [this.keys.markerOf(group)];
+        for (const id of chunk) {
+          const k = this.keys.item(id);
+          keys.push(k.stock, k.holds, k.exp, k.intents);
+        }
+        const call = this.call('survey', keys, [this.retentionMs, listHolds]).then((reply) => {
+          (reply[2] as [string[], string[], number, string[]][]).forEach(([stock, intents, holdCount, pending], n) => {
+            surveyed.set(chunk[n]!, {
+              stock: parseStock(stock),
+              intents: pairsOf(intents),
+              holdCount,
+              pendingHolds: holdCount <= listHolds ? pending : null,
+            });
+          });
+        });
+        calls.push(call);
+      }
+    }
+    await Promise.all(calls);
+    return surveyed;
+  }
+
   /** The reservation's cached header, or null (never cached, expired, or Redis lost it: ask PostgreSQL). */
   async header(id: string): Promise<(Required<ReservationHeader> & { createdMs: number; expiresMs: number }) | null> {
     let fields: Record<string, string>;
@@ -891,3 +946,10 @@ export class Decisions {
 }
 
 const rebuiltMeanwhile = () => unavailable('Redis state is being rebuilt from PostgreSQL; retry');
+
+/** A flat HGETALL reply as a map. */
+function pairsOf(flat: readonly string[]): Map<string, string> {
+  const map = new Map<string, string>();
+  for (let i = 0; i < flat.length; i += 2) map.set(flat[i]!, flat[i + 1]!);
+  return map;
+}

@@ -20,6 +20,7 @@ export const scriptNames = [
   'drop_hold',
   'forget_claim',
   'correct',
+  'survey',
   'lease',
 ] as const;
 export type ScriptName = (typeof scriptNames)[number];

@@ -250,3 +250,79 @@ describe('undo_settle', () => {
     expect(await decisions.expire(first, lines, 'inspect')).toMatchObject({ pending: 0, released: 2 });
   });
 });
+
+describe('survey (reconciliation reads many items a call)', () => {
+  const redis = new Redis(testRedisUrl(), { lazyConnect: true });
+  const keys = new Keys(`t${randomBytes(4).toString('hex')}:`);
+  const node = 'bbbbbbbbbbbb';
+  const decisions = new Decisions(redis, keys, createMetrics(), 60_000, () => {
+    throw new Error('the generation marker is set by the test');
+  });
+  afterAll(async () => {
+    const stream = redis.scanStream({ match: `${keys.prefix}*`, count: 1000 });
+    for await (const batch of stream as AsyncIterable<string[]>) if (batch.length) await redis.unlink(...batch);
+    await redis.quit();
+  });
+
+  async function stocked(onHand: number): Promise<string> {
+    await redis.set(keys.marker, '0');
+    const itemId = `survey-${randomUUID()}`;
+    const opId = randomUUID();
+    const decided = await decisions.changeStock(itemId, 'default', 'set', onHand, { opId, nodeId: node });
+    if (decided.kind !== 'changed') throw new Error(`stock: ${decided.kind}`);
+    await decisions.endStockChange(itemId, 'apply', opId, decided);
+    return itemId;
+  }
+
+  async function reserve(itemId: string, quantity: number, ttlMs = 60_000): Promise<string> {
+    const id = randomUUID();
+    const decision = await decisions.reserve({
+      reservationId: id,
+      lines: [{ itemId, location: 'default', quantity }],
+      ttlMs,
+      idempotencyKey: keys.idempotency('_', randomUUID()),
+      recordPrefix: recordPrefix('h', id),
+      recordSuffix: recordSuffix(node),
+      recordTtlMs: 60_000,
+      header: { reference: null, metadata: {}, tenant: 'default', allocation: null },
+      lease: { key: keys.node(node), ttlMs: 3_000 },
+    });
+    expect(decision.kind).toBe('held');
+    return id;
+  }
+
+  it("lists each item's stock and pending holds, after releasing the due ones; an item of many holds is only counted", async () => {
+    const few = await stocked(10);
+    const pending = await reserve(few, 2);
+    const released = await reserve(few, 1);
+    expect((await decisions.settle('release', released, [{ itemId: few, location: 'default', quantity: 1 }])).kind).toBe('settled');
+    const due = await reserve(few, 3, 1);
+    const many = await stocked(10);
+    for (let i = 0; i < 3; i++) await reserve(many, 1);
+    await new Promise((resolve) => setTimeout(resolve, 5)); // `due`'s TTL passes
+
+    const surveyed = await decisions.survey([few, many, 'never-stocked'], 3);
+    expect(surveyed.get(few)).toEqual({
+      stock: new Map([['default', expect.objectContaining({ onHand: 10, reserved: 2 })]]),
+      intents: new Map(),
+      holdCount: 3, // the pending one and two tombstones: the release's and the expiry's
+      pendingHolds: [holdField(pending, 'default')],
+    });
+    expect(await decisions.survey([many], 2)).toEqual(
+      new Map([[many, { stock: expect.any(Map), intents: new Map(), holdCount: 3, pendingHolds: null }]]),
+    );
+    expect(surveyed.get(many)!.pendingHolds).toHaveLength(3);
+    expect(surveyed.get('never-stocked')).toEqual({ stock: new Map(), intents: new Map(), holdCount: 0, pendingHolds: [] });
+  });
+
+  it('reads the open stock decisions alone when asked for no holds (-1), and many items over several calls', async () => {
+    const items = await Promise.all(Array.from({ length: 60 }, () => stocked(1)));
+    const opId = randomUUID();
+    const open = await decisions.changeStock(items[42]!, 'default', 'adjust', 5, { opId, nodeId: node });
+    expect(open.kind).toBe('changed');
+    const surveyed = await decisions.survey(items, -1);
+    expect(surveyed.size).toBe(60);
+    expect([...surveyed.get(items[42]!)!.intents.keys()]).toEqual([opId]);
+    expect(surveyed.get(items[0]!)).toEqual({ stock: new Map(), intents: new Map(), holdCount: 0, pendingHolds: null });
+  });
+});
