@@ -8,18 +8,18 @@
  * must run on this machine (the local server, as in `npm run bench`).
  */
 import { execFileSync } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
-import { pino } from 'pino';
+import type pg from 'pg';
 import { HELP, integerFlag, parseCommandLine, usageError } from '../src/cli/args.js';
 import { newId } from '../src/domain/ids.js';
 import { pendingReservation, toDocument, type ReservationRecord } from '../src/domain/reservation.js';
 import { createMetrics } from '../src/metrics.js';
-import { createPool, ensureDatabase, migrate } from '../src/store/database.js';
+import { createPool } from '../src/store/database.js';
 import { sealEvents } from '../src/store/events.js';
 import { BatchWriter, type RecordOp } from '../src/store/writer.js';
+import { scratchDatabase } from './scratch-database.js';
 import { median, round } from './stats.js';
 
 const usage = `npm run bench:batch-cost -- [--sizes LIST] [--repeat N] [--operations N]
@@ -47,10 +47,6 @@ const ITEM = 'flash-sku';
 /** Events sealed per round: a node seals every 50 ms, so about what 2,000 writes a second leave it. */
 const SEAL_ROUND = 100;
 
-const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const target = new URL(adminUrl);
-target.pathname = `/irs_bench_batch_cost_${randomBytes(3).toString('hex')}`;
-const databaseUrl = target.toString();
 const ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
 /** CPU (µs) a local backend has used, from /proc/<pid>/stat (user + system). */
@@ -103,8 +99,8 @@ const shapes = {
 };
 type Shape = keyof typeof shapes;
 
-await ensureDatabase(databaseUrl);
-await migrate(databaseUrl, pino({ level: 'silent' }));
+const database = await scratchDatabase('batch_cost');
+const databaseUrl = database.url;
 const writing = await onePool(true);
 const sealing = await onePool(false);
 const writer = new BatchWriter(writing.pool, createMetrics(), { maxBatch: 10_000, concurrency: 1, fateWaitMs: 0 });
@@ -178,8 +174,5 @@ try {
 } finally {
   await writing.pool.end();
   await sealing.pool.end();
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${target.pathname.slice(1)} WITH (FORCE)`);
-  await admin.end();
+  await database.drop();
 }

@@ -9,20 +9,19 @@
  * the flash sale's (one SKU: each batch creates `batch / 2` reservations and confirms or releases the previous
  * batch's) and the carts' (2-5 lines over 10,000 SKUs), on a database first filled with `--history` reservations.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
-import { pino } from 'pino';
 import { HELP, integerFlag, parseCommandLine } from '../src/cli/args.js';
 import { newId } from '../src/domain/ids.js';
 import { pendingReservation, toDocument, type Line, type ReservationRecord } from '../src/domain/reservation.js';
 import { createMetrics } from '../src/metrics.js';
-import { createPool, ensureDatabase, migrate } from '../src/store/database.js';
+import { createPool } from '../src/store/database.js';
 import { batchValues, RECORD_BATCH, RECORD_BATCH_WITHOUT_EVENTS } from '../src/store/batch-statement.js';
 import { SEAL, sealEvents } from '../src/store/events.js';
 import { BatchWriter, type RecordOp } from '../src/store/writer.js';
 import { mulberry32 } from '../test/helpers/random.js';
 import { median, round } from './stats.js';
+import { scratchDatabase } from './scratch-database.js';
 
 const usage = `npm run bench:outbox-wal -- [--rounds N] [--batch N] [--history N]
 
@@ -47,13 +46,8 @@ const CART_SKUS = 10_000;
 const EXPLAINS = 15;
 const GENERATION = '0';
 
-const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const target = new URL(adminUrl);
-target.pathname = `/irs_bench_outbox_wal_${randomBytes(3).toString('hex')}`;
-const databaseUrl = target.toString();
-await ensureDatabase(databaseUrl);
-await migrate(databaseUrl, pino({ level: 'silent' }));
-const pool = createPool(databaseUrl, { max: 4, queryTimeoutMs: 60_000 });
+const database = await scratchDatabase('outbox_wal');
+const pool = createPool(database.url, { max: 4, queryTimeoutMs: 60_000 });
 const metrics = createMetrics();
 const writers = {
   with: new BatchWriter(pool, metrics, { maxBatch: 10_000, concurrency: 1, fateWaitMs: 0 }),
@@ -405,8 +399,5 @@ try {
   console.log(table(['type', 'events', 'row', 'of it data (jsonb)'], rows.map((r) => [r.type, r.n, r.row, r.data])));
 } finally {
   await pool.end();
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(target.pathname.slice(1))} WITH (FORCE)`);
-  await admin.end();
+  await database.drop();
 }

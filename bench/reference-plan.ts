@@ -5,14 +5,12 @@
  * src/store/reservations.ts sends (`referenceQuery`): without the index, how long creating it takes (what
  * migrations/008 costs a deployment with that many rows), and with it.
  */
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { pino } from 'pino';
 import { HELP, integerFlag, parseCommandLine } from '../src/cli/args.js';
-import { ensureDatabase, migrate } from '../src/store/database.js';
 import { referenceQuery, type ReferenceQuery } from '../src/store/reservations.js';
+import { scratchDatabase } from './scratch-database.js';
 
 const usage = `npm run bench:reference-plan -- [--reservations N]
 
@@ -28,13 +26,8 @@ const values = parseCommandLine(usage, () => parseArgs({ options: { reservations
 const total = integerFlag('reservations', values.reservations, 1_000_000);
 const HOT = 10_000;
 
-const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const target = new URL(adminUrl);
-target.pathname = `/irs_bench_reference_${randomBytes(3).toString('hex')}`;
-const databaseUrl = target.toString();
-await ensureDatabase(databaseUrl);
-await migrate(databaseUrl, pino({ level: 'silent' }));
-const db = new pg.Client({ connectionString: databaseUrl });
+const database = await scratchDatabase('reference');
+const db = new pg.Client({ connectionString: database.url });
 await db.connect();
 
 const timed = async (what: string, sql: string, params: unknown[] = []) => {
@@ -110,8 +103,5 @@ try {
   for (const [label, q] of queries) await explain(label, q);
 } finally {
   await db.end();
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(new URL(databaseUrl).pathname.slice(1))} WITH (FORCE)`);
-  await admin.end();
+  await database.drop();
 }

@@ -1,9 +1,11 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,7 +19,7 @@ import { createMetrics } from '../../src/metrics.js';
 import { createPool, migrate } from '../../src/store/database.js';
 import { BatchWriter, type RecordOp } from '../../src/store/writer.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
-import { testPostgresUrl } from '../helpers/servers.js';
+import { testPostgresUrl, testRedisUrl } from '../helpers/servers.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -225,6 +227,43 @@ describe('npm run bench:reconcile (smoke)', () => {
     expect(report.results.map((r) => r.dutyPercent)).toEqual([100, 50]);
     expect(databases()).toBe(before);
   });
+});
+
+describe('a bench tool cut short', () => {
+  const redis = new Redis(testRedisUrl(), { lazyConnect: true });
+  afterAll(() => redis.quit());
+  const benchKeys = async () => (await redis.keys('bench-reconcile-*')).length;
+
+  /** bench:reconcile, passing its first pass of many: its scratch database and Redis keys exist by then. */
+  async function reconcileRunning() {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/reconcile.ts', '--items', '2000', '--holds', '10', '--passes', '1000', '--duty', '100'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
+    await waitFor('its first pass', async () => (stdout.includes('pass 1:') ? true : undefined), { timeoutMs: 60_000, intervalMs: 50 });
+    return { child, exited };
+  }
+
+  it('by Ctrl-C drops its scratch database and removes its Redis keys, and exits 130', async () => {
+    const [databasesBefore, keysBefore] = [scratchDatabases('irs_bench_reconcile_%'), await benchKeys()];
+    const { child, exited } = await reconcileRunning();
+    expect(Number(scratchDatabases('irs_bench_reconcile_%'))).toBe(Number(databasesBefore) + 1);
+    expect(await benchKeys()).toBeGreaterThan(keysBefore);
+    child.kill('SIGINT');
+    expect((await exited)[0]).toBe(130);
+    expect(scratchDatabases('irs_bench_reconcile_%')).toBe(databasesBefore);
+    expect(await benchKeys()).toBe(keysBefore);
+  }, 90_000);
+
+  it('by its reader closing the pipe (`| head`) drops its scratch database too', async () => {
+    const databasesBefore = scratchDatabases('irs_bench_reconcile_%');
+    const { child, exited } = await reconcileRunning();
+    child.stdout.destroy(); // the tool's next line fails with EPIPE
+    expect((await exited)[0]).toBe(0);
+    expect(scratchDatabases('irs_bench_reconcile_%')).toBe(databasesBefore);
+  }, 90_000);
 });
 
 describe('PostgreSQL counters of a run', () => {
