@@ -30,13 +30,14 @@ PostgreSQL spent per batch and per operation, the fixed and per-operation parts 
 sealing their events cost per event. Drops the database at the end.
 
   --sizes LIST      operations per batch (default 1,2,8,25)
+  --shapes LIST     batch shapes, of reserves, flash, carts (default all three)
   --repeat N        measurements per shape and size; medians are printed (default 3)
   --operations N    operations recorded per measurement, at least 200 batches (default 2000)
   --help            this text
 `;
 
 const values = parseCommandLine(usage, () =>
-  parseArgs({ options: { sizes: { type: 'string' }, repeat: { type: 'string' }, operations: { type: 'string' }, help: HELP } }),
+  parseArgs({ options: { sizes: { type: 'string' }, shapes: { type: 'string' }, repeat: { type: 'string' }, operations: { type: 'string' }, help: HELP } }),
 );
 const sizes = (values.sizes ?? '1,2,8,25').split(',').map((s) => integerFlag('sizes', s.trim(), 1));
 if (sizes.length < 2) usageError('--sizes needs at least two sizes (the fit needs them)');
@@ -55,22 +56,32 @@ function cpuOf(pid: number): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1e6) / ticksPerSecond;
 }
 
-/** A pool of one connection, and its backend's pid (checked readable: PostgreSQL runs here). */
-async function onePool(groupCommit: boolean): Promise<{ pool: pg.Pool; pid: number }> {
+/**
+ * The backend of a pool of one connection. Read before each use: the pool ends a connection idle for 10 s (a long
+ * sealing, a long recording), and its next one is another process.
+ */
+async function backendOf(pool: pg.Pool): Promise<number> {
+  return (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+}
+
+/** A pool of one connection (its backend checked readable: PostgreSQL runs here). */
+async function onePool(groupCommit: boolean): Promise<pg.Pool> {
   const pool = createPool(databaseUrl, { max: 1, queryTimeoutMs: 60_000, groupCommit });
-  const pid = (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+  const pid = await backendOf(pool);
   try {
     cpuOf(pid);
   } catch {
     console.error(`cannot read /proc/${pid}/stat: PostgreSQL must run on this machine`);
     process.exit(1);
   }
-  return { pool, pid };
+  return pool;
 }
 
-function reserve(): RecordOp & { kind: 'reserve' } {
+/** SKUs the carts shape reserves from (stocked before measuring). */
+const CART_SKUS = 10_000;
+
+function reserve(lines = [{ itemId: ITEM, location: 'default', quantity: 1 }]): RecordOp & { kind: 'reserve' } {
   const createdAt = new Date();
-  const lines = [{ itemId: ITEM, location: 'default', quantity: 1 }];
   const reservation = pendingReservation(newId(), { lines, ttlSeconds: 600 }, lines, createdAt, 'default');
   const key = randomUUID();
   const response = toDocument(reservation, createdAt);
@@ -86,24 +97,34 @@ function settle(r: ReservationRecord, n: number): RecordOp {
 
 /**
  * The two shapes of a flash sale's batches: new reservations only (every request a reservation, `reserve64`), and
- * half new reservations, half confirms or releases of earlier ones (`flash`; measured from 2 operations on).
+ * half new reservations, half confirms or releases of earlier ones (`flash`; measured from 2 operations on); and
+ * the carts' (new reservations of several SKUs each: a batch touches several stock rows per operation).
  */
 const shapes = {
-  reserves: (size: number, _pending: ReservationRecord[]) => Array.from({ length: size }, reserve),
+  reserves: (size: number, _pending: ReservationRecord[]) => Array.from({ length: size }, () => reserve()),
   flash: (size: number, pending: ReservationRecord[]) => {
-    const news = Array.from({ length: Math.max(1, Math.floor(size / 2)) }, reserve);
+    const news = Array.from({ length: Math.max(1, Math.floor(size / 2)) }, () => reserve());
     const settles = pending.splice(0, size - news.length).map(settle);
     pending.push(...news.map((op) => op.reservation));
     return [...news, ...settles];
   },
+  /** 2-5 lines each, of distinct SKUs of CART_SKUS. */
+  carts: (size: number, _pending: ReservationRecord[]) =>
+    Array.from({ length: size }, () => {
+      const skus = new Set<number>();
+      while (skus.size < 2 + Math.floor(Math.random() * 4)) skus.add(Math.floor(Math.random() * CART_SKUS));
+      return reserve([...skus].map((n) => ({ itemId: `cart-sku-${n}`, location: 'default', quantity: 1 })));
+    }),
 };
 type Shape = keyof typeof shapes;
+const chosenShapes = (values.shapes ?? Object.keys(shapes).join(',')).split(',').map((s) => s.trim()) as Shape[];
+for (const shape of chosenShapes) if (!(shape in shapes)) usageError(`--shapes: ${shape} is not one of ${Object.keys(shapes).join(', ')}`);
 
 const database = await scratchDatabase('batch_cost');
 const databaseUrl = database.url;
 const writing = await onePool(true);
 const sealing = await onePool(false);
-const writer = new BatchWriter(writing.pool, createMetrics(), { maxBatch: 10_000, concurrency: 1, fateWaitMs: 0 });
+const writer = new BatchWriter(writing, createMetrics(), { maxBatch: 10_000, concurrency: 1, fateWaitMs: 0 });
 const pending: ReservationRecord[] = [];
 
 async function record(ops: RecordOp[]): Promise<void> {
@@ -113,7 +134,7 @@ async function record(ops: RecordOp[]): Promise<void> {
 
 async function sealAll(): Promise<number> {
   let sealed = 0;
-  for (let n = -1; n !== 0; sealed += n) n = await sealEvents(sealing.pool, SEAL_ROUND);
+  for (let n = -1; n !== 0; sealed += n) n = await sealEvents(sealing, SEAL_ROUND);
   return sealed;
 }
 
@@ -129,12 +150,15 @@ async function measure(shape: Shape, size: number): Promise<Measurement> {
   const batches = Math.max(200, Math.ceil(operations / size));
   const all = Array.from({ length: batches }, () => shapes[shape](size, pending));
   await sealAll();
-  const [cpu, started] = [cpuOf(writing.pid), performance.now()];
+  const writerBackend = await backendOf(writing);
+  const [cpu, started] = [cpuOf(writerBackend), performance.now()];
   for (const ops of all) await record(ops);
-  const [batchUs, batchMs] = [(cpuOf(writing.pid) - cpu) / batches, (performance.now() - started) / batches];
-  const sealCpu = cpuOf(sealing.pid);
+  const [batchUs, batchMs] = [(cpuOf(writerBackend) - cpu) / batches, (performance.now() - started) / batches];
+  if ((await backendOf(writing)) !== writerBackend) throw new Error("the writer's connection was replaced while measured");
+  const sealerBackend = await backendOf(sealing);
+  const sealCpu = cpuOf(sealerBackend);
   const events = await sealAll();
-  return { batchUs, batchMs, sealUs: cpuOf(sealing.pid) - sealCpu, events };
+  return { batchUs, batchMs, sealUs: cpuOf(sealerBackend) - sealCpu, events };
 }
 
 /** Least squares of cost = fixed + perOperation × size. */
@@ -149,13 +173,17 @@ function fit(points: { size: number; us: number }[]): { fixed: number; perOperat
 }
 
 try {
-  await record([{ kind: 'stock', generation: GENERATION, itemId: ITEM, location: 'default', onHandDelta: 100_000_000, movement: 'set', reason: null, opId: randomUUID() }]);
+  const stock = (itemId: string): RecordOp => ({ kind: 'stock', generation: GENERATION, itemId, location: 'default', onHandDelta: 100_000_000, movement: 'set', reason: null, opId: randomUUID() });
+  await record([stock(ITEM)]);
+  if (chosenShapes.includes('carts')) {
+    for (let n = 0; n < CART_SKUS; n += 100) await record(Array.from({ length: 100 }, (_, i) => stock(`cart-sku-${n + i}`)));
+  }
   await measure('flash', 20); // warm-up: the statement planned, caches filled
   console.log(`PostgreSQL CPU of the batch statement (writer's backend) and of sealing (a sealer's), medians of ${repeat}\n`);
   console.log('| shape | operations per batch | CPU µs per batch | per operation | wall ms per batch |');
   console.log('|---|---:|---:|---:|---:|');
   const sealed = { us: 0, events: 0 };
-  for (const shape of Object.keys(shapes) as Shape[]) {
+  for (const shape of chosenShapes) {
     const points: { size: number; us: number }[] = [];
     for (const size of sizes.filter((s) => shape !== 'flash' || s >= 2)) {
       const runs: Measurement[] = [];
@@ -172,7 +200,7 @@ try {
   // Sealing is timed over every measurement at once: its CPU is read in clock ticks, too coarse for one.
   console.log(`\nSealing, in rounds of up to ${SEAL_ROUND} events: ${round(sealed.us / Math.max(1, sealed.events), 1)} µs of CPU per event (${sealed.events} events)`);
 } finally {
-  await writing.pool.end();
-  await sealing.pool.end();
+  await writing.end();
+  await sealing.end();
   await database.drop();
 }

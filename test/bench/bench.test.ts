@@ -208,6 +208,7 @@ describe('npm run bench:batch-cost (smoke)', () => {
     expect(run.stdout).toMatch(/^\| reserves \| 1 \| \d+ \| \d+ \| [\d.]+ \|$/m);
     expect(run.stdout).toMatch(/^\| reserves: fitted \| \| -?\d+ fixed \| \+ -?\d+ \| \|$/m);
     expect(run.stdout).toMatch(/^\| flash \| 2 \| \d+ \|/m);
+    expect(run.stdout).toMatch(/^\| carts \| 2 \| \d+ \|/m);
     expect(run.stdout).toMatch(/^Sealing, in rounds of up to 100 events: [\d.]+ µs of CPU per event \(\d+ events\)$/m);
     expect(databases()).toBe(before);
   });
