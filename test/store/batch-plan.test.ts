@@ -14,6 +14,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
 interface PlanNode {
   'Node Type': string;
   'Relation Name'?: string;
+  'CTE Name'?: string;
   Plans?: PlanNode[];
 }
 
@@ -62,6 +63,18 @@ describe("the batch statement's plan on the writer's connections", () => {
       expect(wholeReads(nodes)).toEqual([]);
       // The scan of state_generation it must keep costs 10^10: JIT would compile the statement (2 s) every batch.
       expect(jit).toBe(false);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it("pairs each stock row with its batch's deltas without a nested loop over both (quadratic in a batch's locations)", async () => {
+    const pool = createPool(database.url, { max: 1, queryTimeoutMs: 10_000, groupCommit: true });
+    try {
+      const { nodes } = await genericPlanOn(pool);
+      const loopsOver = (n: PlanNode) => new Set((n.Plans ?? []).map((child) => child['CTE Name']));
+      const pairing = nodes.filter((n) => n['Node Type'] === 'Nested Loop' && loopsOver(n).has('stocked') && loopsOver(n).has('deltas'));
+      expect(pairing).toEqual([]);
     } finally {
       await pool.end();
     }
