@@ -75,10 +75,13 @@ describe('a script call of too many arguments', () => {
   });
 });
 
-describe('undo_settle', () => {
+/**
+ * Decisions on a key prefix of their own (removed after the enclosing describe), and items and reservations made
+ * through them, in a Redis of generation 0.
+ */
+function ownDecisions(node: string) {
   const redis = new Redis(testRedisUrl(), { lazyConnect: true });
   const keys = new Keys(`t${randomBytes(4).toString('hex')}:`);
-  const node = 'aaaaaaaaaaaa';
   const decisions = new Decisions(redis, keys, createMetrics(), 60_000, () => {
     throw new Error('the generation marker is set by the test');
   });
@@ -88,10 +91,10 @@ describe('undo_settle', () => {
     await redis.quit();
   });
 
-  /** An item with `onHand` units on hand at the default location, in a Redis of generation 0. */
+  /** An item with `onHand` units on hand at the default location. */
   async function stocked(onHand: number): Promise<string> {
     await redis.set(keys.marker, '0');
-    const itemId = `undo-${randomUUID()}`;
+    const itemId = `item-${randomUUID()}`;
     const opId = randomUUID();
     const decided = await decisions.changeStock(itemId, 'default', 'set', onHand, { opId, nodeId: node });
     if (decided.kind !== 'changed') throw new Error(`stock: ${decided.kind}`);
@@ -99,12 +102,12 @@ describe('undo_settle', () => {
     return itemId;
   }
 
-  async function reserve(lines: Line[]): Promise<string> {
+  async function reserve(lines: Line[], ttlMs = 60_000): Promise<string> {
     const id = randomUUID();
     const decision = await decisions.reserve({
       reservationId: id,
       lines,
-      ttlMs: 60_000,
+      ttlMs,
       idempotencyKey: keys.idempotency('_', randomUUID()),
       recordPrefix: recordPrefix('h', id),
       recordSuffix: recordSuffix(node),
@@ -115,6 +118,12 @@ describe('undo_settle', () => {
     expect(decision.kind).toBe('held');
     return id;
   }
+
+  return { redis, keys, decisions, stocked, reserve };
+}
+
+describe('undo_settle', () => {
+  const { redis, keys, decisions, stocked, reserve } = ownDecisions('aaaaaaaaaaaa');
 
   async function stockOf(itemId: string): Promise<{ onHand: number; reserved: number }> {
     const at = (await decisions.availability(itemId))!.get('default')!;
@@ -252,53 +261,17 @@ describe('undo_settle', () => {
 });
 
 describe('survey (reconciliation reads many items a call)', () => {
-  const redis = new Redis(testRedisUrl(), { lazyConnect: true });
-  const keys = new Keys(`t${randomBytes(4).toString('hex')}:`);
-  const node = 'bbbbbbbbbbbb';
-  const decisions = new Decisions(redis, keys, createMetrics(), 60_000, () => {
-    throw new Error('the generation marker is set by the test');
-  });
-  afterAll(async () => {
-    const stream = redis.scanStream({ match: `${keys.prefix}*`, count: 1000 });
-    for await (const batch of stream as AsyncIterable<string[]>) if (batch.length) await redis.unlink(...batch);
-    await redis.quit();
-  });
-
-  async function stocked(onHand: number): Promise<string> {
-    await redis.set(keys.marker, '0');
-    const itemId = `survey-${randomUUID()}`;
-    const opId = randomUUID();
-    const decided = await decisions.changeStock(itemId, 'default', 'set', onHand, { opId, nodeId: node });
-    if (decided.kind !== 'changed') throw new Error(`stock: ${decided.kind}`);
-    await decisions.endStockChange(itemId, 'apply', opId, decided);
-    return itemId;
-  }
-
-  async function reserve(itemId: string, quantity: number, ttlMs = 60_000): Promise<string> {
-    const id = randomUUID();
-    const decision = await decisions.reserve({
-      reservationId: id,
-      lines: [{ itemId, location: 'default', quantity }],
-      ttlMs,
-      idempotencyKey: keys.idempotency('_', randomUUID()),
-      recordPrefix: recordPrefix('h', id),
-      recordSuffix: recordSuffix(node),
-      recordTtlMs: 60_000,
-      header: { reference: null, metadata: {}, tenant: 'default', allocation: null },
-      lease: { key: keys.node(node), ttlMs: 3_000 },
-    });
-    expect(decision.kind).toBe('held');
-    return id;
-  }
+  const { decisions, stocked, reserve } = ownDecisions('bbbbbbbbbbbb');
+  const line = (itemId: string, quantity: number): Line[] => [{ itemId, location: 'default', quantity }];
 
   it("lists each item's stock and pending holds, after releasing the due ones; an item of many holds is only counted", async () => {
     const few = await stocked(10);
-    const pending = await reserve(few, 2);
-    const released = await reserve(few, 1);
+    const pending = await reserve(line(few, 2));
+    const released = await reserve(line(few, 1));
     expect((await decisions.settle('release', released, [{ itemId: few, location: 'default', quantity: 1 }])).kind).toBe('settled');
-    const due = await reserve(few, 3, 1);
+    const due = await reserve(line(few, 3), 1);
     const many = await stocked(10);
-    for (let i = 0; i < 3; i++) await reserve(many, 1);
+    for (let i = 0; i < 3; i++) await reserve(line(many, 1));
     await new Promise((resolve) => setTimeout(resolve, 5)); // `due`'s TTL passes
 
     const surveyed = await decisions.survey([few, many, 'never-stocked'], 3);
@@ -318,7 +291,7 @@ describe('survey (reconciliation reads many items a call)', () => {
   it('reads the open stock decisions alone when asked for no holds (-1), and many items over several calls', async () => {
     const items = await Promise.all(Array.from({ length: 60 }, () => stocked(1)));
     const opId = randomUUID();
-    const open = await decisions.changeStock(items[42]!, 'default', 'adjust', 5, { opId, nodeId: node });
+    const open = await decisions.changeStock(items[42]!, 'default', 'adjust', 5, { opId, nodeId: 'bbbbbbbbbbbb' });
     expect(open.kind).toBe('changed');
     const surveyed = await decisions.survey(items, -1);
     expect(surveyed.size).toBe(60);
