@@ -26,8 +26,9 @@ export const ConfigSchema = Type.Object({
   /** `redis://` or `rediss://` (TLS), with a host (checked by `checkUrl`). */
   REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379' }),
   /**
-   * Redis Cluster (or Valkey cluster) seed nodes, `host:port` comma-separated (checked by `parseClusterNodes`); set,
-   * the service runs on the cluster and REDIS_URL is not used. Empty: a single Redis at REDIS_URL.
+   * Redis Cluster (or Valkey cluster) seed nodes, `host:port` or `redis://[user:password@]host:port` comma-separated
+   * (checked by `parseClusterNodes`); set, the service runs on the cluster and REDIS_URL is not used. Empty: a single
+   * Redis at REDIS_URL.
    */
   REDIS_CLUSTER_NODES: Type.String({ default: '' }),
   /**
@@ -139,21 +140,50 @@ export function checkUrl(variable: keyof typeof URL_RULES, value: string): strin
   return null;
 }
 
-/** The seed nodes of REDIS_CLUSTER_NODES (none: a single Redis), and what is wrong with the value. */
-export function parseClusterNodes(value: string): { nodes: { host: string; port: number }[]; problems: string[] } {
-  const nodes: { host: string; port: number }[] = [];
-  const problems: string[] = [];
-  if (value.trim() === '') return { nodes, problems };
+/** REDIS_CLUSTER_NODES, read: its seed nodes (none: a single Redis), the credentials every node is asked with. */
+export interface ClusterNodes {
+  nodes: { host: string; port: number }[];
+  /** From the entries written as `redis://user:password@host:port` (they must agree); empty: none. */
+  credentials: { username?: string; password?: string };
+  problems: string[];
+}
+
+/**
+ * The seed nodes of REDIS_CLUSTER_NODES, and what is wrong with the value. An entry is `host:port`, or a
+ * `redis://` URL naming the credentials (ACL user and password, or a password alone) that every node of the cluster
+ * is asked with, the nodes the client finds by itself included.
+ */
+export function parseClusterNodes(value: string): ClusterNodes {
+  const result: ClusterNodes = { nodes: [], credentials: {}, problems: [] };
+  if (value.trim() === '') return result;
+  const named = new Set<string>();
   for (const entry of value.split(',').map((e) => e.trim())) {
-    const match = /^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$/.exec(entry);
+    let address = entry;
+    if (/^rediss?:\/\//.test(entry)) {
+      const url = URL.canParse(entry) ? new URL(entry) : null;
+      if (url?.protocol === 'rediss:') {
+        result.problems.push('REDIS_CLUSTER_NODES: TLS (rediss://) to a Redis Cluster is not supported yet');
+        continue;
+      }
+      if (url && (url.pathname === '' || url.pathname === '/') && !url.search) {
+        address = url.host;
+        const credentials = { username: decodeURIComponent(url.username) || undefined, password: decodeURIComponent(url.password) || undefined };
+        named.add(JSON.stringify(credentials));
+        result.credentials = credentials;
+      }
+    }
+    const match = /^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$/.exec(address);
     const port = Number(match?.[2]);
     if (!match || port < 1 || port > 65535) {
-      problems.push(`REDIS_CLUSTER_NODES must be host:port entries separated by commas (got ${JSON.stringify(maskCredentials(entry))})`);
+      result.problems.push(
+        `REDIS_CLUSTER_NODES must be host:port or redis://[user:password@]host:port entries separated by commas (got ${JSON.stringify(maskCredentials(entry))})`,
+      );
       continue;
     }
-    nodes.push({ host: match[1]!.replace(/^\[|\]$/g, ''), port });
+    result.nodes.push({ host: match[1]!.replace(/^\[|\]$/g, ''), port });
   }
-  return { nodes, problems };
+  if (named.size > 1) result.problems.push('REDIS_CLUSTER_NODES: its redis:// entries name different credentials (one set serves every node)');
+  return result;
 }
 
 /** Where log lines say Redis is: the cluster's seed nodes, or REDIS_URL's `host:port`. */

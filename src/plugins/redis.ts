@@ -54,11 +54,11 @@ function createClient(config: Config, readFrom: 'master' | 'replica'): RedisClie
     // Commands issued in the same tick (concurrent requests' scripts) go out in one write (per node, on a cluster).
     enableAutoPipelining: true,
   };
-  const { nodes } = parseClusterNodes(config.REDIS_CLUSTER_NODES);
+  const { nodes, credentials } = parseClusterNodes(config.REDIS_CLUSTER_NODES);
   if (nodes.length === 0) return new Redis(config.REDIS_URL, options);
   const { enableAutoPipelining: _, lazyConnect, enableOfflineQueue, ...perNode } = options;
   return new Cluster(nodes, {
-    redisOptions: perNode,
+    redisOptions: { ...perNode, ...credentials },
     // Not on a cluster: ioredis groups an auto-pipeline by the slot of a command's first argument, which for a
     // script defined with a variable number of keys is the key count, so a batch would mix nodes and be refused.
     // Commands still go out without waiting for the previous answer.
