@@ -42,7 +42,17 @@ export async function createTestDatabase(baseUrl: string = testPostgresUrl()): P
     url: url.toString(),
     name,
     drop: async () => {
-      await withClient(baseUrl, (c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
+      await withClient(baseUrl, async (c) => {
+        // pool.end() resolves before its connections have closed: ended now, one that is closing gets a FATAL
+        // (57P01) nobody listens for any more, and the test process dies of it. So the test's own sessions are
+        // given a moment to leave; FORCE ends whatever is still there (an app that was not closed).
+        for (let waited = 0; waited < 2_000; waited += 20) {
+          const { rows } = await c.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name]);
+          if (rows[0]!.n === 0) break;
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        await c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      });
     },
   };
 }
