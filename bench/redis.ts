@@ -5,10 +5,10 @@ import { isCluster, scanTargets, type RedisClient } from '../src/redis/client.js
 
 /** A connected client of the cluster at `clusterNodes` (`host:port,…`), or else of the Redis at `url`. */
 export async function connectRedis(url: string, clusterNodes = ''): Promise<RedisClient> {
-  const { nodes, credentials } = parseClusterNodes(clusterNodes);
+  const { nodes, nodeOptions } = parseClusterNodes(clusterNodes);
   const redis =
     nodes.length > 0
-      ? new Cluster(nodes, { lazyConnect: true, redisOptions: { maxRetriesPerRequest: 1, ...credentials } })
+      ? new Cluster(nodes, { lazyConnect: true, redisOptions: { maxRetriesPerRequest: 1, ...nodeOptions } })
       : new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await redis.connect();
   return redis;

@@ -26,7 +26,7 @@ export const ConfigSchema = Type.Object({
   /** `redis://` or `rediss://` (TLS), with a host (checked by `checkUrl`). */
   REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379' }),
   /**
-   * Redis Cluster (or Valkey cluster) seed nodes, `host:port` or `redis://[user:password@]host:port` comma-separated
+   * Redis Cluster (or Valkey cluster) seed nodes, `host:port` or `redis[s]://[user:password@]host:port` comma-separated
    * (checked by `parseClusterNodes`); set, the service runs on the cluster and REDIS_URL is not used. Empty: a single
    * Redis at REDIS_URL.
    */
@@ -140,49 +140,51 @@ export function checkUrl(variable: keyof typeof URL_RULES, value: string): strin
   return null;
 }
 
-/** REDIS_CLUSTER_NODES, read: its seed nodes (none: a single Redis), the credentials every node is asked with. */
+/** REDIS_CLUSTER_NODES, read: its seed nodes (none: a single Redis), and how every node is to be connected to. */
 export interface ClusterNodes {
   nodes: { host: string; port: number }[];
-  /** From the entries written as `redis://user:password@host:port` (they must agree); empty: none. */
-  credentials: { username?: string; password?: string };
+  /**
+   * ioredis' options for every node, from the entries written as URLs (they must agree): the credentials of
+   * `redis://user:password@host:port`, and TLS (`tls: {}`: the system's certificate authorities and
+   * NODE_EXTRA_CA_CERTS') for `rediss://`. Empty: plain TCP, no credentials.
+   */
+  nodeOptions: { username?: string; password?: string; tls?: Record<string, never> };
   problems: string[];
 }
 
 /**
  * The seed nodes of REDIS_CLUSTER_NODES, and what is wrong with the value. An entry is `host:port`, or a
- * `redis://` URL naming the credentials (ACL user and password, or a password alone) that every node of the cluster
- * is asked with, the nodes the client finds by itself included.
+ * `redis://` or `rediss://` URL naming the credentials (ACL user and password, or a password alone) and whether to
+ * use TLS: that applies to every node of the cluster, the nodes the client finds by itself included.
  */
 export function parseClusterNodes(value: string): ClusterNodes {
-  const result: ClusterNodes = { nodes: [], credentials: {}, problems: [] };
+  const result: ClusterNodes = { nodes: [], nodeOptions: {}, problems: [] };
   if (value.trim() === '') return result;
   const named = new Set<string>();
   for (const entry of value.split(',').map((e) => e.trim())) {
     let address = entry;
-    if (/^rediss?:\/\//.test(entry)) {
-      const url = URL.canParse(entry) ? new URL(entry) : null;
-      if (url?.protocol === 'rediss:') {
-        result.problems.push('REDIS_CLUSTER_NODES: TLS (rediss://) to a Redis Cluster is not supported yet');
-        continue;
-      }
-      if (url && (url.pathname === '' || url.pathname === '/') && !url.search) {
-        address = url.host;
-        const credentials = { username: decodeURIComponent(url.username) || undefined, password: decodeURIComponent(url.password) || undefined };
-        named.add(JSON.stringify(credentials));
-        result.credentials = credentials;
-      }
+    const url = /^rediss?:\/\//.test(entry) && URL.canParse(entry) ? new URL(entry) : null;
+    if (url && (url.pathname === '' || url.pathname === '/') && !url.search) {
+      address = url.host;
+      const options = {
+        ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+        ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+        ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+      };
+      named.add(JSON.stringify(options));
+      result.nodeOptions = options;
     }
     const match = /^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$/.exec(address);
     const port = Number(match?.[2]);
     if (!match || port < 1 || port > 65535) {
       result.problems.push(
-        `REDIS_CLUSTER_NODES must be host:port or redis://[user:password@]host:port entries separated by commas (got ${JSON.stringify(maskCredentials(entry))})`,
+        `REDIS_CLUSTER_NODES must be host:port or redis[s]://[user:password@]host:port entries separated by commas (got ${JSON.stringify(maskCredentials(entry))})`,
       );
       continue;
     }
     result.nodes.push({ host: match[1]!.replace(/^\[|\]$/g, ''), port });
   }
-  if (named.size > 1) result.problems.push('REDIS_CLUSTER_NODES: its redis:// entries name different credentials (one set serves every node)');
+  if (named.size > 1) result.problems.push('REDIS_CLUSTER_NODES: its URL entries differ in credentials or TLS (one setting serves every node)');
   return result;
 }
 

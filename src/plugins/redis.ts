@@ -54,11 +54,14 @@ function createClient(config: Config, readFrom: 'master' | 'replica'): RedisClie
     // Commands issued in the same tick (concurrent requests' scripts) go out in one write (per node, on a cluster).
     enableAutoPipelining: true,
   };
-  const { nodes, credentials } = parseClusterNodes(config.REDIS_CLUSTER_NODES);
+  const { nodes, nodeOptions } = parseClusterNodes(config.REDIS_CLUSTER_NODES);
   if (nodes.length === 0) return new Redis(config.REDIS_URL, options);
   const { enableAutoPipelining: _, lazyConnect, enableOfflineQueue, ...perNode } = options;
   return new Cluster(nodes, {
-    redisOptions: { ...perNode, ...credentials },
+    redisOptions: { ...perNode, ...nodeOptions },
+    // Over TLS a node is connected to by the name the cluster gives, not an address ioredis resolved it to, so
+    // that its certificate is checked against that name (ioredis' advice for TLS clusters).
+    ...(nodeOptions.tls ? { dnsLookup: (address: string, callback: (err: null, address: string) => void) => callback(null, address) } : {}),
     // Not on a cluster: ioredis groups an auto-pipeline by the slot of a command's first argument, which for a
     // script defined with a variable number of keys is the key count, so a batch would mix nodes and be refused.
     // Commands still go out without waiting for the previous answer.

@@ -34,12 +34,12 @@ describe('connection URLs (refused at start, named, password masked)', () => {
     ['REDIS_URL', `redis://:${SECRET}@[bad`, /REDIS_URL is not a valid URL \(got redis:\/\/:\*\*\*@\[bad\)/],
     ['REDIS_URL', 'redis://', /REDIS_URL names no host/],
     ['REDIS_URL', `redis://default:${SECRET}@/0`, /REDIS_URL (names no host|is not a valid URL)/],
-    ['REDIS_CLUSTER_NODES', 'redis-1', /REDIS_CLUSTER_NODES must be host:port or redis:\/\/\[user:password@\]host:port entries separated by commas \(got "redis-1"\)/],
+    ['REDIS_CLUSTER_NODES', 'redis-1', /REDIS_CLUSTER_NODES must be host:port or redis\[s\]:\/\/\[user:password@\]host:port entries separated by commas \(got "redis-1"\)/],
     ['REDIS_CLUSTER_NODES', 'redis-1:6379,redis-2:70000', /REDIS_CLUSTER_NODES must be host:port .*"redis-2:70000"/],
     ['REDIS_CLUSTER_NODES', `redis://:${SECRET}@redis-1`, /REDIS_CLUSTER_NODES must be host:port .*\(got "redis:\/\/:\*\*\*@redis-1"\)/],
     ['REDIS_CLUSTER_NODES', `redis://:${SECRET}@redis-1:6379/2`, /REDIS_CLUSTER_NODES must be host:port/],
-    ['REDIS_CLUSTER_NODES', `rediss://:${SECRET}@redis-1:6379`, /REDIS_CLUSTER_NODES: TLS \(rediss:\/\/\) to a Redis Cluster is not supported yet/],
-    ['REDIS_CLUSTER_NODES', `redis://a:${SECRET}@redis-1:6379,redis://b:${SECRET}@redis-2:6379`, /redis:\/\/ entries name different credentials/],
+    ['REDIS_CLUSTER_NODES', `redis://a:${SECRET}@redis-1:6379,redis://b:${SECRET}@redis-2:6379`, /URL entries differ in credentials or TLS/],
+    ['REDIS_CLUSTER_NODES', `rediss://a:${SECRET}@redis-1:6379,redis://a:${SECRET}@redis-2:6379`, /URL entries differ in credentials or TLS/],
     ['REDIS_READ_FROM', 'replica', /REDIS_READ_FROM=replica needs REDIS_CLUSTER_NODES/],
     ['REDIS_READ_FROM', 'nearest', /REDIS_READ_FROM/],
   ];
@@ -76,17 +76,18 @@ describe('connection URLs (refused at start, named, password masked)', () => {
     }
   });
 
-  it("reads REDIS_CLUSTER_NODES' seed nodes, and the credentials its redis:// entries name for every node", () => {
+  it("reads REDIS_CLUSTER_NODES' seed nodes, and the credentials and TLS its URL entries name for every node", () => {
     expect(parseClusterNodes(`redis://irs:p%40ss@redis-1:6379, redis-2:6380`)).toEqual({
       nodes: [
         { host: 'redis-1', port: 6379 },
         { host: 'redis-2', port: 6380 },
       ],
-      credentials: { username: 'irs', password: 'p@ss' },
+      nodeOptions: { username: 'irs', password: 'p@ss' },
       problems: [],
     });
-    expect(parseClusterNodes('redis://:secret@[::1]:7000').credentials).toEqual({ username: undefined, password: 'secret' });
-    expect(parseClusterNodes('redis-1:6379')).toEqual({ nodes: [{ host: 'redis-1', port: 6379 }], credentials: {}, problems: [] });
+    expect(parseClusterNodes('redis://:secret@[::1]:7000').nodeOptions).toEqual({ password: 'secret' });
+    expect(parseClusterNodes('rediss://redis-1:6379,redis-2:6379').nodeOptions).toEqual({ tls: {} });
+    expect(parseClusterNodes('redis-1:6379')).toEqual({ nodes: [{ host: 'redis-1', port: 6379 }], nodeOptions: {}, problems: [] });
   });
 
   it('leaves the read replica off unless DATABASE_REPLICA_URL is set, and bounds its lag at 1 s by default, 100 ms at least', () => {

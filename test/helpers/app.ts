@@ -75,8 +75,8 @@ const clusterNodes = (): string | undefined => inject('redisClusterNodes');
 /** A client of the test app's Redis: its cluster (REDIS_CLUSTER_NODES) or its single Redis, not yet connected. */
 export function redisClient(config: Config): RedisClient {
   const options = { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 };
-  const { nodes, credentials } = parseClusterNodes(config.REDIS_CLUSTER_NODES);
-  return nodes.length > 0 ? new Cluster(nodes, { lazyConnect: true, redisOptions: { ...options, ...credentials } }) : new Redis(config.REDIS_URL, options);
+  const { nodes, nodeOptions } = parseClusterNodes(config.REDIS_CLUSTER_NODES);
+  return nodes.length > 0 ? new Cluster(nodes, { lazyConnect: true, redisOptions: { ...options, ...nodeOptions } }) : new Redis(config.REDIS_URL, options);
 }
 
 let keyCounter = 0;

@@ -17,6 +17,11 @@ const NODE_TIMEOUT_MS = 1_000;
 export interface RedisClusterOptions {
   /** cluster-node-timeout (default NODE_TIMEOUT_MS); the bench, which kills nothing, keeps Redis' 15 s. */
   nodeTimeoutMs?: number;
+  /**
+   * TLS as well: each node also serves TLS on a port of its own (`tlsSeeds`) with this certificate, and the nodes
+   * talk to each other over TLS, so a TLS client is shown TLS ports. The plain ports stay, for the helpers.
+   */
+  tls?: { certFile: string; keyFile: string; caFile: string };
 }
 
 export interface RedisClusterServer {
@@ -24,6 +29,10 @@ export interface RedisClusterServer {
   readonly servers: readonly RedisServer[];
   /** `host:port,…` of every node: what REDIS_CLUSTER_NODES takes. */
   readonly seeds: string;
+  /** The same, of the nodes' TLS ports (with the `tls` option; else empty). */
+  readonly tlsSeeds: string;
+  /** Each node's TLS port, in the order of `servers` (with the `tls` option). */
+  readonly tlsPorts: readonly number[];
   /** The server that is master of `key`'s slot now. */
   masterOf(key: string): Promise<RedisServer>;
   /** kill -9 the master of `key`'s slot and wait until its replica took over and the cluster is whole again. */
@@ -68,11 +77,14 @@ async function masterPorts(port: number): Promise<{ from: number; to: number; po
  * `redis-cli --cluster create … --cluster-replicas 1`), killed at the process's exit like every private server
  * (the tests' and the bench's: bench/harness.ts).
  */
-export async function startRedisCluster(masters = 3, { nodeTimeoutMs = NODE_TIMEOUT_MS }: RedisClusterOptions = {}): Promise<RedisClusterServer> {
+export async function startRedisCluster(masters = 3, { nodeTimeoutMs = NODE_TIMEOUT_MS, tls }: RedisClusterOptions = {}): Promise<RedisClusterServer> {
   const servers: RedisServer[] = [];
+  const tlsPorts: number[] = [];
   for (let i = 0; i < masters * 2; i++) {
     // The cluster bus defaults to port + 10000, which may be taken or past 65535: ask for one of its own.
     const busPort = await freePort();
+    const tlsPort = tls ? await freePort() : 0;
+    if (tls) tlsPorts.push(tlsPort);
     servers.push(
       await startRedis({
         extraArgs: [
@@ -84,6 +96,10 @@ export async function startRedisCluster(masters = 3, { nodeTimeoutMs = NODE_TIME
           '--repl-diskless-sync-delay', '0',
           // CLUSTER SLOTS lists a replica only once its replication offset moved, which the master's pings do.
           '--repl-ping-replica-period', '1',
+          ...(tls
+            ? ['--tls-port', String(tlsPort), '--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile, '--tls-ca-cert-file', tls.caFile,
+               '--tls-auth-clients', 'no', '--tls-cluster', 'yes', '--tls-replication', 'yes']
+            : []),
         ],
       }),
     );
@@ -144,6 +160,8 @@ export async function startRedisCluster(masters = 3, { nodeTimeoutMs = NODE_TIME
   return {
     servers,
     seeds: addresses.join(','),
+    tlsSeeds: tlsPorts.map((port) => `127.0.0.1:${port}`).join(','),
+    tlsPorts,
     masterOf,
     killMasterOf,
     waitHealthy,
