@@ -52,6 +52,7 @@ export async function startTestApp(overrides: Record<string, string | number> = 
       // The app first, so nothing it still runs (a rebuild in flight) writes keys after the clean-up.
       await app.close();
       const redis = redisClient(config);
+      redis.on('error', () => {}); // Redis stopped, or credentials it refuses: the catch below says why nothing is left
       try {
         await redis.connect();
         for (const server of scanTargets(redis)) {
