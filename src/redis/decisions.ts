@@ -6,7 +6,7 @@ import { DEFAULT_TENANT } from '../domain/tenancy.js';
 import type { Metrics } from '../metrics.js';
 import type { RedisClient } from './client.js';
 import type { Keys } from './keys.js';
-import { parseHeader, parseStock, type HoldStateCode, type LocationStock } from './layout.js';
+import { hashEntries, parseHeader, parseStock, type HoldStateCode, type LocationStock } from './layout.js';
 import { scriptOnEveryGroup } from './groups.js';
 import { defineScripts, type ScriptName, type ScriptReply } from './scripts.js';
 import { ScriptStatus as S } from './status.js';
@@ -834,7 +834,7 @@ export class Decisions {
           (reply[2] as [string[], string[], number, string[]][]).forEach(([stock, intents, holdCount, pending], n) => {
             surveyed.set(chunk[n]!, {
               stock: parseStock(stock),
-              intents: pairsOf(intents),
+              intents: new Map(hashEntries(intents)),
               holdCount,
               pendingHolds: holdCount <= listHolds ? pending : null,
             });
@@ -946,10 +946,3 @@ export class Decisions {
 }
 
 const rebuiltMeanwhile = () => unavailable('Redis state is being rebuilt from PostgreSQL; retry');
-
-/** A flat HGETALL reply as a map. */
-function pairsOf(flat: readonly string[]): Map<string, string> {
-  const map = new Map<string, string>();
-  for (let i = 0; i < flat.length; i += 2) map.set(flat[i]!, flat[i + 1]!);
-  return map;
-}

@@ -92,7 +92,7 @@ export function parseStockField(field: string): { figure: StockFigure; location:
  */
 export function parseStock(hash: readonly string[] | Readonly<Record<string, string>>): Map<string, LocationStock> {
   const out = new Map<string, LocationStock>();
-  for (const [field, value] of entries(hash)) {
+  for (const [field, value] of hashEntries(hash)) {
     const parsed = parseStockField(field);
     if (!parsed) continue;
     let figures = out.get(parsed.location);
@@ -105,7 +105,8 @@ export function parseStock(hash: readonly string[] | Readonly<Record<string, str
 /** A location's figures with no field read yet. */
 export const emptyLocation = (): LocationStock => ({ onHand: null, reserved: null, pending: null, safety: null, safetyPending: null });
 
-function entries(hash: readonly string[] | Readonly<Record<string, string>>): [string, string][] {
+/** A hash's fields and values, from HGETALL as ioredis answers it (an object) or as a script returns it (flat). */
+export function hashEntries(hash: readonly string[] | Readonly<Record<string, string>>): [string, string][] {
   if (!Array.isArray(hash)) return Object.entries(hash);
   const flat = hash as readonly string[];
   const out: [string, string][] = [];
