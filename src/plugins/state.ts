@@ -2,7 +2,9 @@ import fp from 'fastify-plugin';
 import { redisAddress, type Config } from '../config.js';
 import { Recovery } from '../jobs/recovery.js';
 import { Decisions } from '../redis/decisions.js';
+import { isCluster } from '../redis/client.js';
 import { Keys } from '../redis/keys.js';
+import { ServerCheck } from '../redis/server-check.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -21,9 +23,23 @@ export const statePlugin = fp<{ config: Config }>(
   async (app, { config }) => {
     const { redis, db, metrics, log } = app;
     const keys = new Keys(config.REDIS_KEY_PREFIX, config.REDIS_CLUSTER_NODES !== '');
-    const decisions = new Decisions(redis, keys, metrics, config.TOMBSTONE_RETENTION_SECONDS * 1000, () => void recovery.ensure(), app.redisReads);
+    const redisLog = log.child({ redis: redisAddress(config) });
+    // A single Redis is trusted only on the server its state was rebuilt on (src/redis/server-check.ts).
+    const serverCheck = isCluster(redis)
+      ? null
+      : new ServerCheck(
+          redis,
+          keys,
+          (verdict) => {
+            if (verdict !== 'dropped') return;
+            redisLog.warn('Redis is not the server its state was rebuilt on (it restarted from its files, or a replica took over), so it may lack acknowledged holds: rebuilding from PostgreSQL');
+            void recovery.ensure();
+          },
+          (err) => redisLog.warn({ err }, 'checking which Redis server this is failed'),
+        );
+    const decisions = new Decisions(redis, keys, metrics, config.TOMBSTONE_RETENTION_SECONDS * 1000, () => void recovery.ensure(), app.redisReads, serverCheck);
     const recovery = new Recovery(
-      { redis, db, keys, decisions, metrics, log: log.child({ redis: redisAddress(config) }) },
+      { redis, db, keys, decisions, metrics, log: redisLog },
       { idempotencyRetentionHours: config.IDEMPOTENCY_RETENTION_HOURS },
     );
     app.decorate('keys', keys);
@@ -31,6 +47,8 @@ export const statePlugin = fp<{ config: Config }>(
     app.decorate('recovery', recovery);
 
     app.addHook('onReady', async () => {
+      // The connection made before this plugin listened is checked before the node serves.
+      if (redis.status === 'ready') await serverCheck?.check().catch(() => undefined);
       // Start serving with Redis state in place when Redis is up; otherwise start not-ready and recover later.
       if (!(await recovery.check()) && recovery.phase !== 'redis_unreachable') {
         await Promise.race([recovery.ensure(), new Promise((r) => setTimeout(r, 30_000).unref())]);

@@ -8,6 +8,7 @@ import type { RedisClient } from './client.js';
 import type { Keys } from './keys.js';
 import { hashEntries, parseHeader, parseStock, type HoldStateCode, type LocationStock } from './layout.js';
 import { scriptOnEveryGroup } from './groups.js';
+import type { ServerCheck } from './server-check.js';
 import { defineScripts, type ScriptName, type ScriptReply } from './scripts.js';
 import { ScriptStatus as S } from './status.js';
 
@@ -220,6 +221,8 @@ export class Decisions {
     private readonly retentionMs: number,
     private readonly onNoState: () => void,
     reads: RedisClient | null = null,
+    /** A single Redis' check of each connection (server-check.ts): no script goes out before it answered. */
+    private readonly serverCheck: ServerCheck | null = null,
   ) {
     this.run = defineScripts(redis);
     this.runRead = reads && reads !== redis ? defineScripts(reads) : null;
@@ -230,6 +233,7 @@ export class Decisions {
     const started = performance.now();
     let reply: ScriptReply;
     try {
+      if (this.serverCheck && !this.serverCheck.passed) await this.serverCheck.ready();
       reply = await run(name, keys, args);
     } catch (err) {
       throw unavailable('Redis is unreachable', err);
@@ -927,11 +931,14 @@ export class Decisions {
     return reply[0] === S.OK;
   }
 
-  /** Sets every group's marker to `generation` where the rebuild's token survived (finish_rebuild.lua); false if one had not. */
-  async finishRebuild(token: string, generation: string): Promise<boolean> {
+  /**
+   * Sets every group's marker to `generation` where the rebuild's token survived (finish_rebuild.lua); false if one
+   * had not, or (a single Redis) the server is no longer `server`, the run_id the rebuild began writing to.
+   */
+  async finishRebuild(token: string, generation: string, server: string): Promise<boolean> {
     const replies = await scriptOnEveryGroup(this.redis, this.keys, 'finish_rebuild', (group) => ({
-      keys: [this.keys.markerOf(group), this.keys.rebuildingOf(group)],
-      args: [token, generation, this.keys.cluster ? '1' : '0'],
+      keys: [this.keys.markerOf(group), this.keys.rebuildingOf(group), ...(this.keys.cluster ? [] : [this.keys.server])],
+      args: [token, generation, this.keys.cluster ? '1' : '0', server],
     }));
     return replies.every((reply) => reply[0] === S.OK);
   }

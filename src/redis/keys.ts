@@ -54,6 +54,14 @@ export class Keys {
     return this.markerOf(0);
   }
 
+  /**
+   * A single Redis' server the state was rebuilt on (its `run_id`): a server that restarted from its files, or a
+   * replica promoted in its place, has another, and may lack writes the one before acknowledged (server_check.lua).
+   */
+  get server(): string {
+    return this.inGroup(0, 'server');
+  }
+
   /** Set while a rebuild is writing; the marker is only set if this survived (no flush mid-rebuild). */
   rebuildingOf(group: number): string {
     return this.inGroup(group, 'rebuilding');

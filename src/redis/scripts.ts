@@ -17,6 +17,7 @@ export const scriptNames = [
   'availability_read',
   'finish_rebuild',
   'generation',
+  'server_check',
   'drop_hold',
   'forget_claim',
   'correct',

@@ -17,13 +17,16 @@ export interface TcpProxy {
   loseReplies(): void;
   /** Forward traffic normally again (existing blackholed connections resume; their lost bytes stay lost). */
   restore(): void;
+  /** Another server behind the same address (a failover behind a stable endpoint): connections are cut, new ones go to `port`. */
+  redirect(port: number): void;
   /** Destroy all connections and stop listening. */
   close(): Promise<void>;
 }
 
 type Mode = 'open' | 'cut' | 'blackhole' | 'replies-lost';
 
-export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<TcpProxy> {
+export async function startTcpProxy(port: number, targetHost = '127.0.0.1'): Promise<TcpProxy> {
+  let targetPort = port;
   let mode: Mode = 'open';
   const sockets = new Set<net.Socket>();
 
@@ -91,6 +94,10 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
     },
     restore: () => {
       mode = 'open';
+    },
+    redirect: (port) => {
+      targetPort = port;
+      destroyAll();
     },
     close: () =>
       new Promise<void>((resolve, reject) => {
