@@ -80,6 +80,17 @@ describe("the batch statement's plan on the writer's connections", () => {
     }
   });
 
+  it("gates a batch's new reservations, their lines and their events without a nested loop over its own rows (quadratic in its reservations)", async () => {
+    const pool = createPool(database.url, { max: 1, queryTimeoutMs: 10_000, groupCommit: true });
+    try {
+      const { nodes } = await genericPlanOn(pool);
+      const overBatch = (n: PlanNode) => (n.Plans ?? []).some((child) => child['CTE Name'] === 'idem' || child['CTE Name'] === 'created');
+      expect(nodes.filter((n) => n['Node Type'] === 'Nested Loop' && overBatch(n)).map((n) => n['Node Type'])).toEqual([]);
+    } finally {
+      await pool.end();
+    }
+  });
+
   it('the check sees it: planned as any other session would, the same plan scans the empty tables', async () => {
     const pool = createPool(database.url, { max: 1, queryTimeoutMs: 10_000 });
     try {
