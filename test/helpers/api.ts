@@ -4,6 +4,7 @@ import { errorCatalogue, type ErrorCode, type FieldError, type ShortLine } from 
 import type { AvailabilityDocument, ReservationDocument } from '../../src/domain/schemas.js';
 import { scanTargets } from '../../src/redis/client.js';
 import { newKey, startTestApp, type TestApp } from './app.js';
+import { startRedis, type RedisServer } from './redis-server.js';
 import { waitFor } from './wait.js';
 
 /**
@@ -260,6 +261,24 @@ export function useHttpApp(overrides: Record<string, string | number> = {}): { t
   });
   afterAll(() => t.close());
   return { t, api: Api.inject(() => t.app) };
+}
+
+/**
+ * This file's app, serving, on a private redis-server of its own (to kill, restart or snapshot), and its client; both
+ * are filled in by `beforeAll`. The app is closed before its Redis is killed.
+ */
+export function useHttpAppOnPrivateRedis(overrides: Record<string, string | number> = {}): { redis: RedisServer; t: TestApp; api: Api } {
+  const redis = {} as RedisServer;
+  const t = {} as TestApp;
+  beforeAll(async () => {
+    Object.assign(redis, await startRedis());
+    Object.assign(t, await startHttpApp({ ...overrides, REDIS_URL: redis.url }));
+  }, 60_000);
+  afterAll(async () => {
+    await t.close?.();
+    await redis.kill9?.();
+  });
+  return { redis, t, api: Api.inject(() => t.app) };
 }
 
 export interface ProblemBody {

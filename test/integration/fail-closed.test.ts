@@ -5,11 +5,10 @@ import pgClient from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReservationRequest } from '../../src/domain/schemas.js';
 import { ensureDatabase } from '../../src/store/database.js';
-import { Api, availabilityOf, outcome, problemOf, reservationOf, startHttpApp, waitReady, type Answer } from '../helpers/api.js';
+import { Api, availabilityOf, outcome, problemOf, reservationOf, startHttpApp, useHttpAppOnPrivateRedis, waitReady, type Answer } from '../helpers/api.js';
 import { newItem, newKey, type TestApp } from '../helpers/app.js';
 import { checkInvariants } from '../helpers/invariants.js';
 import { startPostgres, type PrivatePostgres } from '../helpers/postgres.js';
-import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { ANY_NODE, backendAlive, waitForLockWait } from '../helpers/sessions.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
@@ -275,19 +274,7 @@ describe('PostgreSQL unreachable (I6)', () => {
 });
 
 describe('Redis unreachable (I6) and rebuilt from PostgreSQL', () => {
-  let redis: RedisServer;
-  let t: TestApp;
-  let api: Api;
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    t = await startHttpApp({ ...FAST_FAIL, REDIS_URL: redis.url });
-    api = Api.inject(t.app);
-  }, 60_000);
-  afterAll(async () => {
-    await t?.close();
-    await redis?.kill9();
-  });
+  const { redis, t, api } = useHttpAppOnPrivateRedis(FAST_FAIL);
 
   it('killed: mutations and availability answer 503 and PostgreSQL is unchanged; restarted empty, it rebuilds and answers from PostgreSQL', async () => {
     const sku = newItem('redis-down');

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import type { Redis } from 'ioredis';
 import { serverRunId } from '../../src/redis/server-check.js';
-import { Api, availabilityOf, outcome, reservationOf, startHttpApp, useHttpApp, waitReady } from '../helpers/api.js';
+import { Api, availabilityOf, outcome, reservationOf, startHttpApp, useHttpApp, useHttpAppOnPrivateRedis, waitReady } from '../helpers/api.js';
 import { newItem, type TestApp } from '../helpers/app.js';
 import { checkInvariants } from '../helpers/invariants.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
@@ -36,19 +36,7 @@ async function expectNoSecondSale(t: TestApp, api: Api, sku: string): Promise<vo
 }
 
 describe('a single Redis restarted from an older snapshot', () => {
-  let redis: RedisServer;
-  let t: TestApp;
-  let api: Api;
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    t = await startHttpApp({ ...FAST_FAIL, REDIS_URL: redis.url });
-    api = Api.inject(t.app);
-  }, 60_000);
-  afterAll(async () => {
-    await t?.close();
-    await redis?.kill9();
-  });
+  const { redis, t, api } = useHttpAppOnPrivateRedis(FAST_FAIL);
 
   it('is rebuilt from PostgreSQL before it decides: the unit held after the snapshot is not sold again', async () => {
     const sku = newItem('snapshot');
