@@ -9,7 +9,7 @@ import type { Keys } from './keys.js';
 import { hashEntries, parseHeader, parseStock, type HoldStateCode, type LocationStock } from './layout.js';
 import { scriptOnEveryGroup } from './groups.js';
 import type { ServerCheck } from './server-check.js';
-import { defineScripts, type ScriptName, type ScriptReply } from './scripts.js';
+import { ScriptCallRefused, defineScripts, type ScriptName, type ScriptReply } from './scripts.js';
 import { ScriptStatus as S } from './status.js';
 
 /** An item's stock per location, as the scripts return its stock hash (parsed through layout.ts). */
@@ -236,6 +236,8 @@ export class Decisions {
       if (this.serverCheck && !this.serverCheck.passed) await this.serverCheck.ready();
       reply = await run(name, keys, args);
     } catch (err) {
+      // A call refused unsent is this code's bug (a 500, logged as such), not Redis being away.
+      if (err instanceof ScriptCallRefused) throw err;
       throw unavailable('Redis is unreachable', err);
     } finally {
       this.metrics.luaDuration.observe({ script: name }, (performance.now() - started) / 1000);

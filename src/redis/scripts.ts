@@ -63,6 +63,14 @@ export type ScriptReply = [number, ...unknown[]];
  */
 export const MAX_SCRIPT_ARGUMENTS = 10_000;
 
+/** A script call past MAX_SCRIPT_ARGUMENTS, refused before anything was sent: a bug of the caller, not a Redis fault. */
+export class ScriptCallRefused extends Error {
+  constructor(name: ScriptName, count: number) {
+    super(`script ${name}: ${count} keys and arguments, more than ${MAX_SCRIPT_ARGUMENTS}`);
+    this.name = 'ScriptCallRefused';
+  }
+}
+
 type ScriptCommand = (numberOfKeys: number, ...keysAndArgs: (string | number)[]) => Promise<ScriptReply>;
 
 /**
@@ -76,6 +84,6 @@ export function defineScripts(redis: RedisClient): (name: ScriptName, keys: stri
   const commands = redis as unknown as Record<ScriptName, ScriptCommand>;
   return (name, keys, args) =>
     keys.length + args.length > MAX_SCRIPT_ARGUMENTS
-      ? Promise.reject(new Error(`script ${name}: ${keys.length + args.length} keys and arguments, more than ${MAX_SCRIPT_ARGUMENTS}`))
+      ? Promise.reject(new ScriptCallRefused(name, keys.length + args.length))
       : commands[name](keys.length, ...keys, ...args);
 }

@@ -7,7 +7,7 @@ import { createMetrics } from '../../src/metrics.js';
 import { Decisions } from '../../src/redis/decisions.js';
 import { Keys } from '../../src/redis/keys.js';
 import { holdField, luaLayout, parseHold, recordPrefix, recordSuffix } from '../../src/redis/layout.js';
-import { defineScripts, MAX_SCRIPT_ARGUMENTS, scriptNames, scriptSource } from '../../src/redis/scripts.js';
+import { defineScripts, MAX_SCRIPT_ARGUMENTS, ScriptCallRefused, scriptNames, scriptSource } from '../../src/redis/scripts.js';
 import { HoldState, ScriptStatus } from '../../src/redis/status.js';
 import { testRedisUrl } from '../helpers/servers.js';
 
@@ -72,6 +72,13 @@ describe('a script call of too many arguments', () => {
     await expect(tooMany).rejects.toThrow(`more than ${MAX_SCRIPT_ARGUMENTS}`);
     expect(await before).toBe('OK');
     expect(await Promise.all(after)).toEqual(['v', 'v', 1]);
+  });
+
+  it("surfaces from Decisions as the caller's bug, not as Redis unreachable (a 503 would send operators to Redis)", async () => {
+    const decisions = new Decisions(redis, new Keys('t:'), createMetrics(), 60_000, () => {});
+    const call = (decisions as unknown as { call(name: string, keys: string[], args: number[]): Promise<unknown> }).call.bind(decisions);
+    const refused = await call('generation', ['k'], Array.from({ length: MAX_SCRIPT_ARGUMENTS }, (_, i) => i)).catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(ScriptCallRefused);
   });
 });
 
