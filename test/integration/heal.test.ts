@@ -519,18 +519,19 @@ describe('the periodic reconciler', () => {
   });
 
   it('keeps its lease while a pass outlasts the interval: the other node starts none meanwhile', async () => {
-    const settings = { RECONCILE_INTERVAL_MS: 100, RECONCILE_DUTY_PERCENT: 1 };
+    // A lease of 600 ms, renewed every 200: one of 100 ms was lost to a stall of the loaded test machine (a full run).
+    const settings = { RECONCILE_INTERVAL_MS: 600, RECONCILE_DUTY_PERCENT: 1 };
     const own = await startTestApp(settings);
     const other = await startTestApp({ ...settings, DATABASE_URL: own.databaseUrl, REDIS_KEY_PREFIX: own.config.REDIS_KEY_PREFIX });
     try {
       const { redis, keys } = own.app.runtime;
       await Promise.all([own.app.reconciler.stop(), other.app.reconciler.stop()]);
       await redis.del(keys.reconcileLock); // whichever node's first tick took it
-      for (let i = 0; i < 5; i++) await Promise.all(Array.from({ length: 20 }, () => stock(own, newItem(), 1)));
+      for (let i = 0; i < 10; i++) await Promise.all(Array.from({ length: 20 }, () => stock(own, newItem(), 1)));
       own.app.reconciler.start();
       const holder = await waitFor('a pass to take the lease', async () => (await redis.get(keys.reconcileLock)) ?? undefined);
       other.app.reconciler.start();
-      // At 1 % the pass lasts far longer than the lease's 100 ms TTL: renewed meanwhile, it stays its node's.
+      // At 1 % the pass lasts far longer than the lease's TTL: renewed meanwhile, it stays its node's.
       for (let i = 0; i < 20; i++) {
         await new Promise((r) => setTimeout(r, 50));
         expect(await redis.get(keys.reconcileLock)).toBe(holder);
