@@ -31,6 +31,9 @@ export const statePlugin = fp<{ config: Config }>(
           redis,
           keys,
           (verdict) => {
+            if (verdict === 'unknown') {
+              redisLog.warn('the Redis user may not run INFO, so a Redis that restarts from its files or fails over cannot be told from the one its state was rebuilt on, and may sell a held unit again: grant it +info');
+            }
             if (verdict !== 'dropped') return;
             redisLog.warn('Redis is not the server its state was rebuilt on (it restarted from its files, or a replica took over), so it may lack acknowledged holds: rebuilding from PostgreSQL');
             void recovery.ensure();

@@ -2,19 +2,24 @@ import type { Redis } from 'ioredis';
 import type { Keys } from './keys.js';
 import { scriptSource, type ScriptReply } from './scripts.js';
 
-/** What server_check.lua found: the state's own server, no state, state adopted from before servers were recorded, or dropped. */
-export type ServerVerdict = 'same' | 'none' | 'adopted' | 'dropped';
+/**
+ * What server_check.lua found: the state's own server, no state, state adopted from before servers were recorded,
+ * dropped, or unknown (the Redis user may not run INFO: a server's change cannot be told then).
+ */
+export type ServerVerdict = 'same' | 'none' | 'adopted' | 'dropped' | 'unknown';
 
-/** The `run_id` in an `INFO server` reply: every start of a Redis process draws a new one. */
-export function runIdOf(info: string): string {
+/** The run_id of the server the connection is on now (every start of a Redis process draws a new one); '' if the user may not run INFO. */
+export async function serverRunId(redis: Redis): Promise<string> {
+  let info: string;
+  try {
+    info = await redis.info('server');
+  } catch (err) {
+    if (err instanceof Error && err.message.startsWith('NOPERM')) return '';
+    throw err;
+  }
   const runId = /^run_id:([0-9a-f]+)\r?$/m.exec(info)?.[1];
   if (!runId) throw new Error('INFO server has no run_id');
   return runId;
-}
-
-/** The run_id of the server the connection is on now. */
-export async function serverRunId(redis: Redis): Promise<string> {
-  return runIdOf(await redis.info('server'));
 }
 
 /**

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
 import { serverRunId } from '../../src/redis/server-check.js';
 import { Api, availabilityOf, outcome, reservationOf, startHttpApp, useHttpApp, useHttpAppOnPrivateRedis, waitReady } from '../helpers/api.js';
 import { newItem, type TestApp } from '../helpers/app.js';
@@ -111,6 +111,36 @@ describe('a rebuild', () => {
     expect(await redis.get(keys.marker)).toBe(marker);
     expect(await decisions.finishRebuild('token-1', marker!, server)).toBe(true);
     expect(await redis.get(keys.server)).toBe(server);
+  });
+});
+
+describe('a Redis user that may not run INFO (an ACL without @dangerous)', () => {
+  let redis: RedisServer;
+  let t: TestApp;
+  let api: Api;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    const admin = new Redis(redis.url);
+    await admin.acl('SETUSER', 'irs', 'on', '>secret', '~*', '&*', '+@all', '-info');
+    await admin.quit();
+    t = await startHttpApp({ ...FAST_FAIL, REDIS_URL: `redis://irs:secret@127.0.0.1:${redis.port}` });
+    api = Api.inject(t.app);
+  }, 60_000);
+  afterAll(async () => {
+    await t?.close();
+    await redis?.kill9();
+  });
+
+  it('is served as before (a server change then goes unseen, and the log says so), not refused', async () => {
+    const sku = newItem('no-info');
+    expect(outcome(await api.putStock(sku, { quantity: 1 }))).toBe('200');
+    expect(outcome(await api.reserve({ lines: [{ itemId: sku, quantity: 1 }] }))).toBe('201');
+    expect(await t.app.runtime.redis.get(t.app.runtime.keys.server)).toBeNull();
+    // A rebuild finishes too.
+    await t.app.runtime.recovery.dropState();
+    await waitReady(t.app, 20_000);
+    expect(availabilityOf(await api.availability(sku))).toMatchObject({ onHand: 1, reserved: 1, available: 0 });
   });
 });
 

@@ -10,9 +10,11 @@
   ARGV[1]  none: the script takes no arguments
 
   Returns {S.OK, verdict}: 'same' (rebuilt on this server), 'none' (no state to judge), 'adopted' (state from
-  before servers were recorded: this one is taken as its own) or 'dropped'.
+  before servers were recorded: this one is taken as its own), 'dropped', or 'unknown' (the user may not run INFO).
 ]]
-local runId = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+--@include server
+local runId = serverRunId()
+if not runId then return { S.OK, 'unknown' } end
 local owner = redis.call('GET', KEYS[2])
 if owner == runId then return { S.OK, 'same' } end
 if redis.call('EXISTS', KEYS[1]) == 0 then return { S.OK, 'none' } end
