@@ -121,7 +121,7 @@ WITH fence AS (
   SELECT scope, key, request_hash, id, status_code, response::text FROM reserves
   WHERE EXISTS (SELECT FROM fence)
   ON CONFLICT DO NOTHING
-  RETURNING reservation_id, response
+  RETURNING reservation_id
 ), created AS (
   INSERT INTO reservations (id, status, reference, metadata, expires_at, created_at, updated_at, tenant, priority, allocation,
     version, event_sequence)
