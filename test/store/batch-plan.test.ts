@@ -54,49 +54,40 @@ const wholeReads = (nodes: PlanNode[]) =>
         : [],
   );
 
+/** The generic plan of the batch statement on a fresh pool of `groupCommit` sessions (the writer's, or ordinary ones). */
+async function genericPlan(groupCommit: boolean): Promise<{ nodes: PlanNode[]; jit: boolean }> {
+  const pool = createPool(database.url, { max: 1, queryTimeoutMs: 10_000, groupCommit });
+  try {
+    return await genericPlanOn(pool);
+  } finally {
+    await pool.end();
+  }
+}
+
+/** A plan's nested loops with a direct child over one of `ctes`: over a batch's own rows, each is quadratic in them. */
+const loopsOver = (nodes: PlanNode[], ctes: (children: Set<string | undefined>) => boolean) =>
+  nodes.filter((n) => n['Node Type'] === 'Nested Loop' && ctes(new Set((n.Plans ?? []).map((child) => child['CTE Name']))));
+
 describe("the batch statement's plan on the writer's connections", () => {
   it('made on empty tables, reaches every row through an index (no table scanned whole, none hashed), and is not JIT-compiled', async () => {
-    const pool = createPool(database.url, { max: 1, queryTimeoutMs: 10_000, groupCommit: true });
-    try {
-      const { nodes, jit } = await genericPlanOn(pool);
-      expect(nodes.some((n) => n['Relation Name'] === 'reservations')).toBe(true);
-      expect(wholeReads(nodes)).toEqual([]);
-      // The scan of state_generation it must keep costs 10^10: JIT would compile the statement (2 s) every batch.
-      expect(jit).toBe(false);
-    } finally {
-      await pool.end();
-    }
+    const { nodes, jit } = await genericPlan(true);
+    expect(nodes.some((n) => n['Relation Name'] === 'reservations')).toBe(true);
+    expect(wholeReads(nodes)).toEqual([]);
+    // The scan of state_generation it must keep costs 10^10: JIT would compile the statement (2 s) every batch.
+    expect(jit).toBe(false);
   });
 
   it("pairs each stock row with its batch's deltas without a nested loop over both (quadratic in a batch's locations)", async () => {
-    const pool = createPool(database.url, { max: 1, queryTimeoutMs: 10_000, groupCommit: true });
-    try {
-      const { nodes } = await genericPlanOn(pool);
-      const loopsOver = (n: PlanNode) => new Set((n.Plans ?? []).map((child) => child['CTE Name']));
-      const pairing = nodes.filter((n) => n['Node Type'] === 'Nested Loop' && loopsOver(n).has('stocked') && loopsOver(n).has('deltas'));
-      expect(pairing).toEqual([]);
-    } finally {
-      await pool.end();
-    }
+    const { nodes } = await genericPlan(true);
+    expect(loopsOver(nodes, (ctes) => ctes.has('stocked') && ctes.has('deltas'))).toEqual([]);
   });
 
   it("gates a batch's new reservations, their lines and their events without a nested loop over its own rows (quadratic in its reservations)", async () => {
-    const pool = createPool(database.url, { max: 1, queryTimeoutMs: 10_000, groupCommit: true });
-    try {
-      const { nodes } = await genericPlanOn(pool);
-      const overBatch = (n: PlanNode) => (n.Plans ?? []).some((child) => child['CTE Name'] === 'idem' || child['CTE Name'] === 'created');
-      expect(nodes.filter((n) => n['Node Type'] === 'Nested Loop' && overBatch(n)).map((n) => n['Node Type'])).toEqual([]);
-    } finally {
-      await pool.end();
-    }
+    const { nodes } = await genericPlan(true);
+    expect(loopsOver(nodes, (ctes) => ctes.has('idem') || ctes.has('created'))).toEqual([]);
   });
 
   it('the check sees it: planned as any other session would, the same plan scans the empty tables', async () => {
-    const pool = createPool(database.url, { max: 1, queryTimeoutMs: 10_000 });
-    try {
-      expect(wholeReads((await genericPlanOn(pool)).nodes)).not.toEqual([]);
-    } finally {
-      await pool.end();
-    }
+    expect(wholeReads((await genericPlan(false)).nodes)).not.toEqual([]);
   });
 });
