@@ -265,14 +265,18 @@ export function useHttpApp(overrides: Record<string, string | number> = {}): { t
 
 /**
  * This file's app, serving, on a private redis-server of its own (to kill, restart or snapshot), and its client; both
- * are filled in by `beforeAll`. The app is closed before its Redis is killed.
+ * are filled in by `beforeAll`. `connectAs` may prepare the server (an ACL user) and name the URL the app uses. The
+ * app is closed before its Redis is killed.
  */
-export function useHttpAppOnPrivateRedis(overrides: Record<string, string | number> = {}): { redis: RedisServer; t: TestApp; api: Api } {
+export function useHttpAppOnPrivateRedis(
+  overrides: Record<string, string | number> = {},
+  connectAs: (redis: RedisServer) => Promise<string> = async (redis) => redis.url,
+): { redis: RedisServer; t: TestApp; api: Api } {
   const redis = {} as RedisServer;
   const t = {} as TestApp;
   beforeAll(async () => {
     Object.assign(redis, await startRedis());
-    Object.assign(t, await startHttpApp({ ...overrides, REDIS_URL: redis.url }));
+    Object.assign(t, await startHttpApp({ ...overrides, REDIS_URL: await connectAs(redis) }));
   }, 60_000);
   afterAll(async () => {
     await t.close?.();

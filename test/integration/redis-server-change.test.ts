@@ -115,21 +115,11 @@ describe('a rebuild', () => {
 });
 
 describe('a Redis user that may not run INFO (an ACL without @dangerous)', () => {
-  let redis: RedisServer;
-  let t: TestApp;
-  let api: Api;
-
-  beforeAll(async () => {
-    redis = await startRedis();
+  const { t, api } = useHttpAppOnPrivateRedis(FAST_FAIL, async (redis) => {
     const admin = new Redis(redis.url);
     await admin.acl('SETUSER', 'irs', 'on', '>secret', '~*', '&*', '+@all', '-info');
     await admin.quit();
-    t = await startHttpApp({ ...FAST_FAIL, REDIS_URL: `redis://irs:secret@127.0.0.1:${redis.port}` });
-    api = Api.inject(t.app);
-  }, 60_000);
-  afterAll(async () => {
-    await t?.close();
-    await redis?.kill9();
+    return `redis://irs:secret@127.0.0.1:${redis.port}`;
   });
 
   it('is served as before (a server change then goes unseen, and the log says so), not refused', async () => {
