@@ -7,7 +7,7 @@ import { onEveryGroup } from '../redis/groups.js';
 import type { Decisions } from '../redis/decisions.js';
 import type { Keys } from '../redis/keys.js';
 import { formatHold, formatRecord, holdField, stockField } from '../redis/layout.js';
-import { serverRunId } from '../redis/server-check.js';
+import { serverRunIds } from '../redis/server-check.js';
 import { HoldState } from '../redis/status.js';
 import { checkOut } from '../store/database.js';
 import { beginRebuild, commitRebuild, rollbackRebuild } from '../store/generation.js';
@@ -113,8 +113,8 @@ export class Recovery {
     try {
       // Under the fence (src/store/generation.ts) until the commit: batches of the old generation write nothing.
       const generation = await beginRebuild(client);
-      // A single Redis that fails over mid-rebuild may lack part of what was written: the marker then is not set.
-      const server = isCluster(redis) ? '' : await serverRunId(redis);
+      // A server that fails over or restarts mid-rebuild may lack part of what was written: its markers are then not set.
+      const servers = await serverRunIds(redis);
       // Every slot without state until the markers are set again: on a cluster a failover took only some slots'
       // state, and the others' scripts must not decide on items while they are cleared and refilled.
       await this.dropState();
@@ -151,7 +151,7 @@ export class Recovery {
       });
 
       markerSet = true;
-      if (!(await decisions.finishRebuild(token, generation, server))) throw new Error('Redis lost the rebuild while it was written (flushed?); starting over');
+      if (!(await decisions.finishRebuild(token, generation, servers))) throw new Error('Redis lost the rebuild while it was written (flushed?); starting over');
       await commitRebuild(client);
       const seconds = (performance.now() - started) / 1000;
       metrics.rebuilds.inc();

@@ -1,3 +1,4 @@
+import type { Redis } from 'ioredis';
 import { unavailable } from '../domain/errors.js';
 import type { RequestedLine } from '../domain/allocation.js';
 import type { Line } from '../domain/reservation.js';
@@ -8,7 +9,7 @@ import type { RedisClient } from './client.js';
 import type { Keys } from './keys.js';
 import { hashEntries, parseHeader, parseStock, type HoldStateCode, type LocationStock } from './layout.js';
 import { scriptOnEveryGroup } from './groups.js';
-import type { ServerCheck } from './server-check.js';
+import type { ConnectionCheck } from './server-check.js';
 import { ScriptCallRefused, defineScripts, type ScriptName, type ScriptReply } from './scripts.js';
 import { ScriptStatus as S } from './status.js';
 
@@ -221,8 +222,8 @@ export class Decisions {
     private readonly retentionMs: number,
     private readonly onNoState: () => void,
     reads: RedisClient | null = null,
-    /** A single Redis' check of each connection (server-check.ts): no script goes out before it answered. */
-    private readonly serverCheck: ServerCheck | null = null,
+    /** The check of each connection (server-check.ts): no script goes out before it answered. */
+    private readonly serverCheck: ConnectionCheck | null = null,
   ) {
     this.run = defineScripts(redis);
     this.runRead = reads && reads !== redis ? defineScripts(reads) : null;
@@ -935,12 +936,13 @@ export class Decisions {
 
   /**
    * Sets every group's marker to `generation` where the rebuild's token survived (finish_rebuild.lua); false if one
-   * had not, or (a single Redis) the server is no longer `server`, the run_id the rebuild began writing to.
+   * had not, or a group's server is no longer the one in `servers` (their run_ids when the rebuild began writing).
    */
-  async finishRebuild(token: string, generation: string, server: string): Promise<boolean> {
-    const replies = await scriptOnEveryGroup(this.redis, this.keys, 'finish_rebuild', (group) => ({
+  async finishRebuild(token: string, generation: string, servers: ReadonlyMap<Redis, string>): Promise<boolean> {
+    const replies = await scriptOnEveryGroup(this.redis, this.keys, 'finish_rebuild', (group, server) => ({
       keys: [this.keys.markerOf(group), this.keys.rebuildingOf(group), ...(this.keys.cluster ? [] : [this.keys.server])],
-      args: [token, generation, this.keys.cluster ? '1' : '0', server],
+      // A connection made since (another server, or the same one restarted) is not in `servers`: '' does not match it.
+      args: [token, generation, this.keys.cluster ? '1' : '0', servers.get(server) ?? ''],
     }));
     return replies.every((reply) => reply[0] === S.OK);
   }

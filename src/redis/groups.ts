@@ -50,7 +50,7 @@ export async function scriptOnEveryGroup(
   redis: RedisClient,
   keys: Keys,
   name: ScriptName,
-  call: (group: number) => { keys: string[]; args: (string | number)[] },
+  call: (group: number, server: Redis) => { keys: string[]; args: (string | number)[] },
 ): Promise<ScriptReply[]> {
   let script = shas.get(name);
   if (!script) {
@@ -60,8 +60,8 @@ export async function scriptOnEveryGroup(
   const { source, sha } = script;
   const servers = isCluster(redis) ? redis.nodes('master') : [redis];
   await Promise.all(servers.map((server) => server.script('LOAD', source)));
-  return (await onEveryGroup(redis, keys, (p, group) => {
-    const { keys: scriptKeys, args } = call(group);
+  return (await onEveryGroup(redis, keys, (p, group, server) => {
+    const { keys: scriptKeys, args } = call(group, server);
     p.evalsha(sha, scriptKeys.length, ...scriptKeys, ...args);
   })) as ScriptReply[];
 }

@@ -19,6 +19,9 @@ export interface ItemKeys {
   intents: string;
 }
 
+/** The generation marker's name in its group (keys.ts' `inGroup`). */
+const MARKER = 'generation';
+
 export class Keys {
   /** Every group: the slots of a cluster, or the one group of a single Redis. */
   readonly groups: readonly number[];
@@ -42,11 +45,21 @@ export class Keys {
 
   /**
    * The generation of PostgreSQL state this group was rebuilt from; missing means Redis lost its state. On a cluster
-   * the value also names the master that held the slot then (`<generation>@<node id>`): a replica promoted since
-   * (which may have missed the last writes) finds another id and reads it as missing (includes/common.lua).
+   * the value also names the master that held the slot then, and its process (`<generation>@<node id>@<run_id>`): a
+   * replica promoted since (which may have missed the last writes) finds another id and reads it as missing
+   * (includes/common.lua), and the master restarted from its files is caught by its connection's check
+   * (cluster_server_check.lua).
    */
   markerOf(group: number): string {
-    return this.inGroup(group, 'generation');
+    return this.inGroup(group, MARKER);
+  }
+
+  /**
+   * A cluster's markers' keys without their slot's hash tag, `[before, after]`: the per-connection check builds
+   * every slot's of its node from them (cluster_server_check.lua).
+   */
+  get markerAroundTag(): [string, string] {
+    return [this.prefix, MARKER];
   }
 
   /** The first group's marker: a single Redis' only one. */

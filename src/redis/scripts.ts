@@ -18,6 +18,7 @@ export const scriptNames = [
   'finish_rebuild',
   'generation',
   'server_check',
+  'cluster_server_check',
   'drop_hold',
   'forget_claim',
   'correct',
@@ -26,8 +27,13 @@ export const scriptNames = [
 ] as const;
 export type ScriptName = (typeof scriptNames)[number];
 
-/** Scripts that write nothing (declared `#!lua flags=no-writes`): a replica may run them. */
-const readOnlyScripts: ReadonlySet<ScriptName> = new Set(['availability_read']);
+/** Flags a script declares in its first line (`#!lua flags=…`), where Redis' defaults do not fit it. */
+const scriptFlags: Partial<Record<ScriptName, string>> = {
+  // Writes nothing: a replica may run it.
+  availability_read: 'no-writes',
+  // Reads the markers of every slot of its node in one call, and runs even out of memory (server-check.ts).
+  cluster_server_check: 'allow-cross-slot-keys,allow-oom',
+};
 
 const luaDir = new URL('./lua/', import.meta.url);
 
@@ -37,17 +43,17 @@ const luaTable = (name: string, table: Record<string, string | number>): string 
     .join(', ')} }`;
 
 /**
- * A script's source as Redis runs it: declared no-writes if it is read-only, the status codes (`S`), hold states (`H`) and value layout (`L`, layout.ts)
- * injected from TypeScript (one source for both languages), and each `--@include name` line replaced by
- * includes/name.lua.
+ * A script's source as Redis runs it: its flags (`scriptFlags`) in its first line, the status codes (`S`), hold
+ * states (`H`) and value layout (`L`, layout.ts) injected from TypeScript (one source for both languages), and each
+ * `--@include name` line replaced by includes/name.lua.
  */
 export function scriptSource(name: ScriptName): string {
   const body = readFileSync(new URL(`${name}.lua`, luaDir), 'utf8').replace(
     /^--@include (\w+)$/gm,
     (_, include: string) => readFileSync(new URL(`includes/${include}.lua`, luaDir), 'utf8'),
   );
-  // A script that writes nothing says so in its first line, so that a replica runs it.
-  const shebang = readOnlyScripts.has(name) ? ['#!lua flags=no-writes'] : [];
+  const flags = scriptFlags[name];
+  const shebang = flags ? [`#!lua flags=${flags}`] : [];
   return [...shebang, luaTable('S', ScriptStatus), luaTable('H', HoldState), luaTable('L', luaLayout), body].join('\n');
 }
 
@@ -80,7 +86,7 @@ type ScriptCommand = (numberOfKeys: number, ...keysAndArgs: (string | number)[])
  */
 export function defineScripts(redis: RedisClient): (name: ScriptName, keys: string[], args: (string | number)[]) => Promise<ScriptReply> {
   // A read-only script goes to a replica on a client that reads from replicas (REDIS_READ_FROM=replica).
-  for (const name of scriptNames) redis.defineCommand(name, { lua: scriptSource(name), readOnly: readOnlyScripts.has(name) });
+  for (const name of scriptNames) redis.defineCommand(name, { lua: scriptSource(name), readOnly: scriptFlags[name] === 'no-writes' });
   const commands = redis as unknown as Record<ScriptName, ScriptCommand>;
   return (name, keys, args) =>
     keys.length + args.length > MAX_SCRIPT_ARGUMENTS

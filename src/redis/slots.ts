@@ -28,3 +28,6 @@ export function slotTag(slot: number): string {
 }
 
 export { calculateSlot as slotOf };
+
+/** Every slot's hash tag, in slot order, separated by ',' (tags are base 36: no ','). */
+export const slotTagList = (): string => Array.from({ length: SLOT_COUNT }, (_, slot) => slotTag(slot)).join(',');

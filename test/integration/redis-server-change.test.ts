@@ -4,8 +4,8 @@ import { Redis } from 'ioredis';
 import { serverRunId } from '../../src/redis/server-check.js';
 import { Api, availabilityOf, outcome, reservationOf, startHttpApp, useHttpApp, useHttpAppOnPrivateRedis, waitReady } from '../helpers/api.js';
 import { newItem, type TestApp } from '../helpers/app.js';
-import { checkInvariants } from '../helpers/invariants.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { expectNoSecondSale } from '../helpers/server-change.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -16,24 +16,6 @@ import { waitFor } from '../helpers/wait.js';
  */
 
 const FAST_FAIL = { REDIS_COMMAND_TIMEOUT_MS: 1000 };
-
-/** After the server change: every reserve of the last unit answers 503 (rebuilding) or 409, never 201. */
-async function expectNoSecondSale(t: TestApp, api: Api, sku: string): Promise<void> {
-  const answers: string[] = [];
-  await waitFor(
-    'the rebuilt state to refuse the held unit',
-    async () => {
-      const a = await api.reserve({ lines: [{ itemId: sku, quantity: 1 }] });
-      answers.push(outcome(a));
-      return outcome(a) === '409 insufficient_stock' || undefined;
-    },
-    { timeoutMs: 20_000, intervalMs: 50 },
-  );
-  expect(answers.filter((a) => a !== '503 unavailable' && a !== '409 insufficient_stock'), answers.join(', ')).toEqual([]);
-  await waitReady(t.app, 20_000);
-  expect(availabilityOf(await api.availability(sku))).toMatchObject({ onHand: 1, reserved: 1, available: 0 });
-  await checkInvariants(t.app, [sku]);
-}
 
 describe('a single Redis restarted from an older snapshot', () => {
   const { redis, t, api } = useHttpAppOnPrivateRedis(FAST_FAIL);
@@ -107,9 +89,9 @@ describe('a rebuild', () => {
     const marker = await redis.get(keys.marker);
     const server = await serverRunId(redis as Redis);
     await redis.set(keys.rebuildingOf(0), 'token-1');
-    expect(await decisions.finishRebuild('token-1', '999', 'f'.repeat(40))).toBe(false);
+    expect(await decisions.finishRebuild('token-1', '999', new Map([[redis as Redis, 'f'.repeat(40)]]))).toBe(false);
     expect(await redis.get(keys.marker)).toBe(marker);
-    expect(await decisions.finishRebuild('token-1', marker!, server)).toBe(true);
+    expect(await decisions.finishRebuild('token-1', marker!, new Map([[redis as Redis, server]]))).toBe(true);
     expect(await redis.get(keys.server)).toBe(server);
   });
 });

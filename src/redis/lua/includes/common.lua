@@ -7,16 +7,24 @@ local function nowMs()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A cluster marker's node id (40 characters after the first '@', `at`), and its run_id (after the next '@') or nil.
+local function markerNode(value, at) return string.sub(value, at + 1, at + 40) end
+local function markerRunId(value, at)
+  if string.sub(value, at + 41, at + 41) ~= '@' then return nil end
+  return string.sub(value, at + 42)
+end
+
 -- The generation this Redis was rebuilt from, or nil when its state is gone (never decide on an empty Redis). On a
--- cluster the marker names the master that held the slot when the rebuild wrote it ("<generation>@<node id>"): a
--- replica promoted since may have missed the last writes the old master acknowledged, so to it the state is gone
--- too until a rebuild (src/redis/keys.ts).
+-- cluster the marker names the master that held the slot when the rebuild wrote it ("<generation>@<node id>", then
+-- "@<run_id>" where the user may run INFO): a replica promoted since may have missed the last writes the old master
+-- acknowledged, so to it the state is gone too until a rebuild (src/redis/keys.ts). The run_id is checked once per
+-- connection instead (cluster_server_check.lua): INFO in every call would cost a fifth of the reserve script.
 local function generation(markerKey)
   local value = redis.call('GET', markerKey)
   if not value then return nil end
   local at = string.find(value, '@', 1, true)
   if not at then return value end
-  if string.sub(value, at + 1) ~= redis.call('CLUSTER', 'MYID') then return nil end
+  if markerNode(value, at) ~= redis.call('CLUSTER', 'MYID') then return nil end
   return string.sub(value, 1, at - 1)
 end
 
