@@ -5,8 +5,8 @@ import { scriptSource, type ScriptReply } from './scripts.js';
 import { slotTagList } from './slots.js';
 
 /**
- * What server_check.lua found: the state's own server, no state, state adopted from before servers were recorded,
- * dropped, or unknown (the Redis user may not run INFO: a server's change cannot be told then).
+ * What a check found (server_check.lua, cluster_server_check.lua): the state's own server, no state, state adopted
+ * from before servers were recorded, dropped, or unknown (the Redis user may not run INFO: a change cannot be told).
  */
 export type ServerVerdict = 'same' | 'none' | 'adopted' | 'dropped' | 'unknown';
 
