@@ -1,5 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
-import { isCluster, type RedisClient } from './client.js';
+import { scanTargets, type RedisClient } from './client.js';
 import type { Keys } from './keys.js';
 import { scriptSource, type ScriptReply } from './scripts.js';
 import { slotTagList } from './slots.js';
@@ -24,10 +24,9 @@ export async function serverRunId(redis: Redis): Promise<string> {
   return runId;
 }
 
-/** The run_id of each server the client writes to now: a single Redis, or a cluster's masters (serverRunId). */
+/** The run_id of each server the client writes to now (scanTargets: a single Redis, or a cluster's masters). */
 export async function serverRunIds(redis: RedisClient): Promise<Map<Redis, string>> {
-  const servers = isCluster(redis) ? redis.nodes('master') : [redis];
-  return new Map(await Promise.all(servers.map(async (server) => [server, await serverRunId(server)] as const)));
+  return new Map(await Promise.all(scanTargets(redis).map(async (server) => [server, await serverRunId(server)] as const)));
 }
 
 /** What Decisions waits for before it sends a script: the connections it may go out on have been checked. */
