@@ -97,8 +97,8 @@ export class ServerCheck implements ConnectionCheck {
  * So each new connection to a master has the check queued first, and the node runs it before any script sent on
  * that connection. A check can fail where the scripts behind it do not (a master just restarted refuses it until it
  * has rejoined the cluster, a moment later): so, as on a single Redis, Decisions sends no script while a check has
- * not answered (`passed`), and makes a failed one again first. The check declares `allow-oom`: scripts that free
- * memory must not wait for it. Replicas' connections are not checked: they decide nothing, and a replica promoted
+ * not answered (`passed`), and makes a failed one again first. The check declares `allow-oom`: out of memory, a
+ * master would refuse it while reads behind it pass. Replicas' connections are not checked: they decide nothing, and a replica promoted
  * has another node id, which every script checks (includes/common.lua).
  */
 export class ClusterServerCheck implements ConnectionCheck {

@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Redis } from 'ioredis';
-import type { Cluster } from 'ioredis';
+import { Redis, type Cluster } from 'ioredis';
 import { onEveryGroup } from '../../src/redis/groups.js';
 import { scriptSource } from '../../src/redis/scripts.js';
 import { serverRunIds } from '../../src/redis/server-check.js';
